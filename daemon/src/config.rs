@@ -1,0 +1,429 @@
+//! Validated configuration of one site.
+//!
+//! The YAML is read into the serde mirror in [`raw`], key case normalised by
+//! [`load`], and turned into these types by [`validate`]. Nothing outside this
+//! module sees unvalidated input: every type here upholds its invariants
+//! (lengths, port rules, address families), so the engine never re-checks them.
+//! This module must not touch the network or the filesystem beyond reading the
+//! config file.
+
+pub mod load;
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub use load::{load_file, load_str};
+
+/// One configuration problem: the dotted path of the field and why it is wrong.
+///
+/// Displays as `tunnel.localSockets[1].listenPort: must equal publicPort in dedicated-address mode`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct FieldError {
+    /// Dotted path with camelCase keys and `[i]` indexes, e.g. `localExposedApps[0].appSocket`.
+    pub path: String,
+    /// Human-readable reason; offending values are quoted with single quotes.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// A problem with the field at `path`.
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file '{path}': {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed.
+    #[error("{0}")]
+    Syntax(String),
+    /// One or more fields are invalid; every one is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+/// A fully validated site configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This site's unique name.
+    pub site_name: SiteName,
+    /// The shared secret of the network.
+    pub crypto: CryptoConfig,
+    /// Logging.
+    pub logger: LoggerConfig,
+    /// Discovery over MQTT.
+    pub message_channel: MqttConfig,
+    /// QUIC listeners and tunnel tuning.
+    pub tunnel: TunnelConfig,
+    /// Apps this site lets other sites reach.
+    pub exposed_apps: Vec<ExposedApp>,
+    /// Apps of other sites served on local sockets here.
+    pub remote_apps: Vec<RemoteApp>,
+    /// Control plane (gRPC on a unix socket).
+    pub control: ControlConfig,
+    /// Things accepted but worth telling the user (ignored legacy sections, unknown keys).
+    pub warnings: Vec<String>,
+}
+
+/// A site name: 1..=255 bytes, no control characters, no `/`, `+` or `#` (MQTT topic syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SiteName(String);
+
+/// An app name: 1..=255 bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppName(String);
+
+macro_rules! name_type {
+    ($ty:ident, $what:literal, $extra:expr) => {
+        impl $ty {
+            /// Validates and wraps a name.
+            pub fn new(s: impl Into<String>) -> Result<Self, String> {
+                let s: String = s.into();
+                if s.is_empty() {
+                    return Err(concat!($what, " must not be empty").to_string());
+                }
+                if s.len() > 255 {
+                    return Err(format!(
+                        concat!($what, " must be at most 255 bytes, got {}"),
+                        s.len()
+                    ));
+                }
+                if s.chars().any(char::is_control) {
+                    return Err(concat!($what, " must not contain control characters").to_string());
+                }
+                let extra: fn(&str) -> Result<(), String> = $extra;
+                extra(&s)?;
+                Ok(Self(s))
+            }
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::new(s)
+            }
+        }
+        impl From<$ty> for String {
+            fn from(n: $ty) -> String {
+                n.0
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::new(s)
+            }
+        }
+    };
+}
+name_type!(SiteName, "site name", |s| {
+    if s.contains(['/', '+', '#']) {
+        Err(format!("site name '{s}' must not contain '/', '+' or '#'"))
+    } else {
+        Ok(())
+    }
+});
+name_type!(AppName, "app name", |_| Ok(()));
+
+/// The shared passphrase (8..=32 bytes). Never printed: `Debug` shows `MASKED`.
+#[derive(Clone)]
+pub struct CryptoKey(Zeroizing<String>);
+
+impl CryptoKey {
+    /// Validates the length rule of the original (8..=32 bytes).
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        let s: String = s.into();
+        let n = s.len();
+        if !(8..=32).contains(&n) {
+            // The key itself must never appear in an error.
+            return Err(format!("must be 8 to 32 bytes long, got {n} bytes"));
+        }
+        Ok(Self(Zeroizing::new(s)))
+    }
+    /// The secret bytes; only the KDF should call this.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for CryptoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// A secret string (e.g. MQTT password); `Debug` shows `MASKED`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Zeroizing<String>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// `crypto` section.
+#[derive(Debug, Clone)]
+pub struct CryptoConfig {
+    /// The shared passphrase.
+    pub key: CryptoKey,
+}
+
+/// `logger` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggerConfig {
+    /// Minimum level.
+    pub level: LogLevel,
+    /// Log file; `None` logs to stdout.
+    pub file: Option<PathBuf>,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log level (the original accepted DEBUG/INFO/WARN/ERROR in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// trace
+    Trace,
+    /// debug
+    Debug,
+    /// info (default)
+    Info,
+    /// warn / warning
+    Warn,
+    /// error
+    Error,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text (default).
+    Text,
+}
+
+/// `messageChannel` section (only MQTT exists).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker to connect to. Defaults to the embedded broker when one is configured.
+    pub broker: BrokerUrl,
+    /// Broadcast topic; `None` means derive it from the key (see `crypto`).
+    pub topic: Option<String>,
+    /// MQTT username.
+    pub username: Option<String>,
+    /// MQTT password.
+    pub password: Option<Secret>,
+    /// Run an MQTT broker inside this daemon.
+    pub embedded_broker: Option<EmbeddedBroker>,
+}
+
+/// Where the embedded broker listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedBroker {
+    /// `IP:PORT`.
+    pub listen: SocketAddr,
+}
+
+/// A broker address: `mqtt://host:port` (plain) or `mqtts://host:port` (TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Whether TLS is used (`mqtts://`, also `ssl://` and `tls://`).
+    pub tls: bool,
+    /// Host name or IP (brackets stripped for IPv6).
+    pub host: String,
+    /// Port (default 1883, or 8883 with TLS).
+    pub port: u16,
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `tunnel` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// QUIC listeners other sites dial.
+    pub local_sockets: Vec<LocalSocket>,
+    /// Congestion controller for every dataChannel (`tunnel.congestionControl`).
+    pub congestion_control: CongestionControl,
+}
+
+/// QUIC congestion controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionControl {
+    /// CUBIC (default).
+    #[default]
+    Cubic,
+    /// BBR.
+    Bbr,
+}
+
+/// How a local socket is reachable from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMode {
+    /// The host has the public address itself (or a floating IP bound to it).
+    DedicatedAddress,
+    /// A NAT gateway forwards `publicAddress:publicPort` to `listenPort` here.
+    PortForwarding,
+}
+
+/// Where the public address comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicAddress {
+    /// A fixed address.
+    Fixed(IpAddr),
+    /// Fetched as text/plain from `url` at start and re-checked periodically.
+    AutoHttpDetect {
+        /// `httpDetector.url`.
+        url: String,
+    },
+}
+
+/// One `tunnel.localSockets[]` entry after the original's defaulting rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSocket {
+    /// Mode.
+    pub mode: SocketMode,
+    /// Address announced to other sites.
+    pub public_address: PublicAddress,
+    /// Port announced to other sites.
+    pub public_port: u16,
+    /// Address the QUIC endpoint binds (unspecified address when not given).
+    pub listen: SocketAddr,
+}
+
+/// A local or app socket: `tcp:IP:PORT` or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AppSocket {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// Unix stream socket.
+    Unix(PathBuf),
+}
+
+impl FromStr for AppSocket {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("tcp:") {
+            rest.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
+                format!("'{s}' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)")
+            })
+        } else if let Some(rest) = s.strip_prefix("unix:") {
+            if rest.is_empty() {
+                Err(format!("'{s}' has an empty unix socket path"))
+            } else {
+                Ok(Self::Unix(PathBuf::from(rest)))
+            }
+        } else {
+            Err(format!("'{s}' must start with 'tcp:' or 'unix:'"))
+        }
+    }
+}
+
+impl fmt::Display for AppSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "tcp:{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `start == end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (inclusive), `>= start`.
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Whether `port` is inside.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+/// What an exposed app leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExposedTarget {
+    /// `mode: single`: one socket.
+    Single(AppSocket),
+    /// `mode: range`: any TCP target inside both ranges, chosen by the remote site.
+    Range {
+        /// `portRange`.
+        ports: Vec<PortRange>,
+        /// `addressRange` (single addresses become /32 or /128).
+        addresses: Vec<IpNet>,
+    },
+}
+
+/// One `localExposedApps[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposedApp {
+    /// Unique within the site.
+    pub name: AppName,
+    /// Where connections go.
+    pub target: ExposedTarget,
+}
+
+/// One `remoteApps[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteApp {
+    /// The site exposing the app.
+    pub site: SiteName,
+    /// The app's name on that site.
+    pub app: AppName,
+    /// Where this site listens for clients.
+    pub local_socket: AppSocket,
+    /// For range apps: the target on the remote side (`tcp:IP:PORT`).
+    pub app_socket: Option<SocketAddr>,
+}
+
+/// `control` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Control socket path; `None` uses the default under the runtime dir.
+    pub socket: Option<PathBuf>,
+}

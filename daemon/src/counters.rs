@@ -1,0 +1,34 @@
+//! Site-wide counters of things dropped or refused (bad network input, auth
+//! failures, refused streams). Plain atomics so any task can bump them without
+//! a lock; the control plane reads snapshots. Must not log or decide anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared by every task of one site (one `Arc` per site, not a global,
+/// because `wovenetd demo` runs two sites in one process).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// MQTT payloads that failed to decrypt or authenticate.
+    pub messages_undecryptable: AtomicU64,
+    /// MQTT payloads that decrypted but were replayed or outside the freshness window.
+    pub messages_stale: AtomicU64,
+    /// MQTT payloads that decrypted but did not parse as a known message.
+    pub messages_malformed: AtomicU64,
+    /// MQTT payloads accepted.
+    pub messages_received: AtomicU64,
+    /// QUIC connections that failed the key proof (either direction).
+    pub auth_failures: AtomicU64,
+    /// Streams whose preamble was malformed or too slow.
+    pub bad_preambles: AtomicU64,
+    /// Streams refused (no such app, not allowed, unreachable).
+    pub streams_refused: AtomicU64,
+    /// Streams carried (both directions, any outcome after admission).
+    pub streams_opened: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,1 @@
+//! The control API contract (filled in by the control-plane work).

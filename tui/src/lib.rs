@@ -1,0 +1,1 @@
+//! Client library and console for wovenetd (filled in by the console work).
