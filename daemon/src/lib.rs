@@ -1,14 +1,196 @@
 //! wovenet site engine.
 //!
 //! A site discovers other sites over an MQTT broker ([`message`]), builds
-//! authenticated QUIC tunnels to them ([`tunnel`]) and forwards app connections
-//! as QUIC streams ([`app`]). [`site`] is the actor that ties these together;
-//! [`config`] turns YAML into validated types. Nothing here knows about gRPC or
-//! terminals.
+//! authenticated QUIC tunnels to them ([`tunnel`]) and forwards app
+//! connections as QUIC streams ([`app`]). [`site`] is the actor that ties these
+//! together; [`config`] turns YAML into validated types. Nothing here knows
+//! about gRPC or terminals.
+//!
+//! Lifecycle (used by `wovenetd`, `wovenetd demo` and tests alike): load a
+//! [`config::Config`], [`Daemon::start`] it (binds everything, so errors
+//! surface before it returns), then [`Running::shutdown`] with a grace period.
 
 pub mod app;
 pub mod config;
 pub mod counters;
 pub mod crypto;
+pub mod demo;
+pub mod detect;
 pub mod message;
+pub mod site;
+pub mod telemetry;
 pub mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::app::ExposedApps;
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::crypto::Keys;
+use crate::message::announce::InstanceId;
+use crate::message::mqtt::MessageChannel;
+use crate::tunnel::Tunnels;
+use crate::tunnel::auth::PeerId;
+
+/// Why a site could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The embedded broker could not start.
+    #[error("embedded broker: {0}")]
+    Broker(message::MessageError),
+    /// The message channel could not start.
+    #[error("message channel: {0}")]
+    Message(message::MessageError),
+    /// A tunnel socket could not be bound.
+    #[error("tunnel.localSockets[{index}]: {source}")]
+    Tunnel {
+        /// Index in `tunnel.localSockets`.
+        index: usize,
+        /// The error.
+        source: tunnel::TunnelError,
+    },
+    /// Tunnel setup failed.
+    #[error("tunnel: {0}")]
+    TunnelSetup(tunnel::TunnelError),
+}
+
+/// Entry point of the engine.
+pub struct Daemon;
+
+impl Daemon {
+    /// Starts a site: embedded broker (if configured), key derivation, tunnel
+    /// listeners, message channel and the site actor. Returns once everything
+    /// is bound; discovery and tunnels then proceed in the background.
+    pub async fn start(config: Config) -> Result<Running, DaemonError> {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let span = info_span!("site", site.name = %config.site_name);
+        let broker = match config.message_channel.embedded_broker {
+            Some(b) => {
+                let broker = message::broker::start(b.listen).map_err(DaemonError::Broker)?;
+                info!(parent: &span, listen = %b.listen, "embedded broker listening");
+                Some(broker)
+            }
+            None => None,
+        };
+        // Memory-hard on purpose (hundreds of ms): keep it off the async workers.
+        let key = config.crypto.key.clone();
+        let keys = Arc::new(
+            tokio::task::spawn_blocking(move || Keys::derive(&key))
+                .await
+                .map_err(|e| DaemonError::TunnelSetup(tunnel::TunnelError::Tls(e.to_string())))?,
+        );
+        let instance = InstanceId::new_random();
+        let counters = Arc::new(Counters::default());
+        let exposed = Arc::new(ExposedApps::new(config.exposed_apps.clone()));
+        let (tunnel_tx, tunnel_rx) = mpsc::channel(256);
+        let me = PeerId {
+            site: config.site_name.clone(),
+            instance,
+        };
+        let tunnels = Tunnels::new(
+            me,
+            keys.clone(),
+            config.tunnel.congestion_control,
+            exposed.clone(),
+            counters.clone(),
+            tunnel_tx,
+            shutdown.child_token(),
+            tracker.clone(),
+        )
+        .map_err(DaemonError::TunnelSetup)?;
+        let mut sockets = Vec::new();
+        for (index, s) in config.tunnel.local_sockets.iter().enumerate() {
+            let bound = {
+                let _g = span.enter();
+                tunnels
+                    .listen(s)
+                    .map_err(|source| DaemonError::Tunnel { index, source })?
+            };
+            info!(parent: &span, local = %bound, "tunnel socket listening");
+            sockets.push((s.clone(), bound));
+        }
+        let (messages, inbound_rx) = {
+            let _g = span.enter();
+            MessageChannel::spawn(
+                &config.message_channel,
+                config.site_name.clone(),
+                instance,
+                keys,
+                counters.clone(),
+                shutdown.child_token(),
+                &tracker,
+            )
+            .map_err(DaemonError::Message)?
+        };
+        let tunnel_addrs = sockets.iter().map(|s| s.1).collect();
+        let parts = site::Parts {
+            name: config.site_name.clone(),
+            instance,
+            tunnels,
+            sockets,
+            messages,
+            inbound_rx,
+            tunnel_rx,
+            exposed,
+            remote_apps: config.remote_apps.clone(),
+            counters: counters.clone(),
+        };
+        let site_task = tokio::spawn(
+            site::Site::run(parts, shutdown.child_token(), tracker.clone()).instrument(span.clone()),
+        );
+        info!(parent: &span, instance = %instance, "site started");
+        Ok(Running {
+            shutdown,
+            tracker,
+            site_task,
+            tunnel_addrs,
+            counters,
+            _broker: broker,
+        })
+    }
+}
+
+/// A started site.
+#[must_use = "dropping a Running site leaves its tasks running until the runtime stops"]
+pub struct Running {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    site_task: tokio::task::JoinHandle<()>,
+    tunnel_addrs: Vec<SocketAddr>,
+    counters: Arc<Counters>,
+    _broker: Option<message::broker::EmbeddedBroker>,
+}
+
+impl Running {
+    /// Bound addresses of the tunnel sockets, in config order.
+    pub fn tunnel_addrs(&self) -> &[SocketAddr] {
+        &self.tunnel_addrs
+    }
+
+    /// The site's drop/refuse counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Departs, closes listeners and channels, and waits up to `grace` for
+    /// every task to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        // The site task departs and closes tunnels first; the rest follow.
+        if tokio::time::timeout(grace, self.site_task).await.is_err() {
+            warn!("site did not stop within the grace period");
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            warn!(tasks = self.tracker.len(), "tasks still running after the grace period");
+        }
+    }
+}

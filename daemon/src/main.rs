@@ -1,1 +1,137 @@
-fn main() {}
+//! `wovenetd`: command line, logging, signals and exit codes. No engine logic.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use wovenet_daemon::config::{self, ConfigError};
+use wovenet_daemon::{Daemon, demo, telemetry};
+
+/// Exit code for a bad configuration (EX_USAGE, like linkerd).
+const EXIT_CONFIG: u8 = 64;
+/// How long shutdown may take before tasks are abandoned.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// wovenet site daemon: connects private networks at the application layer.
+#[derive(Parser, Debug)]
+#[command(name = "wovenetd", version, about, propagate_version = true)]
+struct Cli {
+    /// Configuration file (runs the site when no command is given).
+    #[arg(long, short = 'c', global = true, env = "WOVENET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the site in the foreground until SIGINT or SIGTERM (the default).
+    Run,
+    /// Validate the configuration without touching the network.
+    Check,
+    /// Run a self-contained demo on loopback: a broker and two sites in one process.
+    Demo {
+        /// Local port where the demo's remote app is served.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(cli.config.as_deref()),
+        Command::Run => run_site(cli.config.as_deref()),
+        Command::Demo { port } => with_runtime(demo::run(port)),
+    }
+}
+
+fn load(path: Option<&Path>) -> Result<config::Config, ExitCode> {
+    let Some(path) = path else {
+        eprintln!("error: no configuration given; use --config FILE (or WOVENET_CONFIG)");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    };
+    config::load_file(path).map_err(|e| {
+        match &e {
+            ConfigError::Invalid(errs) => {
+                eprintln!("error: invalid configuration in {}:", path.display());
+                for err in errs {
+                    eprintln!("  {err}");
+                }
+            }
+            other => eprintln!("error: {other}"),
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "configuration OK: site '{}', {} tunnel socket(s), {} exposed app(s), {} remote app(s)",
+                cfg.site_name,
+                cfg.tunnel.local_sockets.len(),
+                cfg.exposed_apps.len(),
+                cfg.remote_apps.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run_site(path: Option<&Path>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = telemetry::init(&cfg.logger) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    with_runtime(async move {
+        let running = Daemon::start(cfg).await.context("cannot start the site")?;
+        wait_for_signal().await?;
+        tracing::info!("signal received, shutting down");
+        running.shutdown(GRACE).await;
+        Ok(())
+    })
+}
+
+fn with_runtime(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,1 +1,600 @@
-//! placeholder
+//! Tunnels: authenticated QUIC dataChannels between this site and its peers.
+//!
+//! Every QUIC connection between two sites is a dataChannel; all of them
+//! between one pair, dialled by either side, form that pair's tunnel and any
+//! of them carries streams in both directions. This module owns the quinn
+//! endpoints, the dial loops (with backoff), the key proof, the registry of
+//! live channels and the choice of channel for each new stream. It reports
+//! channel changes to the site actor as [`TunnelEvent`]s and decides nothing
+//! about discovery or apps.
+
+pub mod auth;
+pub mod backoff;
+pub mod endpoint;
+pub mod pick;
+pub mod stats;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::app::{ExposedApps, OpenError, StreamOpener, TunnelStream};
+use crate::config::{CongestionControl, LocalSocket, SiteName};
+use crate::counters::Counters;
+use crate::crypto::Keys;
+use crate::message::announce::InstanceId;
+use auth::PeerId;
+use backoff::Backoff;
+use tls::{Fingerprint, Identity};
+
+/// QUIC application close code for an orderly close (shutdown, peer replaced).
+pub const CLOSE_NORMAL: u32 = 0;
+
+/// Why the tunnel layer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// A UDP socket could not be bound.
+    #[error("cannot bind UDP socket {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS configuration failed (should not happen with generated identities).
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Locally unique id of a dataChannel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u64);
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialled the peer's socket.
+    Outbound,
+    /// The peer dialled one of our sockets.
+    Inbound,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        })
+    }
+}
+
+/// A change the site actor must know about.
+#[derive(Debug, Clone)]
+pub enum TunnelEvent {
+    /// A dataChannel passed the key proof and carries streams now.
+    ChannelUp {
+        /// The peer.
+        peer: PeerId,
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// A dataChannel is gone.
+    ChannelDown {
+        /// The peer.
+        peer: PeerId,
+        /// The channel.
+        channel: ChannelId,
+        /// Why, for logs and the event feed.
+        reason: String,
+    },
+    /// Dialling one of a peer's sockets failed again.
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+        /// `AnnouncedSocket::id` of the target.
+        socket: u32,
+        /// Consecutive failures so far.
+        attempts: u32,
+    },
+}
+
+/// One live, authenticated dataChannel.
+#[derive(Debug)]
+pub struct Channel {
+    /// Local id.
+    pub id: ChannelId,
+    /// The authenticated peer.
+    pub peer: PeerId,
+    /// Who dialled.
+    pub direction: Direction,
+    /// The QUIC connection.
+    pub conn: quinn::Connection,
+    /// When it came up.
+    pub since: Instant,
+    /// Streams open on it right now (both directions).
+    pub open_streams: AtomicUsize,
+    /// Redials it took to come up (outbound only).
+    pub attempts: u32,
+}
+
+/// Live channels by peer site; the one structure the data path reads.
+///
+/// A plain mutex, not the site actor: picking a channel happens for every new
+/// app connection and must not wait behind discovery work. The lock is held
+/// only to copy a few `Arc`s, never across an await.
+#[derive(Debug, Default)]
+pub struct Registry {
+    peers: Mutex<HashMap<SiteName, Vec<Arc<Channel>>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SiteName, Vec<Arc<Channel>>>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every critical section is a single insert/retain), so poisoning is
+        // ignored rather than propagated.
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, ch: Arc<Channel>) {
+        self.lock().entry(ch.peer.site.clone()).or_default().push(ch);
+    }
+
+    fn remove(&self, site: &SiteName, id: ChannelId) {
+        let mut peers = self.lock();
+        if let Some(v) = peers.get_mut(site) {
+            v.retain(|c| c.id != id);
+            if v.is_empty() {
+                peers.remove(site);
+            }
+        }
+    }
+
+    /// Live channels to `site`.
+    pub fn channels(&self, site: &SiteName) -> Vec<Arc<Channel>> {
+        self.lock().get(site).cloned().unwrap_or_default()
+    }
+
+    /// Every live channel.
+    pub fn all(&self) -> Vec<Arc<Channel>> {
+        self.lock().values().flatten().cloned().collect()
+    }
+
+    /// Closes the channels to `site` that belong to any instance but `keep`
+    /// (the peer restarted: the old process is gone or an impostor).
+    pub fn close_other_instances(&self, site: &SiteName, keep: &InstanceId) {
+        for ch in self.channels(site) {
+            if &ch.peer.instance != keep {
+                ch.conn
+                    .close(CLOSE_NORMAL.into(), b"superseded by a newer instance");
+            }
+        }
+    }
+
+    fn pick(&self, site: &SiteName, skip: &[ChannelId]) -> Option<Arc<Channel>> {
+        let chans = self.channels(site);
+        let idx = pick::pick(chans.iter().enumerate().map(|(index, c)| pick::Candidate {
+            index,
+            open_streams: c.open_streams.load(Ordering::Relaxed),
+            rtt: c.conn.rtt(),
+            healthy: c.conn.close_reason().is_none() && !skip.contains(&c.id),
+        }))?;
+        chans.into_iter().nth(idx)
+    }
+}
+
+/// Keeps a channel's open-stream count right for as long as a stream lives.
+#[derive(Debug)]
+struct StreamGuard(Arc<Channel>);
+
+impl StreamGuard {
+    fn new(ch: Arc<Channel>) -> Self {
+        ch.open_streams.fetch_add(1, Ordering::Relaxed);
+        Self(ch)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl StreamOpener for Registry {
+    async fn open_stream(&self, site: &SiteName) -> Result<TunnelStream, OpenError> {
+        let mut tried = Vec::new();
+        loop {
+            let Some(ch) = self.pick(site, &tried) else {
+                return Err(if tried.is_empty() {
+                    OpenError::NotConnected(site.clone())
+                } else {
+                    OpenError::Connection(format!(
+                        "every dataChannel to site '{site}' failed to open a stream"
+                    ))
+                });
+            };
+            // Count the stream before opening so concurrent picks see the load.
+            let guard = StreamGuard::new(ch.clone());
+            match ch.conn.open_bi().await {
+                Ok((send, recv)) => {
+                    return Ok(TunnelStream {
+                        send,
+                        recv,
+                        guard: Box::new(guard),
+                    });
+                }
+                Err(e) => {
+                    debug!(peer.site = %site, channel.id = %ch.id, error = %e, "open stream failed, trying another channel");
+                    tried.push(ch.id);
+                }
+            }
+        }
+    }
+}
+
+/// Everything a channel task needs; cheap to clone into tasks.
+#[derive(Clone)]
+struct Ctx {
+    registry: Arc<Registry>,
+    keys: Arc<Keys>,
+    me: PeerId,
+    exposed: Arc<ExposedApps>,
+    counters: Arc<Counters>,
+    events_tx: mpsc::Sender<TunnelEvent>,
+    next_id: Arc<AtomicU64>,
+    tracker: TaskTracker,
+}
+
+/// The tunnel manager of one site: listeners, dial loops and the registry.
+pub struct Tunnels {
+    ctx: Ctx,
+    identity: Identity,
+    transport: Arc<quinn::TransportConfig>,
+    endpoints: Mutex<Vec<quinn::Endpoint>>,
+    cancel: CancellationToken,
+}
+
+impl Tunnels {
+    /// A manager for this site. Channel changes arrive on `events_tx`.
+    #[allow(clippy::too_many_arguments)] // one-time wiring from the site
+    pub fn new(
+        me: PeerId,
+        keys: Arc<Keys>,
+        cc: CongestionControl,
+        exposed: Arc<ExposedApps>,
+        counters: Arc<Counters>,
+        events_tx: mpsc::Sender<TunnelEvent>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Self, TunnelError> {
+        Ok(Self {
+            ctx: Ctx {
+                registry: Arc::default(),
+                keys,
+                me,
+                exposed,
+                counters,
+                events_tx,
+                next_id: Arc::new(AtomicU64::new(1)),
+                tracker,
+            },
+            identity: Identity::generate()?,
+            transport: endpoint::transport_config(cc),
+            endpoints: Mutex::default(),
+            cancel,
+        })
+    }
+
+    /// The registry (stream opener for remote apps).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.ctx.registry.clone()
+    }
+
+    /// Fingerprint peers pin when dialling us.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
+    }
+
+    /// Binds a listening endpoint for one `tunnel.localSockets` entry and
+    /// accepts dataChannels on it until shutdown. Returns the bound address.
+    pub fn listen(&self, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
+        let server = self.identity.server_config(self.transport.clone())?;
+        let ep = endpoint::bind(socket.listen, Some(server))?;
+        let local = ep.local_addr().map_err(|e| TunnelError::Bind {
+            addr: socket.listen,
+            source: e,
+        })?;
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ep.clone());
+        let ctx = self.ctx.clone();
+        let cancel = self.cancel.child_token();
+        self.ctx.tracker.spawn(
+            accept_loop(ep, ctx, cancel).instrument(info_span!("listener", local = %local)),
+        );
+        Ok(local)
+    }
+
+    /// Starts a dial loop to one socket of a peer: dial, prove, carry streams
+    /// until the channel dies, back off, redial — until `cancel` fires.
+    pub fn dial(
+        &self,
+        peer: PeerId,
+        socket: u32,
+        addr: SocketAddr,
+        pinned: Fingerprint,
+        cancel: CancellationToken,
+    ) {
+        let ctx = self.ctx.clone();
+        let transport = self.transport.clone();
+        let span = info_span!("dial", peer.site = %peer.site, remote = %addr);
+        self.ctx.tracker.spawn(
+            dial_loop(ctx, transport, peer, socket, addr, pinned, cancel).instrument(span),
+        );
+    }
+
+    /// Closes every channel and waits (bounded) for the close to reach peers,
+    /// so they drop their tunnels at once instead of after an idle timeout.
+    pub async fn close_all(&self, grace: Duration) {
+        for ch in self.ctx.registry.all() {
+            ch.conn.close(CLOSE_NORMAL.into(), b"site shutting down");
+        }
+        let eps: Vec<_> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for ep in &eps {
+            ep.close(CLOSE_NORMAL.into(), b"site shutting down");
+        }
+        let _ = tokio::time::timeout(grace, async {
+            for ep in eps {
+                ep.wait_idle().await;
+            }
+        })
+        .await;
+    }
+}
+
+async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            _ = cancel.cancelled() => break,
+            i = ep.accept() => match i { Some(i) => i, None => break },
+        };
+        let ctx2 = ctx.clone();
+        let cancel = cancel.child_token();
+        let remote = incoming.remote_address();
+        ctx.tracker.spawn(
+            async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        debug!(error = %e, "quic handshake failed");
+                        return;
+                    }
+                };
+                match auth::server(&conn, &ctx2.keys, &ctx2.me).await {
+                    Ok(peer) => {
+                        let reason =
+                            run_channel(&ctx2, conn, peer, Direction::Inbound, 0, &cancel).await;
+                        debug!(%reason, "inbound channel ended");
+                    }
+                    Err(e) => {
+                        Counters::bump(&ctx2.counters.auth_failures);
+                        warn!(error = %e, "channel authentication failed");
+                        conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
+                    }
+                }
+            }
+            .instrument(info_span!("inbound", remote = %remote)),
+        );
+    }
+    ep.close(CLOSE_NORMAL.into(), b"site shutting down");
+}
+
+async fn dial_loop(
+    ctx: Ctx,
+    transport: Arc<quinn::TransportConfig>,
+    peer: PeerId,
+    socket: u32,
+    addr: SocketAddr,
+    pinned: Fingerprint,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let client = match tls::client_config(pinned, transport) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot build client config");
+            return;
+        }
+    };
+    // One endpoint (UDP socket) per dial target, so each dataChannel has its
+    // own socket and its own driver: channels do not share a receive path.
+    let ep = match endpoint::bind(endpoint::dial_address(addr), None) {
+        Ok(ep) => ep,
+        Err(e) => {
+            warn!(error = %e, "cannot bind dial socket");
+            return;
+        }
+    };
+    loop {
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = connect(&ep, &client, addr, &ctx, &peer) => r,
+        };
+        match result {
+            Ok(conn) => {
+                let attempts = backoff.attempts();
+                backoff.reset();
+                let reason = run_channel(&ctx, conn, peer.clone(), Direction::Outbound, attempts, &cancel).await;
+                if cancel.is_cancelled() {
+                    break;
+                }
+                debug!(%reason, "outbound channel ended, redialling");
+            }
+            Err(e) => {
+                let attempts = backoff.attempts() + 1;
+                if attempts <= 3 {
+                    info!(error = %e, attempts, "dial failed");
+                } else {
+                    debug!(error = %e, attempts, "dial failed");
+                }
+                let _ = ctx
+                    .events_tx
+                    .send(TunnelEvent::DialFailed {
+                        peer: peer.clone(),
+                        socket,
+                        attempts,
+                    })
+                    .await;
+            }
+        }
+        let delay = backoff.next_delay(rand::thread_rng().r#gen());
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    ep.close(CLOSE_NORMAL.into(), b"dial stopped");
+}
+
+async fn connect(
+    ep: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    addr: SocketAddr,
+    ctx: &Ctx,
+    expected: &PeerId,
+) -> Result<quinn::Connection, String> {
+    let connecting = ep
+        .connect_with(client.clone(), addr, tls::SERVER_NAME)
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| "quic handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    match auth::client(&conn, &ctx.keys, &ctx.me).await {
+        Ok(peer) if peer == *expected => Ok(conn),
+        Ok(peer) => {
+            conn.close(CLOSE_NORMAL.into(), b"unexpected peer");
+            Err(format!(
+                "expected site '{}' instance {}, found site '{}' instance {}",
+                expected.site, expected.instance, peer.site, peer.instance
+            ))
+        }
+        Err(e) => {
+            Counters::bump(&ctx.counters.auth_failures);
+            warn!(error = %e, "channel authentication failed");
+            conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Registers an authenticated channel, serves the peer's streams on it and
+/// returns why it ended.
+async fn run_channel(
+    ctx: &Ctx,
+    conn: quinn::Connection,
+    peer: PeerId,
+    direction: Direction,
+    attempts: u32,
+    cancel: &CancellationToken,
+) -> String {
+    let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
+    let ch = Arc::new(Channel {
+        id,
+        peer: peer.clone(),
+        direction,
+        conn: conn.clone(),
+        since: Instant::now(),
+        open_streams: AtomicUsize::new(0),
+        attempts,
+    });
+    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, remote = %conn.remote_address());
+    async {
+        ctx.registry.insert(ch.clone());
+        info!("channel up");
+        let _ = ctx
+            .events_tx
+            .send(TunnelEvent::ChannelUp {
+                peer: peer.clone(),
+                channel: id,
+            })
+            .await;
+        let reason = tokio::select! {
+            _ = cancel.cancelled() => {
+                conn.close(CLOSE_NORMAL.into(), b"site shutting down");
+                "closed locally".to_string()
+            }
+            e = serve_streams(ctx, &ch) => close_reason(&e),
+        };
+        ctx.registry.remove(&peer.site, id);
+        info!(%reason, "channel down");
+        let _ = ctx
+            .events_tx
+            .send(TunnelEvent::ChannelDown {
+                peer,
+                channel: id,
+                reason: reason.clone(),
+            })
+            .await;
+        reason
+    }
+    .instrument(span)
+    .await
+}
+
+/// Accepts the peer's streams (requests for our exposed apps) until the
+/// connection dies.
+async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
+    loop {
+        match ch.conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let guard = StreamGuard::new(ch.clone());
+                let exposed = ctx.exposed.clone();
+                let counters = ctx.counters.clone();
+                let site = ch.peer.site.clone();
+                ctx.tracker.spawn(async move {
+                    crate::app::serve_stream(send, recv, &exposed, &site, &counters).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+fn close_reason(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::TimedOut => "idle timeout: no packets from the peer".into(),
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let why = String::from_utf8_lossy(&c.reason);
+            if why.is_empty() {
+                format!("closed by peer (code {})", c.error_code)
+            } else {
+                format!("closed by peer: {why}")
+            }
+        }
+        quinn::ConnectionError::LocallyClosed => "closed locally".into(),
+        other => other.to_string(),
+    }
+}

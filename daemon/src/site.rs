@@ -1,0 +1,551 @@
+//! The site actor: owns discovery state (peers and their announcements), the
+//! desired dial loops, this site's own announcement and the remote-app
+//! listeners, and reacts to messages, tunnel events and timers.
+//!
+//! It is the only writer of that state, so no lock guards it. It never reads
+//! or writes app bytes (that is [`crate::app`]) nor QUIC packets (that is
+//! [`crate::tunnel`]); it only decides which dials and listeners should exist.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::app::{ExposedApps, RemoteListener};
+use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName};
+use crate::counters::Counters;
+use crate::message::announce::{
+    AnnouncedSocket, Announce, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
+};
+use crate::message::mqtt::{Inbound, MessageChannel};
+use crate::tunnel::auth::PeerId;
+use crate::tunnel::tls::Fingerprint;
+use crate::tunnel::{ChannelId, TunnelEvent, Tunnels};
+
+/// Every site re-announces this often, so a lost message or a new broker
+/// subscriber heals without anyone asking.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(30);
+/// A peer silent on the message channel this long, with no live channel, is forgotten.
+const PEER_EXPIRY: Duration = Duration::from_secs(100);
+/// How often public addresses from `autoHttpDetect` are re-checked.
+const DETECT_INTERVAL: Duration = Duration::from_secs(300);
+/// Housekeeping tick: expiry and retrying listeners that failed to bind.
+const TICK: Duration = Duration::from_secs(5);
+
+/// What the site knows about one remote site.
+struct Peer {
+    /// The instance we talk to; a restart brings a new one.
+    instance: InstanceId,
+    /// Latest announcement from `instance`, if any arrived yet (an inbound
+    /// channel can beat the announcement).
+    announce: Option<Announce>,
+    /// First and last time each instance of this site was heard from, to tell
+    /// a restart (old one silent) from a duplicate site name (both talking).
+    sightings: HashMap<InstanceId, (Instant, Instant)>,
+    /// Running dial loops by announced socket id.
+    dials: HashMap<u32, (SocketAddr, CancellationToken)>,
+    /// Live dataChannels (either direction).
+    channels: HashSet<ChannelId>,
+    /// The instance said goodbye: no more redials.
+    departed: bool,
+    /// Duplicate-name warning already given for this pair of instances.
+    warned_duplicate: HashSet<InstanceId>,
+}
+
+impl Peer {
+    fn new(instance: InstanceId, now: Instant) -> Self {
+        Self {
+            instance,
+            announce: None,
+            sightings: HashMap::from([(instance, (now, now))]),
+            dials: HashMap::new(),
+            channels: HashSet::new(),
+            departed: false,
+            warned_duplicate: HashSet::new(),
+        }
+    }
+
+    fn offers(&self, app: &AppName) -> bool {
+        self.announce.as_ref().is_some_and(|a| a.apps.contains(app))
+    }
+
+    fn last_seen(&self) -> Instant {
+        self.sightings
+            .get(&self.instance)
+            .map_or_else(Instant::now, |s| s.1)
+    }
+
+    fn stop_dials(&mut self) {
+        for (_, (_, cancel)) in self.dials.drain() {
+            cancel.cancel();
+        }
+    }
+}
+
+/// One `tunnel.localSockets` entry as announced.
+struct OwnSocket {
+    config: LocalSocket,
+    /// Port the endpoint actually bound.
+    bound: SocketAddr,
+    /// Current public IP (`None` until detection succeeded).
+    public_ip: Option<IpAddr>,
+}
+
+/// Result of one public address detection.
+struct Detected {
+    index: usize,
+    result: Result<IpAddr, String>,
+}
+
+/// Everything the actor needs, handed over by [`crate::Daemon`].
+pub struct Parts {
+    /// This site's name.
+    pub name: SiteName,
+    /// This process.
+    pub instance: InstanceId,
+    /// Tunnel manager (already listening).
+    pub tunnels: Tunnels,
+    /// Bound local sockets, in config order.
+    pub sockets: Vec<(LocalSocket, SocketAddr)>,
+    /// Sealed discovery channel.
+    pub messages: MessageChannel,
+    /// Its inbound side.
+    pub inbound_rx: mpsc::Receiver<Inbound>,
+    /// Tunnel events.
+    pub tunnel_rx: mpsc::Receiver<TunnelEvent>,
+    /// Exposed apps (shared with the stream servers).
+    pub exposed: Arc<ExposedApps>,
+    /// Remote apps from the config.
+    pub remote_apps: Vec<RemoteApp>,
+    /// Drop/refuse counters.
+    pub counters: Arc<Counters>,
+}
+
+/// The site actor.
+pub struct Site {
+    name: SiteName,
+    instance: InstanceId,
+    tunnels: Tunnels,
+    sockets: Vec<OwnSocket>,
+    messages: MessageChannel,
+    exposed: Arc<ExposedApps>,
+    remote_apps: Vec<RemoteApp>,
+    listeners: HashMap<RemoteApp, RemoteListener>,
+    peers: HashMap<SiteName, Peer>,
+    seq: u64,
+    counters: Arc<Counters>,
+    http: reqwest::Client,
+    detect_tx: mpsc::Sender<Detected>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Site {
+    /// Runs the actor until `cancel` fires, then departs and closes everything it owns.
+    pub async fn run(parts: Parts, cancel: CancellationToken, tracker: TaskTracker) {
+        let Parts {
+            name,
+            instance,
+            tunnels,
+            sockets,
+            messages,
+            mut inbound_rx,
+            mut tunnel_rx,
+            exposed,
+            remote_apps,
+            counters,
+        } = parts;
+        let (detect_tx, mut detect_rx) = mpsc::channel(16);
+        let sockets = sockets
+            .into_iter()
+            .map(|(config, bound)| OwnSocket {
+                public_ip: match &config.public_address {
+                    PublicAddress::Fixed(ip) => Some(*ip),
+                    PublicAddress::AutoHttpDetect { .. } => None,
+                },
+                config,
+                bound,
+            })
+            .collect();
+        let mut site = Self {
+            name,
+            instance,
+            tunnels,
+            sockets,
+            messages,
+            exposed,
+            remote_apps,
+            listeners: HashMap::new(),
+            peers: HashMap::new(),
+            seq: 1,
+            counters,
+            http: reqwest::Client::new(),
+            detect_tx,
+            cancel: cancel.clone(),
+            tracker,
+        };
+        site.detect_all();
+        let mut announce_tick = tokio::time::interval(ANNOUNCE_INTERVAL);
+        announce_tick.tick().await; // the first tick fires at once; the broker ConnAck triggers the first announce
+        let mut detect_tick = tokio::time::interval(DETECT_INTERVAL);
+        detect_tick.tick().await;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(msg) = inbound_rx.recv() => site.on_inbound(msg).await,
+                Some(ev) = tunnel_rx.recv() => site.on_tunnel(ev).await,
+                Some(d) = detect_rx.recv() => site.on_detected(d).await,
+                _ = announce_tick.tick() => site.announce(false).await,
+                _ = detect_tick.tick() => site.detect_all(),
+                _ = tick.tick() => site.housekeeping(),
+            }
+        }
+        site.shut_down().await;
+    }
+
+    async fn shut_down(mut self) {
+        info!("site shutting down");
+        for (_, l) in self.listeners.drain() {
+            l.close();
+        }
+        for p in self.peers.values_mut() {
+            p.stop_dials();
+        }
+        self.messages.depart().await;
+        self.tunnels.close_all(Duration::from_secs(2)).await;
+    }
+
+    fn own_announce(&self, reply: bool) -> Announce {
+        Announce {
+            site: self.name.clone(),
+            instance: self.instance,
+            protocol_version: PROTOCOL_VERSION,
+            seq: self.seq,
+            sockets: self
+                .sockets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let ip = s.public_ip?;
+                    // Port 0 in a programmatic config means "whatever was bound".
+                    let port = match s.config.public_port {
+                        0 => s.bound.port(),
+                        p => p,
+                    };
+                    Some(AnnouncedSocket {
+                        id: i as u32,
+                        addr: SocketAddr::new(ip, port),
+                    })
+                })
+                .collect(),
+            apps: self.exposed.names(),
+            cert_sha256: self.tunnels.fingerprint().to_string(),
+            reply,
+        }
+    }
+
+    async fn announce(&self, reply: bool) {
+        let msg = Message::Announce(self.own_announce(reply));
+        if let Err(e) = self.messages.broadcast(&msg).await {
+            debug!(error = %e, "announce not sent");
+        }
+    }
+
+    async fn announce_to(&self, to: &InstanceId) {
+        let msg = Message::Announce(self.own_announce(false));
+        if let Err(e) = self.messages.unicast(to, &msg).await {
+            debug!(error = %e, "unicast announce not sent");
+        }
+    }
+
+    async fn on_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            // Every (re)connect may follow a broker restart that lost what
+            // others knew of us: announce and ask everyone to answer.
+            Inbound::Connected => self.announce(true).await,
+            Inbound::Message(Message::Announce(a)) => self.on_announce(a).await,
+            Inbound::Message(Message::Depart(d)) => self.on_depart(d),
+            Inbound::Message(Message::Query(q)) => self.on_query(q).await,
+        }
+    }
+
+    /// Records a sighting of `instance` of `site` and decides whether it is the
+    /// one to talk to. Returns false when it is a duplicate of a live instance.
+    fn sight(&mut self, site: &SiteName, instance: InstanceId) -> bool {
+        let now = Instant::now();
+        let peer = self
+            .peers
+            .entry(site.clone())
+            .or_insert_with(|| Peer::new(instance, now));
+        let entry = peer.sightings.entry(instance).or_insert((now, now));
+        entry.1 = now;
+        let first_seen = entry.0;
+        if peer.instance == instance {
+            return true;
+        }
+        let current = peer.instance;
+        let current_last = peer.sightings.get(&current).map_or(first_seen, |s| s.1);
+        if current_last > first_seen && !peer.departed {
+            // The current instance spoke after this one appeared: two live
+            // processes share the site name.
+            if peer.warned_duplicate.insert(instance) {
+                error!(peer.site = %site, instance.current = %current, instance.other = %instance,
+                    "duplicate site name: two running sites announce the same siteName; rename one of them");
+            }
+            return false;
+        }
+        info!(peer.site = %site, instance.old = %current, instance.new = %instance, "peer restarted");
+        peer.stop_dials();
+        peer.instance = instance;
+        peer.announce = None;
+        peer.departed = false;
+        peer.sightings.retain(|k, _| *k == instance);
+        self.tunnels.registry().close_other_instances(site, &instance);
+        true
+    }
+
+    async fn on_announce(&mut self, a: Announce) {
+        if a.site == self.name {
+            if a.instance != self.instance {
+                error!(instance.other = %a.instance,
+                    "duplicate site name: another running site announces this site's siteName; rename one of them");
+            }
+            return;
+        }
+        if !self.sight(&a.site.clone(), a.instance) {
+            return;
+        }
+        let reply = a.reply;
+        let from = a.instance;
+        let Some(peer) = self.peers.get_mut(&a.site) else {
+            return;
+        };
+        if peer.announce.as_ref().is_some_and(|old| old.seq > a.seq) {
+            return; // reordered: keep the newer one
+        }
+        if peer.announce.is_none() {
+            info!(peer.site = %a.site, apps = ?a.apps, sockets = a.sockets.len(), "peer discovered");
+        }
+        if a.protocol_version != PROTOCOL_VERSION {
+            debug!(peer.site = %a.site, version = a.protocol_version, "peer speaks another protocol version");
+        }
+        peer.departed = false;
+        let site = a.site.clone();
+        peer.announce = Some(a);
+        self.reconcile_dials(&site);
+        self.reconcile_listeners();
+        if reply {
+            self.announce_to(&from).await;
+        }
+    }
+
+    fn on_depart(&mut self, d: Depart) {
+        let Some(peer) = self.peers.get_mut(&d.site) else {
+            return;
+        };
+        if peer.instance != d.instance {
+            return;
+        }
+        info!(peer.site = %d.site, "peer departed");
+        // Live channels are left alone: the departing site closes them itself,
+        // and a will fired by a broker hiccup must not cut a working tunnel.
+        peer.departed = true;
+        peer.stop_dials();
+    }
+
+    async fn on_query(&mut self, q: Query) {
+        debug!(peer.site = %q.site, "peer asked for a fresh announcement");
+        self.detect_all();
+        self.announce_to(&q.instance).await;
+    }
+
+    /// Makes the running dial loops match the peer's announced sockets.
+    fn reconcile_dials(&mut self, site: &SiteName) {
+        let Some(peer) = self.peers.get_mut(site) else {
+            return;
+        };
+        let Some(a) = &peer.announce else {
+            return;
+        };
+        let Some(pin) = Fingerprint::from_hex(&a.cert_sha256) else {
+            warn!(peer.site = %site, "peer announced an invalid certificate fingerprint; not dialling");
+            return;
+        };
+        let wanted: HashMap<u32, SocketAddr> = a.sockets.iter().map(|s| (s.id, s.addr)).collect();
+        peer.dials.retain(|id, (addr, cancel)| {
+            let keep = wanted.get(id) == Some(addr);
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        let id = PeerId {
+            site: site.clone(),
+            instance: peer.instance,
+        };
+        for (sid, addr) in wanted {
+            if peer.dials.contains_key(&sid) {
+                continue;
+            }
+            let cancel = self.cancel.child_token();
+            self.tunnels.dial(id.clone(), sid, addr, pin, cancel.clone());
+            peer.dials.insert(sid, (addr, cancel));
+        }
+    }
+
+    async fn on_tunnel(&mut self, ev: TunnelEvent) {
+        match ev {
+            TunnelEvent::ChannelUp { peer, channel } => {
+                if !self.sight(&peer.site, peer.instance) {
+                    self.tunnels.registry().close_other_instances(&peer.site, &self.peers[&peer.site].instance);
+                    return;
+                }
+                let Some(p) = self.peers.get_mut(&peer.site) else {
+                    return;
+                };
+                p.channels.insert(channel);
+                if p.channels.len() == 1 {
+                    info!(peer.site = %peer.site, "peer connected");
+                }
+                if p.announce.is_none() {
+                    // Inbound channel before its announcement: ask for it.
+                    let to = peer.instance;
+                    let q = Message::Query(Query { site: self.name.clone(), instance: self.instance });
+                    let _ = self.messages.unicast(&to, &q).await;
+                }
+                self.reconcile_listeners();
+            }
+            TunnelEvent::ChannelDown { peer, channel, reason } => {
+                if let Some(p) = self.peers.get_mut(&peer.site) {
+                    if p.channels.remove(&channel) && p.channels.is_empty() {
+                        info!(peer.site = %peer.site, %reason, "peer disconnected");
+                    }
+                }
+                self.reconcile_listeners();
+            }
+            TunnelEvent::DialFailed { peer, socket, attempts } => {
+                // The address may be stale (dynamic public IP): ask the peer
+                // for a fresh announcement now and then.
+                if attempts == 2 || attempts % 10 == 0 {
+                    debug!(peer.site = %peer.site, socket, attempts, "asking peer for fresh addresses");
+                    let q = Message::Query(Query { site: self.name.clone(), instance: self.instance });
+                    let _ = self.messages.unicast(&peer.instance, &q).await;
+                }
+            }
+        }
+    }
+
+    /// Opens the listener of every remote app whose site is connected and
+    /// offers it; closes the others.
+    fn reconcile_listeners(&mut self) {
+        let wanted: Vec<RemoteApp> = self
+            .remote_apps
+            .iter()
+            .filter(|r| {
+                self.peers
+                    .get(&r.site)
+                    .is_some_and(|p| !p.channels.is_empty() && p.offers(&r.app))
+            })
+            .cloned()
+            .collect();
+        let stale: Vec<RemoteApp> = self
+            .listeners
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        for r in stale {
+            if let Some(l) = self.listeners.remove(&r) {
+                l.close();
+                info!(peer.site = %r.site, app.name = %r.app, local = %r.local_socket, "remote app listener closed");
+            }
+        }
+        for r in wanted {
+            if self.listeners.contains_key(&r) {
+                continue;
+            }
+            match RemoteListener::open(
+                r.clone(),
+                self.tunnels.registry(),
+                self.counters.clone(),
+                self.cancel.child_token(),
+                &self.tracker,
+            ) {
+                Ok(l) => {
+                    info!(peer.site = %r.site, app.name = %r.app, local = %r.local_socket, "remote app listener opened");
+                    self.listeners.insert(r, l);
+                }
+                Err(e) => {
+                    // Retried on the next housekeeping tick.
+                    warn!(peer.site = %r.site, app.name = %r.app, error = %e, "remote app listener failed to open");
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let before = self.peers.len();
+        self.peers.retain(|site, p| {
+            let keep = !p.channels.is_empty() || now.duration_since(p.last_seen()) < PEER_EXPIRY;
+            if !keep {
+                info!(peer.site = %site, "peer forgotten");
+                p.stop_dials();
+            }
+            keep
+        });
+        if self.peers.len() != before || self.listeners.len() != self.wanted_listener_count() {
+            self.reconcile_listeners();
+        }
+    }
+
+    fn wanted_listener_count(&self) -> usize {
+        self.remote_apps
+            .iter()
+            .filter(|r| {
+                self.peers
+                    .get(&r.site)
+                    .is_some_and(|p| !p.channels.is_empty() && p.offers(&r.app))
+            })
+            .count()
+    }
+
+    fn detect_all(&self) {
+        for (index, s) in self.sockets.iter().enumerate() {
+            let PublicAddress::AutoHttpDetect { url } = &s.config.public_address else {
+                continue;
+            };
+            let (url, http, tx) = (url.clone(), self.http.clone(), self.detect_tx.clone());
+            let cancel = self.cancel.child_token();
+            self.tracker.spawn(async move {
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = crate::detect::public_ip(&http, &url) => r.map_err(|e| e.to_string()),
+                };
+                let _ = tx.send(Detected { index, result }).await;
+            });
+        }
+    }
+
+    async fn on_detected(&mut self, d: Detected) {
+        let Some(s) = self.sockets.get_mut(d.index) else {
+            return;
+        };
+        match d.result {
+            Ok(ip) if s.public_ip != Some(ip) => {
+                info!(socket = d.index, public.address = %ip, "public address detected");
+                s.public_ip = Some(ip);
+                self.seq += 1;
+                self.announce(false).await;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(socket = d.index, error = %e, "public address detection failed"),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Which dataChannel carries a new stream (sans-IO).
+//!
+//! Least loaded wins, not random: a channel that already carries many streams
+//! (or whose path is slow) should not get more while a sibling idles.
+
+use std::time::Duration;
+
+/// What the picker needs to know about one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index in the caller's list, returned by [`pick`].
+    pub index: usize,
+    /// Streams currently open on the channel.
+    pub open_streams: usize,
+    /// Smoothed RTT reported by QUIC.
+    pub rtt: Duration,
+    /// Whether the channel is authenticated and not closing.
+    pub healthy: bool,
+}
+
+/// The healthy candidate with the fewest open streams; ties go to the lower
+/// RTT, then to the lower index (stable, so tests are deterministic).
+pub fn pick(candidates: impl IntoIterator<Item = Candidate>) -> Option<usize> {
+    candidates
+        .into_iter()
+        .filter(|c| c.healthy)
+        .min_by_key(|c| (c.open_streams, c.rtt, c.index))
+        .map(|c| c.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(index: usize, open_streams: usize, rtt_ms: u64, healthy: bool) -> Candidate {
+        Candidate {
+            index,
+            open_streams,
+            rtt: Duration::from_millis(rtt_ms),
+            healthy,
+        }
+    }
+
+    #[test]
+    fn least_loaded_healthy_channel_wins() {
+        assert_eq!(pick([c(0, 3, 1, true), c(1, 1, 50, true), c(2, 0, 1, false)]), Some(1));
+    }
+
+    #[test]
+    fn ties_go_to_lower_rtt() {
+        assert_eq!(pick([c(0, 2, 40, true), c(1, 2, 10, true)]), Some(1));
+    }
+
+    #[test]
+    fn no_healthy_channel_means_none() {
+        assert_eq!(pick([c(0, 0, 1, false)]), None);
+        assert_eq!(pick([]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn picked_channel_is_healthy_and_minimal(v in proptest::collection::vec((0usize..10, 0u64..100, any::<bool>()), 0..16)) {
+            let cands: Vec<_> = v.iter().enumerate().map(|(i, &(o, r, h))| c(i, o, r, h)).collect();
+            match pick(cands.clone()) {
+                None => prop_assert!(cands.iter().all(|c| !c.healthy)),
+                Some(i) => {
+                    prop_assert!(cands[i].healthy);
+                    prop_assert!(cands.iter().filter(|c| c.healthy).all(|c| c.open_streams >= cands[i].open_streams));
+                }
+            }
+        }
+    }
+}
