@@ -10,5 +10,6 @@ pub mod app;
 pub mod config;
 pub mod counters;
 pub mod crypto;
+pub mod detect;
 pub mod message;
 pub mod tunnel;
