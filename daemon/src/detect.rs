@@ -137,7 +137,11 @@ mod tests {
     use super::*;
 
     /// Serves one canned HTTP response per connection, forever (until the test ends).
-    async fn serve(status: &'static str, content_type: Option<&'static str>, body: &'static str) -> String {
+    async fn serve(
+        status: &'static str,
+        content_type: Option<&'static str>,
+        body: &'static str,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -170,24 +174,38 @@ mod tests {
     #[tokio::test]
     async fn plain_text_ipv4_with_newline_is_parsed() {
         let url = serve("200 OK", Some("text/plain; charset=utf-8"), "203.0.113.7\n").await;
-        assert_eq!(detect(&url).await.unwrap(), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            detect(&url).await.unwrap(),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[tokio::test]
     async fn plain_text_ipv6_without_charset_is_parsed() {
         let url = serve("200 OK", Some("Text/Plain"), " 2001:db8::1 ").await;
-        assert_eq!(detect(&url).await.unwrap(), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            detect(&url).await.unwrap(),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[tokio::test]
     async fn non_success_status_is_reported() {
         let url = serve("503 Service Unavailable", Some("text/plain"), "busy").await;
-        assert!(matches!(detect(&url).await, Err(DetectError::Status { status: 503, .. })));
+        assert!(matches!(
+            detect(&url).await,
+            Err(DetectError::Status { status: 503, .. })
+        ));
     }
 
     #[tokio::test]
     async fn wrong_content_type_is_reported() {
-        let url = serve("200 OK", Some("application/json"), r#"{"ip":"203.0.113.7"}"#).await;
+        let url = serve(
+            "200 OK",
+            Some("application/json"),
+            r#"{"ip":"203.0.113.7"}"#,
+        )
+        .await;
         let err = detect(&url).await.unwrap_err();
         assert!(matches!(err, DetectError::ContentType { .. }), "{err}");
         assert!(err.to_string().contains("application/json"), "{err}");

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use announce::{
-    AnnouncedSocket, Announce, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
+    Announce, AnnouncedSocket, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
 };
 pub use broker::EmbeddedBroker;
 pub use mqtt::{BrokerState, Inbound, MessageChannel};

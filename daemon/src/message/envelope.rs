@@ -72,7 +72,14 @@ fn cipher(keys: &Keys) -> XChaCha20Poly1305 {
 
 /// Seals `body` for `topic` with a fresh random nonce and message id.
 pub fn seal(keys: &Keys, topic: &str, body: &[u8], now: SystemTime) -> Vec<u8> {
-    seal_with(keys, topic, body, unix_ms(now), rand::random(), rand::random())
+    seal_with(
+        keys,
+        topic,
+        body,
+        unix_ms(now),
+        rand::random(),
+        rand::random(),
+    )
 }
 
 fn seal_with(
@@ -427,7 +434,10 @@ mod tests {
     fn exempt_message_skips_age_check_but_not_dedup() {
         let mut w = ReplayWindow::default();
         let ancient = unix_ms(at(0));
-        assert_eq!(w.check(at(86_400), ancient, [5; 16], Freshness::Exempt), Ok(()));
+        assert_eq!(
+            w.check(at(86_400), ancient, [5; 16], Freshness::Exempt),
+            Ok(())
+        );
         assert_eq!(
             w.check(at(86_401), ancient, [5; 16], Freshness::Exempt),
             Err(Rejected::Replayed)

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
-    QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    Request, Subscribe, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -118,7 +118,10 @@ impl MessageChannel {
     ///
     /// Fails only on local configuration problems (topic, CA file, TLS);
     /// an unreachable broker is retried in the background and reported via
-    /// [`MessageChannel::state`].
+    /// [`MessageChannel::state`]. Must be called inside a Tokio runtime.
+    /// The receiver yields [`Inbound::Connected`] after every (re)connect
+    /// once both subscriptions are acknowledged, then messages; the task ends
+    /// if the receiver is dropped.
     pub fn spawn(
         cfg: &MqttConfig,
         site: SiteName,
@@ -455,8 +458,12 @@ impl Driver {
     async fn fail(&mut self, reason: String) -> Flow {
         let was = self.state_tx.borrow().clone();
         match &was {
-            BrokerState::Connected => warn!(error = %reason, "lost connection to mqtt broker, reconnecting"),
-            BrokerState::Connecting => warn!(error = %reason, "cannot connect to mqtt broker, retrying"),
+            BrokerState::Connected => {
+                warn!(error = %reason, "lost connection to mqtt broker, reconnecting")
+            }
+            BrokerState::Connecting => {
+                warn!(error = %reason, "cannot connect to mqtt broker, retrying")
+            }
             BrokerState::Reconnecting { .. } => debug!(error = %reason, "mqtt reconnect failed"),
         }
         self.state_tx.send_if_modified(|s| {
@@ -471,9 +478,12 @@ impl Driver {
         // Drop the connection (a refused subscription leaves it open) and
         // make sure the next connection carries a freshly sealed will.
         self.eventloop.clean();
-        self.eventloop
-            .mqtt_options
-            .set_last_will(last_will(&self.keys, &self.broadcast, &self.site, &self.instance));
+        self.eventloop.mqtt_options.set_last_will(last_will(
+            &self.keys,
+            &self.broadcast,
+            &self.site,
+            &self.instance,
+        ));
         let delay = backoff_delay(self.attempt, rand::random());
         self.attempt = self.attempt.saturating_add(1);
         tokio::select! {
@@ -521,7 +531,9 @@ impl Driver {
                         mqtt.topic = %topic, error = %e, suppressed,
                         "dropped undecryptable mqtt message (another network or a different key on this topic?)"
                     ),
-                    None => debug!(mqtt.topic = %topic, error = %e, "dropped undecryptable mqtt message"),
+                    None => {
+                        debug!(mqtt.topic = %topic, error = %e, "dropped undecryptable mqtt message")
+                    }
                 }
                 return None;
             }
@@ -535,7 +547,9 @@ impl Driver {
                         mqtt.topic = %topic, error = %e, suppressed,
                         "dropped malformed mqtt message (newer wovenet version?)"
                     ),
-                    None => debug!(mqtt.topic = %topic, error = %e, "dropped malformed mqtt message"),
+                    None => {
+                        debug!(mqtt.topic = %topic, error = %e, "dropped malformed mqtt message")
+                    }
                 }
                 return None;
             }
@@ -548,9 +562,9 @@ impl Driver {
             Message::Depart(_) => Freshness::Exempt,
             Message::Announce(_) | Message::Query(_) => Freshness::Required,
         };
-        if let Err(e) = self
-            .window
-            .check(SystemTime::now(), opened.sent_at_ms, opened.id, freshness)
+        if let Err(e) =
+            self.window
+                .check(SystemTime::now(), opened.sent_at_ms, opened.id, freshness)
         {
             Counters::bump(&self.counters.messages_stale);
             let replay = matches!(e, envelope::Rejected::Replayed);
@@ -560,7 +574,9 @@ impl Driver {
                     mqtt.topic = %topic, peer.site = %msg.site(), error = %e, suppressed,
                     "dropped mqtt message outside the freshness window (check clocks)"
                 ),
-                _ => debug!(mqtt.topic = %topic, peer.site = %msg.site(), error = %e, "dropped mqtt message"),
+                _ => {
+                    debug!(mqtt.topic = %topic, peer.site = %msg.site(), error = %e, "dropped mqtt message")
+                }
             }
             return None;
         }
