@@ -248,6 +248,9 @@ pub struct MqttConfig {
     pub password: Option<Secret>,
     /// Run an MQTT broker inside this daemon.
     pub embedded_broker: Option<EmbeddedBroker>,
+    /// Extra trusted CA certificates (PEM) for `mqtts` brokers, on top of the
+    /// public web PKI roots (e.g. a private or self-signed broker).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the embedded broker listens.

@@ -1,0 +1,521 @@
+//! The sealed envelope around every MQTT payload, and the replay window.
+//!
+//! Wire format: `[version = 1][nonce: 24][ciphertext + tag: 16]`, sealed with
+//! XChaCha20-Poly1305 under the envelope subkey. The additional data is the
+//! version byte followed by the topic, so a payload cannot be moved to another
+//! topic (e.g. a unicast replayed as a broadcast). The plaintext is
+//! `[sent_at: u64 unix ms, big endian][message id: 16][body]`.
+//!
+//! Everything here is pure: time is passed in, randomness only picks nonces and
+//! ids. This module must not log, touch the network, or put key material or
+//! payload bytes into errors.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use crate::crypto::Keys;
+
+/// The only envelope version this build writes and reads.
+pub const VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const ID_LEN: usize = 16;
+const TIME_LEN: usize = 8;
+const INNER_HEADER_LEN: usize = TIME_LEN + ID_LEN;
+/// Bytes a sealed envelope adds to its body.
+pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN + INNER_HEADER_LEN;
+
+/// Why bytes could not be opened. Carries no payload or key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Fewer bytes than the smallest possible envelope.
+    #[error("envelope too short")]
+    TooShort,
+    /// The version byte is not one this build understands.
+    #[error("unknown envelope version {0}")]
+    UnknownVersion(u8),
+    /// Authentication failed: wrong key, wrong topic, or tampered bytes.
+    #[error("envelope cannot be decrypted (wrong key or topic, or tampered)")]
+    Undecryptable,
+}
+
+/// An authenticated, decrypted envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// When the sender sealed it, in unix milliseconds (sender's clock).
+    pub sent_at_ms: u64,
+    /// Random per-message id, used for replay detection.
+    pub id: [u8; ID_LEN],
+    /// The sealed body.
+    pub body: Vec<u8>,
+}
+
+/// Milliseconds since the unix epoch; clocks before 1970 count as 0.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn aad(topic: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(1 + topic.len());
+    aad.push(VERSION);
+    aad.extend_from_slice(topic.as_bytes());
+    aad
+}
+
+fn cipher(keys: &Keys) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(keys.envelope_key().into())
+}
+
+/// Seals `body` for `topic` with a fresh random nonce and message id.
+pub fn seal(keys: &Keys, topic: &str, body: &[u8], now: SystemTime) -> Vec<u8> {
+    seal_with(
+        keys,
+        topic,
+        body,
+        unix_ms(now),
+        rand::random(),
+        rand::random(),
+    )
+}
+
+fn seal_with(
+    keys: &Keys,
+    topic: &str,
+    body: &[u8],
+    sent_at_ms: u64,
+    id: [u8; ID_LEN],
+    nonce: [u8; NONCE_LEN],
+) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(INNER_HEADER_LEN + body.len());
+    plain.extend_from_slice(&sent_at_ms.to_be_bytes());
+    plain.extend_from_slice(&id);
+    plain.extend_from_slice(body);
+    let aad = aad(topic);
+    // Invariant: XChaCha20-Poly1305 only fails for plaintexts above 256 GiB,
+    // far beyond anything held in memory here (MQTT caps payloads far lower).
+    let sealed = cipher(keys)
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: &aad,
+            },
+        )
+        .expect("invariant: plaintext far below the AEAD length limit");
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+    out.push(VERSION);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens bytes received on `topic`. Never panics, whatever the input.
+pub fn open(keys: &Keys, topic: &str, bytes: &[u8]) -> Result<Opened, EnvelopeError> {
+    let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::TooShort)?;
+    if version != VERSION {
+        return Err(EnvelopeError::UnknownVersion(version));
+    }
+    if bytes.len() < OVERHEAD {
+        return Err(EnvelopeError::TooShort);
+    }
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let aad = aad(topic);
+    let plain = cipher(keys)
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| EnvelopeError::Undecryptable)?;
+    // The length check above guarantees the plaintext holds the inner header.
+    let (time, rest) = plain
+        .split_first_chunk::<TIME_LEN>()
+        .ok_or(EnvelopeError::TooShort)?;
+    let (id, body) = rest
+        .split_first_chunk::<ID_LEN>()
+        .ok_or(EnvelopeError::TooShort)?;
+    Ok(Opened {
+        sent_at_ms: u64::from_be_bytes(*time),
+        id: *id,
+        body: body.to_vec(),
+    })
+}
+
+/// Whether a message must be recent to be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Reject messages older than the window's maximum age (the normal case).
+    Required,
+    /// Accept any age, still deduplicated by id. For MQTT last wills, which the
+    /// broker publishes long after they were sealed.
+    Exempt,
+}
+
+/// Why the replay window refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Older than the maximum age (or older than what the window can still vouch for).
+    #[error("message too old")]
+    Stale,
+    /// Sent further in the future than the allowed clock skew.
+    #[error("message from the future")]
+    Future,
+    /// This message id was already accepted.
+    #[error("message replayed")]
+    Replayed,
+}
+
+/// Rejects stale, future-dated and repeated messages with bounded memory.
+///
+/// Each accepted id is remembered until the moment it would be rejected as
+/// stale anyway (`sent_at + max_age`), so memory is proportional to the recent
+/// message rate. When the cap is reached the entry expiring first is evicted
+/// and the window raises a floor: any later message that would expire no later
+/// than the evicted one is refused as stale, so eviction never reopens a replay
+/// hole. Age-exempt messages are remembered for `max_age` after arrival; a
+/// replay after that is accepted again (acceptable for `Depart`, whose effect
+/// is only to forget an instance until it announces again).
+#[derive(Debug, Clone)]
+pub struct ReplayWindow {
+    max_age_ms: u64,
+    max_skew_ms: u64,
+    cap: usize,
+    seen: HashSet<[u8; ID_LEN]>,
+    by_expiry: BTreeSet<(u64, [u8; ID_LEN])>,
+    floor_ms: u64,
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        Self::new(Self::MAX_AGE, Self::MAX_SKEW, Self::DEFAULT_CAP)
+    }
+}
+
+impl ReplayWindow {
+    /// Default maximum age of an accepted message.
+    pub const MAX_AGE: Duration = Duration::from_secs(120);
+    /// Default tolerated clock skew into the future.
+    pub const MAX_SKEW: Duration = Duration::from_secs(120);
+    /// Default number of remembered ids (about 34 messages per second
+    /// sustained over the default age before eviction starts).
+    pub const DEFAULT_CAP: usize = 4096;
+
+    /// A window with explicit limits; `cap` is at least 1.
+    pub fn new(max_age: Duration, max_skew: Duration, cap: usize) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            max_age_ms: ms(max_age),
+            max_skew_ms: ms(max_skew),
+            cap: cap.max(1),
+            seen: HashSet::new(),
+            by_expiry: BTreeSet::new(),
+            floor_ms: 0,
+        }
+    }
+
+    /// Number of remembered ids.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Accepts (and remembers) or rejects a message sealed at `sent_at_ms` with `id`.
+    pub fn check(
+        &mut self,
+        now: SystemTime,
+        sent_at_ms: u64,
+        id: [u8; ID_LEN],
+        freshness: Freshness,
+    ) -> Result<(), Rejected> {
+        let now_ms = unix_ms(now);
+        self.expire(now_ms);
+        if sent_at_ms > now_ms.saturating_add(self.max_skew_ms) {
+            return Err(Rejected::Future);
+        }
+        let expiry = match freshness {
+            Freshness::Required => sent_at_ms.saturating_add(self.max_age_ms),
+            Freshness::Exempt => now_ms.saturating_add(self.max_age_ms),
+        };
+        // `expiry <= now` means age >= max_age; `<= floor` means an entry that
+        // would have outlived it was already evicted.
+        if expiry <= now_ms || expiry <= self.floor_ms {
+            return Err(Rejected::Stale);
+        }
+        if self.seen.contains(&id) {
+            return Err(Rejected::Replayed);
+        }
+        self.seen.insert(id);
+        self.by_expiry.insert((expiry, id));
+        while self.seen.len() > self.cap {
+            let Some((evicted_expiry, evicted_id)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.seen.remove(&evicted_id);
+            self.floor_ms = self.floor_ms.max(evicted_expiry);
+        }
+        Ok(())
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        while let Some(&(expiry, id)) = self.by_expiry.first() {
+            if expiry > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crypto::tests::{keys_a, keys_b};
+
+    const TOPIC: &str = "wovenet/test";
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn sealed_body_opens_with_same_key_and_topic() {
+        let sealed = seal(keys_a(), TOPIC, b"hello", at(0));
+        assert_eq!(sealed.len(), OVERHEAD + 5);
+        assert_eq!(sealed[0], VERSION);
+        let opened = open(keys_a(), TOPIC, &sealed).unwrap();
+        assert_eq!(opened.body, b"hello");
+        assert_eq!(opened.sent_at_ms, unix_ms(at(0)));
+    }
+
+    #[test]
+    fn empty_body_round_trips() {
+        let sealed = seal(keys_a(), TOPIC, b"", at(0));
+        assert_eq!(open(keys_a(), TOPIC, &sealed).unwrap().body, b"");
+    }
+
+    #[test]
+    fn each_seal_uses_fresh_nonce_and_id() {
+        let a = seal(keys_a(), TOPIC, b"x", at(0));
+        let b = seal(keys_a(), TOPIC, b"x", at(0));
+        assert_ne!(a[1..25], b[1..25]);
+        let (oa, ob) = (
+            open(keys_a(), TOPIC, &a).unwrap(),
+            open(keys_a(), TOPIC, &b).unwrap(),
+        );
+        assert_ne!(oa.id, ob.id);
+    }
+
+    #[test]
+    fn flipping_any_byte_makes_it_undecryptable() {
+        let sealed = seal_with(keys_a(), TOPIC, b"body bytes", 42, [7; 16], [9; 24]);
+        for i in 1..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert_eq!(
+                open(keys_a(), TOPIC, &bad),
+                Err(EnvelopeError::Undecryptable),
+                "byte {i}"
+            );
+        }
+        let mut bad = sealed;
+        bad[0] = 2;
+        assert_eq!(
+            open(keys_a(), TOPIC, &bad),
+            Err(EnvelopeError::UnknownVersion(2))
+        );
+    }
+
+    #[test]
+    fn wrong_key_cannot_open() {
+        let sealed = seal(keys_a(), TOPIC, b"secret", at(0));
+        assert_eq!(
+            open(keys_b(), TOPIC, &sealed),
+            Err(EnvelopeError::Undecryptable)
+        );
+    }
+
+    #[test]
+    fn payload_moved_to_another_topic_cannot_open() {
+        let sealed = seal(keys_a(), TOPIC, b"secret", at(0));
+        assert_eq!(
+            open(keys_a(), "wovenet/test/i/00", &sealed),
+            Err(EnvelopeError::Undecryptable)
+        );
+    }
+
+    #[test]
+    fn truncated_input_is_too_short() {
+        let sealed = seal(keys_a(), TOPIC, b"", at(0));
+        assert_eq!(open(keys_a(), TOPIC, &[]), Err(EnvelopeError::TooShort));
+        assert_eq!(
+            open(keys_a(), TOPIC, &sealed[..OVERHEAD - 1]),
+            Err(EnvelopeError::TooShort)
+        );
+        // Truncating a non-empty body keeps the length valid but breaks the tag.
+        let sealed = seal(keys_a(), TOPIC, b"abc", at(0));
+        assert_eq!(
+            open(keys_a(), TOPIC, &sealed[..sealed.len() - 1]),
+            Err(EnvelopeError::Undecryptable)
+        );
+    }
+
+    #[test]
+    fn errors_never_mention_key_or_payload() {
+        for e in [
+            EnvelopeError::TooShort,
+            EnvelopeError::UnknownVersion(9),
+            EnvelopeError::Undecryptable,
+        ] {
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("correct"), "{text}");
+        }
+    }
+
+    #[test]
+    fn fresh_message_is_accepted_once_then_replay_rejected() {
+        let mut w = ReplayWindow::default();
+        let sent = unix_ms(at(0));
+        assert_eq!(w.check(at(1), sent, [1; 16], Freshness::Required), Ok(()));
+        assert_eq!(
+            w.check(at(2), sent, [1; 16], Freshness::Required),
+            Err(Rejected::Replayed)
+        );
+        assert_eq!(w.check(at(2), sent, [2; 16], Freshness::Required), Ok(()));
+    }
+
+    #[test]
+    fn message_older_than_max_age_is_stale() {
+        let mut w = ReplayWindow::default();
+        let sent = unix_ms(at(0));
+        assert_eq!(
+            w.check(at(120), sent, [1; 16], Freshness::Required),
+            Err(Rejected::Stale)
+        );
+        assert_eq!(w.check(at(119), sent, [1; 16], Freshness::Required), Ok(()));
+        // Once it is old enough to be forgotten it is also old enough to be stale.
+        assert_eq!(
+            w.check(at(121), sent, [1; 16], Freshness::Required),
+            Err(Rejected::Stale)
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn message_beyond_clock_skew_is_from_the_future() {
+        let mut w = ReplayWindow::default();
+        assert_eq!(
+            w.check(at(0), unix_ms(at(121)), [1; 16], Freshness::Required),
+            Err(Rejected::Future)
+        );
+        assert_eq!(
+            w.check(at(0), unix_ms(at(120)), [1; 16], Freshness::Required),
+            Ok(())
+        );
+        assert_eq!(
+            w.check(at(0), u64::MAX, [2; 16], Freshness::Exempt),
+            Err(Rejected::Future)
+        );
+    }
+
+    #[test]
+    fn exempt_message_skips_age_check_but_not_dedup() {
+        let mut w = ReplayWindow::default();
+        let ancient = unix_ms(at(0));
+        assert_eq!(
+            w.check(at(86_400), ancient, [5; 16], Freshness::Exempt),
+            Ok(())
+        );
+        assert_eq!(
+            w.check(at(86_401), ancient, [5; 16], Freshness::Exempt),
+            Err(Rejected::Replayed)
+        );
+    }
+
+    #[test]
+    fn memory_is_capped_and_eviction_does_not_reopen_replays() {
+        let mut w = ReplayWindow::new(Duration::from_secs(120), Duration::from_secs(120), 8);
+        let now = at(60);
+        for i in 0..32u8 {
+            // Each message is sent a little later than the previous one.
+            let sent = unix_ms(at(0)) + u64::from(i) * 100;
+            assert_eq!(w.check(now, sent, [i; 16], Freshness::Required), Ok(()));
+            assert!(w.len() <= 8);
+        }
+        // The first id was evicted, yet replaying it is still refused.
+        assert_eq!(
+            w.check(now, unix_ms(at(0)), [0; 16], Freshness::Required),
+            Err(Rejected::Stale)
+        );
+        // A newer message is still accepted.
+        assert_eq!(
+            w.check(now, unix_ms(at(10)), [99; 16], Freshness::Required),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_forgotten() {
+        let mut w = ReplayWindow::default();
+        for i in 0..10u8 {
+            w.check(at(0), unix_ms(at(0)), [i; 16], Freshness::Required)
+                .unwrap();
+        }
+        assert_eq!(w.len(), 10);
+        let _ = w.check(at(500), unix_ms(at(500)), [200; 16], Freshness::Required);
+        assert_eq!(w.len(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn open_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = open(keys_a(), TOPIC, &bytes);
+        }
+
+        #[test]
+        fn open_never_panics_on_versioned_bytes(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(b) = bytes.first_mut() { *b = VERSION; }
+            prop_assert!(open(keys_a(), TOPIC, &bytes).is_err());
+        }
+
+        /// Whatever the sequence and however small the cap, a sealed message
+        /// (an id with its authenticated send time) accepted once is never
+        /// accepted again, before or after eviction.
+        #[test]
+        fn replay_window_never_accepts_a_sealed_message_twice(
+            steps in proptest::collection::vec((0u64..5_000, 0u8..12, 0u64..200_000), 1..200),
+            cap in 1usize..16,
+        ) {
+            let max_age = 120_000u64;
+            let mut w = ReplayWindow::new(Duration::from_millis(max_age), Duration::from_secs(120), cap);
+            let base = unix_ms(at(0));
+            let mut now = base + 200_000;
+            let mut accepted: Vec<(u8, u64)> = Vec::new();
+            for (advance, id, back) in steps {
+                now += advance;
+                let sent = now - back;
+                let t = UNIX_EPOCH + Duration::from_millis(now);
+                if w.check(t, sent, [id; 16], Freshness::Required).is_ok() {
+                    for &(prev_id, prev_sent) in &accepted {
+                        prop_assert!(!(prev_id == id && prev_sent == sent),
+                            "id {} sent at {} accepted twice", id, sent);
+                    }
+                    accepted.push((id, sent));
+                }
+                prop_assert!(w.len() <= cap);
+            }
+        }
+    }
+}
