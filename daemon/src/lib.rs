@@ -117,6 +117,9 @@ impl Daemon {
             info!(parent: &span, local = %bound, "tunnel socket listening");
             sockets.push((s.clone(), bound));
         }
+        // Not a child of `shutdown`: the site must still publish its
+        // departure after shutdown begins, then stops the channel itself.
+        let messages_stop = CancellationToken::new();
         let (messages, inbound_rx) = {
             let _g = span.enter();
             MessageChannel::spawn(
@@ -125,7 +128,7 @@ impl Daemon {
                 instance,
                 keys,
                 counters.clone(),
-                shutdown.child_token(),
+                messages_stop.clone(),
                 &tracker,
             )
             .map_err(DaemonError::Message)?
@@ -137,6 +140,7 @@ impl Daemon {
             tunnels,
             sockets,
             messages,
+            messages_stop: messages_stop.clone(),
             inbound_rx,
             tunnel_rx,
             exposed,
@@ -153,6 +157,7 @@ impl Daemon {
             site_task,
             tunnel_addrs,
             counters,
+            messages_stop,
             _broker: broker,
         })
     }
@@ -166,6 +171,7 @@ pub struct Running {
     site_task: tokio::task::JoinHandle<()>,
     tunnel_addrs: Vec<SocketAddr>,
     counters: Arc<Counters>,
+    messages_stop: CancellationToken,
     _broker: Option<message::broker::EmbeddedBroker>,
 }
 
@@ -188,6 +194,7 @@ impl Running {
         if tokio::time::timeout(grace, self.site_task).await.is_err() {
             warn!("site did not stop within the grace period");
         }
+        self.messages_stop.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             warn!(tasks = self.tracker.len(), "tasks still running after the grace period");

@@ -114,6 +114,8 @@ pub struct Parts {
     pub sockets: Vec<(LocalSocket, SocketAddr)>,
     /// Sealed discovery channel.
     pub messages: MessageChannel,
+    /// Stops the message channel; cancelled after the departure is published.
+    pub messages_stop: CancellationToken,
     /// Its inbound side.
     pub inbound_rx: mpsc::Receiver<Inbound>,
     /// Tunnel events.
@@ -133,6 +135,7 @@ pub struct Site {
     tunnels: Tunnels,
     sockets: Vec<OwnSocket>,
     messages: MessageChannel,
+    messages_stop: CancellationToken,
     exposed: Arc<ExposedApps>,
     remote_apps: Vec<RemoteApp>,
     listeners: HashMap<RemoteApp, RemoteListener>,
@@ -154,6 +157,7 @@ impl Site {
             tunnels,
             sockets,
             messages,
+            messages_stop,
             mut inbound_rx,
             mut tunnel_rx,
             exposed,
@@ -178,6 +182,7 @@ impl Site {
             tunnels,
             sockets,
             messages,
+            messages_stop,
             exposed,
             remote_apps,
             listeners: HashMap::new(),
@@ -218,6 +223,7 @@ impl Site {
             p.stop_dials();
         }
         self.messages.depart().await;
+        self.messages_stop.cancel();
         self.tunnels.close_all(Duration::from_secs(2)).await;
     }
 

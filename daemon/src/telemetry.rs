@@ -47,7 +47,8 @@ pub fn init(cfg: &LoggerConfig) -> Result<(), TelemetryError> {
         }
         _ => {
             let l = level_name(cfg.level);
-            EnvFilter::new(format!("warn,wovenet_daemon={l},wovenetd={l}"))
+            // rumqttd logs ordinary client disconnects at error level.
+            EnvFilter::new(format!("warn,rumqttd=off,wovenet_daemon={l},wovenetd={l}"))
         }
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
