@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{AppName, AppSocket, SiteName};
+use preamble::Decode;
 
 pub use exposed::{ExposedApps, Refusal, admit, serve_stream};
 pub use pipe::{LocalStream, PipeOutcome, PipeStats, pipe};
@@ -122,22 +123,17 @@ pub enum AppError {
 
 /// Reads one preamble from `recv` without consuming any byte after it.
 ///
-/// `decode`/`missing` are the codec functions of [`preamble::Request`] or
-/// [`preamble::Response`]; reads are sized by `missing` so app data that
-/// follows the preamble stays in the stream for the pipe.
-async fn read_preamble<T>(
-    recv: &mut quinn::RecvStream,
-    decode: fn(&[u8]) -> Result<Option<(T, usize)>, preamble::PreambleError>,
-    missing: fn(&[u8]) -> usize,
-) -> Result<T, ReadPreambleError> {
+/// Reads are sized by [`Decode::missing`] so app data that follows the
+/// preamble stays in the stream for the pipe.
+async fn read_preamble<T: Decode>(recv: &mut quinn::RecvStream) -> Result<T, ReadPreambleError> {
     let mut buf = Vec::with_capacity(64);
     loop {
-        if let Some((value, _)) = decode(&buf)? {
+        if let Some((value, _)) = T::decode(&buf)? {
             return Ok(value);
         }
         let start = buf.len();
         // `missing` is >= 1 whenever `decode` returned `Ok(None)`.
-        buf.resize(start + missing(&buf).max(1), 0);
+        buf.resize(start + T::missing(&buf).max(1), 0);
         match recv.read(&mut buf[start..]).await {
             Ok(Some(n)) => buf.truncate(start + n),
             Ok(None) => return Err(ReadPreambleError::Truncated(start)),

@@ -164,8 +164,13 @@ pub async fn serve_stream(
     serve(send, recv, apps, counters).instrument(span).await;
 }
 
-async fn serve(mut send: SendStream, mut recv: RecvStream, apps: &ExposedApps, counters: &Counters) {
-    let read = read_preamble(&mut recv, Request::decode, Request::missing);
+async fn serve(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    apps: &ExposedApps,
+    counters: &Counters,
+) {
+    let read = read_preamble::<Request>(&mut recv);
     let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
         Ok(Ok(request)) => request,
         Ok(Err(ReadPreambleError::Malformed(e))) => {
@@ -175,8 +180,13 @@ async fn serve(mut send: SendStream, mut recv: RecvStream, apps: &ExposedApps, c
                 PreambleError::UnsupportedVersion(_) => Status::UnsupportedVersion,
                 _ => Status::BadRequest,
             };
-            reply_and_close(send, recv, &Response::new(status, e.to_string()), code::BAD_PREAMBLE)
-                .await;
+            reply_and_close(
+                send,
+                recv,
+                &Response::new(status, e.to_string()),
+                code::BAD_PREAMBLE,
+            )
+            .await;
             return;
         }
         Ok(Err(e @ ReadPreambleError::Truncated(_))) => {
@@ -231,9 +241,7 @@ async fn serve(mut send: SendStream, mut recv: RecvStream, apps: &ExposedApps, c
     let stats = PipeStats::default();
     // No shutdown future: on shutdown the tunnel closes the connection,
     // which ends this pipe with `ConnectionLost`.
-    let outcome = local
-        .pipe(send, recv, &stats, std::future::pending())
-        .await;
+    let outcome = local.pipe(send, recv, &stats, std::future::pending()).await;
     log_outcome(&outcome, &stats);
 }
 
@@ -452,7 +460,10 @@ mod tests {
         ));
         assert_eq!(apps.names(), vec![name("a"), name("b")]);
         assert_eq!(apps.get(&name("a")), Some(single("a", "tcp:127.0.0.1:1")));
-        assert_eq!(apps.remove(&name("a")), Some(single("a", "tcp:127.0.0.1:1")));
+        assert_eq!(
+            apps.remove(&name("a")),
+            Some(single("a", "tcp:127.0.0.1:1"))
+        );
         assert_eq!(apps.get(&name("a")), None);
         assert_eq!(apps.remove(&name("a")), None);
         assert_eq!(apps.names(), vec![name("b")]);

@@ -225,9 +225,7 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
             WriteError::ConnectionLost(e) => PipeOutcome::ConnectionLost(e),
             other => PipeOutcome::StreamFailed(other.to_string()),
         })?;
-        stats
-            .bytes_to_remote
-            .fetch_add(n as u64, Ordering::Relaxed);
+        stats.bytes_to_remote.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 

@@ -126,6 +126,33 @@ pub struct Response {
     pub message: String,
 }
 
+/// An incrementally decodable preamble ([`Request`] or [`Response`]), so one
+/// reader can serve both.
+pub trait Decode: Sized {
+    /// See [`Request::decode`].
+    fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError>;
+    /// See [`Request::missing`].
+    fn missing(buf: &[u8]) -> usize;
+}
+
+impl Decode for Request {
+    fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
+        Self::decode(buf)
+    }
+    fn missing(buf: &[u8]) -> usize {
+        Self::missing(buf)
+    }
+}
+
+impl Decode for Response {
+    fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
+        Self::decode(buf)
+    }
+    fn missing(buf: &[u8]) -> usize {
+        Self::missing(buf)
+    }
+}
+
 /// Result of parsing a possibly incomplete buffer.
 enum Parsed<T> {
     /// A complete value and how many bytes it used.
@@ -191,7 +218,9 @@ impl Request {
             return Ok(Parsed::Need(1));
         };
         if len == 0 {
-            return Err(PreambleError::InvalidAppName("app name must not be empty".into()));
+            return Err(PreambleError::InvalidAppName(
+                "app name must not be empty".into(),
+            ));
         }
         // Name plus at least the target tag.
         let Some(name) = r.take(usize::from(len)) else {
@@ -382,10 +411,7 @@ mod tests {
             app: app("x"),
             target: Some("10.1.2.3:8080".parse().unwrap()),
         };
-        assert_eq!(
-            r.encode(),
-            vec![1, 1, b'x', 4, 10, 1, 2, 3, 0x1f, 0x90]
-        );
+        assert_eq!(r.encode(), vec![1, 1, b'x', 4, 10, 1, 2, 3, 0x1f, 0x90]);
     }
 
     #[test]

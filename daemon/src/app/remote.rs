@@ -322,7 +322,7 @@ async fn handshake<O: StreamOpener>(client: &Client<O>) -> Result<TunnelStream, 
     };
     let exchange = async {
         stream.send.write_all(&request.encode()).await?;
-        let reply = read_preamble(&mut stream.recv, Response::decode, Response::missing).await?;
+        let reply = read_preamble::<Response>(&mut stream.recv).await?;
         if reply.status == Status::Ok {
             Ok(())
         } else {
@@ -360,10 +360,7 @@ mod tests {
     struct Nowhere;
 
     impl StreamOpener for Nowhere {
-        async fn open_stream(
-            &self,
-            site: &SiteName,
-        ) -> Result<TunnelStream, OpenError> {
+        async fn open_stream(&self, site: &SiteName) -> Result<TunnelStream, OpenError> {
             Err(OpenError::NotConnected(site.clone()))
         }
     }
@@ -454,7 +451,10 @@ mod tests {
         let tracker = TaskTracker::new();
         let err = open(AppSocket::Unix(path.clone()), &tracker).unwrap_err();
         assert!(matches!(err, AppError::InUse { .. }), "{err}");
-        assert!(err.to_string().contains("another process is listening"), "{err}");
+        assert!(
+            err.to_string().contains("another process is listening"),
+            "{err}"
+        );
         assert!(path.exists());
     }
 
