@@ -1,0 +1,471 @@
+//! The exposed side: which apps this site lets other sites reach
+//! ([`ExposedApps`]), the admission rules ([`admit`], pure), and the server of
+//! one incoming app stream ([`serve_stream`]).
+//!
+//! This module must not know how streams arrive (that is the tunnel's job) and
+//! must not open streams itself.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{PoisonError, RwLock};
+
+use quinn::{RecvStream, SendStream};
+use tokio::net::{TcpStream, UnixStream};
+use tracing::{Instrument, Span, debug, info};
+
+use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
+use super::preamble::{PreambleError, Request, Response, Status};
+use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
+use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
+use crate::counters::Counters;
+
+/// The live set of exposed apps, keyed by name.
+///
+/// Changes take effect for new streams only: a removed app takes no new
+/// streams while its existing streams run to their end.
+#[derive(Debug, Default)]
+pub struct ExposedApps {
+    // Held only for map operations, never across an await.
+    apps: RwLock<HashMap<AppName, ExposedApp>>,
+}
+
+impl ExposedApps {
+    /// A registry holding `apps`; a later duplicate name replaces an earlier
+    /// one (config validation already rejects duplicates).
+    pub fn new(apps: Vec<ExposedApp>) -> Self {
+        Self {
+            apps: RwLock::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
+        }
+    }
+
+    /// Adds an app; fails if one with the same name exists.
+    pub fn insert(&self, app: ExposedApp) -> Result<(), AppError> {
+        let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
+        if apps.contains_key(&app.name) {
+            return Err(AppError::Exists(app.name));
+        }
+        apps.insert(app.name.clone(), app);
+        Ok(())
+    }
+
+    /// Removes an app, returning it if it was there.
+    pub fn remove(&self, name: &AppName) -> Option<ExposedApp> {
+        self.apps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+    }
+
+    /// Names of every app, sorted.
+    pub fn names(&self) -> Vec<AppName> {
+        let mut names: Vec<AppName> = self
+            .apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The app called `name`, if exposed.
+    pub fn get(&self, name: &AppName) -> Option<ExposedApp> {
+        self.apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+}
+
+/// Why a stream request is turned away: the status sent back and a reason
+/// for the far side's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Status code sent in the reply.
+    pub status: Status,
+    /// Human-readable reason, sent in the reply and logged.
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(status: Status, reason: String) -> Self {
+        Self { status, reason }
+    }
+}
+
+/// Decides whether a request for `app` with an optional range `target` is
+/// allowed, and where to connect.
+///
+/// Single apps take no target (a target is [`Status::NotAllowed`]). Range apps
+/// need a target whose IP lies in one of the app's address nets and whose port
+/// lies in one of its port ranges; IPv4-mapped IPv6 targets are treated as
+/// IPv4.
+pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, Refusal> {
+    let name = &app.name;
+    match (&app.target, target) {
+        (ExposedTarget::Single(socket), None) => Ok(socket.clone()),
+        (ExposedTarget::Single(_), Some(t)) => Err(Refusal::new(
+            Status::NotAllowed,
+            format!("app '{name}' has a single socket and takes no target, got '{t}'"),
+        )),
+        (ExposedTarget::Range { .. }, None) => Err(Refusal::new(
+            Status::NotAllowed,
+            format!("app '{name}' is a range app and needs a target address"),
+        )),
+        (ExposedTarget::Range { ports, addresses }, Some(t)) => {
+            let ip = t.ip().to_canonical();
+            // A net written as IPv4-mapped IPv6 (::ffff:a.b.c.d/n) must still
+            // match the plain IPv4 form of the same address.
+            let mapped = match ip {
+                IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+                IpAddr::V6(_) => None,
+            };
+            let in_nets = addresses
+                .iter()
+                .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)));
+            if !in_nets {
+                return Err(Refusal::new(
+                    Status::NotAllowed,
+                    format!("target '{t}' is outside the address range of app '{name}'"),
+                ));
+            }
+            if !ports.iter().any(|r| r.contains(t.port())) {
+                return Err(Refusal::new(
+                    Status::NotAllowed,
+                    format!("target '{t}' is outside the port range of app '{name}'"),
+                ));
+            }
+            Ok(AppSocket::Tcp(SocketAddr::new(ip, t.port())))
+        }
+    }
+}
+
+/// Serves one app stream accepted from `peer`: reads the preamble, admits it
+/// against `apps`, connects the app socket, replies, then pipes until the
+/// stream ends. Never panics on bad input; every outcome is counted in
+/// `counters` and logged inside a `stream` span carrying `peer.site` and
+/// `app.name`.
+pub async fn serve_stream(
+    send: SendStream,
+    recv: RecvStream,
+    apps: &ExposedApps,
+    peer: &SiteName,
+    counters: &Counters,
+) {
+    let span = tracing::info_span!(
+        "stream",
+        peer.site = %peer,
+        app.name = tracing::field::Empty,
+        stream.id = %send.id(),
+    );
+    serve(send, recv, apps, counters).instrument(span).await;
+}
+
+async fn serve(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    apps: &ExposedApps,
+    counters: &Counters,
+) {
+    let read = read_preamble::<Request>(&mut recv);
+    let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(ReadPreambleError::Malformed(e))) => {
+            Counters::bump(&counters.bad_preambles);
+            info!(error = %e, "malformed stream preamble");
+            let status = match e {
+                PreambleError::UnsupportedVersion(_) => Status::UnsupportedVersion,
+                _ => Status::BadRequest,
+            };
+            reply_and_close(
+                send,
+                recv,
+                &Response::new(status, e.to_string()),
+                code::BAD_PREAMBLE,
+            )
+            .await;
+            return;
+        }
+        Ok(Err(e @ ReadPreambleError::Truncated(_))) => {
+            Counters::bump(&counters.bad_preambles);
+            info!(error = %e, "incomplete stream preamble");
+            abandon(send, recv, code::BAD_PREAMBLE);
+            return;
+        }
+        Ok(Err(ReadPreambleError::Read(e))) => {
+            // The peer gave up (reset) or the connection died: not bad input.
+            debug!(error = %e, "stream failed before its preamble");
+            abandon(send, recv, code::PEER_FAILED);
+            return;
+        }
+        Err(_elapsed) => {
+            Counters::bump(&counters.bad_preambles);
+            info!(timeout = ?PREAMBLE_TIMEOUT, "stream preamble timed out");
+            abandon(send, recv, code::BAD_PREAMBLE);
+            return;
+        }
+    };
+    Span::current().record("app.name", request.app.as_str());
+
+    let admitted = match apps.get(&request.app) {
+        None => Err(Refusal::new(
+            Status::NoSuchApp,
+            format!("no app named '{}' is exposed", request.app),
+        )),
+        Some(app) => admit(&app, request.target),
+    };
+    let socket = match admitted {
+        Ok(socket) => socket,
+        Err(refusal) => return refuse(send, recv, counters, refusal).await,
+    };
+    let local = match connect(&socket).await {
+        Ok(local) => local,
+        Err(e) => {
+            let reason = format!("cannot connect to '{socket}': {e}");
+            let refusal = Refusal::new(Status::AppUnreachable, reason);
+            return refuse(send, recv, counters, refusal).await;
+        }
+    };
+
+    if let Err(e) = send.write_all(&Response::ok().encode()).await {
+        debug!(error = %e, "stream closed before the reply");
+        abandon(send, recv, code::PEER_FAILED);
+        return;
+    }
+    Counters::bump(&counters.streams_opened);
+    debug!(app.socket = %socket, "stream admitted");
+
+    let stats = PipeStats::default();
+    // No shutdown future: on shutdown the tunnel closes the connection,
+    // which ends this pipe with `ConnectionLost`.
+    let outcome = local.pipe(send, recv, &stats, std::future::pending()).await;
+    log_outcome(&outcome, &stats);
+}
+
+/// Logs the end of a piped stream: expected endings at debug level.
+pub(super) fn log_outcome(outcome: &PipeOutcome, stats: &PipeStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sent = stats.bytes_to_remote.load(Relaxed);
+    let received = stats.bytes_from_remote.load(Relaxed);
+    debug!(
+        outcome = %outcome,
+        bytes.sent = sent,
+        bytes.received = received,
+        "stream ended"
+    );
+}
+
+async fn connect(socket: &AppSocket) -> io::Result<AnyLocal> {
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+    match socket {
+        AppSocket::Tcp(addr) => {
+            let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| timed_out())??;
+            // Interactive protocols (ssh, databases) suffer from Nagle; a
+            // failure only costs latency.
+            let _ = s.set_nodelay(true);
+            Ok(AnyLocal::Tcp(s))
+        }
+        AppSocket::Unix(path) => {
+            let s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+                .await
+                .map_err(|_| timed_out())??;
+            Ok(AnyLocal::Unix(s))
+        }
+    }
+}
+
+async fn refuse(send: SendStream, recv: RecvStream, counters: &Counters, refusal: Refusal) {
+    Counters::bump(&counters.streams_refused);
+    info!(status = %refusal.status, reason = %refusal.reason, "stream refused");
+    let response = Response::new(refusal.status, refusal.reason);
+    reply_and_close(send, recv, &response, code::REFUSED).await;
+}
+
+/// Sends a final status, finishes our side and stops reading theirs.
+async fn reply_and_close(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    response: &Response,
+    stop_code: quinn::VarInt,
+) {
+    let _ = recv.stop(stop_code);
+    let bytes = response.encode();
+    match tokio::time::timeout(PREAMBLE_TIMEOUT, send.write_all(&bytes)).await {
+        Ok(Ok(())) => {
+            let _ = send.finish();
+        }
+        Ok(Err(e)) => debug!(error = %e, "cannot send the refusal"),
+        Err(_) => {
+            let _ = send.reset(stop_code);
+        }
+    }
+}
+
+/// Tears a stream down without a reply.
+fn abandon(mut send: SendStream, mut recv: RecvStream, code: quinn::VarInt) {
+    let _ = send.reset(code);
+    let _ = recv.stop(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortRange;
+    use ipnet::IpNet;
+
+    fn name(s: &str) -> AppName {
+        AppName::new(s).unwrap()
+    }
+
+    fn single(n: &str, socket: &str) -> ExposedApp {
+        ExposedApp {
+            name: name(n),
+            target: ExposedTarget::Single(socket.parse().unwrap()),
+        }
+    }
+
+    fn range(nets: &[&str], ports: &[(u16, u16)]) -> ExposedApp {
+        ExposedApp {
+            name: name("lan"),
+            target: ExposedTarget::Range {
+                ports: ports
+                    .iter()
+                    .map(|&(start, end)| PortRange { start, end })
+                    .collect(),
+                addresses: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+            },
+        }
+    }
+
+    fn t(s: &str) -> Option<SocketAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn refused(r: Result<AppSocket, Refusal>) -> Refusal {
+        r.expect_err("should be refused")
+    }
+
+    #[test]
+    fn single_app_without_target_connects_its_socket() {
+        let app = single("ssh", "tcp:127.0.0.1:22");
+        assert_eq!(admit(&app, None), Ok("tcp:127.0.0.1:22".parse().unwrap()));
+        let app = single("db", "unix:/run/db.sock");
+        assert_eq!(admit(&app, None), Ok("unix:/run/db.sock".parse().unwrap()));
+    }
+
+    #[test]
+    fn single_app_with_a_target_is_not_allowed() {
+        let app = single("ssh", "tcp:127.0.0.1:22");
+        let r = refused(admit(&app, t("10.0.0.1:22")));
+        assert_eq!(r.status, Status::NotAllowed);
+        assert!(r.reason.contains("10.0.0.1:22"), "{}", r.reason);
+    }
+
+    #[test]
+    fn range_app_without_target_is_not_allowed() {
+        let app = range(&["10.0.0.0/8"], &[(1, 65535)]);
+        assert_eq!(refused(admit(&app, None)).status, Status::NotAllowed);
+    }
+
+    #[test]
+    fn range_app_admits_a_target_inside_both_ranges() {
+        let app = range(&["192.168.1.0/24"], &[(8000, 8080)]);
+        assert_eq!(
+            admit(&app, t("192.168.1.77:8000")),
+            Ok(AppSocket::Tcp("192.168.1.77:8000".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn cidr_edges_are_inclusive_and_the_next_address_is_refused() {
+        let app = range(&["192.168.1.0/24"], &[(80, 80)]);
+        assert!(admit(&app, t("192.168.1.0:80")).is_ok());
+        assert!(admit(&app, t("192.168.1.255:80")).is_ok());
+        let r = refused(admit(&app, t("192.168.2.0:80")));
+        assert_eq!(r.status, Status::NotAllowed);
+        assert!(r.reason.contains("192.168.2.0:80"), "{}", r.reason);
+        assert!(r.reason.contains("address range"), "{}", r.reason);
+        assert!(admit(&app, t("192.168.0.255:80")).is_err());
+    }
+
+    #[test]
+    fn single_address_nets_match_only_that_address() {
+        let app = range(&["10.0.0.5/32", "2001:db8::5/128"], &[(22, 22)]);
+        assert!(admit(&app, t("10.0.0.5:22")).is_ok());
+        assert!(admit(&app, t("10.0.0.6:22")).is_err());
+        assert!(admit(&app, t("[2001:db8::5]:22")).is_ok());
+        assert!(admit(&app, t("[2001:db8::6]:22")).is_err());
+    }
+
+    #[test]
+    fn port_range_edges_are_inclusive() {
+        let app = range(&["10.0.0.0/8"], &[(1000, 2000), (3000, 3000)]);
+        for ok in [1000, 1500, 2000, 3000] {
+            assert!(admit(&app, t(&format!("10.1.1.1:{ok}"))).is_ok(), "{ok}");
+        }
+        for bad in [999, 2001, 2999, 3001, 0, 65535] {
+            let r = refused(admit(&app, t(&format!("10.1.1.1:{bad}"))));
+            assert_eq!(r.status, Status::NotAllowed);
+            assert!(r.reason.contains("port range"), "{}", r.reason);
+        }
+    }
+
+    #[test]
+    fn ipv6_targets_match_ipv6_nets_only() {
+        let app = range(&["fd00::/64"], &[(443, 443)]);
+        assert!(admit(&app, t("[fd00::1234]:443")).is_ok());
+        assert!(admit(&app, t("[fd00:0:0:1::1]:443")).is_err());
+        assert!(admit(&app, t("10.0.0.1:443")).is_err());
+    }
+
+    #[test]
+    fn ipv4_mapped_target_is_normalised_to_ipv4() {
+        let app = range(&["10.0.0.0/8"], &[(80, 80)]);
+        assert_eq!(
+            admit(&app, t("[::ffff:10.2.3.4]:80")),
+            Ok(AppSocket::Tcp("10.2.3.4:80".parse().unwrap()))
+        );
+        assert!(admit(&app, t("[::ffff:11.2.3.4]:80")).is_err());
+    }
+
+    #[test]
+    fn ipv4_target_matches_a_net_written_as_ipv4_mapped() {
+        let app = range(&["::ffff:10.0.0.0/104"], &[(80, 80)]);
+        assert_eq!(
+            admit(&app, t("10.9.9.9:80")),
+            Ok(AppSocket::Tcp("10.9.9.9:80".parse().unwrap()))
+        );
+        assert!(admit(&app, t("11.0.0.1:80")).is_err());
+    }
+
+    #[test]
+    fn any_address_nets_allow_everything_of_their_family() {
+        let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
+        assert!(admit(&app, t("203.0.113.9:1")).is_ok());
+        assert!(admit(&app, t("[2001:db8::1]:1")).is_err());
+    }
+
+    #[test]
+    fn registry_refuses_duplicate_names_and_forgets_removed_apps() {
+        let apps = ExposedApps::new(vec![single("b", "tcp:127.0.0.1:2")]);
+        apps.insert(single("a", "tcp:127.0.0.1:1")).unwrap();
+        assert!(matches!(
+            apps.insert(single("a", "tcp:127.0.0.1:9")),
+            Err(AppError::Exists(n)) if n == name("a")
+        ));
+        assert_eq!(apps.names(), vec![name("a"), name("b")]);
+        assert_eq!(apps.get(&name("a")), Some(single("a", "tcp:127.0.0.1:1")));
+        assert_eq!(
+            apps.remove(&name("a")),
+            Some(single("a", "tcp:127.0.0.1:1"))
+        );
+        assert_eq!(apps.get(&name("a")), None);
+        assert_eq!(apps.remove(&name("a")), None);
+        assert_eq!(apps.names(), vec![name("b")]);
+    }
+}

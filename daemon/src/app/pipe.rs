@@ -1,0 +1,257 @@
+//! Bidirectional copy between a local socket and a QUIC stream, after the
+//! preamble exchange.
+//!
+//! Close and failure are mapped one to one so neither end mistakes a broken
+//! connection for a clean one:
+//!
+//! | event                                   | action                                   |
+//! |-----------------------------------------|------------------------------------------|
+//! | local EOF (FIN)                         | `send.finish()`                          |
+//! | QUIC stream finished                    | local `shutdown(Write)` (half-close)     |
+//! | local read/write error (e.g. RST)       | `send.reset` + `recv.stop` ([`code::LOCAL_FAILED`]) and abort local |
+//! | QUIC reset/stop or connection lost      | abort local (TCP RST) + reset/stop the stream ([`code::PEER_FAILED`]) |
+//! | shutdown                                | abort local + reset/stop ([`code::SHUTDOWN`]) |
+//!
+//! Both directions run in the caller's task (no task hop per chunk). This
+//! module must not decide admission or log: it reports a [`PipeOutcome`].
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::code;
+
+/// Read buffer size towards the far site; large enough that the QUIC send
+/// path sees few, big chunks.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// A local connection that can be piped: split into borrowed halves, and
+/// aborted so the local peer sees a failure rather than a clean close.
+pub trait LocalStream: Send + 'static {
+    /// Reading half borrowed from the stream.
+    type Read<'a>: AsyncRead + Unpin + Send
+    where
+        Self: 'a;
+    /// Writing half borrowed from the stream; `shutdown` half-closes.
+    type Write<'a>: AsyncWrite + Unpin + Send
+    where
+        Self: 'a;
+
+    /// Borrows both halves for concurrent use.
+    fn split(&mut self) -> (Self::Read<'_>, Self::Write<'_>);
+
+    /// Closes the connection abortively: TCP sends RST (SO_LINGER 0); a unix
+    /// socket has no reset, so it is simply closed.
+    fn abort(self);
+}
+
+impl LocalStream for TcpStream {
+    type Read<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Write<'a> = tokio::net::tcp::WriteHalf<'a>;
+
+    fn split(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        Self::split(self)
+    }
+
+    fn abort(self) {
+        // Zero linger never blocks on close; failing to set it only costs the
+        // RST (the close still happens), so the error is ignored.
+        let _ = self.set_zero_linger();
+        drop(self);
+    }
+}
+
+impl LocalStream for UnixStream {
+    type Read<'a> = tokio::net::unix::ReadHalf<'a>;
+    type Write<'a> = tokio::net::unix::WriteHalf<'a>;
+
+    fn split(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        Self::split(self)
+    }
+
+    fn abort(self) {
+        drop(self);
+    }
+}
+
+/// Either kind of local connection, for code that handles both.
+pub(super) enum AnyLocal {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AnyLocal {
+    /// See [`LocalStream::abort`].
+    pub(super) fn abort(self) {
+        match self {
+            Self::Tcp(s) => s.abort(),
+            Self::Unix(s) => s.abort(),
+        }
+    }
+
+    /// [`pipe`] for whichever kind this is.
+    pub(super) async fn pipe(
+        self,
+        send: SendStream,
+        recv: RecvStream,
+        stats: &PipeStats,
+        shutdown: impl Future<Output = ()>,
+    ) -> PipeOutcome {
+        match self {
+            Self::Tcp(s) => pipe(s, send, recv, stats, shutdown).await,
+            Self::Unix(s) => pipe(s, send, recv, stats, shutdown).await,
+        }
+    }
+}
+
+/// Live byte counts of one piped stream; readable while the pipe runs.
+#[derive(Debug, Default)]
+pub struct PipeStats {
+    /// Bytes read from the local socket and handed to QUIC.
+    pub bytes_to_remote: AtomicU64,
+    /// Bytes received from QUIC and written to the local socket.
+    pub bytes_from_remote: AtomicU64,
+}
+
+/// How a pipe ended.
+#[derive(Debug)]
+pub enum PipeOutcome {
+    /// Both directions were closed cleanly (FIN and stream finish).
+    Finished,
+    /// The local socket failed; the stream was reset.
+    LocalFailed(io::Error),
+    /// The far side reset our receive stream or stopped our send stream with
+    /// this code; the local socket was aborted.
+    PeerReset(VarInt),
+    /// The QUIC connection was lost; the local socket was aborted.
+    ConnectionLost(quinn::ConnectionError),
+    /// The stream was unusable for another reason (should not happen); the
+    /// local socket was aborted.
+    StreamFailed(String),
+    /// The shutdown future completed first; both ends were torn down.
+    Shutdown,
+}
+
+impl PipeOutcome {
+    /// Whether the stream ended without any failure.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Self::Finished)
+    }
+}
+
+impl fmt::Display for PipeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Finished => f.write_str("finished"),
+            Self::LocalFailed(e) => write!(f, "local socket failed: {e}"),
+            Self::PeerReset(c) => write!(f, "reset by peer with code {c}"),
+            Self::ConnectionLost(e) => write!(f, "connection lost: {e}"),
+            Self::StreamFailed(e) => write!(f, "stream failed: {e}"),
+            Self::Shutdown => f.write_str("shut down"),
+        }
+    }
+}
+
+/// Copies bytes both ways between `local` and the stream until both
+/// directions are closed or one side fails; see the module docs for the
+/// close/failure mapping. `shutdown` ends the pipe abortively when it
+/// completes (pass `std::future::pending()` for none).
+pub async fn pipe<L: LocalStream>(
+    mut local: L,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    stats: &PipeStats,
+    shutdown: impl Future<Output = ()>,
+) -> PipeOutcome {
+    let outcome = {
+        let (mut local_r, mut local_w) = local.split();
+        let both = async {
+            tokio::try_join!(
+                copy_to_remote(&mut local_r, &mut send, stats),
+                copy_from_remote(&mut recv, &mut local_w, stats),
+            )
+        };
+        tokio::select! {
+            r = both => match r {
+                Ok(((), ())) => return PipeOutcome::Finished,
+                Err(outcome) => outcome,
+            },
+            () = shutdown => PipeOutcome::Shutdown,
+        }
+    };
+    let code = match outcome {
+        PipeOutcome::LocalFailed(_) => code::LOCAL_FAILED,
+        PipeOutcome::Shutdown => code::SHUTDOWN,
+        _ => code::PEER_FAILED,
+    };
+    // Either may already be closed (finished, reset by the peer); that is fine.
+    let _ = send.reset(code);
+    let _ = recv.stop(code);
+    local.abort();
+    outcome
+}
+
+async fn copy_to_remote<R: AsyncRead + Unpin>(
+    local: &mut R,
+    send: &mut SendStream,
+    stats: &PipeStats,
+) -> Result<(), PipeOutcome> {
+    let mut buf = BytesMut::with_capacity(BUF_SIZE);
+    loop {
+        if buf.capacity() < BUF_SIZE / 4 {
+            // Reclaims the old allocation once quinn has released every chunk
+            // cut from it, otherwise allocates a fresh one.
+            buf.reserve(BUF_SIZE);
+        }
+        let n = local
+            .read_buf(&mut buf)
+            .await
+            .map_err(PipeOutcome::LocalFailed)?;
+        if n == 0 {
+            // Only fails if already finished or reset, neither of which this
+            // loop does before returning.
+            let _ = send.finish();
+            return Ok(());
+        }
+        let chunk = buf.split().freeze();
+        send.write_chunk(chunk).await.map_err(|e| match e {
+            WriteError::Stopped(c) => PipeOutcome::PeerReset(c),
+            WriteError::ConnectionLost(e) => PipeOutcome::ConnectionLost(e),
+            other => PipeOutcome::StreamFailed(other.to_string()),
+        })?;
+        stats.bytes_to_remote.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+async fn copy_from_remote<W: AsyncWrite + Unpin>(
+    recv: &mut RecvStream,
+    local: &mut W,
+    stats: &PipeStats,
+) -> Result<(), PipeOutcome> {
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                local
+                    .write_all(&chunk.bytes)
+                    .await
+                    .map_err(PipeOutcome::LocalFailed)?;
+                stats
+                    .bytes_from_remote
+                    .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            }
+            Ok(None) => {
+                local.shutdown().await.map_err(PipeOutcome::LocalFailed)?;
+                return Ok(());
+            }
+            Err(ReadError::Reset(c)) => return Err(PipeOutcome::PeerReset(c)),
+            Err(ReadError::ConnectionLost(e)) => return Err(PipeOutcome::ConnectionLost(e)),
+            Err(other) => return Err(PipeOutcome::StreamFailed(other.to_string())),
+        }
+    }
+}

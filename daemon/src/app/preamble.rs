@@ -1,0 +1,602 @@
+//! The stream preamble: the header a client side writes first on a new app
+//! stream ([`Request`]) and the exposed side's status reply ([`Response`]).
+//! After both, the stream carries raw app bytes with no framing.
+//!
+//! Wire format (all integers big-endian):
+//!
+//! ```text
+//! Request  = version:u8 (=1) | name_len:u8 (1..=255) | name:UTF-8 | target
+//! target   = 0                              (none)
+//!          | 4 | ipv4:[u8; 4]  | port:u16
+//!          | 6 | ipv6:[u8; 16] | port:u16
+//! Response = version:u8 (=1) | status:u8 | msg_len:u8 | msg:UTF-8
+//! ```
+//!
+//! This module is a pure codec: it never touches a socket, so it can be fuzzed
+//! and property-tested. Decoders are incremental: `Ok(None)` means "need more
+//! bytes", and [`Request::missing`]/[`Response::missing`] say how many bytes can
+//! be read next without reading past the preamble into app data.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::config::AppName;
+
+/// The only preamble version this build speaks.
+pub const VERSION: u8 = 1;
+
+/// Longest possible encoded [`Request`] (version, length, 255-byte name, IPv6 target).
+pub const MAX_REQUEST_LEN: usize = 1 + 1 + 255 + 1 + 16 + 2;
+
+/// Longest possible encoded [`Response`] (version, status, length, 255-byte message).
+pub const MAX_RESPONSE_LEN: usize = 1 + 1 + 1 + 255;
+
+const TARGET_NONE: u8 = 0;
+const TARGET_V4: u8 = 4;
+const TARGET_V6: u8 = 6;
+
+/// Why bytes are not a valid preamble.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreambleError {
+    /// The first byte names a version this build does not speak.
+    #[error("unsupported preamble version {0}")]
+    UnsupportedVersion(u8),
+    /// The app name is empty, not UTF-8 or breaks the app name rules.
+    #[error("invalid app name: {0}")]
+    InvalidAppName(String),
+    /// The target tag is neither 0, 4 nor 6.
+    #[error("unknown target tag {0}")]
+    UnknownTargetTag(u8),
+    /// The status byte is not a known [`Status`].
+    #[error("unknown status code {0}")]
+    UnknownStatus(u8),
+    /// The status message is not UTF-8.
+    #[error("status message is not valid UTF-8")]
+    InvalidMessage,
+}
+
+/// What a client side asks for on a new stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The exposed app on the far site.
+    pub app: AppName,
+    /// For range apps: the address to connect to on the far side.
+    pub target: Option<SocketAddr>,
+}
+
+/// The exposed side's verdict on a [`Request`].
+///
+/// Codes are wire values and never change once shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Status {
+    /// Admitted and connected; raw bytes follow.
+    Ok = 0,
+    /// The far site exposes no app by that name.
+    NoSuchApp = 1,
+    /// The app exists but the request is outside what it allows (e.g. a range target).
+    NotAllowed = 2,
+    /// The app's socket could not be connected.
+    AppUnreachable = 3,
+    /// The request preamble was malformed.
+    BadRequest = 4,
+    /// The request preamble version is not spoken by the far side.
+    UnsupportedVersion = 5,
+}
+
+impl Status {
+    /// The wire value.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The status for a wire value, if known.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Ok,
+            1 => Self::NoSuchApp,
+            2 => Self::NotAllowed,
+            3 => Self::AppUnreachable,
+            4 => Self::BadRequest,
+            5 => Self::UnsupportedVersion,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok",
+            Self::NoSuchApp => "no such app",
+            Self::NotAllowed => "not allowed",
+            Self::AppUnreachable => "app unreachable",
+            Self::BadRequest => "bad request",
+            Self::UnsupportedVersion => "unsupported version",
+        })
+    }
+}
+
+/// The exposed side's reply: a status and a human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The verdict.
+    pub status: Status,
+    /// Why (empty for [`Status::Ok`]); at most 255 bytes.
+    pub message: String,
+}
+
+/// An incrementally decodable preamble ([`Request`] or [`Response`]), so one
+/// reader can serve both.
+pub trait Decode: Sized {
+    /// See [`Request::decode`].
+    fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError>;
+    /// See [`Request::missing`].
+    fn missing(buf: &[u8]) -> usize;
+}
+
+impl Decode for Request {
+    fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
+        Self::decode(buf)
+    }
+    fn missing(buf: &[u8]) -> usize {
+        Self::missing(buf)
+    }
+}
+
+impl Decode for Response {
+    fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
+        Self::decode(buf)
+    }
+    fn missing(buf: &[u8]) -> usize {
+        Self::missing(buf)
+    }
+}
+
+/// Result of parsing a possibly incomplete buffer.
+enum Parsed<T> {
+    /// A complete value and how many bytes it used.
+    Done(T, usize),
+    /// At least this many more bytes are needed (always >= 1).
+    Need(usize),
+}
+
+impl Request {
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        let name = self.app.as_str().as_bytes();
+        let mut out = Vec::with_capacity(MAX_REQUEST_LEN);
+        out.push(VERSION);
+        // AppName guarantees 1..=255 bytes, so the length always fits.
+        out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(&name[..name.len().min(255)]);
+        match self.target {
+            None => out.push(TARGET_NONE),
+            Some(SocketAddr::V4(a)) => {
+                out.push(TARGET_V4);
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.port().to_be_bytes());
+            }
+            Some(SocketAddr::V6(a)) => {
+                out.push(TARGET_V6);
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.port().to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes a request from the start of `buf`.
+    ///
+    /// `Ok(None)` means `buf` is a valid prefix and more bytes are needed; on
+    /// success the second value is how many bytes of `buf` the request used.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
+        Ok(match Self::parse(buf)? {
+            Parsed::Done(r, n) => Some((r, n)),
+            Parsed::Need(_) => None,
+        })
+    }
+
+    /// How many more bytes can be read without reading past the end of the
+    /// request: 0 when `buf` already holds a complete (or invalid) request.
+    pub fn missing(buf: &[u8]) -> usize {
+        match Self::parse(buf) {
+            Ok(Parsed::Need(n)) => n,
+            _ => 0,
+        }
+    }
+
+    fn parse(buf: &[u8]) -> Result<Parsed<Self>, PreambleError> {
+        let mut r = Reader::new(buf);
+        let Some(version) = r.byte() else {
+            return Ok(Parsed::Need(2));
+        };
+        if version != VERSION {
+            return Err(PreambleError::UnsupportedVersion(version));
+        }
+        let Some(len) = r.byte() else {
+            return Ok(Parsed::Need(1));
+        };
+        if len == 0 {
+            return Err(PreambleError::InvalidAppName(
+                "app name must not be empty".into(),
+            ));
+        }
+        // Name plus at least the target tag.
+        let Some(name) = r.take(usize::from(len)) else {
+            return Ok(Parsed::Need(usize::from(len) + 1 - r.remaining()));
+        };
+        let name = std::str::from_utf8(name)
+            .map_err(|_| PreambleError::InvalidAppName("app name is not valid UTF-8".into()))?;
+        let app = AppName::new(name).map_err(PreambleError::InvalidAppName)?;
+        let Some(tag) = r.byte() else {
+            return Ok(Parsed::Need(1));
+        };
+        let addr_len = match tag {
+            TARGET_NONE => 0,
+            TARGET_V4 => 4,
+            TARGET_V6 => 16,
+            other => return Err(PreambleError::UnknownTargetTag(other)),
+        };
+        let target = if addr_len == 0 {
+            None
+        } else {
+            let Some(raw) = r.take(addr_len + 2) else {
+                return Ok(Parsed::Need(addr_len + 2 - r.remaining()));
+            };
+            let (ip, port) = raw.split_at(addr_len);
+            let ip = match <[u8; 4]>::try_from(ip) {
+                Ok(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+                Err(_) => {
+                    let mut v6 = [0u8; 16];
+                    v6.copy_from_slice(ip);
+                    IpAddr::V6(Ipv6Addr::from(v6))
+                }
+            };
+            let port = u16::from_be_bytes([port[0], port[1]]);
+            Some(SocketAddr::new(ip, port))
+        };
+        Ok(Parsed::Done(Self { app, target }, r.pos))
+    }
+}
+
+impl Response {
+    /// A response; `message` is truncated to 255 bytes on a char boundary.
+    pub fn new(status: Status, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > 255 {
+            let mut end = 255;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Self { status, message }
+    }
+
+    /// An `Ok` response with no message.
+    pub fn ok() -> Self {
+        Self::new(Status::Ok, "")
+    }
+
+    /// Encodes the response.
+    pub fn encode(&self) -> Vec<u8> {
+        // `new` truncates, but the field is public: truncate again defensively.
+        let msg = Self::new(self.status, self.message.as_str()).message;
+        let mut out = Vec::with_capacity(3 + msg.len());
+        out.push(VERSION);
+        out.push(self.status.code());
+        out.push(u8::try_from(msg.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(msg.as_bytes());
+        out
+    }
+
+    /// Decodes a response from the start of `buf`; see [`Request::decode`].
+    pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
+        Ok(match Self::parse(buf)? {
+            Parsed::Done(r, n) => Some((r, n)),
+            Parsed::Need(_) => None,
+        })
+    }
+
+    /// How many more bytes can be read without reading past the end of the
+    /// response: 0 when `buf` already holds a complete (or invalid) response.
+    pub fn missing(buf: &[u8]) -> usize {
+        match Self::parse(buf) {
+            Ok(Parsed::Need(n)) => n,
+            _ => 0,
+        }
+    }
+
+    fn parse(buf: &[u8]) -> Result<Parsed<Self>, PreambleError> {
+        let mut r = Reader::new(buf);
+        let Some(version) = r.byte() else {
+            return Ok(Parsed::Need(3));
+        };
+        if version != VERSION {
+            return Err(PreambleError::UnsupportedVersion(version));
+        }
+        let Some(code) = r.byte() else {
+            return Ok(Parsed::Need(2));
+        };
+        let status = Status::from_code(code).ok_or(PreambleError::UnknownStatus(code))?;
+        let Some(len) = r.byte() else {
+            return Ok(Parsed::Need(1));
+        };
+        let len = usize::from(len);
+        let Some(msg) = r.take(len) else {
+            return Ok(Parsed::Need(len - r.remaining()));
+        };
+        let message = std::str::from_utf8(msg)
+            .map_err(|_| PreambleError::InvalidMessage)?
+            .to_owned();
+        Ok(Parsed::Done(Self { status, message }, r.pos))
+    }
+}
+
+/// A cursor over a byte slice that never panics.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn app(name: &str) -> AppName {
+        AppName::new(name).unwrap()
+    }
+
+    fn arb_app_name() -> impl Strategy<Value = AppName> {
+        "[^\\p{Cc}]{1,80}"
+            .prop_filter("at most 255 bytes", |s| s.len() <= 255)
+            .prop_map(|s| AppName::new(s).unwrap())
+    }
+
+    fn arb_target() -> impl Strategy<Value = Option<SocketAddr>> {
+        prop_oneof![
+            Just(None),
+            any::<SocketAddr>().prop_map(|a| Some(SocketAddr::new(a.ip(), a.port()))),
+        ]
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        (arb_app_name(), arb_target()).prop_map(|(app, target)| Request { app, target })
+    }
+
+    fn arb_status() -> impl Strategy<Value = Status> {
+        (0u8..=5).prop_map(|c| Status::from_code(c).unwrap())
+    }
+
+    fn arb_response() -> impl Strategy<Value = Response> {
+        (arb_status(), ".{0,300}").prop_map(|(s, m)| Response::new(s, m))
+    }
+
+    #[test]
+    fn request_without_target_has_the_documented_layout() {
+        let r = Request {
+            app: app("ssh"),
+            target: None,
+        };
+        assert_eq!(r.encode(), vec![1, 3, b's', b's', b'h', 0]);
+    }
+
+    #[test]
+    fn request_with_ipv4_target_has_a_big_endian_port() {
+        let r = Request {
+            app: app("x"),
+            target: Some("10.1.2.3:8080".parse().unwrap()),
+        };
+        assert_eq!(r.encode(), vec![1, 1, b'x', 4, 10, 1, 2, 3, 0x1f, 0x90]);
+    }
+
+    #[test]
+    fn request_with_ipv6_target_round_trips() {
+        let r = Request {
+            app: app("x"),
+            target: Some("[2001:db8::1]:22".parse().unwrap()),
+        };
+        let enc = r.encode();
+        assert_eq!(enc.len(), 1 + 1 + 1 + 1 + 16 + 2);
+        assert_eq!(Request::decode(&enc).unwrap(), Some((r, enc.len())));
+    }
+
+    #[test]
+    fn decode_reports_only_the_bytes_of_the_preamble_as_consumed() {
+        let r = Request {
+            app: app("web"),
+            target: None,
+        };
+        let mut enc = r.encode();
+        let n = enc.len();
+        enc.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert_eq!(Request::decode(&enc).unwrap(), Some((r, n)));
+        assert_eq!(Request::missing(&enc), 0);
+    }
+
+    #[test]
+    fn wrong_version_is_rejected_from_the_first_byte() {
+        assert_eq!(
+            Request::decode(&[2]),
+            Err(PreambleError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            Response::decode(&[0]),
+            Err(PreambleError::UnsupportedVersion(0))
+        );
+    }
+
+    #[test]
+    fn empty_app_name_is_rejected() {
+        assert!(matches!(
+            Request::decode(&[1, 0, 0]),
+            Err(PreambleError::InvalidAppName(_))
+        ));
+    }
+
+    #[test]
+    fn app_name_with_control_characters_is_rejected() {
+        assert!(matches!(
+            Request::decode(&[1, 2, b'a', b'\n', 0]),
+            Err(PreambleError::InvalidAppName(_))
+        ));
+    }
+
+    #[test]
+    fn app_name_that_is_not_utf8_is_rejected() {
+        assert!(matches!(
+            Request::decode(&[1, 2, 0xff, 0xfe, 0]),
+            Err(PreambleError::InvalidAppName(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_target_tag_is_rejected() {
+        assert_eq!(
+            Request::decode(&[1, 1, b'a', 5]),
+            Err(PreambleError::UnknownTargetTag(5))
+        );
+    }
+
+    #[test]
+    fn unknown_status_code_is_an_error() {
+        assert_eq!(
+            Response::decode(&[1, 6, 0]),
+            Err(PreambleError::UnknownStatus(6))
+        );
+        assert_eq!(
+            Response::decode(&[1, 255]),
+            Err(PreambleError::UnknownStatus(255))
+        );
+    }
+
+    #[test]
+    fn status_message_that_is_not_utf8_is_an_error() {
+        assert_eq!(
+            Response::decode(&[1, 2, 1, 0xff]),
+            Err(PreambleError::InvalidMessage)
+        );
+    }
+
+    #[test]
+    fn long_message_is_truncated_on_a_char_boundary() {
+        // 'é' is two bytes; 200 of them is 400 bytes, so the cut falls at 254.
+        let r = Response::new(Status::NotAllowed, "é".repeat(200));
+        assert_eq!(r.message.len(), 254);
+        let enc = r.encode();
+        assert_eq!(Response::decode(&enc).unwrap(), Some((r, enc.len())));
+    }
+
+    #[test]
+    fn missing_never_reads_past_the_request() {
+        let r = Request {
+            app: app("database"),
+            target: Some("[::1]:5432".parse().unwrap()),
+        };
+        let enc = r.encode();
+        let mut buf = Vec::new();
+        while Request::decode(&buf).unwrap().is_none() {
+            let want = Request::missing(&buf);
+            assert!(want >= 1);
+            assert!(buf.len() + want <= enc.len());
+            buf.extend_from_slice(&enc[buf.len()..buf.len() + want]);
+        }
+        assert_eq!(buf, enc);
+    }
+
+    #[test]
+    fn missing_never_reads_past_the_response() {
+        let r = Response::new(Status::AppUnreachable, "connection refused");
+        let enc = r.encode();
+        let mut buf = Vec::new();
+        while Response::decode(&buf).unwrap().is_none() {
+            let want = Response::missing(&buf);
+            assert!(want >= 1);
+            assert!(buf.len() + want <= enc.len());
+            buf.extend_from_slice(&enc[buf.len()..buf.len() + want]);
+        }
+        assert_eq!(buf, enc);
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_round_trips(r in arb_request(), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let enc = r.encode();
+            prop_assert!(enc.len() <= MAX_REQUEST_LEN);
+            let mut buf = enc.clone();
+            buf.extend_from_slice(&tail);
+            prop_assert_eq!(Request::decode(&buf).unwrap(), Some((r, enc.len())));
+        }
+
+        #[test]
+        fn any_response_round_trips(r in arb_response()) {
+            let enc = r.encode();
+            prop_assert!(enc.len() <= MAX_RESPONSE_LEN);
+            prop_assert_eq!(Response::decode(&enc).unwrap(), Some((r, enc.len())));
+        }
+
+        #[test]
+        fn every_prefix_of_a_request_needs_more(r in arb_request()) {
+            let enc = r.encode();
+            for i in 0..enc.len() {
+                prop_assert_eq!(Request::decode(&enc[..i]), Ok(None));
+                let want = Request::missing(&enc[..i]);
+                prop_assert!(want >= 1 && i + want <= enc.len());
+            }
+        }
+
+        #[test]
+        fn every_prefix_of_a_response_needs_more(r in arb_response()) {
+            let enc = r.encode();
+            for i in 0..enc.len() {
+                prop_assert_eq!(Response::decode(&enc[..i]), Ok(None));
+                let want = Response::missing(&enc[..i]);
+                prop_assert!(want >= 1 && i + want <= enc.len());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(Some((_, n))) = Request::decode(&buf) {
+                prop_assert!(n <= buf.len());
+            }
+            if let Ok(Some((_, n))) = Response::decode(&buf) {
+                prop_assert!(n <= buf.len());
+            }
+            let _ = Request::missing(&buf);
+            let _ = Response::missing(&buf);
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_a_version_byte_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut b = vec![VERSION];
+            b.extend_from_slice(&buf);
+            let _ = Request::decode(&b);
+            let _ = Response::decode(&b);
+        }
+    }
+}

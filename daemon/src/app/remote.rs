@@ -1,0 +1,501 @@
+//! The client side: a local tcp or unix listener for one remote app
+//! ([`RemoteListener`]). Every accepted connection gets its own stream to the
+//! app's site, a preamble exchange, then a [`pipe`](super::pipe::pipe).
+//!
+//! This module must not know how streams are routed (it only calls a
+//! [`StreamOpener`]) and must not decide admission (the exposed side does).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+use super::pipe::{AnyLocal, PipeStats};
+use super::preamble::{Request, Response, Status};
+use super::{
+    AppError, OpenError, PREAMBLE_TIMEOUT, ReadPreambleError, StreamOpener, TunnelStream, code,
+    exposed::log_outcome, read_preamble,
+};
+use crate::config::{AppSocket, RemoteApp};
+use crate::counters::Counters;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A bound local socket serving one remote app.
+///
+/// Dropping (or [`close`](Self::close)-ing) it stops accepting and removes a
+/// unix socket file; connections already accepted keep going until they end
+/// or the `cancel` token given to [`open`](Self::open) fires.
+#[must_use = "dropping the listener stops accepting"]
+#[derive(Debug)]
+pub struct RemoteListener {
+    app: RemoteApp,
+    local_addr: AppSocket,
+    accept_cancel: CancellationToken,
+    /// The unix socket file we created, identified by (device, inode) so we
+    /// never remove a file some later listener bound at the same path.
+    unix_file: Option<(PathBuf, u64, u64)>,
+}
+
+impl RemoteListener {
+    /// Binds `app.local_socket` now and spawns the accept loop on `tracker`.
+    ///
+    /// Client connections are served on `tracker` too and are torn down when
+    /// `cancel` fires. Must be called inside a tokio runtime.
+    pub fn open<O: StreamOpener>(
+        app: RemoteApp,
+        opener: Arc<O>,
+        counters: Arc<Counters>,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self, AppError> {
+        let socket = app.local_socket.clone();
+        let bind_err = |source: io::Error| AppError::Bind {
+            socket: socket.clone(),
+            source,
+        };
+        let (listener, local_addr, unix_file) = match &app.local_socket {
+            AppSocket::Tcp(addr) => {
+                // std binds synchronously (and sets SO_REUSEADDR on unix).
+                let std = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+                std.set_nonblocking(true).map_err(bind_err)?;
+                let listener = TcpListener::from_std(std).map_err(bind_err)?;
+                let local = listener.local_addr().map_err(bind_err)?;
+                (Listener::Tcp(listener), AppSocket::Tcp(local), None)
+            }
+            AppSocket::Unix(path) => {
+                prepare_unix_path(path).map_err(|e| match e {
+                    PrepareError::Io(source) => bind_err(source),
+                    PrepareError::App(e) => e,
+                })?;
+                let listener = UnixListener::bind(path).map_err(bind_err)?;
+                let meta = fs::symlink_metadata(path).map_err(bind_err)?;
+                (
+                    Listener::Unix(listener),
+                    AppSocket::Unix(path.clone()),
+                    Some((path.clone(), meta.dev(), meta.ino())),
+                )
+            }
+        };
+
+        let accept_cancel = cancel.child_token();
+        let span = tracing::info_span!(
+            "listener",
+            peer.site = %app.site,
+            app.name = %app.app,
+            local.socket = %local_addr,
+        );
+        let client = Arc::new(Client {
+            app: app.clone(),
+            opener,
+            counters,
+            cancel,
+        });
+        tracker.spawn(
+            accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
+        );
+        debug!(app.name = %app.app, peer.site = %app.site, local.socket = %local_addr, "remote app listening");
+        Ok(Self {
+            app,
+            local_addr,
+            accept_cancel,
+            unix_file,
+        })
+    }
+
+    /// The bound address (a tcp port 0 is resolved to the real port).
+    pub fn local_addr(&self) -> &AppSocket {
+        &self.local_addr
+    }
+
+    /// The app this listener serves.
+    pub fn app(&self) -> &RemoteApp {
+        &self.app
+    }
+
+    /// Stops accepting and removes the unix socket file (same as drop).
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RemoteListener {
+    fn drop(&mut self) {
+        self.accept_cancel.cancel();
+        if let Some((path, dev, ino)) = &self.unix_file
+            && let Ok(meta) = fs::symlink_metadata(path)
+            && meta.dev() == *dev
+            && meta.ino() == *ino
+            && let Err(e) = fs::remove_file(path)
+        {
+            warn!(path = %path.display(), error = %e, "cannot remove unix socket file");
+        }
+    }
+}
+
+enum PrepareError {
+    Io(io::Error),
+    App(AppError),
+}
+
+/// Makes `path` bindable: creates parent dirs and removes a stale socket
+/// file, but refuses a live socket or a file that is not a socket.
+fn prepare_unix_path(path: &Path) -> Result<(), PrepareError> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        fs::create_dir_all(parent).map_err(PrepareError::Io)?;
+    }
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(PrepareError::Io(e)),
+    };
+    let path_buf = path.to_path_buf();
+    if !meta.file_type().is_socket() {
+        return Err(PrepareError::App(AppError::NotASocket { path: path_buf }));
+    }
+    if unix_socket_is_live(path) {
+        return Err(PrepareError::App(AppError::InUse { path: path_buf }));
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PrepareError::Io(e)),
+    }
+}
+
+/// Whether something accepts connections on the unix socket at `path`.
+///
+/// Non-blocking, so a listener with a full backlog (which answers
+/// `EAGAIN`) counts as live instead of blocking this thread.
+fn unix_socket_is_live(path: &Path) -> bool {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let Ok(sock) = Socket::new(Domain::UNIX, Type::STREAM, None) else {
+        return false;
+    };
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let Ok(addr) = SockAddr::unix(path) else {
+        return false;
+    };
+    match sock.connect(&addr) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(AnyLocal, String)> {
+        match self {
+            Self::Tcp(l) => {
+                let (s, addr) = l.accept().await?;
+                // Interactive protocols suffer from Nagle; failure only costs latency.
+                let _ = s.set_nodelay(true);
+                Ok((AnyLocal::Tcp(s), addr.to_string()))
+            }
+            Self::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                // Unix clients are usually unnamed; the socket path is in the span.
+                Ok((AnyLocal::Unix(s), "unix".to_owned()))
+            }
+        }
+    }
+}
+
+/// What every client connection of one listener shares.
+struct Client<O> {
+    app: RemoteApp,
+    opener: Arc<O>,
+    counters: Arc<Counters>,
+    /// The listener owner's token: fires on shutdown, not on close.
+    cancel: CancellationToken,
+}
+
+async fn accept_loop<O: StreamOpener>(
+    listener: Listener,
+    client: Arc<Client<O>>,
+    accept_cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = accept_cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((local, client_addr)) => {
+                let span = tracing::info_span!(
+                    "stream",
+                    peer.site = %client.app.site,
+                    app.name = %client.app.app,
+                    client.addr = %client_addr,
+                );
+                tracker.spawn(serve_client(local, client.clone()).instrument(span));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot accept a client connection");
+                tokio::select! {
+                    () = accept_cancel.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+    debug!("remote app listener closed");
+}
+
+/// Why a client could not be connected to the app.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    #[error("cannot send the preamble: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("bad reply: {0}")]
+    Reply(#[from] ReadPreambleError),
+    #[error("refused by peer ({status}): {reason}")]
+    Refused { status: Status, reason: String },
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+async fn serve_client<O: StreamOpener>(local: AnyLocal, client: Arc<Client<O>>) {
+    let handshake = tokio::select! {
+        r = handshake(&client) => r,
+        () = client.cancel.cancelled() => {
+            local.abort();
+            return;
+        }
+    };
+    let stream = match handshake {
+        Ok(stream) => stream,
+        Err(e) => {
+            match &e {
+                HandshakeError::Reply(ReadPreambleError::Malformed(_)) => {
+                    Counters::bump(&client.counters.bad_preambles);
+                    warn!(error = %e, "cannot connect client to remote app");
+                }
+                _ => info!(error = %e, "cannot connect client to remote app"),
+            }
+            // Reset rather than close so the client notices at once.
+            local.abort();
+            return;
+        }
+    };
+    Counters::bump(&client.counters.streams_opened);
+    debug!("stream opened");
+    let TunnelStream { send, recv, guard } = stream;
+    let stats = PipeStats::default();
+    let outcome = local
+        .pipe(send, recv, &stats, client.cancel.cancelled())
+        .await;
+    // The tunnel counts the stream as open until this drops.
+    drop(guard);
+    log_outcome(&outcome, &stats);
+}
+
+/// Opens a stream, sends the request and waits for an `Ok` reply.
+async fn handshake<O: StreamOpener>(client: &Client<O>) -> Result<TunnelStream, HandshakeError> {
+    let open = client.opener.open_stream(&client.app.site);
+    let mut stream = tokio::time::timeout(PREAMBLE_TIMEOUT, open)
+        .await
+        .map_err(|_| HandshakeError::TimedOut(PREAMBLE_TIMEOUT))??;
+    let request = Request {
+        app: client.app.app.clone(),
+        target: client.app.app_socket,
+    };
+    let exchange = async {
+        stream.send.write_all(&request.encode()).await?;
+        let reply = read_preamble::<Response>(&mut stream.recv).await?;
+        if reply.status == Status::Ok {
+            Ok(())
+        } else {
+            Err(HandshakeError::Refused {
+                status: reply.status,
+                reason: reply.message,
+            })
+        }
+    };
+    let result = tokio::time::timeout(PREAMBLE_TIMEOUT, exchange)
+        .await
+        .unwrap_or(Err(HandshakeError::TimedOut(PREAMBLE_TIMEOUT)));
+    match result {
+        Ok(()) => Ok(stream),
+        Err(e) => {
+            // Dropping a SendStream would finish it cleanly; say it failed.
+            let code = match e {
+                HandshakeError::Refused { .. } => code::REFUSED,
+                _ => code::BAD_PREAMBLE,
+            };
+            let _ = stream.send.reset(code);
+            let _ = stream.recv.stop(code);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppName, SiteName};
+    use tokio::io::AsyncReadExt;
+
+    /// An opener with no connected sites.
+    struct Nowhere;
+
+    impl StreamOpener for Nowhere {
+        async fn open_stream(&self, site: &SiteName) -> Result<TunnelStream, OpenError> {
+            Err(OpenError::NotConnected(site.clone()))
+        }
+    }
+
+    fn remote(local: AppSocket) -> RemoteApp {
+        RemoteApp {
+            site: SiteName::new("far").unwrap(),
+            app: AppName::new("web").unwrap(),
+            local_socket: local,
+            app_socket: None,
+        }
+    }
+
+    fn open(local: AppSocket, tracker: &TaskTracker) -> Result<RemoteListener, AppError> {
+        RemoteListener::open(
+            remote(local),
+            Arc::new(Nowhere),
+            Arc::new(Counters::default()),
+            CancellationToken::new(),
+            tracker,
+        )
+    }
+
+    #[tokio::test]
+    async fn tcp_port_zero_reports_the_real_port() {
+        let tracker = TaskTracker::new();
+        let l = open(AppSocket::Tcp("127.0.0.1:0".parse().unwrap()), &tracker).unwrap();
+        let AppSocket::Tcp(addr) = l.local_addr() else {
+            panic!("not tcp")
+        };
+        assert_ne!(addr.port(), 0);
+    }
+
+    #[tokio::test]
+    async fn tcp_port_in_use_names_the_socket() {
+        let tracker = TaskTracker::new();
+        let first = open(AppSocket::Tcp("127.0.0.1:0".parse().unwrap()), &tracker).unwrap();
+        let err = open(first.local_addr().clone(), &tracker).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&first.local_addr().to_string()), "{msg}");
+        assert!(msg.to_lowercase().contains("in use"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn client_of_an_unconnected_site_is_closed_at_once() {
+        let tracker = TaskTracker::new();
+        let l = open(AppSocket::Tcp("127.0.0.1:0".parse().unwrap()), &tracker).unwrap();
+        let AppSocket::Tcp(addr) = l.local_addr().clone() else {
+            panic!("not tcp")
+        };
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("client closed promptly");
+        assert!(r.is_err() || r.unwrap() == 0);
+    }
+
+    #[tokio::test]
+    async fn unix_socket_creates_parent_dirs_and_is_removed_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/web.sock");
+        let tracker = TaskTracker::new();
+        let l = open(AppSocket::Unix(path.clone()), &tracker).unwrap();
+        assert!(path.exists());
+        l.close();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn stale_unix_socket_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.sock");
+        // A socket file nobody listens on any more.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let tracker = TaskTracker::new();
+        let l = open(AppSocket::Unix(path.clone()), &tracker).unwrap();
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        drop(l);
+    }
+
+    #[tokio::test]
+    async fn live_unix_socket_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.sock");
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let tracker = TaskTracker::new();
+        let err = open(AppSocket::Unix(path.clone()), &tracker).unwrap_err();
+        assert!(matches!(err, AppError::InUse { .. }), "{err}");
+        assert!(
+            err.to_string().contains("another process is listening"),
+            "{err}"
+        );
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn regular_file_at_the_socket_path_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.sock");
+        fs::write(&path, b"precious").unwrap();
+        let tracker = TaskTracker::new();
+        let err = open(AppSocket::Unix(path.clone()), &tracker).unwrap_err();
+        assert!(matches!(err, AppError::NotASocket { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
+    }
+
+    #[tokio::test]
+    async fn closing_an_old_listener_keeps_a_newer_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.sock");
+        let tracker = TaskTracker::new();
+        let old = open(AppSocket::Unix(path.clone()), &tracker).unwrap();
+        // Simulate the file being replaced by another listener.
+        fs::remove_file(&path).unwrap();
+        let new = open(AppSocket::Unix(path.clone()), &tracker).unwrap();
+        old.close();
+        assert!(path.exists());
+        new.close();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn closed_listener_stops_accepting_and_its_task_ends() {
+        let tracker = TaskTracker::new();
+        let l = open(AppSocket::Tcp("127.0.0.1:0".parse().unwrap()), &tracker).unwrap();
+        let AppSocket::Tcp(addr) = l.local_addr().clone() else {
+            panic!("not tcp")
+        };
+        l.close();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("accept loop ended");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+}
