@@ -349,7 +349,9 @@ impl FromStr for AppSocket {
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(rest) = s.strip_prefix("tcp:") {
             rest.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
-                format!("'{s}' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)")
+                format!(
+                    "'{s}' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)"
+                )
             })
         } else if let Some(rest) = s.strip_prefix("unix:") {
             if rest.is_empty() {

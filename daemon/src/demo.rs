@@ -12,9 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    AppName, AppSocket, Config, ControlConfig, CryptoConfig, CryptoKey, EmbeddedBroker,
+    AppName, AppSocket, BrokerUrl, Config, ControlConfig, CryptoConfig, CryptoKey, EmbeddedBroker,
     ExposedApp, ExposedTarget, LocalSocket, LogFormat, LogLevel, LoggerConfig, MqttConfig,
-    PublicAddress, RemoteApp, SiteName, SocketMode, TunnelConfig, BrokerUrl,
+    PublicAddress, RemoteApp, SiteName, SocketMode, TunnelConfig,
 };
 use crate::{Daemon, DaemonError};
 
@@ -69,7 +69,9 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     let app_task = tokio::spawn(serve_hello(app, cancel.clone()));
 
     let mut rng = rand::thread_rng();
-    let key: String = (0..24).map(|_| rng.sample(rand::distributions::Alphanumeric) as char).collect();
+    let key: String = (0..24)
+        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+        .collect();
     let topic = format!("wovenet-demo/{:016x}", rng.r#gen::<u64>());
     let name = |s: &str| SiteName::new(s).map_err(DemoError::Config);
     let app_name = AppName::new("hello").map_err(DemoError::Config)?;
@@ -130,7 +132,9 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     let server = Daemon::start(server).await?;
     let client = Daemon::start(client).await?;
     println!();
-    println!("wovenet demo: embedded broker on 127.0.0.1:{broker_port}, sites 'demo-server' and 'demo-client'");
+    println!(
+        "wovenet demo: embedded broker on 127.0.0.1:{broker_port}, sites 'demo-server' and 'demo-client'"
+    );
     println!("  demo-server exposes app 'hello' (a built-in http server on {app_addr})");
     println!("  demo-client serves it through the QUIC tunnel on http://{local}/");
     match wait_ready(local, Duration::from_secs(20)).await {
@@ -155,7 +159,10 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
         }
@@ -179,7 +186,8 @@ async fn wait_ready(addr: SocketAddr, limit: Duration) -> Option<String> {
 
 async fn http_get(addr: SocketAddr) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr).await?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();

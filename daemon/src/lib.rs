@@ -148,7 +148,8 @@ impl Daemon {
             counters: counters.clone(),
         };
         let site_task = tokio::spawn(
-            site::Site::run(parts, shutdown.child_token(), tracker.clone()).instrument(span.clone()),
+            site::Site::run(parts, shutdown.child_token(), tracker.clone())
+                .instrument(span.clone()),
         );
         info!(parent: &span, instance = %instance, "site started");
         Ok(Running {
@@ -196,8 +197,14 @@ impl Running {
         }
         self.messages_stop.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            warn!(tasks = self.tracker.len(), "tasks still running after the grace period");
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = self.tracker.len(),
+                "tasks still running after the grace period"
+            );
         }
     }
 }

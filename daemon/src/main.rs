@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
         Command::Run => run_site(cli.config.as_deref()),
-        Command::Demo { port } => with_runtime(demo::run(port)),
+        Command::Demo { port } => with_runtime(async move { Ok(demo::run(port).await?) }),
     }
 }
 
@@ -109,7 +109,10 @@ fn run_site(path: Option<&Path>) -> ExitCode {
 }
 
 fn with_runtime(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

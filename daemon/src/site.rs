@@ -20,7 +20,7 @@ use crate::app::{ExposedApps, RemoteListener};
 use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName};
 use crate::counters::Counters;
 use crate::message::announce::{
-    AnnouncedSocket, Announce, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
+    Announce, AnnouncedSocket, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::tunnel::auth::PeerId;
@@ -312,7 +312,9 @@ impl Site {
         peer.announce = None;
         peer.departed = false;
         peer.sightings.retain(|k, _| *k == instance);
-        self.tunnels.registry().close_other_instances(site, &instance);
+        self.tunnels
+            .registry()
+            .close_other_instances(site, &instance);
         true
     }
 
@@ -400,7 +402,8 @@ impl Site {
                 continue;
             }
             let cancel = self.cancel.child_token();
-            self.tunnels.dial(id.clone(), sid, addr, pin, cancel.clone());
+            self.tunnels
+                .dial(id.clone(), sid, addr, pin, cancel.clone());
             peer.dials.insert(sid, (addr, cancel));
         }
     }
@@ -409,7 +412,9 @@ impl Site {
         match ev {
             TunnelEvent::ChannelUp { peer, channel } => {
                 if !self.sight(&peer.site, peer.instance) {
-                    self.tunnels.registry().close_other_instances(&peer.site, &self.peers[&peer.site].instance);
+                    self.tunnels
+                        .registry()
+                        .close_other_instances(&peer.site, &self.peers[&peer.site].instance);
                     return;
                 }
                 let Some(p) = self.peers.get_mut(&peer.site) else {
@@ -422,12 +427,19 @@ impl Site {
                 if p.announce.is_none() {
                     // Inbound channel before its announcement: ask for it.
                     let to = peer.instance;
-                    let q = Message::Query(Query { site: self.name.clone(), instance: self.instance });
+                    let q = Message::Query(Query {
+                        site: self.name.clone(),
+                        instance: self.instance,
+                    });
                     let _ = self.messages.unicast(&to, &q).await;
                 }
                 self.reconcile_listeners();
             }
-            TunnelEvent::ChannelDown { peer, channel, reason } => {
+            TunnelEvent::ChannelDown {
+                peer,
+                channel,
+                reason,
+            } => {
                 if let Some(p) = self.peers.get_mut(&peer.site) {
                     if p.channels.remove(&channel) && p.channels.is_empty() {
                         info!(peer.site = %peer.site, %reason, "peer disconnected");
@@ -435,12 +447,19 @@ impl Site {
                 }
                 self.reconcile_listeners();
             }
-            TunnelEvent::DialFailed { peer, socket, attempts } => {
+            TunnelEvent::DialFailed {
+                peer,
+                socket,
+                attempts,
+            } => {
                 // The address may be stale (dynamic public IP): ask the peer
                 // for a fresh announcement now and then.
                 if attempts == 2 || attempts % 10 == 0 {
                     debug!(peer.site = %peer.site, socket, attempts, "asking peer for fresh addresses");
-                    let q = Message::Query(Query { site: self.name.clone(), instance: self.instance });
+                    let q = Message::Query(Query {
+                        site: self.name.clone(),
+                        instance: self.instance,
+                    });
                     let _ = self.messages.unicast(&peer.instance, &q).await;
                 }
             }

@@ -67,7 +67,11 @@ pub fn init(cfg: &LoggerConfig) -> Result<(), TelemetryError> {
                 })?;
             let writer = Mutex::new(file);
             match format {
-                LogFormat::Json => builder.json().flatten_event(true).with_writer(writer).try_init(),
+                LogFormat::Json => builder
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(writer)
+                    .try_init(),
                 LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
             }
         }

@@ -152,7 +152,10 @@ impl Registry {
     }
 
     fn insert(&self, ch: Arc<Channel>) {
-        self.lock().entry(ch.peer.site.clone()).or_default().push(ch);
+        self.lock()
+            .entry(ch.peer.site.clone())
+            .or_default()
+            .push(ch);
     }
 
     fn remove(&self, site: &SiteName, id: ChannelId) {
@@ -325,9 +328,9 @@ impl Tunnels {
             .push(ep.clone());
         let ctx = self.ctx.clone();
         let cancel = self.cancel.child_token();
-        self.ctx.tracker.spawn(
-            accept_loop(ep, ctx, cancel).instrument(info_span!("listener", local = %local)),
-        );
+        self.ctx
+            .tracker
+            .spawn(accept_loop(ep, ctx, cancel).instrument(info_span!("listener", local = %local)));
         Ok(local)
     }
 
@@ -344,9 +347,9 @@ impl Tunnels {
         let ctx = self.ctx.clone();
         let transport = self.transport.clone();
         let span = info_span!("dial", peer.site = %peer.site, remote = %addr);
-        self.ctx.tracker.spawn(
-            dial_loop(ctx, transport, peer, socket, addr, pinned, cancel).instrument(span),
-        );
+        self.ctx
+            .tracker
+            .spawn(dial_loop(ctx, transport, peer, socket, addr, pinned, cancel).instrument(span));
     }
 
     /// Closes every channel and waits (bounded) for the close to reach peers,
@@ -445,7 +448,15 @@ async fn dial_loop(
             Ok(conn) => {
                 let attempts = backoff.attempts();
                 backoff.reset();
-                let reason = run_channel(&ctx, conn, peer.clone(), Direction::Outbound, attempts, &cancel).await;
+                let reason = run_channel(
+                    &ctx,
+                    conn,
+                    peer.clone(),
+                    Direction::Outbound,
+                    attempts,
+                    &cancel,
+                )
+                .await;
                 if cancel.is_cancelled() {
                     break;
                 }

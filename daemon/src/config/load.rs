@@ -6,5 +6,8 @@ pub fn load_str(_s: &str) -> Result<Config, ConfigError> {
 }
 /// Placeholder.
 pub fn load_file(p: &std::path::Path) -> Result<Config, ConfigError> {
-    load_str(&std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.into(), source: e })?)
+    load_str(&std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+        path: p.into(),
+        source: e,
+    })?)
 }

@@ -103,7 +103,8 @@ fn decode_hello(
     let mac = &fixed[1..33];
     let mut inst = [0u8; 16];
     inst.copy_from_slice(&fixed[33..49]);
-    let site = std::str::from_utf8(site).map_err(|_| AuthError::Malformed("site name is not UTF-8"))?;
+    let site =
+        std::str::from_utf8(site).map_err(|_| AuthError::Malformed("site name is not UTF-8"))?;
     let site = SiteName::new(site).map_err(|_| AuthError::Malformed("invalid site name"))?;
     let who = PeerId {
         site,
@@ -140,16 +141,18 @@ async fn read_hello(
     decode_hello(keys, role, exporter, &fixed, &site)
 }
 
-async fn with_timeout<T>(
-    f: impl Future<Output = Result<T, AuthError>>,
-) -> Result<T, AuthError> {
+async fn with_timeout<T>(f: impl Future<Output = Result<T, AuthError>>) -> Result<T, AuthError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, f)
         .await
         .map_err(|_| AuthError::Timeout(HANDSHAKE_TIMEOUT))?
 }
 
 /// Dialer side: prove ourselves, then check the listener's proof.
-pub async fn client(conn: &quinn::Connection, keys: &Keys, me: &PeerId) -> Result<PeerId, AuthError> {
+pub async fn client(
+    conn: &quinn::Connection,
+    keys: &Keys,
+    me: &PeerId,
+) -> Result<PeerId, AuthError> {
     let exp = exporter(conn)?;
     with_timeout(async {
         let (mut send, mut recv) = conn
@@ -168,7 +171,11 @@ pub async fn client(conn: &quinn::Connection, keys: &Keys, me: &PeerId) -> Resul
 
 /// Listener side: check the dialer's proof first, and only then prove ourselves
 /// (a keyless dialer learns nothing, not even our site name).
-pub async fn server(conn: &quinn::Connection, keys: &Keys, me: &PeerId) -> Result<PeerId, AuthError> {
+pub async fn server(
+    conn: &quinn::Connection,
+    keys: &Keys,
+    me: &PeerId,
+) -> Result<PeerId, AuthError> {
     let exp = exporter(conn)?;
     with_timeout(async {
         let (mut send, mut recv) = conn
@@ -194,7 +201,11 @@ mod tests {
     fn keys(which: u8) -> &'static Keys {
         static A: OnceLock<Keys> = OnceLock::new();
         static B: OnceLock<Keys> = OnceLock::new();
-        let (cell, k) = if which == 0 { (&A, "right-key-123") } else { (&B, "wrong-key-456") };
+        let (cell, k) = if which == 0 {
+            (&A, "right-key-123")
+        } else {
+            (&B, "wrong-key-456")
+        };
         cell.get_or_init(|| Keys::derive(&CryptoKey::new(k).unwrap()))
     }
 
@@ -215,17 +226,29 @@ mod tests {
     fn hello_round_trips_under_the_same_key_and_session() {
         let exp = [3u8; 32];
         let (f, s) = split(&encode_hello(keys(0), Role::Client, &exp, &me()));
-        assert_eq!(decode_hello(keys(0), Role::Client, &exp, &f, &s).unwrap(), me());
+        assert_eq!(
+            decode_hello(keys(0), Role::Client, &exp, &f, &s).unwrap(),
+            me()
+        );
     }
 
     #[test]
     fn hello_fails_under_another_key_session_or_role() {
         let exp = [3u8; 32];
         let (f, s) = split(&encode_hello(keys(0), Role::Client, &exp, &me()));
-        assert!(matches!(decode_hello(keys(1), Role::Client, &exp, &f, &s), Err(AuthError::BadProof)));
-        assert!(matches!(decode_hello(keys(0), Role::Client, &[4u8; 32], &f, &s), Err(AuthError::BadProof)));
+        assert!(matches!(
+            decode_hello(keys(1), Role::Client, &exp, &f, &s),
+            Err(AuthError::BadProof)
+        ));
+        assert!(matches!(
+            decode_hello(keys(0), Role::Client, &[4u8; 32], &f, &s),
+            Err(AuthError::BadProof)
+        ));
         // A client proof reflected back as a server proof must not verify.
-        assert!(matches!(decode_hello(keys(0), Role::Server, &exp, &f, &s), Err(AuthError::BadProof)));
+        assert!(matches!(
+            decode_hello(keys(0), Role::Server, &exp, &f, &s),
+            Err(AuthError::BadProof)
+        ));
     }
 
     #[test]
@@ -233,8 +256,14 @@ mod tests {
         let exp = [3u8; 32];
         let (mut f, s) = split(&encode_hello(keys(0), Role::Client, &exp, &me()));
         f[40] ^= 1; // instance byte
-        assert!(matches!(decode_hello(keys(0), Role::Client, &exp, &f, &s), Err(AuthError::BadProof)));
+        assert!(matches!(
+            decode_hello(keys(0), Role::Client, &exp, &f, &s),
+            Err(AuthError::BadProof)
+        ));
         let (f, _) = split(&encode_hello(keys(0), Role::Client, &exp, &me()));
-        assert!(matches!(decode_hello(keys(0), Role::Client, &exp, &f, b"site-b"), Err(AuthError::BadProof)));
+        assert!(matches!(
+            decode_hello(keys(0), Role::Client, &exp, &f, b"site-b"),
+            Err(AuthError::BadProof)
+        ));
     }
 }

@@ -41,7 +41,11 @@ impl Backoff {
     pub fn next_delay(&mut self, unit: f64) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let half = ceiling / 2;
         half + (ceiling - half).mul_f64(unit)
     }

@@ -44,7 +44,10 @@ mod tests {
 
     #[test]
     fn least_loaded_healthy_channel_wins() {
-        assert_eq!(pick([c(0, 3, 1, true), c(1, 1, 50, true), c(2, 0, 1, false)]), Some(1));
+        assert_eq!(
+            pick([c(0, 3, 1, true), c(1, 1, 50, true), c(2, 0, 1, false)]),
+            Some(1)
+        );
     }
 
     #[test]
