@@ -1,1 +1,1812 @@
-//! placeholder
+//! Turns the raw serde mirror into validated [`Config`] types.
+//!
+//! Owns every rule of the original wovenet (required fields, the
+//! dedicated-address / port-forwarding defaulting, app modes) plus the rules of
+//! the new keys. Every problem becomes a [`FieldError`] naming the camelCase
+//! path, and all problems are collected rather than stopping at the first, so
+//! one `wovenetd check` run shows everything to fix. The control API validates
+//! live-added apps with [`exposed_app`] and [`remote_app`] so its messages match
+//! the loader's.
+//!
+//! Must not do I/O, and must never put the passphrase or the MQTT password in
+//! an error or a warning.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use zeroize::Zeroizing;
+
+use super::raw::{self, Scalar};
+use super::{
+    AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
+    CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
+    LogLevel, LoggerConfig, MqttConfig, PortRange, PublicAddress, RemoteApp, Secret, SiteName,
+    SocketMode, TunnelConfig,
+};
+
+/// Validates a whole config, collecting every error.
+///
+/// Warnings (ignored legacy sections, ignored fields) end up in
+/// [`Config::warnings`]; unknown keys are reported by the loader, which sees them.
+pub fn config(raw: raw::Config) -> Result<Config, Vec<FieldError>> {
+    let mut r = Report::default();
+    let config = whole(&raw, &mut r);
+    // `whole` already moved the warnings into the config.
+    r.finish(config).map(|(config, _)| config)
+}
+
+impl TryFrom<raw::Config> for Config {
+    type Error = Vec<FieldError>;
+
+    fn try_from(raw: raw::Config) -> Result<Self, Self::Error> {
+        config(raw)
+    }
+}
+
+/// Validates one `localExposedApps[]` entry; `path` prefixes every error
+/// (e.g. `localExposedApps[2]`, or `""` for bare field names).
+///
+/// Uniqueness of the name is the caller's business: only it knows the other apps.
+pub fn exposed_app(raw: &raw::ExposedApp, path: &str) -> Result<ExposedApp, Vec<FieldError>> {
+    let mut r = Report::default();
+    let app = exposed_app_into(raw, path, &mut r);
+    r.finish(app).map(|(app, _)| app)
+}
+
+/// Validates one `remoteApps[]` entry; `path` prefixes every error.
+///
+/// Uniqueness and "not this site's own name" are the caller's business.
+pub fn remote_app(raw: &raw::RemoteApp, path: &str) -> Result<RemoteApp, Vec<FieldError>> {
+    let mut r = Report::default();
+    let app = remote_app_into(raw, path, &mut r);
+    r.finish(app).map(|(app, _)| app)
+}
+
+/// Errors and warnings gathered while validating.
+#[derive(Default)]
+struct Report {
+    errors: Vec<FieldError>,
+    warnings: Vec<String>,
+}
+
+impl Report {
+    fn err(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(FieldError::new(path, reason));
+    }
+
+    fn warn(&mut self, path: &str, what: impl fmt::Display) {
+        self.warnings.push(format!("{path}: {what}"));
+    }
+
+    /// The value with the warnings, or every error.
+    ///
+    /// Builders return `None` only after pushing an error; the fallback error
+    /// keeps that a bug report rather than a panic if one forgets.
+    fn finish<T>(mut self, value: Option<T>) -> Result<(T, Vec<String>), Vec<FieldError>> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok((v, self.warnings)),
+            None if self.errors.is_empty() => {
+                self.err(
+                    "",
+                    "invalid configuration (no detail was recorded; please report this)",
+                );
+                Err(self.errors)
+            }
+            _ => Err(self.errors),
+        }
+    }
+}
+
+/// `path.field`, or just `field` at the root.
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// A set, non-empty value (the original treated `""` as unset).
+fn given(s: &Option<Scalar>) -> Option<&str> {
+    s.as_ref().and_then(Scalar::non_empty)
+}
+
+/// A required value, or an `is required` error.
+fn required<'a>(s: &'a Option<Scalar>, path: String, r: &mut Report) -> Option<&'a str> {
+    let v = given(s);
+    if v.is_none() {
+        r.err(path, "is required");
+    }
+    v
+}
+
+/// A port 1..=65535.
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        Ok(_) => Err(format!("port '{s}' is out of range 1..=65535")),
+        Err(_) => Err(format!("'{s}' is not a port number")),
+    }
+}
+
+/// Checks a TCP target that will be dialled: port 0 cannot be dialled.
+fn dialable(socket: AppSocket, raw: &str) -> Result<AppSocket, String> {
+    match socket {
+        AppSocket::Tcp(a) if a.port() == 0 => {
+            Err(format!("'{raw}' has port 0, which cannot be connected to"))
+        }
+        s => Ok(s),
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    /// `5900` or `5901-5990` (spaces around the parts are tolerated).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let shape = || format!("'{s}' is not a port or port range (e.g. '5900' or '5901-5990')");
+        let (start, end) = match s.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (s.trim(), s.trim()),
+        };
+        let number = |p: &str| -> Result<u16, String> {
+            match p.parse::<i64>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+                Ok(_) => Err(format!("port '{p}' in '{s}' is out of range 1..=65535")),
+                Err(_) => Err(shape()),
+            }
+        };
+        let (start, end) = (number(start)?, number(end)?);
+        if start > end {
+            return Err(format!("'{s}' starts after it ends"));
+        }
+        Ok(Self { start, end })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+
+    /// `scheme://host[:port][/]` with scheme `mqtt`/`tcp` (plain) or
+    /// `mqtts`/`ssl`/`tls` (TLS); IPv6 hosts in brackets.
+    fn from_str(s: &str) -> Result<Self, String> {
+        // Credentials in the URL would be echoed back in errors; refuse them
+        // without quoting the value.
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!(
+                "'{s}' must start with mqtt://, tcp://, mqtts://, ssl:// or tls://"
+            ));
+        };
+        if rest.contains('@') {
+            return Err("user name and password in the URL are not supported; use \
+                        messageChannel.mqtt.username and messageChannel.mqtt.password"
+                .to_owned());
+        }
+        let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" | "tls" => (true, 8883),
+            _ => {
+                return Err(format!(
+                    "'{s}' has unsupported scheme '{scheme}', expected mqtt://, tcp://, mqtts://, ssl:// or tls://"
+                ));
+            }
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err(format!("'{s}' must not have a path or query"));
+        }
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let Some((host, after)) = bracketed.split_once(']') else {
+                return Err(format!("'{s}' has an unclosed '[' around the IPv6 address"));
+            };
+            if host.parse::<Ipv6Addr>().is_err() {
+                return Err(format!("'{s}': '{host}' is not an IPv6 address"));
+            }
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(p) => (host, Some(p)),
+                    None => return Err(format!("'{s}' has text after ']' that is not ':PORT'")),
+                },
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!(
+                        "'{s}': an IPv6 host must be written in brackets, e.g. mqtt://[2001:db8::1]:1883"
+                    ));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("'{s}' has no host"));
+        }
+        let host_ok = host.contains(':')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !host_ok {
+            return Err(format!("'{s}': '{host}' is not a valid host name"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => parse_port(p).map_err(|e| format!("'{s}': {e}"))?,
+        };
+        Ok(Self {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
+    let site_name = required(&raw.site_name, "siteName".into(), r)
+        .and_then(|s| SiteName::new(s).map_err(|e| r.err("siteName", e)).ok());
+    let crypto = crypto(raw.crypto.as_ref(), r);
+    let logger = logger(raw.logger.as_ref(), r);
+    let message_channel = message_channel(raw.message_channel.as_ref(), r);
+    let tunnel = tunnel(raw.tunnel.as_ref(), r);
+
+    let mut exposed_apps = Vec::new();
+    let mut names: HashMap<AppName, usize> = HashMap::new();
+    for (i, app) in raw.local_exposed_apps.iter().flatten().enumerate() {
+        let path = format!("localExposedApps[{i}]");
+        let Some(app) = exposed_app_into(app, &path, r) else {
+            continue;
+        };
+        if let Some(first) = names.get(&app.name) {
+            r.err(
+                join(&path, "appName"),
+                format!(
+                    "duplicate app name '{}' (already used by localExposedApps[{first}])",
+                    app.name
+                ),
+            );
+            continue;
+        }
+        names.insert(app.name.clone(), i);
+        exposed_apps.push(app);
+    }
+
+    let mut remote_apps = Vec::new();
+    let mut sockets: HashMap<AppSocket, usize> = HashMap::new();
+    let mut triples: HashMap<(SiteName, AppName, AppSocket), usize> = HashMap::new();
+    for (i, app) in raw.remote_apps.iter().flatten().enumerate() {
+        let path = format!("remoteApps[{i}]");
+        let Some(app) = remote_app_into(app, &path, r) else {
+            continue;
+        };
+        if site_name.as_ref() == Some(&app.site) {
+            r.err(
+                join(&path, "siteName"),
+                format!(
+                    "'{}' is this site's own name; a remote app must be on another site",
+                    app.site
+                ),
+            );
+            continue;
+        }
+        let triple = (app.site.clone(), app.app.clone(), app.local_socket.clone());
+        if let Some(first) = triples.get(&triple) {
+            r.err(
+                path,
+                format!(
+                    "duplicate remote app: same siteName, appName and localSocket as remoteApps[{first}]"
+                ),
+            );
+            continue;
+        }
+        // Several listeners on `tcp:IP:0` get distinct ephemeral ports.
+        let ephemeral = matches!(app.local_socket, AppSocket::Tcp(a) if a.port() == 0);
+        if !ephemeral {
+            if let Some(first) = sockets.get(&app.local_socket) {
+                r.err(
+                    join(&path, "localSocket"),
+                    format!(
+                        "'{}' is already used by remoteApps[{first}]",
+                        app.local_socket
+                    ),
+                );
+                continue;
+            }
+            sockets.insert(app.local_socket.clone(), i);
+        }
+        triples.insert(triple, i);
+        remote_apps.push(app);
+    }
+
+    let control = ControlConfig {
+        socket: raw
+            .control
+            .as_ref()
+            .and_then(|c| given(&c.socket))
+            .map(PathBuf::from),
+    };
+
+    if raw.restful_api {
+        r.warn(
+            "restfulApi",
+            "section ignored: this wovenet has no REST API; use the control socket \
+             (control.socket) with wovenetctl or wovenet-tui instead",
+        );
+    }
+
+    Some(Config {
+        site_name: site_name?,
+        crypto: crypto?,
+        logger: logger?,
+        message_channel: message_channel?,
+        tunnel: tunnel?,
+        exposed_apps,
+        remote_apps,
+        control,
+        warnings: std::mem::take(&mut r.warnings),
+    })
+}
+
+fn crypto(raw: Option<&raw::Crypto>, r: &mut Report) -> Option<CryptoConfig> {
+    let key = raw.and_then(|c| c.key.as_ref()).filter(|k| !k.0.is_empty());
+    let Some(key) = key else {
+        r.err(
+            "crypto.key",
+            "is required: a passphrase of 8 to 32 bytes shared by every site of the network",
+        );
+        return None;
+    };
+    // CryptoKey::new's messages never contain the key.
+    match CryptoKey::new(key.0.as_str()) {
+        Ok(key) => Some(CryptoConfig { key }),
+        Err(e) => {
+            r.err("crypto.key", e);
+            None
+        }
+    }
+}
+
+fn logger(raw: Option<&raw::Logger>, r: &mut Report) -> Option<LoggerConfig> {
+    let level = match raw.and_then(|l| given(&l.level)) {
+        None => Some(LogLevel::Info),
+        Some(s) => match s.to_ascii_lowercase().as_str() {
+            "trace" => Some(LogLevel::Trace),
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warn" | "warning" => Some(LogLevel::Warn),
+            "error" => Some(LogLevel::Error),
+            _ => {
+                r.err(
+                    "logger.level",
+                    format!("'{s}' is not a log level, expected trace, debug, info, warn or error"),
+                );
+                None
+            }
+        },
+    };
+    let format = match raw.and_then(|l| given(&l.format)) {
+        None => Some(LogFormat::Text),
+        Some(s) => match s.to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => {
+                r.err(
+                    "logger.format",
+                    format!("'{s}' is not a log format, expected 'json' or 'text'"),
+                );
+                None
+            }
+        },
+    };
+    let file = raw.and_then(|l| given(&l.file)).map(PathBuf::from);
+    Some(LoggerConfig {
+        level: level?,
+        file,
+        format: format?,
+    })
+}
+
+fn message_channel(raw: Option<&raw::MessageChannel>, r: &mut Report) -> Option<MqttConfig> {
+    let start = r.errors.len();
+    if let Some(p) = raw.and_then(|m| given(&m.protocol))
+        && !p.eq_ignore_ascii_case("mqtt")
+    {
+        r.err(
+            "messageChannel.protocol",
+            format!("'{p}' is not supported, the only message protocol is 'mqtt'"),
+        );
+    }
+    let mqtt = raw.and_then(|m| m.mqtt.as_ref());
+    const P: &str = "messageChannel.mqtt";
+
+    let embedded_broker = mqtt
+        .and_then(|m| m.embedded_broker.as_ref())
+        .and_then(|e| given(&e.listen))
+        .and_then(|s| match s.parse::<SocketAddr>() {
+            Ok(listen) if listen.port() != 0 => Some(EmbeddedBroker { listen }),
+            Ok(_) => {
+                r.err(
+                    format!("{P}.embeddedBroker.listen"),
+                    format!("'{s}' has port 0; the broker needs a fixed port other sites can dial"),
+                );
+                None
+            }
+            Err(_) => {
+                r.err(
+                    format!("{P}.embeddedBroker.listen"),
+                    format!("'{s}' is not IP:PORT (IPv6 as [::]:1883)"),
+                );
+                None
+            }
+        });
+
+    let broker = match mqtt.and_then(|m| given(&m.broker_server)) {
+        Some(s) => BrokerUrl::from_str(s)
+            .map_err(|e| r.err(format!("{P}.brokerServer"), e))
+            .ok(),
+        None => match embedded_broker {
+            Some(EmbeddedBroker { listen }) => {
+                // Dialling the unspecified address is not portable: use loopback.
+                let ip = match listen.ip() {
+                    IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    ip => ip,
+                };
+                Some(BrokerUrl {
+                    tls: false,
+                    host: ip.to_string(),
+                    port: listen.port(),
+                })
+            }
+            None => {
+                let listen_given = mqtt
+                    .and_then(|m| m.embedded_broker.as_ref())
+                    .and_then(|e| given(&e.listen))
+                    .is_some();
+                // A bad embeddedBroker.listen already has its own error.
+                if !listen_given {
+                    r.err(
+                        format!("{P}.brokerServer"),
+                        "is required (e.g. 'mqtt://broker.example.com:1883'), unless \
+                         messageChannel.mqtt.embeddedBroker.listen is set",
+                    );
+                }
+                None
+            }
+        },
+    };
+
+    let topic = mqtt.and_then(|m| given(&m.topic)).map(str::to_owned);
+    if let Some(t) = &topic {
+        if t.contains(['+', '#']) {
+            r.err(
+                format!("{P}.topic"),
+                format!("'{t}' must not contain the MQTT wildcards '+' or '#'"),
+            );
+        } else if t.contains('\0') {
+            r.err(format!("{P}.topic"), "must not contain a NUL character");
+        } else if t.len() > 60_000 {
+            r.err(
+                format!("{P}.topic"),
+                "is too long (MQTT topics are limited to 65535 bytes)",
+            );
+        }
+    }
+
+    let username = mqtt.and_then(|m| given(&m.username)).map(str::to_owned);
+    let password = mqtt
+        .and_then(|m| m.password.as_ref())
+        .filter(|p| !p.0.is_empty())
+        .map(|p| Secret(Zeroizing::new(p.0.as_str().to_owned())));
+    if password.is_some() && username.is_none() {
+        r.err(
+            format!("{P}.password"),
+            "is set but messageChannel.mqtt.username is not; MQTT needs both",
+        );
+    }
+
+    let ca_file = mqtt.and_then(|m| given(&m.ca_file)).map(PathBuf::from);
+    if ca_file.is_some() && !broker.as_ref().is_some_and(|b| b.tls) {
+        r.err(
+            format!("{P}.caFile"),
+            "is only used with a TLS broker (mqtts://); brokerServer is plain mqtt",
+        );
+    }
+
+    if r.errors.len() > start {
+        return None;
+    }
+    Some(MqttConfig {
+        broker: broker?,
+        topic,
+        username,
+        password,
+        embedded_broker,
+        ca_file,
+    })
+}
+
+fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
+    let start = r.errors.len();
+    let congestion_control = match raw.and_then(|t| given(&t.congestion_control)) {
+        None => CongestionControl::default(),
+        Some(s) => match s.to_ascii_lowercase().as_str() {
+            "cubic" => CongestionControl::Cubic,
+            "bbr" => CongestionControl::Bbr,
+            _ => {
+                r.err(
+                    "tunnel.congestionControl",
+                    format!("'{s}' is not supported, expected 'cubic' or 'bbr'"),
+                );
+                CongestionControl::default()
+            }
+        },
+    };
+    let mut local_sockets: Vec<LocalSocket> = Vec::new();
+    let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, s) in raw
+        .and_then(|t| t.local_sockets.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let path = format!("tunnel.localSockets[{i}]");
+        let Some(socket) = local_socket(s, &path, r) else {
+            continue;
+        };
+        if let Some(first) = listens.get(&socket.listen) {
+            r.err(
+                path,
+                format!(
+                    "listen address '{}' is already used by tunnel.localSockets[{first}]",
+                    socket.listen
+                ),
+            );
+            continue;
+        }
+        listens.insert(socket.listen, i);
+        local_sockets.push(socket);
+    }
+    if r.errors.len() > start {
+        return None;
+    }
+    Some(TunnelConfig {
+        local_sockets,
+        congestion_control,
+    })
+}
+
+/// One socket, with the original's defaulting rules.
+fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<LocalSocket> {
+    let start = r.errors.len();
+    let at = |field: &str| join(path, field);
+
+    if let Some(t) = given(&raw.transport_protocol)
+        && !t.eq_ignore_ascii_case("quic")
+    {
+        r.err(
+            at("transportProtocol"),
+            format!("'{t}' is not supported, the only transport protocol is 'quic'"),
+        );
+    }
+    let mode = match given(&raw.mode) {
+        None => {
+            r.err(
+                at("mode"),
+                "is required: 'dedicated-address' or 'port-forwarding'",
+            );
+            None
+        }
+        Some(m) => match m.to_ascii_lowercase().as_str() {
+            "dedicated-address" => Some(SocketMode::DedicatedAddress),
+            "port-forwarding" => Some(SocketMode::PortForwarding),
+            _ => {
+                r.err(
+                    at("mode"),
+                    format!(
+                        "'{m}' is not a mode, expected 'dedicated-address' or 'port-forwarding'"
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    let detector_url = raw.http_detector.as_ref().and_then(|h| given(&h.url));
+    let public_address = given(&raw.public_address).and_then(|s| {
+        if s.eq_ignore_ascii_case("autoHttpDetect") {
+            let Some(url) = detector_url else {
+                r.err(
+                    at("httpDetector.url"),
+                    "is required when publicAddress is 'autoHttpDetect'",
+                );
+                return None;
+            };
+            match check_http_url(url) {
+                Ok(()) => Some(PublicAddress::AutoHttpDetect {
+                    url: url.to_owned(),
+                }),
+                Err(e) => {
+                    r.err(at("httpDetector.url"), e);
+                    None
+                }
+            }
+        } else {
+            match s.parse::<IpAddr>() {
+                Ok(ip) if ip.is_unspecified() => {
+                    r.err(
+                        at("publicAddress"),
+                        format!("'{s}' is the unspecified address, which other sites cannot dial"),
+                    );
+                    None
+                }
+                Ok(ip) => {
+                    if detector_url.is_some() {
+                        r.warn(
+                            &at("httpDetector"),
+                            "ignored because publicAddress is a fixed IP",
+                        );
+                    }
+                    Some(PublicAddress::Fixed(ip))
+                }
+                Err(_) => {
+                    r.err(
+                        at("publicAddress"),
+                        format!("'{s}' is not an IP address or 'autoHttpDetect'"),
+                    );
+                    None
+                }
+            }
+        }
+    });
+    let listen_address = given(&raw.listen_address).and_then(|s| match s.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            r.err(at("listenAddress"), format!("'{s}' is not an IP address"));
+            None
+        }
+    });
+    let mut port = |field: &str, v: &Option<Scalar>| {
+        given(v).and_then(|s| parse_port(s).map_err(|e| r.err(at(field), e)).ok())
+    };
+    let public_port = port("publicPort", &raw.public_port);
+    let listen_port = port("listenPort", &raw.listen_port);
+
+    let has_public = given(&raw.public_address).is_some();
+    let has_listen = given(&raw.listen_address).is_some();
+    let has_public_port = given(&raw.public_port).is_some();
+    let has_listen_port = given(&raw.listen_port).is_some();
+
+    // Where to bind when listenAddress is not given: the unspecified address
+    // of the public address's family, as the original did.
+    let unspecified_for = |public: &Option<PublicAddress>| match public {
+        Some(PublicAddress::Fixed(IpAddr::V6(_))) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+
+    let (public_address, public_port, listen) = match mode? {
+        SocketMode::DedicatedAddress => {
+            if !has_public && !has_listen {
+                r.err(
+                    at("publicAddress"),
+                    "publicAddress or listenAddress is required in dedicated-address mode",
+                );
+            }
+            if !has_public_port && !has_listen_port {
+                r.err(
+                    at("publicPort"),
+                    "publicPort or listenPort is required in dedicated-address mode",
+                );
+            }
+            if let (Some(p), Some(l)) = (public_port, listen_port)
+                && p != l
+            {
+                r.err(
+                    at("listenPort"),
+                    "must equal publicPort in dedicated-address mode",
+                );
+            }
+            let public = match (&public_address, listen_address) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Some(l)) if !has_public => {
+                    if l.is_unspecified() {
+                        r.err(
+                            at("publicAddress"),
+                            format!(
+                                "is required when listenAddress is the unspecified address '{l}'"
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(PublicAddress::Fixed(l))
+                    }
+                }
+                _ => None,
+            };
+            let listen_ip = listen_address.unwrap_or_else(|| unspecified_for(&public));
+            (
+                public,
+                public_port.or(listen_port),
+                listen_port
+                    .or(public_port)
+                    .map(|p| SocketAddr::new(listen_ip, p)),
+            )
+        }
+        SocketMode::PortForwarding => {
+            for (has, field) in [
+                (has_public, "publicAddress"),
+                (has_public_port, "publicPort"),
+                (has_listen_port, "listenPort"),
+            ] {
+                if !has {
+                    r.err(at(field), "is required in port-forwarding mode");
+                }
+            }
+            let listen_ip = listen_address.unwrap_or_else(|| unspecified_for(&public_address));
+            (
+                public_address,
+                public_port,
+                listen_port.map(|p| SocketAddr::new(listen_ip, p)),
+            )
+        }
+    };
+
+    if r.errors.len() > start {
+        return None;
+    }
+    Some(LocalSocket {
+        mode: mode?,
+        public_address: public_address?,
+        public_port: public_port?,
+        listen: listen?,
+    })
+}
+
+/// `http://…` or `https://…` with a host.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        return Err(format!("'{url}' must be an http:// or https:// URL"));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("'{url}' has no host"));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err(format!("'{url}' must not contain spaces"));
+    }
+    Ok(())
+}
+
+fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option<ExposedApp> {
+    let start = r.errors.len();
+    let at = |field: &str| join(path, field);
+
+    let name = required(&raw.app_name, at("appName"), r)
+        .and_then(|s| AppName::new(s).map_err(|e| r.err(at("appName"), e)).ok());
+    let range = match given(&raw.mode) {
+        None => Some(false),
+        Some(m) if m.eq_ignore_ascii_case("single") => Some(false),
+        Some(m) if m.eq_ignore_ascii_case("range") => Some(true),
+        Some(m) => {
+            r.err(
+                at("mode"),
+                format!("'{m}' is not a mode, expected 'single' or 'range'"),
+            );
+            None
+        }
+    };
+    let has_list = |l: &Option<Vec<Scalar>>| l.as_ref().is_some_and(|l| !l.is_empty());
+
+    let target = match range? {
+        false => {
+            for (field, list) in [
+                ("portRange", &raw.port_range),
+                ("addressRange", &raw.address_range),
+            ] {
+                if has_list(list) {
+                    r.warn(&at(field), "ignored in single mode");
+                }
+            }
+            let socket = given(&raw.app_socket);
+            match socket {
+                None => {
+                    r.err(
+                        at("appSocket"),
+                        "is required in single mode (tcp:IP:PORT or unix:PATH)",
+                    );
+                    None
+                }
+                Some(s) => AppSocket::from_str(s)
+                    .and_then(|a| dialable(a, s))
+                    .map_err(|e| r.err(at("appSocket"), e))
+                    .ok()
+                    .map(ExposedTarget::Single),
+            }
+        }
+        true => {
+            if given(&raw.app_socket).is_some() {
+                r.warn(&at("appSocket"), "ignored in range mode");
+            }
+            let mut ports = Vec::new();
+            if !has_list(&raw.port_range) {
+                r.err(
+                    at("portRange"),
+                    "is required in range mode (e.g. ['5900', '5901-5990'])",
+                );
+            }
+            for (j, p) in raw.port_range.iter().flatten().enumerate() {
+                match PortRange::from_str(p.as_str()) {
+                    Ok(range) => ports.push(range),
+                    Err(e) => r.err(format!("{}[{j}]", at("portRange")), e),
+                }
+            }
+            let mut addresses = Vec::new();
+            if !has_list(&raw.address_range) {
+                r.err(
+                    at("addressRange"),
+                    "is required in range mode (e.g. ['10.0.0.6', '10.0.2.0/24'])",
+                );
+            }
+            for (j, a) in raw.address_range.iter().flatten().enumerate() {
+                match parse_net(a.as_str()) {
+                    Ok(net) => addresses.push(net),
+                    Err(e) => r.err(format!("{}[{j}]", at("addressRange")), e),
+                }
+            }
+            Some(ExposedTarget::Range { ports, addresses })
+        }
+    };
+
+    if r.errors.len() > start {
+        return None;
+    }
+    Some(ExposedApp {
+        name: name?,
+        target: target?,
+    })
+}
+
+/// An IP (becomes /32 or /128) or a CIDR; host bits are cleared like Go's
+/// `net.ParseCIDR` did.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let t = s.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    t.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .map_err(|_| format!("'{s}' is not an IP address or CIDR (e.g. '10.0.2.0/24')"))
+}
+
+fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<RemoteApp> {
+    let start = r.errors.len();
+    let at = |field: &str| join(path, field);
+
+    let site = required(&raw.site_name, at("siteName"), r)
+        .and_then(|s| SiteName::new(s).map_err(|e| r.err(at("siteName"), e)).ok());
+    let app = required(&raw.app_name, at("appName"), r)
+        .and_then(|s| AppName::new(s).map_err(|e| r.err(at("appName"), e)).ok());
+    let local_socket = required(&raw.local_socket, at("localSocket"), r).and_then(|s| {
+        AppSocket::from_str(s)
+            .map_err(|e| r.err(at("localSocket"), e))
+            .ok()
+    });
+    let app_socket = given(&raw.app_socket).and_then(|s| {
+        match AppSocket::from_str(s).and_then(|a| dialable(a, s)) {
+            Ok(AppSocket::Tcp(addr)) => Some(addr),
+            Ok(AppSocket::Unix(_)) => {
+                r.err(
+                    at("appSocket"),
+                    format!(
+                        "'{s}' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                r.err(at("appSocket"), e);
+                None
+            }
+        }
+    });
+
+    if r.errors.len() > start {
+        return None;
+    }
+    Some(RemoteApp {
+        site: site?,
+        app: app?,
+        local_socket: local_socket?,
+        app_socket,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    const KEY: &str = "unit-test-key-1";
+
+    /// A valid site plus `extra` (top-level YAML appended).
+    fn yaml(extra: &str) -> String {
+        format!(
+            "siteName: site01\ncrypto:\n  key: \"{KEY}\"\nmessageChannel:\n  mqtt:\n    brokerServer: mqtt://192.0.2.1:1883\n{extra}"
+        )
+    }
+
+    fn ok(extra: &str) -> Config {
+        load_str(&yaml(extra)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Every error of a config that must fail, as `path: reason` lines.
+    fn errors_of(text: &str) -> Vec<String> {
+        match load_str(text) {
+            Ok(_) => panic!("config loaded but should not:\n{text}"),
+            Err(crate::config::ConfigError::Invalid(errs)) => {
+                errs.iter().map(ToString::to_string).collect()
+            }
+            Err(e) => panic!("not a field error: {e}"),
+        }
+    }
+
+    fn errs(extra: &str) -> Vec<String> {
+        errors_of(&yaml(extra))
+    }
+
+    fn one_socket(body: &str) -> String {
+        format!(
+            "tunnel:\n  localSockets:\n  - {}\n",
+            body.replace('\n', "\n    ")
+        )
+    }
+
+    fn socket(body: &str) -> LocalSocket {
+        ok(&one_socket(body)).tunnel.local_sockets.remove(0)
+    }
+
+    fn socket_errs(body: &str) -> Vec<String> {
+        errs(&one_socket(body))
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    // --- site, crypto, logger -------------------------------------------
+
+    #[test]
+    fn site_name_is_required_and_limited_to_255_bytes() {
+        let no_name = format!(
+            "crypto:\n  key: \"{KEY}\"\nmessageChannel:\n  mqtt:\n    brokerServer: mqtt://h\n"
+        );
+        assert_eq!(errors_of(&no_name), ["siteName: is required"]);
+        let long = "s".repeat(256);
+        let text = yaml("").replace("siteName: site01", &format!("siteName: {long}"));
+        assert_eq!(
+            errors_of(&text),
+            ["siteName: site name must be at most 255 bytes, got 256"]
+        );
+        let text = yaml("").replace("siteName: site01", &format!("siteName: {}", &long[..255]));
+        assert_eq!(
+            load_str(&text).map(|c| c.site_name.as_str().len()).ok(),
+            Some(255)
+        );
+    }
+
+    #[test]
+    fn key_length_must_be_8_to_32_bytes() {
+        for (key, good) in [
+            ("1234567", false),
+            ("12345678", true),
+            (&"k".repeat(32)[..], true),
+            (&"k".repeat(33)[..], false),
+        ] {
+            let text = yaml("").replace(KEY, key);
+            assert_eq!(load_str(&text).is_ok(), good, "key of {} bytes", key.len());
+        }
+        assert_eq!(
+            errors_of(&yaml("").replace(KEY, "abc")),
+            ["crypto.key: must be 8 to 32 bytes long, got 3 bytes"]
+        );
+    }
+
+    #[test]
+    fn the_key_never_appears_in_errors_warnings_or_debug_output() {
+        let short = "s3cr3t!";
+        let long = "this-secret-is-far-too-long-to-be-a-key";
+        for key in [short, long] {
+            let e = load_str(&yaml("unknownThing: 1\n").replace(KEY, key)).expect_err("bad length");
+            assert!(!e.to_string().contains(key), "{e}");
+            assert!(!format!("{e:?}").contains(key));
+        }
+        // A key written where the section belongs must not be echoed either.
+        let inline = "siteName: a\ncrypto: my-inline-secret\n";
+        let e = load_str(inline).expect_err("wrong type");
+        assert!(!e.to_string().contains("my-inline-secret"), "{e}");
+        assert!(e.to_string().contains("crypto: has the wrong type"), "{e}");
+
+        let config = load_str(&mqtt(
+            "brokerServer: mqtt://h\nusername: u\npassword: pass-word-42",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains(KEY) && !debug.contains("pass-word-42"),
+            "{debug}"
+        );
+        assert!(config.warnings.iter().all(|w| !w.contains(KEY)));
+        assert_eq!(config.crypto.key.expose(), KEY.as_bytes());
+
+        let raw: raw::Config = serde_yaml::from_str(&yaml("")).expect("raw parse");
+        assert!(!format!("{raw:?}").contains(KEY));
+    }
+
+    #[test]
+    fn logger_defaults_to_info_text_on_stdout() {
+        let c = ok("");
+        assert_eq!(
+            c.logger,
+            LoggerConfig {
+                level: LogLevel::Info,
+                file: None,
+                format: LogFormat::Text
+            }
+        );
+        let c = ok("logger:\n  level: \"\"\n  file: \"\"\n  format: \"\"\n");
+        assert_eq!(c.logger.level, LogLevel::Info);
+        assert_eq!(c.logger.file, None);
+    }
+
+    #[test]
+    fn log_level_and_format_accept_any_case() {
+        for (text, level) in [
+            ("TRACE", LogLevel::Trace),
+            ("DEBUG", LogLevel::Debug),
+            ("Info", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("WARNING", LogLevel::Warn),
+            ("error", LogLevel::Error),
+        ] {
+            let c = ok(&format!(
+                "logger:\n  level: {text}\n  format: JSON\n  file: /var/log/w.log\n"
+            ));
+            assert_eq!(c.logger.level, level);
+            assert_eq!(c.logger.format, LogFormat::Json);
+            assert_eq!(c.logger.file, Some(PathBuf::from("/var/log/w.log")));
+        }
+        assert_eq!(
+            errs("logger:\n  level: loud\n  format: yaml\n"),
+            [
+                "logger.level: 'loud' is not a log level, expected trace, debug, info, warn or error",
+                "logger.format: 'yaml' is not a log format, expected 'json' or 'text'",
+            ]
+        );
+    }
+
+    // --- message channel --------------------------------------------------
+
+    fn mqtt(body: &str) -> String {
+        format!(
+            "siteName: site01\ncrypto:\n  key: \"{KEY}\"\nmessageChannel:\n  mqtt:\n    {}\n",
+            body.replace('\n', "\n    ")
+        )
+    }
+
+    fn mqtt_ok(body: &str) -> MqttConfig {
+        load_str(&mqtt(body))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .message_channel
+    }
+
+    #[test]
+    fn protocol_defaults_to_mqtt_and_rejects_others() {
+        assert!(
+            load_str(&yaml("").replace("messageChannel:\n", "messageChannel:\n  protocol: MQTT\n"))
+                .is_ok()
+        );
+        let e = errors_of(
+            &yaml("").replace("messageChannel:\n", "messageChannel:\n  protocol: kafka\n"),
+        );
+        assert_eq!(
+            e,
+            [
+                "messageChannel.protocol: 'kafka' is not supported, the only message protocol is 'mqtt'"
+            ]
+        );
+    }
+
+    #[test]
+    fn broker_urls_parse_with_scheme_defaults() {
+        for (url, tls, host, port) in [
+            (
+                "mqtt://broker.example.com",
+                false,
+                "broker.example.com",
+                1883,
+            ),
+            ("tcp://192.0.2.1:1884", false, "192.0.2.1", 1884),
+            ("MQTT://192.0.2.1/", false, "192.0.2.1", 1883),
+            (
+                "mqtts://broker.example.com",
+                true,
+                "broker.example.com",
+                8883,
+            ),
+            (
+                "ssl://broker.example.com:9883",
+                true,
+                "broker.example.com",
+                9883,
+            ),
+            ("tls://[2001:db8::1]", true, "2001:db8::1", 8883),
+            ("mqtt://[2001:db8::1]:1999", false, "2001:db8::1", 1999),
+        ] {
+            assert_eq!(
+                BrokerUrl::from_str(url),
+                Ok(BrokerUrl {
+                    tls,
+                    host: host.into(),
+                    port
+                }),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            BrokerUrl::from_str("mqtt://[2001:db8::1]:1999").map(|u| u.to_string()),
+            Ok("mqtt://[2001:db8::1]:1999".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_broker_urls_are_rejected_with_reasons() {
+        for (url, reason) in [
+            ("broker.example.com:1883", "must start with mqtt://"),
+            ("ws://broker.example.com", "unsupported scheme 'ws'"),
+            (
+                "mqtt://broker.example.com:1883/path",
+                "must not have a path",
+            ),
+            ("mqtt://2001:db8::1", "must be written in brackets"),
+            ("mqtt://[2001:db8::1", "unclosed '['"),
+            ("mqtt://:1883", "has no host"),
+            ("mqtt://broker.example.com:0", "out of range 1..=65535"),
+            ("mqtt://broker.example.com:99999", "out of range 1..=65535"),
+            ("mqtt://broker.example.com:x", "not a port number"),
+            ("mqtt://bro ker", "not a valid host name"),
+        ] {
+            let e = BrokerUrl::from_str(url).expect_err(url);
+            assert!(e.contains(reason), "{url}: {e}");
+        }
+        let e = BrokerUrl::from_str("mqtt://user:hunter2@broker.example.com").expect_err("creds");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(
+            errors_of(&mqtt("brokerServer: ws://b")),
+            [
+                "messageChannel.mqtt.brokerServer: 'ws://b' has unsupported scheme 'ws', expected mqtt://, tcp://, mqtts://, ssl:// or tls://"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_broker_is_an_error_unless_an_embedded_broker_listens() {
+        assert_eq!(
+            errors_of(&mqtt("topic: t")),
+            [
+                "messageChannel.mqtt.brokerServer: is required (e.g. 'mqtt://broker.example.com:1883'), unless messageChannel.mqtt.embeddedBroker.listen is set"
+            ]
+        );
+        let no_section = format!("siteName: a\ncrypto:\n  key: \"{KEY}\"\n");
+        assert_eq!(errors_of(&no_section).len(), 1);
+        for (listen, broker) in [
+            ("0.0.0.0:1884", "mqtt://127.0.0.1:1884"),
+            ("\"[::]:1883\"", "mqtt://[::1]:1883"),
+            ("192.0.2.5:1883", "mqtt://192.0.2.5:1883"),
+        ] {
+            let m = mqtt_ok(&format!("embeddedBroker:\n  listen: {listen}"));
+            assert_eq!(m.broker.to_string(), broker);
+            assert!(m.embedded_broker.is_some());
+        }
+        let m =
+            mqtt_ok("brokerServer: mqtts://b.example.com\nembeddedBroker:\n  listen: 0.0.0.0:1883");
+        assert_eq!(m.broker.to_string(), "mqtts://b.example.com:8883");
+        assert_eq!(
+            m.embedded_broker,
+            Some(EmbeddedBroker {
+                listen: sa("0.0.0.0:1883")
+            })
+        );
+    }
+
+    #[test]
+    fn bad_embedded_broker_listen_is_reported_once() {
+        assert_eq!(
+            errors_of(&mqtt("embeddedBroker:\n  listen: localhost:1883")),
+            [
+                "messageChannel.mqtt.embeddedBroker.listen: 'localhost:1883' is not IP:PORT (IPv6 as [::]:1883)"
+            ]
+        );
+        let e = errors_of(&mqtt("embeddedBroker:\n  listen: 127.0.0.1:0"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("port 0"), "{e:?}");
+    }
+
+    #[test]
+    fn empty_or_missing_topic_means_derived() {
+        assert_eq!(mqtt_ok("brokerServer: mqtt://b").topic, None);
+        assert_eq!(mqtt_ok("brokerServer: mqtt://b\ntopic: \"\"").topic, None);
+        assert_eq!(
+            mqtt_ok("brokerServer: mqtt://b\ntopic: example.com/net")
+                .topic
+                .as_deref(),
+            Some("example.com/net")
+        );
+        for bad in ["a/#", "a/+/b", "+"] {
+            let e = errors_of(&mqtt(&format!("brokerServer: mqtt://b\ntopic: \"{bad}\"")));
+            assert_eq!(
+                e,
+                [format!(
+                    "messageChannel.mqtt.topic: '{bad}' must not contain the MQTT wildcards '+' or '#'"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_are_optional_and_password_needs_username() {
+        let m = mqtt_ok("brokerServer: mqtt://b\nusername: \"\"\npassword: \"\"");
+        assert_eq!((m.username, m.password), (None, None));
+        let m = mqtt_ok("brokerServer: mqtt://b\nusername: site\npassword: pw-123");
+        assert_eq!(m.username.as_deref(), Some("site"));
+        assert_eq!(m.password.as_ref().map(|p| p.0.as_str()), Some("pw-123"));
+        assert_eq!(format!("{:?}", m.password), "Some(MASKED)");
+        let e = errors_of(&mqtt("brokerServer: mqtt://b\npassword: pw-123"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("messageChannel.mqtt.password:") && !e[0].contains("pw-123"));
+    }
+
+    // --- tunnel ------------------------------------------------------------
+
+    #[test]
+    fn dedicated_address_with_only_listen_address_announces_it() {
+        let s = socket("mode: dedicated-address\nlistenAddress: 192.0.2.10\nlistenPort: 25890");
+        assert_eq!(
+            s,
+            LocalSocket {
+                mode: SocketMode::DedicatedAddress,
+                public_address: PublicAddress::Fixed("192.0.2.10".parse().expect("ip")),
+                public_port: 25890,
+                listen: sa("192.0.2.10:25890"),
+            }
+        );
+    }
+
+    #[test]
+    fn dedicated_address_with_only_public_address_binds_the_unspecified_address_of_its_family() {
+        let s = socket("mode: dedicated-address\npublicAddress: 2001:db8::7\npublicPort: 25890");
+        assert_eq!(s.listen, sa("[::]:25890"));
+        assert_eq!(s.public_port, 25890);
+        let s = socket("mode: dedicated-address\npublicAddress: 198.51.100.7\nlistenPort: 4000");
+        assert_eq!(s.listen, sa("0.0.0.0:4000"));
+        assert_eq!(s.public_port, 4000);
+        let s = socket(
+            "mode: dedicated-address\npublicAddress: autohttpdetect\npublicPort: 4000\nhttpDetector:\n  url: https://ip.example.com",
+        );
+        assert_eq!(s.listen, sa("0.0.0.0:4000"));
+        assert_eq!(
+            s.public_address,
+            PublicAddress::AutoHttpDetect {
+                url: "https://ip.example.com".into()
+            }
+        );
+    }
+
+    #[test]
+    fn dedicated_address_ports_must_be_equal_when_both_are_given() {
+        let s = socket(
+            "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 7\nlistenPort: 7",
+        );
+        assert_eq!((s.public_port, s.listen.port()), (7, 7));
+        assert_eq!(
+            errs(
+                "tunnel:\n  localSockets:\n  - mode: dedicated-address\n    publicAddress: 192.0.2.1\n    publicPort: 1\n  - mode: dedicated-address\n    publicAddress: 192.0.2.2\n    publicPort: 5\n    listenPort: 6\n"
+            ),
+            ["tunnel.localSockets[1].listenPort: must equal publicPort in dedicated-address mode"]
+        );
+    }
+
+    #[test]
+    fn dedicated_address_needs_an_address_and_a_port() {
+        assert_eq!(
+            socket_errs("mode: dedicated-address"),
+            [
+                "tunnel.localSockets[0].publicAddress: publicAddress or listenAddress is required in dedicated-address mode",
+                "tunnel.localSockets[0].publicPort: publicPort or listenPort is required in dedicated-address mode",
+            ]
+        );
+        assert_eq!(
+            socket_errs("mode: dedicated-address\nlistenAddress: 0.0.0.0\nlistenPort: 1"),
+            [
+                "tunnel.localSockets[0].publicAddress: is required when listenAddress is the unspecified address '0.0.0.0'"
+            ]
+        );
+        assert_eq!(
+            socket_errs("mode: dedicated-address\npublicAddress: \"::\"\nlistenPort: 1"),
+            [
+                "tunnel.localSockets[0].publicAddress: '::' is the unspecified address, which other sites cannot dial"
+            ]
+        );
+    }
+
+    #[test]
+    fn port_forwarding_needs_public_address_public_port_and_listen_port() {
+        assert_eq!(
+            socket_errs("mode: port-forwarding\nlistenAddress: 192.0.2.3"),
+            [
+                "tunnel.localSockets[0].publicAddress: is required in port-forwarding mode",
+                "tunnel.localSockets[0].publicPort: is required in port-forwarding mode",
+                "tunnel.localSockets[0].listenPort: is required in port-forwarding mode",
+            ]
+        );
+        let s = socket(
+            "mode: port-forwarding\npublicAddress: 203.0.113.9\npublicPort: 36092\nlistenPort: 26098",
+        );
+        assert_eq!(s.mode, SocketMode::PortForwarding);
+        assert_eq!((s.public_port, s.listen), (36092, sa("0.0.0.0:26098")));
+        let s = socket(
+            "mode: port-forwarding\npublicAddress: 2001:db8::9\npublicPort: 1\nlistenPort: 2",
+        );
+        assert_eq!(s.listen, sa("[::]:2"));
+        let s = socket(
+            "mode: PORT-FORWARDING\npublicAddress: 203.0.113.9\npublicPort: 1\nlistenPort: 2\nlistenAddress: 192.0.2.3",
+        );
+        assert_eq!(s.listen, sa("192.0.2.3:2"));
+    }
+
+    #[test]
+    fn auto_http_detect_needs_an_http_url() {
+        assert_eq!(
+            socket_errs(
+                "mode: port-forwarding\npublicAddress: AutoHttpDetect\npublicPort: 1\nlistenPort: 2"
+            ),
+            [
+                "tunnel.localSockets[0].httpDetector.url: is required when publicAddress is 'autoHttpDetect'"
+            ]
+        );
+        for bad in ["ftp://x", "https://", "ipinfo.io/ip"] {
+            let e = socket_errs(&format!(
+                "mode: port-forwarding\npublicAddress: autoHttpDetect\npublicPort: 1\nlistenPort: 2\nhttpDetector:\n  url: \"{bad}\""
+            ));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(
+                e[0].starts_with("tunnel.localSockets[0].httpDetector.url: '"),
+                "{e:?}"
+            );
+        }
+        let c = ok(&one_socket(
+            "mode: port-forwarding\npublicAddress: 203.0.113.1\npublicPort: 1\nlistenPort: 2\nhttpDetector:\n  url: http://ip.example.com",
+        ));
+        assert_eq!(
+            c.warnings,
+            ["tunnel.localSockets[0].httpDetector: ignored because publicAddress is a fixed IP"]
+        );
+    }
+
+    #[test]
+    fn transport_protocol_must_be_quic_and_defaults_to_it() {
+        socket(
+            "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1\ntransportProtocol: QUIC",
+        );
+        socket(
+            "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1\ntransportProtocol: \"\"",
+        );
+        assert_eq!(
+            socket_errs(
+                "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1\ntransportProtocol: kcp"
+            ),
+            [
+                "tunnel.localSockets[0].transportProtocol: 'kcp' is not supported, the only transport protocol is 'quic'"
+            ]
+        );
+    }
+
+    #[test]
+    fn socket_mode_is_required() {
+        assert_eq!(
+            socket_errs("publicAddress: 192.0.2.1\npublicPort: 1"),
+            ["tunnel.localSockets[0].mode: is required: 'dedicated-address' or 'port-forwarding'"]
+        );
+    }
+
+    #[test]
+    fn ports_must_be_numbers_from_1_to_65535() {
+        socket("mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: \"65535\"");
+        for (port, reason) in [
+            ("0", "port '0' is out of range 1..=65535"),
+            ("65536", "port '65536' is out of range 1..=65535"),
+            ("-1", "port '-1' is out of range 1..=65535"),
+            ("http", "'http' is not a port number"),
+        ] {
+            assert_eq!(
+                socket_errs(&format!(
+                    "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: {port}"
+                )),
+                [format!("tunnel.localSockets[0].publicPort: {reason}")]
+            );
+        }
+    }
+
+    #[test]
+    fn two_sockets_cannot_bind_the_same_address() {
+        let e = errs(
+            "tunnel:\n  localSockets:\n  - mode: dedicated-address\n    listenAddress: 192.0.2.1\n    listenPort: 9\n  - mode: port-forwarding\n    publicAddress: 203.0.113.1\n    publicPort: 10\n    listenAddress: 192.0.2.1\n    listenPort: 9\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "tunnel.localSockets[1]: listen address '192.0.2.1:9' is already used by tunnel.localSockets[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn congestion_control_defaults_to_cubic() {
+        assert_eq!(ok("").tunnel.congestion_control, CongestionControl::Cubic);
+        assert_eq!(
+            ok("tunnel:\n  congestionControl: BBR\n")
+                .tunnel
+                .congestion_control,
+            CongestionControl::Bbr
+        );
+        assert_eq!(
+            ok("tunnel:\n  congestionControl: cubic\n")
+                .tunnel
+                .congestion_control,
+            CongestionControl::Cubic
+        );
+        assert_eq!(
+            errs("tunnel:\n  congestionControl: vegas\n"),
+            ["tunnel.congestionControl: 'vegas' is not supported, expected 'cubic' or 'bbr'"]
+        );
+    }
+
+    // --- exposed apps --------------------------------------------------------
+
+    fn exposed(
+        mode: Option<&str>,
+        socket: Option<&str>,
+        ports: &[&str],
+        addrs: &[&str],
+    ) -> raw::ExposedApp {
+        let list =
+            |l: &[&str]| (!l.is_empty()).then(|| l.iter().map(|s| Scalar::from(*s)).collect());
+        raw::ExposedApp {
+            mode: mode.map(Scalar::from),
+            app_name: Some("app".into()),
+            app_socket: socket.map(Scalar::from),
+            port_range: list(ports),
+            address_range: list(addrs),
+        }
+    }
+
+    fn messages(e: Vec<FieldError>) -> Vec<String> {
+        e.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn single_mode_is_the_default_and_needs_an_app_socket() {
+        let app =
+            exposed_app(&exposed(None, Some("tcp:127.0.0.1:22"), &[], &[]), "").expect("valid");
+        assert_eq!(
+            app.target,
+            ExposedTarget::Single(AppSocket::Tcp(sa("127.0.0.1:22")))
+        );
+        let app = exposed_app(
+            &exposed(Some("Single"), Some("unix:/run/d.sock"), &[], &[]),
+            "",
+        )
+        .expect("valid");
+        assert_eq!(
+            app.target,
+            ExposedTarget::Single(AppSocket::Unix("/run/d.sock".into()))
+        );
+        assert_eq!(
+            messages(exposed_app(&exposed(None, None, &[], &[]), "").expect_err("no socket")),
+            ["appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"]
+        );
+        assert_eq!(
+            messages(
+                exposed_app(
+                    &exposed(None, Some("tcp:127.0.0.1:0"), &[], &[]),
+                    "localExposedApps[4]"
+                )
+                .expect_err("port 0")
+            ),
+            [
+                "localExposedApps[4].appSocket: 'tcp:127.0.0.1:0' has port 0, which cannot be connected to"
+            ]
+        );
+        assert_eq!(
+            messages(exposed_app(&exposed(Some("many"), None, &[], &[]), "x").expect_err("mode")),
+            ["x.mode: 'many' is not a mode, expected 'single' or 'range'"]
+        );
+    }
+
+    #[test]
+    fn exposed_app_name_is_required_and_bounded() {
+        let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);
+        raw.app_name = None;
+        assert_eq!(
+            messages(exposed_app(&raw, "a").expect_err("no name")),
+            ["a.appName: is required"]
+        );
+        raw.app_name = Some("n".repeat(256).into());
+        assert_eq!(
+            messages(exposed_app(&raw, "a").expect_err("long")),
+            ["a.appName: app name must be at most 255 bytes, got 256"]
+        );
+    }
+
+    #[test]
+    fn range_mode_parses_ports_and_addresses() {
+        let app = exposed_app(
+            &exposed(
+                Some("range"),
+                None,
+                &["5900", "5901-5990", " 22 - 23 "],
+                &["10.0.0.6", "10.0.2.9/24", "::1", "2001:db8::/32"],
+            ),
+            "",
+        )
+        .expect("valid");
+        let ExposedTarget::Range { ports, addresses } = app.target else {
+            panic!("not a range app");
+        };
+        assert_eq!(
+            ports,
+            [
+                PortRange {
+                    start: 5900,
+                    end: 5900
+                },
+                PortRange {
+                    start: 5901,
+                    end: 5990
+                },
+                PortRange { start: 22, end: 23 },
+            ]
+        );
+        let shown: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.6/32", "10.0.2.0/24", "::1/128", "2001:db8::/32"]
+        );
+    }
+
+    #[test]
+    fn range_mode_needs_both_ranges_and_reports_each_bad_entry() {
+        assert_eq!(
+            messages(exposed_app(&exposed(Some("range"), None, &[], &[]), "e").expect_err("empty")),
+            [
+                "e.portRange: is required in range mode (e.g. ['5900', '5901-5990'])",
+                "e.addressRange: is required in range mode (e.g. ['10.0.0.6', '10.0.2.0/24'])",
+            ]
+        );
+        assert_eq!(
+            messages(
+                exposed_app(
+                    &exposed(
+                        Some("range"),
+                        None,
+                        &["0", "10-9", "65536", "a-b", "1"],
+                        &["10.0.0.300", "10.0.0.0/8"]
+                    ),
+                    "e"
+                )
+                .expect_err("bad entries")
+            ),
+            [
+                "e.portRange[0]: port '0' in '0' is out of range 1..=65535",
+                "e.portRange[1]: '10-9' starts after it ends",
+                "e.portRange[2]: port '65536' in '65536' is out of range 1..=65535",
+                "e.portRange[3]: 'a-b' is not a port or port range (e.g. '5900' or '5901-5990')",
+                "e.addressRange[0]: '10.0.0.300' is not an IP address or CIDR (e.g. '10.0.2.0/24')",
+            ]
+        );
+    }
+
+    #[test]
+    fn app_socket_of_a_range_app_is_ignored_with_a_warning() {
+        let c = ok(
+            "localExposedApps:\n- appName: r\n  mode: range\n  appSocket: tcp:127.0.0.1:1\n  portRange: [1]\n  addressRange: [127.0.0.1]\n- appName: s\n  appSocket: tcp:127.0.0.1:2\n  portRange: [1]\n",
+        );
+        assert_eq!(
+            c.warnings,
+            [
+                "localExposedApps[0].appSocket: ignored in range mode",
+                "localExposedApps[1].portRange: ignored in single mode",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_range_round_trips_through_text() {
+        for text in ["1", "5900-5990", "65535"] {
+            assert_eq!(
+                PortRange::from_str(text).map(|r| r.to_string()),
+                Ok(text.to_owned())
+            );
+        }
+        assert!(PortRange::from_str("5-5").is_ok_and(|r| r.contains(5) && !r.contains(6)));
+    }
+
+    #[test]
+    fn duplicate_exposed_app_names_are_errors() {
+        assert_eq!(
+            errs(
+                "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n- appName: b\n  appSocket: tcp:127.0.0.1:2\n- appName: a\n  appSocket: unix:/x\n"
+            ),
+            [
+                "localExposedApps[2].appName: duplicate app name 'a' (already used by localExposedApps[0])"
+            ]
+        );
+    }
+
+    // --- remote apps -----------------------------------------------------------
+
+    fn remote(site: &str, app: &str, local: &str, app_socket: Option<&str>) -> raw::RemoteApp {
+        let opt = |s: &str| (!s.is_empty()).then(|| Scalar::from(s));
+        raw::RemoteApp {
+            site_name: opt(site),
+            app_name: opt(app),
+            local_socket: opt(local),
+            app_socket: app_socket.map(Scalar::from),
+        }
+    }
+
+    #[test]
+    fn remote_app_needs_site_app_and_local_socket() {
+        assert_eq!(
+            messages(remote_app(&remote("", "", "", None), "remoteApps[3]").expect_err("empty")),
+            [
+                "remoteApps[3].siteName: is required",
+                "remoteApps[3].appName: is required",
+                "remoteApps[3].localSocket: is required",
+            ]
+        );
+        let app = remote_app(&remote("s2", "web", "unix:/run/web.sock", None), "").expect("valid");
+        assert_eq!(app.local_socket, AppSocket::Unix("/run/web.sock".into()));
+        assert_eq!(app.app_socket, None);
+    }
+
+    #[test]
+    fn remote_app_socket_must_be_tcp() {
+        let app = remote_app(
+            &remote("s", "vdi", "tcp:127.0.0.1:5900", Some("tcp:10.0.2.1:5901")),
+            "",
+        )
+        .expect("valid");
+        assert_eq!(app.app_socket, Some(sa("10.0.2.1:5901")));
+        assert_eq!(
+            messages(
+                remote_app(
+                    &remote("s", "vdi", "tcp:127.0.0.1:5900", Some("unix:/x")),
+                    ""
+                )
+                .expect_err("unix")
+            ),
+            [
+                "appSocket: 'unix:/x' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+            ]
+        );
+        assert_eq!(
+            messages(
+                remote_app(
+                    &remote("s", "vdi", "tcp:localhost:1", Some("tcp:10.0.2.1:0")),
+                    ""
+                )
+                .expect_err("bad")
+            ),
+            [
+                "localSocket: 'tcp:localhost:1' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)",
+                "appSocket: 'tcp:10.0.2.1:0' has port 0, which cannot be connected to",
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_apps_cannot_name_this_site_or_share_a_local_socket() {
+        let e = errs(
+            "remoteApps:\n- siteName: site01\n  appName: a\n  localSocket: tcp:127.0.0.1:1\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:2\n- siteName: s3\n  appName: b\n  localSocket: tcp:127.0.0.1:2\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:2\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "remoteApps[0].siteName: 'site01' is this site's own name; a remote app must be on another site",
+                "remoteApps[2].localSocket: 'tcp:127.0.0.1:2' is already used by remoteApps[1]",
+                "remoteApps[3]: duplicate remote app: same siteName, appName and localSocket as remoteApps[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn ephemeral_local_sockets_may_repeat() {
+        let c = ok(
+            "remoteApps:\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:0\n- siteName: s2\n  appName: b\n  localSocket: tcp:127.0.0.1:0\n",
+        );
+        assert_eq!(c.remote_apps.len(), 2);
+    }
+
+    #[test]
+    fn the_same_range_app_can_be_served_on_several_local_sockets() {
+        let c = ok(
+            "remoteApps:\n- siteName: s3\n  appName: vdi\n  appSocket: tcp:10.0.2.123:25900\n  localSocket: tcp:10.0.2.2:5900\n- siteName: s3\n  appName: vdi\n  appSocket: tcp:10.0.2.123:35900\n  localSocket: tcp:10.0.2.3:5900\n",
+        );
+        assert_eq!(c.remote_apps.len(), 2);
+    }
+
+    // --- whole config ------------------------------------------------------------
+
+    #[test]
+    fn every_error_is_collected_not_just_the_first() {
+        let text = "siteName: \"a/b\"\ncrypto:\n  key: short\nlogger:\n  level: chatty\nmessageChannel:\n  protocol: amqp\ntunnel:\n  localSockets:\n  - mode: dedicated-address\n  - mode: nope\nlocalExposedApps:\n- appName: x\nremoteApps:\n- appName: y\n";
+        let e = errors_of(text);
+        let paths: Vec<&str> = e
+            .iter()
+            .map(|l| l.split(": ").next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "siteName",
+                "crypto.key",
+                "logger.level",
+                "messageChannel.protocol",
+                "messageChannel.mqtt.brokerServer",
+                "tunnel.localSockets[0].publicAddress",
+                "tunnel.localSockets[0].publicPort",
+                "tunnel.localSockets[1].mode",
+                "localExposedApps[0].appSocket",
+                "remoteApps[0].siteName",
+                "remoteApps[0].localSocket",
+            ],
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn control_socket_is_optional() {
+        assert_eq!(ok("").control.socket, None);
+        assert_eq!(ok("control:\n  socket: \"\"\n").control.socket, None);
+        assert_eq!(
+            ok("control:\n  socket: /run/w.sock\n").control.socket,
+            Some(PathBuf::from("/run/w.sock"))
+        );
+    }
+
+    #[test]
+    fn try_from_raw_matches_the_config_function() {
+        let raw: raw::Config = serde_yaml::from_str(&yaml("")).expect("raw");
+        let config = Config::try_from(raw).expect("valid");
+        assert_eq!(config.site_name.as_str(), "site01");
+        assert!(Config::try_from(raw::Config::default()).is_err());
+    }
+}
