@@ -440,10 +440,11 @@ impl Site {
                 channel,
                 reason,
             } => {
-                if let Some(p) = self.peers.get_mut(&peer.site) {
-                    if p.channels.remove(&channel) && p.channels.is_empty() {
-                        info!(peer.site = %peer.site, %reason, "peer disconnected");
-                    }
+                if let Some(p) = self.peers.get_mut(&peer.site)
+                    && p.channels.remove(&channel)
+                    && p.channels.is_empty()
+                {
+                    info!(peer.site = %peer.site, %reason, "peer disconnected");
                 }
                 self.reconcile_listeners();
             }
