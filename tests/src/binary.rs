@@ -18,7 +18,10 @@ pub fn workspace_root() -> PathBuf {
 /// Cargo's target directory: `CARGO_TARGET_DIR` (relative paths are taken from the workspace
 /// root, as cargo does when run there) or `<root>/target`.
 pub fn target_dir() -> PathBuf {
-    resolve_target_dir(&workspace_root(), std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+    resolve_target_dir(
+        &workspace_root(),
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+    )
 }
 
 fn resolve_target_dir(root: &Path, env: Option<PathBuf>) -> PathBuf {
@@ -89,9 +92,18 @@ mod tests {
     fn target_dir_honours_absolute_and_relative_overrides() {
         let root = Path::new("/ws");
         assert_eq!(resolve_target_dir(root, None), Path::new("/ws/target"));
-        assert_eq!(resolve_target_dir(root, Some("/tmp/t".into())), Path::new("/tmp/t"));
-        assert_eq!(resolve_target_dir(root, Some("out".into())), Path::new("/ws/out"));
-        assert_eq!(resolve_target_dir(root, Some("".into())), Path::new("/ws/target"));
+        assert_eq!(
+            resolve_target_dir(root, Some("/tmp/t".into())),
+            Path::new("/tmp/t")
+        );
+        assert_eq!(
+            resolve_target_dir(root, Some("out".into())),
+            Path::new("/ws/out")
+        );
+        assert_eq!(
+            resolve_target_dir(root, Some("".into())),
+            Path::new("/ws/target")
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ fn decide(found: Option<PathBuf>, required: bool) -> Option<PathBuf> {
              install it (apt-get install mosquitto)"
         ),
         (None, false) => {
-            eprintln!("skipping: mosquitto not installed (set {REQUIRE_MOSQUITTO_ENV}=1 to make this an error)");
+            eprintln!(
+                "skipping: mosquitto not installed (set {REQUIRE_MOSQUITTO_ENV}=1 to make this an error)"
+            );
             None
         }
     }
@@ -51,7 +53,11 @@ enum Kind {
     /// A broker-only wovenetd site (own key and topic, so no test site ever pairs with it).
     Embedded(Box<Site>),
     /// mosquitto with its config and output in `dir`.
-    Mosquitto { bin: PathBuf, dir: TempDir, process: Option<Process> },
+    Mosquitto {
+        bin: PathBuf,
+        dir: TempDir,
+        process: Option<Process>,
+    },
 }
 
 /// A running (or stopped) MQTT broker on 127.0.0.1.
@@ -71,7 +77,10 @@ impl Broker {
             .embedded_broker(addr)
             .spawn()
             .await;
-        let broker = Self { addr, kind: Kind::Embedded(Box::new(site)) };
+        let broker = Self {
+            addr,
+            kind: Kind::Embedded(Box::new(site)),
+        };
         broker.wait_accepting().await;
         broker
     }
@@ -85,9 +94,19 @@ impl Broker {
             .prefix("wovenet-e2e-mosquitto-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create tempdir: {e}"));
-        std::fs::write(dir.path().join("mosquitto.conf"), mosquitto_conf(addr.port()))
-            .unwrap_or_else(|e| panic!("cannot write mosquitto.conf: {e}"));
-        let mut broker = Self { addr, kind: Kind::Mosquitto { bin, dir, process: None } };
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            mosquitto_conf(addr.port()),
+        )
+        .unwrap_or_else(|e| panic!("cannot write mosquitto.conf: {e}"));
+        let mut broker = Self {
+            addr,
+            kind: Kind::Mosquitto {
+                bin,
+                dir,
+                process: None,
+            },
+        };
         broker.start().await;
         Some(broker)
     }
@@ -106,7 +125,9 @@ impl Broker {
     pub async fn stop(&mut self) {
         match &mut self.kind {
             Kind::Embedded(site) => site.stop().await,
-            Kind::Mosquitto { process: Some(p), .. } => {
+            Kind::Mosquitto {
+                process: Some(p), ..
+            } => {
                 p.signal(libc::SIGTERM);
                 if p.wait_exit(Duration::from_secs(5)).await.is_none() {
                     p.kill();
@@ -116,7 +137,11 @@ impl Broker {
         }
         let sock = Sock::Tcp(self.addr);
         if !eventually(WAIT, || async { !crate::client::is_listening(&sock).await }).await {
-            panic!("broker at {} still accepts connections after stop\n{}", self.addr, self.diag());
+            panic!(
+                "broker at {} still accepts connections after stop\n{}",
+                self.addr,
+                self.diag()
+            );
         }
     }
 
@@ -148,7 +173,11 @@ impl Broker {
     async fn wait_accepting(&self) {
         let sock = Sock::Tcp(self.addr);
         if !eventually(WAIT, || async { crate::client::is_listening(&sock).await }).await {
-            panic!("broker at {} does not accept connections after {WAIT:?}\n{}", self.addr, self.diag());
+            panic!(
+                "broker at {} does not accept connections after {WAIT:?}\n{}",
+                self.addr,
+                self.diag()
+            );
         }
     }
 
@@ -204,7 +233,10 @@ mod tests {
 
     #[test]
     fn missing_mosquitto_skips_unless_required() {
-        assert_eq!(decide(Some("/usr/sbin/mosquitto".into()), true), Some("/usr/sbin/mosquitto".into()));
+        assert_eq!(
+            decide(Some("/usr/sbin/mosquitto".into()), true),
+            Some("/usr/sbin/mosquitto".into())
+        );
         assert_eq!(decide(None, false), None);
     }
 
@@ -224,7 +256,9 @@ mod tests {
     /// Needs mosquitto installed; skipped (with a message) otherwise, like the e2e tests.
     #[tokio::test]
     async fn mosquitto_starts_stops_and_restarts_on_the_same_port() {
-        let Some(mut b) = Broker::mosquitto().await else { return };
+        let Some(mut b) = Broker::mosquitto().await else {
+            return;
+        };
         let sock = Sock::Tcp(b.addr());
         assert!(crate::client::is_listening(&sock).await, "{}", b.diag());
         assert!(b.url().starts_with("mqtt://127.0.0.1:"));

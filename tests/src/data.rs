@@ -107,7 +107,9 @@ pub async fn write_stream<W: AsyncWrite + Unpin>(w: &mut W, seed: u64, len: u64)
 
 /// Reads `r` to EOF and returns how many bytes came and their SHA-256. On a read error returns
 /// the error together with how many bytes had arrived by then.
-pub async fn hash_to_end<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Digest), (u64, io::Error)> {
+pub async fn hash_to_end<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<(u64, Digest), (u64, io::Error)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 64 * 1024];
     let mut total = 0u64;

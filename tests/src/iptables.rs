@@ -26,7 +26,10 @@ pub struct IptablesDrop {
 fn udp_rules(port: u16) -> Vec<Vec<String>> {
     let p = port.to_string();
     let spec = |chain: &str, dir: &str| {
-        [chain, "-p", "udp", dir, &p, "-j", "DROP"].iter().map(|s| (*s).to_owned()).collect()
+        [chain, "-p", "udp", dir, &p, "-j", "DROP"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
     };
     vec![spec("INPUT", "--dport"), spec("OUTPUT", "--sport")]
 }
@@ -38,7 +41,10 @@ impl IptablesDrop {
         let bin = iptables_binary().unwrap_or_else(|| {
             panic!("this test needs iptables (apt-get install iptables) and root; not found on PATH or /usr/sbin")
         });
-        let mut guard = Self { bin, rules: Vec::new() };
+        let mut guard = Self {
+            bin,
+            rules: Vec::new(),
+        };
         for rule in udp_rules(port) {
             guard.run("-I", &rule).unwrap_or_else(|e| panic!("{e}"));
             // Recorded only once inserted, so Drop deletes exactly what exists.
@@ -109,14 +115,19 @@ mod tests {
     fn guard_drops_udp_while_alive_and_restores_on_drop() {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        a.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        a.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         assert!(roundtrip(&a, &b));
         let guard = IptablesDrop::udp_port(b.local_addr().unwrap().port());
         assert!(!roundtrip(&a, &b), "packets to the port still arrive");
         assert!(!roundtrip(&b, &a), "packets from the port still leave");
         drop(guard);
-        assert!(roundtrip(&a, &b), "packets to the port still dropped after the guard was dropped");
+        assert!(
+            roundtrip(&a, &b),
+            "packets to the port still dropped after the guard was dropped"
+        );
         assert!(roundtrip(&b, &a));
     }
 }

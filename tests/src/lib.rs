@@ -35,7 +35,11 @@ pub mod wait;
 
 pub use binary::{check_config, wovenetd};
 pub use broker::{Broker, mosquitto_available, require_mosquitto};
-pub use client::{Closed, EchoConn, echo_once, expect_closed_without_data, is_listening, stays_closed, try_wait_forward};
+pub use client::{
+    Closed, EchoConn, connect_eventually, echo_once, echo_once_with_banner,
+    expect_closed_without_data, is_listening, stays_closed, try_wait_forward,
+    try_wait_forward_with_banner,
+};
 pub use data::{DataGen, Digest};
 pub use iptables::IptablesDrop;
 pub use log::LogLine;

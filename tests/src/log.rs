@@ -27,7 +27,11 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn merge(into: &mut BTreeMap<String, String>, obj: &serde_json::Map<String, Value>, overwrite: bool) {
+fn merge(
+    into: &mut BTreeMap<String, String>,
+    obj: &serde_json::Map<String, Value>,
+    overwrite: bool,
+) {
     for (k, v) in obj {
         if overwrite || !into.contains_key(k) {
             into.insert(k.clone(), text(v));
@@ -62,7 +66,12 @@ impl LogLine {
         }
         let message = fields.get("message").cloned().unwrap_or_default();
         let level = fields.get("level").cloned().unwrap_or_default();
-        Some(Self { raw: line.to_owned(), message, level, fields })
+        Some(Self {
+            raw: line.to_owned(),
+            message,
+            level,
+            fields,
+        })
     }
 
     /// A field's value (`peer.site`, `channel.id`, ...).
@@ -79,7 +88,10 @@ impl LogLine {
     pub fn render(&self) -> String {
         let mut s = format!("{:5} {}", self.level, self.message);
         for (k, v) in &self.fields {
-            if !matches!(k.as_str(), "message" | "level" | "timestamp" | "target" | "name" | "threadId" | "threadName") {
+            if !matches!(
+                k.as_str(),
+                "message" | "level" | "timestamp" | "target" | "name" | "threadId" | "threadName"
+            ) {
                 s.push_str(&format!(" {k}={v}"));
             }
         }
@@ -158,7 +170,10 @@ mod tests {
         let text = format!("{FLAT}\n{FLAT}\nplain text\n");
         let t = tail(&text, 2);
         assert!(t.starts_with("  ... 1 earlier lines\n"), "{t}");
-        assert!(t.contains("INFO  channel up channel.id=3 peer.site=b"), "{t}");
+        assert!(
+            t.contains("INFO  channel up channel.id=3 peer.site=b"),
+            "{t}"
+        );
         assert!(t.contains("  plain text"), "{t}");
     }
 }

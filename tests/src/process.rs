@@ -100,7 +100,11 @@ impl Process {
             return None;
         }
         // Rebuild a wait(2) status word: exit code in bits 8..16, or the signal in bits 0..7.
-        let raw = if code == libc::CLD_EXITED { (status & 0xff) << 8 } else { status & 0x7f };
+        let raw = if code == libc::CLD_EXITED {
+            (status & 0xff) << 8
+        } else {
+            status & 0x7f
+        };
         Some(ExitStatus::from_raw(raw))
     }
 
@@ -140,7 +144,10 @@ impl Process {
             return s;
         }
         let _ = self.child.kill();
-        let status = self.child.wait().unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
         self.exited = Some(status);
         status
     }
@@ -195,7 +202,10 @@ mod tests {
         let mut p = sh("echo $E2E_VAR; echo oops >&2; exit 3", dir.path());
         let status = p.wait_exit(Duration::from_secs(5)).await.unwrap();
         assert_eq!(describe(status), "exit code 3");
-        assert_eq!(std::fs::read_to_string(dir.path().join("out")).unwrap(), "hello\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "hello\n"
+        );
         assert_eq!(file_tail(&dir.path().join("err"), 5), "  oops\n");
     }
 
@@ -209,7 +219,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(p.peek_status().unwrap().code(), Some(7));
-        assert_eq!(p.try_status().unwrap().code(), Some(7), "still reapable after peeking");
+        assert_eq!(
+            p.try_status().unwrap().code(),
+            Some(7),
+            "still reapable after peeking"
+        );
         let mut q = sh("sleep 30", dir.path());
         assert!(q.peek_status().is_none());
         q.kill();
@@ -219,10 +233,16 @@ mod tests {
     #[tokio::test]
     async fn sigterm_reaches_the_child() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = sh("trap 'exit 0' TERM; while true; do sleep 0.05; done", dir.path());
+        let mut p = sh(
+            "trap 'exit 0' TERM; while true; do sleep 0.05; done",
+            dir.path(),
+        );
         assert!(p.wait_exit(Duration::from_millis(200)).await.is_none());
         p.signal(libc::SIGTERM);
-        let status = p.wait_exit(Duration::from_secs(5)).await.expect("exits on SIGTERM");
+        let status = p
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .expect("exits on SIGTERM");
         assert_eq!(status.code(), Some(0));
     }
 

@@ -92,7 +92,11 @@ impl Running {
             }
         })
         .abort_handle();
-        Self { sock, accepted, accept_task }
+        Self {
+            sock,
+            accepted,
+            accept_task,
+        }
     }
 }
 
@@ -147,7 +151,11 @@ impl EchoServer {
 
     /// TCP port (panics for a unix server).
     pub fn port(&self) -> u16 {
-        self.running.sock.tcp_addr().expect("tcp echo server").port()
+        self.running
+            .sock
+            .tcp_addr()
+            .expect("tcp echo server")
+            .port()
     }
 
     /// Connections accepted so far.
@@ -195,7 +203,10 @@ impl SinkServer {
         let running = Running::spawn(listener, move |stream| {
             sink(stream, send_len, send_seed, tx.clone())
         });
-        Self { running, reports: Mutex::new(rx) }
+        Self {
+            running,
+            reports: Mutex::new(rx),
+        }
     }
 
     /// Where it listens.
@@ -240,7 +251,12 @@ async fn sink(stream: Stream, send_len: u64, seed: u64, tx: mpsc::UnboundedSende
             0
         }
     };
-    let _ = tx.send(SinkReport { received, sha256, sent, error });
+    let _ = tx.send(SinkReport {
+        received,
+        sha256,
+        sent,
+        error,
+    });
 }
 
 /// Accepts TCP connections, waits for the first bytes (up to 5 s, so the stream through the
@@ -253,7 +269,9 @@ impl ResettingServer {
     /// On 127.0.0.1, a free port.
     pub async fn tcp() -> Self {
         let listener = Listener::bind_tcp(Ipv4Addr::LOCALHOST.into()).await;
-        Self { running: Running::spawn(listener, reset) }
+        Self {
+            running: Running::spawn(listener, reset),
+        }
     }
 
     /// Where it listens.
@@ -315,6 +333,17 @@ mod tests {
         assert!(!path.exists());
     }
 
+    /// The range-app tests rely on a second loopback address to test `addressRange`.
+    #[tokio::test]
+    async fn echo_server_can_listen_on_another_loopback_address() {
+        let srv = EchoServer::tcp_on(Ipv4Addr::new(127, 0, 0, 2).into()).await;
+        assert_eq!(
+            srv.sock().tcp_addr().unwrap().ip(),
+            Ipv4Addr::new(127, 0, 0, 2)
+        );
+        assert_eq!(roundtrip(srv.sock(), b"x").await, b"x");
+    }
+
     #[tokio::test]
     async fn banner_comes_before_the_echo() {
         let srv = EchoServer::tcp_with_banner("site-b\n").await;
@@ -327,7 +356,11 @@ mod tests {
         let s = srv.sock().clone();
         drop(srv);
         tokio::task::yield_now().await;
-        crate::assert_eventually_async!(s.connect().await.is_err(), Duration::from_secs(5), "still accepting");
+        crate::assert_eventually_async!(
+            s.connect().await.is_err(),
+            Duration::from_secs(5),
+            "still accepting"
+        );
     }
 
     #[tokio::test]
@@ -359,7 +392,9 @@ mod tests {
         let mut c = srv.sock().connect().await.unwrap();
         c.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 16];
-        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap();
         let e = r.expect_err("expected a reset");
         assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
     }

@@ -19,8 +19,8 @@ use crate::wait::WAIT;
 
 pub mod config;
 
-pub use config::{DEFAULT_KEY, SiteBuilder, random_topic, unique_suffix, write_yaml};
 use config::{CONFIG_FILE, CONTROL_SOCKET, LOG_FILE};
+pub use config::{DEFAULT_KEY, SiteBuilder, random_topic, unique_suffix, write_yaml};
 
 /// How long a site may take between SIGTERM and a clean exit.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,12 +39,19 @@ pub struct Net {
 impl Net {
     /// Sites using `broker_url` and a topic no other test uses.
     pub fn new(broker_url: impl Display) -> Self {
-        Self { broker: broker_url.to_string(), topic: random_topic(), key: DEFAULT_KEY.to_owned() }
+        Self {
+            broker: broker_url.to_string(),
+            topic: random_topic(),
+            key: DEFAULT_KEY.to_owned(),
+        }
     }
 
     /// A builder for a site on this net.
     pub fn site(&self, name: &str) -> SiteBuilder {
-        Site::builder(name).broker(&self.broker).topic(&self.topic).key(&self.key)
+        Site::builder(name)
+            .broker(&self.broker)
+            .topic(&self.topic)
+            .key(&self.key)
     }
 
     /// The shared topic.
@@ -88,7 +95,10 @@ impl SiteBuilder {
             .unwrap_or_else(|e| panic!("cannot create tempdir: {e}"));
         let config = self.document(dir.path());
         let config_path = write_yaml(&dir.path().join(CONFIG_FILE), &config);
-        let binary = self.binary.clone().unwrap_or_else(|| crate::binary::wovenetd().to_path_buf());
+        let binary = self
+            .binary
+            .clone()
+            .unwrap_or_else(|| crate::binary::wovenetd().to_path_buf());
         Site {
             name: self.name.clone(),
             config_path,
@@ -179,7 +189,11 @@ impl Site {
 
     /// Starts the process (it must not be running) and waits for `site started`.
     pub async fn start(&mut self) {
-        assert!(!self.is_running(), "site {}: start() while already running", self.name);
+        assert!(
+            !self.is_running(),
+            "site {}: start() while already running",
+            self.name
+        );
         self.rotate();
         self.runs += 1;
         let runtime_dir = self.dir().as_os_str().to_owned();
@@ -191,9 +205,25 @@ impl Site {
             // A developer's WOVENET_LOG would override the config's level and format.
             ("WOVENET_LOG", None),
         ];
-        let args = [OsStr::new("run"), OsStr::new("--config"), self.config_path.as_os_str()];
-        let p = Process::spawn(&self.binary, args, &env, &self.stdout_path(), &self.stderr_path())
-            .unwrap_or_else(|e| panic!("site {}: cannot start {}: {e}", self.name, self.binary.display()));
+        let args = [
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            self.config_path.as_os_str(),
+        ];
+        let p = Process::spawn(
+            &self.binary,
+            args,
+            &env,
+            &self.stdout_path(),
+            &self.stderr_path(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "site {}: cannot start {}: {e}",
+                self.name,
+                self.binary.display()
+            )
+        });
         self.process = Some(p);
         self.wait_log("site started", WAIT).await;
     }
@@ -214,8 +244,17 @@ impl Site {
 
     /// SIGTERM and assert a clean exit (code 0) within [`STOP_TIMEOUT`].
     pub async fn stop(&mut self) {
-        assert!(self.process.is_some(), "site {}: stop() but it was never started", self.name);
-        match self.terminate(STOP_TIMEOUT).await {
+        self.stop_within(STOP_TIMEOUT).await;
+    }
+
+    /// SIGTERM and assert a clean exit (code 0) within `timeout`; kills it if it lingers.
+    pub async fn stop_within(&mut self, timeout: Duration) {
+        assert!(
+            self.process.is_some(),
+            "site {}: stop() but it was never started",
+            self.name
+        );
+        match self.terminate(timeout).await {
             Some(s) if s.code() == Some(0) => {}
             Some(s) => panic!(
                 "site {}: expected exit code 0 after SIGTERM, got {}\n{}",
@@ -226,7 +265,10 @@ impl Site {
             None => {
                 let d = self.diag();
                 self.kill();
-                panic!("site {}: still running {STOP_TIMEOUT:?} after SIGTERM (killed it now)\n{d}", self.name)
+                panic!(
+                    "site {}: still running {timeout:?} after SIGTERM (killed it now)\n{d}",
+                    self.name
+                )
             }
         }
     }
@@ -249,7 +291,10 @@ impl Site {
 
     /// Lines of the current run whose message contains `message` and whose fields match.
     pub fn find_log(&self, message: &str, fields: &[(&str, &str)]) -> Vec<LogLine> {
-        self.log_lines().into_iter().filter(|l| l.matches(message, fields)).collect()
+        self.log_lines()
+            .into_iter()
+            .filter(|l| l.matches(message, fields))
+            .collect()
     }
 
     /// How many lines of the current run match (see [`Self::find_log`]).
@@ -264,8 +309,16 @@ impl Site {
     }
 
     /// Waits for a line whose message contains `message` and whose fields equal `fields`.
-    pub async fn wait_log_with(&self, message: &str, fields: &[(&str, &str)], timeout: Duration) -> LogLine {
-        self.wait_log_count(message, fields, 1, timeout).await.pop().expect("count >= 1")
+    pub async fn wait_log_with(
+        &self,
+        message: &str,
+        fields: &[(&str, &str)],
+        timeout: Duration,
+    ) -> LogLine {
+        self.wait_log_count(message, fields, 1, timeout)
+            .await
+            .pop()
+            .expect("count >= 1")
     }
 
     /// Waits until at least `count` matching lines exist; returns them all.
@@ -335,14 +388,22 @@ impl Drop for Site {
         self.kill();
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);
-            eprintln!("wovenet-e2e: kept files of site {} in {}", self.name, self.dir().display());
+            eprintln!(
+                "wovenet-e2e: kept files of site {} in {}",
+                self.name,
+                self.dir().display()
+            );
         }
     }
 }
 
 /// The diagnostics of several sites, one after another.
 pub fn diag(sites: &[&Site]) -> String {
-    sites.iter().map(|s| s.diag()).collect::<Vec<_>>().join("\n")
+    sites
+        .iter()
+        .map(|s| s.diag())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Retries echo round trips through `local` until one succeeds; panics after `timeout` with
@@ -351,5 +412,103 @@ pub async fn wait_forward(local: &Sock, timeout: Duration, sites: &[&Site]) -> D
     match client::try_wait_forward(local, timeout).await {
         Ok(d) => d,
         Err(e) => panic!("{e}\n{}", diag(sites)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for wovenetd that speaks just enough of the contract (`run --config FILE`,
+    /// JSON log to `logger.file`, clean exit on SIGTERM) to exercise the harness. Site names
+    /// pick misbehaviours: `crash` exits at once, `stubborn` ignores SIGTERM.
+    const FAKE: &str = r#"#!/bin/bash
+cfg="$3"
+name=$(sed -n 's/^siteName: *//p' "$cfg" | tr -d "'\"")
+log=$(sed -n 's/^ *file: *//p' "$cfg" | tr -d "'\"")
+if [ "$name" = crash ]; then echo "fake: bad things" >&2; exit 3; fi
+if [ "$name" = stubborn ]; then trap '' TERM; else trap 'echo "{\"fields\":{\"message\":\"site stopping\"}}" >> "$log"; exit 0' TERM; fi
+echo "{\"level\":\"INFO\",\"fields\":{\"message\":\"site started\"},\"span\":{\"site.name\":\"$name\"}}" >> "$log"
+echo "{\"level\":\"DEBUG\",\"message\":\"channel up\",\"peer.site\":\"b\",\"channel.id\":1}" >> "$log"
+while true; do sleep 0.05 & wait $!; done
+"#;
+
+    fn fake(dir: &Path) -> PathBuf {
+        let p = dir.join("fake-wovenetd");
+        std::fs::write(&p, FAKE).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn builder(name: &str, bin: &Path) -> SiteBuilder {
+        Site::builder(name)
+            .topic(random_topic())
+            .broker("mqtt://127.0.0.1:1")
+            .binary(bin)
+    }
+
+    #[tokio::test]
+    async fn site_starts_logs_stops_restarts_and_is_killed() {
+        let bins = tempfile::tempdir().unwrap();
+        let mut a = builder("a", &fake(bins.path())).spawn().await;
+        assert!(a.is_running());
+        assert_eq!(a.count_log("site started", &[("site.name", "a")]), 1);
+        let up = a
+            .wait_log_with("channel up", &[("peer.site", "b")], WAIT)
+            .await;
+        assert_eq!(up.field("channel.id"), Some("1"));
+        assert!(a.config_path().is_file());
+        assert_eq!(a.config()["siteName"], "a");
+        assert_eq!(a.socket_ports().len(), 1);
+
+        a.restart().await;
+        assert_eq!(
+            a.count_log("site started", &[]),
+            1,
+            "the new run's log starts fresh"
+        );
+        let old = std::fs::read_to_string(a.dir().join("site.log.1")).unwrap();
+        assert!(
+            old.contains("site stopping"),
+            "previous run kept aside: {old}"
+        );
+
+        a.kill();
+        assert!(!a.is_running());
+        a.start().await;
+        assert!(a.is_running());
+        a.stop().await;
+        assert!(a.diag().contains("exited (exit code 0)"), "{}", a.diag());
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the process exited (exit code 3)")]
+    async fn a_site_that_exits_at_start_fails_with_its_stderr() {
+        let bins = tempfile::tempdir().unwrap();
+        let _ = builder("crash", &fake(bins.path())).spawn().await;
+    }
+
+    #[tokio::test]
+    async fn diag_shows_log_tail_and_stderr() {
+        let bins = tempfile::tempdir().unwrap();
+        let mut site = builder("crash", &fake(bins.path())).prepare();
+        let err = tokio::spawn(async move { site.start().await })
+            .await
+            .unwrap_err();
+        let msg = err.into_panic().downcast::<String>().unwrap();
+        assert!(msg.contains("stderr tail:\n  fake: bad things"), "{msg}");
+        assert!(
+            msg.contains("\"site started\""),
+            "says what it waited for: {msg}"
+        );
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "still running 500ms after SIGTERM")]
+    async fn a_site_ignoring_sigterm_fails_stop() {
+        let bins = tempfile::tempdir().unwrap();
+        let mut s = builder("stubborn", &fake(bins.path())).spawn().await;
+        s.stop_within(Duration::from_millis(500)).await;
     }
 }

@@ -98,13 +98,21 @@ mod tests {
     #[test]
     fn assert_eventually_passes_once_condition_holds() {
         let n = AtomicU32::new(0);
-        crate::assert_eventually!(n.fetch_add(1, Ordering::SeqCst) >= 3, Duration::from_secs(2));
+        crate::assert_eventually!(
+            n.fetch_add(1, Ordering::SeqCst) >= 3,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]
     #[should_panic(expected = "was still false after")]
     fn assert_eventually_panics_with_message_on_timeout() {
-        crate::assert_eventually!(false, Duration::from_millis(100), "waited for {}", "nothing");
+        crate::assert_eventually!(
+            false,
+            Duration::from_millis(100),
+            "waited for {}",
+            "nothing"
+        );
     }
 
     #[tokio::test]

@@ -27,7 +27,11 @@ pub fn unique_suffix() -> String {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}{:x}{n:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+    format!(
+        "{:x}{:x}{n:x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id()
+    )
 }
 
 /// A topic no other test uses: `wovenet-test/<unique>`.
@@ -102,7 +106,8 @@ impl SiteBuilder {
 
     /// `localExposedApps`: a single-socket app (`tcp:IP:PORT` or `unix:PATH`).
     pub fn expose(mut self, app: &str, app_socket: impl Display) -> Self {
-        self.exposed.push(json!({ "appName": app, "appSocket": app_socket.to_string() }));
+        self.exposed
+            .push(json!({ "appName": app, "appSocket": app_socket.to_string() }));
         self
     }
 
@@ -125,7 +130,13 @@ impl SiteBuilder {
 
     /// `remoteApps`: use `site`'s range `app`, targeting `app_socket` (`tcp:IP:PORT` on the far
     /// side), through `local_socket` here.
-    pub fn remote_range(mut self, site: &str, app: &str, app_socket: impl Display, local_socket: impl Display) -> Self {
+    pub fn remote_range(
+        mut self,
+        site: &str,
+        app: &str,
+        app_socket: impl Display,
+        local_socket: impl Display,
+    ) -> Self {
         self.remotes.push(json!({
             "siteName": site, "appName": app, "appSocket": app_socket.to_string(),
             "localSocket": local_socket.to_string(),
@@ -164,11 +175,17 @@ impl SiteBuilder {
     pub fn document(&mut self, dir: &Path) -> Value {
         let sockets = self.ensure_socket();
         let topic = self.topic.clone().unwrap_or_else(|| {
-            panic!("site {}: no topic set; use Net::site or .topic(random_topic())", self.name)
+            panic!(
+                "site {}: no topic set; use Net::site or .topic(random_topic())",
+                self.name
+            )
         });
         let mut mqtt = Map::new();
         match (&self.broker, &self.embedded_broker) {
-            (None, None) => panic!("site {}: set .broker(url) or .embedded_broker(addr)", self.name),
+            (None, None) => panic!(
+                "site {}: set .broker(url) or .embedded_broker(addr)",
+                self.name
+            ),
             (Some(url), _) => {
                 mqtt.insert("brokerServer".into(), json!(url));
             }
@@ -176,7 +193,10 @@ impl SiteBuilder {
         }
         mqtt.insert("topic".into(), json!(topic));
         if let Some(addr) = self.embedded_broker {
-            mqtt.insert("embeddedBroker".into(), json!({ "listen": addr.to_string() }));
+            mqtt.insert(
+                "embeddedBroker".into(),
+                json!({ "listen": addr.to_string() }),
+            );
         }
         let local_sockets: Vec<Value> = sockets
             .iter()
@@ -250,9 +270,16 @@ mod tests {
         assert_eq!(doc["logger"]["file"], "/d/site.log");
         assert_eq!(doc["logger"]["format"], "json");
         assert_eq!(doc["messageChannel"]["protocol"], "mqtt");
-        assert_eq!(doc["messageChannel"]["mqtt"]["brokerServer"], "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            doc["messageChannel"]["mqtt"]["brokerServer"],
+            "mqtt://127.0.0.1:1883"
+        );
         assert_eq!(doc["messageChannel"]["mqtt"]["topic"], "wovenet-test/x");
-        assert!(doc["messageChannel"]["mqtt"].get("embeddedBroker").is_none());
+        assert!(
+            doc["messageChannel"]["mqtt"]
+                .get("embeddedBroker")
+                .is_none()
+        );
         let socks = doc["tunnel"]["localSockets"].as_array().unwrap();
         assert_eq!(socks.len(), 2);
         assert_eq!(socks[1]["listenPort"], 4001);
@@ -268,9 +295,14 @@ mod tests {
 
     #[test]
     fn embedded_broker_alone_needs_no_broker_server_and_a_socket_is_added() {
-        let mut b = SiteBuilder::new("x").topic("t").embedded_broker("127.0.0.1:1999".parse().unwrap());
+        let mut b = SiteBuilder::new("x")
+            .topic("t")
+            .embedded_broker("127.0.0.1:1999".parse().unwrap());
         let doc = b.document(Path::new("/d"));
-        assert_eq!(doc["messageChannel"]["mqtt"]["embeddedBroker"]["listen"], "127.0.0.1:1999");
+        assert_eq!(
+            doc["messageChannel"]["mqtt"]["embeddedBroker"]["listen"],
+            "127.0.0.1:1999"
+        );
         assert!(doc["messageChannel"]["mqtt"].get("brokerServer").is_none());
         assert_eq!(doc["tunnel"]["localSockets"].as_array().unwrap().len(), 1);
         assert!(doc.get("localExposedApps").is_none());
@@ -279,13 +311,18 @@ mod tests {
     #[test]
     #[should_panic(expected = "no topic set")]
     fn missing_topic_is_a_harness_error() {
-        SiteBuilder::new("a").broker("mqtt://127.0.0.1:1").document(Path::new("/d"));
+        SiteBuilder::new("a")
+            .broker("mqtt://127.0.0.1:1")
+            .document(Path::new("/d"));
     }
 
     #[test]
     fn written_yaml_parses_back_to_the_same_document() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = SiteBuilder::new("a").topic("t/1").broker("mqtt://127.0.0.1:1883").expose("e", "tcp:127.0.0.1:1");
+        let mut b = SiteBuilder::new("a")
+            .topic("t/1")
+            .broker("mqtt://127.0.0.1:1883")
+            .expose("e", "tcp:127.0.0.1:1");
         let path = b.write_config(dir.path());
         let back: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back, b.document(dir.path()));
