@@ -18,6 +18,12 @@
 //! # }
 //! ```
 //!
+//! Environment:
+//! - `WOVENET_BIN_DIR=DIR` uses `DIR/wovenetd` instead of running `cargo build -p wovenet-daemon`.
+//! - `WOVENET_REQUIRE_MOSQUITTO=1` makes the mosquitto tests fail, not skip, without mosquitto.
+//! - The iptables tests (`faults.rs`, `iptables.rs`) need root and iptables, and fail without.
+//! - A failing test keeps its sites' tempdirs (config, JSON log, stderr) and prints their paths.
+//!
 //! This crate is test support: its failure mode is a panic with a good message, so it panics
 //! freely (never `unwrap()`), and it must not contain wovenet logic of its own.
 

@@ -76,6 +76,7 @@ pub struct Site {
     sockets: Vec<u16>,
     process: Option<Process>,
     runs: u32,
+    keep_on_panic: bool,
 }
 
 impl SiteBuilder {
@@ -108,6 +109,7 @@ impl SiteBuilder {
             dir,
             process: None,
             runs: 0,
+            keep_on_panic: self.keep_on_panic,
         }
     }
 }
@@ -358,22 +360,27 @@ impl Site {
         self.process.as_ref()?.peek_status()
     }
 
-    /// Log tail, stderr tail and process state, for panic messages.
+    /// Log tail, stderr (and stdout, if any) tail and process state, for panic messages.
     pub fn diag(&self) -> String {
         let state = match (self.pid(), self.exit_status()) {
             (None, _) => "never started".to_owned(),
             (Some(pid), None) => format!("pid {pid} running"),
             (Some(pid), Some(s)) => format!("pid {pid} exited ({})", process::describe(s)),
         };
-        format!(
-            "--- site {} ({state}, run {}, dir {}) log tail:\n{}--- site {} stderr tail:\n{}",
+        let mut out = format!(
+            "--- site {} ({state}, run {}, config {}) log tail:\n{}--- site {} stderr tail:\n{}",
             self.name,
             self.runs,
-            self.dir().display(),
+            self.config_path.display(),
             log::tail(&self.log(), TAIL_LINES),
             self.name,
             file_tail(&self.stderr_path(), 20),
-        )
+        );
+        let stdout = file_tail(&self.stdout_path(), 20);
+        if !stdout.is_empty() {
+            out.push_str(&format!("--- site {} stdout tail:\n{stdout}", self.name));
+        }
+        out
     }
 
     /// Retries echo round trips through `local` (a remote app's local socket on this site)
@@ -386,7 +393,7 @@ impl Site {
 impl Drop for Site {
     fn drop(&mut self) {
         self.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() && self.keep_on_panic {
             self.dir.disable_cleanup(true);
             eprintln!(
                 "wovenet-e2e: kept files of site {} in {}",
@@ -446,6 +453,7 @@ while true; do sleep 0.05 & wait $!; done
             .topic(random_topic())
             .broker("mqtt://127.0.0.1:1")
             .binary(bin)
+            .keep_files_on_panic(false)
     }
 
     #[tokio::test]

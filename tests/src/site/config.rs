@@ -53,6 +53,7 @@ pub struct SiteBuilder {
     congestion: Option<String>,
     log_level: String,
     pub(crate) binary: Option<PathBuf>,
+    pub(crate) keep_on_panic: bool,
 }
 
 impl SiteBuilder {
@@ -70,6 +71,7 @@ impl SiteBuilder {
             congestion: None,
             log_level: "debug".to_owned(),
             binary: None,
+            keep_on_panic: true,
         }
     }
 
@@ -159,6 +161,12 @@ impl SiteBuilder {
     /// Runs this program instead of the built `wovenetd` (harness self-tests use a fake).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
+        self
+    }
+
+    /// Whether a panicking test keeps the site's tempdir for inspection (default true).
+    pub fn keep_files_on_panic(mut self, keep: bool) -> Self {
+        self.keep_on_panic = keep;
         self
     }
 
