@@ -1,1 +1,55 @@
-//! End-to-end harness.
+//! End-to-end harness for wovenet: runs real `wovenetd` processes (built once per test
+//! process, or taken from `WOVENET_BIN_DIR`) with configs written into tempdirs, brokers
+//! (a broker-only wovenetd or mosquitto), tiny app servers, client checks, log waits and an
+//! iptables packet-drop guard. It never sleeps for readiness: waits poll a condition with a
+//! deadline and panic with what was expected, what was seen and the tails of the daemon logs.
+//!
+//! Typical test:
+//! ```no_run
+//! # async fn t() {
+//! use wovenet_e2e::*;
+//! let broker = Broker::embedded().await;
+//! let net = Net::new(broker.url());
+//! let echo = EchoServer::tcp().await;
+//! let local = Sock::free_tcp();
+//! let b = net.site("b").expose("echo", echo.sock()).spawn().await;
+//! let a = net.site("a").remote("b", "echo", &local).spawn().await;
+//! wait_forward(&local, WAIT, &[&a, &b]).await;
+//! # }
+//! ```
+//!
+//! Environment:
+//! - `WOVENET_BIN_DIR=DIR` uses `DIR/wovenetd` instead of running `cargo build -p wovenet-daemon`.
+//! - `WOVENET_REQUIRE_MOSQUITTO=1` makes the mosquitto tests fail, not skip, without mosquitto.
+//! - The iptables tests (`faults.rs`, `iptables.rs`) need root and iptables, and fail without.
+//! - A failing test keeps its sites' tempdirs (config, JSON log, stderr) and prints their paths.
+//!
+//! This crate is test support: its failure mode is a panic with a good message, so it panics
+//! freely (never `unwrap()`), and it must not contain wovenet logic of its own.
+
+pub mod binary;
+pub mod broker;
+pub mod client;
+pub mod data;
+pub mod iptables;
+pub mod log;
+pub mod process;
+pub mod server;
+pub mod site;
+pub mod sock;
+pub mod wait;
+
+pub use binary::{check_config, wovenetd};
+pub use broker::{Broker, mosquitto_available, require_mosquitto};
+pub use client::{
+    Closed, EchoConn, connect_eventually, echo_once, echo_once_with_banner,
+    expect_closed_without_data, is_listening, stays_closed, try_wait_forward,
+    try_wait_forward_with_banner,
+};
+pub use data::{DataGen, Digest};
+pub use iptables::IptablesDrop;
+pub use log::LogLine;
+pub use server::{EchoServer, ResettingServer, SinkReport, SinkServer, socket_dir};
+pub use site::{Net, Site, SiteBuilder, diag, random_topic, wait_forward, write_yaml};
+pub use sock::{Sock, Stream, free_tcp_port, free_udp_port};
+pub use wait::{WAIT, eventually};

@@ -1,0 +1,343 @@
+//! The YAML document a test site runs with: built from a [`SiteBuilder`] as a JSON value (so
+//! tests can tweak it, e.g. to make it invalid) and written as YAML. Pure: no processes.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::sock::free_udp_port;
+
+/// The key every test site uses unless told otherwise.
+pub const DEFAULT_KEY: &str = "test-key-123";
+
+/// Names of the files a site keeps in its directory.
+pub(crate) const CONFIG_FILE: &str = "site.yaml";
+pub(crate) const LOG_FILE: &str = "site.log";
+pub(crate) const CONTROL_SOCKET: &str = "control.sock";
+
+/// A string unique within this machine for a while: time, pid and a counter, in hex.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:x}{:x}{n:x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id()
+    )
+}
+
+/// A topic no other test uses: `wovenet-test/<unique>`.
+pub fn random_topic() -> String {
+    format!("wovenet-test/{}", unique_suffix())
+}
+
+/// Describes one site; [`SiteBuilder::spawn`](crate::SiteBuilder::spawn) starts it.
+#[derive(Debug, Clone)]
+pub struct SiteBuilder {
+    pub(crate) name: String,
+    key: String,
+    topic: Option<String>,
+    broker: Option<String>,
+    embedded_broker: Option<SocketAddr>,
+    pub(crate) sockets: Vec<u16>,
+    exposed: Vec<Value>,
+    remotes: Vec<Value>,
+    congestion: Option<String>,
+    log_level: String,
+    pub(crate) binary: Option<PathBuf>,
+    pub(crate) keep_on_panic: bool,
+}
+
+impl SiteBuilder {
+    /// A site called `name` with the default key, no topic, broker, sockets or apps yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            key: DEFAULT_KEY.to_owned(),
+            topic: None,
+            broker: None,
+            embedded_broker: None,
+            sockets: Vec::new(),
+            exposed: Vec::new(),
+            remotes: Vec::new(),
+            congestion: None,
+            log_level: "debug".to_owned(),
+            binary: None,
+            keep_on_panic: true,
+        }
+    }
+
+    /// `crypto.key`.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// `messageChannel.mqtt.topic` (use a random one per test, see [`random_topic`]).
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// `messageChannel.mqtt.brokerServer`, e.g. `mqtt://127.0.0.1:1883`.
+    pub fn broker(mut self, url: impl Display) -> Self {
+        self.broker = Some(url.to_string());
+        self
+    }
+
+    /// `messageChannel.mqtt.embeddedBroker.listen`: this site also runs the broker.
+    pub fn embedded_broker(mut self, listen: SocketAddr) -> Self {
+        self.embedded_broker = Some(listen);
+        self
+    }
+
+    /// Adds a `tunnel.localSockets` entry: dedicated-address QUIC on 127.0.0.1:`port`.
+    /// Without any, [`Self::document`] adds one on a free UDP port.
+    pub fn socket(mut self, port: u16) -> Self {
+        self.sockets.push(port);
+        self
+    }
+
+    /// `localExposedApps`: a single-socket app (`tcp:IP:PORT` or `unix:PATH`).
+    pub fn expose(mut self, app: &str, app_socket: impl Display) -> Self {
+        self.exposed
+            .push(json!({ "appName": app, "appSocket": app_socket.to_string() }));
+        self
+    }
+
+    /// `localExposedApps`: a range app, e.g. ports `["5900", "20000-30000"]`, addresses
+    /// `["127.0.0.1", "127.0.0.0/8"]`.
+    pub fn expose_range(mut self, app: &str, ports: &[&str], addresses: &[&str]) -> Self {
+        self.exposed.push(json!({
+            "appName": app, "mode": "range", "portRange": ports, "addressRange": addresses,
+        }));
+        self
+    }
+
+    /// `remoteApps`: use `site`'s `app` through `local_socket` here.
+    pub fn remote(mut self, site: &str, app: &str, local_socket: impl Display) -> Self {
+        self.remotes.push(json!({
+            "siteName": site, "appName": app, "localSocket": local_socket.to_string(),
+        }));
+        self
+    }
+
+    /// `remoteApps`: use `site`'s range `app`, targeting `app_socket` (`tcp:IP:PORT` on the far
+    /// side), through `local_socket` here.
+    pub fn remote_range(
+        mut self,
+        site: &str,
+        app: &str,
+        app_socket: impl Display,
+        local_socket: impl Display,
+    ) -> Self {
+        self.remotes.push(json!({
+            "siteName": site, "appName": app, "appSocket": app_socket.to_string(),
+            "localSocket": local_socket.to_string(),
+        }));
+        self
+    }
+
+    /// `tunnel.congestionControl` (`cubic` or `bbr`).
+    pub fn congestion(mut self, cc: &str) -> Self {
+        self.congestion = Some(cc.to_owned());
+        self
+    }
+
+    /// `logger.level` (default `debug`).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.to_owned();
+        self
+    }
+
+    /// Runs this program instead of the built `wovenetd` (harness self-tests use a fake).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Whether a panicking test keeps the site's tempdir for inspection (default true).
+    pub fn keep_files_on_panic(mut self, keep: bool) -> Self {
+        self.keep_on_panic = keep;
+        self
+    }
+
+    /// Adds a local socket on a free UDP port if none was configured; returns the ports.
+    pub(crate) fn ensure_socket(&mut self) -> Vec<u16> {
+        if self.sockets.is_empty() {
+            self.sockets.push(free_udp_port());
+        }
+        self.sockets.clone()
+    }
+
+    /// The config document for a site whose files live in `dir`. Panics if neither a broker nor
+    /// an embedded broker was set, or no topic was set: both are per-test choices.
+    pub fn document(&mut self, dir: &Path) -> Value {
+        let sockets = self.ensure_socket();
+        let topic = self.topic.clone().unwrap_or_else(|| {
+            panic!(
+                "site {}: no topic set; use Net::site or .topic(random_topic())",
+                self.name
+            )
+        });
+        let mut mqtt = Map::new();
+        match (&self.broker, &self.embedded_broker) {
+            (None, None) => panic!(
+                "site {}: set .broker(url) or .embedded_broker(addr)",
+                self.name
+            ),
+            (Some(url), _) => {
+                mqtt.insert("brokerServer".into(), json!(url));
+            }
+            (None, Some(_)) => {}
+        }
+        mqtt.insert("topic".into(), json!(topic));
+        if let Some(addr) = self.embedded_broker {
+            mqtt.insert(
+                "embeddedBroker".into(),
+                json!({ "listen": addr.to_string() }),
+            );
+        }
+        let local_sockets: Vec<Value> = sockets
+            .iter()
+            .map(|p| {
+                json!({
+                    "mode": "dedicated-address", "transportProtocol": "quic",
+                    "publicAddress": "127.0.0.1", "listenPort": p,
+                })
+            })
+            .collect();
+        let mut tunnel = Map::new();
+        tunnel.insert("localSockets".into(), Value::Array(local_sockets));
+        if let Some(cc) = &self.congestion {
+            tunnel.insert("congestionControl".into(), json!(cc));
+        }
+        let mut doc = json!({
+            "siteName": self.name,
+            "crypto": { "key": self.key },
+            "logger": {
+                "level": self.log_level,
+                "file": dir.join(LOG_FILE).display().to_string(),
+                "format": "json",
+            },
+            "messageChannel": { "protocol": "mqtt", "mqtt": Value::Object(mqtt) },
+            "tunnel": Value::Object(tunnel),
+            "control": { "socket": dir.join(CONTROL_SOCKET).display().to_string() },
+        });
+        if !self.exposed.is_empty() {
+            doc["localExposedApps"] = Value::Array(self.exposed.clone());
+        }
+        if !self.remotes.is_empty() {
+            doc["remoteApps"] = Value::Array(self.remotes.clone());
+        }
+        doc
+    }
+
+    /// Writes [`Self::document`] for `dir` to `dir/site.yaml` and returns its path (for
+    /// `wovenetd check` tests).
+    pub fn write_config(&mut self, dir: &Path) -> PathBuf {
+        let doc = self.document(dir);
+        write_yaml(&dir.join(CONFIG_FILE), &doc)
+    }
+}
+
+/// Writes `doc` as YAML to `path`; returns `path`.
+pub fn write_yaml(path: &Path, doc: &Value) -> PathBuf {
+    let yaml = serde_yaml::to_string(doc).unwrap_or_else(|e| panic!("cannot render YAML: {e}"));
+    std::fs::write(path, yaml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path.to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_has_the_wovenet_config_shape() {
+        let mut b = SiteBuilder::new("a")
+            .topic("wovenet-test/x")
+            .broker("mqtt://127.0.0.1:1883")
+            .socket(4000)
+            .socket(4001)
+            .expose("echo", "tcp:127.0.0.1:7000")
+            .expose_range("vnc", &["5900", "20000-30000"], &["127.0.0.1"])
+            .remote("b", "echo", "unix:/tmp/e.sock")
+            .remote_range("b", "vnc", "tcp:127.0.0.1:25000", "tcp:127.0.0.1:7001")
+            .congestion("bbr");
+        let doc = b.document(Path::new("/d"));
+        assert_eq!(doc["siteName"], "a");
+        assert_eq!(doc["crypto"]["key"], DEFAULT_KEY);
+        assert_eq!(doc["logger"]["file"], "/d/site.log");
+        assert_eq!(doc["logger"]["format"], "json");
+        assert_eq!(doc["messageChannel"]["protocol"], "mqtt");
+        assert_eq!(
+            doc["messageChannel"]["mqtt"]["brokerServer"],
+            "mqtt://127.0.0.1:1883"
+        );
+        assert_eq!(doc["messageChannel"]["mqtt"]["topic"], "wovenet-test/x");
+        assert!(
+            doc["messageChannel"]["mqtt"]
+                .get("embeddedBroker")
+                .is_none()
+        );
+        let socks = doc["tunnel"]["localSockets"].as_array().unwrap();
+        assert_eq!(socks.len(), 2);
+        assert_eq!(socks[1]["listenPort"], 4001);
+        assert_eq!(socks[0]["mode"], "dedicated-address");
+        assert_eq!(socks[0]["publicAddress"], "127.0.0.1");
+        assert_eq!(doc["tunnel"]["congestionControl"], "bbr");
+        assert_eq!(doc["localExposedApps"][1]["mode"], "range");
+        assert_eq!(doc["localExposedApps"][1]["portRange"][1], "20000-30000");
+        assert_eq!(doc["remoteApps"][0]["localSocket"], "unix:/tmp/e.sock");
+        assert_eq!(doc["remoteApps"][1]["appSocket"], "tcp:127.0.0.1:25000");
+        assert_eq!(doc["control"]["socket"], "/d/control.sock");
+    }
+
+    #[test]
+    fn embedded_broker_alone_needs_no_broker_server_and_a_socket_is_added() {
+        let mut b = SiteBuilder::new("x")
+            .topic("t")
+            .embedded_broker("127.0.0.1:1999".parse().unwrap());
+        let doc = b.document(Path::new("/d"));
+        assert_eq!(
+            doc["messageChannel"]["mqtt"]["embeddedBroker"]["listen"],
+            "127.0.0.1:1999"
+        );
+        assert!(doc["messageChannel"]["mqtt"].get("brokerServer").is_none());
+        assert_eq!(doc["tunnel"]["localSockets"].as_array().unwrap().len(), 1);
+        assert!(doc.get("localExposedApps").is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "no topic set")]
+    fn missing_topic_is_a_harness_error() {
+        SiteBuilder::new("a")
+            .broker("mqtt://127.0.0.1:1")
+            .document(Path::new("/d"));
+    }
+
+    #[test]
+    fn written_yaml_parses_back_to_the_same_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = SiteBuilder::new("a")
+            .topic("t/1")
+            .broker("mqtt://127.0.0.1:1883")
+            .expose("e", "tcp:127.0.0.1:1");
+        let path = b.write_config(dir.path());
+        let back: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back, b.document(dir.path()));
+    }
+
+    #[test]
+    fn topics_are_unique() {
+        assert_ne!(random_topic(), random_topic());
+    }
+}

@@ -1,0 +1,336 @@
+//! Two sites, `b` exposing apps and also running the embedded broker, `a` using them:
+//! forwarding correctness (byte-exact, half-close, parallelism), unix/tcp conversion, range
+//! apps and refusals.
+#![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinSet;
+use wovenet_e2e::*;
+
+/// Sites `a` (user) and `b` (exposer, hosting the embedded broker), spawned b first.
+struct Pair {
+    a: Site,
+    b: Site,
+}
+
+impl Pair {
+    async fn new(
+        b: impl FnOnce(SiteBuilder) -> SiteBuilder,
+        a: impl FnOnce(SiteBuilder) -> SiteBuilder,
+    ) -> Self {
+        let broker = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let net = Net::new(format!("mqtt://{broker}"));
+        let b = b(net.site("b").embedded_broker(broker)).spawn().await;
+        let a = a(net.site("a")).spawn().await;
+        Self { a, b }
+    }
+
+    fn diag(&self) -> String {
+        diag(&[&self.a, &self.b])
+    }
+
+    async fn wait_forward(&self, local: &Sock) {
+        wait_forward(local, WAIT, &[&self.a, &self.b]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_comes_up_and_echo_works() {
+    let echo = EchoServer::tcp().await;
+    let local = Sock::free_tcp();
+    let p = Pair::new(
+        |b| b.expose("echo", echo.sock()),
+        |a| a.remote("b", "echo", &local),
+    )
+    .await;
+    p.wait_forward(&local).await;
+
+    echo_once(&local, b"hello through the tunnel", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    // What only the logs can show: who saw whom, over which channel, and the listener event.
+    p.a.wait_log_with("peer discovered", &[("peer.site", "b")], WAIT)
+        .await;
+    p.b.wait_log_with("peer discovered", &[("peer.site", "a")], WAIT)
+        .await;
+    let up =
+        p.a.wait_log_with("channel up", &[("peer.site", "b")], WAIT)
+            .await;
+    assert!(
+        up.field("channel.id").is_some(),
+        "channel up without channel.id: {}",
+        up.raw
+    );
+    let opened =
+        p.a.wait_log_with(
+            "remote app listener opened",
+            &[("app.name", "echo"), ("peer.site", "b")],
+            WAIT,
+        )
+        .await;
+    assert!(
+        opened
+            .field("local")
+            .is_some_and(|l| l.contains(&local.tcp_addr().unwrap().port().to_string())),
+        "listener opened line should name the local socket {local}: {}",
+        opened.raw
+    );
+    assert!(
+        echo.accepted() >= 2,
+        "the echo server should have seen our connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_each_way_arrive_byte_exact() {
+    const LEN: u64 = 64 << 20;
+    let (up_seed, down_seed) = (0x5eed_0001, 0x5eed_0002);
+    let sink = SinkServer::tcp(LEN, down_seed).await;
+    let local = Sock::free_tcp();
+    let p = Pair::new(
+        |b| b.expose("sink", sink.sock()),
+        |a| a.remote("b", "sink", &local),
+    )
+    .await;
+
+    let expected = tokio::task::spawn_blocking(move || {
+        (
+            data::sha256_of(up_seed, LEN),
+            data::sha256_of(down_seed, LEN),
+        )
+    });
+    let stream = connect_eventually(&local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    let start = Instant::now();
+    let (mut r, mut w) = tokio::io::split(stream);
+    let send = async {
+        data::write_stream(&mut w, up_seed, LEN).await?;
+        w.shutdown().await
+    };
+    let transfer = async { tokio::join!(send, data::hash_to_end(&mut r)) };
+    let limit = Duration::from_secs(90);
+    let (sent, received) = tokio::time::timeout(limit, transfer)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "64 MiB each way did not finish within {limit:?}\n{}",
+                p.diag()
+            )
+        });
+    let (up_hash, down_hash) = expected.await.unwrap();
+    sent.unwrap_or_else(|e| panic!("sending 64 MiB failed: {e}\n{}", p.diag()));
+    let (n, got) = received
+        .unwrap_or_else(|(n, e)| panic!("receiving failed after {n} bytes: {e}\n{}", p.diag()));
+    eprintln!("64 MiB each way in {:?}", start.elapsed());
+    assert_eq!(
+        (n, got),
+        (LEN, down_hash),
+        "downstream (b's app to a's client) differs\n{}",
+        p.diag()
+    );
+
+    let report = sink.next_report(WAIT).await;
+    assert_eq!(
+        report,
+        SinkReport {
+            received: LEN,
+            sha256: Some(up_hash),
+            sent: LEN,
+            error: None
+        },
+        "upstream (a's client to b's app) differs\n{}",
+        p.diag()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_parallel_connections_each_echo_their_own_data() {
+    let echo = EchoServer::tcp().await;
+    let local = Sock::free_tcp();
+    let p = Pair::new(
+        |b| b.congestion("bbr").expose("echo", echo.sock()),
+        |a| a.congestion("bbr").remote("b", "echo", &local),
+    )
+    .await;
+    p.wait_forward(&local).await;
+
+    let mut set = JoinSet::new();
+    for i in 0..100u64 {
+        let local = local.clone();
+        set.spawn(async move {
+            let payload = data::bytes(1000 + i, 16 * 1024 + i as usize * 97);
+            echo_once(&local, &payload, WAIT)
+                .await
+                .map_err(|e| format!("connection {i}: {e}"))
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 100 parallel connections failed, first ones:\n  {}\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  "),
+        p.diag()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_and_tcp_sockets_convert_both_ways() {
+    let dir = socket_dir();
+    let unix_app = EchoServer::unix(dir.path().join("app.sock")).await;
+    let tcp_app = EchoServer::tcp().await;
+    let tcp_local = Sock::free_tcp();
+    let unix_local = Sock::unix(dir.path().join("local.sock"));
+    let p = Pair::new(
+        |b| {
+            b.expose("unix-app", unix_app.sock())
+                .expose("tcp-app", tcp_app.sock())
+        },
+        |a| {
+            a.remote("b", "unix-app", &tcp_local)
+                .remote("b", "tcp-app", &unix_local)
+        },
+    )
+    .await;
+    p.wait_forward(&tcp_local).await;
+    p.wait_forward(&unix_local).await;
+
+    let payload = data::bytes(77, 1 << 20);
+    echo_once(&tcp_local, &payload, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("exposed unix app served as local tcp: {e}\n{}", p.diag()));
+    echo_once(&unix_local, &payload, WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "exposed tcp app served on a local unix socket: {e}\n{}",
+                p.diag()
+            )
+        });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_app_forwards_allowed_targets_and_refuses_others() {
+    let allowed = EchoServer::tcp().await;
+    let wrong_port = EchoServer::tcp().await;
+    let wrong_addr = EchoServer::tcp_on(Ipv4Addr::new(127, 0, 0, 2).into()).await;
+    let (p_ok, p_bad, p_addr) = (allowed.port(), wrong_port.port(), wrong_addr.port());
+    assert!(
+        p_bad != p_ok && p_bad != p_addr,
+        "port collision in test setup: {p_ok} {p_bad} {p_addr}"
+    );
+    // Ports allow the first and third server; addresses only 127.0.0.1. So the second is refused
+    // for its port and the third for its address alone.
+    let ports = [p_ok.to_string(), p_addr.to_string()];
+    let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+    let (ok_local, bad_port_local, bad_addr_local) =
+        (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
+    let p = Pair::new(
+        |b| b.expose_range("fwd", &ports, &["127.0.0.1"]),
+        |a| {
+            a.remote_range("b", "fwd", allowed.sock(), &ok_local)
+                .remote_range("b", "fwd", wrong_port.sock(), &bad_port_local)
+                .remote_range("b", "fwd", wrong_addr.sock(), &bad_addr_local)
+        },
+    )
+    .await;
+    p.wait_forward(&ok_local).await;
+
+    for (what, local) in [
+        ("port outside portRange", &bad_port_local),
+        ("address outside addressRange", &bad_addr_local),
+    ] {
+        let stream = connect_eventually(local, WAIT).await.unwrap_or_else(|e| {
+            panic!("the range app is offered, so the listener for a {what} target should open: {e}\n{}", p.diag())
+        });
+        drop(stream);
+        match expect_closed_without_data(local, Duration::from_secs(10)).await {
+            Ok(Closed::Eof | Closed::Error(_)) => {}
+            Ok(Closed::Refused) => panic!(
+                "listener for a {what} target closed instead of refusing the stream\n{}",
+                p.diag()
+            ),
+            Err(e) => panic!("target with a {what}: {e}\n{}", p.diag()),
+        }
+    }
+    assert_eq!(
+        wrong_port.accepted(),
+        0,
+        "b connected to a target outside portRange\n{}",
+        p.diag()
+    );
+    assert_eq!(
+        wrong_addr.accepted(),
+        0,
+        "b connected to a target outside addressRange\n{}",
+        p.diag()
+    );
+    echo_once(&ok_local, b"still fine", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_server_reset_reaches_the_client_as_an_error() {
+    let rst = ResettingServer::tcp().await;
+    let local = Sock::free_tcp();
+    let p = Pair::new(
+        |b| b.expose("rst", rst.sock()),
+        |a| a.remote("b", "rst", &local),
+    )
+    .await;
+    let stream = connect_eventually(&local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    drop(stream);
+
+    let closed = expect_closed_without_data(&local, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    assert!(
+        matches!(closed, Closed::Error(_)),
+        "expected the app's reset to reach the client as a reset/error, saw {closed:?}\n{}",
+        p.diag()
+    );
+    assert!(
+        rst.accepted() >= 1,
+        "b never connected to the app\n{}",
+        p.diag()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_app_missing_on_the_far_site_never_gets_a_listener() {
+    let echo = EchoServer::tcp().await;
+    let (local, missing) = (Sock::free_tcp(), Sock::free_tcp());
+    let p = Pair::new(
+        |b| b.expose("echo", echo.sock()),
+        |a| a.remote("b", "echo", &local).remote("b", "nope", &missing),
+    )
+    .await;
+    p.wait_forward(&local).await;
+
+    stays_closed(&missing, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|e| panic!("b does not offer 'nope': {e}\n{}", p.diag()));
+    assert_eq!(
+        p.a.count_log("remote app listener opened", &[("app.name", "nope")]),
+        0,
+        "a logged a listener for an app b does not offer\n{}",
+        p.diag()
+    );
+}
