@@ -38,12 +38,12 @@ async fn site_with_the_wrong_key_is_locked_out() {
     for good in [&a, &b] {
         // Only the logs can show that evil's messages arrived and were thrown away.
         if !eventually(WAIT, || async {
-            good.count_log("dropped undecryptable message", &[]) > 0
+            good.count_log("dropped undecryptable mqtt message", &[]) > 0
         })
         .await
         {
             panic!(
-                "site {} never logged 'dropped undecryptable message' for evil's announcements\n{}",
+                "site {} never logged 'dropped undecryptable mqtt message' for evil's announcements\n{}",
                 good.name(),
                 all()
             );

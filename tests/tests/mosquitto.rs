@@ -19,7 +19,7 @@ async fn two_sites_find_each_other_through_mosquitto() {
     let b = net.site("b").expose("echo", echo.sock()).spawn().await;
     let a = net.site("a").remote("b", "echo", &local).spawn().await;
     wait_forward(&local, WAIT, &[&a, &b]).await;
-    a.wait_log("broker connected", WAIT).await;
+    a.wait_log("connected to mqtt broker", WAIT).await;
     echo_once(&local, &data::bytes(5, 256 * 1024), WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", diag(&[&a, &b]), broker.diag()));
@@ -65,15 +65,15 @@ async fn broker_restart_keeps_tunnels_and_discovery_resumes() {
     });
 
     broker.stop().await;
-    a.wait_log("broker disconnected", WAIT).await;
-    b.wait_log("broker disconnected", WAIT).await;
+    a.wait_log("lost connection to mqtt broker", WAIT).await;
+    b.wait_log("lost connection to mqtt broker", WAIT).await;
     echo_once(&local, b"new connection while the broker is down", WAIT)
         .await
         .unwrap_or_else(|e| panic!("tunnel should not need the broker: {e}\n{}", all(&broker)));
 
     broker.start().await;
-    a.wait_log_count("broker connected", &[], 2, WAIT).await;
-    b.wait_log_count("broker connected", &[], 2, WAIT).await;
+    a.wait_log_count("connected to mqtt broker", &[], 2, WAIT).await;
+    b.wait_log_count("connected to mqtt broker", &[], 2, WAIT).await;
 
     let _ = stop_tx.send(());
     let (pings, conn) = pinger
