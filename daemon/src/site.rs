@@ -361,10 +361,14 @@ impl Site {
             return;
         }
         info!(peer.site = %d.site, "peer departed");
-        // Live channels are left alone: the departing site closes them itself,
-        // and a will fired by a broker hiccup must not cut a working tunnel.
         peer.departed = true;
-        peer.stop_dials();
+        // Live channels are left alone, and so are their dial loops: a site
+        // that really leaves closes its channels itself, while a last will
+        // fired by a broker hiccup must not cut a working tunnel. Redialling
+        // stops once the channels are gone (see `housekeeping`).
+        if peer.channels.is_empty() {
+            peer.stop_dials();
+        }
     }
 
     async fn on_query(&mut self, q: Query) {
@@ -519,6 +523,9 @@ impl Site {
         let now = Instant::now();
         let before = self.peers.len();
         self.peers.retain(|site, p| {
+            if p.departed && p.channels.is_empty() {
+                p.stop_dials();
+            }
             let keep = !p.channels.is_empty() || now.duration_since(p.last_seen()) < PEER_EXPIRY;
             if !keep {
                 info!(peer.site = %site, "peer forgotten");

@@ -553,7 +553,7 @@ async fn run_channel(
             .await;
         let reason = tokio::select! {
             _ = cancel.cancelled() => {
-                conn.close(CLOSE_NORMAL.into(), b"site shutting down");
+                conn.close(CLOSE_NORMAL.into(), b"channel no longer wanted");
                 "closed locally".to_string()
             }
             e = serve_streams(ctx, &ch) => close_reason(&e),

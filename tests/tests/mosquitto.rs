@@ -72,8 +72,10 @@ async fn broker_restart_keeps_tunnels_and_discovery_resumes() {
         .unwrap_or_else(|e| panic!("tunnel should not need the broker: {e}\n{}", all(&broker)));
 
     broker.start().await;
-    a.wait_log_count("connected to mqtt broker", &[], 2, WAIT).await;
-    b.wait_log_count("connected to mqtt broker", &[], 2, WAIT).await;
+    a.wait_log_count("connected to mqtt broker", &[], 2, WAIT)
+        .await;
+    b.wait_log_count("connected to mqtt broker", &[], 2, WAIT)
+        .await;
 
     let _ = stop_tx.send(());
     let (pings, conn) = pinger
