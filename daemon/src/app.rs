@@ -17,6 +17,7 @@ pub mod exposed;
 pub mod pipe;
 pub mod preamble;
 pub mod remote;
+pub mod streams;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use preamble::Decode;
 pub use exposed::{ExposedApps, Refusal, admit, serve_stream};
 pub use pipe::{LocalStream, PipeOutcome, PipeStats, pipe};
 pub use remote::RemoteListener;
+pub use streams::{StreamRegistry, StreamTicket};
 
 /// How long either side waits for the other's preamble before giving up.
 pub const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,8 +18,10 @@ pub mod demo;
 pub mod detect;
 pub mod message;
 pub mod site;
+pub mod store;
 pub mod telemetry;
 pub mod tunnel;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +61,16 @@ pub enum DaemonError {
     /// Tunnel setup failed.
     #[error("tunnel: {0}")]
     TunnelSetup(tunnel::TunnelError),
+    /// The state file of live changes could not be read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// How a site is started beyond its config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where live app changes are persisted and re-applied from (`None`: not persisted).
+    pub store: Option<store::Store>,
 }
 
 /// Entry point of the engine.
@@ -69,9 +81,26 @@ impl Daemon {
     /// listeners, message channel and the site actor. Returns once everything
     /// is bound; discovery and tunnels then proceed in the background.
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
+        Self::start_with(config, Options::default()).await
+    }
+
+    /// [`start`](Self::start) with options: live changes from `options.store`
+    /// are applied over the config first.
+    pub async fn start_with(mut config: Config, options: Options) -> Result<Running, DaemonError> {
+        let state = match &options.store {
+            Some(store) => store.load()?,
+            None => store::State::default(),
+        };
+        let state_warnings = state.apply(&mut config);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let span = info_span!("site", site.name = %config.site_name);
+        for w in &state_warnings {
+            warn!(parent: &span, "{w}");
+        }
+        if let Some(store) = &options.store {
+            info!(parent: &span, path = %store.path().display(), "live changes persisted in state file");
+        }
         let broker = match config.message_channel.embedded_broker {
             Some(b) => {
                 let broker = message::broker::start(b.listen).map_err(DaemonError::Broker)?;
@@ -90,6 +119,8 @@ impl Daemon {
         let instance = InstanceId::new_random();
         let counters = Arc::new(Counters::default());
         let exposed = Arc::new(ExposedApps::new(config.exposed_apps.clone()));
+        let bus = Arc::new(view::EventBus::default());
+        let streams = Arc::new(app::StreamRegistry::new(bus.clone()));
         let (tunnel_tx, tunnel_rx) = mpsc::channel(256);
         let me = PeerId {
             site: config.site_name.clone(),
@@ -101,6 +132,7 @@ impl Daemon {
             config.tunnel.congestion_control,
             exposed.clone(),
             counters.clone(),
+            streams.clone(),
             tunnel_tx,
             shutdown.child_token(),
             tracker.clone(),
@@ -134,6 +166,7 @@ impl Daemon {
             .map_err(DaemonError::Message)?
         };
         let tunnel_addrs = sockets.iter().map(|s| s.1).collect();
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let parts = site::Parts {
             name: config.site_name.clone(),
             instance,
@@ -146,6 +179,12 @@ impl Daemon {
             exposed,
             remote_apps: config.remote_apps.clone(),
             counters: counters.clone(),
+            streams,
+            bus,
+            cmd_rx,
+            store: options.store,
+            state,
+            broker_url: config.message_channel.broker.to_string(),
         };
         let site_task = tokio::spawn(
             site::Site::run(parts, shutdown.child_token(), tracker.clone())
@@ -159,6 +198,7 @@ impl Daemon {
             tunnel_addrs,
             counters,
             messages_stop,
+            handle: site::handle::SiteHandle::new(cmd_tx),
             _broker: broker,
         })
     }
@@ -173,6 +213,7 @@ pub struct Running {
     tunnel_addrs: Vec<SocketAddr>,
     counters: Arc<Counters>,
     messages_stop: CancellationToken,
+    handle: site::handle::SiteHandle,
     _broker: Option<message::broker::EmbeddedBroker>,
 }
 
@@ -180,6 +221,11 @@ impl Running {
     /// Bound addresses of the tunnel sockets, in config order.
     pub fn tunnel_addrs(&self) -> &[SocketAddr] {
         &self.tunnel_addrs
+    }
+
+    /// Handle for control requests.
+    pub fn handle(&self) -> &site::handle::SiteHandle {
+        &self.handle
     }
 
     /// The site's drop/refuse counters.

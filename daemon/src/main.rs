@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use wovenet_daemon::config::{self, ConfigError};
-use wovenet_daemon::{Daemon, demo, telemetry};
+use wovenet_daemon::store::Store;
+use wovenet_daemon::{Daemon, Options, demo, telemetry};
 
 /// Exit code for a bad configuration (EX_USAGE, like linkerd).
 const EXIT_CONFIG: u8 = 64;
@@ -22,6 +23,9 @@ struct Cli {
     /// Configuration file (runs the site when no command is given).
     #[arg(long, short = 'c', global = true, env = "WOVENET_CONFIG")]
     config: Option<PathBuf>,
+    /// State file for apps added or removed live (default: `<config dir>/<config stem>.state.json`).
+    #[arg(long, global = true, env = "WOVENET_STATE")]
+    state: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
-        Command::Run => run_site(cli.config.as_deref()),
+        Command::Run => run_site(cli.config.as_deref(), cli.state),
         Command::Demo { port } => with_runtime(async move { Ok(demo::run(port).await?) }),
     }
 }
@@ -87,7 +91,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn run_site(path: Option<&Path>) -> ExitCode {
+fn run_site(path: Option<&Path>, state: Option<PathBuf>) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -99,8 +103,17 @@ fn run_site(path: Option<&Path>) -> ExitCode {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    let path = path.map(Path::to_path_buf);
+    let path = path.as_deref();
     with_runtime(async move {
-        let running = Daemon::start(cfg).await.context("cannot start the site")?;
+        let store = match (state, path) {
+            (Some(file), _) => Some(Store::at(file)),
+            (None, Some(config)) => Some(Store::beside(config)),
+            (None, None) => None,
+        };
+        let running = Daemon::start_with(cfg, Options { store })
+            .await
+            .context("cannot start the site")?;
         wait_for_signal().await?;
         tracing::info!("signal received, shutting down");
         running.shutdown(GRACE).await;

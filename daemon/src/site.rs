@@ -6,26 +6,35 @@
 //! or writes app bytes (that is [`crate::app`]) nor QUIC packets (that is
 //! [`crate::tunnel`]); it only decides which dials and listeners should exist.
 
+pub mod handle;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::app::{ExposedApps, RemoteListener};
-use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName};
+use crate::app::{ExposedApps, RemoteListener, StreamRegistry};
+use crate::config::{AppName, ExposedApp, LocalSocket, PublicAddress, RemoteApp, SiteName};
 use crate::counters::Counters;
 use crate::message::announce::{
     Announce, AnnouncedSocket, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
+use crate::store::{State, Store};
 use crate::tunnel::auth::PeerId;
+use crate::tunnel::stats::ChannelStats;
 use crate::tunnel::tls::Fingerprint;
-use crate::tunnel::{ChannelId, TunnelEvent, Tunnels};
+use crate::tunnel::{ChannelId, Direction, TunnelEvent, Tunnels};
+use crate::view::{
+    AppsInfo, ChannelInfo, ChannelState, Event, EventBus, ExposedAppInfo, ListenerState, PeerInfo,
+    PeerState, RemoteAppInfo, SiteInfo, SocketInfo, StatsSnapshot,
+};
+use handle::{Command, ControlError};
 
 /// Every site re-announces this often, so a lost message or a new broker
 /// subscriber heals without anyone asking.
@@ -55,6 +64,8 @@ struct Peer {
     departed: bool,
     /// Duplicate-name warning already given for this pair of instances.
     warned_duplicate: HashSet<InstanceId>,
+    /// Wall-clock time of the last sighting, for the control plane.
+    last_seen_wall: SystemTime,
 }
 
 impl Peer {
@@ -67,6 +78,7 @@ impl Peer {
             channels: HashSet::new(),
             departed: false,
             warned_duplicate: HashSet::new(),
+            last_seen_wall: SystemTime::now(),
         }
     }
 
@@ -126,6 +138,18 @@ pub struct Parts {
     pub remote_apps: Vec<RemoteApp>,
     /// Drop/refuse counters.
     pub counters: Arc<Counters>,
+    /// Open streams.
+    pub streams: Arc<StreamRegistry>,
+    /// Event fan-out.
+    pub bus: Arc<EventBus>,
+    /// Control requests.
+    pub cmd_rx: mpsc::Receiver<Command>,
+    /// Where live app changes are persisted (`None`: not persisted).
+    pub store: Option<Store>,
+    /// The persisted changes already applied to the config.
+    pub state: State,
+    /// Broker address, for display.
+    pub broker_url: String,
 }
 
 /// The site actor.
@@ -142,6 +166,16 @@ pub struct Site {
     peers: HashMap<SiteName, Peer>,
     seq: u64,
     counters: Arc<Counters>,
+    streams: Arc<StreamRegistry>,
+    bus: Arc<EventBus>,
+    store: Option<Store>,
+    state: State,
+    /// Apps from the config file (others were added live).
+    config_exposed: HashSet<AppName>,
+    config_remote: HashSet<RemoteApp>,
+    listener_errors: HashMap<RemoteApp, String>,
+    broker_url: String,
+    started_at: SystemTime,
     http: reqwest::Client,
     detect_tx: mpsc::Sender<Detected>,
     cancel: CancellationToken,
@@ -163,7 +197,28 @@ impl Site {
             exposed,
             remote_apps,
             counters,
+            streams,
+            bus,
+            mut cmd_rx,
+            store,
+            state,
+            broker_url,
         } = parts;
+        let config_exposed = exposed
+            .names()
+            .into_iter()
+            .filter(|n| {
+                !state
+                    .exposed_added
+                    .iter()
+                    .any(|v| v["appName"].as_str() == Some(n.as_str()))
+            })
+            .collect();
+        let config_remote = remote_apps
+            .iter()
+            .filter(|r| !state.remote_added.contains(&crate::store::remote_json(r)))
+            .cloned()
+            .collect();
         let (detect_tx, mut detect_rx) = mpsc::channel(16);
         let sockets = sockets
             .into_iter()
@@ -189,6 +244,15 @@ impl Site {
             peers: HashMap::new(),
             seq: 1,
             counters,
+            streams,
+            bus,
+            store,
+            state,
+            config_exposed,
+            config_remote,
+            listener_errors: HashMap::new(),
+            broker_url,
+            started_at: SystemTime::now(),
             http: reqwest::Client::new(),
             detect_tx,
             cancel: cancel.clone(),
@@ -203,6 +267,7 @@ impl Site {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                Some(cmd) = cmd_rx.recv() => site.on_command(cmd).await,
                 Some(msg) = inbound_rx.recv() => site.on_inbound(msg).await,
                 Some(ev) = tunnel_rx.recv() => site.on_tunnel(ev).await,
                 Some(d) = detect_rx.recv() => site.on_detected(d).await,
@@ -291,6 +356,7 @@ impl Site {
             .or_insert_with(|| Peer::new(instance, now));
         let entry = peer.sightings.entry(instance).or_insert((now, now));
         entry.1 = now;
+        peer.last_seen_wall = SystemTime::now();
         let first_seen = entry.0;
         if peer.instance == instance {
             return true;
@@ -338,7 +404,11 @@ impl Site {
             return; // reordered: keep the newer one
         }
         if peer.announce.is_none() {
-            info!(peer.site = %a.site, apps = ?a.apps, sockets = a.sockets.len(), "peer discovered");
+            let apps: Vec<&str> = a.apps.iter().map(AppName::as_str).collect();
+            info!(peer.site = %a.site, apps = ?apps, sockets = a.sockets.len(), "peer discovered");
+            self.bus.emit(Event::PeerDiscovered {
+                site: a.site.clone(),
+            });
         }
         if a.protocol_version != PROTOCOL_VERSION {
             debug!(peer.site = %a.site, version = a.protocol_version, "peer speaks another protocol version");
@@ -425,8 +495,15 @@ impl Site {
                     return;
                 };
                 p.channels.insert(channel);
+                self.bus.emit(Event::ChannelUp {
+                    site: peer.site.clone(),
+                    channel,
+                });
                 if p.channels.len() == 1 {
                     info!(peer.site = %peer.site, "peer connected");
+                    self.bus.emit(Event::PeerConnected {
+                        site: peer.site.clone(),
+                    });
                 }
                 if p.announce.is_none() {
                     // Inbound channel before its announcement: ask for it.
@@ -444,11 +521,20 @@ impl Site {
                 channel,
                 reason,
             } => {
+                self.bus.emit(Event::ChannelDown {
+                    site: peer.site.clone(),
+                    channel,
+                    reason: reason.clone(),
+                });
                 if let Some(p) = self.peers.get_mut(&peer.site)
                     && p.channels.remove(&channel)
                     && p.channels.is_empty()
                 {
                     info!(peer.site = %peer.site, %reason, "peer disconnected");
+                    self.bus.emit(Event::PeerDisconnected {
+                        site: peer.site.clone(),
+                        reason,
+                    });
                 }
                 self.reconcile_listeners();
             }
@@ -494,6 +580,7 @@ impl Site {
             if let Some(l) = self.listeners.remove(&r) {
                 l.close();
                 info!(peer.site = %r.site, app.name = %r.app, local = %r.local_socket, "remote app listener closed");
+                self.bus.emit(Event::ListenerClosed { app: r });
             }
         }
         for r in wanted {
@@ -504,16 +591,25 @@ impl Site {
                 r.clone(),
                 self.tunnels.registry(),
                 self.counters.clone(),
+                self.streams.clone(),
                 self.cancel.child_token(),
                 &self.tracker,
             ) {
                 Ok(l) => {
                     info!(peer.site = %r.site, app.name = %r.app, local = %r.local_socket, "remote app listener opened");
+                    self.listener_errors.remove(&r);
+                    self.bus.emit(Event::ListenerOpened { app: r.clone() });
                     self.listeners.insert(r, l);
                 }
                 Err(e) => {
                     // Retried on the next housekeeping tick.
-                    warn!(peer.site = %r.site, app.name = %r.app, error = %e, "remote app listener failed to open");
+                    if self
+                        .listener_errors
+                        .insert(r.clone(), e.to_string())
+                        .is_none()
+                    {
+                        warn!(peer.site = %r.site, app.name = %r.app, error = %e, "remote app listener failed to open");
+                    }
                 }
             }
         }
@@ -579,6 +675,333 @@ impl Site {
             }
             Ok(_) => {}
             Err(e) => warn!(socket = d.index, error = %e, "public address detection failed"),
+        }
+    }
+}
+
+/// Control requests: snapshots and live app changes.
+impl Site {
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Site(r) => {
+                let _ = r.send(self.site_info());
+            }
+            Command::Peers(r) => {
+                let _ = r.send(self.peer_infos());
+            }
+            Command::Channels(r) => {
+                let _ = r.send(self.channel_infos());
+            }
+            Command::Streams(r) => {
+                let _ = r.send(self.streams.snapshot());
+            }
+            Command::Apps(r) => {
+                let _ = r.send(self.apps_info());
+            }
+            Command::Stats(r) => {
+                let _ = r.send(self.stats());
+            }
+            Command::Subscribe(r) => {
+                let _ = r.send(self.bus.subscribe());
+            }
+            Command::AddExposedApp(app, r) => {
+                let result = self.add_exposed(app).await;
+                let _ = r.send(result);
+            }
+            Command::RemoveExposedApp(name, r) => {
+                let result = self.remove_exposed(&name).await;
+                let _ = r.send(result);
+            }
+            Command::AddRemoteApp(app, r) => {
+                let _ = r.send(self.add_remote(app));
+            }
+            Command::RemoveRemoteApp {
+                site,
+                app,
+                local,
+                reply,
+            } => {
+                let _ = reply.send(self.remove_remote(&site, &app, local.as_deref()));
+            }
+        }
+    }
+
+    fn persist(&self) -> Result<(), ControlError> {
+        match &self.store {
+            Some(store) => store.save(&self.state).map_err(|e| {
+                warn!(error = %e, "live change not persisted");
+                ControlError::Persist(format!("applied, but not persisted: {e}"))
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn add_exposed(&mut self, app: ExposedApp) -> Result<(), ControlError> {
+        let name = app.name.clone();
+        self.exposed.insert(app.clone()).map_err(|_| {
+            ControlError::AlreadyExists(format!(
+                "localExposedApps: an app named '{name}' is already exposed"
+            ))
+        })?;
+        info!(app.name = %name, "exposed app added");
+        self.state.add_exposed(&app);
+        self.bus.emit(Event::ExposedAppAdded { app: name });
+        // Peers learn at once, not at the next periodic announcement.
+        self.seq += 1;
+        self.announce(false).await;
+        self.persist()
+    }
+
+    async fn remove_exposed(&mut self, name: &str) -> Result<ExposedApp, ControlError> {
+        let not_found = || ControlError::NotFound(format!("no exposed app named '{name}'"));
+        let key = AppName::new(name).map_err(|_| not_found())?;
+        let app = self.exposed.remove(&key).ok_or_else(not_found)?;
+        info!(app.name = %key, "exposed app removed");
+        self.state
+            .remove_exposed(&app, self.config_exposed.contains(&key));
+        self.bus.emit(Event::ExposedAppRemoved { app: key });
+        self.seq += 1;
+        self.announce(false).await;
+        self.persist()?;
+        Ok(app)
+    }
+
+    fn add_remote(&mut self, app: RemoteApp) -> Result<(), ControlError> {
+        if app.site == self.name {
+            return Err(ControlError::Invalid(vec![crate::config::FieldError::new(
+                "siteName",
+                format!("'{}' is this site's own name", app.site),
+            )]));
+        }
+        if let Some(other) = self
+            .remote_apps
+            .iter()
+            .find(|r| r.local_socket == app.local_socket)
+        {
+            return Err(ControlError::AlreadyExists(format!(
+                "remoteApps: localSocket '{}' is already used by app '{}' of site '{}'",
+                app.local_socket, other.app, other.site
+            )));
+        }
+        info!(peer.site = %app.site, app.name = %app.app, local = %app.local_socket, "remote app added");
+        self.state.add_remote(&app);
+        self.remote_apps.push(app.clone());
+        self.bus.emit(Event::RemoteAppAdded { app });
+        self.reconcile_listeners();
+        self.persist()
+    }
+
+    fn remove_remote(
+        &mut self,
+        site: &str,
+        app: &str,
+        local: Option<&str>,
+    ) -> Result<Vec<RemoteApp>, ControlError> {
+        let matches = |r: &RemoteApp| {
+            r.site.as_str() == site
+                && r.app.as_str() == app
+                && local.is_none_or(|l| r.local_socket.to_string() == l)
+        };
+        let (gone, keep): (Vec<_>, Vec<_>) = self.remote_apps.drain(..).partition(|r| matches(r));
+        self.remote_apps = keep;
+        if gone.is_empty() {
+            let on = local.map(|l| format!(" on '{l}'")).unwrap_or_default();
+            return Err(ControlError::NotFound(format!(
+                "no remote app '{app}' of site '{site}'{on}"
+            )));
+        }
+        for r in &gone {
+            info!(peer.site = %r.site, app.name = %r.app, local = %r.local_socket, "remote app removed");
+            self.state.remove_remote(r, self.config_remote.contains(r));
+            self.listener_errors.remove(r);
+            self.bus.emit(Event::RemoteAppRemoved { app: r.clone() });
+        }
+        self.reconcile_listeners();
+        self.persist()?;
+        Ok(gone)
+    }
+
+    fn site_info(&self) -> SiteInfo {
+        SiteInfo {
+            name: self.name.clone(),
+            instance: self.instance,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started_at,
+            broker_url: self.broker_url.clone(),
+            broker: self.messages.state().borrow().clone(),
+            sockets: self
+                .sockets
+                .iter()
+                .map(|s| SocketInfo {
+                    listen: s.bound,
+                    public: s.public_ip.map(|ip| {
+                        SocketAddr::new(
+                            ip,
+                            match s.config.public_port {
+                                0 => s.bound.port(),
+                                p => p,
+                            },
+                        )
+                    }),
+                    auto_detect: matches!(
+                        s.config.public_address,
+                        PublicAddress::AutoHttpDetect { .. }
+                    ),
+                })
+                .collect(),
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let registry = self.tunnels.registry();
+        let mut v: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(site, p)| {
+                let chans = registry.channels(site);
+                let (mut sent, mut received, mut streams) = (0, 0, 0);
+                for c in &chans {
+                    let st = ChannelStats::of(c);
+                    sent += st.bytes_sent;
+                    received += st.bytes_received;
+                    streams += c.open_streams.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                let state = if !p.channels.is_empty() {
+                    PeerState::Connected
+                } else if p.departed || p.last_seen().elapsed() > 3 * ANNOUNCE_INTERVAL {
+                    PeerState::Gone
+                } else if !p.dials.is_empty() {
+                    PeerState::Connecting
+                } else {
+                    PeerState::Discovered
+                };
+                PeerInfo {
+                    site: site.clone(),
+                    instance: p.instance,
+                    state,
+                    apps: p
+                        .announce
+                        .as_ref()
+                        .map(|a| a.apps.clone())
+                        .unwrap_or_default(),
+                    last_seen: p.last_seen_wall,
+                    channels: p.channels.len(),
+                    streams,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.site.cmp(&b.site));
+        v
+    }
+
+    fn channel_infos(&self) -> Vec<ChannelInfo> {
+        let registry = self.tunnels.registry();
+        let dials = registry.dials();
+        let mut v: Vec<ChannelInfo> = registry
+            .all()
+            .iter()
+            .map(|c| {
+                let st = ChannelStats::of(c);
+                let dial = dials.iter().find(|d| d.channel == Some(c.id));
+                ChannelInfo {
+                    id: Some(c.id),
+                    peer: c.peer.site.clone(),
+                    direction: c.direction,
+                    local: c.local,
+                    remote: c.conn.remote_address(),
+                    state: ChannelState::Up,
+                    rtt: st.rtt,
+                    cwnd: st.cwnd,
+                    lost_packets: st.lost_packets,
+                    sent_packets: st.sent_packets,
+                    bytes_sent: st.bytes_sent,
+                    bytes_received: st.bytes_received,
+                    open_streams: c.open_streams.load(std::sync::atomic::Ordering::Relaxed),
+                    age: c.since.elapsed(),
+                    reconnect_attempts: c.attempts,
+                    last_error: dial.and_then(|d| d.last_error.clone()),
+                }
+            })
+            .collect();
+        v.extend(
+            dials
+                .iter()
+                .filter(|d| d.channel.is_none())
+                .map(|d| ChannelInfo {
+                    id: None,
+                    peer: d.peer.clone(),
+                    direction: Direction::Outbound,
+                    local: None,
+                    remote: d.remote,
+                    state: ChannelState::Connecting,
+                    rtt: Duration::ZERO,
+                    cwnd: 0,
+                    lost_packets: 0,
+                    sent_packets: 0,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    open_streams: 0,
+                    age: d.since.elapsed(),
+                    reconnect_attempts: d.attempts,
+                    last_error: d.last_error.clone(),
+                }),
+        );
+        v.sort_by(|a, b| (&a.peer, a.id).cmp(&(&b.peer, b.id)));
+        v
+    }
+
+    fn apps_info(&self) -> AppsInfo {
+        let mut exposed: Vec<ExposedAppInfo> = self
+            .exposed
+            .names()
+            .into_iter()
+            .filter_map(|n| self.exposed.get(&n))
+            .map(|app| ExposedAppInfo {
+                live: !self.config_exposed.contains(&app.name),
+                app,
+            })
+            .collect();
+        exposed.sort_by(|a, b| a.app.name.cmp(&b.app.name));
+        let remote = self
+            .remote_apps
+            .iter()
+            .map(|r| RemoteAppInfo {
+                listener: if let Some(l) = self.listeners.get(r) {
+                    ListenerState::Open(l.local_addr().clone())
+                } else if let Some(e) = self.listener_errors.get(r) {
+                    ListenerState::Failed(e.clone())
+                } else {
+                    ListenerState::Waiting
+                },
+                live: !self.config_remote.contains(r),
+                app: r.clone(),
+            })
+            .collect();
+        AppsInfo { exposed, remote }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        StatsSnapshot {
+            apps: self.streams.app_stats(),
+            peers: self.peer_infos(),
+            channels: self.channel_infos(),
+            counters: vec![
+                ("messages_received", c.messages_received.load(Relaxed)),
+                (
+                    "messages_undecryptable",
+                    c.messages_undecryptable.load(Relaxed),
+                ),
+                ("messages_stale", c.messages_stale.load(Relaxed)),
+                ("messages_malformed", c.messages_malformed.load(Relaxed)),
+                ("auth_failures", c.auth_failures.load(Relaxed)),
+                ("bad_preambles", c.bad_preambles.load(Relaxed)),
+                ("streams_refused", c.streams_refused.load(Relaxed)),
+                ("streams_opened", c.streams_opened.load(Relaxed)),
+            ],
         }
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::app::{ExposedApps, OpenError, StreamOpener, TunnelStream};
+use crate::app::{ExposedApps, OpenError, StreamOpener, StreamRegistry, TunnelStream};
 use crate::config::{CongestionControl, LocalSocket, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
@@ -123,6 +123,8 @@ pub struct Channel {
     pub peer: PeerId,
     /// Who dialled.
     pub direction: Direction,
+    /// Local address of the endpoint carrying it.
+    pub local: Option<SocketAddr>,
     /// The QUIC connection.
     pub conn: quinn::Connection,
     /// When it came up.
@@ -141,6 +143,25 @@ pub struct Channel {
 #[derive(Debug, Default)]
 pub struct Registry {
     peers: Mutex<HashMap<SiteName, Vec<Arc<Channel>>>>,
+    dials: Mutex<HashMap<u64, DialStatus>>,
+    next_dial: AtomicU64,
+}
+
+/// What an outbound dial loop is doing, for the control plane.
+#[derive(Debug, Clone)]
+pub struct DialStatus {
+    /// The peer dialled.
+    pub peer: SiteName,
+    /// The address dialled.
+    pub remote: SocketAddr,
+    /// The live channel it produced, if any.
+    pub channel: Option<ChannelId>,
+    /// Consecutive failures.
+    pub attempts: u32,
+    /// The last failure or close reason.
+    pub last_error: Option<String>,
+    /// When the loop started.
+    pub since: Instant,
 }
 
 impl Registry {
@@ -171,6 +192,27 @@ impl Registry {
     /// Live channels to `site`.
     pub fn channels(&self, site: &SiteName) -> Vec<Arc<Channel>> {
         self.lock().get(site).cloned().unwrap_or_default()
+    }
+
+    /// Every running dial loop.
+    pub fn dials(&self) -> Vec<DialStatus> {
+        self.dials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn dial_update(&self, id: u64, f: impl FnOnce(&mut DialStatus)) {
+        if let Some(d) = self
+            .dials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            f(d);
+        }
     }
 
     /// Every live channel.
@@ -258,6 +300,7 @@ struct Ctx {
     me: PeerId,
     exposed: Arc<ExposedApps>,
     counters: Arc<Counters>,
+    streams: Arc<StreamRegistry>,
     events_tx: mpsc::Sender<TunnelEvent>,
     next_id: Arc<AtomicU64>,
     tracker: TaskTracker,
@@ -281,6 +324,7 @@ impl Tunnels {
         cc: CongestionControl,
         exposed: Arc<ExposedApps>,
         counters: Arc<Counters>,
+        streams: Arc<StreamRegistry>,
         events_tx: mpsc::Sender<TunnelEvent>,
         cancel: CancellationToken,
         tracker: TaskTracker,
@@ -292,6 +336,7 @@ impl Tunnels {
                 me,
                 exposed,
                 counters,
+                streams,
                 events_tx,
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
@@ -377,6 +422,7 @@ impl Tunnels {
 }
 
 async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
+    let local = ep.local_addr().ok();
     loop {
         let incoming = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -396,8 +442,17 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                 };
                 match auth::server(&conn, &ctx2.keys, &ctx2.me).await {
                     Ok(peer) => {
-                        let reason =
-                            run_channel(&ctx2, conn, peer, Direction::Inbound, 0, &cancel).await;
+                        let reason = run_channel(
+                            &ctx2,
+                            conn,
+                            peer,
+                            Direction::Inbound,
+                            0,
+                            &cancel,
+                            None,
+                            local,
+                        )
+                        .await;
                         debug!(%reason, "inbound channel ended");
                     }
                     Err(e) => {
@@ -415,6 +470,42 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
 
 async fn dial_loop(
     ctx: Ctx,
+    transport: Arc<quinn::TransportConfig>,
+    peer: PeerId,
+    socket: u32,
+    addr: SocketAddr,
+    pinned: Fingerprint,
+    cancel: CancellationToken,
+) {
+    let registry = ctx.registry.clone();
+    let dial_id = registry.next_dial.fetch_add(1, Ordering::Relaxed);
+    registry
+        .dials
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            dial_id,
+            DialStatus {
+                peer: peer.site.clone(),
+                remote: addr,
+                channel: None,
+                attempts: 0,
+                last_error: None,
+                since: Instant::now(),
+            },
+        );
+    dial_attempts(&ctx, dial_id, transport, peer, socket, addr, pinned, cancel).await;
+    registry
+        .dials
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&dial_id);
+}
+
+#[allow(clippy::too_many_arguments)] // the dial loop's own state, passed once
+async fn dial_attempts(
+    ctx: &Ctx,
+    dial_id: u64,
     transport: Arc<quinn::TransportConfig>,
     peer: PeerId,
     socket: u32,
@@ -442,21 +533,28 @@ async fn dial_loop(
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = connect(&ep, &client, addr, &ctx, &peer) => r,
+            r = connect(&ep, &client, addr, ctx, &peer) => r,
         };
         match result {
             Ok(conn) => {
                 let attempts = backoff.attempts();
                 backoff.reset();
                 let reason = run_channel(
-                    &ctx,
+                    ctx,
                     conn,
                     peer.clone(),
                     Direction::Outbound,
                     attempts,
                     &cancel,
+                    Some(dial_id),
+                    ep.local_addr().ok(),
                 )
                 .await;
+                ctx.registry.dial_update(dial_id, |d| {
+                    d.channel = None;
+                    d.attempts = 0;
+                    d.last_error = Some(reason.clone());
+                });
                 if cancel.is_cancelled() {
                     break;
                 }
@@ -464,6 +562,10 @@ async fn dial_loop(
             }
             Err(e) => {
                 let attempts = backoff.attempts() + 1;
+                ctx.registry.dial_update(dial_id, |d| {
+                    d.attempts = attempts;
+                    d.last_error = Some(e.clone());
+                });
                 if attempts <= 3 {
                     info!(error = %e, attempts, "dial failed");
                 } else {
@@ -522,6 +624,7 @@ async fn connect(
 
 /// Registers an authenticated channel, serves the peer's streams on it and
 /// returns why it ended.
+#[allow(clippy::too_many_arguments)] // the channel's identity, passed once
 async fn run_channel(
     ctx: &Ctx,
     conn: quinn::Connection,
@@ -529,12 +632,15 @@ async fn run_channel(
     direction: Direction,
     attempts: u32,
     cancel: &CancellationToken,
+    dial_id: Option<u64>,
+    local: Option<SocketAddr>,
 ) -> String {
     let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let ch = Arc::new(Channel {
         id,
         peer: peer.clone(),
         direction,
+        local,
         conn: conn.clone(),
         since: Instant::now(),
         open_streams: AtomicUsize::new(0),
@@ -543,6 +649,9 @@ async fn run_channel(
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, remote = %conn.remote_address());
     async {
         ctx.registry.insert(ch.clone());
+        if let Some(d) = dial_id {
+            ctx.registry.dial_update(d, |d| d.channel = Some(id));
+        }
         info!("channel up");
         let _ = ctx
             .events_tx
@@ -583,9 +692,14 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                 let guard = StreamGuard::new(ch.clone());
                 let exposed = ctx.exposed.clone();
                 let counters = ctx.counters.clone();
+                let streams = ctx.streams.clone();
                 let site = ch.peer.site.clone();
+                let origin = ch.conn.remote_address();
                 ctx.tracker.spawn(async move {
-                    crate::app::serve_stream(send, recv, &exposed, &site, &counters).await;
+                    crate::app::serve_stream(
+                        send, recv, &exposed, &site, origin, &counters, &streams,
+                    )
+                    .await;
                     drop(guard);
                 });
             }

@@ -164,7 +164,9 @@ impl Sites {
                     let counters = counters.clone();
                     let peer = peer.clone();
                     tracker2.spawn(async move {
-                        serve_stream(send, recv, &exposed, &peer, &counters).await;
+                        let origin = "127.0.0.1:9".parse().unwrap();
+                        serve_stream(send, recv, &exposed, &peer, origin, &counters, &streams())
+                            .await;
                     });
                 }
             });
@@ -199,6 +201,7 @@ impl Sites {
             },
             self.opener.clone(),
             self.near_counters.clone(),
+            streams(),
             self.cancel.child_token(),
             &self.tracker,
         )
@@ -446,6 +449,7 @@ async fn unconnected_site_closes_the_client_with_a_reset() {
         },
         sites.opener.clone(),
         sites.near_counters.clone(),
+        streams(),
         sites.cancel.child_token(),
         &sites.tracker,
     )
@@ -682,4 +686,11 @@ async fn closed_listener_lets_existing_connections_finish() {
     l.close();
     let back = round_trip(c, b"still piped".to_vec()).await;
     assert_eq!(back, b"still piped");
+}
+
+/// A fresh stream registry (these tests do not inspect it).
+fn streams() -> Arc<wovenet_daemon::app::StreamRegistry> {
+    Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::new(
+        wovenet_daemon::view::EventBus::default(),
+    )))
 }

@@ -1,5 +1,6 @@
 //! dataChannels over real quinn endpoints on loopback: only a peer that knows
 //! `crypto.key` (and presents the announced certificate) gets a channel.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns are test code too
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -54,6 +55,7 @@ fn side(name: &str, good_key: bool) -> Side {
         CongestionControl::Cubic,
         Arc::new(ExposedApps::new(vec![])),
         counters.clone(),
+        Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::default())),
         tx,
         cancel.clone(),
         TaskTracker::new(),
@@ -165,7 +167,7 @@ async fn server_with_another_certificate_is_refused_by_the_dialer() {
 
 #[tokio::test]
 async fn dialer_refuses_a_channel_to_an_unexpected_instance() {
-    let mut a = side("a", true);
+    let a = side("a", true);
     let mut b = side("b", true);
     let addr = listen(&a);
     let stale = PeerId {

@@ -8,17 +8,19 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpStream, UnixStream};
 use tracing::{Instrument, Span, debug, info};
 
+use super::StreamRegistry;
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
 use crate::counters::Counters;
+use crate::view::StreamDirection;
 
 /// The live set of exposed apps, keyed by name.
 ///
@@ -153,7 +155,9 @@ pub async fn serve_stream(
     recv: RecvStream,
     apps: &ExposedApps,
     peer: &SiteName,
+    origin: SocketAddr,
     counters: &Counters,
+    streams: &Arc<StreamRegistry>,
 ) {
     let span = tracing::info_span!(
         "stream",
@@ -161,14 +165,19 @@ pub async fn serve_stream(
         app.name = tracing::field::Empty,
         stream.id = %send.id(),
     );
-    serve(send, recv, apps, counters).instrument(span).await;
+    serve(send, recv, apps, peer, origin, counters, streams)
+        .instrument(span)
+        .await;
 }
 
 async fn serve(
     mut send: SendStream,
     mut recv: RecvStream,
     apps: &ExposedApps,
+    peer: &SiteName,
+    origin: SocketAddr,
     counters: &Counters,
+    streams: &Arc<StreamRegistry>,
 ) {
     let read = read_preamble::<Request>(&mut recv);
     let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
@@ -238,11 +247,18 @@ async fn serve(
     Counters::bump(&counters.streams_opened);
     debug!(app.socket = %socket, "stream admitted");
 
-    let stats = PipeStats::default();
+    let ticket = streams.open(
+        request.app.clone(),
+        peer.clone(),
+        StreamDirection::Inbound,
+        origin.to_string(),
+    );
     // No shutdown future: on shutdown the tunnel closes the connection,
     // which ends this pipe with `ConnectionLost`.
-    let outcome = local.pipe(send, recv, &stats, std::future::pending()).await;
-    log_outcome(&outcome, &stats);
+    let outcome = local
+        .pipe(send, recv, ticket.stats(), std::future::pending())
+        .await;
+    log_outcome(&outcome, ticket.stats());
 }
 
 /// Logs the end of a piped stream: expected endings at debug level.

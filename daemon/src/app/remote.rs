@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use super::pipe::{AnyLocal, PipeStats};
+use super::StreamRegistry;
+use super::pipe::AnyLocal;
 use super::preamble::{Request, Response, Status};
 use super::{
     AppError, OpenError, PREAMBLE_TIMEOUT, ReadPreambleError, StreamOpener, TunnelStream, code,
@@ -25,6 +26,7 @@ use super::{
 };
 use crate::config::{AppSocket, RemoteApp};
 use crate::counters::Counters;
+use crate::view::StreamDirection;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
 /// does not spin while the condition lasts.
@@ -55,6 +57,7 @@ impl RemoteListener {
         app: RemoteApp,
         opener: Arc<O>,
         counters: Arc<Counters>,
+        streams: Arc<StreamRegistry>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Self, AppError> {
@@ -98,6 +101,7 @@ impl RemoteListener {
             app: app.clone(),
             opener,
             counters,
+            streams,
             cancel,
         });
         tracker.spawn(
@@ -223,6 +227,8 @@ struct Client<O> {
     app: RemoteApp,
     opener: Arc<O>,
     counters: Arc<Counters>,
+    /// Where open streams are listed.
+    streams: Arc<StreamRegistry>,
     /// The listener owner's token: fires on shutdown, not on close.
     cancel: CancellationToken,
 }
@@ -246,7 +252,8 @@ async fn accept_loop<O: StreamOpener>(
                     app.name = %client.app.app,
                     client.addr = %client_addr,
                 );
-                tracker.spawn(serve_client(local, client.clone()).instrument(span));
+                let addr = client_addr.to_string();
+                tracker.spawn(serve_client(local, addr, client.clone()).instrument(span));
             }
             Err(e) => {
                 warn!(error = %e, "cannot accept a client connection");
@@ -275,7 +282,7 @@ enum HandshakeError {
     TimedOut(Duration),
 }
 
-async fn serve_client<O: StreamOpener>(local: AnyLocal, client: Arc<Client<O>>) {
+async fn serve_client<O: StreamOpener>(local: AnyLocal, addr: String, client: Arc<Client<O>>) {
     let handshake = tokio::select! {
         r = handshake(&client) => r,
         () = client.cancel.cancelled() => {
@@ -301,13 +308,18 @@ async fn serve_client<O: StreamOpener>(local: AnyLocal, client: Arc<Client<O>>) 
     Counters::bump(&client.counters.streams_opened);
     debug!("stream opened");
     let TunnelStream { send, recv, guard } = stream;
-    let stats = PipeStats::default();
+    let ticket = client.streams.open(
+        client.app.app.clone(),
+        client.app.site.clone(),
+        StreamDirection::Outbound,
+        addr,
+    );
     let outcome = local
-        .pipe(send, recv, &stats, client.cancel.cancelled())
+        .pipe(send, recv, ticket.stats(), client.cancel.cancelled())
         .await;
     // The tunnel counts the stream as open until this drops.
     drop(guard);
-    log_outcome(&outcome, &stats);
+    log_outcome(&outcome, ticket.stats());
 }
 
 /// Opens a stream, sends the request and waits for an `Ok` reply.
@@ -379,6 +391,7 @@ mod tests {
             remote(local),
             Arc::new(Nowhere),
             Arc::new(Counters::default()),
+            Arc::new(StreamRegistry::new(Arc::default())),
             CancellationToken::new(),
             tracker,
         )

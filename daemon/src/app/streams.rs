@@ -1,0 +1,241 @@
+//! Registry of forwarded app connections (streams) for the control plane:
+//! who is connected to what, bytes each way, and per-app totals.
+//!
+//! Registration is one short lock at open and one at close, never per chunk:
+//! byte counts live in the stream's own atomics ([`PipeStats`]) that the pipe
+//! updates as data flows, and a snapshot just reads them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::PipeStats;
+use crate::config::{AppName, SiteName};
+use crate::view::{AppStats, Event, EventBus, StreamDirection, StreamInfo};
+
+type TotalsKey = (AppName, SiteName, StreamDirection);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    open: u64,
+    total: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    app: AppName,
+    peer: SiteName,
+    direction: StreamDirection,
+    client: String,
+    since: Instant,
+    stats: PipeStats,
+}
+
+impl Entry {
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            id: self.id,
+            app: self.app.clone(),
+            peer: self.peer.clone(),
+            direction: self.direction,
+            client: self.client.clone(),
+            bytes_sent: self.stats.bytes_to_remote.load(Ordering::Relaxed),
+            bytes_received: self.stats.bytes_from_remote.load(Ordering::Relaxed),
+            age: self.since.elapsed(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    live: HashMap<u64, Arc<Entry>>,
+    totals: HashMap<TotalsKey, Totals>,
+}
+
+/// Every open stream of one site, plus per-app totals since start.
+#[derive(Debug)]
+pub struct StreamRegistry {
+    next_id: AtomicU64,
+    inner: Mutex<Inner>,
+    bus: Arc<EventBus>,
+}
+
+impl StreamRegistry {
+    /// An empty registry that reports opens and closes on `bus`.
+    pub fn new(bus: Arc<EventBus>) -> Self {
+        Self {
+            next_id: AtomicU64::new(1),
+            inner: Mutex::default(),
+            bus,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Critical sections are single map updates; a poisoned lock still
+        // holds consistent data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a stream that was just admitted; it stays listed until the
+    /// returned ticket drops.
+    pub fn open(
+        self: &Arc<Self>,
+        app: AppName,
+        peer: SiteName,
+        direction: StreamDirection,
+        client: String,
+    ) -> StreamTicket {
+        let entry = Arc::new(Entry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            app,
+            peer,
+            direction,
+            client,
+            since: Instant::now(),
+            stats: PipeStats::default(),
+        });
+        {
+            let mut inner = self.lock();
+            inner.live.insert(entry.id, entry.clone());
+            let t = inner
+                .totals
+                .entry((entry.app.clone(), entry.peer.clone(), direction))
+                .or_default();
+            t.open += 1;
+            t.total += 1;
+        }
+        self.bus.emit(Event::StreamOpened {
+            stream: entry.info(),
+        });
+        StreamTicket {
+            registry: self.clone(),
+            entry,
+        }
+    }
+
+    /// Open streams, oldest first.
+    pub fn snapshot(&self) -> Vec<StreamInfo> {
+        let mut v: Vec<_> = self.lock().live.values().map(|e| e.info()).collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Number of open streams.
+    pub fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Totals per app, peer and direction, including bytes of open streams.
+    pub fn app_stats(&self) -> Vec<AppStats> {
+        let inner = self.lock();
+        let mut totals = inner.totals.clone();
+        for e in inner.live.values() {
+            if let Some(t) = totals.get_mut(&(e.app.clone(), e.peer.clone(), e.direction)) {
+                t.bytes_sent += e.stats.bytes_to_remote.load(Ordering::Relaxed);
+                t.bytes_received += e.stats.bytes_from_remote.load(Ordering::Relaxed);
+            }
+        }
+        let mut v: Vec<_> = totals
+            .into_iter()
+            .map(|((app, peer, direction), t)| AppStats {
+                app,
+                peer,
+                direction,
+                open_streams: t.open,
+                total_streams: t.total,
+                bytes_sent: t.bytes_sent,
+                bytes_received: t.bytes_received,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.app, &a.peer).cmp(&(&b.app, &b.peer)));
+        v
+    }
+}
+
+/// Keeps a stream listed; dropping it moves its bytes into the totals and
+/// reports the close.
+#[derive(Debug)]
+pub struct StreamTicket {
+    registry: Arc<StreamRegistry>,
+    entry: Arc<Entry>,
+}
+
+impl StreamTicket {
+    /// The byte counters the pipe updates.
+    pub fn stats(&self) -> &PipeStats {
+        &self.entry.stats
+    }
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        let info = self.entry.info();
+        {
+            let mut inner = self.registry.lock();
+            inner.live.remove(&info.id);
+            if let Some(t) =
+                inner
+                    .totals
+                    .get_mut(&(info.app.clone(), info.peer.clone(), info.direction))
+            {
+                t.open = t.open.saturating_sub(1);
+                t.bytes_sent += info.bytes_sent;
+                t.bytes_received += info.bytes_received;
+            }
+        }
+        self.registry.bus.emit(Event::StreamClosed { stream: info });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_list_streams_and_fold_bytes_into_totals_on_close() {
+        let reg = Arc::new(StreamRegistry::new(Arc::new(EventBus::default())));
+        let (_, mut rx) = reg.bus.subscribe();
+        let app = AppName::new("web").unwrap();
+        let peer = SiteName::new("b").unwrap();
+        let t = reg.open(
+            app.clone(),
+            peer.clone(),
+            StreamDirection::Outbound,
+            "127.0.0.1:5".into(),
+        );
+        t.stats().bytes_to_remote.store(10, Ordering::Relaxed);
+        t.stats().bytes_from_remote.store(7, Ordering::Relaxed);
+        assert_eq!(reg.snapshot().len(), 1);
+        assert_eq!(reg.app_stats()[0].bytes_sent, 10);
+        assert_eq!(reg.app_stats()[0].open_streams, 1);
+        drop(t);
+        assert!(reg.is_empty());
+        let s = &reg.app_stats()[0];
+        assert_eq!(
+            (
+                s.open_streams,
+                s.total_streams,
+                s.bytes_sent,
+                s.bytes_received
+            ),
+            (0, 1, 10, 7)
+        );
+        assert!(matches!(
+            rx.try_recv().unwrap().event,
+            Event::StreamOpened { .. }
+        ));
+        match rx.try_recv().unwrap().event {
+            Event::StreamClosed { stream } => assert_eq!(stream.bytes_received, 7),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The site's command interface: what the control plane may ask and change.
+//!
+//! A [`SiteHandle`] sends a [`Command`] carrying a oneshot reply to the site
+//! actor and awaits it; it holds no state. Validation of new apps uses the
+//! config loader's functions so messages match the config file's.
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::{ExposedApp, FieldError, RemoteApp, raw, validate};
+use crate::view::{
+    AppsInfo, ChannelInfo, PeerInfo, Sequenced, SiteInfo, StatsSnapshot, StreamInfo,
+};
+
+/// Why a control request failed. Mapped to gRPC codes in `control::status`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// The request is invalid; every problem is listed, config-style.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// The thing to change does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to add already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The change was applied but could not be persisted.
+    #[error("{0}")]
+    Persist(String),
+    /// The site is shutting down.
+    #[error("the site is shutting down")]
+    Unavailable,
+}
+
+/// A request to the site actor.
+#[derive(Debug)]
+pub enum Command {
+    /// Add an exposed app (already validated).
+    AddExposedApp(ExposedApp, oneshot::Sender<Result<(), ControlError>>),
+    /// Add a remote app (already validated).
+    AddRemoteApp(RemoteApp, oneshot::Sender<Result<(), ControlError>>),
+    /// Snapshot of all apps.
+    Apps(oneshot::Sender<AppsInfo>),
+    /// Snapshot of channels and dials.
+    Channels(oneshot::Sender<Vec<ChannelInfo>>),
+    /// Snapshot of peers.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// Remove an exposed app by name.
+    RemoveExposedApp(String, oneshot::Sender<Result<ExposedApp, ControlError>>),
+    /// Remove remote apps matching site, app and optionally the local socket.
+    RemoveRemoteApp {
+        /// Site name.
+        site: String,
+        /// App name.
+        app: String,
+        /// Local socket (`tcp:…`/`unix:…`); all matching when `None`.
+        local: Option<String>,
+        /// Reply: the removed entries.
+        reply: oneshot::Sender<Result<Vec<RemoteApp>, ControlError>>,
+    },
+    /// Site summary.
+    Site(oneshot::Sender<SiteInfo>),
+    /// Counters and totals.
+    Stats(oneshot::Sender<StatsSnapshot>),
+    /// Snapshot of streams.
+    Streams(oneshot::Sender<Vec<StreamInfo>>),
+    /// Subscribe to events; the reply carries the next sequence number so a
+    /// watcher can send a snapshot first and then deltas without a gap.
+    Subscribe(oneshot::Sender<(u64, broadcast::Receiver<Sequenced>)>),
+}
+
+/// Cheap, cloneable handle to a running site.
+#[derive(Debug, Clone)]
+pub struct SiteHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl SiteHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
+        Self { tx }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ControlError::Unavailable)?;
+        rx.await.map_err(|_| ControlError::Unavailable)
+    }
+
+    /// Site summary.
+    pub async fn site(&self) -> Result<SiteInfo, ControlError> {
+        self.ask(Command::Site).await
+    }
+
+    /// Every peer seen.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, ControlError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Every dataChannel and dial.
+    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, ControlError> {
+        self.ask(Command::Channels).await
+    }
+
+    /// Every open stream.
+    pub async fn streams(&self) -> Result<Vec<StreamInfo>, ControlError> {
+        self.ask(Command::Streams).await
+    }
+
+    /// Exposed and remote apps.
+    pub async fn apps(&self) -> Result<AppsInfo, ControlError> {
+        self.ask(Command::Apps).await
+    }
+
+    /// Counters and totals.
+    pub async fn stats(&self) -> Result<StatsSnapshot, ControlError> {
+        self.ask(Command::Stats).await
+    }
+
+    /// Subscribes to events; returns the sequence number of the next event.
+    pub async fn subscribe(&self) -> Result<(u64, broadcast::Receiver<Sequenced>), ControlError> {
+        self.ask(Command::Subscribe).await
+    }
+
+    /// Validates (same rules and messages as `localExposedApps[]` in the
+    /// config file, with paths relative to the app) and adds an exposed app;
+    /// peers learn of it at once. Persisted.
+    pub async fn add_exposed_app(&self, app: &raw::ExposedApp) -> Result<ExposedApp, ControlError> {
+        let app = validate::exposed_app(app, "").map_err(ControlError::Invalid)?;
+        self.ask(|r| Command::AddExposedApp(app.clone(), r))
+            .await??;
+        Ok(app)
+    }
+
+    /// Removes an exposed app: no new streams; open ones finish. Persisted.
+    pub async fn remove_exposed_app(&self, name: &str) -> Result<ExposedApp, ControlError> {
+        self.ask(|r| Command::RemoveExposedApp(name.to_string(), r))
+            .await?
+    }
+
+    /// Validates (same rules as `remoteApps[]`) and adds a remote app. Persisted.
+    pub async fn add_remote_app(&self, app: &raw::RemoteApp) -> Result<RemoteApp, ControlError> {
+        let app = validate::remote_app(app, "").map_err(ControlError::Invalid)?;
+        self.ask(|r| Command::AddRemoteApp(app.clone(), r))
+            .await??;
+        Ok(app)
+    }
+
+    /// Removes remote apps of `site`/`app` (only the one on `local` if given). Persisted.
+    pub async fn remove_remote_app(
+        &self,
+        site: &str,
+        app: &str,
+        local: Option<&str>,
+    ) -> Result<Vec<RemoteApp>, ControlError> {
+        self.ask(|reply| Command::RemoveRemoteApp {
+            site: site.to_string(),
+            app: app.to_string(),
+            local: local.map(str::to_string),
+            reply,
+        })
+        .await?
+    }
+}

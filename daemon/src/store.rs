@@ -1,0 +1,331 @@
+//! Persisted live changes: apps added or removed through the control plane.
+//!
+//! Kept in a small versioned JSON file beside the config (never in it: the
+//! user's config.yaml is not rewritten). Apps are stored in the config file's
+//! own schema (`appName`, `appSocket`, …) and re-validated with the config
+//! rules when loaded, so a state file can be read and fixed by hand. Writes
+//! go to a temporary file in the same directory, are fsynced, then renamed
+//! over the old file, so a crash leaves either the old or the new state.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{Config, ExposedApp, ExposedTarget, FieldError, RemoteApp, raw, validate};
+
+/// Current state file format.
+pub const VERSION: u32 = 1;
+
+/// Why the state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing failed.
+    #[error("state file '{path}': {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON of the expected shape.
+    #[error("state file '{path}': {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The persisted changes, applied over the config at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// Exposed apps added at run time (config schema).
+    #[serde(default)]
+    pub exposed_added: Vec<Value>,
+    /// Names of config-file exposed apps removed at run time.
+    #[serde(default)]
+    pub exposed_removed: Vec<String>,
+    /// Remote apps added at run time (config schema).
+    #[serde(default)]
+    pub remote_added: Vec<Value>,
+    /// Config-file remote apps removed at run time (config schema).
+    #[serde(default)]
+    pub remote_removed: Vec<Value>,
+}
+
+/// The config-file form of an exposed app.
+pub fn exposed_json(app: &ExposedApp) -> Value {
+    match &app.target {
+        ExposedTarget::Single(socket) => json!({
+            "appName": app.name.as_str(),
+            "mode": "single",
+            "appSocket": socket.to_string(),
+        }),
+        ExposedTarget::Range { ports, addresses } => json!({
+            "appName": app.name.as_str(),
+            "mode": "range",
+            "portRange": ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "addressRange": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The config-file form of a remote app.
+pub fn remote_json(app: &RemoteApp) -> Value {
+    let mut v = json!({
+        "siteName": app.site.as_str(),
+        "appName": app.app.as_str(),
+        "localSocket": app.local_socket.to_string(),
+    });
+    if let Some(t) = app.app_socket {
+        v["appSocket"] = Value::String(format!("tcp:{t}"));
+    }
+    v
+}
+
+fn parse_exposed(v: &Value, path: &str) -> Result<ExposedApp, Vec<FieldError>> {
+    let raw: raw::ExposedApp = serde_json::from_value(v.clone())
+        .map_err(|e| vec![FieldError::new(path, e.to_string())])?;
+    validate::exposed_app(&raw, path)
+}
+
+fn parse_remote(v: &Value, path: &str) -> Result<RemoteApp, Vec<FieldError>> {
+    let raw: raw::RemoteApp = serde_json::from_value(v.clone())
+        .map_err(|e| vec![FieldError::new(path, e.to_string())])?;
+    validate::remote_app(&raw, path)
+}
+
+/// A state file on disk.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    /// The state file of the config at `config_path`: `<dir>/<stem>.state.json`.
+    pub fn beside(config_path: &Path) -> Self {
+        let stem = config_path
+            .file_stem()
+            .map_or_else(|| "wovenet".into(), |s| s.to_string_lossy().into_owned());
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        Self {
+            path: dir.join(format!("{stem}.state.json")),
+        }
+    }
+
+    /// A store at an explicit path.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Where the file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state; a missing file is an empty state.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| StoreError::Format {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        if state.version > VERSION {
+            return Err(StoreError::Format {
+                path: self.path.clone(),
+                reason: format!(
+                    "version {} is newer than this wovenetd understands ({VERSION})",
+                    state.version
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Writes the state atomically (temp file, fsync, rename, fsync dir).
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            self.path
+                .file_name()
+                .map_or_else(|| "state".into(), |n| n.to_string_lossy())
+        ));
+        let mut state = state.clone();
+        state.version = VERSION;
+        let body = serde_json::to_vec_pretty(&state).map_err(|e| StoreError::Format {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        {
+            let mut f = fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&body).map_err(io)?;
+            f.write_all(b"\n").map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Applies the changes to `config`; entries that no longer validate are
+    /// skipped and returned as warnings (the daemon still starts).
+    pub fn apply(&self, config: &mut Config) -> Vec<String> {
+        let mut warnings = Vec::new();
+        config
+            .exposed_apps
+            .retain(|a| !self.exposed_removed.iter().any(|n| n == a.name.as_str()));
+        for (i, v) in self.exposed_added.iter().enumerate() {
+            match parse_exposed(v, &format!("exposedAdded[{i}]")) {
+                Ok(app) if config.exposed_apps.iter().any(|a| a.name == app.name) => {
+                    warnings.push(format!(
+                        "state file: exposed app '{}' is also in the config; the config's wins",
+                        app.name
+                    ))
+                }
+                Ok(app) => config.exposed_apps.push(app),
+                Err(errs) => warnings.extend(errs.iter().map(|e| format!("state file: {e}"))),
+            }
+        }
+        for (i, v) in self.remote_removed.iter().enumerate() {
+            if let Ok(gone) = parse_remote(v, &format!("remoteRemoved[{i}]")) {
+                config.remote_apps.retain(|a| *a != gone);
+            }
+        }
+        for (i, v) in self.remote_added.iter().enumerate() {
+            match parse_remote(v, &format!("remoteAdded[{i}]")) {
+                Ok(app)
+                    if config
+                        .remote_apps
+                        .iter()
+                        .any(|a| a.local_socket == app.local_socket) =>
+                {
+                    warnings.push(format!(
+                        "state file: remote app on '{}' is also in the config; the config's wins",
+                        app.local_socket
+                    ))
+                }
+                Ok(app) => config.remote_apps.push(app),
+                Err(errs) => warnings.extend(errs.iter().map(|e| format!("state file: {e}"))),
+            }
+        }
+        warnings
+    }
+
+    /// Records a live-added exposed app.
+    pub fn add_exposed(&mut self, app: &ExposedApp) {
+        self.exposed_removed.retain(|n| n != app.name.as_str());
+        self.exposed_added
+            .retain(|v| v["appName"].as_str() != Some(app.name.as_str()));
+        self.exposed_added.push(exposed_json(app));
+    }
+
+    /// Records the removal of an exposed app (live-added or from the config).
+    pub fn remove_exposed(&mut self, app: &ExposedApp, from_config: bool) {
+        self.exposed_added
+            .retain(|v| v["appName"].as_str() != Some(app.name.as_str()));
+        if from_config && !self.exposed_removed.iter().any(|n| n == app.name.as_str()) {
+            self.exposed_removed.push(app.name.to_string());
+        }
+    }
+
+    /// Records a live-added remote app.
+    pub fn add_remote(&mut self, app: &RemoteApp) {
+        let v = remote_json(app);
+        self.remote_removed.retain(|x| *x != v);
+        self.remote_added.retain(|x| *x != v);
+        self.remote_added.push(v);
+    }
+
+    /// Records the removal of a remote app.
+    pub fn remove_remote(&mut self, app: &RemoteApp, from_config: bool) {
+        let v = remote_json(app);
+        self.remote_added.retain(|x| *x != v);
+        if from_config && !self.remote_removed.contains(&v) {
+            self.remote_removed.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppName, AppSocket, SiteName};
+
+    fn app(name: &str, port: u16) -> ExposedApp {
+        ExposedApp {
+            name: AppName::new(name).unwrap(),
+            target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], port).into())),
+        }
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_reapplies_over_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::beside(&dir.path().join("config.yaml"));
+        assert_eq!(store.path(), dir.path().join("config.state.json"));
+        assert_eq!(store.load().unwrap(), State::default());
+        let mut st = State::default();
+        st.add_exposed(&app("web", 80));
+        let remote = RemoteApp {
+            site: SiteName::new("b").unwrap(),
+            app: AppName::new("ssh").unwrap(),
+            local_socket: AppSocket::Unix("/tmp/x.sock".into()),
+            app_socket: Some("10.0.0.1:22".parse().unwrap()),
+        };
+        st.add_remote(&remote);
+        store.save(&st).unwrap();
+        let back = store.load().unwrap();
+        assert_eq!(back.exposed_added.len(), 1);
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\nlocalExposedApps: [{appName: old, appSocket: \"tcp:127.0.0.1:1\"}]\n",
+        )
+        .unwrap();
+        let mut st = back;
+        st.remove_exposed(&cfg.exposed_apps[0].clone(), true);
+        assert!(st.apply(&mut cfg).is_empty());
+        assert_eq!(cfg.exposed_apps, vec![app("web", 80)]);
+        assert_eq!(cfg.remote_apps, vec![remote]);
+    }
+
+    #[test]
+    fn invalid_entries_become_warnings_not_failures() {
+        let st = State {
+            version: 1,
+            exposed_added: vec![json!({"appName": "x", "appSocket": "bogus"})],
+            ..State::default()
+        };
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap();
+        let w = st.apply(&mut cfg);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("exposedAdded[0].appSocket"), "{w:?}");
+    }
+}

@@ -1,0 +1,362 @@
+//! Read-only snapshots of a running site and the event bus, as the control
+//! plane shows them.
+//!
+//! Plain data built on request by the site actor (and, for streams, by the
+//! stream registry in [`crate::app::streams`]); no handles. The gRPC layer
+//! converts these to protobuf in `control::convert`, so nothing here names a
+//! generated type.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+
+use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName};
+use crate::message::announce::InstanceId;
+use crate::message::mqtt::BrokerState;
+use crate::tunnel::{ChannelId, Direction};
+
+/// The site itself.
+#[derive(Debug, Clone)]
+pub struct SiteInfo {
+    /// `siteName`.
+    pub name: SiteName,
+    /// This process.
+    pub instance: InstanceId,
+    /// wovenetd version.
+    pub version: String,
+    /// When the site started.
+    pub started_at: SystemTime,
+    /// Broker address (`mqtt://…`).
+    pub broker_url: String,
+    /// Broker connection state.
+    pub broker: BrokerState,
+    /// Tunnel sockets, in config order.
+    pub sockets: Vec<SocketInfo>,
+}
+
+/// One `tunnel.localSockets` entry at run time.
+#[derive(Debug, Clone)]
+pub struct SocketInfo {
+    /// Bound address.
+    pub listen: SocketAddr,
+    /// Announced address (`None` while detection has not succeeded).
+    pub public: Option<SocketAddr>,
+    /// Whether the public address is detected over HTTP.
+    pub auto_detect: bool,
+}
+
+/// Lifecycle of a peer as seen from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Announced, nothing dialled yet (or it has no sockets and has not dialled us).
+    Discovered,
+    /// Dialling, no channel up yet.
+    Connecting,
+    /// At least one dataChannel is up.
+    Connected,
+    /// Departed or silent; kept until forgotten.
+    Gone,
+}
+
+/// A remote site.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Its name.
+    pub site: SiteName,
+    /// The instance talked to.
+    pub instance: InstanceId,
+    /// State.
+    pub state: PeerState,
+    /// Apps it exposes (from its latest announcement).
+    pub apps: Vec<AppName>,
+    /// Last message or channel event from it.
+    pub last_seen: SystemTime,
+    /// Live dataChannels.
+    pub channels: usize,
+    /// Open streams over those channels.
+    pub streams: usize,
+    /// Sum of the channels' UDP bytes sent / received.
+    pub bytes_sent: u64,
+    /// See `bytes_sent`.
+    pub bytes_received: u64,
+}
+
+/// State of a dataChannel (or of the dial loop that should produce one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Authenticated and carrying streams.
+    Up,
+    /// Being dialled (or waiting for the next attempt).
+    Connecting,
+}
+
+/// A dataChannel, or an outbound dial that has none right now.
+#[derive(Debug, Clone)]
+pub struct ChannelInfo {
+    /// Local id (`None` for a dial without a live channel).
+    pub id: Option<ChannelId>,
+    /// The peer.
+    pub peer: SiteName,
+    /// Who dialled.
+    pub direction: Direction,
+    /// Local address (best effort; unspecified for dial sockets).
+    pub local: Option<SocketAddr>,
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// State.
+    pub state: ChannelState,
+    /// Smoothed RTT.
+    pub rtt: Duration,
+    /// Congestion window (bytes).
+    pub cwnd: u64,
+    /// Packets lost.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// UDP bytes sent.
+    pub bytes_sent: u64,
+    /// UDP bytes received.
+    pub bytes_received: u64,
+    /// Streams open on it.
+    pub open_streams: usize,
+    /// Time since it came up (or since the dial started).
+    pub age: Duration,
+    /// Consecutive failed dials (outbound only).
+    pub reconnect_attempts: u32,
+    /// Last dial or close error.
+    pub last_error: Option<String>,
+}
+
+/// Which way a stream goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamDirection {
+    /// A local client reaching a remote app.
+    Outbound,
+    /// A remote site reaching one of our exposed apps.
+    Inbound,
+}
+
+/// One forwarded app connection.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Local id.
+    pub id: u64,
+    /// The app.
+    pub app: AppName,
+    /// The other site.
+    pub peer: SiteName,
+    /// Direction.
+    pub direction: StreamDirection,
+    /// Client address (local client for outbound, the far site's side for inbound).
+    pub client: String,
+    /// Bytes sent into the tunnel.
+    pub bytes_sent: u64,
+    /// Bytes received from the tunnel.
+    pub bytes_received: u64,
+    /// Time since it opened.
+    pub age: Duration,
+}
+
+/// State of a remote app's local listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerState {
+    /// Open on this socket.
+    Open(AppSocket),
+    /// Closed: the site is not connected or does not offer the app.
+    Waiting,
+    /// Failed to bind; retried periodically.
+    Failed(String),
+}
+
+/// A remote app and its listener.
+#[derive(Debug, Clone)]
+pub struct RemoteAppInfo {
+    /// The definition.
+    pub app: RemoteApp,
+    /// Listener state.
+    pub listener: ListenerState,
+    /// Whether it was added at run time (persisted in the state file).
+    pub live: bool,
+}
+
+/// An exposed app.
+#[derive(Debug, Clone)]
+pub struct ExposedAppInfo {
+    /// The definition.
+    pub app: ExposedApp,
+    /// Whether it was added at run time (persisted in the state file).
+    pub live: bool,
+}
+
+/// All apps.
+#[derive(Debug, Clone, Default)]
+pub struct AppsInfo {
+    /// Apps this site exposes.
+    pub exposed: Vec<ExposedAppInfo>,
+    /// Apps of other sites served here.
+    pub remote: Vec<RemoteAppInfo>,
+}
+
+/// A fact worth telling a watching operator, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// First dataChannel to a peer came up.
+    PeerConnected {
+        /// The peer.
+        site: SiteName,
+    },
+    /// A peer was discovered through the message channel.
+    PeerDiscovered {
+        /// The peer.
+        site: SiteName,
+    },
+    /// Last dataChannel to a peer went down.
+    PeerDisconnected {
+        /// The peer.
+        site: SiteName,
+        /// Why the last channel closed.
+        reason: String,
+    },
+    /// A dataChannel came up.
+    ChannelUp {
+        /// The peer.
+        site: SiteName,
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// A dataChannel went down.
+    ChannelDown {
+        /// The peer.
+        site: SiteName,
+        /// The channel.
+        channel: ChannelId,
+        /// Why.
+        reason: String,
+    },
+    /// An exposed app was added at run time.
+    ExposedAppAdded {
+        /// The app.
+        app: AppName,
+    },
+    /// An exposed app was removed at run time.
+    ExposedAppRemoved {
+        /// The app.
+        app: AppName,
+    },
+    /// A remote app was added at run time.
+    RemoteAppAdded {
+        /// The app.
+        app: RemoteApp,
+    },
+    /// A remote app was removed at run time.
+    RemoteAppRemoved {
+        /// The app.
+        app: RemoteApp,
+    },
+    /// A remote app's listener opened.
+    ListenerOpened {
+        /// The app.
+        app: RemoteApp,
+    },
+    /// A remote app's listener closed.
+    ListenerClosed {
+        /// The app.
+        app: RemoteApp,
+    },
+    /// A forwarded connection started.
+    StreamOpened {
+        /// The stream.
+        stream: StreamInfo,
+    },
+    /// A forwarded connection ended.
+    StreamClosed {
+        /// The stream (final byte counts).
+        stream: StreamInfo,
+    },
+}
+
+/// An event with its sequence number (gap-free per site run).
+#[derive(Debug, Clone)]
+pub struct Sequenced {
+    /// Increases by one per event.
+    pub seq: u64,
+    /// When it happened.
+    pub at: SystemTime,
+    /// The event.
+    pub event: Event,
+}
+
+/// Counters and byte totals for the stats stream (rates are computed by the
+/// stats stream from successive snapshots).
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    /// Per app: (app, direction, open streams, total streams, bytes sent, bytes received).
+    pub apps: Vec<AppStats>,
+    /// Per peer byte totals.
+    pub peers: Vec<PeerInfo>,
+    /// Per channel.
+    pub channels: Vec<ChannelInfo>,
+    /// Site-wide drop/refuse counters: (name, value).
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// Traffic of one app in one direction.
+#[derive(Debug, Clone)]
+pub struct AppStats {
+    /// The app.
+    pub app: AppName,
+    /// The other site.
+    pub peer: SiteName,
+    /// Direction.
+    pub direction: StreamDirection,
+    /// Streams open now.
+    pub open_streams: u64,
+    /// Streams since start.
+    pub total_streams: u64,
+    /// Bytes sent into the tunnel, since start.
+    pub bytes_sent: u64,
+    /// Bytes received from the tunnel, since start.
+    pub bytes_received: u64,
+}
+
+/// Events buffered per watcher before a slow watcher starts losing them
+/// (it then gets `Lagged` and the control plane drops it with a status).
+const BUS_CAPACITY: usize = 4096;
+
+/// Fan-out of [`Event`]s to watchers. Any task may emit; sequence numbers
+/// come from one atomic so they are gap-free. Emitting never blocks: with no
+/// watcher the event is simply dropped.
+#[derive(Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<Sequenced>,
+    next: AtomicU64,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(BUS_CAPACITY).0,
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl EventBus {
+    /// Publishes `event`.
+    pub fn emit(&self, event: Event) {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Sequenced {
+            seq,
+            at: SystemTime::now(),
+            event,
+        });
+    }
+
+    /// A new receiver and the sequence number of the next event it will see.
+    pub fn subscribe(&self) -> (u64, broadcast::Receiver<Sequenced>) {
+        let rx = self.tx.subscribe();
+        (self.next.load(Ordering::Relaxed), rx)
+    }
+}
