@@ -13,3 +13,32 @@
 pub mod v1 {
     tonic::include_proto!("wovenet.v1");
 }
+
+/// Where daemons put their control sockets by default: part of the contract,
+/// because `wovenetctl` and `wovenet-tui` must find what `wovenetd` created.
+pub mod paths {
+    use std::path::PathBuf;
+
+    /// Environment variable naming the control socket (daemon and clients).
+    pub const ENV_SOCKET: &str = "WOVENET_CONTROL_SOCKET";
+    /// File name suffix of control sockets.
+    pub const SOCKET_SUFFIX: &str = ".sock";
+
+    /// `$XDG_RUNTIME_DIR/wovenet` when set; otherwise `/run/wovenet` for root
+    /// and `/tmp/wovenet-<uid>` for other users.
+    pub fn default_socket_dir() -> PathBuf {
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wovenet"),
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            _ => match unsafe { libc::geteuid() } {
+                0 => PathBuf::from("/run/wovenet"),
+                uid => PathBuf::from(format!("/tmp/wovenet-{uid}")),
+            },
+        }
+    }
+
+    /// The default control socket of site `site`: `<default dir>/<site>.sock`.
+    pub fn default_socket_path(site: &str) -> PathBuf {
+        default_socket_dir().join(format!("{site}{SOCKET_SUFFIX}"))
+    }
+}

@@ -1,1 +1,4 @@
-//! Client library and console for wovenetd (filled in by the console work).
+//! Client side of the wovenetd control API, shared by `wovenetctl` and
+//! `wovenet-tui`: finding and dialling a daemon's unix socket, typed calls.
+
+pub mod client;
