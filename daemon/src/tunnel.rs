@@ -18,7 +18,7 @@ pub mod tls;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,7 +133,15 @@ pub struct Channel {
     pub open_streams: AtomicUsize,
     /// Redials it took to come up (outbound only).
     pub attempts: u32,
+    /// False while nothing has arrived from the peer for longer than
+    /// [`SILENCE_LIMIT`]: new streams then go elsewhere, long before the idle
+    /// timeout declares the channel dead.
+    pub responsive: AtomicBool,
 }
+
+/// The peer sends a keep-alive every [`endpoint::KEEP_ALIVE`]; this much
+/// silence means the path is probably broken.
+pub const SILENCE_LIMIT: Duration = Duration::from_millis(3_500);
 
 /// Live channels by peer site; the one structure the data path reads.
 ///
@@ -237,7 +245,9 @@ impl Registry {
             index,
             open_streams: c.open_streams.load(Ordering::Relaxed),
             rtt: c.conn.rtt(),
-            healthy: c.conn.close_reason().is_none() && !skip.contains(&c.id),
+            healthy: c.conn.close_reason().is_none()
+                && c.responsive.load(Ordering::Relaxed)
+                && !skip.contains(&c.id),
         }))?;
         chans.into_iter().nth(idx)
     }
@@ -644,6 +654,7 @@ async fn run_channel(
         conn: conn.clone(),
         since: Instant::now(),
         open_streams: AtomicUsize::new(0),
+        responsive: AtomicBool::new(true),
         attempts,
     });
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, remote = %conn.remote_address());
@@ -666,6 +677,7 @@ async fn run_channel(
                 "closed locally".to_string()
             }
             e = serve_streams(ctx, &ch) => close_reason(&e),
+            never = watch_silence(&ch) => match never {},
         };
         ctx.registry.remove(&peer.site, id);
         info!(%reason, "channel down");
@@ -704,6 +716,30 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                 });
             }
             Err(e) => return e,
+        }
+    }
+}
+
+/// Flags the channel unresponsive while no datagram arrives from the peer for
+/// [`SILENCE_LIMIT`], and responsive again when traffic resumes. Never returns.
+async fn watch_silence(ch: &Channel) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_rx = ch.conn.stats().udp_rx.datagrams;
+    let mut last_change = Instant::now();
+    loop {
+        tick.tick().await;
+        let rx = ch.conn.stats().udp_rx.datagrams;
+        if rx != last_rx {
+            last_rx = rx;
+            last_change = Instant::now();
+        }
+        let responsive = last_change.elapsed() < SILENCE_LIMIT;
+        if ch.responsive.swap(responsive, Ordering::Relaxed) != responsive {
+            if responsive {
+                info!("channel responsive again");
+            } else {
+                warn!(silence = ?last_change.elapsed(), "channel silent; new streams avoid it");
+            }
         }
     }
 }

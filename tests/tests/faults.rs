@@ -164,10 +164,15 @@ async fn losing_one_channel_keeps_the_other_and_new_connections_working() {
             (i, Err(e)) => lost.push(format!("connection {i}: {e}")),
         }
     }
+    // a dials both of b's sockets and b dials a's one socket: three
+    // channels, and least-loaded picking spreads the 8 streams over all of
+    // them (2-3 each). Exactly those on the cut channel stop.
     assert!(
-        !survivors.is_empty(),
-        "all 8 established connections stopped after dropping UDP port {dropped_port} (one of b's two \
-         localSockets); those on the other channel should keep working. Lost:\n  {}\n{}",
+        survivors.len() >= 4 && !lost.is_empty(),
+        "after dropping UDP port {dropped_port} (one of b's localSockets) {} of 8 connections \
+         survived; expected the streams to be spread so that some (2-3) rode the cut channel and \
+         the rest kept working. Lost:\n  {}\n{}",
+        survivors.len(),
         lost.join("\n  "),
         all()
     );
