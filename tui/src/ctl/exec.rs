@@ -283,3 +283,58 @@ pub async fn execute(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_errors_keep_their_message_and_exit_1() {
+        let msg = "localExposedApps[0].appSocket: 'tcp:nope' is not a valid tcp socket";
+        let e = CtlError::from_status(Status::invalid_argument(msg), Path::new("/s"));
+        assert_eq!(e.to_string(), msg);
+        assert_eq!(e.exit_code(), 1);
+        assert!(!e.is_quiet());
+        let empty = CtlError::from_status(Status::not_found(""), Path::new("/s"));
+        assert_eq!(empty.to_string(), "Some requested entity was not found");
+    }
+
+    #[test]
+    fn a_broken_connection_exits_2_naming_the_socket() {
+        let broken = Status::from_error(Box::new(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        let e = CtlError::from_status(broken, Path::new("/run/wovenet/a.sock"));
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("lost the connection to wovenetd on /run/wovenet/a.sock: "),
+            "{text}"
+        );
+        assert!(text.contains("connection reset by peer"), "{text}");
+    }
+
+    #[test]
+    fn no_daemon_exits_2_and_a_closed_pipe_exits_0_quietly() {
+        let e = CtlError::from(ClientError::NoDaemon {
+            path: "/s".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(e.exit_code(), 2);
+        let pipe = CtlError::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!((pipe.exit_code(), pipe.is_quiet()), (0, true));
+        let full = CtlError::from(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!((full.exit_code(), full.is_quiet()), (1, false));
+    }
+
+    #[test]
+    fn completions_are_written_for_each_shell() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out).unwrap();
+            let script = String::from_utf8(out).unwrap();
+            assert!(script.contains("wovenetctl"), "{script}");
+        }
+    }
+}
