@@ -1,12 +1,12 @@
-//! Finding the `wovenetd` binary: built once per test process with cargo (tests in `tests/`
-//! are their own crate and cannot use `CARGO_BIN_EXE_*`), or taken from `WOVENET_BIN_DIR`.
-//! Fails loudly, with cargo's output, when it cannot be had.
+//! Finding the `wovenetd` and `wovenetctl` binaries: built once per test process with cargo
+//! (tests in `tests/` are their own crate and cannot use `CARGO_BIN_EXE_*`), or taken from
+//! `WOVENET_BIN_DIR`. Fails loudly, with cargo's output, when they cannot be had.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Env var naming a directory that already holds `wovenetd`; skips the build.
+/// Env var naming a directory that already holds `wovenetd` and `wovenetctl`; skips the build.
 pub const BIN_DIR_ENV: &str = "WOVENET_BIN_DIR";
 
 /// The workspace root (the parent of this crate's manifest dir).
@@ -33,45 +33,66 @@ fn resolve_target_dir(root: &Path, env: Option<PathBuf>) -> PathBuf {
     }
 }
 
-/// Path of `wovenetd`, building it the first time this is called in the process.
+/// Path of `wovenetd`, building the binaries the first time this is called in the process.
 pub fn wovenetd() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
-            let bin = PathBuf::from(dir).join("wovenetd");
-            assert!(
-                bin.is_file(),
-                "{BIN_DIR_ENV} is set but {} does not exist; unset it to let the tests build wovenetd",
-                bin.display()
-            );
-            return bin;
-        }
-        build_daemon();
-        let bin = target_dir().join("debug").join("wovenetd");
-        assert!(
-            bin.is_file(),
-            "cargo build succeeded but {} does not exist (is the target dir configured elsewhere? set {BIN_DIR_ENV})",
-            bin.display()
-        );
-        bin
-    })
+    BIN.get_or_init(|| find("wovenetd"))
 }
 
-fn build_daemon() {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args(["build", "-p", "wovenet-daemon", "--bins"])
-        .current_dir(workspace_root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build wovenetd: {e}"));
-    if !out.status.success() {
-        panic!(
-            "building wovenetd failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+/// Path of `wovenetctl`, building the binaries the first time this is called in the process.
+pub fn wovenetctl() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| find("wovenetctl"))
+}
+
+fn find(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let bin = PathBuf::from(dir).join(name);
+        assert!(
+            bin.is_file(),
+            "{BIN_DIR_ENV} is set but {} does not exist; unset it to let the tests build {name}",
+            bin.display()
         );
+        return bin;
     }
+    build_binaries();
+    let bin = target_dir().join("debug").join(name);
+    assert!(
+        bin.is_file(),
+        "cargo build succeeded but {} does not exist (is the target dir configured elsewhere? set {BIN_DIR_ENV})",
+        bin.display()
+    );
+    bin
+}
+
+/// Builds `wovenetd` and `wovenetctl` in one cargo run, once per process.
+fn build_binaries() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(&cargo)
+            .args([
+                "build",
+                "-p",
+                "wovenet-daemon",
+                "-p",
+                "wovenet-tui",
+                "--bins",
+            ])
+            .current_dir(workspace_root())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {cargo:?} to build wovenetd and wovenetctl: {e}")
+            });
+        if !out.status.success() {
+            panic!(
+                "building wovenetd and wovenetctl failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
 }
 
 /// Runs `wovenetd check --config FILE` and returns its output.
@@ -118,5 +139,13 @@ mod tests {
         let bin = wovenetd();
         assert!(bin.is_file(), "{}", bin.display());
         assert!(bin.ends_with("wovenetd"));
+    }
+
+    /// Runs a nested cargo build; slow the first time, a no-op afterwards.
+    #[test]
+    fn wovenetctl_is_built_and_found() {
+        let bin = wovenetctl();
+        assert!(bin.is_file(), "{}", bin.display());
+        assert!(bin.ends_with("wovenetctl"));
     }
 }

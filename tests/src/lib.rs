@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Environment:
-//! - `WOVENET_BIN_DIR=DIR` uses `DIR/wovenetd` instead of running `cargo build -p wovenet-daemon`.
+//! - `WOVENET_BIN_DIR=DIR` uses `DIR/wovenetd` and `DIR/wovenetctl` instead of running
+//!   `cargo build -p wovenet-daemon -p wovenet-tui --bins`.
 //! - `WOVENET_REQUIRE_MOSQUITTO=1` makes the mosquitto tests fail, not skip, without mosquitto.
 //! - The iptables tests (`faults.rs`, `iptables.rs`) need root and iptables, and fail without.
 //! - A failing test keeps its sites' tempdirs (config, JSON log, stderr) and prints their paths.
@@ -30,6 +31,7 @@
 pub mod binary;
 pub mod broker;
 pub mod client;
+pub mod ctl;
 pub mod data;
 pub mod iptables;
 pub mod log;
@@ -39,13 +41,14 @@ pub mod site;
 pub mod sock;
 pub mod wait;
 
-pub use binary::{check_config, wovenetd};
+pub use binary::{check_config, wovenetctl, wovenetd};
 pub use broker::{Broker, mosquitto_available, require_mosquitto};
 pub use client::{
     Closed, EchoConn, connect_eventually, echo_once, echo_once_with_banner,
     expect_closed_without_data, is_listening, stays_closed, try_wait_forward,
     try_wait_forward_with_banner,
 };
+pub use ctl::{Ctl, CtlChild, CtlOutput};
 pub use data::{DataGen, Digest};
 pub use iptables::IptablesDrop;
 pub use log::LogLine;

@@ -1,14 +1,26 @@
-//! Dialling a daemon's control socket and turning connection failures into
-//! messages a person can act on.
+//! Dialling a daemon's control socket, turning connection failures into messages a person
+//! can act on, and typed calls ([`Control`]) that hand back the daemon's status unchanged.
+//! No formatting and no retries: callers decide what a failure means for them.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Status, Streaming};
+use tracing::instrument;
 use wovenet_proto::paths;
 use wovenet_proto::v1::control_service_client::ControlServiceClient;
+use wovenet_proto::v1::{
+    AddExposedAppRequest, AddRemoteAppRequest, Channel as DataChannel, ExposedApp, ExposedAppSpec,
+    GetSiteRequest, ListAppsRequest, ListAppsResponse, ListChannelsRequest, ListPeersRequest,
+    ListStreamsRequest, Peer, RemoteApp, RemoteAppSpec, RemoveExposedAppRequest,
+    RemoveRemoteAppRequest, SiteInfo, Stream, WatchEventsRequest, WatchEventsResponse,
+    WatchStatsRequest, WatchStatsResponse,
+};
 
 /// A connected control client.
 pub type Client = ControlServiceClient<Channel>;
@@ -114,4 +126,165 @@ pub async fn connect(path: &Path) -> Result<Client, ClientError> {
             reason: e.to_string(),
         })?;
     Ok(ControlServiceClient::new(channel))
+}
+
+/// Typed calls on a connected daemon. Failures are the daemon's [`Status`], message
+/// unchanged (config-style validation messages must reach the user as written).
+#[derive(Debug, Clone)]
+pub struct Control {
+    client: Client,
+}
+
+/// A response field the daemon must always set; absent only from a broken daemon.
+fn required<T>(field: Option<T>, what: &str) -> Result<T, Status> {
+    field.ok_or_else(|| Status::internal(format!("the daemon's reply has no {what}")))
+}
+
+impl Control {
+    /// Connects to the daemon on `path` (see [`connect`]).
+    pub async fn connect(path: &Path) -> Result<Self, ClientError> {
+        connect(path).await.map(Self::new)
+    }
+
+    /// Wraps an already connected client.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// `GetSite`.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn site(&mut self) -> Result<SiteInfo, Status> {
+        let r = self.client.get_site(GetSiteRequest {}).await?.into_inner();
+        required(r.site, "site")
+    }
+
+    /// `ListPeers`, sorted by name.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn peers(&mut self) -> Result<Vec<Peer>, Status> {
+        Ok(self
+            .client
+            .list_peers(ListPeersRequest {})
+            .await?
+            .into_inner()
+            .peers)
+    }
+
+    /// `ListChannels`, sorted by peer, then id.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn channels(&mut self) -> Result<Vec<DataChannel>, Status> {
+        Ok(self
+            .client
+            .list_channels(ListChannelsRequest {})
+            .await?
+            .into_inner()
+            .channels)
+    }
+
+    /// `ListStreams`, oldest first.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn streams(&mut self) -> Result<Vec<Stream>, Status> {
+        Ok(self
+            .client
+            .list_streams(ListStreamsRequest {})
+            .await?
+            .into_inner()
+            .streams)
+    }
+
+    /// `ListApps`: exposed and remote apps.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn apps(&mut self) -> Result<ListAppsResponse, Status> {
+        Ok(self
+            .client
+            .list_apps(ListAppsRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// `AddExposedApp`: the app as added.
+    #[instrument(level = "debug", skip(self), fields(app.name = %app.name), err(level = "debug"))]
+    pub async fn add_exposed_app(&mut self, app: ExposedAppSpec) -> Result<ExposedApp, Status> {
+        let r = self
+            .client
+            .add_exposed_app(AddExposedAppRequest { app: Some(app) })
+            .await?
+            .into_inner();
+        required(r.app, "app")
+    }
+
+    /// `RemoveExposedApp`: the app removed.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn remove_exposed_app(&mut self, name: &str) -> Result<ExposedApp, Status> {
+        let r = self
+            .client
+            .remove_exposed_app(RemoveExposedAppRequest {
+                name: name.to_owned(),
+            })
+            .await?
+            .into_inner();
+        required(r.app, "app")
+    }
+
+    /// `AddRemoteApp`: the app as added, with its listener state.
+    #[instrument(
+        level = "debug",
+        skip(self),
+        fields(peer.site = %app.site_name, app.name = %app.app_name),
+        err(level = "debug")
+    )]
+    pub async fn add_remote_app(&mut self, app: RemoteAppSpec) -> Result<RemoteApp, Status> {
+        let r = self
+            .client
+            .add_remote_app(AddRemoteAppRequest { app: Some(app) })
+            .await?
+            .into_inner();
+        required(r.app, "app")
+    }
+
+    /// `RemoveRemoteApp`: every remote app of `site`/`app`, or only the one on `local`.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn remove_remote_app(
+        &mut self,
+        site: &str,
+        app: &str,
+        local: Option<&str>,
+    ) -> Result<Vec<RemoteApp>, Status> {
+        Ok(self
+            .client
+            .remove_remote_app(RemoveRemoteAppRequest {
+                site_name: site.to_owned(),
+                app_name: app.to_owned(),
+                local_socket: local.unwrap_or_default().to_owned(),
+            })
+            .await?
+            .into_inner()
+            .removed)
+    }
+
+    /// `WatchEvents`: a snapshot, then events.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn watch_events(&mut self) -> Result<Streaming<WatchEventsResponse>, Status> {
+        Ok(self
+            .client
+            .watch_events(WatchEventsRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// `WatchStats`: a sample every `interval` (the daemon's default when `None`).
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn watch_stats(
+        &mut self,
+        interval: Option<Duration>,
+    ) -> Result<Streaming<WatchStatsResponse>, Status> {
+        let interval = interval
+            .map(prost_types::Duration::try_from)
+            .transpose()
+            .map_err(|e| Status::invalid_argument(format!("interval: {e}")))?;
+        Ok(self
+            .client
+            .watch_stats(WatchStatsRequest { interval })
+            .await?
+            .into_inner())
+    }
 }

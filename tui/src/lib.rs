@@ -1,4 +1,6 @@
-//! Client side of the wovenetd control API, shared by `wovenetctl` and
-//! `wovenet-tui`: finding and dialling a daemon's unix socket, typed calls.
+//! Client side of the wovenetd control API, shared by `wovenetctl` and `wovenet-tui`:
+//! finding and dialling a daemon's unix socket, typed calls, and the CLI's parsing and
+//! output formatting.
 
 pub mod client;
+pub mod ctl;

@@ -1,0 +1,17 @@
+//! `wovenetctl`, the scripting CLI, as a library so its parts are unit-tested: argument
+//! parsing ([`args`]), the JSON shape scripts rely on ([`json`]), table output for people
+//! ([`text`], [`table`], [`units`]) and running a command against a daemon ([`exec`]).
+//! The binary (`src/bin/wovenetctl.rs`) only wires these to stdout, stderr and exit codes.
+
+pub mod args;
+pub mod exec;
+pub mod json;
+pub mod table;
+pub mod text;
+pub mod units;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use args::{Cli, Command, Format};
+pub use exec::{CtlError, Sinks, run};

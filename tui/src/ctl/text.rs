@@ -1,0 +1,710 @@
+//! `-o table`: what people read. One function per command output, pure (the current time is
+//! an argument), built on [`Table`] and [`units`]. The layout may change between versions;
+//! scripts use `-o json`.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use wovenet_proto::v1::{self as pb, event, watch_events_response};
+
+use super::table::Table;
+use super::units::{self, or_empty, yes_no};
+
+/// `status`: a key/value block, then the tunnel sockets.
+pub fn status(s: &pb::SiteInfo) -> String {
+    let mut kv = Table::plain(2);
+    let broker_state = units::broker_state(s.broker_state);
+    let broker = if s.broker_reason.is_empty() {
+        broker_state
+    } else {
+        format!("{broker_state} ({})", s.broker_reason)
+    };
+    kv.row(["site", s.name.as_str()])
+        .row(["instance", s.instance.as_str()])
+        .row(["version", s.version.as_str()])
+        .row([
+            "started".to_owned(),
+            s.started_at
+                .as_ref()
+                .map_or_else(String::new, units::timestamp),
+        ])
+        .row([
+            "uptime".to_owned(),
+            units::proto_duration(s.uptime.as_ref()),
+        ])
+        .row(["broker", s.broker_url.as_str()])
+        .row(["broker state".to_owned(), broker]);
+    let mut out = kv.render();
+    out.push('\n');
+    let mut sockets = Table::new(&["LISTEN", "PUBLIC", "AUTO-DETECT"]);
+    for t in &s.sockets {
+        sockets.row([
+            t.listen.as_str(),
+            if t.public.is_empty() && t.auto_detect {
+                "detecting"
+            } else {
+                t.public.as_str()
+            },
+            yes_no(t.auto_detect),
+        ]);
+    }
+    if sockets.is_empty() {
+        out.push_str("no tunnel sockets\n");
+    } else {
+        out.push_str(&sockets.render());
+    }
+    out
+}
+
+/// `peers`.
+pub fn peers(peers: &[pb::Peer], now: SystemTime) -> String {
+    if peers.is_empty() {
+        return "no peers\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        "NAME",
+        "STATE",
+        ">CHANNELS",
+        ">STREAMS",
+        ">SENT",
+        ">RECEIVED",
+        "LAST-SEEN",
+        "APPS",
+    ]);
+    for p in peers {
+        t.row([
+            p.name.clone(),
+            units::cell(units::peer_state(p.state)),
+            p.channels.to_string(),
+            p.streams.to_string(),
+            units::bytes(p.bytes_sent),
+            units::bytes(p.bytes_received),
+            units::ago(p.last_seen.as_ref(), now),
+            p.apps.join(","),
+        ]);
+    }
+    t.render()
+}
+
+/// `channels`.
+pub fn channels(channels: &[pb::Channel]) -> String {
+    if channels.is_empty() {
+        return "no channels\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        "PEER",
+        ">ID",
+        "DIRECTION",
+        "STATE",
+        "LOCAL",
+        "REMOTE",
+        ">RTT",
+        ">CWND",
+        ">LOST/SENT",
+        ">SENT",
+        ">RECEIVED",
+        ">STREAMS",
+        ">AGE",
+        ">RETRIES",
+        "LAST-ERROR",
+    ]);
+    for c in channels {
+        t.row([
+            c.peer.clone(),
+            if c.id == 0 {
+                String::new()
+            } else {
+                c.id.to_string()
+            },
+            units::cell(units::direction(c.direction)),
+            units::cell(units::channel_state(c.state)),
+            c.local_addr.clone(),
+            c.remote_addr.clone(),
+            units::proto_duration(c.rtt.as_ref()),
+            units::bytes(c.cwnd),
+            format!("{}/{}", c.lost_packets, c.sent_packets),
+            units::bytes(c.bytes_sent),
+            units::bytes(c.bytes_received),
+            c.open_streams.to_string(),
+            units::proto_duration(c.age.as_ref()),
+            c.reconnect_attempts.to_string(),
+            c.last_error.clone(),
+        ]);
+    }
+    t.render()
+}
+
+/// `streams`.
+pub fn streams(streams: &[pb::Stream]) -> String {
+    if streams.is_empty() {
+        return "no streams\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ">ID",
+        "APP",
+        "PEER",
+        "DIRECTION",
+        "CLIENT",
+        ">SENT",
+        ">RECEIVED",
+        ">AGE",
+    ]);
+    for s in streams {
+        t.row([
+            s.id.to_string(),
+            s.app.clone(),
+            s.peer.clone(),
+            units::cell(units::stream_direction(s.direction)),
+            s.client_addr.clone(),
+            units::bytes(s.bytes_sent),
+            units::bytes(s.bytes_received),
+            units::proto_duration(s.age.as_ref()),
+        ]);
+    }
+    t.render()
+}
+
+/// Where an exposed app leads: its socket, or its ranges.
+fn exposed_target(s: &pb::ExposedAppSpec) -> String {
+    if s.mode == "range" {
+        format!(
+            "ports {} at {}",
+            or_empty(&s.port_range.join(",")),
+            or_empty(&s.address_range.join(","))
+        )
+    } else {
+        s.app_socket.clone()
+    }
+}
+
+fn exposed_mode(s: &pb::ExposedAppSpec) -> &str {
+    if s.mode.is_empty() { "single" } else { &s.mode }
+}
+
+/// `apps`: exposed apps, then remote apps with their listeners.
+pub fn apps(apps: &pb::ListAppsResponse) -> String {
+    let mut out = String::from("EXPOSED APPS\n");
+    if apps.exposed.is_empty() {
+        out.push_str("none\n");
+    } else {
+        let mut t = Table::new(&["NAME", "MODE", "TARGET", "LIVE"]);
+        for a in &apps.exposed {
+            let spec = a.spec.clone().unwrap_or_default();
+            t.row([
+                spec.name.clone(),
+                exposed_mode(&spec).to_owned(),
+                exposed_target(&spec),
+                yes_no(a.live).to_owned(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out.push_str("\nREMOTE APPS\n");
+    if apps.remote.is_empty() {
+        out.push_str("none\n");
+    } else {
+        let mut t = Table::new(&[
+            "SITE",
+            "APP",
+            "LOCAL",
+            "APP-SOCKET",
+            "LISTENER",
+            "ADDRESS",
+            "LIVE",
+            "ERROR",
+        ]);
+        for a in &apps.remote {
+            let spec = a.spec.clone().unwrap_or_default();
+            t.row([
+                spec.site_name,
+                spec.app_name,
+                spec.local_socket,
+                spec.app_socket,
+                units::cell(units::listener_state(a.listener_state)),
+                a.listen_addr.clone(),
+                yes_no(a.live).to_owned(),
+                a.listener_error.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// `site/app on local` (and `-> app_socket` for range apps).
+fn remote_spec(s: &pb::RemoteAppSpec) -> String {
+    let mut out = format!("{}/{} on {}", s.site_name, s.app_name, s.local_socket);
+    if !s.app_socket.is_empty() {
+        let _ = write!(out, " -> {}", s.app_socket);
+    }
+    out
+}
+
+fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
+    format!("{} ({} {})", s.name, exposed_mode(s), exposed_target(s))
+}
+
+/// `expose add`.
+pub fn exposed_added(a: &pb::ExposedApp) -> String {
+    format!(
+        "added exposed app {}\n",
+        exposed_spec(&a.spec.clone().unwrap_or_default())
+    )
+}
+
+/// `expose rm`.
+pub fn exposed_removed(a: &pb::ExposedApp) -> String {
+    format!(
+        "removed exposed app {}; open connections finish\n",
+        exposed_spec(&a.spec.clone().unwrap_or_default())
+    )
+}
+
+fn listener(a: &pb::RemoteApp) -> String {
+    let state = units::listener_state(a.listener_state);
+    match state.as_str() {
+        "open" if !a.listen_addr.is_empty() => format!("listener open on {}", a.listen_addr),
+        "failed" if !a.listener_error.is_empty() => {
+            format!("listener failed: {}", a.listener_error)
+        }
+        "waiting" => "listener waiting for the site to offer the app".to_owned(),
+        _ => format!("listener {state}"),
+    }
+}
+
+/// `remote add`.
+pub fn remote_added(a: &pb::RemoteApp) -> String {
+    format!(
+        "added remote app {}; {}\n",
+        remote_spec(&a.spec.clone().unwrap_or_default()),
+        listener(a)
+    )
+}
+
+/// `remote rm`.
+pub fn remote_removed(removed: &[pb::RemoteApp]) -> String {
+    if removed.is_empty() {
+        return "no remote app removed\n".to_owned();
+    }
+    removed
+        .iter()
+        .map(|a| {
+            format!(
+                "removed remote app {}\n",
+                remote_spec(&a.spec.clone().unwrap_or_default())
+            )
+        })
+        .collect()
+}
+
+/// `events`, first line: a summary of the snapshot.
+pub fn snapshot(s: &pb::Snapshot) -> String {
+    let site = s.site.clone().unwrap_or_default();
+    format!(
+        "site {} ({}): {}, {}, {}, {}, {}; following events from #{} (Ctrl-C to stop)\n",
+        or_empty(&site.name),
+        units::broker_state(site.broker_state),
+        units::plural(s.peers.len(), "peer"),
+        units::plural(s.channels.len(), "channel"),
+        units::plural(s.streams.len(), "stream"),
+        units::plural(s.exposed.len(), "exposed app"),
+        units::plural(s.remote.len(), "remote app"),
+        s.next_seq
+    )
+}
+
+/// Width of the event name column.
+const EVENT_NAME_WIDTH: usize = 19;
+
+/// `events`, one line per event: time, sequence number, what happened, details.
+pub fn event(e: &pb::Event) -> String {
+    let (name, detail) = match &e.kind {
+        Some(k) => describe(k),
+        None => ("unknown event", String::new()),
+    };
+    let at =
+        e.at.as_ref()
+            .map_or_else(|| "-".to_owned(), units::timestamp);
+    let line = format!("{at}  #{}  {name:<EVENT_NAME_WIDTH$}  {detail}", e.seq);
+    format!("{}\n", line.trim_end())
+}
+
+fn with_reason(what: String, reason: &str) -> String {
+    if reason.is_empty() {
+        what
+    } else {
+        format!("{what}: {reason}")
+    }
+}
+
+fn stream_detail(s: &pb::Stream, closed: bool) -> String {
+    let mut out = format!(
+        "#{} {} {} {} from {}",
+        s.id,
+        s.app,
+        units::stream_direction(s.direction),
+        or_empty(&s.peer),
+        or_empty(&s.client_addr)
+    );
+    if closed {
+        let _ = write!(
+            out,
+            ", sent {}, received {} in {}",
+            units::bytes(s.bytes_sent),
+            units::bytes(s.bytes_received),
+            units::proto_duration(s.age.as_ref())
+        );
+    }
+    out
+}
+
+fn describe(k: &event::Kind) -> (&'static str, String) {
+    use event::Kind as K;
+    match k {
+        K::PeerDiscovered(p) => ("peer discovered", p.site.clone()),
+        K::PeerConnected(p) => ("peer connected", p.site.clone()),
+        K::PeerDisconnected(p) => ("peer disconnected", with_reason(p.site.clone(), &p.reason)),
+        K::ChannelUp(c) => ("channel up", format!("{} #{}", c.site, c.channel)),
+        K::ChannelDown(c) => (
+            "channel down",
+            with_reason(format!("{} #{}", c.site, c.channel), &c.reason),
+        ),
+        K::ExposedAppAdded(s) => ("exposed app added", exposed_spec(s)),
+        K::ExposedAppRemoved(s) => ("exposed app removed", exposed_spec(s)),
+        K::RemoteAppAdded(s) => ("remote app added", remote_spec(s)),
+        K::RemoteAppRemoved(s) => ("remote app removed", remote_spec(s)),
+        K::ListenerOpened(s) => ("listener opened", remote_spec(s)),
+        K::ListenerClosed(s) => ("listener closed", remote_spec(s)),
+        K::StreamOpened(s) => ("stream opened", stream_detail(s, false)),
+        K::StreamClosed(s) => ("stream closed", stream_detail(s, true)),
+    }
+}
+
+/// `events`: any message of the feed.
+pub fn watch_event(r: &pb::WatchEventsResponse) -> String {
+    match &r.kind {
+        Some(watch_events_response::Kind::Snapshot(s)) => snapshot(s),
+        Some(watch_events_response::Kind::Event(e)) => event(e),
+        None => "unknown message from the daemon\n".to_owned(),
+    }
+}
+
+/// `stats`: one sample, sections for apps, peers, channels and non-zero counters.
+pub fn stats(s: &pb::WatchStatsResponse) -> String {
+    let at =
+        s.at.as_ref()
+            .map_or_else(|| "-".to_owned(), units::timestamp);
+    let mut out = format!("stats at {at}\n");
+    let mut apps = Table::new(&[
+        "APP",
+        "PEER",
+        "DIRECTION",
+        ">OPEN",
+        ">TOTAL",
+        ">SENT",
+        ">RECEIVED",
+        ">SEND-RATE",
+        ">RECEIVE-RATE",
+    ]);
+    for a in &s.apps {
+        apps.row([
+            a.app.clone(),
+            a.peer.clone(),
+            units::cell(units::stream_direction(a.direction)),
+            a.open_streams.to_string(),
+            a.total_streams.to_string(),
+            units::bytes(a.bytes_sent),
+            units::bytes(a.bytes_received),
+            units::rate(a.send_rate),
+            units::rate(a.receive_rate),
+        ]);
+    }
+    let mut peers = Table::new(&["PEER", ">SENT", ">RECEIVED", ">SEND-RATE", ">RECEIVE-RATE"]);
+    for p in &s.peers {
+        peers.row([
+            p.peer.clone(),
+            units::bytes(p.bytes_sent),
+            units::bytes(p.bytes_received),
+            units::rate(p.send_rate),
+            units::rate(p.receive_rate),
+        ]);
+    }
+    let mut channels = Table::new(&[
+        "PEER",
+        ">ID",
+        ">RTT",
+        ">CWND",
+        ">LOST/SENT",
+        ">SENT",
+        ">RECEIVED",
+        ">SEND-RATE",
+        ">RECEIVE-RATE",
+        ">STREAMS",
+    ]);
+    for c in &s.channels {
+        channels.row([
+            c.peer.clone(),
+            c.id.to_string(),
+            units::proto_duration(c.rtt.as_ref()),
+            units::bytes(c.cwnd),
+            format!("{}/{}", c.lost_packets, c.sent_packets),
+            units::bytes(c.bytes_sent),
+            units::bytes(c.bytes_received),
+            units::rate(c.send_rate),
+            units::rate(c.receive_rate),
+            c.open_streams.to_string(),
+        ]);
+    }
+    let mut counters = Table::new(&["COUNTER", ">VALUE"]);
+    let mut names: Vec<(&String, &u64)> = s.counters.iter().filter(|(_, v)| **v > 0).collect();
+    names.sort();
+    for (name, value) in names {
+        counters.row([name.clone(), value.to_string()]);
+    }
+    for (title, table, empty) in [
+        ("APPS", apps, "no app traffic"),
+        ("PEERS", peers, "no peers"),
+        ("CHANNELS", channels, "no channels"),
+        ("COUNTERS", counters, "no drops or refusals"),
+    ] {
+        out.push('\n');
+        if table.is_empty() {
+            let _ = writeln!(out, "{title}: {empty}");
+        } else {
+            let _ = writeln!(out, "{title}");
+            out.push_str(&table.render());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use wovenet_proto::v1::{ChannelEvent, PeerEvent, event::Kind};
+
+    use super::*;
+    use crate::ctl::fixtures as fx;
+
+    /// Character offset of `needle` in `line` (the µ of µs is two bytes).
+    fn column(line: &str, needle: &str) -> usize {
+        line[..line.find(needle).unwrap()].chars().count()
+    }
+
+    #[test]
+    fn status_shows_site_uptime_broker_reason_and_sockets() {
+        let out = status(&fx::site());
+        assert_eq!(
+            out,
+            "site          alpha\n\
+             instance      9f2c4e1a\n\
+             version       0.1.0\n\
+             started       2024-05-01T10:00:00Z\n\
+             uptime        1h2m\n\
+             broker        mqtt://127.0.0.1:1883\n\
+             broker state  reconnecting (connection refused)\n\
+             \n\
+             LISTEN         PUBLIC             AUTO-DETECT\n\
+             0.0.0.0:40001  203.0.113.7:40001  no\n\
+             [::]:40002     detecting          yes\n"
+        );
+    }
+
+    #[test]
+    fn peers_table_aligns_columns_with_human_units() {
+        let out = peers(&fx::peers(), fx::now());
+        assert_eq!(
+            out,
+            "NAME        STATE      CHANNELS  STREAMS     SENT  RECEIVED  LAST-SEEN  APPS\n\
+             beta        connected         2        1  1.5 KiB   5.0 MiB  3s ago     echo,vnc\n\
+             gamma-site  gone              0        0      0 B       0 B  -          -\n"
+        );
+        assert_eq!(peers(&[], fx::now()), "no peers\n");
+    }
+
+    #[test]
+    fn channels_table_shows_rtt_age_and_dashes_for_pending_dials() {
+        let out = channels(&fx::channels());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].starts_with("PEER        ID  DIRECTION  STATE"),
+            "{out}"
+        );
+        let up: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            up,
+            [
+                "beta",
+                "3",
+                "outbound",
+                "up",
+                "10.0.0.1:40001",
+                "10.0.0.2:40001",
+                "350µs",
+                "11.7",
+                "KiB",
+                "2/1200",
+                "2.0",
+                "KiB",
+                "4.0",
+                "KiB",
+                "1",
+                "2m5s",
+                "0",
+                "-"
+            ]
+        );
+        assert!(
+            lines[2].starts_with("gamma-site   -  outbound   connecting  -"),
+            "{out}"
+        );
+        assert!(lines[2].ends_with("350ms        4  timed out"), "{out}");
+        // The last column starts at the same offset in every row.
+        let last = column(lines[0], "LAST-ERROR");
+        assert_eq!(lines[1].chars().count() - 1, last, "{out}");
+        assert_eq!(column(lines[2], "timed out"), last, "{out}");
+        assert_eq!(channels(&[]), "no channels\n");
+    }
+
+    #[test]
+    fn streams_table_lists_each_connection() {
+        assert_eq!(
+            streams(&[fx::stream()]),
+            "ID  APP   PEER  DIRECTION  CLIENT            SENT  RECEIVED  AGE\n\
+             17  echo  beta  outbound   127.0.0.1:53124  100 B   2.5 KiB  12s\n"
+        );
+        assert_eq!(streams(&[]), "no streams\n");
+    }
+
+    #[test]
+    fn apps_show_targets_listener_states_and_live_flags() {
+        assert_eq!(
+            apps(&fx::apps()),
+            "EXPOSED APPS\n\
+             NAME  MODE    TARGET                               LIVE\n\
+             echo  single  tcp:127.0.0.1:7                      no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24  yes\n\
+             \n\
+             REMOTE APPS\n\
+             SITE  APP   LOCAL               APP-SOCKET         LISTENER  ADDRESS         LIVE  ERROR\n\
+             beta  echo  tcp:127.0.0.1:6000  -                  open      127.0.0.1:6000  no    -\n\
+             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900  failed    -               yes   permission denied\n"
+        );
+        assert_eq!(
+            apps(&pb::ListAppsResponse::default()),
+            "EXPOSED APPS\nnone\n\nREMOTE APPS\nnone\n"
+        );
+    }
+
+    #[test]
+    fn changes_confirm_what_was_done() {
+        assert_eq!(
+            exposed_added(&fx::exposed_single()),
+            "added exposed app echo (single tcp:127.0.0.1:7)\n"
+        );
+        assert_eq!(
+            exposed_removed(&fx::exposed_range()),
+            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24); open connections finish\n"
+        );
+        assert_eq!(
+            remote_added(&fx::remote_open()),
+            "added remote app beta/echo on tcp:127.0.0.1:6000; listener open on 127.0.0.1:6000\n"
+        );
+        assert_eq!(
+            remote_added(&fx::remote_failed()),
+            "added remote app beta/vnc on unix:/run/vnc.sock -> tcp:10.0.2.9:5900; listener failed: permission denied\n"
+        );
+        let mut waiting = fx::remote_open();
+        waiting.listener_state = pb::ListenerState::Waiting as i32;
+        assert!(
+            remote_added(&waiting).ends_with("listener waiting for the site to offer the app\n")
+        );
+        assert_eq!(
+            remote_removed(&[fx::remote_open(), fx::remote_failed()]),
+            "removed remote app beta/echo on tcp:127.0.0.1:6000\n\
+             removed remote app beta/vnc on unix:/run/vnc.sock -> tcp:10.0.2.9:5900\n"
+        );
+        assert_eq!(remote_removed(&[]), "no remote app removed\n");
+    }
+
+    #[test]
+    fn events_start_with_a_summary_then_one_aligned_line_each() {
+        assert_eq!(
+            watch_event(&fx::snapshot()),
+            "site alpha (reconnecting): 2 peers, 2 channels, 1 stream, 1 exposed app, 1 remote app; \
+             following events from #42 (Ctrl-C to stop)\n"
+        );
+        assert_eq!(
+            event(&fx::event(43, Kind::ListenerOpened(fx::remote_spec()))),
+            "2024-05-01T10:00:00.123Z  #43  listener opened      beta/echo on tcp:127.0.0.1:6000\n"
+        );
+        assert_eq!(
+            event(&fx::event(
+                44,
+                Kind::ChannelDown(ChannelEvent {
+                    site: "beta".into(),
+                    channel: 3,
+                    reason: "idle timeout".into()
+                })
+            )),
+            "2024-05-01T10:00:00.123Z  #44  channel down         beta #3: idle timeout\n"
+        );
+        assert_eq!(
+            event(&fx::event(
+                45,
+                Kind::PeerConnected(PeerEvent {
+                    site: "beta".into(),
+                    reason: String::new()
+                })
+            )),
+            "2024-05-01T10:00:00.123Z  #45  peer connected       beta\n"
+        );
+        assert_eq!(
+            event(&fx::event(46, Kind::StreamClosed(fx::stream()))),
+            "2024-05-01T10:00:00.123Z  #46  stream closed        #17 echo outbound beta from \
+             127.0.0.1:53124, sent 100 B, received 2.5 KiB in 12s\n"
+        );
+        let spec = fx::exposed_range().spec.unwrap();
+        assert!(
+            event(&fx::event(47, Kind::ExposedAppRemoved(spec))).contains(
+                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24)"
+            )
+        );
+        assert_eq!(
+            watch_event(&pb::WatchEventsResponse { kind: None }),
+            "unknown message from the daemon\n"
+        );
+    }
+
+    #[test]
+    fn stats_print_sections_and_only_nonzero_counters_sorted() {
+        let out = stats(&fx::stats());
+        assert_eq!(
+            out,
+            "stats at 2024-05-01T10:00:00Z\n\
+             \n\
+             APPS\n\
+             APP   PEER  DIRECTION  OPEN  TOTAL     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
+             echo  beta  inbound       1      9  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
+             \n\
+             PEERS\n\
+             PEER      SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
+             beta  10.0 MiB  20.0 MiB  1.0 MiB/s       512 B/s\n\
+             \n\
+             CHANNELS\n\
+             PEER  ID   RTT      CWND  LOST/SENT    SENT  RECEIVED  SEND-RATE  RECEIVE-RATE  STREAMS\n\
+             beta   3  12ms  11.7 KiB       0/10  1000 B   2.0 KiB     10 B/s        20 B/s        1\n\
+             \n\
+             COUNTERS\n\
+             COUNTER        VALUE\n\
+             auth_failures      1\n\
+             bad_preambles      3\n"
+        );
+        let empty = stats(&pb::WatchStatsResponse::default());
+        assert!(empty.contains("APPS: no app traffic\n"), "{empty}");
+        assert!(
+            empty.contains("COUNTERS: no drops or refusals\n"),
+            "{empty}"
+        );
+    }
+}

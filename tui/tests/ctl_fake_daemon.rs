@@ -1,0 +1,681 @@
+//! `wovenetctl` (the real binary) against an in-process fake `ControlService` on a unix
+//! socket: socket selection, what each command sends, output in both formats, the daemon's
+//! error messages passed through unchanged, exit codes, and following feeds. The real daemon
+//! is exercised by `tests/tests/ctl_cli.rs`; this file pins the CLI's side of the contract.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns are test code too
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::process::Command;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use wovenet_proto::v1::control_service_server::{ControlService, ControlServiceServer};
+use wovenet_proto::v1::*;
+
+const BAD_SOCKET: &str = "localExposedApps[0].appSocket: 'tcp:nope' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)";
+
+type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Canned answers; records what it was asked.
+#[derive(Clone, Default)]
+struct Fake {
+    seen: Arc<Mutex<Vec<String>>>,
+    /// End the event feed after its two messages instead of holding it open.
+    end_feed: bool,
+}
+
+impl Fake {
+    fn saw(&self, what: String) {
+        self.seen.lock().unwrap().push(what);
+    }
+}
+
+fn site() -> SiteInfo {
+    SiteInfo {
+        name: "alpha".into(),
+        instance: "abcd".into(),
+        version: "9.9.9".into(),
+        started_at: Some(prost_types::Timestamp {
+            seconds: 1_714_557_600,
+            nanos: 0,
+        }),
+        uptime: Some(prost_types::Duration {
+            seconds: 65,
+            nanos: 0,
+        }),
+        broker_url: "mqtt://127.0.0.1:1883".into(),
+        broker_state: BrokerState::Connected as i32,
+        broker_reason: String::new(),
+        sockets: vec![TunnelSocket {
+            listen: "0.0.0.0:40001".into(),
+            public: "127.0.0.1:40001".into(),
+            auto_detect: false,
+        }],
+    }
+}
+
+fn remote_spec() -> RemoteAppSpec {
+    RemoteAppSpec {
+        site_name: "beta".into(),
+        app_name: "echo".into(),
+        local_socket: "tcp:127.0.0.1:6000".into(),
+        app_socket: String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl ControlService for Fake {
+    async fn get_site(
+        &self,
+        _: Request<GetSiteRequest>,
+    ) -> Result<Response<GetSiteResponse>, Status> {
+        Ok(Response::new(GetSiteResponse { site: Some(site()) }))
+    }
+
+    async fn list_peers(
+        &self,
+        _: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        Ok(Response::new(ListPeersResponse {
+            peers: vec![Peer {
+                name: "beta".into(),
+                state: PeerState::Connected as i32,
+                channels: 1,
+                bytes_sent: 4096,
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn list_channels(
+        &self,
+        _: Request<ListChannelsRequest>,
+    ) -> Result<Response<ListChannelsResponse>, Status> {
+        Ok(Response::new(ListChannelsResponse {
+            channels: vec![Channel {
+                id: 1,
+                peer: "beta".into(),
+                state: ChannelState::Up as i32,
+                direction: Direction::Inbound as i32,
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn list_streams(
+        &self,
+        _: Request<ListStreamsRequest>,
+    ) -> Result<Response<ListStreamsResponse>, Status> {
+        Ok(Response::new(ListStreamsResponse { streams: vec![] }))
+    }
+
+    async fn list_apps(
+        &self,
+        _: Request<ListAppsRequest>,
+    ) -> Result<Response<ListAppsResponse>, Status> {
+        Ok(Response::new(ListAppsResponse {
+            exposed: vec![],
+            remote: vec![RemoteApp {
+                spec: Some(remote_spec()),
+                listener_state: ListenerState::Open as i32,
+                listen_addr: "127.0.0.1:6000".into(),
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn add_exposed_app(
+        &self,
+        r: Request<AddExposedAppRequest>,
+    ) -> Result<Response<AddExposedAppResponse>, Status> {
+        let spec = r.into_inner().app.unwrap_or_default();
+        self.saw(format!("add_exposed_app {spec:?}"));
+        if spec.app_socket == "tcp:nope" {
+            return Err(Status::invalid_argument(BAD_SOCKET));
+        }
+        Ok(Response::new(AddExposedAppResponse {
+            app: Some(ExposedApp {
+                spec: Some(spec),
+                live: true,
+            }),
+        }))
+    }
+
+    async fn remove_exposed_app(
+        &self,
+        r: Request<RemoveExposedAppRequest>,
+    ) -> Result<Response<RemoveExposedAppResponse>, Status> {
+        let name = r.into_inner().name;
+        Err(Status::not_found(format!("no exposed app '{name}'")))
+    }
+
+    async fn add_remote_app(
+        &self,
+        r: Request<AddRemoteAppRequest>,
+    ) -> Result<Response<AddRemoteAppResponse>, Status> {
+        let spec = r.into_inner().app.unwrap_or_default();
+        self.saw(format!("add_remote_app {spec:?}"));
+        Ok(Response::new(AddRemoteAppResponse {
+            app: Some(RemoteApp {
+                spec: Some(spec),
+                listener_state: ListenerState::Waiting as i32,
+                live: true,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn remove_remote_app(
+        &self,
+        r: Request<RemoveRemoteAppRequest>,
+    ) -> Result<Response<RemoveRemoteAppResponse>, Status> {
+        let r = r.into_inner();
+        self.saw(format!("remove_remote_app {r:?}"));
+        Ok(Response::new(RemoveRemoteAppResponse {
+            removed: vec![RemoteApp {
+                spec: Some(remote_spec()),
+                ..Default::default()
+            }],
+        }))
+    }
+
+    type WatchEventsStream = Feed<WatchEventsResponse>;
+
+    async fn watch_events(
+        &self,
+        _: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let messages = vec![
+            Ok(WatchEventsResponse {
+                kind: Some(watch_events_response::Kind::Snapshot(Snapshot {
+                    site: Some(site()),
+                    next_seq: 7,
+                    ..Default::default()
+                })),
+            }),
+            Ok(WatchEventsResponse {
+                kind: Some(watch_events_response::Kind::Event(Event {
+                    seq: 7,
+                    at: Some(prost_types::Timestamp {
+                        seconds: 1_714_557_600,
+                        nanos: 0,
+                    }),
+                    kind: Some(event::Kind::ListenerOpened(remote_spec())),
+                })),
+            }),
+        ];
+        let head = tokio_stream::iter(messages);
+        let feed: Feed<WatchEventsResponse> = if self.end_feed {
+            Box::pin(head)
+        } else {
+            Box::pin(tokio_stream::StreamExt::chain(
+                head,
+                tokio_stream::pending(),
+            ))
+        };
+        Ok(Response::new(feed))
+    }
+
+    type WatchStatsStream = Feed<WatchStatsResponse>;
+
+    async fn watch_stats(
+        &self,
+        r: Request<WatchStatsRequest>,
+    ) -> Result<Response<Self::WatchStatsStream>, Status> {
+        self.saw(format!("watch_stats {:?}", r.into_inner().interval));
+        let sample = |n: u64| {
+            Ok(WatchStatsResponse {
+                counters: [("bad_preambles".to_owned(), n)].into(),
+                ..Default::default()
+            })
+        };
+        let samples = tokio_stream::iter((1..=3).map(sample));
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            samples,
+            tokio_stream::pending(),
+        ))))
+    }
+}
+
+/// A fake daemon listening on `<tempdir>/<name>.sock`.
+struct Daemon {
+    _dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    fake: Fake,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    async fn start(fake: Fake) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Self::start_at(dir.path().join("alpha.sock"), fake);
+        d._dir = Some(dir);
+        d
+    }
+
+    fn start_at(path: PathBuf, fake: Fake) -> Self {
+        let listener = UnixListener::bind(&path).unwrap();
+        let service = ControlServiceServer::new(fake.clone());
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        Self {
+            _dir: None,
+            path,
+            fake,
+            server,
+        }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.fake.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn ctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wovenetctl"));
+    c.env_remove("WOVENET_CONTROL_SOCKET").kill_on_drop(true);
+    c
+}
+
+async fn run(socket: &Path, args: &[&str]) -> Output {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        ctl().arg("--socket").arg(socket).args(args).output(),
+    )
+    .await
+    .expect("wovenetctl did not finish within 20 s")
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", stdout(o)))
+}
+
+#[tokio::test]
+async fn status_prints_the_site_in_both_formats() {
+    let d = Daemon::start(Fake::default()).await;
+    let table = ok(&run(&d.path, &["status"]).await);
+    assert!(table.starts_with("site          alpha\n"), "{table}");
+    assert!(table.contains("uptime        1m5s\n"), "{table}");
+    assert!(table.contains("broker state  connected\n"), "{table}");
+    let v = json(&run(&d.path, &["-o", "json", "status"]).await);
+    assert_eq!(v["site"]["name"], "alpha");
+    assert_eq!(v["site"]["uptime"], 65.0);
+    assert_eq!(v["site"]["broker_state"], "connected");
+}
+
+#[tokio::test]
+async fn lists_print_tables_and_json() {
+    let d = Daemon::start(Fake::default()).await;
+    let peers = ok(&run(&d.path, &["peers"]).await);
+    assert!(
+        peers.lines().nth(1).unwrap().starts_with("beta  connected"),
+        "{peers}"
+    );
+    assert_eq!(
+        json(&run(&d.path, &["peers", "-o", "json"]).await)["peers"][0]["bytes_sent"],
+        4096
+    );
+    let channels = ok(&run(&d.path, &["channels"]).await);
+    assert!(channels.contains("inbound"), "{channels}");
+    assert_eq!(
+        json(&run(&d.path, &["-o", "json", "channels"]).await)["channels"][0]["state"],
+        "up"
+    );
+    assert_eq!(ok(&run(&d.path, &["streams"]).await), "no streams\n");
+    assert_eq!(
+        json(&run(&d.path, &["-o", "json", "streams"]).await),
+        serde_json::json!({"streams": []})
+    );
+    let apps = ok(&run(&d.path, &["apps"]).await);
+    assert!(apps.contains("beta  echo  tcp:127.0.0.1:6000"), "{apps}");
+    assert_eq!(
+        json(&run(&d.path, &["-o", "json", "apps"]).await)["remote"][0]["listener_state"],
+        "open"
+    );
+}
+
+#[tokio::test]
+async fn expose_add_sends_the_inferred_mode_and_split_ranges() {
+    let d = Daemon::start(Fake::default()).await;
+    let out = ok(&run(
+        &d.path,
+        &[
+            "expose",
+            "add",
+            "--name",
+            "echo",
+            "--socket",
+            "tcp:127.0.0.1:7",
+        ],
+    )
+    .await);
+    assert_eq!(out, "added exposed app echo (single tcp:127.0.0.1:7)\n");
+    let v = json(
+        &run(
+            &d.path,
+            &[
+                "-o",
+                "json",
+                "expose",
+                "add",
+                "--name",
+                "vnc",
+                "--port-range",
+                "5900,5901-5990",
+                "--address-range",
+                "10.0.2.0/24",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(v["app"]["spec"]["mode"], "range");
+    assert_eq!(v["app"]["live"], true);
+    let seen = d.seen();
+    assert!(
+        seen[0].contains(r#"mode: "single", app_socket: "tcp:127.0.0.1:7""#),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].contains(r#"mode: "range", app_socket: "", port_range: ["5900", "5901-5990"], address_range: ["10.0.2.0/24"]"#),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_daemons_message_is_printed_unchanged_with_exit_code_1() {
+    let d = Daemon::start(Fake::default()).await;
+    let o = run(
+        &d.path,
+        &["expose", "add", "--name", "x", "--socket", "tcp:nope"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("error: {BAD_SOCKET}\n"));
+    assert!(o.stdout.is_empty());
+    let o = run(&d.path, &["-o", "json", "expose", "rm", "ghost"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: no exposed app 'ghost'\n");
+}
+
+#[tokio::test]
+async fn remote_add_and_rm_send_what_was_given() {
+    let d = Daemon::start(Fake::default()).await;
+    let out = ok(&run(
+        &d.path,
+        &[
+            "remote",
+            "add",
+            "--site",
+            "beta",
+            "--app",
+            "vnc",
+            "--local",
+            "tcp:127.0.0.1:5900",
+            "--app-socket",
+            "tcp:10.0.2.9:5900",
+        ],
+    )
+    .await);
+    assert_eq!(
+        out,
+        "added remote app beta/vnc on tcp:127.0.0.1:5900 -> tcp:10.0.2.9:5900; listener waiting for the site to offer the app\n"
+    );
+    let v = json(
+        &run(
+            &d.path,
+            &[
+                "-o", "json", "remote", "rm", "--site", "beta", "--app", "echo",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(v["removed"][0]["spec"]["app_name"], "echo");
+    let seen = d.seen();
+    assert!(
+        seen[0].contains(r#"app_socket: "tcp:10.0.2.9:5900""#),
+        "{seen:?}"
+    );
+    assert!(seen[1].contains(r#"local_socket: """#), "{seen:?}");
+}
+
+#[tokio::test]
+async fn no_daemon_exits_2_naming_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.sock");
+    let o = run(&missing, &["status"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: no wovenetd is listening on "),
+        "{err}"
+    );
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    // A stale socket file (bound, nobody listening) reads the same.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let o = run(&stale, &["peers"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no wovenetd is listening"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test]
+async fn the_socket_comes_from_the_environment_or_the_site_name() {
+    let d = Daemon::start(Fake::default()).await;
+    let o = ctl()
+        .env("WOVENET_CONTROL_SOCKET", &d.path)
+        .arg("status")
+        .output()
+        .await
+        .unwrap();
+    assert!(ok(&o).contains("alpha"));
+
+    // --site NAME and "the only socket" both look in $XDG_RUNTIME_DIR/wovenet.
+    let runtime = tempfile::tempdir().unwrap();
+    let wovenet = runtime.path().join("wovenet");
+    std::fs::create_dir(&wovenet).unwrap();
+    let _only = Daemon::start_at(wovenet.join("alpha.sock"), Fake::default());
+    let with_env = |args: &[&str]| {
+        let mut c = ctl();
+        c.env("XDG_RUNTIME_DIR", runtime.path()).args(args);
+        c
+    };
+    let o = with_env(&["--site", "alpha", "status"])
+        .output()
+        .await
+        .unwrap();
+    assert!(ok(&o).contains("alpha"));
+    let o = with_env(&["status"]).output().await.unwrap();
+    assert!(ok(&o).contains("alpha"));
+    std::fs::write(wovenet.join("beta.sock"), b"").unwrap();
+    let o = with_env(&["status"]).output().await.unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("several sites run here (alpha, beta); choose one with --site NAME"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test]
+async fn events_print_the_summary_then_follow_until_killed() {
+    let d = Daemon::start(Fake::default()).await;
+    for (format, first, second) in [
+        ("table", "site alpha (connected)", "listener opened"),
+        (
+            "json",
+            r#"{"snapshot":{"site":{"name":"alpha""#,
+            r#""kind":"listener_opened""#,
+        ),
+    ] {
+        let mut child = ctl()
+            .arg("--socket")
+            .arg(&d.path)
+            .args(["-o", format, "events"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+                .await
+                .expect("no line within 20 s")
+                .unwrap()
+                .expect("stdout closed")
+        };
+        let l1 = next().await;
+        assert!(l1.starts_with(first), "{l1}");
+        let l2 = next().await;
+        assert!(l2.contains(second), "{l2}");
+        if format == "json" {
+            let v: Value = serde_json::from_str(&l2).unwrap();
+            assert_eq!(v["event"]["listener_opened"]["app_name"], "echo");
+        }
+        // Still following: it has not exited on its own.
+        assert!(child.try_wait().unwrap().is_none());
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn events_end_when_the_daemon_ends_the_feed() {
+    let d = Daemon::start(Fake {
+        end_feed: true,
+        ..Fake::default()
+    })
+    .await;
+    let o = run(&d.path, &["events"]).await;
+    assert_eq!(ok(&o).lines().count(), 2, "{}", stdout(&o));
+    assert_eq!(stderr(&o), "the daemon ended the event feed\n");
+}
+
+#[tokio::test]
+async fn stats_prints_one_sample_unless_following() {
+    let d = Daemon::start(Fake::default()).await;
+    let table = ok(&run(&d.path, &["stats"]).await);
+    assert_eq!(table.matches("stats at").count(), 1, "{table}");
+    assert!(table.contains("bad_preambles      1"), "{table}");
+    let line = ok(&run(&d.path, &["-o", "json", "stats", "--interval", "250ms"]).await);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["counters"]["bad_preambles"], 1);
+    assert!(
+        d.seen().last().unwrap().contains("nanos: 250000000"),
+        "{:?}",
+        d.seen()
+    );
+
+    let mut child = ctl()
+        .arg("--socket")
+        .arg(&d.path)
+        .args(["-o", "json", "stats", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for n in 1..=3 {
+        let l = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["counters"]["bad_preambles"], n);
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn ctrl_c_ends_events_with_success() {
+    let d = Daemon::start(Fake::default()).await;
+    let mut child = ctl()
+        .arg("--socket")
+        .arg(&d.path)
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) with a pid we own; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn completions_need_no_daemon() {
+    let o = ctl().args(["completions", "bash"]).output().await.unwrap();
+    let script = ok(&o);
+    assert!(script.contains("_wovenetctl()"), "{script}");
+    assert!(script.contains("expose"), "{script}");
+    let o = ctl().args(["completions", "zsh"]).output().await.unwrap();
+    assert!(ok(&o).contains("#compdef wovenetctl"));
+}
+
+#[tokio::test]
+async fn bad_command_lines_exit_64() {
+    let o = ctl()
+        .args(["expose", "add", "--name", "x"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("--socket"), "{}", stderr(&o));
+    let o = ctl().args(["--help"]).output().await.unwrap();
+    assert!(ok(&o).contains("Exit status:"));
+}
