@@ -602,7 +602,7 @@ fn kind_name(k: &Kind) -> &'static str {
 async fn watch_events_starts_with_a_snapshot_then_delivers_events_in_order() {
     let echo = EchoServer::tcp().await;
     let local = Sock::free_tcp();
-    let p = Pair::new(|b| b.expose("echo", echo.sock()), |a| a).await;
+    let mut p = Pair::new(|b| b.expose("echo", echo.sock()), |a| a).await;
     let sites = [&p.a, &p.b];
     let a = ctl(&p.a).await;
     wait_for("peer b connected on a", &sites, || async {
@@ -670,10 +670,7 @@ async fn watch_events_starts_with_a_snapshot_then_delivers_events_in_order() {
         "{seen:?} vs {}",
         snapshot.next_seq
     );
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "gap-free and increasing: {seen:?}"
-    );
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "increasing: {seen:?}");
     let kinds: Vec<&str> = seen
         .iter()
         .map(|s| s.1)
@@ -700,6 +697,29 @@ async fn watch_events_starts_with_a_snapshot_then_delivers_events_in_order() {
     let closed = closed.unwrap();
     assert_eq!((closed.app.as_str(), closed.peer.as_str()), ("echo", "b"));
     assert_eq!((closed.bytes_sent, closed.bytes_received), (5000, 5000));
+
+    // A daemon stopping with a watcher attached ends the feed and still exits promptly.
+    let stopping = Instant::now();
+    p.a.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    // Events of the shutdown itself (channels closing) may still be in flight; then it ends.
+    let drained = tokio::time::timeout(WAIT, async {
+        let mut last = Vec::new();
+        while let Ok(Some(m)) = feed.message().await {
+            last.push(m);
+        }
+        last
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the feed did not end after the daemon stopped"
+    );
+    assert!(!p.a.control_socket().exists(), "socket file removed");
 }
 
 /// Connects to `path` as uid/gid 65534 with no supplementary groups, in a forked child.

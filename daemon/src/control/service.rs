@@ -285,3 +285,87 @@ async fn forward_events(
     }
     debug!("event watcher left");
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::config::SiteName;
+    use crate::view::Event;
+
+    fn discovered(seq: u64) -> Sequenced {
+        Sequenced {
+            seq,
+            at: SystemTime::UNIX_EPOCH,
+            event: Event::PeerDiscovered {
+                site: SiteName::new("b").expect("name"),
+            },
+        }
+    }
+
+    fn snapshot() -> v1::WatchEventsResponse {
+        v1::WatchEventsResponse {
+            kind: Some(v1::watch_events_response::Kind::Snapshot(
+                v1::Snapshot::default(),
+            )),
+        }
+    }
+
+    fn seq_of(m: &v1::WatchEventsResponse) -> Option<u64> {
+        match &m.kind {
+            Some(v1::watch_events_response::Kind::Event(e)) => Some(e.seq),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_comes_first_then_events_in_order_until_the_site_goes() {
+        let (bus, events) = broadcast::channel(16);
+        for seq in [7, 8] {
+            bus.send(discovered(seq)).expect("send");
+        }
+        drop(bus);
+        let (tx, mut rx) = mpsc::channel(16);
+        forward_events(snapshot(), events, tx, CancellationToken::new()).await;
+        let first = rx.recv().await.expect("snapshot").expect("ok");
+        assert_eq!(first, snapshot());
+        let seqs: Vec<_> = [rx.recv().await, rx.recv().await]
+            .into_iter()
+            .map(|m| seq_of(&m.expect("event").expect("ok")))
+            .collect();
+        assert_eq!(seqs, [Some(7), Some(8)]);
+        assert!(
+            rx.recv().await.is_none(),
+            "ends cleanly when the bus closes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_dropped_with_resource_exhausted() {
+        let (bus, events) = broadcast::channel(2);
+        for seq in 1..=5 {
+            bus.send(discovered(seq)).expect("send");
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        forward_events(snapshot(), events, tx, CancellationToken::new()).await;
+        assert!(rx.recv().await.expect("snapshot").is_ok());
+        let status = rx.recv().await.expect("status").expect_err("dropped");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("fell behind"), "{status:?}");
+        assert!(rx.recv().await.is_none());
+        drop(bus);
+    }
+
+    #[tokio::test]
+    async fn a_watch_stops_when_the_daemon_shuts_down() {
+        let (_bus, events) = broadcast::channel::<Sequenced>(2);
+        let (tx, mut rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(forward_events(snapshot(), events, tx, cancel.clone()));
+        assert!(rx.recv().await.expect("snapshot").is_ok());
+        cancel.cancel();
+        task.await.expect("task");
+        assert!(rx.recv().await.is_none());
+    }
+}
