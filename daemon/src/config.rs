@@ -82,6 +82,8 @@ pub struct Config {
     pub remote_apps: Vec<RemoteApp>,
     /// Control plane (gRPC on a unix socket).
     pub control: ControlConfig,
+    /// Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
     /// Things accepted but worth telling the user (ignored legacy sections, unknown keys).
     pub warnings: Vec<String>,
 }
@@ -431,4 +433,11 @@ pub struct RemoteApp {
 pub struct ControlConfig {
     /// Control socket path; `None` uses the default under the runtime dir.
     pub socket: Option<PathBuf>,
+}
+
+/// `metrics` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (Prometheus text format); `None`: not served.
+    pub listen: Option<SocketAddr>,
 }

@@ -101,6 +101,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
             exposed_apps: vec![],
             remote_apps: vec![],
             control: ControlConfig::default(),
+            metrics: Default::default(),
             warnings: vec![],
         })
     };

@@ -3,15 +3,18 @@
 //! A site discovers other sites over an MQTT broker ([`message`]), builds
 //! authenticated QUIC tunnels to them ([`tunnel`]) and forwards app
 //! connections as QUIC streams ([`app`]). [`site`] is the actor that ties these
-//! together; [`config`] turns YAML into validated types. Nothing here knows
-//! about gRPC or terminals.
+//! together; [`config`] turns YAML into validated types. The engine knows
+//! nothing about gRPC or terminals: only [`control`] speaks protobuf.
 //!
 //! Lifecycle (used by `wovenetd`, `wovenetd demo` and tests alike): load a
 //! [`config::Config`], [`Daemon::start`] it (binds everything, so errors
 //! surface before it returns), then [`Running::shutdown`] with a grace period.
+//! `wovenetd` also serves the [`control`] plane (gRPC on a unix socket) for
+//! the running site; it talks to the site only through its [`site::handle`].
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod crypto;
 pub mod demo;
@@ -231,6 +234,18 @@ impl Running {
     /// The site's drop/refuse counters.
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// A token cancelled when [`shutdown`](Self::shutdown) begins, for tasks
+    /// run beside the site (the control plane).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
+
+    /// The tracker [`shutdown`](Self::shutdown) waits on; tasks run beside
+    /// the site are spawned on it so they get the same grace period.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
     }
 
     /// Departs, closes listeners and channels, and waits up to `grace` for

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use wovenet_daemon::config::{self, ConfigError};
+use wovenet_daemon::control::{Control, socket};
 use wovenet_daemon::store::Store;
 use wovenet_daemon::{Daemon, Options, demo, telemetry};
 
@@ -26,6 +27,10 @@ struct Cli {
     /// State file for apps added or removed live (default: `<config dir>/<config stem>.state.json`).
     #[arg(long, global = true, env = "WOVENET_STATE")]
     state: Option<PathBuf>,
+    /// Control socket (overrides `control.socket`; without either,
+    /// $WOVENET_CONTROL_SOCKET, else `<runtime dir>/wovenet/<siteName>.sock`).
+    #[arg(long, global = true, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,7 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
-        Command::Run => run_site(cli.config.as_deref(), cli.state),
+        Command::Run => run_site(cli.config.as_deref(), cli.state, cli.control_socket),
         Command::Demo { port } => with_runtime(async move { Ok(demo::run(port).await?) }),
     }
 }
@@ -91,7 +96,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn run_site(path: Option<&Path>, state: Option<PathBuf>) -> ExitCode {
+fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf>) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -111,9 +116,27 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>) -> ExitCode {
             (None, Some(config)) => Some(Store::beside(config)),
             (None, None) => None,
         };
+        // The config key wins over the environment but not over the flag.
+        let env = std::env::var_os(wovenet_proto::paths::ENV_SOCKET).map(PathBuf::from);
+        let socket = socket::resolve(
+            control.as_deref(),
+            cfg.control.socket.as_deref(),
+            env.as_deref(),
+            cfg.site_name.as_str(),
+        );
+        // Claimed before the site starts, so a second daemon on the same
+        // socket stops before it announces itself to anyone.
+        let control = Control::bind(&socket, cfg.metrics.listen)
+            .await
+            .context("cannot start the control plane")?;
         let running = Daemon::start_with(cfg, Options { store })
             .await
             .context("cannot start the site")?;
+        control.spawn(
+            running.handle().clone(),
+            running.shutdown_token(),
+            running.tracker(),
+        );
         wait_for_signal().await?;
         tracing::info!("signal received, shutting down");
         running.shutdown(GRACE).await;

@@ -7,7 +7,6 @@
 //! generated type.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
@@ -325,20 +324,21 @@ pub struct AppStats {
 /// (it then gets `Lagged` and the control plane drops it with a status).
 const BUS_CAPACITY: usize = 4096;
 
-/// Fan-out of [`Event`]s to watchers. Any task may emit; sequence numbers
-/// come from one atomic so they are gap-free. Emitting never blocks: with no
-/// watcher the event is simply dropped.
+/// Fan-out of [`Event`]s to watchers. Any task may emit. Numbering and
+/// sending happen under one short lock, so watchers see gap-free, increasing
+/// sequence numbers and a subscriber's `next` is exactly the first event it
+/// receives. Emitting never waits on a watcher: with none, the event is dropped.
 #[derive(Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Sequenced>,
-    next: AtomicU64,
+    next: std::sync::Mutex<u64>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(BUS_CAPACITY).0,
-            next: AtomicU64::new(1),
+            next: std::sync::Mutex::new(1),
         }
     }
 }
@@ -346,17 +346,19 @@ impl Default for EventBus {
 impl EventBus {
     /// Publishes `event`.
     pub fn emit(&self, event: Event) {
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        // A poisoned counter is still a valid counter.
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let _ = self.tx.send(Sequenced {
-            seq,
+            seq: *next,
             at: SystemTime::now(),
             event,
         });
+        *next += 1;
     }
 
     /// A new receiver and the sequence number of the next event it will see.
     pub fn subscribe(&self) -> (u64, broadcast::Receiver<Sequenced>) {
-        let rx = self.tx.subscribe();
-        (self.next.load(Ordering::Relaxed), rx)
+        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        (*next, self.tx.subscribe())
     }
 }

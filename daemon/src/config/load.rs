@@ -229,6 +229,7 @@ const TOP: &[(&str, Shape)] = &[
     ("localExposedApps", Shape::List(&Shape::Map(EXPOSED_APP))),
     ("remoteApps", Shape::List(&Shape::Map(REMOTE_APP))),
     ("control", Shape::Map(&[("socket", Shape::Leaf)])),
+    ("metrics", Shape::Map(&[("listen", Shape::Leaf)])),
     ("restfulApi", Shape::Opaque),
 ];
 

@@ -188,6 +188,8 @@ pub struct Config {
     pub remote_apps: Option<Vec<RemoteApp>>,
     /// `control` (new in this implementation).
     pub control: Option<Control>,
+    /// `metrics` (new in this implementation).
+    pub metrics: Option<Metrics>,
     /// Whether the original's `restfulApi` section is present; its contents
     /// are never looked at, so nothing inside can make loading fail.
     #[serde(deserialize_with = "present")]
@@ -328,4 +330,12 @@ pub struct RemoteApp {
 pub struct Control {
     /// Path of the control unix socket.
     pub socket: Option<Scalar>,
+}
+
+/// `metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Metrics {
+    /// `IP:PORT` serving `GET /metrics`; empty means off.
+    pub listen: Option<Scalar>,
 }

@@ -24,8 +24,8 @@ use super::raw::{self, Scalar};
 use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
-    LogLevel, LoggerConfig, MqttConfig, PortRange, PublicAddress, RemoteApp, Secret, SiteName,
-    SocketMode, TunnelConfig,
+    LogLevel, LoggerConfig, MetricsConfig, MqttConfig, PortRange, PublicAddress, RemoteApp, Secret,
+    SiteName, SocketMode, TunnelConfig,
 };
 
 /// Validates a whole config, collecting every error.
@@ -340,6 +340,25 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
             .map(PathBuf::from),
     };
 
+    let metrics = MetricsConfig {
+        listen: raw
+            .metrics
+            .as_ref()
+            .and_then(|m| given(&m.listen))
+            .and_then(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| {
+                        r.err(
+                            "metrics.listen",
+                            format!(
+                                "'{s}' is not IP:PORT (e.g. 127.0.0.1:9090, IPv6 as [::1]:9090)"
+                            ),
+                        );
+                    })
+                    .ok()
+            }),
+    };
+
     if raw.restful_api {
         r.warn(
             "restfulApi",
@@ -357,6 +376,7 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
         exposed_apps,
         remote_apps,
         control,
+        metrics,
         warnings: std::mem::take(&mut r.warnings),
     })
 }
@@ -1799,6 +1819,26 @@ mod tests {
         assert_eq!(
             ok("control:\n  socket: /run/w.sock\n").control.socket,
             Some(PathBuf::from("/run/w.sock"))
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_must_be_ip_port() {
+        assert_eq!(ok("").metrics.listen, None);
+        assert_eq!(ok("metrics:\n  listen: \"\"\n").metrics.listen, None);
+        assert_eq!(
+            ok("metrics:\n  listen: 127.0.0.1:9090\n").metrics.listen,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        assert_eq!(
+            ok("METRICS:\n  Listen: \"[::1]:0\"\n").metrics.listen,
+            Some("[::1]:0".parse().expect("addr"))
+        );
+        assert_eq!(
+            errors_of(&yaml("metrics:\n  listen: localhost:9090\n")),
+            [
+                "metrics.listen: 'localhost:9090' is not IP:PORT (e.g. 127.0.0.1:9090, IPv6 as [::1]:9090)"
+            ]
         );
     }
 

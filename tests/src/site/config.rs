@@ -52,6 +52,7 @@ pub struct SiteBuilder {
     remotes: Vec<Value>,
     congestion: Option<String>,
     log_level: String,
+    extra: Vec<(String, Value)>,
     pub(crate) binary: Option<PathBuf>,
     pub(crate) keep_on_panic: bool,
 }
@@ -70,6 +71,7 @@ impl SiteBuilder {
             remotes: Vec::new(),
             congestion: None,
             log_level: "debug".to_owned(),
+            extra: Vec::new(),
             binary: None,
             keep_on_panic: true,
         }
@@ -158,6 +160,13 @@ impl SiteBuilder {
         self
     }
 
+    /// Sets a top-level config key to `value` (added last, so it replaces what the builder
+    /// wrote), e.g. `.extra("metrics", json!({ "listen": "127.0.0.1:9100" }))`.
+    pub fn extra(mut self, key: &str, value: Value) -> Self {
+        self.extra.push((key.to_owned(), value));
+        self
+    }
+
     /// Runs this program instead of the built `wovenetd` (harness self-tests use a fake).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
@@ -238,6 +247,9 @@ impl SiteBuilder {
         if !self.remotes.is_empty() {
             doc["remoteApps"] = Value::Array(self.remotes.clone());
         }
+        for (key, value) in &self.extra {
+            doc[key.as_str()] = value.clone();
+        }
         doc
     }
 
@@ -271,7 +283,8 @@ mod tests {
             .expose_range("vnc", &["5900", "20000-30000"], &["127.0.0.1"])
             .remote("b", "echo", "unix:/tmp/e.sock")
             .remote_range("b", "vnc", "tcp:127.0.0.1:25000", "tcp:127.0.0.1:7001")
-            .congestion("bbr");
+            .congestion("bbr")
+            .extra("metrics", json!({ "listen": "127.0.0.1:9100" }));
         let doc = b.document(Path::new("/d"));
         assert_eq!(doc["siteName"], "a");
         assert_eq!(doc["crypto"]["key"], DEFAULT_KEY);
@@ -299,6 +312,7 @@ mod tests {
         assert_eq!(doc["remoteApps"][0]["localSocket"], "unix:/tmp/e.sock");
         assert_eq!(doc["remoteApps"][1]["appSocket"], "tcp:127.0.0.1:25000");
         assert_eq!(doc["control"]["socket"], "/d/control.sock");
+        assert_eq!(doc["metrics"]["listen"], "127.0.0.1:9100");
     }
 
     #[test]
