@@ -1,0 +1,275 @@
+//! The client-side mirror of one daemon: site, peers, channels, streams, apps, the event
+//! ring and a minute of per-channel stats history. It is filled from the WatchEvents
+//! snapshot, kept current by its events and the WatchStats samples. No I/O, no rendering.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::SystemTime;
+
+use wovenet_proto::v1::{self as pb, event::Kind};
+
+/// How many events the Events tab keeps.
+pub const EVENT_RING: usize = 1000;
+/// Stats samples kept per channel (one a second: the last minute).
+pub const HISTORY: usize = 60;
+
+/// Whether the console currently talks to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Dialling for the first time.
+    Connecting,
+    /// The watch streams are live.
+    Connected,
+    /// Lost; the next attempt is at `retry_at`.
+    Disconnected {
+        /// Why the last attempt or stream failed.
+        reason: String,
+        /// When the next attempt starts.
+        retry_at: SystemTime,
+    },
+}
+
+/// The last minute of one channel's rates and RTT, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Bytes per second sent.
+    pub tx: VecDeque<u64>,
+    /// Bytes per second received.
+    pub rx: VecDeque<u64>,
+    /// RTT in microseconds.
+    pub rtt: VecDeque<u64>,
+}
+
+impl History {
+    fn push(&mut self, tx: f64, rx: f64, rtt_us: u64) {
+        for (q, v) in [
+            (&mut self.tx, tx.max(0.0) as u64),
+            (&mut self.rx, rx.max(0.0) as u64),
+            (&mut self.rtt, rtt_us),
+        ] {
+            if q.len() == HISTORY {
+                q.pop_front();
+            }
+            q.push_back(v);
+        }
+    }
+}
+
+/// Everything the console knows about the daemon.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Daemon connection state.
+    pub link: Link,
+    /// The site, once a snapshot arrived.
+    pub site: Option<pb::SiteInfo>,
+    /// Peers by name order.
+    pub peers: Vec<pb::Peer>,
+    /// Data channels, by peer then id.
+    pub channels: Vec<pb::Channel>,
+    /// Open streams, oldest first.
+    pub streams: Vec<pb::Stream>,
+    /// Exposed apps.
+    pub exposed: Vec<pb::ExposedApp>,
+    /// Remote apps with their listener state.
+    pub remote: Vec<pb::RemoteApp>,
+    /// Events, newest at the front.
+    pub events: VecDeque<pb::Event>,
+    /// Per-channel history for sparklines.
+    pub history: HashMap<u64, History>,
+    /// Latest per-app traffic sample.
+    pub app_stats: Vec<pb::AppStats>,
+    /// Latest per-channel rates `(send, receive)`.
+    pub rates: HashMap<u64, (f64, f64)>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self {
+            link: Link::Connecting,
+            site: None,
+            peers: Vec::new(),
+            channels: Vec::new(),
+            streams: Vec::new(),
+            exposed: Vec::new(),
+            remote: Vec::new(),
+            events: VecDeque::new(),
+            history: HashMap::new(),
+            app_stats: Vec::new(),
+            rates: HashMap::new(),
+        }
+    }
+}
+
+fn spec_matches(a: &pb::RemoteAppSpec, b: &pb::RemoteAppSpec) -> bool {
+    a.site_name == b.site_name && a.app_name == b.app_name && a.local_socket == b.local_socket
+}
+
+impl Model {
+    /// Replaces the mirror with a fresh snapshot (after every (re)connect). Events and
+    /// history survive: they are the operator's record across daemon restarts.
+    pub fn apply_snapshot(&mut self, s: pb::Snapshot) {
+        self.site = s.site;
+        self.peers = s.peers;
+        self.channels = s.channels;
+        self.streams = s.streams;
+        self.exposed = s.exposed;
+        self.remote = s.remote;
+        self.link = Link::Connected;
+        let live: Vec<u64> = self.channels.iter().map(|c| c.id).collect();
+        self.history.retain(|id, _| live.contains(id));
+    }
+
+    /// Applies one event to the mirror and records it in the ring.
+    pub fn apply_event(&mut self, e: pb::Event) {
+        if let Some(k) = &e.kind {
+            self.apply_kind(k);
+        }
+        if self.events.len() == EVENT_RING {
+            self.events.pop_back();
+        }
+        self.events.push_front(e);
+    }
+
+    fn peer_mut(&mut self, name: &str) -> &mut pb::Peer {
+        let i = match self.peers.iter().position(|p| p.name == name) {
+            Some(i) => i,
+            None => {
+                self.peers.push(pb::Peer {
+                    name: name.to_owned(),
+                    ..Default::default()
+                });
+                self.peers.sort_by(|a, b| a.name.cmp(&b.name));
+                self.peers
+                    .iter()
+                    .position(|p| p.name == name)
+                    .unwrap_or_default()
+            }
+        };
+        &mut self.peers[i]
+    }
+
+    fn apply_kind(&mut self, k: &Kind) {
+        let now = SystemTime::now();
+        match k {
+            Kind::PeerDiscovered(p) => {
+                let peer = self.peer_mut(&p.site);
+                peer.state = pb::PeerState::Discovered as i32;
+                peer.last_seen = Some(now.into());
+            }
+            Kind::PeerConnected(p) => {
+                let peer = self.peer_mut(&p.site);
+                peer.state = pb::PeerState::Connected as i32;
+                peer.last_seen = Some(now.into());
+            }
+            Kind::PeerDisconnected(p) => {
+                self.peer_mut(&p.site).state = pb::PeerState::Gone as i32;
+            }
+            Kind::ChannelUp(c) => {
+                if !self.channels.iter().any(|x| x.id == c.channel) {
+                    self.channels.push(pb::Channel {
+                        id: c.channel,
+                        peer: c.site.clone(),
+                        state: pb::ChannelState::Up as i32,
+                        ..Default::default()
+                    });
+                    self.channels
+                        .sort_by(|a, b| a.peer.cmp(&b.peer).then(a.id.cmp(&b.id)));
+                }
+                let n = self.channels.iter().filter(|x| x.peer == c.site).count();
+                self.peer_mut(&c.site).channels = n as u32;
+            }
+            Kind::ChannelDown(c) => {
+                self.channels.retain(|x| x.id != c.channel);
+                self.history.remove(&c.channel);
+                let n = self.channels.iter().filter(|x| x.peer == c.site).count();
+                self.peer_mut(&c.site).channels = n as u32;
+            }
+            Kind::ExposedAppAdded(s) => {
+                self.exposed
+                    .retain(|a| a.spec.as_ref().map(|x| &x.name) != Some(&s.name));
+                self.exposed.push(pb::ExposedApp {
+                    spec: Some(s.clone()),
+                    live: true,
+                });
+            }
+            Kind::ExposedAppRemoved(s) => {
+                self.exposed
+                    .retain(|a| a.spec.as_ref().map(|x| &x.name) != Some(&s.name));
+            }
+            Kind::RemoteAppAdded(s) => {
+                if !self
+                    .remote
+                    .iter()
+                    .any(|r| r.spec.as_ref().is_some_and(|x| spec_matches(x, s)))
+                {
+                    self.remote.push(pb::RemoteApp {
+                        spec: Some(s.clone()),
+                        listener_state: pb::ListenerState::Waiting as i32,
+                        live: true,
+                        ..Default::default()
+                    });
+                }
+            }
+            Kind::RemoteAppRemoved(s) => {
+                self.remote
+                    .retain(|r| !r.spec.as_ref().is_some_and(|x| spec_matches(x, s)));
+            }
+            Kind::ListenerOpened(s) | Kind::ListenerClosed(s) => {
+                let state = if matches!(k, Kind::ListenerOpened(_)) {
+                    pb::ListenerState::Open
+                } else {
+                    pb::ListenerState::Waiting
+                };
+                for r in &mut self.remote {
+                    if r.spec.as_ref().is_some_and(|x| spec_matches(x, s)) {
+                        r.listener_state = state as i32;
+                    }
+                }
+            }
+            Kind::StreamOpened(s) => {
+                self.streams.retain(|x| x.id != s.id);
+                self.streams.push(s.clone());
+            }
+            Kind::StreamClosed(s) => self.streams.retain(|x| x.id != s.id),
+        }
+    }
+
+    /// Folds one WatchStats sample into channels, peers and the sparkline history.
+    pub fn apply_stats(&mut self, s: pb::WatchStatsResponse) {
+        for cs in &s.channels {
+            let rtt_us = cs.rtt.as_ref().map_or(0, |d| {
+                (d.seconds.max(0) as u64) * 1_000_000 + (d.nanos.max(0) as u64) / 1000
+            });
+            self.history
+                .entry(cs.id)
+                .or_default()
+                .push(cs.send_rate, cs.receive_rate, rtt_us);
+            self.rates.insert(cs.id, (cs.send_rate, cs.receive_rate));
+            if let Some(c) = self.channels.iter_mut().find(|c| c.id == cs.id) {
+                c.rtt = cs.rtt;
+                c.cwnd = cs.cwnd;
+                c.lost_packets = cs.lost_packets;
+                c.sent_packets = cs.sent_packets;
+                c.bytes_sent = cs.bytes_sent;
+                c.bytes_received = cs.bytes_received;
+                c.open_streams = cs.open_streams;
+            }
+        }
+        for ps in &s.peers {
+            if let Some(p) = self.peers.iter_mut().find(|p| p.name == ps.peer) {
+                p.bytes_sent = ps.bytes_sent;
+                p.bytes_received = ps.bytes_received;
+            }
+        }
+        self.app_stats = s.apps;
+    }
+
+    /// Traffic of one app name summed over peers and directions: `(open streams, sent, received)`.
+    pub fn app_traffic(&self, app: &str) -> (u64, u64, u64) {
+        self.app_stats
+            .iter()
+            .filter(|a| a.app == app)
+            .fold((0, 0, 0), |(o, s, r), a| {
+                (o + a.open_streams, s + a.bytes_sent, r + a.bytes_received)
+            })
+    }
+}

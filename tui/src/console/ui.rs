@@ -1,0 +1,247 @@
+//! Pure rendering: `render(model, view, theme, now, frame)` draws the header, tab bar, the
+//! current tab (with its detail pane), the footer and any overlay. Nothing here mutates
+//! state or does I/O; tables build only the rows that fit.
+
+pub mod apps;
+pub mod events;
+pub mod overlay;
+pub mod sites;
+pub mod streams;
+pub mod tunnels;
+
+use std::time::SystemTime;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
+
+use super::keymap;
+use super::model::{Link, Model};
+use super::theme::Theme;
+use super::view::{Tab, ViewState, window};
+use crate::ctl::units;
+
+/// Everything a view needs, borrowed for one frame.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The daemon mirror.
+    pub model: &'a Model,
+    /// The operator's place.
+    pub view: &'a ViewState,
+    /// Styles.
+    pub theme: Theme,
+    /// Wall clock for ages and uptime.
+    pub now: SystemTime,
+}
+
+/// Draws one frame.
+pub fn render(
+    model: &Model,
+    view: &ViewState,
+    theme: Theme,
+    now: SystemTime,
+    frame: &mut Frame<'_>,
+) {
+    let cx = Ctx {
+        model,
+        view,
+        theme,
+        now,
+    };
+    let [header, tabs, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    frame.render_widget(Paragraph::new(header_line(cx)), header);
+    frame.render_widget(Paragraph::new(tab_line(cx)), tabs);
+    let (main, detail) = if view.detail {
+        let [m, d] = if body.width >= 120 {
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body)
+        } else {
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body)
+        };
+        (m, Some(d))
+    } else {
+        (body, None)
+    };
+    let lines = match view.tab {
+        Tab::Sites => sites::render(cx, frame, main),
+        Tab::Tunnels => tunnels::render(cx, frame, main),
+        Tab::Streams => streams::render(cx, frame, main),
+        Tab::Apps => apps::render(cx, frame, main),
+        Tab::Events => events::render(cx, frame, main),
+    };
+    if let Some(area) = detail {
+        let p = Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" detail (Esc closes) "));
+        frame.render_widget(p, area);
+    }
+    frame.render_widget(Paragraph::new(footer_line(cx)), footer);
+    overlay::render(cx, frame);
+}
+
+fn header_line(cx: Ctx<'_>) -> Line<'static> {
+    let t = cx.theme;
+    let mut spans = vec![Span::styled("wovenet ", t.title())];
+    match &cx.model.site {
+        Some(s) => {
+            spans.push(Span::styled(s.name.clone(), t.title()));
+            spans.push(Span::raw(format!(" v{}", s.version)));
+            let up = s
+                .started_at
+                .and_then(|ts| SystemTime::try_from(ts).ok())
+                .and_then(|st| cx.now.duration_since(st).ok());
+            if let Some(up) = up {
+                spans.push(Span::raw(format!("  up {}", units::duration(up))));
+            }
+            let b = units::broker_state(s.broker_state);
+            spans.push(Span::raw("  broker "));
+            spans.push(Span::styled(b.clone(), t.state(&b)));
+            if !s.broker_reason.is_empty() && b != "connected" {
+                spans.push(Span::styled(format!(" ({})", s.broker_reason), t.dim()));
+            }
+        }
+        None => spans.push(Span::styled("(no site yet)", t.dim())),
+    }
+    spans.push(Span::raw("  daemon "));
+    match &cx.model.link {
+        Link::Connecting => spans.push(Span::styled("connecting…", t.warn())),
+        Link::Connected => spans.push(Span::styled("● connected", t.good())),
+        Link::Disconnected { retry_at, .. } => {
+            let secs = retry_at
+                .duration_since(cx.now)
+                .map(|d| d.as_secs_f64().ceil() as u64)
+                .unwrap_or(0);
+            spans.push(Span::styled(
+                format!("✗ disconnected, retrying in {secs}s…"),
+                t.bad(),
+            ));
+        }
+    }
+    Line::from(spans)
+}
+
+fn tab_line(cx: Ctx<'_>) -> Line<'static> {
+    let mut spans = Vec::new();
+    for (i, tab) in Tab::ALL.iter().enumerate() {
+        let label = format!(" {} {} ", i + 1, tab.title());
+        if *tab == cx.view.tab {
+            spans.push(Span::styled(label, cx.theme.selected()));
+        } else {
+            spans.push(Span::raw(label));
+        }
+    }
+    Line::from(spans)
+}
+
+fn footer_line(cx: Ctx<'_>) -> Line<'static> {
+    let t = cx.theme;
+    if cx.view.filtering {
+        return Line::from(vec![
+            Span::styled("filter: ", t.title()),
+            Span::raw(format!("{}▏", cx.view.filter)),
+            Span::styled("  Enter/Esc done", t.dim()),
+        ]);
+    }
+    if let Link::Disconnected { reason, .. } = &cx.model.link {
+        return Line::from(Span::styled(format!("daemon: {reason}"), t.bad()));
+    }
+    if let Some(s) = &cx.view.status {
+        let style = if s.starts_with("error") {
+            t.bad()
+        } else {
+            t.good()
+        };
+        return Line::from(Span::styled(s.clone(), style));
+    }
+    let mut spans = Vec::new();
+    for (key, help) in keymap::footer() {
+        spans.push(Span::styled(key, t.title()));
+        spans.push(Span::raw(format!(" {help}  ")));
+    }
+    Line::from(spans)
+}
+
+/// A bordered table showing only the rows that fit; returns nothing (rows are built by `row`).
+#[allow(clippy::too_many_arguments)] // one call shape shared by five tabs; a struct adds nothing
+pub(crate) fn table<'a>(
+    cx: Ctx<'_>,
+    frame: &mut Frame<'_>,
+    area: Rect,
+    title: String,
+    header: &[&'static str],
+    widths: &[Constraint],
+    len: usize,
+    row: impl Fn(usize) -> Row<'a>,
+) {
+    // Borders and the header row take three lines.
+    let height = usize::from(area.height.saturating_sub(3));
+    let sel = cx.view.selection();
+    let (start, end) = window(len, sel, height);
+    let rows: Vec<Row<'a>> = (start..end)
+        .map(|i| {
+            let r = row(i);
+            if i == sel {
+                r.style(cx.theme.selected())
+            } else {
+                r
+            }
+        })
+        .collect();
+    let title = if len == 0 {
+        format!(" {title} ")
+    } else {
+        format!(" {title} {}/{len} ", sel.min(len - 1) + 1)
+    };
+    let t = Table::new(rows, widths.to_vec())
+        .header(Row::new(header.to_vec()).style(cx.theme.title()))
+        .block(Block::bordered().title(title));
+    frame.render_widget(t, area);
+    if len == 0 {
+        let inner = Rect {
+            x: area.x + 2,
+            y: area.y + 2,
+            width: area.width.saturating_sub(4),
+            height: 1.min(area.height.saturating_sub(3)),
+        };
+        frame.render_widget(Paragraph::new("(none)").style(cx.theme.dim()), inner);
+    }
+}
+
+/// Unicode block sparkline of the last `width` values, scaled to their maximum.
+pub fn spark<'a>(
+    values: impl DoubleEndedIterator<Item = &'a u64> + ExactSizeIterator,
+    width: usize,
+) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let tail: Vec<u64> = values.rev().take(width).copied().collect();
+    let max = tail.iter().copied().max().unwrap_or(0);
+    let mut s: String = tail
+        .iter()
+        .rev()
+        .map(|v| {
+            if max == 0 {
+                BARS[0]
+            } else {
+                BARS[((*v as f64 / max as f64) * 7.0).round() as usize]
+            }
+        })
+        .collect();
+    while s.chars().count() < width {
+        s.insert(0, ' ');
+    }
+    s
+}
+
+/// `key: value` detail line.
+pub(crate) fn kv(theme: Theme, key: &str, value: String) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{key:>14}: "), theme.dim()),
+        Span::raw(value),
+    ])
+}

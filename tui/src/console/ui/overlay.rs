@@ -1,0 +1,107 @@
+//! Overlays drawn over the tab: the `?` help (generated from the keymap), the add-app form
+//! with the daemon's error inline, and the y/n removal confirmation.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use super::Ctx;
+use crate::console::form::Kind;
+use crate::console::keymap::BINDINGS;
+use crate::console::view::Confirm;
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [h] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
+    h
+}
+
+/// Draws whichever overlay is open (confirmation above form above help).
+pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>) {
+    let t = cx.theme;
+    let area = frame.area();
+    if cx.view.help {
+        let mut lines: Vec<Line<'_>> = BINDINGS
+            .iter()
+            .map(|b| {
+                Line::from(vec![
+                    Span::styled(format!("{:>8}  ", b.key), t.title()),
+                    Span::raw(b.help),
+                ])
+            })
+            .collect();
+        lines.push(Line::from(vec![
+            Span::styled("  Ctrl-C  ", t.title()),
+            Span::raw("quit"),
+        ]));
+        let r = centered(area, 40, lines.len() as u16 + 2);
+        frame.render_widget(Clear, r);
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(" keys (? closes) ")),
+            r,
+        );
+    }
+    if let Some(f) = &cx.view.form {
+        let kind = match f.kind {
+            Kind::Exposed => "exposed",
+            Kind::Remote => "remote",
+        };
+        let mut lines = vec![Line::from(vec![
+            Span::styled(if f.focus == 0 { "> " } else { "  " }, t.title()),
+            Span::styled(format!("{:>12}: ", "kind"), t.dim()),
+            Span::raw(format!("[{kind}]  (space switches)")),
+        ])];
+        for (i, (label, value)) in f.fields().into_iter().enumerate() {
+            let focused = f.focus == i + 1;
+            lines.push(Line::from(vec![
+                Span::styled(if focused { "> " } else { "  " }, t.title()),
+                Span::styled(format!("{label:>12}: "), t.dim()),
+                Span::raw(format!("{value}{}", if focused { "▏" } else { "" })),
+            ]));
+        }
+        lines.push(Line::from(""));
+        if f.submitting {
+            lines.push(Line::styled("adding…", t.warn()));
+        } else if let Some(e) = &f.error {
+            lines.push(Line::styled(format!("error: {e}"), t.bad()));
+        } else {
+            lines.push(Line::styled(
+                "lists (ranges) are comma-separated; empty fields use defaults",
+                t.dim(),
+            ));
+        }
+        lines.push(Line::styled("Tab/↑↓ field  Enter add  Esc cancel", t.dim()));
+        let r = centered(area, 72, lines.len() as u16 + 4);
+        frame.render_widget(Clear, r);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(" add app ")),
+            r,
+        );
+    }
+    if let Some(c) = &cx.view.confirm {
+        let what = match c {
+            Confirm::RemoveExposed(n) => format!("exposed app '{n}'"),
+            Confirm::RemoveRemote { site, app, local } => {
+                format!("remote app '{site}/{app}' on '{local}'")
+            }
+        };
+        let r = centered(area, 60, 4);
+        frame.render_widget(Clear, r);
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::from(format!("remove {what}?")),
+                Line::styled("y remove   n/Esc keep", t.title()),
+            ])
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" confirm ")),
+            r,
+        );
+    }
+}
