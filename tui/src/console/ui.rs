@@ -87,7 +87,19 @@ pub fn render(
 
 fn header_line(cx: Ctx<'_>) -> Line<'static> {
     let t = cx.theme;
-    let mut spans = vec![Span::styled("wovenet ", t.title())];
+    // The daemon indicator comes first so it survives narrow terminals.
+    let mut spans = vec![match &cx.model.link {
+        Link::Connecting => Span::styled("… connecting", t.warn()),
+        Link::Connected => Span::styled("● connected", t.good()),
+        Link::Disconnected { retry_at, .. } => {
+            let secs = retry_at
+                .duration_since(cx.now)
+                .map(|d| d.as_secs_f64().ceil() as u64)
+                .unwrap_or(0);
+            Span::styled(format!("✗ disconnected, retrying in {secs}s…"), t.bad())
+        }
+    }];
+    spans.push(Span::raw("  "));
     match &cx.model.site {
         Some(s) => {
             spans.push(Span::styled(s.name.clone(), t.title()));
@@ -106,22 +118,7 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
                 spans.push(Span::styled(format!(" ({})", s.broker_reason), t.dim()));
             }
         }
-        None => spans.push(Span::styled("(no site yet)", t.dim())),
-    }
-    spans.push(Span::raw("  daemon "));
-    match &cx.model.link {
-        Link::Connecting => spans.push(Span::styled("connecting…", t.warn())),
-        Link::Connected => spans.push(Span::styled("● connected", t.good())),
-        Link::Disconnected { retry_at, .. } => {
-            let secs = retry_at
-                .duration_since(cx.now)
-                .map(|d| d.as_secs_f64().ceil() as u64)
-                .unwrap_or(0);
-            spans.push(Span::styled(
-                format!("✗ disconnected, retrying in {secs}s…"),
-                t.bad(),
-            ));
-        }
+        None => spans.push(Span::styled("wovenet (no site yet)", t.dim())),
     }
     Line::from(spans)
 }

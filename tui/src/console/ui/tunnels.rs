@@ -69,13 +69,17 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
     let (tx, rx) = cx.model.rates.get(&c.id).copied().unwrap_or_default();
     let t = cx.theme;
     vec![
-        kv(t, "channel", format!("#{} to {}", c.id, c.peer)),
-        kv(t, "state", units::channel_state(c.state)),
-        kv(t, "direction", units::direction(c.direction)),
-        kv(t, "local", c.local_addr.clone()),
-        kv(t, "remote", c.remote_addr.clone()),
+        kv(
+            t,
+            "channel",
+            format!(
+                "#{} to {} ({})",
+                c.id,
+                c.peer,
+                units::channel_state(c.state)
+            ),
+        ),
         kv(t, "rtt", units::proto_duration(c.rtt.as_ref())),
-        kv(t, "cwnd", units::bytes(c.cwnd)),
         kv(
             t,
             "lost/sent",
@@ -91,12 +95,16 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             "received",
             format!("{} ({})", units::bytes(c.bytes_received), units::rate(rx)),
         ),
-        kv(t, "open streams", c.open_streams.to_string()),
-        kv(t, "age", units::proto_duration(c.age.as_ref())),
-        kv(t, "reconnects", c.reconnect_attempts.to_string()),
-        kv(t, "last error", units::or_empty(&c.last_error).to_owned()),
         kv(t, "tx 60s", spark(h.tx.iter(), 30)),
         kv(t, "rx 60s", spark(h.rx.iter(), 30)),
         kv(t, "rtt 60s", spark(h.rtt.iter(), 30)),
+        kv(t, "open streams", c.open_streams.to_string()),
+        kv(t, "reconnects", c.reconnect_attempts.to_string()),
+        kv(t, "last error", units::or_empty(&c.last_error).to_owned()),
+        kv(t, "cwnd", units::bytes(c.cwnd)),
+        kv(t, "direction", units::direction(c.direction)),
+        kv(t, "local", c.local_addr.clone()),
+        kv(t, "remote", c.remote_addr.clone()),
+        kv(t, "age", units::proto_duration(c.age.as_ref())),
     ]
 }

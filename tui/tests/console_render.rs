@@ -1,0 +1,221 @@
+//! Render tests: each view drawn on ratatui's TestBackend at 80x24 (empty, populated,
+//! disconnected, form with error), asserting on the buffer text.
+
+use std::time::{Duration, SystemTime};
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use wovenet_proto::v1 as pb;
+use wovenet_tui::console::action::{Action, Feed};
+use wovenet_tui::console::form::Request;
+use wovenet_tui::console::theme::Theme;
+use wovenet_tui::console::{State, Tab, ui};
+
+fn draw(state: &State, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_100);
+    t.draw(|f| ui::render(&state.model, &state.view, Theme::new(false), now, f))
+        .expect("draw");
+    let buf = t.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn populated() -> State {
+    let mut s = State::default();
+    let snap = pb::Snapshot {
+        site: Some(pb::SiteInfo {
+            name: "site-a".into(),
+            version: "0.1.0".into(),
+            started_at: Some((SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)).into()),
+            broker_state: pb::BrokerState::Connected as i32,
+            ..Default::default()
+        }),
+        peers: vec![pb::Peer {
+            name: "site-b".into(),
+            state: pb::PeerState::Connected as i32,
+            apps: vec!["echo".into()],
+            channels: 2,
+            ..Default::default()
+        }],
+        channels: vec![pb::Channel {
+            id: 7,
+            peer: "site-b".into(),
+            state: pb::ChannelState::Up as i32,
+            rtt: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 1_500_000,
+            }),
+            sent_packets: 100,
+            lost_packets: 2,
+            ..Default::default()
+        }],
+        streams: (0..5000)
+            .map(|i| pb::Stream {
+                id: i,
+                app: if i % 2 == 0 { "echo" } else { "web" }.into(),
+                peer: "site-b".into(),
+                client_addr: format!("127.0.0.1:{}", 40000 + i),
+                ..Default::default()
+            })
+            .collect(),
+        exposed: vec![pb::ExposedApp {
+            spec: Some(pb::ExposedAppSpec {
+                name: "echo".into(),
+                app_socket: "tcp:127.0.0.1:7".into(),
+                ..Default::default()
+            }),
+            live: false,
+        }],
+        remote: vec![pb::RemoteApp {
+            spec: Some(pb::RemoteAppSpec {
+                site_name: "site-b".into(),
+                app_name: "web".into(),
+                local_socket: "127.0.0.1:8080".into(),
+                ..Default::default()
+            }),
+            listener_state: pb::ListenerState::Open as i32,
+            ..Default::default()
+        }],
+        next_seq: 1,
+    };
+    s.update(
+        Action::Feed(Feed::Snapshot(Box::new(snap))),
+        SystemTime::now(),
+    );
+    s.update(
+        Action::Feed(Feed::Event(Box::new(pb::Event {
+            seq: 1,
+            at: None,
+            kind: Some(pb::event::Kind::PeerConnected(pb::PeerEvent {
+                site: "site-b".into(),
+                reason: String::new(),
+            })),
+        }))),
+        SystemTime::now(),
+    );
+    s
+}
+
+fn tab(s: &mut State, t: Tab) {
+    s.update(Action::SwitchTab(t), SystemTime::now());
+}
+
+#[test]
+fn empty_console_shows_connecting_tabs_and_key_hints() {
+    let s = State::default();
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("… connecting"), "{out}");
+    assert!(out.contains("1 Sites"), "{out}");
+    assert!(out.contains("5 Events"), "{out}");
+    assert!(out.contains("(none)"), "{out}");
+    assert!(out.contains("? help"), "{out}");
+}
+
+#[test]
+fn populated_sites_tab_shows_header_and_peer() {
+    let s = populated();
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("site-a v0.1.0"), "{out}");
+    assert!(out.contains("up 1m40s"), "{out}");
+    assert!(out.contains("broker connected"), "{out}");
+    assert!(out.contains("● connected"), "{out}");
+    assert!(out.contains("site-b"), "{out}");
+}
+
+#[test]
+fn tunnels_tab_shows_rtt_and_loss() {
+    let mut s = populated();
+    tab(&mut s, Tab::Tunnels);
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("1ms"), "{out}");
+    assert!(out.contains("2.0%"), "{out}");
+}
+
+#[test]
+fn streams_tab_builds_only_visible_rows_and_follows_the_selection() {
+    let mut s = populated();
+    tab(&mut s, Tab::Streams);
+    s.update(Action::Bottom, SystemTime::now());
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("5000/5000"), "{out}");
+    assert!(out.contains("4999"), "{out}");
+    assert!(!out.contains("127.0.0.1:40000 "), "{out}");
+}
+
+#[test]
+fn apps_tab_lists_exposed_and_remote_with_listener_state() {
+    let mut s = populated();
+    tab(&mut s, Tab::Apps);
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("exposed"), "{out}");
+    assert!(out.contains("site-b/web"), "{out}");
+    assert!(out.contains("open"), "{out}");
+}
+
+#[test]
+fn events_tab_shows_the_feed() {
+    let mut s = populated();
+    tab(&mut s, Tab::Events);
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("peer connected"), "{out}");
+}
+
+#[test]
+fn detail_pane_shows_a_channels_full_stats() {
+    let mut s = populated();
+    tab(&mut s, Tab::Tunnels);
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("lost/sent: 2/100"), "{out}");
+}
+
+#[test]
+fn disconnected_console_says_so_and_keeps_the_data() {
+    let mut s = populated();
+    s.update(
+        Action::Feed(Feed::Lost {
+            reason: "no wovenetd is listening".into(),
+            retry_in: Duration::from_secs(2),
+        }),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_099),
+    );
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("disconnected, retrying in 1s"), "{out}");
+    assert!(out.contains("no wovenetd is listening"), "{out}");
+    assert!(out.contains("site-b"), "{out}");
+}
+
+#[test]
+fn form_shows_the_daemons_error_inline() {
+    let mut s = populated();
+    s.update(Action::OpenAddApp, SystemTime::now());
+    for c in "bad name".chars() {
+        s.update(Action::Char(c), SystemTime::now());
+    }
+    let req = Request::AddExposed(pb::ExposedAppSpec::default());
+    s.update(
+        Action::RpcDone(req, Err("apps.exposed[0].name: invalid 'bad name'".into())),
+        SystemTime::now(),
+    );
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("add app"), "{out}");
+    assert!(out.contains("bad name"), "{out}");
+    assert!(out.contains("error: apps.exposed[0].name"), "{out}");
+}
+
+#[test]
+fn help_overlay_lists_every_bound_key() {
+    let mut s = State::default();
+    s.update(Action::Help, SystemTime::now());
+    let out = draw(&s, 80, 40);
+    for k in ["quit", "add app", "remove app", "filter streams"] {
+        assert!(out.contains(k), "{k} missing: {out}");
+    }
+}
