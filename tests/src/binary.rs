@@ -1,4 +1,4 @@
-//! Finding the `wovenetd` and `wovenetctl` binaries: built once per test process with cargo
+//! Finding the `wovenetd`, `wovenetctl` and `wovenet-tui` binaries: built once per test process with cargo
 //! (tests in `tests/` are their own crate and cannot use `CARGO_BIN_EXE_*`), or taken from
 //! `WOVENET_BIN_DIR`. Fails loudly, with cargo's output, when they cannot be had.
 
@@ -43,6 +43,12 @@ pub fn wovenetd() -> &'static Path {
 pub fn wovenetctl() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| find("wovenetctl"))
+}
+
+/// Path of `wovenet-tui`, building the binaries the first time this is called in the process.
+pub fn wovenet_tui() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| find("wovenet-tui"))
 }
 
 fn find(name: &str) -> PathBuf {
@@ -139,6 +145,14 @@ mod tests {
         let bin = wovenetd();
         assert!(bin.is_file(), "{}", bin.display());
         assert!(bin.ends_with("wovenetd"));
+    }
+
+    /// Runs a nested cargo build; slow the first time, a no-op afterwards.
+    #[test]
+    fn wovenet_tui_is_built_and_found() {
+        let bin = wovenet_tui();
+        assert!(bin.is_file(), "{}", bin.display());
+        assert!(bin.ends_with("wovenet-tui"));
     }
 
     /// Runs a nested cargo build; slow the first time, a no-op afterwards.

@@ -41,7 +41,7 @@ pub mod site;
 pub mod sock;
 pub mod wait;
 
-pub use binary::{check_config, wovenetctl, wovenetd};
+pub use binary::{check_config, wovenet_tui, wovenetctl, wovenetd};
 pub use broker::{Broker, mosquitto_available, require_mosquitto};
 pub use client::{
     Closed, EchoConn, connect_eventually, echo_once, echo_once_with_banner,
