@@ -6,7 +6,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::time::Duration;
 
 use wovenet_e2e::*;
 
