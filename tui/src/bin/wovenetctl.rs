@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use wovenet_tui::ctl::args::EXIT_USAGE;
+use wovenet_tui::ctl::args::{Command, EXIT_USAGE};
 use wovenet_tui::ctl::{self, Cli, CtlError, Sinks};
 
 fn main() -> ExitCode {
@@ -36,16 +36,27 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
         out: &mut stdout.lock(),
         notes: &mut stderr.lock(),
     };
-    runtime.block_on(ctl::run(cli, sinks, interrupted()))?;
+    // The following commands end cleanly on Ctrl-C; the handler is installed
+    // before anything is printed, so a SIGINT right after the first line is
+    // not lost to the default action. Other commands keep "die on SIGINT".
+    let follows = matches!(cli.command, Command::Events | Command::Stats(_));
+    let sigint = if follows {
+        let _guard = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+    } else {
+        None
+    };
+    runtime.block_on(ctl::run(cli, sinks, interrupted(sigint)))?;
     Ok(())
 }
 
-/// Resolves on Ctrl-C (SIGINT). Polled only by `events` and `stats`, so other commands keep
-/// the default "die on SIGINT" behaviour.
-async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        // No handler could be installed: never resolve, SIGINT keeps its default action.
-        std::future::pending::<()>().await;
+/// Resolves on SIGINT when a handler was installed; otherwise never.
+async fn interrupted(sigint: Option<tokio::signal::unix::Signal>) {
+    match sigint {
+        Some(mut s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
