@@ -120,8 +120,7 @@ async fn console_adds_an_exposed_app_that_the_other_site_then_forwards() {
         .remote("a", "echo", &local)
         .spawn()
         .await;
-    let a = net.site("a").spawn().await;
-    let sites = [&a, &b];
+    let mut a = net.site("a").spawn().await;
 
     let cmd = format!(
         "{} --socket {}",
@@ -129,6 +128,7 @@ async fn console_adds_an_exposed_app_that_the_other_site_then_forwards() {
         a.control_socket().display()
     );
     let tmux = Tmux::start(&cmd);
+    let sites = [&a, &b];
     tmux.wait_for("● connected", &sites).await;
     tmux.keys(&["1"]);
     tmux.wait_for("connected  ", &sites).await;
@@ -156,6 +156,18 @@ async fn console_adds_an_exposed_app_that_the_other_site_then_forwards() {
     tmux.keys(&["y"]);
     tmux.wait_for("removed exposed app echo", &sites).await;
     tmux.wait_for("(none)", &sites).await;
+
+    // The daemon restarts under the console: it says so, reconnects by itself
+    // and keeps the operator on the Apps tab.
+    a.stop().await;
+    tmux.wait_for("disconnected", &[&b]).await;
+    a.start().await;
+    let sites = [&a, &b];
+    let pane = tmux.wait_for("● connected", &sites).await;
+    assert!(
+        pane.contains(" apps "),
+        "the console left the Apps tab:\n{pane}"
+    );
 
     tmux.keys(&["q"]);
     let ok = eventually(WAIT, || {
