@@ -986,6 +986,11 @@ impl Site {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.counters;
         StatsSnapshot {
+            streams: {
+                let mut v = self.streams.snapshot();
+                v.truncate(crate::view::STATS_STREAMS_MAX);
+                v
+            },
             apps: self.streams.app_stats(),
             peers: self.peer_infos(),
             channels: self.channel_infos(),

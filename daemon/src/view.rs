@@ -287,6 +287,9 @@ pub struct Sequenced {
     pub event: Event,
 }
 
+/// Most streams a stats snapshot carries; beyond that a client lists them.
+pub const STATS_STREAMS_MAX: usize = 10_000;
+
 /// Counters and byte totals for the stats stream (rates are computed by the
 /// stats stream from successive snapshots).
 #[derive(Debug, Clone, Default)]
@@ -299,6 +302,8 @@ pub struct StatsSnapshot {
     pub channels: Vec<ChannelInfo>,
     /// Site-wide drop/refuse counters: (name, value).
     pub counters: Vec<(&'static str, u64)>,
+    /// Open streams (oldest first, capped at [`STATS_STREAMS_MAX`]).
+    pub streams: Vec<StreamInfo>,
 }
 
 /// Traffic of one app in one direction.

@@ -409,6 +409,7 @@ pub(crate) fn stats_message(
             .iter()
             .map(|(name, value)| ((*name).to_owned(), *value))
             .collect(),
+        streams: s.streams.iter().map(v1::Stream::from).collect(),
     }
 }
 

@@ -260,6 +260,11 @@ impl Model {
                 p.bytes_received = ps.bytes_received;
             }
         }
+        for st in s.streams {
+            if let Some(x) = self.streams.iter_mut().find(|x| x.id == st.id) {
+                *x = st;
+            }
+        }
         self.app_stats = s.apps;
     }
 
@@ -271,5 +276,43 @@ impl Model {
             .fold((0, 0, 0), |(o, s, r), a| {
                 (o + a.open_streams, s + a.bytes_sent, r + a.bytes_received)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_samples_refresh_open_streams_bytes_without_polling() {
+        let mut m = Model::default();
+        m.streams.push(pb::Stream {
+            id: 7,
+            app: "web".into(),
+            bytes_sent: 1,
+            ..Default::default()
+        });
+        m.apply_stats(pb::WatchStatsResponse {
+            streams: vec![
+                pb::Stream {
+                    id: 7,
+                    app: "web".into(),
+                    bytes_sent: 4096,
+                    bytes_received: 10,
+                    ..Default::default()
+                },
+                // Not known from the event feed yet: left to the feed.
+                pb::Stream {
+                    id: 8,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(m.streams.len(), 1);
+        assert_eq!(
+            (m.streams[0].bytes_sent, m.streams[0].bytes_received),
+            (4096, 10)
+        );
     }
 }

@@ -265,5 +265,6 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             ("auth_failures".to_owned(), 1),
             ("messages_undecryptable".to_owned(), 0),
         ]),
+        streams: vec![],
     }
 }
