@@ -231,9 +231,8 @@ impl SiteProcess {
         let yaml = serde_yaml::to_string(&spec.document(dir.path()))
             .map_err(|e| BenchError::Report(format!("site yaml: {e}")))?;
         std::fs::write(&config, yaml).ctx(|| format!("writing {}", config.display()))?;
-        let out = |name: &str| {
-            File::create(dir.path().join(name)).ctx(|| format!("creating {name}"))
-        };
+        let out =
+            |name: &str| File::create(dir.path().join(name)).ctx(|| format!("creating {name}"));
         let mut cmd = match netns {
             None => Command::new(bin),
             Some(ns) => {
@@ -243,12 +242,16 @@ impl SiteProcess {
                 c
             }
         };
-        cmd.args([OsStr::new("run"), OsStr::new("--config"), config.as_os_str()])
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .env_remove("WOVENET_LOG")
-            .stdin(Stdio::null())
-            .stdout(out("stdout.txt")?)
-            .stderr(out("stderr.txt")?);
+        cmd.args([
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("WOVENET_LOG")
+        .stdin(Stdio::null())
+        .stdout(out("stdout.txt")?)
+        .stderr(out("stderr.txt")?);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -518,7 +521,11 @@ mod tests {
             broker: Broker::At(broker),
             socket: None,
             exposed: vec![],
-            remotes: vec![("b".into(), "bench".into(), "127.0.0.1:5000".parse().unwrap())],
+            remotes: vec![(
+                "b".into(),
+                "bench".into(),
+                "127.0.0.1:5000".parse().unwrap(),
+            )],
             congestion: Some("bbr".into()),
             log_level: "info".into(),
         };
@@ -529,10 +536,7 @@ mod tests {
         );
         assert!(doc["tunnel"].get("localSockets").is_none());
         assert_eq!(doc["tunnel"]["congestionControl"], "bbr");
-        assert_eq!(
-            doc["remoteApps"][0]["localSocket"],
-            "tcp:127.0.0.1:5000"
-        );
+        assert_eq!(doc["remoteApps"][0]["localSocket"], "tcp:127.0.0.1:5000");
         assert_eq!(doc["logger"]["file"], "/tmp/x/site.log");
     }
 

@@ -216,7 +216,7 @@ fn params(p: &BTreeMap<String, Value>) -> String {
     p.iter()
         .map(|(k, v)| match v {
             Value::String(s) => format!("{k}={s}"),
-            Value::Number(n) => format!("{k}={}", n.as_f64().map_or(n.to_string(), num)),
+            Value::Number(_) => format!("{k}={}", params_value(v)),
             other => format!("{k}={other}"),
         })
         .collect::<Vec<_>>()
@@ -246,7 +246,7 @@ fn wan_pivot(records: &[Record]) -> String {
         .collect();
     let mut transports: Vec<String> = Vec::new();
     let mut paths: Vec<(String, String, String)> = Vec::new();
-    let text = |r: &Record, k: &str| r.params.get(k).map_or(String::new(), |v| params_value(v));
+    let text = |r: &Record, k: &str| r.params.get(k).map_or(String::new(), params_value);
     for r in &rows {
         let t = text(r, "transport");
         if !transports.contains(&t) {
@@ -257,7 +257,9 @@ fn wan_pivot(records: &[Record]) -> String {
             paths.push(p);
         }
     }
-    let mut md = String::from("Throughput in Mbit/s (one upload stream):\n\n| RTT ms | loss % | cap Mbit/s |");
+    let mut md = String::from(
+        "Throughput in Mbit/s (one upload stream):\n\n| RTT ms | loss % | cap Mbit/s |",
+    );
     for t in &transports {
         let _ = write!(md, " {t} |");
     }
@@ -297,7 +299,8 @@ fn wan_pivot(records: &[Record]) -> String {
 fn params_value(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.as_f64().map_or(n.to_string(), num),
+        Value::Number(n) if n.is_f64() => n.as_f64().map_or(n.to_string(), num),
+        Value::Number(n) => n.to_string(),
         other => other.to_string(),
     }
 }
@@ -322,7 +325,9 @@ mod tests {
             .param("size", 64)
             .baseline("direct", 21.0);
         let v = serde_json::to_value(&r).unwrap();
-        for k in ["scenario", "metric", "params", "value", "unit", "baseline", "ratio"] {
+        for k in [
+            "scenario", "metric", "params", "value", "unit", "baseline", "ratio",
+        ] {
             assert!(v.get(k).is_some(), "{k} missing: {v}");
         }
         assert_eq!(v["baseline"]["value"], 21.0);
@@ -345,7 +350,9 @@ mod tests {
         let md = rep.markdown();
         assert!(md.contains("## loopback"), "{md}");
         assert!(
-            md.contains("| throughput | direction=upload | 950 Mbit/s | 1900 Mbit/s (direct) | 0.50× |"),
+            md.contains(
+                "| throughput | direction=upload | 950 Mbit/s | 1900 Mbit/s (direct) | 0.50× |"
+            ),
             "{md}"
         );
         assert!(md.contains("- `wan`: needs root\n"), "{md}");

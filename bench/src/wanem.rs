@@ -167,7 +167,12 @@ impl Wanem {
         let mut threads = Vec::new();
         let directions = [
             ("wanem-a2b", &dev_a, &dev_b, config.seed),
-            ("wanem-b2a", &dev_b, &dev_a, config.seed ^ 0x9e37_79b9_7f4a_7c15),
+            (
+                "wanem-b2a",
+                &dev_b,
+                &dev_a,
+                config.seed ^ 0x9e37_79b9_7f4a_7c15,
+            ),
         ];
         for (i, (name, input, output, seed)) in directions.into_iter().enumerate() {
             let ends = forward::Ends {

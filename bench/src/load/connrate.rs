@@ -1,10 +1,10 @@
-//! Connection rate: concurrent clients each looping open → one [`MESSAGE`] exchange →
+//! Connection rate: concurrent clients each looping open → one [`MESSAGE`](super::MESSAGE) exchange →
 //! close, for a fixed time; counts completions and errors (an error is counted and the
 //! client goes on, so one failure does not end the measurement).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Target, echo_message, exchange};

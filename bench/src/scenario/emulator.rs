@@ -36,7 +36,11 @@ pub fn loss_ok(lost: u32, sent: u32, p: f64) -> bool {
 }
 
 fn verdict(ok: bool) -> &'static str {
-    if ok { "within tolerance" } else { "OUT OF TOLERANCE" }
+    if ok {
+        "within tolerance"
+    } else {
+        "OUT OF TOLERANCE"
+    }
 }
 
 /// Runs the scenario.
@@ -73,7 +77,9 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
                 .param("answered", samples.len())
                 .param("max_ms", (ms(max) * 100.0).round() / 100.0)
                 .baseline("setting", rtt_ms as f64)
-                .note(verdict(rtt_ok(median, setting) && samples.len() == count as usize)),
+                .note(verdict(
+                    rtt_ok(median, setting) && samples.len() == count as usize,
+                )),
         );
     }
     let losses: Vec<f64> = env

@@ -1,7 +1,7 @@
 //! The forwarding loop of one direction: reads packets from one TUN device, runs them
 //! through a [`Link`], writes them to the other device when they are due. One OS thread
 //! per direction, sleeping in `ppoll` until a packet arrives or the next one is due (no
-//! sleep per packet), and stopping within [`MAX_WAIT`] of the stop flag being raised.
+//! sleep per packet), and stopping within `MAX_WAIT` (20 ms) of the stop flag being raised.
 //!
 //! Owns the I/O only; every decision about a packet is the link's.
 
