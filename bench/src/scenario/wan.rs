@@ -17,7 +17,7 @@ use crate::load::throughput::{self, Direction, Spec, quiesce};
 use crate::load::{BenchServer, Target};
 use crate::report::{Record, Report};
 use crate::stats::quantile;
-use crate::wanem::{ADDR_A, ADDR_B, Wanem, WanemConfig};
+use crate::wanem::{ADDR_A, ADDR_B, LinkStats, Wanem, WanemConfig};
 
 /// Port of the RTT probe's echo in namespace b.
 const PROBE_PORT: u16 = 7;
@@ -142,9 +142,8 @@ async fn run_path(
         let v = mbps(out.bits_per_sec);
         // tcp-cubic is the baseline itself, and comes first.
         report.push(with_base(
-            path.record(&format!("tcp-{cc}"), v)
-                .param("measured_rtt_ms", measured_rtt)
-                .param("queue_drops", after.queue_dropped - before.queue_dropped),
+            link_counts(path.record(&format!("tcp-{cc}"), v), before, after)
+                .param("measured_rtt_ms", measured_rtt),
             tcp_cubic,
         ));
         if *cc == "cubic" {
@@ -171,13 +170,33 @@ async fn run_path(
         stopped?;
         settle().await;
         report.push(with_base(
-            path.record(&format!("tunnel-{cc}"), mbps(out.bits_per_sec))
-                .param("measured_rtt_ms", measured_rtt)
-                .param("queue_drops", after.queue_dropped - before.queue_dropped),
+            link_counts(
+                path.record(&format!("tunnel-{cc}"), mbps(out.bits_per_sec)),
+                before,
+                after,
+            )
+            .param("measured_rtt_ms", measured_rtt),
             tcp_cubic,
         ));
     }
     Ok(())
+}
+
+/// What the a→b direction of the link did during one measurement (warm-up included): the
+/// packets offered, those the random loss took and those the full bottleneck queue
+/// dropped. A sender that overshoots the cap shows as many queue drops.
+fn link_counts(r: Record, before: LinkStats, after: LinkStats) -> Record {
+    let offered = after.received - before.received;
+    let lost = after.lost - before.lost;
+    let queue_drops = after.queue_dropped - before.queue_dropped;
+    let dropped_pct = if offered > 0 {
+        ((lost + queue_drops) as f64 * 1000.0 / offered as f64).round() / 10.0
+    } else {
+        0.0
+    };
+    r.param("link_pkts", offered)
+        .param("queue_drops", queue_drops)
+        .param("dropped_pct", dropped_pct)
 }
 
 fn with_base(r: Record, tcp_cubic: Option<f64>) -> Record {

@@ -153,12 +153,27 @@ pub fn sweep_stale() -> Vec<String> {
         let Some(pid) = owner_pid(&name) else {
             continue;
         };
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && ip(&["netns", "del", &name]).is_ok() {
+        if !alive(pid) && ip(&["netns", "del", &name]).is_ok() {
             deleted.push(name);
         }
     }
     deleted
+}
+
+/// Whether process `pid` exists and is not a zombie (a killed run stays a zombie until
+/// its parent reaps it, but can no longer clean up).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    proc_state(&stat).is_some_and(|state| !matches!(state, 'Z' | 'X'))
+}
+
+/// The state letter of a `/proc/PID/stat` line (the first field after the command name,
+/// which is in parentheses and may itself contain spaces or parentheses).
+fn proc_state(stat: &str) -> Option<char> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
 }
 
 #[cfg(test)]
@@ -173,6 +188,14 @@ mod tests {
         // Device names are the tag plus one letter and must fit IFNAMSIZ-1 = 15 bytes.
         assert!(a.len() < 15, "{a}");
         assert_eq!(owner_pid(&format!("{a}-a")), Some(std::process::id()));
+    }
+
+    #[test]
+    fn zombies_count_as_gone() {
+        assert_eq!(proc_state("123 (a b) c) Z 1 2"), Some('Z'));
+        assert_eq!(proc_state("123 (wovenet-bench) S 1 2"), Some('S'));
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX));
     }
 
     #[test]
