@@ -310,6 +310,13 @@ impl SiteProcess {
         )
     }
 
+    /// Keeps its files (config, log, stderr) after it is gone, for a post-mortem, and
+    /// returns where they are.
+    pub fn keep_files(&mut self) -> PathBuf {
+        self.dir.disable_cleanup(true);
+        self.dir.path().to_path_buf()
+    }
+
     fn failure(&self, reason: String) -> BenchError {
         BenchError::Site {
             site: self.name.clone(),
@@ -491,6 +498,19 @@ impl Tunnel {
     /// Where clients connect to reach the app through the tunnel.
     pub fn entry(&self) -> &Target {
         &self.entry
+    }
+
+    /// Keeps both sites' files and describes them with their log tails: for an error
+    /// message after a measurement through the tunnel failed.
+    pub fn post_mortem(&mut self) -> String {
+        let (da, db) = (self.a.keep_files(), self.b.keep_files());
+        format!(
+            "site files kept in {} and {}\n{}\n{}",
+            da.display(),
+            db.display(),
+            self.a.log_tail(15),
+            self.b.log_tail(15)
+        )
     }
 
     /// Stops both sites cleanly.

@@ -7,6 +7,8 @@
 //! Baseline of every figure: plain TCP with cubic on the same path in the same run.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::{Env, READY, kernel_has_cc, mbps};
@@ -15,7 +17,7 @@ use crate::error::{BenchError, IoContext};
 use crate::load::probe::{self, UdpEcho};
 use crate::load::throughput::{self, Direction, Spec, quiesce};
 use crate::load::{BenchServer, Target};
-use crate::report::{Record, Report};
+use crate::report::{Failure, Record, Report};
 use crate::stats::quantile;
 use crate::wanem::{ADDR_A, ADDR_B, LinkStats, Wanem, WanemConfig};
 
@@ -151,33 +153,31 @@ async fn run_path(
         }
     }
     for cc in &env.wan.tunnel_cc {
-        let tunnel = Tunnel::start(
-            &env.wovenetd,
-            SocketAddr::from((Ipv4Addr::LOCALHOST, wan_ports::APP)),
-            &Placement::Wan {
-                a: ns_a.clone(),
-                b: ns_b.clone(),
-            },
-            Some(cc),
-            READY,
-        )
-        .await?;
-        let before = wan.stats()[0].link;
-        let out = throughput::run(tunnel.entry(), &sink, &spec).await;
-        let after = wan.stats()[0].link;
-        let stopped = tunnel.stop().await;
-        let out = out.ctx(|| format!("tunnel-{cc} across the emulated link"))?;
-        stopped?;
+        // One failing transport is reported and the grid goes on.
+        match measure_tunnel(env, cc, (&ns_a, &ns_b), &wan, (&sink, &spec)).await {
+            Ok((out, before, after)) => {
+                report.push(with_base(
+                    link_counts(
+                        path.record(&format!("tunnel-{cc}"), mbps(out.bits_per_sec)),
+                        before,
+                        after,
+                    )
+                    .param("measured_rtt_ms", measured_rtt),
+                    tcp_cubic,
+                ));
+            }
+            Err(e) => {
+                eprintln!("bench: tunnel-{cc} failed on {path:?}: {e}");
+                report.failures.push(Failure {
+                    scenario: "wan".into(),
+                    error: format!(
+                        "tunnel-{cc} at rtt {} ms, loss {} %, cap {:?} Mbit/s: {e}",
+                        path.rtt_ms, path.loss_pct, path.cap_mbps
+                    ),
+                });
+            }
+        }
         settle().await;
-        report.push(with_base(
-            link_counts(
-                path.record(&format!("tunnel-{cc}"), mbps(out.bits_per_sec)),
-                before,
-                after,
-            )
-            .param("measured_rtt_ms", measured_rtt),
-            tcp_cubic,
-        ));
     }
     Ok(())
 }
@@ -197,6 +197,44 @@ fn link_counts(r: Record, before: LinkStats, after: LinkStats) -> Record {
     r.param("link_pkts", offered)
         .param("queue_drops", queue_drops)
         .param("dropped_pct", dropped_pct)
+}
+
+/// Starts the tunnel with congestion controller `cc` in the namespaces, measures one
+/// upload through it, stops it. On failure the sites' files are kept and named.
+async fn measure_tunnel(
+    env: &Env,
+    cc: &str,
+    (ns_a, ns_b): (&str, &str),
+    wan: &Wanem,
+    (sink, spec): (&Arc<AtomicU64>, &Spec),
+) -> Result<(throughput::Outcome, LinkStats, LinkStats), BenchError> {
+    let mut tunnel = Tunnel::start(
+        &env.wovenetd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, wan_ports::APP)),
+        &Placement::Wan {
+            a: ns_a.to_owned(),
+            b: ns_b.to_owned(),
+        },
+        Some(cc),
+        READY,
+    )
+    .await?;
+    let before = wan.stats()[0].link;
+    let out = throughput::run(tunnel.entry(), sink, spec).await;
+    let after = wan.stats()[0].link;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let why = format!("{e}; {}", tunnel.post_mortem());
+            let _ = tunnel.stop().await;
+            return Err(BenchError::Io {
+                context: format!("tunnel-{cc} across the emulated link"),
+                source: std::io::Error::other(why),
+            });
+        }
+    };
+    tunnel.stop().await?;
+    Ok((out, before, after))
 }
 
 fn with_base(r: Record, tcp_cubic: Option<f64>) -> Record {
