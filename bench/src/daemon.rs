@@ -294,6 +294,11 @@ impl SiteProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Its whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("site.log")).unwrap_or_default()
+    }
+
     /// The last `n` lines of its log and stderr, for error messages.
     pub fn log_tail(&self, n: usize) -> String {
         let tail = |file: &str| {
@@ -353,6 +358,16 @@ impl Drop for SiteProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The reason of the first `channel down` line of a site's text log, if any.
+pub fn first_channel_down(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("channel down"))
+        .map(|l| match l.split_once("reason=") {
+            Some((_, why)) => why.trim().to_owned(),
+            None => l.trim().to_owned(),
+        })
 }
 
 /// `VmRSS` in KiB from the text of `/proc/PID/status`.
@@ -504,8 +519,12 @@ impl Tunnel {
     /// message after a measurement through the tunnel failed.
     pub fn post_mortem(&mut self) -> String {
         let (da, db) = (self.a.keep_files(), self.b.keep_files());
+        let cause = [&self.a, &self.b]
+            .iter()
+            .find_map(|s| first_channel_down(&s.log()))
+            .unwrap_or_else(|| "no channel went down".to_owned());
         format!(
-            "site files kept in {} and {}\n{}\n{}",
+            "first channel down: {cause}; site files kept in {} and {}\n{}\n{}",
             da.display(),
             db.display(),
             self.a.log_tail(15),
@@ -524,6 +543,15 @@ impl Tunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_channel_down_reason_is_found_in_a_text_log() {
+        let log = "x INFO site: peer connected\n\
+                   x INFO channel{channel.id=1}: wovenet_daemon::tunnel: channel down reason=too many gaps\n\
+                   x INFO channel{channel.id=2}: wovenet_daemon::tunnel: channel down reason=later\n";
+        assert_eq!(first_channel_down(log).as_deref(), Some("too many gaps"));
+        assert_eq!(first_channel_down("nothing\n"), None);
+    }
 
     #[test]
     fn vm_rss_is_read_in_kib() {

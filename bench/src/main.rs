@@ -175,10 +175,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if interrupted {
         eprintln!("bench: interrupted; cleaned up, writing what was measured");
-        report.failures.push(Failure {
-            scenario: "run".into(),
-            error: "interrupted (Ctrl-C)".into(),
-        });
+        report
+            .failures
+            .push(Failure::new("run", "interrupted (Ctrl-C)"));
     }
     report.write(&out)?;
     eprintln!(
@@ -199,19 +198,16 @@ async fn run_all(env: &Env, scenarios: &[Scenario], out: &std::path::Path, repor
     for &s in scenarios {
         if s.needs_root() && !is_root() {
             eprintln!("== {}: skipped (needs root)", s.name());
-            report.failures.push(Failure {
-                scenario: s.name().into(),
-                error: "skipped: needs root (network namespaces, TUN devices)".into(),
-            });
+            report.failures.push(Failure::new(
+                s.name(),
+                "skipped: needs root (network namespaces, TUN devices)",
+            ));
             continue;
         }
         eprintln!("== {}", s.name());
         if let Err(e) = scenario::run(s, env, report).await {
             eprintln!("== {} failed: {e}", s.name());
-            report.failures.push(Failure {
-                scenario: s.name().into(),
-                error: e.to_string(),
-            });
+            report.failures.push(Failure::new(s.name(), e.to_string()));
         }
         // Partial results survive a crash or a kill later in the run.
         if let Err(e) = report.write(out) {

@@ -87,6 +87,26 @@ pub struct Failure {
     pub scenario: String,
     /// The error.
     pub error: String,
+    /// The conditions of the measurement that failed, when it was one of several.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Value>,
+}
+
+impl Failure {
+    /// A failure of `scenario` as a whole.
+    pub fn new(scenario: &str, error: impl Into<String>) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            error: error.into(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// Names the measurement that failed by its conditions.
+    pub fn with_params(mut self, params: BTreeMap<String, Value>) -> Self {
+        self.params = params;
+        self
+    }
 }
 
 /// Facts about the run, printed above the tables.
@@ -157,7 +177,7 @@ impl Report {
         for s in scenarios {
             let _ = writeln!(md, "## {s}\n");
             if s == "wan" {
-                md.push_str(&wan_pivot(&self.records));
+                md.push_str(&wan_pivot(&self.records, &self.failures));
                 md.push('\n');
             }
             md.push_str("| metric | parameters | value | baseline | ratio | note |\n");
@@ -239,10 +259,20 @@ pub fn num(v: f64) -> String {
 
 /// The WAN grid as one row per path and one column per transport (Mbit/s), plus the best
 /// tunnel's ratio to plain TCP with each kernel congestion controller.
-fn wan_pivot(records: &[Record]) -> String {
+fn wan_pivot(records: &[Record], failures: &[Failure]) -> String {
+    // A failed measurement takes part as a row with no value.
+    let failed: Vec<Record> = failures
+        .iter()
+        .filter(|f| f.scenario == "wan" && !f.params.is_empty())
+        .map(|f| Record {
+            params: f.params.clone(),
+            ..Record::new("wan", "throughput", f64::NAN, "Mbit/s")
+        })
+        .collect();
     let rows: Vec<&Record> = records
         .iter()
         .filter(|r| r.scenario == "wan" && r.metric == "throughput")
+        .chain(&failed)
         .collect();
     let mut transports: Vec<String> = Vec::new();
     let mut paths: Vec<(String, String, String)> = Vec::new();
@@ -277,12 +307,18 @@ fn wan_pivot(records: &[Record]) -> String {
                 .map(|r| r.value)
         };
         for t in &transports {
-            let _ = write!(md, " {} |", value(t).map_or("—".to_owned(), num));
+            let cell = match value(t) {
+                None => "—".to_owned(),
+                Some(v) if v.is_nan() => "**failed**".to_owned(),
+                Some(v) => num(v),
+            };
+            let _ = write!(md, " {cell} |");
         }
         let best = transports
             .iter()
             .filter(|t| t.starts_with("tunnel"))
             .filter_map(|t| value(t))
+            .filter(|v| !v.is_nan())
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         for base in ["tcp-cubic", "tcp-bbr"] {
             let cell = match (best, value(base)) {
@@ -343,10 +379,7 @@ mod tests {
                 .param("direction", "upload")
                 .baseline("direct", 1900.0),
         );
-        rep.failures.push(Failure {
-            scenario: "wan".into(),
-            error: "needs root\nmore".into(),
-        });
+        rep.failures.push(Failure::new("wan", "needs root\nmore"));
         let md = rep.markdown();
         assert!(md.contains("## loopback"), "{md}");
         assert!(
@@ -373,9 +406,15 @@ mod tests {
             rec("tunnel-cubic", 20.0),
             rec("tunnel-bbr", 80.0),
         ];
-        let md = wan_pivot(&recs);
+        let md = wan_pivot(&recs, &[]);
         assert!(
             md.contains("| 100 | 1.00 | none | 2.00 | 40.0 | 20.0 | 80.0 | 40.00× | 2.00× |"),
+            "{md}"
+        );
+        let failed = Failure::new("wan", "broke").with_params(rec("tunnel-bbr", 0.0).params);
+        let md = wan_pivot(&recs[..3], &[failed]);
+        assert!(
+            md.contains("| 100 | 1.00 | none | 2.00 | 40.0 | 20.0 | **failed** | 10.00× | 0.50× |"),
             "{md}"
         );
     }

@@ -168,13 +168,16 @@ async fn run_path(
             }
             Err(e) => {
                 eprintln!("bench: tunnel-{cc} failed on {path:?}: {e}");
-                report.failures.push(Failure {
-                    scenario: "wan".into(),
-                    error: format!(
-                        "tunnel-{cc} at rtt {} ms, loss {} %, cap {:?} Mbit/s: {e}",
-                        path.rtt_ms, path.loss_pct, path.cap_mbps
-                    ),
-                });
+                report.failures.push(
+                    Failure::new(
+                        "wan",
+                        format!(
+                            "tunnel-{cc} at rtt {} ms, loss {} %, cap {:?} Mbit/s: {e}",
+                            path.rtt_ms, path.loss_pct, path.cap_mbps
+                        ),
+                    )
+                    .with_params(path.record(&format!("tunnel-{cc}"), 0.0).params),
+                );
             }
         }
         settle().await;
