@@ -288,7 +288,9 @@ fn wan_pivot(records: &[Record], failures: &[Failure]) -> String {
         }
     }
     let mut md = String::from(
-        "Throughput in Mbit/s (one upload stream):\n\n| RTT ms | loss % | cap Mbit/s |",
+        "Throughput in Mbit/s, one upload stream (**failed**: the transfer broke, see the \
+         failures; the ratios use the best tunnel that completed):\n\n\
+         | RTT ms | loss % | cap Mbit/s |",
     );
     for t in &transports {
         let _ = write!(md, " {t} |");

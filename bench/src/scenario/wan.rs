@@ -228,7 +228,16 @@ async fn measure_tunnel(
     let out = match out {
         Ok(o) => o,
         Err(e) => {
-            let why = format!("{e}; {}", tunnel.post_mortem());
+            let (offered, qd) = (
+                after.received - before.received,
+                after.queue_dropped - before.queue_dropped,
+            );
+            let why = format!(
+                "{e}; a→b link meanwhile: {offered} packets offered, {} lost at random, \
+                 {qd} dropped by the full queue; {}",
+                after.lost - before.lost,
+                tunnel.post_mortem()
+            );
             let _ = tunnel.stop().await;
             return Err(BenchError::Io {
                 context: format!("tunnel-{cc} across the emulated link"),
