@@ -1,7 +1,7 @@
 //! The daemon feed task: dial, subscribe to WatchEvents (snapshot then events) and
 //! WatchStats, refresh `GetSite` for broker state, and forward everything as
 //! [`Action::Feed`]. On any failure it reports [`Feed::Lost`] and redials on the capped
-//! [`backoff`](super::backoff) schedule, forever. Owned by the loop, which aborts it on exit.
+//! [`backoff`] schedule, forever. Owned by the loop, which aborts it on exit.
 //! It never touches the model.
 
 use std::path::PathBuf;

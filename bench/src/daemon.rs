@@ -1,0 +1,619 @@
+//! wovenetd processes for the scenarios: finding (building, via cargo, when needed) the
+//! binary, writing a site's YAML into a tempdir, starting it (inside a network namespace
+//! when asked), reading its RSS, stopping it; and [`Tunnel`], the two-site setup every
+//! tunnel measurement uses.
+//!
+//! Returns errors instead of panicking (the runner reports a failed scenario and goes on).
+//! It must not contain wovenet logic: sites are configured only through their YAML.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::error::{BenchError, IoContext};
+use crate::load::Target;
+use crate::wanem::{ADDR_B, CONTROL_B};
+
+/// Env var naming a directory holding a `wovenetd` to use as is (no build).
+pub const BIN_DIR_ENV: &str = "WOVENET_BIN_DIR";
+
+/// The passphrase every benchmark site shares.
+const KEY: &str = "wovenet-bench-key";
+
+/// Which cargo profile's binary to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `target/release` (the benchmark's numbers).
+    Release,
+    /// `target/debug` (the smoke test: fast to build, slow to run).
+    Debug,
+}
+
+/// The workspace root (parent of this crate's manifest dir).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Cargo's target dir: `CARGO_TARGET_DIR` (relative to the workspace root) or `target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(p) if !p.is_empty() => workspace_root().join(p),
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The `wovenetd` to benchmark: `$WOVENET_BIN_DIR/wovenetd` as is, or the workspace's
+/// `target/<profile>/wovenetd` after `cargo build [--release] -p wovenet-daemon` (a no-op
+/// when it is up to date, so a stale binary is never measured). When cargo is not
+/// available, an existing binary is used with a warning.
+pub fn find_wovenetd(profile: Profile) -> Result<PathBuf, BenchError> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let bin = PathBuf::from(dir).join("wovenetd");
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(BenchError::Binary(format!(
+                "{BIN_DIR_ENV} is set but {} does not exist",
+                bin.display()
+            )))
+        };
+    }
+    let (dir, flag) = match profile {
+        Profile::Release => ("release", Some("--release")),
+        Profile::Debug => ("debug", None),
+    };
+    let bin = target_dir().join(dir).join("wovenetd");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-p", "wovenet-daemon", "--bin", "wovenetd"])
+        .args(flag)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null());
+    eprintln!(
+        "bench: cargo build{} -p wovenet-daemon",
+        flag.map(|f| format!(" {f}")).unwrap_or_default()
+    );
+    match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) if bin.is_file() => eprintln!(
+            "bench: building wovenetd failed, using the existing {}:\n{}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Ok(out) => {
+            return Err(BenchError::Binary(format!(
+                "cargo build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Err(e) if bin.is_file() => eprintln!(
+            "bench: cannot run {cargo:?} ({e}), using the existing {}",
+            bin.display()
+        ),
+        Err(e) => return Err(BenchError::Binary(format!("cannot run {cargo:?}: {e}"))),
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(BenchError::Binary(format!(
+            "{} does not exist after building (set {BIN_DIR_ENV})",
+            bin.display()
+        )))
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; fine for a benchmark on one machine).
+pub fn free_tcp_port() -> Result<u16, BenchError> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ctx(|| "finding a free tcp port".into())
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> Result<u16, BenchError> {
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .ctx(|| "finding a free udp port".into())
+}
+
+/// How a site reaches its MQTT broker.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// The site runs the broker itself, listening here.
+    Embedded(SocketAddr),
+    /// The site connects to this broker.
+    At(SocketAddr),
+}
+
+/// What one site runs with; [`SiteSpec::document`] turns it into the YAML config.
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    /// `siteName`.
+    pub name: String,
+    /// `messageChannel.mqtt.topic`, unique per run.
+    pub topic: String,
+    /// The broker.
+    pub broker: Broker,
+    /// A QUIC socket others dial: (public address, listen address). `None`: dial only.
+    pub socket: Option<(IpAddr, SocketAddr)>,
+    /// `localExposedApps`: (name, TCP address).
+    pub exposed: Vec<(String, SocketAddr)>,
+    /// `remoteApps`: (site, app, local TCP address).
+    pub remotes: Vec<(String, String, SocketAddr)>,
+    /// `tunnel.congestionControl`.
+    pub congestion: Option<String>,
+    /// `logger.level`.
+    pub log_level: String,
+}
+
+impl SiteSpec {
+    /// The config document for a site whose files live in `dir`.
+    pub fn document(&self, dir: &Path) -> Value {
+        let mut mqtt = json!({ "topic": self.topic });
+        match self.broker {
+            Broker::Embedded(addr) => {
+                mqtt["embeddedBroker"] = json!({ "listen": addr.to_string() });
+            }
+            Broker::At(addr) => mqtt["brokerServer"] = json!(format!("mqtt://{addr}")),
+        }
+        let mut tunnel = json!({});
+        if let Some((public, listen)) = self.socket {
+            tunnel["localSockets"] = json!([{
+                "mode": "dedicated-address",
+                "transportProtocol": "quic",
+                "publicAddress": public.to_string(),
+                "listenAddress": listen.ip().to_string(),
+                "listenPort": listen.port(),
+            }]);
+        }
+        if let Some(cc) = &self.congestion {
+            tunnel["congestionControl"] = json!(cc);
+        }
+        let mut doc = json!({
+            "siteName": self.name,
+            "crypto": { "key": KEY },
+            "logger": {
+                "level": self.log_level,
+                "file": dir.join("site.log").display().to_string(),
+                "format": "text",
+            },
+            "messageChannel": { "protocol": "mqtt", "mqtt": mqtt },
+            "tunnel": tunnel,
+            "control": { "socket": dir.join("control.sock").display().to_string() },
+        });
+        if !self.exposed.is_empty() {
+            doc["localExposedApps"] = self
+                .exposed
+                .iter()
+                .map(|(app, addr)| json!({ "appName": app, "appSocket": format!("tcp:{addr}") }))
+                .collect();
+        }
+        if !self.remotes.is_empty() {
+            doc["remoteApps"] = self
+                .remotes
+                .iter()
+                .map(|(site, app, local)| {
+                    json!({ "siteName": site, "appName": app, "localSocket": format!("tcp:{local}") })
+                })
+                .collect();
+        }
+        doc
+    }
+}
+
+/// A running `wovenetd run --config` with its tempdir (config, log, stdout/stderr).
+/// Dropping it kills the process.
+#[derive(Debug)]
+pub struct SiteProcess {
+    name: String,
+    child: Child,
+    dir: TempDir,
+}
+
+impl SiteProcess {
+    /// Writes the config and starts `bin` with it, inside namespace `netns` if given.
+    pub fn spawn(bin: &Path, spec: &SiteSpec, netns: Option<&str>) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wovenet-bench-{}-", spec.name))
+            .tempdir()
+            .ctx(|| "creating a site tempdir".into())?;
+        let config = dir.path().join("site.yaml");
+        let yaml = serde_yaml::to_string(&spec.document(dir.path()))
+            .map_err(|e| BenchError::Report(format!("site yaml: {e}")))?;
+        std::fs::write(&config, yaml).ctx(|| format!("writing {}", config.display()))?;
+        let out =
+            |name: &str| File::create(dir.path().join(name)).ctx(|| format!("creating {name}"));
+        let mut cmd = match netns {
+            None => Command::new(bin),
+            Some(ns) => {
+                // `ip netns exec` execs the daemon, so the pid (and its RSS) is the daemon's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+        };
+        cmd.args([
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("WOVENET_LOG")
+        .stdin(Stdio::null())
+        .stdout(out("stdout.txt")?)
+        .stderr(out("stderr.txt")?);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A killed runner must not leave daemons behind.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .ctx(|| format!("starting {} for site {}", bin.display(), spec.name))?;
+        Ok(Self {
+            name: spec.name.clone(),
+            child,
+            dir,
+        })
+    }
+
+    /// The site name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Result<u64, BenchError> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
+        parse_vm_rss(&status).ok_or_else(|| self.failure(format!("no VmRSS in {path}")))
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Its whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("site.log")).unwrap_or_default()
+    }
+
+    /// The last `n` lines of its log and stderr, for error messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let tail = |file: &str| {
+            let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        format!(
+            "--- {} log:\n{}\n--- {} stderr:\n{}",
+            self.name,
+            tail("site.log"),
+            self.name,
+            tail("stderr.txt")
+        )
+    }
+
+    /// Keeps its files (config, log, stderr) after it is gone, for a post-mortem, and
+    /// returns where they are.
+    pub fn keep_files(&mut self) -> PathBuf {
+        self.dir.disable_cleanup(true);
+        self.dir.path().to_path_buf()
+    }
+
+    fn failure(&self, reason: String) -> BenchError {
+        BenchError::Site {
+            site: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// SIGTERM, then waits up to 10 s for a clean exit; kills it and fails otherwise.
+    pub async fn stop(mut self) -> Result<(), BenchError> {
+        if self.exited().is_some() {
+            return Ok(());
+        }
+        // SAFETY: a plain syscall on our own unreaped child, so the pid cannot be reused.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.exited().is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        Err(self.failure(format!(
+            "still running 10 s after SIGTERM\n{}",
+            self.log_tail(20)
+        )))
+    }
+}
+
+impl Drop for SiteProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reason of the first `channel down` line of a site's text log, if any.
+pub fn first_channel_down(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("channel down"))
+        .map(|l| match l.split_once("reason=") {
+            Some((_, why)) => why.trim().to_owned(),
+            None => l.trim().to_owned(),
+        })
+}
+
+/// `VmRSS` in KiB from the text of `/proc/PID/status`.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Where the two sites of a [`Tunnel`] run.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// Both on this namespace's loopback, on free ports.
+    Loopback,
+    /// Site `a` in namespace `a`, site `b` in namespace `b` of a [`crate::wanem::Wanem`]:
+    /// QUIC crosses the emulated link, MQTT the control link, apps stay on loopback.
+    Wan {
+        /// Namespace of the client side.
+        a: String,
+        /// Namespace of the server side.
+        b: String,
+    },
+}
+
+/// Ports used inside the emulator's namespaces (fresh namespaces, so fixed ports are free).
+pub mod wan_ports {
+    /// The embedded broker on site b's control address.
+    pub const BROKER: u16 = 1883;
+    /// Site b's QUIC socket on the emulated link.
+    pub const QUIC: u16 = 4433;
+    /// Site a's local socket for the remote app.
+    pub const ENTRY: u16 = 5000;
+    /// The app server in namespace b.
+    pub const APP: u16 = 5001;
+}
+
+/// Name of the app the sites forward.
+pub const APP_NAME: &str = "bench";
+
+/// Two sites forwarding one app: `b` runs the broker, listens for QUIC and exposes the app;
+/// `a` dials `b` (one dataChannel) and serves the app on a local socket ([`Tunnel::entry`]).
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The client side (remote app's local socket).
+    pub a: SiteProcess,
+    /// The server side (broker, QUIC listener, exposed app).
+    pub b: SiteProcess,
+    entry: Target,
+}
+
+impl Tunnel {
+    /// Starts both sites forwarding to the app at `app` (as seen from `b`) and waits until a
+    /// connection through the tunnel completes an echo exchange (the app server must
+    /// answer [`crate::load::ECHO`]), up to `ready`.
+    pub async fn start(
+        bin: &Path,
+        app: SocketAddr,
+        placement: &Placement,
+        congestion: Option<&str>,
+        ready: Duration,
+    ) -> Result<Self, BenchError> {
+        let topic = format!("wovenet-bench/{:016x}", rand::random::<u64>());
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (broker, socket, entry, ns_a, ns_b) = match placement {
+            Placement::Loopback => (
+                SocketAddr::new(lo, free_tcp_port()?),
+                (lo, SocketAddr::new(lo, free_udp_port()?)),
+                SocketAddr::new(lo, free_tcp_port()?),
+                None,
+                None,
+            ),
+            Placement::Wan { a, b } => (
+                SocketAddr::new(CONTROL_B.into(), wan_ports::BROKER),
+                (
+                    IpAddr::V4(ADDR_B),
+                    SocketAddr::new(ADDR_B.into(), wan_ports::QUIC),
+                ),
+                SocketAddr::new(lo, wan_ports::ENTRY),
+                Some(a.as_str()),
+                Some(b.as_str()),
+            ),
+        };
+        let spec_b = SiteSpec {
+            name: "bench-b".into(),
+            topic: topic.clone(),
+            broker: Broker::Embedded(broker),
+            socket: Some(socket),
+            exposed: vec![(APP_NAME.into(), app)],
+            remotes: vec![],
+            congestion: congestion.map(str::to_owned),
+            log_level: "info".into(),
+        };
+        let spec_a = SiteSpec {
+            name: "bench-a".into(),
+            topic,
+            broker: Broker::At(broker),
+            socket: None,
+            exposed: vec![],
+            remotes: vec![("bench-b".into(), APP_NAME.into(), entry)],
+            congestion: congestion.map(str::to_owned),
+            log_level: "info".into(),
+        };
+        let b = SiteProcess::spawn(bin, &spec_b, ns_b)?;
+        let a = SiteProcess::spawn(bin, &spec_a, ns_a)?;
+        let mut target = Target::direct(entry);
+        if let Some(ns) = ns_a {
+            target = target.in_netns(ns);
+        }
+        let mut tunnel = Self {
+            a,
+            b,
+            entry: target,
+        };
+        tunnel.wait_ready(ready).await?;
+        Ok(tunnel)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let start = Instant::now();
+        let mut last = String::from("no attempt");
+        while start.elapsed() < timeout {
+            for site in [&mut self.a, &mut self.b] {
+                if let Some(status) = site.exited() {
+                    return Err(site.failure(format!("exited ({status})\n{}", site.log_tail(30))));
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(3), self.entry.echo_once()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "echo timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(self.a.failure(format!(
+            "the tunnel did not forward within {timeout:?} (last: {last})\n{}\n{}",
+            self.a.log_tail(30),
+            self.b.log_tail(30)
+        )))
+    }
+
+    /// Where clients connect to reach the app through the tunnel.
+    pub fn entry(&self) -> &Target {
+        &self.entry
+    }
+
+    /// Keeps both sites' files and describes them with their log tails: for an error
+    /// message after a measurement through the tunnel failed.
+    pub fn post_mortem(&mut self) -> String {
+        let (da, db) = (self.a.keep_files(), self.b.keep_files());
+        let cause = [&self.a, &self.b]
+            .iter()
+            .find_map(|s| first_channel_down(&s.log()))
+            .unwrap_or_else(|| "no channel went down".to_owned());
+        format!(
+            "first channel down: {cause}; site files kept in {} and {}\n{}\n{}",
+            da.display(),
+            db.display(),
+            self.a.log_tail(15),
+            self.b.log_tail(15)
+        )
+    }
+
+    /// Stops both sites cleanly.
+    pub async fn stop(self) -> Result<(), BenchError> {
+        let ra = self.a.stop().await;
+        let rb = self.b.stop().await;
+        ra.and(rb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_channel_down_reason_is_found_in_a_text_log() {
+        let log = "x INFO site: peer connected\n\
+                   x INFO channel{channel.id=1}: wovenet_daemon::tunnel: channel down reason=too many gaps\n\
+                   x INFO channel{channel.id=2}: wovenet_daemon::tunnel: channel down reason=later\n";
+        assert_eq!(first_channel_down(log).as_deref(), Some("too many gaps"));
+        assert_eq!(first_channel_down("nothing\n"), None);
+    }
+
+    #[test]
+    fn vm_rss_is_read_in_kib() {
+        let status = "Name:\twovenetd\nVmPeak:\t  99999 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(12345));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn a_dial_only_site_has_no_sockets_and_points_at_the_broker() {
+        let broker: SocketAddr = "10.78.0.2:1883".parse().unwrap();
+        let spec = SiteSpec {
+            name: "a".into(),
+            topic: "t".into(),
+            broker: Broker::At(broker),
+            socket: None,
+            exposed: vec![],
+            remotes: vec![(
+                "b".into(),
+                "bench".into(),
+                "127.0.0.1:5000".parse().unwrap(),
+            )],
+            congestion: Some("bbr".into()),
+            log_level: "info".into(),
+        };
+        let doc = spec.document(Path::new("/tmp/x"));
+        assert_eq!(
+            doc["messageChannel"]["mqtt"]["brokerServer"],
+            "mqtt://10.78.0.2:1883"
+        );
+        assert!(doc["tunnel"].get("localSockets").is_none());
+        assert_eq!(doc["tunnel"]["congestionControl"], "bbr");
+        assert_eq!(doc["remoteApps"][0]["localSocket"], "tcp:127.0.0.1:5000");
+        assert_eq!(doc["logger"]["file"], "/tmp/x/site.log");
+    }
+
+    #[test]
+    fn the_serving_site_runs_the_broker_and_one_quic_socket() {
+        let spec = SiteSpec {
+            name: "b".into(),
+            topic: "t".into(),
+            broker: Broker::Embedded("127.0.0.1:1883".parse().unwrap()),
+            socket: Some((
+                "10.77.0.2".parse().unwrap(),
+                "10.77.0.2:4433".parse().unwrap(),
+            )),
+            exposed: vec![("bench".into(), "127.0.0.1:5001".parse().unwrap())],
+            remotes: vec![],
+            congestion: None,
+            log_level: "info".into(),
+        };
+        let doc = spec.document(Path::new("/d"));
+        let mqtt = &doc["messageChannel"]["mqtt"];
+        assert_eq!(mqtt["embeddedBroker"]["listen"], "127.0.0.1:1883");
+        assert!(mqtt.get("brokerServer").is_none());
+        let sock = &doc["tunnel"]["localSockets"][0];
+        assert_eq!(sock["publicAddress"], "10.77.0.2");
+        assert_eq!(sock["listenPort"], 4433);
+        assert_eq!(
+            doc["localExposedApps"][0]["appSocket"],
+            "tcp:127.0.0.1:5001"
+        );
+        assert!(doc["tunnel"].get("congestionControl").is_none());
+    }
+}

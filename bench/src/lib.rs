@@ -1,0 +1,25 @@
+//! wovenet's benchmark suite: load generators written in Rust (tokio), a userspace WAN
+//! emulator joining two network namespaces, wovenetd processes driven through their YAML
+//! config, the scenarios of issue 5 and their reports.
+//!
+//! Every figure is measured next to a baseline in the same run (direct TCP, plain TCP
+//! across the same emulated path, the idle daemon, the emulator's setting) and reported
+//! with the ratio, because the machines it runs on are shared and noisy.
+//!
+//! Map:
+//! - [`wanem`]: the emulator (sans-IO link model in `wanem::link`, namespaces, TUN I/O).
+//! - [`load`]: the app server and the throughput, latency, connection-rate and probe clients.
+//! - [`daemon`]: finding/building `wovenetd`, site configs, processes, the two-site [`daemon::Tunnel`].
+//! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`.
+//!
+//! This crate measures wovenet from the outside; it must not depend on the daemon's code.
+
+pub mod daemon;
+pub mod error;
+pub mod load;
+pub mod report;
+pub mod scenario;
+pub mod stats;
+pub mod wanem;
+
+pub use error::BenchError;

@@ -1,0 +1,152 @@
+//! The scenarios: what each measures, against which baseline, with which settings in quick
+//! and full mode. Each pushes its records as it measures them, so a failure half way keeps
+//! what was measured before it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::BenchError;
+use crate::report::Report;
+
+pub mod connrate;
+pub mod emulator;
+pub mod latency;
+pub mod loopback;
+pub mod memory;
+pub mod wan;
+
+/// A scenario the runner can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Bulk TCP throughput through a loopback tunnel vs direct, 1 and 8 streams, both ways.
+    Loopback,
+    /// 64-byte request/response latency through the tunnel vs direct (p50, p99).
+    Latency,
+    /// Connections per second (open, one exchange, close; 50 clients) through the tunnel vs direct.
+    Connrate,
+    /// Daemon RSS idle and with many idle forwarded connections.
+    Memory,
+    /// Validation of the WAN emulator: RTT, loss, rate cap and its own forwarding ceiling.
+    Emulator,
+    /// The WAN grid: tunnel (per congestion controller) vs plain TCP across the emulated link.
+    Wan,
+}
+
+impl Scenario {
+    /// Every scenario, in the order a full run does them.
+    pub const ALL: [Self; 6] = [
+        Self::Loopback,
+        Self::Latency,
+        Self::Connrate,
+        Self::Memory,
+        Self::Emulator,
+        Self::Wan,
+    ];
+
+    /// Its name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Loopback => "loopback",
+            Self::Latency => "latency",
+            Self::Connrate => "connrate",
+            Self::Memory => "memory",
+            Self::Emulator => "emulator",
+            Self::Wan => "wan",
+        }
+    }
+
+    /// Whether it needs root (network namespaces and TUN devices).
+    pub fn needs_root(self) -> bool {
+        matches!(self, Self::Emulator | Self::Wan)
+    }
+}
+
+/// The WAN grid: every combination of these is one path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WanGrid {
+    /// Round-trip times in milliseconds.
+    pub rtts_ms: Vec<u64>,
+    /// Loss rates in percent (per direction).
+    pub losses_pct: Vec<f64>,
+    /// Rate caps in Mbit/s; `None` for uncapped.
+    pub caps_mbps: Vec<Option<u64>>,
+    /// Congestion controllers of the tunnel (`tunnel.congestionControl`).
+    pub tunnel_cc: Vec<String>,
+    /// Warm-up before each measurement window.
+    pub warmup: Duration,
+    /// Length of each measurement window.
+    pub duration: Duration,
+}
+
+impl WanGrid {
+    /// The full grid of the first benchmark round: 100 ms × {0, 1, 5} % × {none, 100 Mbit/s}.
+    pub fn full() -> Self {
+        Self {
+            rtts_ms: vec![100],
+            losses_pct: vec![0.0, 1.0, 5.0],
+            caps_mbps: vec![None, Some(100)],
+            tunnel_cc: vec!["cubic".into(), "bbr".into()],
+            warmup: Duration::from_secs(3),
+            duration: Duration::from_secs(8),
+        }
+    }
+
+    /// One short path, for the smoke run.
+    pub fn quick() -> Self {
+        Self {
+            rtts_ms: vec![20],
+            losses_pct: vec![1.0],
+            caps_mbps: vec![Some(100)],
+            tunnel_cc: vec!["cubic".into(), "bbr".into()],
+            warmup: Duration::from_millis(500),
+            duration: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// What every scenario needs.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The wovenetd binary.
+    pub wovenetd: PathBuf,
+    /// This suite's own binary, started as a helper process (`serve`) where one process
+    /// would run out of file descriptors; `None` keeps everything in-process.
+    pub helper: Option<PathBuf>,
+    /// Short runs, few settings.
+    pub quick: bool,
+    /// The WAN grid.
+    pub wan: WanGrid,
+}
+
+impl Env {
+    /// `quick` if quick mode, else `full`.
+    pub fn pick<T>(&self, quick: T, full: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// Runs `scenario`, adding its records to `report`.
+pub async fn run(scenario: Scenario, env: &Env, report: &mut Report) -> Result<(), BenchError> {
+    match scenario {
+        Scenario::Loopback => loopback::run(env, &loopback::Opts::for_env(env), report).await,
+        Scenario::Latency => latency::run(env, report).await,
+        Scenario::Connrate => connrate::run(env, report).await,
+        Scenario::Memory => memory::run(env, report).await,
+        Scenario::Emulator => emulator::run(env, report).await,
+        Scenario::Wan => wan::run(env, report).await,
+    }
+}
+
+/// How long a tunnel may take to come up (key derivation, discovery, dial).
+pub const READY: Duration = Duration::from_secs(60);
+
+/// Bits per second as Mbit/s.
+pub fn mbps(bits_per_sec: f64) -> f64 {
+    bits_per_sec / 1e6
+}
+
+/// Whether the kernel offers TCP congestion controller `cc` (e.g. `bbr`).
+pub fn kernel_has_cc(cc: &str) -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .is_ok_and(|s| s.split_whitespace().any(|c| c == cc))
+}
