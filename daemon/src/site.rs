@@ -108,6 +108,18 @@ struct OwnSocket {
     public_ip: Option<IpAddr>,
 }
 
+impl OwnSocket {
+    /// The announced address, once the public IP is known. Port 0 in a
+    /// programmatic config (the demo) means "whatever was bound".
+    fn public_addr(&self) -> Option<SocketAddr> {
+        let port = match self.config.public_port {
+            0 => self.bound.port(),
+            p => p,
+        };
+        Some(SocketAddr::new(self.public_ip?, port))
+    }
+}
+
 /// Result of one public address detection.
 struct Detected {
     index: usize,
@@ -303,15 +315,9 @@ impl Site {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, s)| {
-                    let ip = s.public_ip?;
-                    // Port 0 in a programmatic config means "whatever was bound".
-                    let port = match s.config.public_port {
-                        0 => s.bound.port(),
-                        p => p,
-                    };
                     Some(AnnouncedSocket {
                         id: i as u32,
-                        addr: SocketAddr::new(ip, port),
+                        addr: s.public_addr()?,
                     })
                 })
                 .collect(),
@@ -563,11 +569,7 @@ impl Site {
         let wanted: Vec<RemoteApp> = self
             .remote_apps
             .iter()
-            .filter(|r| {
-                self.peers
-                    .get(&r.site)
-                    .is_some_and(|p| !p.channels.is_empty() && p.offers(&r.app))
-            })
+            .filter(|r| self.wants_listener(r))
             .cloned()
             .collect();
         let stale: Vec<RemoteApp> = self
@@ -637,12 +639,15 @@ impl Site {
     fn wanted_listener_count(&self) -> usize {
         self.remote_apps
             .iter()
-            .filter(|r| {
-                self.peers
-                    .get(&r.site)
-                    .is_some_and(|p| !p.channels.is_empty() && p.offers(&r.app))
-            })
+            .filter(|r| self.wants_listener(r))
             .count()
+    }
+
+    /// A remote app's listener is open while its site is connected and offers it.
+    fn wants_listener(&self, r: &RemoteApp) -> bool {
+        self.peers
+            .get(&r.site)
+            .is_some_and(|p| !p.channels.is_empty() && p.offers(&r.app))
     }
 
     fn detect_all(&self) {
@@ -834,15 +839,7 @@ impl Site {
                 .iter()
                 .map(|s| SocketInfo {
                     listen: s.bound,
-                    public: s.public_ip.map(|ip| {
-                        SocketAddr::new(
-                            ip,
-                            match s.config.public_port {
-                                0 => s.bound.port(),
-                                p => p,
-                            },
-                        )
-                    }),
+                    public: s.public_addr(),
                     auto_detect: matches!(
                         s.config.public_address,
                         PublicAddress::AutoHttpDetect { .. }
