@@ -153,6 +153,22 @@ impl Decode for Response {
     }
 }
 
+/// `decode`'s view of a parse: complete value or "need more".
+fn decoded<T>(p: Result<Parsed<T>, PreambleError>) -> Result<Option<(T, usize)>, PreambleError> {
+    Ok(match p? {
+        Parsed::Done(v, n) => Some((v, n)),
+        Parsed::Need(_) => None,
+    })
+}
+
+/// `missing`'s view of a parse: bytes still needed, 0 if complete or invalid.
+fn still_missing<T>(p: &Result<Parsed<T>, PreambleError>) -> usize {
+    match p {
+        Ok(Parsed::Need(n)) => *n,
+        _ => 0,
+    }
+}
+
 /// Result of parsing a possibly incomplete buffer.
 enum Parsed<T> {
     /// A complete value and how many bytes it used.
@@ -191,19 +207,13 @@ impl Request {
     /// `Ok(None)` means `buf` is a valid prefix and more bytes are needed; on
     /// success the second value is how many bytes of `buf` the request used.
     pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
-        Ok(match Self::parse(buf)? {
-            Parsed::Done(r, n) => Some((r, n)),
-            Parsed::Need(_) => None,
-        })
+        decoded(Self::parse(buf))
     }
 
     /// How many more bytes can be read without reading past the end of the
     /// request: 0 when `buf` already holds a complete (or invalid) request.
     pub fn missing(buf: &[u8]) -> usize {
-        match Self::parse(buf) {
-            Ok(Parsed::Need(n)) => n,
-            _ => 0,
-        }
+        still_missing(&Self::parse(buf))
     }
 
     fn parse(buf: &[u8]) -> Result<Parsed<Self>, PreambleError> {
@@ -293,19 +303,13 @@ impl Response {
 
     /// Decodes a response from the start of `buf`; see [`Request::decode`].
     pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, PreambleError> {
-        Ok(match Self::parse(buf)? {
-            Parsed::Done(r, n) => Some((r, n)),
-            Parsed::Need(_) => None,
-        })
+        decoded(Self::parse(buf))
     }
 
     /// How many more bytes can be read without reading past the end of the
     /// response: 0 when `buf` already holds a complete (or invalid) response.
     pub fn missing(buf: &[u8]) -> usize {
-        match Self::parse(buf) {
-            Ok(Parsed::Need(n)) => n,
-            _ => 0,
-        }
+        still_missing(&Self::parse(buf))
     }
 
     fn parse(buf: &[u8]) -> Result<Parsed<Self>, PreambleError> {
