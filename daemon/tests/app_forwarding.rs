@@ -317,6 +317,17 @@ where
 }
 
 /// Asserts the peer closes `s` abortively within [`WAIT`]: a reset, not a clean EOF.
+/// Sends `data` on an open echo connection and asserts it comes back.
+async fn echo_on(c: &mut TcpStream, data: &[u8]) {
+    c.write_all(data).await.unwrap();
+    let mut buf = vec![0u8; data.len()];
+    tokio::time::timeout(WAIT, c.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf, data);
+}
+
 async fn assert_reset(mut s: TcpStream) {
     let mut buf = [0u8; 64];
     let r = tokio::time::timeout(WAIT, s.read(&mut buf))
@@ -633,22 +644,12 @@ async fn removed_exposed_app_refuses_new_streams_while_existing_ones_continue() 
     let (_l, addr) = sites.remote_tcp("echo", None);
 
     let mut old = TcpStream::connect(addr).await.unwrap();
-    old.write_all(b"one").await.unwrap();
-    let mut buf = [0u8; 3];
-    tokio::time::timeout(WAIT, old.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    echo_on(&mut old, b"one").await;
 
     assert!(sites.exposed.remove(&name("echo")).is_some());
     assert_reset(TcpStream::connect(addr).await.unwrap()).await;
 
-    old.write_all(b"two").await.unwrap();
-    tokio::time::timeout(WAIT, old.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"two");
+    echo_on(&mut old, b"two").await;
 }
 
 #[tokio::test]
@@ -658,12 +659,7 @@ async fn shutdown_resets_open_client_connections() {
     let (l, addr) = sites.remote_tcp("echo", None);
 
     let mut c = TcpStream::connect(addr).await.unwrap();
-    c.write_all(b"ping").await.unwrap();
-    let mut buf = [0u8; 4];
-    tokio::time::timeout(WAIT, c.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    echo_on(&mut c, b"ping").await;
 
     sites.cancel.cancel();
     assert_reset(c).await;
