@@ -174,10 +174,7 @@ pub struct DialStatus {
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SiteName, Vec<Arc<Channel>>>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (every critical section is a single insert/retain), so poisoning is
-        // ignored rather than propagated.
-        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.peers)
     }
 
     fn insert(&self, ch: Arc<Channel>) {
@@ -204,21 +201,11 @@ impl Registry {
 
     /// Every running dial loop.
     pub fn dials(&self) -> Vec<DialStatus> {
-        self.dials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.dials).values().cloned().collect()
     }
 
     fn dial_update(&self, id: u64, f: impl FnOnce(&mut DialStatus)) {
-        if let Some(d) = self
-            .dials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(d) = lock(&self.dials).get_mut(&id) {
             f(d);
         }
     }
@@ -251,6 +238,13 @@ impl Registry {
         }))?;
         chans.into_iter().nth(idx)
     }
+}
+
+/// Locks a tunnel-layer mutex. Every critical section here is a single
+/// insert, retain or copy, so a panic while holding one cannot leave the data
+/// inconsistent: poisoning is ignored rather than propagated.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Keeps a channel's open-stream count right for as long as a stream lives.
@@ -377,10 +371,7 @@ impl Tunnels {
             addr: socket.listen,
             source: e,
         })?;
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(ep.clone());
+        lock(&self.endpoints).push(ep.clone());
         let ctx = self.ctx.clone();
         let cancel = self.cancel.child_token();
         self.ctx
@@ -413,12 +404,7 @@ impl Tunnels {
         for ch in self.ctx.registry.all() {
             ch.conn.close(CLOSE_NORMAL.into(), b"site shutting down");
         }
-        let eps: Vec<_> = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
+        let eps: Vec<_> = lock(&self.endpoints).drain(..).collect();
         for ep in &eps {
             ep.close(CLOSE_NORMAL.into(), b"site shutting down");
         }
@@ -489,27 +475,19 @@ async fn dial_loop(
 ) {
     let registry = ctx.registry.clone();
     let dial_id = registry.next_dial.fetch_add(1, Ordering::Relaxed);
-    registry
-        .dials
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            dial_id,
-            DialStatus {
-                peer: peer.site.clone(),
-                remote: addr,
-                channel: None,
-                attempts: 0,
-                last_error: None,
-                since: Instant::now(),
-            },
-        );
+    lock(&registry.dials).insert(
+        dial_id,
+        DialStatus {
+            peer: peer.site.clone(),
+            remote: addr,
+            channel: None,
+            attempts: 0,
+            last_error: None,
+            since: Instant::now(),
+        },
+    );
     dial_attempts(&ctx, dial_id, transport, peer, socket, addr, pinned, cancel).await;
-    registry
-        .dials
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&dial_id);
+    lock(&registry.dials).remove(&dial_id);
 }
 
 #[allow(clippy::too_many_arguments)] // the dial loop's own state, passed once
