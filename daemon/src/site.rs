@@ -619,7 +619,6 @@ impl Site {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        let before = self.peers.len();
         self.peers.retain(|site, p| {
             if p.departed && p.channels.is_empty() {
                 p.stop_dials();
@@ -631,16 +630,8 @@ impl Site {
             }
             keep
         });
-        if self.peers.len() != before || self.listeners.len() != self.wanted_listener_count() {
-            self.reconcile_listeners();
-        }
-    }
-
-    fn wanted_listener_count(&self) -> usize {
-        self.remote_apps
-            .iter()
-            .filter(|r| self.wants_listener(r))
-            .count()
+        // Idempotent and cheap: also retries listeners that failed to bind.
+        self.reconcile_listeners();
     }
 
     /// A remote app's listener is open while its site is connected and offers it.
