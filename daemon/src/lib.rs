@@ -64,6 +64,9 @@ pub enum DaemonError {
     /// Tunnel setup failed.
     #[error("tunnel: {0}")]
     TunnelSetup(tunnel::TunnelError),
+    /// The key derivation task panicked or was cancelled.
+    #[error("crypto.key: key derivation failed: {0}")]
+    KeyDerivation(tokio::task::JoinError),
     /// The state file of live changes could not be read.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -117,7 +120,7 @@ impl Daemon {
         let keys = Arc::new(
             tokio::task::spawn_blocking(move || Keys::derive(&key))
                 .await
-                .map_err(|e| DaemonError::TunnelSetup(tunnel::TunnelError::Tls(e.to_string())))?,
+                .map_err(DaemonError::KeyDerivation)?,
         );
         let instance = InstanceId::new_random();
         let counters = Arc::new(Counters::default());
