@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod congestion;
 pub mod endpoint;
 pub mod pick;
 pub mod stats;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use super::TunnelError;
+use super::congestion::BbrConfig;
 use crate::config::CongestionControl;
 
 /// A keep-alive every this often keeps NAT bindings open and lets a dead path
@@ -41,9 +42,8 @@ pub fn transport_config(cc: CongestionControl) -> Arc<TransportConfig> {
         CongestionControl::Cubic => {
             t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
         }
-        CongestionControl::Bbr => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
-        }
+        // Ours, not quinn's experimental BBR: see the congestion module.
+        CongestionControl::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
     };
     Arc::new(t)
 }

@@ -1,0 +1,303 @@
+//! Tests of the controller against a simulated path: a sender that paces and
+//! limits in-flight bytes exactly as quinn 0.11 does (1.25 × window / smoothed
+//! RTT, bursts up to 2 ms of window, packet-threshold loss detection), a
+//! drop-tail bottleneck, fixed delay and seeded random loss. Event driven, so
+//! 20 simulated seconds take well under a second.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Bbr, MaxFilter, Mode};
+
+const MTU: u64 = 1200;
+
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    rtt: Duration,
+    /// Bottleneck in bits per second; `None` for none.
+    rate_bps: Option<f64>,
+    /// Drop-tail queue in bytes at the bottleneck.
+    queue: u64,
+    /// Random loss on the forward path.
+    loss: f64,
+}
+
+impl Path {
+    fn capped(rtt_ms: u64, mbps: f64, loss_pct: f64) -> Self {
+        let rtt = Duration::from_millis(rtt_ms);
+        let rate = mbps * 1e6;
+        Self {
+            rtt,
+            rate_bps: Some(rate),
+            // One BDP, like the benchmark's emulator.
+            queue: (rate / 8.0 * rtt.as_secs_f64()) as u64,
+            loss: loss_pct / 100.0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Bytes acked per 100 ms bucket.
+    acked: Vec<u64>,
+    /// Packets lost at the queue (not randomly) per 100 ms bucket.
+    queue_drops: Vec<u64>,
+}
+
+impl Outcome {
+    /// Goodput in Mbit/s between `from` and `to` seconds.
+    fn mbps(&self, from: f64, to: f64) -> f64 {
+        let (a, b) = ((from * 10.0) as usize, (to * 10.0) as usize);
+        let bytes: u64 = self.acked[a..b].iter().sum();
+        bytes as f64 * 8.0 / (to - from) / 1e6
+    }
+
+    fn max_queue_drops_per_bucket(&self) -> u64 {
+        self.queue_drops.iter().copied().max().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Ack(u64),
+    Wake,
+}
+
+struct Pacer {
+    tokens: f64,
+    prev: Duration,
+}
+
+fn simulate(path: Path, seconds: f64, seed: u64) -> (Outcome, Bbr) {
+    let base = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cc = Bbr::new(base, MTU as u16);
+    let end = Duration::from_secs_f64(seconds);
+    let buckets = (seconds * 10.0).ceil() as usize;
+    let mut out = Outcome {
+        acked: vec![0; buckets],
+        queue_drops: vec![0; buckets],
+    };
+    let bucket = |t: Duration| ((t.as_secs_f64() * 10.0) as usize).min(buckets - 1);
+
+    let one_way = path.rtt / 2;
+    let mut events: BinaryHeap<Reverse<(Duration, Event)>> = BinaryHeap::new();
+    // pn -> send time, for packets neither acked nor declared lost.
+    let mut outstanding: BTreeMap<u64, Duration> = BTreeMap::new();
+    let mut in_flight = 0u64;
+    let mut next_pn = 0u64;
+    let mut link_free = Duration::ZERO;
+    let mut srtt = path.rtt;
+    let mut pacer = Pacer {
+        tokens: 10.0 * MTU as f64,
+        prev: Duration::ZERO,
+    };
+    let mut wake_pending = false;
+    let mut now = Duration::ZERO;
+    let mut last_ack = Duration::ZERO;
+    events.push(Reverse((now, Event::Wake)));
+
+    while let Some(Reverse((t, event))) = events.pop() {
+        if t > end {
+            break;
+        }
+        now = t;
+        match event {
+            Event::Wake => wake_pending = false,
+            Event::Ack(pn) => {
+                if let Some(sent) = outstanding.remove(&pn) {
+                    in_flight -= MTU;
+                    last_ack = now;
+                    let rtt = now - sent;
+                    srtt = (srtt * 7 + rtt) / 8;
+                    cc.acked(base + now, base + sent, MTU, false);
+                    out.acked[bucket(now)] += MTU;
+                    // Packet threshold 3, as quinn.
+                    let lost: Vec<u64> = outstanding
+                        .range(..pn.saturating_sub(2))
+                        .map(|(&p, _)| p)
+                        .collect();
+                    if !lost.is_empty() {
+                        for p in &lost {
+                            outstanding.remove(p);
+                        }
+                        in_flight -= MTU * lost.len() as u64;
+                        cc.lost(MTU * lost.len() as u64, false);
+                    }
+                    cc.end_acks(base + now, in_flight);
+                }
+            }
+        }
+        // A PTO's worth of silence: everything outstanding is gone.
+        if in_flight > 0 && now - last_ack > srtt * 3 {
+            cc.lost(in_flight, false);
+            outstanding.clear();
+            in_flight = 0;
+            last_ack = now;
+        }
+        // Send what the window and the pacer allow.
+        loop {
+            let window = cc.window_bytes();
+            if in_flight + MTU > window {
+                break;
+            }
+            let srtt_s = srtt.as_secs_f64();
+            let capacity = (window as f64 * 0.002 / srtt_s)
+                .clamp(10.0 * MTU as f64, 256.0 * MTU as f64);
+            let elapsed = (now - pacer.prev).as_secs_f64();
+            pacer.tokens =
+                (pacer.tokens + 1.25 * window as f64 * elapsed / srtt_s).min(capacity);
+            pacer.prev = now;
+            if pacer.tokens < MTU as f64 {
+                let wait = srtt_s * (capacity - pacer.tokens) / window as f64 * 0.8;
+                if !wake_pending {
+                    wake_pending = true;
+                    let at = now + Duration::from_secs_f64(wait.max(1e-6));
+                    events.push(Reverse((at, Event::Wake)));
+                }
+                break;
+            }
+            pacer.tokens -= MTU as f64;
+            let pn = next_pn;
+            next_pn += 1;
+            cc.sent(base + now);
+            outstanding.insert(pn, now);
+            in_flight += MTU;
+            if rng.gen_bool(path.loss) {
+                continue;
+            }
+            let at_receiver = match path.rate_bps {
+                None => now + one_way,
+                Some(rate) => {
+                    let backlog = link_free.saturating_sub(now).as_secs_f64() * rate / 8.0;
+                    if backlog as u64 + MTU > path.queue {
+                        out.queue_drops[bucket(now)] += 1;
+                        continue;
+                    }
+                    let tx = Duration::from_secs_f64(MTU as f64 * 8.0 / rate);
+                    link_free = link_free.max(now) + tx;
+                    link_free + one_way
+                }
+            };
+            events.push(Reverse((at_receiver + one_way, Event::Ack(pn))));
+        }
+    }
+    (out, cc)
+}
+
+#[test]
+fn fills_a_capped_long_path_with_one_percent_random_loss() {
+    let (out, cc) = simulate(Path::capped(100, 100.0, 1.0), 20.0, 1);
+    let goodput = out.mbps(10.0, 20.0);
+    assert!(goodput >= 90.0, "goodput {goodput:.1} Mbit/s");
+    assert_eq!(cc.mode(), Mode::ProbeBw);
+}
+
+#[test]
+fn keeps_most_of_a_capped_long_path_with_five_percent_random_loss() {
+    let (out, _) = simulate(Path::capped(100, 100.0, 5.0), 20.0, 2);
+    let goodput = out.mbps(10.0, 20.0);
+    assert!(goodput >= 80.0, "goodput {goodput:.1} Mbit/s");
+}
+
+#[test]
+fn never_overflows_a_one_bdp_queue_by_multiples() {
+    // quinn closes a stream's connection past 1 024 gaps in its reassembly
+    // buffer; queue drops in bursts are what create gaps.
+    for (seed, rtt) in [(3, 20), (4, 100), (5, 200)] {
+        let (out, _) = simulate(Path::capped(rtt, 100.0, 0.0), 15.0, seed);
+        let drops = out.max_queue_drops_per_bucket();
+        // Half of quinn's limit: every drop could be a gap.
+        assert!(drops < 512, "rtt {rtt} ms: {drops} queue drops in 100 ms");
+        let goodput = out.mbps(8.0, 15.0);
+        assert!(goodput >= 93.0, "rtt {rtt} ms: goodput {goodput:.1} Mbit/s");
+    }
+}
+
+#[test]
+fn grows_to_a_fast_uncapped_path_despite_loss() {
+    let path = Path {
+        rtt: Duration::from_millis(20),
+        rate_bps: Some(1e9),
+        queue: 4 << 20,
+        loss: 0.01,
+    };
+    let (out, cc) = simulate(path, 6.0, 6);
+    let goodput = out.mbps(3.0, 6.0);
+    assert!(goodput >= 800.0, "goodput {goodput:.1} Mbit/s");
+    assert!(cc.bandwidth() * 8.0 >= 0.8e9, "estimate {}", cc.bandwidth());
+}
+
+#[test]
+fn tracks_the_path_min_rtt() {
+    let (_, cc) = simulate(Path::capped(100, 100.0, 1.0), 10.0, 7);
+    let min = cc.min_rtt().expect("samples were taken");
+    assert!(
+        min >= Duration::from_millis(100) && min < Duration::from_millis(110),
+        "{min:?}"
+    );
+}
+
+#[test]
+fn max_filter_keeps_the_best_sample_of_the_last_rounds() {
+    let mut f = MaxFilter::default();
+    f.update(0, 5.0);
+    f.update(1, 9.0);
+    f.update(2, 7.0);
+    assert_eq!(f.get(), 9.0);
+    f.update(11, 1.0);
+    assert_eq!(f.get(), 7.0, "round 1's sample expired after 10 rounds");
+    f.expire(12);
+    assert_eq!(f.get(), 1.0);
+    f.reset();
+    assert_eq!(f.get(), 0.0);
+}
+
+#[test]
+fn persistent_congestion_restarts_from_the_minimum_window() {
+    let (_, mut cc) = simulate(Path::capped(20, 100.0, 0.0), 3.0, 8);
+    assert!(cc.window_bytes() > 100 * MTU);
+    cc.lost(10 * MTU, true);
+    assert_eq!(cc.mode(), Mode::Startup);
+    assert_eq!(cc.window_bytes(), 4 * MTU);
+    assert_eq!(cc.bandwidth(), 0.0);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_call_sequences_never_panic_or_drop_below_the_minimum_window(
+        ops in proptest::collection::vec((0u8..4, 0u64..5_000_000, 0u64..100_000), 0..300)
+    ) {
+        let base = Instant::now();
+        let mut cc = Bbr::new(base, 1200);
+        let mut t = Duration::ZERO;
+        for (op, dt_us, bytes) in ops {
+            t += Duration::from_micros(dt_us % 50_000);
+            let now = base + t;
+            match op {
+                0 => cc.sent(now),
+                1 => cc.acked(now, base + Duration::from_micros(dt_us).min(t), bytes, dt_us % 2 == 0),
+                2 => cc.lost(bytes, dt_us % 7 == 0),
+                _ => cc.end_acks(now, bytes),
+            }
+            prop_assert!(cc.window_bytes() >= 4 * 1200);
+        }
+    }
+}
+
+#[test]
+#[ignore = "diagnostic"]
+fn print_trace() {
+    let rtt: u64 = std::env::var("SIM_RTT").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let loss: f64 = std::env::var("SIM_LOSS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let (out, cc) = simulate(Path::capped(rtt, 100.0, loss), 4.0, 3);
+    for i in 0..40 {
+        eprintln!("{:4} ms acked {:6.1} Mbit/s drops {}", i * 100, out.acked[i] as f64 * 80.0 / 1e6, out.queue_drops[i]);
+    }
+    eprintln!("{:?} bw {} min_rtt {:?}", cc.mode(), cc.bandwidth(), cc.min_rtt());
+}
