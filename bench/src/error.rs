@@ -28,6 +28,9 @@ pub enum BenchError {
         /// What happened, with the tail of its log.
         reason: String,
     },
+    /// rathole (the comparison of `loopback` and `latency`) could not be run.
+    #[error("rathole: {0}")]
+    Rathole(String),
     /// Results could not be written.
     #[error("cannot write results: {0}")]
     Report(String),

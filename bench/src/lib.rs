@@ -10,6 +10,7 @@
 //! - [`wanem`]: the emulator (sans-IO link model in `wanem::link`, namespaces, TUN I/O).
 //! - [`load`]: the app server and the throughput, latency, connection-rate and probe clients.
 //! - [`daemon`]: finding/building `wovenetd`, site configs, processes, the two-site [`daemon::Tunnel`].
+//! - [`rathole`]: the external reference the loopback and latency targets compare with.
 //! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`.
 //!
 //! This crate measures wovenet from the outside; it must not depend on the daemon's code.
@@ -17,6 +18,7 @@
 pub mod daemon;
 pub mod error;
 pub mod load;
+pub mod rathole;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -24,6 +24,7 @@ async fn quick_loopback_throughput_reports_a_positive_figure_next_to_its_baselin
         directions: vec![Direction::Upload],
         warmup: Duration::from_millis(300),
         duration: Duration::from_secs(1),
+        rathole: vec![],
     };
     let mut report = Report::default();
     loopback::run(&env, &opts, &mut report).await.unwrap();

@@ -1,5 +1,7 @@
 //! Request/response latency: 64-byte ping-pongs over one connection through the tunnel
-//! versus direct; median and 99th percentile, and the added median.
+//! versus direct; median and 99th percentile, and the added median. The same through
+//! rathole's noise transport (when installed), run between the two, and the tunnel's added
+//! median against rathole's.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use crate::daemon::{Placement, Tunnel};
 use crate::error::{BenchError, IoContext};
 use crate::load::latency::{self, Spec};
 use crate::load::{BenchServer, MESSAGE, Target};
+use crate::rathole;
 use crate::report::{Record, Report};
 
 /// Runs the scenario.
@@ -24,6 +27,13 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
         READY,
     )
     .await?;
+    let rathole = match rathole::for_comparison(server.addr()).await {
+        Ok(r) => Some(r),
+        Err(note) => {
+            report.push(rathole::skipped_record("latency", note));
+            None
+        }
+    };
     let spec = Spec {
         warmup: env.pick(200, 1000),
         iterations: env.pick(3000, 30_000),
@@ -33,6 +43,14 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
         let base = latency::run(&Target::direct(server.addr()), &spec)
             .await
             .ctx(|| "direct ping-pong".into())?;
+        let reference = match &rathole {
+            Some(r) => Some(
+                latency::run(r.entry(), &spec)
+                    .await
+                    .ctx(|| "rathole ping-pong".into()),
+            ),
+            None => None,
+        };
         let tun = latency::run(tunnel.entry(), &spec)
             .await
             .ctx(|| "tunnel ping-pong".into())?;
@@ -48,14 +66,53 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
                     .baseline("direct", us(b)),
             );
         }
+        let tunnel_added = us(tun.p50) - us(base.p50);
         report.push(
-            Record::new("latency", "added_p50", us(tun.p50) - us(base.p50), "µs")
+            Record::new("latency", "added_p50", tunnel_added, "µs")
                 .param("size", MESSAGE)
                 .note("tunnel p50 minus direct p50"),
         );
+        match reference {
+            None => {}
+            Some(Ok(rh)) => {
+                for (metric, r, b) in [
+                    ("rathole_rtt_p50", rh.p50, base.p50),
+                    ("rathole_rtt_p99", rh.p99, base.p99),
+                ] {
+                    report.push(
+                        Record::new("latency", metric, us(r), "µs")
+                            .param("size", MESSAGE)
+                            .param("samples", rh.count)
+                            .param("transport", rathole::TRANSPORT)
+                            .baseline("direct", us(b)),
+                    );
+                }
+                let rathole_added = us(rh.p50) - us(base.p50);
+                report.push(
+                    Record::new("latency", "rathole_added_p50", rathole_added, "µs")
+                        .param("size", MESSAGE)
+                        .param("transport", rathole::TRANSPORT)
+                        .note("rathole p50 minus direct p50"),
+                );
+                report.push(
+                    Record::new("latency", "added_p50_vs_rathole", tunnel_added, "µs")
+                        .param("size", MESSAGE)
+                        .baseline(
+                            &format!("rathole-{} added", rathole::TRANSPORT),
+                            rathole_added,
+                        )
+                        .note("target ≤ 0.5×"),
+                );
+            }
+            Some(Err(e)) => {
+                eprintln!("bench: {e}");
+                report.push(rathole::skipped_record("latency", rathole::skip_note(&e)));
+            }
+        }
         Ok(())
     }
     .await;
     let stopped = tunnel.stop().await;
+    drop(rathole);
     result.and(stopped)
 }
