@@ -29,6 +29,9 @@ pub struct Counters {
     received: AtomicU64,
     lost: AtomicU64,
     queue_dropped: AtomicU64,
+    port_matched: AtomicU64,
+    port_lost: AtomicU64,
+    malformed: AtomicU64,
     delivered: AtomicU64,
     delivered_bytes: AtomicU64,
     write_errors: AtomicU64,
@@ -48,6 +51,9 @@ impl Counters {
         self.received.store(s.received, Ordering::Relaxed);
         self.lost.store(s.lost, Ordering::Relaxed);
         self.queue_dropped.store(s.queue_dropped, Ordering::Relaxed);
+        self.port_matched.store(s.port_matched, Ordering::Relaxed);
+        self.port_lost.store(s.port_lost, Ordering::Relaxed);
+        self.malformed.store(s.malformed, Ordering::Relaxed);
         self.delivered.store(s.delivered, Ordering::Relaxed);
         self.delivered_bytes
             .store(s.delivered_bytes, Ordering::Relaxed);
@@ -60,6 +66,9 @@ impl Counters {
                 received: self.received.load(Ordering::Relaxed),
                 lost: self.lost.load(Ordering::Relaxed),
                 queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
+                port_matched: self.port_matched.load(Ordering::Relaxed),
+                port_lost: self.port_lost.load(Ordering::Relaxed),
+                malformed: self.malformed.load(Ordering::Relaxed),
                 delivered: self.delivered.load(Ordering::Relaxed),
                 delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
             },
