@@ -29,7 +29,7 @@ pub mod link;
 pub mod netns;
 
 pub use forward::DirectionStats;
-pub use link::{Link, LinkParams, LinkStats, PortLoss};
+pub use link::{Link, LinkParams, LinkStats, PortLoss, PortStats};
 pub use netns::Netns;
 
 /// Side A's address on the emulated link.
@@ -109,7 +109,8 @@ impl WanemConfig {
     }
 
     /// Loses UDP packets from or to `port` with probability `loss`, on top of the link's
-    /// loss, in both directions: that flow takes a worse path than the rest.
+    /// loss, in both directions: that flow takes a worse path than the rest. With `loss`
+    /// 0 the port's packets are only counted ([`Wanem::port_stats`]).
     pub fn with_port_loss(mut self, port: u16, loss: f64) -> Self {
         self.port_loss.push(PortLoss { port, loss });
         self
@@ -170,9 +171,10 @@ impl Wanem {
         control_link(&ns_a, &ns_b, &tag)?;
 
         let stop = Arc::new(AtomicBool::new(false));
+        let rules = config.port_loss.len();
         let counters = [
-            Arc::new(forward::Counters::default()),
-            Arc::new(forward::Counters::default()),
+            Arc::new(forward::Counters::with_ports(rules)),
+            Arc::new(forward::Counters::with_ports(rules)),
         ];
         let params = config.link_params();
         let now = Instant::now();
@@ -237,6 +239,15 @@ impl Wanem {
     /// Counters of the a→b and b→a directions.
     pub fn stats(&self) -> [DirectionStats; 2] {
         [self.counters[0].snapshot(), self.counters[1].snapshot()]
+    }
+
+    /// What each per-port rule ([`WanemConfig::port_loss`], same order) saw on the a→b
+    /// and b→a directions.
+    pub fn port_stats(&self) -> [Vec<PortStats>; 2] {
+        [
+            self.counters[0].port_snapshot(),
+            self.counters[1].port_snapshot(),
+        ]
     }
 }
 

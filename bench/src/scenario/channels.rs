@@ -5,14 +5,14 @@
 //!
 //! Site b announces one QUIC socket per channel (ports `wan_ports::QUIC + i`), site a
 //! dials each, and every new app connection goes to the channel with the fewest open
-//! streams. Each case runs on a fresh emulator, app server and pair of daemons. Site a
-//! serves its metrics, scraped at the start and the end of the measurement window, so
-//! each record also says how the streams and bytes spread over the channels.
+//! streams. Each case runs on a fresh emulator, app server and pair of daemons. Over the
+//! measurement window the emulator counts bytes per channel port (so the bad channel is
+//! known), and near its end site a's metrics give the open streams per channel, so each
+//! record also says how the load spread.
 //!
 //! Baseline of every figure: the 1-channel case with the same congestion controller in
 //! the same run. Only the scenario's wiring and the metrics text parsing live here.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::error::{BenchError, IoContext};
 use crate::load::BenchServer;
 use crate::load::throughput::{self, Direction, Spec};
 use crate::report::{Failure, Record, Report};
-use crate::wanem::{LinkStats, Wanem, WanemConfig};
+use crate::wanem::{LinkStats, PortStats, Wanem, WanemConfig};
 
 /// Parallel upload streams of every case.
 const STREAMS: usize = 8;
@@ -97,14 +97,21 @@ impl Setup {
         }
     }
 
+    /// The path, with a per-port rule for every channel in port order: the extra loss on
+    /// the bad one, none (counting only) on the others.
     fn config(&self, case: &Case) -> WanemConfig {
-        let c = WanemConfig::new(Duration::from_millis(self.rtt_ms), self.loss_pct / 100.0)
+        let mut c = WanemConfig::new(Duration::from_millis(self.rtt_ms), self.loss_pct / 100.0)
             .with_rate(Some(self.cap_mbps * 1_000_000));
-        if case.bad_extra_loss_pct > 0.0 {
-            c.with_port_loss(bad_port(case), case.bad_extra_loss_pct / 100.0)
-        } else {
-            c
+        for i in 0..case.channels.max(1) {
+            let port = wan_ports::QUIC + i as u16;
+            let extra = if port == bad_port(case) {
+                case.bad_extra_loss_pct / 100.0
+            } else {
+                0.0
+            };
+            c = c.with_port_loss(port, extra);
         }
+        c
     }
 
     fn record(&self, cc: &str, case: &Case, value: f64) -> Record {
@@ -154,7 +161,7 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
                 }
             };
             let v = mbps(measured.bits_per_sec);
-            let mut r = measured.annotate(setup.record(cc, case, v));
+            let mut r = measured.annotate(setup.record(cc, case, v), case);
             if case.channels == 4 && case.bad_extra_loss_pct == 0.0 {
                 four_good = Some(v);
             }
@@ -183,36 +190,48 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
 #[derive(Debug)]
 struct Measured {
     bits_per_sec: f64,
-    /// Per channel over the window, ordered by measured loss (lowest first), so a bad
-    /// channel comes last; empty when the metrics could not be scraped.
-    channels: Vec<ChannelWindow>,
-    /// The a→b direction of the link during the measurement.
+    /// Open streams per channel near the end of the window, most first; empty when site
+    /// a's metrics could not be read.
+    streams: Vec<u64>,
+    /// a→b per channel port over the window, in port order (the bad channel last).
+    ports: Vec<PortStats>,
+    /// The a→b direction of the link over the window.
     link: LinkStats,
 }
 
 impl Measured {
-    fn annotate(&self, mut r: Record) -> Record {
-        let total: u64 = self.channels.iter().map(|c| c.sent_bytes).sum();
-        let join = |f: &dyn Fn(&ChannelWindow) -> String| {
-            self.channels.iter().map(f).collect::<Vec<_>>().join("/")
-        };
-        if !self.channels.is_empty() {
-            r = r
-                .param("streams_per_channel", join(&|c| c.open_streams.to_string()))
-                .param(
-                    "share_pct",
-                    join(&|c| format!("{:.0}", pct(c.sent_bytes, total))),
-                )
-                .param(
-                    "channel_loss_pct",
-                    join(&|c| format!("{:.1}", pct(c.lost_packets, c.sent_packets))),
-                );
+    fn annotate(&self, mut r: Record, case: &Case) -> Record {
+        if !self.streams.is_empty() {
+            let s: Vec<String> = self.streams.iter().map(u64::to_string).collect();
+            r = r.param("streams_per_channel", s.join("/"));
         }
-        if self.link.port_matched > 0 {
+        let total: u64 = self.ports.iter().map(|p| p.kept_bytes).sum();
+        let shares: Vec<f64> = self
+            .ports
+            .iter()
+            .map(|p| pct(p.kept_bytes, total))
+            .collect();
+        if self.ports.len() > 1 {
+            let s: Vec<String> = shares.iter().map(|x| format!("{x:.0}")).collect();
+            r = r.param("port_share_pct", s.join("/"));
+        }
+        if let Some(bad) = self.ports.last().filter(|_| case.bad_extra_loss_pct > 0.0) {
             r = r.param(
-                "bad_port_loss_pct",
-                (pct(self.link.port_lost, self.link.port_matched) * 10.0).round() / 10.0,
+                "bad_port_extra_loss_pct",
+                (pct(bad.lost, bad.matched) * 10.0).round() / 10.0,
             );
+        }
+        let starved: Vec<String> = shares
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x < 1.0)
+            .map(|(i, _)| (wan_ports::QUIC + i as u16).to_string())
+            .collect();
+        if self.ports.len() > 1 && !starved.is_empty() {
+            r = r.note(format!(
+                "channel on port {} carried < 1 % of the bytes",
+                starved.join(", ")
+            ));
         }
         r.param("queue_drops", self.link.queue_dropped)
     }
@@ -262,40 +281,49 @@ async fn measure(env: &Env, setup: &Setup, cc: &str, case: &Case) -> Result<Meas
         warmup: setup.warmup,
         duration: setup.duration,
     };
-    let before = wan.stats()[0].link;
-    let scrapes = async {
+    let snapshot = || (wan.stats()[0].link, wan.port_stats()[0].clone());
+    let probes = async {
         tokio::time::sleep(setup.warmup).await;
-        let first = tunnel.scrape_metrics().await;
+        let first = snapshot();
         // Shortly before the window closes, while every stream is still open.
         tokio::time::sleep(setup.duration.mul_f64(0.9)).await;
-        (first, tunnel.scrape_metrics().await)
+        (first, snapshot(), tunnel.scrape_metrics().await)
     };
     let sink = server.received();
-    let (out, (first, last)) = tokio::join!(throughput::run(tunnel.entry(), &sink, &spec), scrapes);
-    let after = wan.stats()[0].link;
+    let (out, ((link0, ports0), (link1, ports1), metrics)) =
+        tokio::join!(throughput::run(tunnel.entry(), &sink, &spec), probes);
     let out = match out {
         Ok(o) => o,
         Err(e) => {
             let why = format!("{e}; {}", tunnel.post_mortem());
             let _ = tunnel.stop().await;
             return Err(BenchError::Io {
-                context: format!("{} streams through {} dataChannels", STREAMS, case.channels),
+                context: format!("{STREAMS} streams through {} dataChannels", case.channels),
                 source: std::io::Error::other(why),
             });
         }
     };
-    let channels = match (first, last) {
-        (Ok(a), Ok(b)) => window(&channel_samples(&a), &channel_samples(&b)),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("bench: no per-channel figures: {e}");
+    let streams = match metrics {
+        Ok(text) => open_streams(&text),
+        Err(e) => {
+            eprintln!("bench: no streams per channel: {e}");
             Vec::new()
         }
     };
     tunnel.stop().await?;
     Ok(Measured {
         bits_per_sec: out.bits_per_sec,
-        channels,
-        link: diff(before, after),
+        streams,
+        ports: ports1
+            .iter()
+            .zip(&ports0)
+            .map(|(b, a)| PortStats {
+                matched: b.matched - a.matched,
+                lost: b.lost - a.lost,
+                kept_bytes: b.kept_bytes - a.kept_bytes,
+            })
+            .collect(),
+        link: diff(link0, link1),
     })
 }
 
@@ -333,7 +361,7 @@ async fn wait_channels(tunnel: &Tunnel, n: usize, timeout: Duration) -> Result<(
     ))
 }
 
-/// One sample line of OpenMetrics text: name, label text (between the braces), value.
+/// Sample lines of OpenMetrics text: name, label text (between the braces), value.
 fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -364,66 +392,16 @@ fn peer_channels(text: &str, peer: &str) -> Option<u64> {
         .map(|(_, _, v)| v as u64)
 }
 
-/// What site a's metrics say about one channel at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct ChannelSample {
-    open_streams: u64,
-    sent_bytes: u64,
-    sent_packets: u64,
-    lost_packets: u64,
-}
-
-/// Every channel's sample, by channel id.
-fn channel_samples(text: &str) -> BTreeMap<String, ChannelSample> {
-    let mut out: BTreeMap<String, ChannelSample> = BTreeMap::new();
-    for (name, labels, value) in samples(text) {
-        let Some(id) = label(labels, "channel") else {
-            continue;
-        };
-        let field: fn(&mut ChannelSample) -> &mut u64 = match name {
-            "wovenet_channel_open_streams" => |s: &mut ChannelSample| &mut s.open_streams,
-            "wovenet_channel_sent_bytes_total" => |s: &mut ChannelSample| &mut s.sent_bytes,
-            "wovenet_channel_sent_packets_total" => |s: &mut ChannelSample| &mut s.sent_packets,
-            "wovenet_channel_lost_packets_total" => |s: &mut ChannelSample| &mut s.lost_packets,
-            _ => continue,
-        };
-        *field(out.entry(id.to_owned()).or_default()) = value as u64;
-    }
-    out
-}
-
-/// One channel over the measurement window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ChannelWindow {
-    /// Streams open at the end.
-    open_streams: u64,
-    sent_bytes: u64,
-    sent_packets: u64,
-    lost_packets: u64,
-}
-
-/// The channels alive at the end, with their counters' growth since the start (a channel
-/// new since then counts from zero), ordered by loss rate, lowest first.
-fn window(
-    first: &BTreeMap<String, ChannelSample>,
-    last: &BTreeMap<String, ChannelSample>,
-) -> Vec<ChannelWindow> {
-    let mut out: Vec<ChannelWindow> = last
-        .iter()
-        .map(|(id, b)| {
-            let a = first.get(id).copied().unwrap_or_default();
-            ChannelWindow {
-                open_streams: b.open_streams,
-                sent_bytes: b.sent_bytes.saturating_sub(a.sent_bytes),
-                sent_packets: b.sent_packets.saturating_sub(a.sent_packets),
-                lost_packets: b.lost_packets.saturating_sub(a.lost_packets),
-            }
+/// `wovenet_channel_open_streams` of every channel, most first.
+fn open_streams(text: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = samples(text)
+        .filter(|(name, labels, _)| {
+            *name == "wovenet_channel_open_streams" && label(labels, "channel").is_some()
         })
+        .map(|(_, _, v)| v as u64)
         .collect();
-    out.sort_by(|x, y| {
-        pct(x.lost_packets, x.sent_packets).total_cmp(&pct(y.lost_packets, y.sent_packets))
-    });
-    out
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
 }
 
 #[cfg(test)]
@@ -435,14 +413,9 @@ mod tests {
         wovenet_peer_channels{peer=\"bench-b\"} 2\n\
         # TYPE wovenet_channel_sent_bytes counter\n\
         wovenet_channel_sent_bytes_total{peer=\"bench-b\",channel=\"3\"} 1000\n\
-        wovenet_channel_sent_bytes_total{peer=\"bench-b\",channel=\"4\"} 3000\n\
-        wovenet_channel_sent_packets_total{peer=\"bench-b\",channel=\"3\"} 100\n\
-        wovenet_channel_sent_packets_total{peer=\"bench-b\",channel=\"4\"} 200\n\
-        wovenet_channel_lost_packets_total{peer=\"bench-b\",channel=\"3\"} 10\n\
-        wovenet_channel_lost_packets_total{peer=\"bench-b\",channel=\"4\"} 1\n\
         wovenet_channel_rtt_seconds{peer=\"bench-b\",channel=\"4\"} 0.05\n\
-        wovenet_channel_open_streams{peer=\"bench-b\",channel=\"3\"} 4\n\
-        wovenet_channel_open_streams{peer=\"bench-b\",channel=\"4\"} 4\n\
+        wovenet_channel_open_streams{peer=\"bench-b\",channel=\"3\"} 3\n\
+        wovenet_channel_open_streams{peer=\"bench-b\",channel=\"4\"} 5\n\
         wovenet_conn_refused_total 0\n\
         # EOF\n";
 
@@ -454,41 +427,36 @@ mod tests {
     }
 
     #[test]
-    fn channel_counters_are_gathered_per_channel_id() {
-        let s = channel_samples(TEXT);
-        assert_eq!(s.len(), 2);
-        assert_eq!(
-            s["3"],
-            ChannelSample {
-                open_streams: 4,
-                sent_bytes: 1000,
-                sent_packets: 100,
-                lost_packets: 10
-            }
-        );
-        assert_eq!(s["4"].sent_bytes, 3000);
+    fn open_streams_are_listed_per_channel_most_first() {
+        assert_eq!(open_streams(TEXT), [5, 3]);
+        assert!(open_streams("").is_empty());
     }
 
     #[test]
-    fn the_window_is_the_growth_per_channel_with_the_lossiest_last() {
-        let first = channel_samples(TEXT);
-        let mut last = first.clone();
-        last.get_mut("3").unwrap().sent_packets += 100;
-        last.get_mut("3").unwrap().lost_packets += 10;
-        last.get_mut("4").unwrap().sent_packets += 100;
-        last.insert(
-            "9".into(),
-            ChannelSample {
-                open_streams: 1,
-                sent_bytes: 5,
-                sent_packets: 50,
-                lost_packets: 1,
-            },
+    fn a_record_shows_the_spread_by_port_and_names_a_starved_channel() {
+        let case = Case {
+            channels: 3,
+            bad_extra_loss_pct: 5.0,
+        };
+        let port = |kept_bytes, matched, lost| PortStats {
+            matched,
+            lost,
+            kept_bytes,
+        };
+        let m = Measured {
+            bits_per_sec: 1e6,
+            streams: vec![3, 3, 2],
+            ports: vec![port(600, 10, 0), port(400, 10, 0), port(0, 20, 1)],
+            link: LinkStats::default(),
+        };
+        let r = m.annotate(Setup::full().record("bbr", &case, 1.0), &case);
+        assert_eq!(r.params["streams_per_channel"], "3/3/2");
+        assert_eq!(r.params["port_share_pct"], "60/40/0");
+        assert_eq!(r.params["bad_port_extra_loss_pct"], 5.0);
+        assert_eq!(
+            r.note.as_deref(),
+            Some("channel on port 4435 carried < 1 % of the bytes")
         );
-        let w = window(&first, &last);
-        let loss: Vec<(u64, u64)> = w.iter().map(|c| (c.lost_packets, c.sent_packets)).collect();
-        assert_eq!(loss, [(0, 100), (1, 50), (10, 100)]);
-        assert_eq!(w[0].open_streams, 4);
     }
 
     #[test]
@@ -496,11 +464,17 @@ mod tests {
         let setup = Setup::full();
         let bad = setup.cases[3];
         assert_eq!(bad_port(&bad), wan_ports::QUIC + 3);
-        let c = setup.config(&bad);
-        assert_eq!(c.port_loss.len(), 1);
-        assert_eq!(c.port_loss[0].port, wan_ports::QUIC + 3);
-        assert!((c.port_loss[0].loss - 0.05).abs() < 1e-12);
-        assert!(setup.config(&setup.cases[2]).port_loss.is_empty());
+        let rules: Vec<(u16, f64)> = setup
+            .config(&bad)
+            .port_loss
+            .iter()
+            .map(|r| (r.port, r.loss))
+            .collect();
+        let q = wan_ports::QUIC;
+        assert_eq!(rules, [(q, 0.0), (q + 1, 0.0), (q + 2, 0.0), (q + 3, 0.05)]);
+        let good = setup.config(&setup.cases[2]);
+        assert_eq!(good.port_loss.len(), 4, "every channel is counted");
+        assert!(good.port_loss.iter().all(|r| r.loss == 0.0));
         assert_eq!(setup.cases[0].channels, 1, "the baseline comes first");
         assert_eq!(Setup::quick().cases[0].channels, 1);
     }

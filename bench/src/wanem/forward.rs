@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::link::{Link, LinkStats};
+use super::link::{Link, LinkStats, PortStats};
 
 /// The longest the loop sleeps without looking at the stop flag.
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -35,6 +35,8 @@ pub struct Counters {
     delivered: AtomicU64,
     delivered_bytes: AtomicU64,
     write_errors: AtomicU64,
+    /// Per port rule: matched, lost, kept bytes.
+    ports: Vec<[AtomicU64; 3]>,
 }
 
 /// A snapshot of one direction's counters.
@@ -47,6 +49,34 @@ pub struct DirectionStats {
 }
 
 impl Counters {
+    /// Counters for a link with `rules` per-port rules.
+    pub fn with_ports(rules: usize) -> Self {
+        Self {
+            ports: (0..rules).map(|_| Default::default()).collect(),
+            ..Self::default()
+        }
+    }
+
+    fn publish_ports(&self, ports: &[PortStats]) {
+        for (c, p) in self.ports.iter().zip(ports) {
+            c[0].store(p.matched, Ordering::Relaxed);
+            c[1].store(p.lost, Ordering::Relaxed);
+            c[2].store(p.kept_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// The current values of the per-port rules, in the rules' order.
+    pub fn port_snapshot(&self) -> Vec<PortStats> {
+        self.ports
+            .iter()
+            .map(|c| PortStats {
+                matched: c[0].load(Ordering::Relaxed),
+                lost: c[1].load(Ordering::Relaxed),
+                kept_bytes: c[2].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     fn publish(&self, s: LinkStats) {
         self.received.store(s.received, Ordering::Relaxed);
         self.lost.store(s.lost, Ordering::Relaxed);
@@ -132,6 +162,7 @@ pub(super) fn run(ends: Ends, mut link: Link, counters: Arc<Counters>, stop: Arc
             recycle(&mut pool, p, buf_len);
         }
         counters.publish(link.stats());
+        counters.publish_ports(link.port_stats());
     }
 }
 

@@ -128,10 +128,10 @@ pub enum PortVerdict {
     Unmatched,
     /// Its IPv4 headers do not parse: forwarded and counted.
     Malformed,
-    /// A rule matches and kept it.
-    Kept,
-    /// A rule matches and the path lost it.
-    Lost,
+    /// Rule number `.0` matches and kept it.
+    Kept(usize),
+    /// Rule number `.0` matches and the path lost it.
+    Lost(usize),
 }
 
 /// Applies the first rule matching `packet`'s UDP source or destination port: a pure
@@ -146,10 +146,12 @@ pub fn port_verdict(packet: &[u8], rules: &[PortLoss], rng: &mut impl Rng) -> Po
         Classified::Other => return PortVerdict::Unmatched,
         Classified::Malformed => return PortVerdict::Malformed,
     };
-    match rules.iter().find(|r| r.port == src || r.port == dst) {
+    match rules.iter().position(|r| r.port == src || r.port == dst) {
         None => PortVerdict::Unmatched,
-        Some(r) if r.loss > 0.0 && rng.r#gen::<f64>() < r.loss.min(1.0) => PortVerdict::Lost,
-        Some(_) => PortVerdict::Kept,
+        Some(i) if rules[i].loss > 0.0 && rng.r#gen::<f64>() < rules[i].loss.min(1.0) => {
+            PortVerdict::Lost(i)
+        }
+        Some(i) => PortVerdict::Kept(i),
     }
 }
 
@@ -330,6 +332,17 @@ pub struct LinkStats {
     pub delivered_bytes: u64,
 }
 
+/// What one per-port rule saw on one direction (a rule with no extra loss just counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets of the port that reached the rule (the link's own loss comes first).
+    pub matched: u64,
+    /// Of those, packets the rule's extra loss took.
+    pub lost: u64,
+    /// Bytes of the packets the rule kept (before the rate cap's queue).
+    pub kept_bytes: u64,
+}
+
 /// Why the link refused a packet; the buffer comes back for reuse.
 #[derive(Debug)]
 pub struct Dropped {
@@ -358,6 +371,8 @@ pub struct Link {
     /// Separate from the link's loss generator, so adding a rule leaves the link's own
     /// loss pattern unchanged.
     port_rng: StdRng,
+    /// One per rule, in the rules' order.
+    port_stats: Vec<PortStats>,
     bucket: Option<TokenBucket>,
     delay: Duration,
     line: DelayLine,
@@ -371,6 +386,7 @@ impl Link {
             loss: LossGate::new(params.loss, seed),
             port_loss: params.port_loss.clone(),
             port_rng: StdRng::seed_from_u64(seed ^ 0x0f10_7105_5a11_d00d),
+            port_stats: vec![PortStats::default(); params.port_loss.len()],
             bucket: params
                 .rate_bps
                 .map(|r| TokenBucket::new(r, params.burst_bytes, params.queue_bytes, now)),
@@ -393,10 +409,20 @@ impl Link {
         match port_verdict(&packet, &self.port_loss, &mut self.port_rng) {
             PortVerdict::Unmatched => {}
             PortVerdict::Malformed => self.stats.malformed += 1,
-            PortVerdict::Kept => self.stats.port_matched += 1,
-            PortVerdict::Lost => {
+            PortVerdict::Kept(i) => {
+                self.stats.port_matched += 1;
+                if let Some(p) = self.port_stats.get_mut(i) {
+                    p.matched += 1;
+                    p.kept_bytes += packet.len() as u64;
+                }
+            }
+            PortVerdict::Lost(i) => {
                 self.stats.port_matched += 1;
                 self.stats.port_lost += 1;
+                if let Some(p) = self.port_stats.get_mut(i) {
+                    p.matched += 1;
+                    p.lost += 1;
+                }
                 return Err(Dropped {
                     reason: DropReason::PortLost,
                     packet,
@@ -441,6 +467,11 @@ impl Link {
     /// What happened so far.
     pub fn stats(&self) -> LinkStats {
         self.stats
+    }
+
+    /// What each per-port rule saw so far, in the rules' order.
+    pub fn port_stats(&self) -> &[PortStats] {
+        &self.port_stats
     }
 }
 
@@ -745,11 +776,11 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         assert_eq!(
             port_verdict(&udp(50000, 4436), &rules, &mut rng),
-            PortVerdict::Lost
+            PortVerdict::Lost(0)
         );
         assert_eq!(
             port_verdict(&udp(4436, 50000), &rules, &mut rng),
-            PortVerdict::Lost
+            PortVerdict::Lost(0)
         );
         assert_eq!(
             port_verdict(&udp(50000, 4435), &rules, &mut rng),
@@ -769,13 +800,19 @@ mod tests {
             PortVerdict::Unmatched,
             "without rules nothing is parsed"
         );
-        let keep = [PortLoss {
-            port: 4436,
-            loss: 0.0,
-        }];
+        let keep = [
+            PortLoss {
+                port: 4435,
+                loss: 0.0,
+            },
+            PortLoss {
+                port: 4436,
+                loss: 0.0,
+            },
+        ];
         assert_eq!(
             port_verdict(&udp(1, 4436), &keep, &mut rng),
-            PortVerdict::Kept
+            PortVerdict::Kept(1)
         );
     }
 
@@ -789,7 +826,7 @@ mod tests {
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
             (0..100_000)
-                .map(|_| port_verdict(&p, &rules, &mut rng) == PortVerdict::Lost)
+                .map(|_| port_verdict(&p, &rules, &mut rng) == PortVerdict::Lost(0))
                 .collect::<Vec<_>>()
         };
         let lost = draw(9).iter().filter(|l| **l).count() as f64;
@@ -802,19 +839,41 @@ mod tests {
     fn the_link_adds_port_loss_to_one_flow_and_leaves_the_others_alone() {
         let t0 = Instant::now();
         let mut params = LinkParams::new(MS, 0.0);
-        params.port_loss = vec![PortLoss {
-            port: 4436,
-            loss: 1.0,
-        }];
+        params.port_loss = vec![
+            PortLoss {
+                port: 4435,
+                loss: 0.0,
+            },
+            PortLoss {
+                port: 4436,
+                loss: 1.0,
+            },
+        ];
         let mut link = Link::new(&params, 1, t0);
         let d = link.ingress(t0, udp(4436, 40000)).unwrap_err();
         assert_eq!(d.reason, DropReason::PortLost);
         link.ingress(t0, udp(4435, 40000)).unwrap();
+        link.ingress(t0, udp(4433, 40000)).unwrap();
         link.ingress(t0, vec![0x45]).unwrap();
         let s = link.stats();
-        assert_eq!((s.port_matched, s.port_lost, s.malformed), (1, 1, 1));
+        assert_eq!((s.port_matched, s.port_lost, s.malformed), (2, 1, 1));
         assert_eq!(s.lost, 0, "the link's own loss is counted apart");
-        assert_eq!(link.in_flight(), 2);
+        assert_eq!(link.in_flight(), 3);
+        assert_eq!(
+            link.port_stats(),
+            [
+                PortStats {
+                    matched: 1,
+                    lost: 0,
+                    kept_bytes: 128
+                },
+                PortStats {
+                    matched: 1,
+                    lost: 1,
+                    kept_bytes: 0
+                }
+            ]
+        );
     }
 
     #[test]
