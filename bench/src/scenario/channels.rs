@@ -233,7 +233,11 @@ impl Measured {
                 starved.join(", ")
             ));
         }
-        r.param("queue_drops", self.link.queue_dropped)
+        // A sender overshooting the cap shows as a high share of queue drops.
+        r.param("link_pkts", self.link.received).param(
+            "queue_drop_pct",
+            (pct(self.link.queue_dropped, self.link.received) * 10.0).round() / 10.0,
+        )
     }
 }
 
@@ -447,12 +451,17 @@ mod tests {
             bits_per_sec: 1e6,
             streams: vec![3, 3, 2],
             ports: vec![port(600, 10, 0), port(400, 10, 0), port(0, 20, 1)],
-            link: LinkStats::default(),
+            link: LinkStats {
+                received: 1000,
+                queue_dropped: 125,
+                ..LinkStats::default()
+            },
         };
         let r = m.annotate(Setup::full().record("bbr", &case, 1.0), &case);
         assert_eq!(r.params["streams_per_channel"], "3/3/2");
         assert_eq!(r.params["port_share_pct"], "60/40/0");
         assert_eq!(r.params["bad_port_extra_loss_pct"], 5.0);
+        assert_eq!(r.params["queue_drop_pct"], 12.5);
         assert_eq!(
             r.note.as_deref(),
             Some("channel on port 4435 carried < 1 % of the bytes")
