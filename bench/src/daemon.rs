@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{BenchError, IoContext};
 use crate::load::Target;
@@ -126,6 +127,42 @@ pub fn free_udp_port() -> Result<u16, BenchError> {
         .ctx(|| "finding a free udp port".into())
 }
 
+/// `n` distinct free UDP ports on 127.0.0.1 (all bound at once, so none repeats).
+pub fn free_udp_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let sockets = (0..n)
+        .map(|_| std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .ctx(|| "finding free udp ports".into())?;
+    sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .ctx(|| "finding free udp ports".into())
+}
+
+/// A minimal HTTP/1.1 `GET path` with `Connection: close`: the body of a 200 answer.
+async fn http_get(target: &Target, path: &str) -> std::io::Result<String> {
+    let mut s = target.connect().await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        target.addr
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::other("no complete answer within 5 s"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("answer without a header end"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(std::io::Error::other(format!("answer: {status}")));
+    }
+    Ok(body.to_owned())
+}
+
 /// How a site reaches its MQTT broker.
 #[derive(Debug, Clone)]
 pub enum Broker {
@@ -144,8 +181,9 @@ pub struct SiteSpec {
     pub topic: String,
     /// The broker.
     pub broker: Broker,
-    /// A QUIC socket others dial: (public address, listen address). `None`: dial only.
-    pub socket: Option<(IpAddr, SocketAddr)>,
+    /// QUIC sockets others dial, one dataChannel each: (public address, listen address).
+    /// Empty: dial only.
+    pub sockets: Vec<(IpAddr, SocketAddr)>,
     /// `localExposedApps`: (name, TCP address).
     pub exposed: Vec<(String, SocketAddr)>,
     /// `remoteApps`: (site, app, local TCP address).
@@ -154,6 +192,8 @@ pub struct SiteSpec {
     pub congestion: Option<String>,
     /// `logger.level`.
     pub log_level: String,
+    /// `metrics.listen`: where `GET /metrics` is served; `None`: not served.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl SiteSpec {
@@ -167,14 +207,20 @@ impl SiteSpec {
             Broker::At(addr) => mqtt["brokerServer"] = json!(format!("mqtt://{addr}")),
         }
         let mut tunnel = json!({});
-        if let Some((public, listen)) = self.socket {
-            tunnel["localSockets"] = json!([{
-                "mode": "dedicated-address",
-                "transportProtocol": "quic",
-                "publicAddress": public.to_string(),
-                "listenAddress": listen.ip().to_string(),
-                "listenPort": listen.port(),
-            }]);
+        if !self.sockets.is_empty() {
+            tunnel["localSockets"] = self
+                .sockets
+                .iter()
+                .map(|(public, listen)| {
+                    json!({
+                        "mode": "dedicated-address",
+                        "transportProtocol": "quic",
+                        "publicAddress": public.to_string(),
+                        "listenAddress": listen.ip().to_string(),
+                        "listenPort": listen.port(),
+                    })
+                })
+                .collect();
         }
         if let Some(cc) = &self.congestion {
             tunnel["congestionControl"] = json!(cc);
@@ -206,6 +252,9 @@ impl SiteSpec {
                     json!({ "siteName": site, "appName": app, "localSocket": format!("tcp:{local}") })
                 })
                 .collect();
+        }
+        if let Some(addr) = self.metrics {
+            doc["metrics"] = json!({ "listen": addr.to_string() });
         }
         doc
     }
@@ -398,8 +447,10 @@ pub enum Placement {
 pub mod wan_ports {
     /// The embedded broker on site b's control address.
     pub const BROKER: u16 = 1883;
-    /// Site b's QUIC socket on the emulated link.
+    /// Site b's (first) QUIC socket on the emulated link; further ones follow it.
     pub const QUIC: u16 = 4433;
+    /// Site a's metrics endpoint, on namespace a's loopback.
+    pub const METRICS: u16 = 9100;
     /// Site a's local socket for the remote app.
     pub const ENTRY: u16 = 5000;
     /// The app server in namespace b.
@@ -409,8 +460,23 @@ pub mod wan_ports {
 /// Name of the app the sites forward.
 pub const APP_NAME: &str = "bench";
 
+/// How a [`Tunnel`] is set up; `Default` is what most scenarios use (one dataChannel,
+/// the daemon's congestion controller, no metrics endpoint).
+#[derive(Debug, Clone, Default)]
+pub struct TunnelOpts {
+    /// `tunnel.congestionControl` of both sites; `None`: the daemon's default.
+    pub congestion: Option<String>,
+    /// QUIC sockets site b listens on; site a dials each, so this is the number of
+    /// dataChannels of the tunnel. 0 counts as 1.
+    pub channels: usize,
+    /// Serve site a's `GET /metrics` ([`Tunnel::metrics`]), e.g. to see how streams spread
+    /// over the channels.
+    pub metrics: bool,
+}
+
 /// Two sites forwarding one app: `b` runs the broker, listens for QUIC and exposes the app;
-/// `a` dials `b` (one dataChannel) and serves the app on a local socket ([`Tunnel::entry`]).
+/// `a` dials each of `b`'s sockets (one dataChannel each) and serves the app on a local
+/// socket ([`Tunnel::entry`]).
 #[derive(Debug)]
 pub struct Tunnel {
     /// The client side (remote app's local socket).
@@ -418,12 +484,14 @@ pub struct Tunnel {
     /// The server side (broker, QUIC listener, exposed app).
     pub b: SiteProcess,
     entry: Target,
+    quic_ports: Vec<u16>,
+    metrics: Option<Target>,
 }
 
 impl Tunnel {
-    /// Starts both sites forwarding to the app at `app` (as seen from `b`) and waits until a
-    /// connection through the tunnel completes an echo exchange (the app server must
-    /// answer [`crate::load::ECHO`]), up to `ready`.
+    /// Starts both sites forwarding to the app at `app` (as seen from `b`) over one
+    /// dataChannel and waits until a connection through the tunnel completes an echo
+    /// exchange (the app server must answer [`crate::load::ECHO`]), up to `ready`.
     pub async fn start(
         bin: &Path,
         app: SocketAddr,
@@ -431,23 +499,41 @@ impl Tunnel {
         congestion: Option<&str>,
         ready: Duration,
     ) -> Result<Self, BenchError> {
+        let opts = TunnelOpts {
+            congestion: congestion.map(str::to_owned),
+            ..TunnelOpts::default()
+        };
+        Self::start_with(bin, app, placement, &opts, ready).await
+    }
+
+    /// Like [`Tunnel::start`], with `opts`. Ready means one echo went through: with
+    /// several channels the others may still be coming up.
+    pub async fn start_with(
+        bin: &Path,
+        app: SocketAddr,
+        placement: &Placement,
+        opts: &TunnelOpts,
+        ready: Duration,
+    ) -> Result<Self, BenchError> {
         let topic = format!("wovenet-bench/{:016x}", rand::random::<u64>());
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let (broker, socket, entry, ns_a, ns_b) = match placement {
+        let channels = opts.channels.max(1);
+        let (broker, public, quic_ports, entry, metrics, ns_a, ns_b) = match placement {
             Placement::Loopback => (
                 SocketAddr::new(lo, free_tcp_port()?),
-                (lo, SocketAddr::new(lo, free_udp_port()?)),
+                lo,
+                free_udp_ports(channels)?,
+                SocketAddr::new(lo, free_tcp_port()?),
                 SocketAddr::new(lo, free_tcp_port()?),
                 None,
                 None,
             ),
             Placement::Wan { a, b } => (
                 SocketAddr::new(CONTROL_B.into(), wan_ports::BROKER),
-                (
-                    IpAddr::V4(ADDR_B),
-                    SocketAddr::new(ADDR_B.into(), wan_ports::QUIC),
-                ),
+                IpAddr::V4(ADDR_B),
+                (0..channels).map(|i| wan_ports::QUIC + i as u16).collect(),
                 SocketAddr::new(lo, wan_ports::ENTRY),
+                SocketAddr::new(lo, wan_ports::METRICS),
                 Some(a.as_str()),
                 Some(b.as_str()),
             ),
@@ -456,32 +542,39 @@ impl Tunnel {
             name: "bench-b".into(),
             topic: topic.clone(),
             broker: Broker::Embedded(broker),
-            socket: Some(socket),
+            sockets: quic_ports
+                .iter()
+                .map(|&port| (public, SocketAddr::new(public, port)))
+                .collect(),
             exposed: vec![(APP_NAME.into(), app)],
             remotes: vec![],
-            congestion: congestion.map(str::to_owned),
+            congestion: opts.congestion.clone(),
             log_level: "info".into(),
+            metrics: None,
         };
         let spec_a = SiteSpec {
             name: "bench-a".into(),
             topic,
             broker: Broker::At(broker),
-            socket: None,
+            sockets: vec![],
             exposed: vec![],
             remotes: vec![("bench-b".into(), APP_NAME.into(), entry)],
-            congestion: congestion.map(str::to_owned),
+            congestion: opts.congestion.clone(),
             log_level: "info".into(),
+            metrics: opts.metrics.then_some(metrics),
         };
         let b = SiteProcess::spawn(bin, &spec_b, ns_b)?;
         let a = SiteProcess::spawn(bin, &spec_a, ns_a)?;
-        let mut target = Target::direct(entry);
-        if let Some(ns) = ns_a {
-            target = target.in_netns(ns);
-        }
+        let in_a = |t: Target| match ns_a {
+            Some(ns) => t.in_netns(ns),
+            None => t,
+        };
         let mut tunnel = Self {
             a,
             b,
-            entry: target,
+            entry: in_a(Target::direct(entry)),
+            quic_ports,
+            metrics: opts.metrics.then(|| in_a(Target::direct(metrics))),
         };
         tunnel.wait_ready(ready).await?;
         Ok(tunnel)
@@ -513,6 +606,26 @@ impl Tunnel {
     /// Where clients connect to reach the app through the tunnel.
     pub fn entry(&self) -> &Target {
         &self.entry
+    }
+
+    /// The UDP ports of site b's QUIC sockets, one per dataChannel.
+    pub fn quic_ports(&self) -> &[u16] {
+        &self.quic_ports
+    }
+
+    /// Site a's metrics endpoint, when started with [`TunnelOpts::metrics`].
+    pub fn metrics(&self) -> Option<&Target> {
+        self.metrics.as_ref()
+    }
+
+    /// Site a's `GET /metrics` body (OpenMetrics text), when it serves one.
+    pub async fn scrape_metrics(&self) -> Result<String, BenchError> {
+        let Some(target) = &self.metrics else {
+            return Err(self.a.failure("started without a metrics endpoint".into()));
+        };
+        http_get(target, "/metrics")
+            .await
+            .ctx(|| format!("scraping site a's metrics at {}", target.addr))
     }
 
     /// Keeps both sites' files and describes them with their log tails: for an error
@@ -567,7 +680,7 @@ mod tests {
             name: "a".into(),
             topic: "t".into(),
             broker: Broker::At(broker),
-            socket: None,
+            sockets: vec![],
             exposed: vec![],
             remotes: vec![(
                 "b".into(),
@@ -576,6 +689,7 @@ mod tests {
             )],
             congestion: Some("bbr".into()),
             log_level: "info".into(),
+            metrics: None,
         };
         let doc = spec.document(Path::new("/tmp/x"));
         assert_eq!(
@@ -586,34 +700,55 @@ mod tests {
         assert_eq!(doc["tunnel"]["congestionControl"], "bbr");
         assert_eq!(doc["remoteApps"][0]["localSocket"], "tcp:127.0.0.1:5000");
         assert_eq!(doc["logger"]["file"], "/tmp/x/site.log");
+        assert!(doc.get("metrics").is_none());
     }
 
     #[test]
-    fn the_serving_site_runs_the_broker_and_one_quic_socket() {
+    fn the_serving_site_runs_the_broker_and_one_quic_socket_per_channel() {
         let spec = SiteSpec {
             name: "b".into(),
             topic: "t".into(),
             broker: Broker::Embedded("127.0.0.1:1883".parse().unwrap()),
-            socket: Some((
-                "10.77.0.2".parse().unwrap(),
-                "10.77.0.2:4433".parse().unwrap(),
-            )),
+            sockets: [4433, 4434]
+                .into_iter()
+                .map(|port| {
+                    (
+                        "10.77.0.2".parse().unwrap(),
+                        SocketAddr::from(([10, 77, 0, 2], port)),
+                    )
+                })
+                .collect(),
             exposed: vec![("bench".into(), "127.0.0.1:5001".parse().unwrap())],
             remotes: vec![],
             congestion: None,
             log_level: "info".into(),
+            metrics: Some("127.0.0.1:9100".parse().unwrap()),
         };
         let doc = spec.document(Path::new("/d"));
         let mqtt = &doc["messageChannel"]["mqtt"];
         assert_eq!(mqtt["embeddedBroker"]["listen"], "127.0.0.1:1883");
         assert!(mqtt.get("brokerServer").is_none());
-        let sock = &doc["tunnel"]["localSockets"][0];
-        assert_eq!(sock["publicAddress"], "10.77.0.2");
-        assert_eq!(sock["listenPort"], 4433);
+        let socks = doc["tunnel"]["localSockets"].as_array().unwrap();
+        assert_eq!(socks.len(), 2);
+        assert_eq!(socks[0]["publicAddress"], "10.77.0.2");
+        assert_eq!(socks[0]["mode"], "dedicated-address");
+        assert_eq!(socks[0]["listenPort"], 4433);
+        assert_eq!(socks[1]["listenAddress"], "10.77.0.2");
+        assert_eq!(socks[1]["listenPort"], 4434);
         assert_eq!(
             doc["localExposedApps"][0]["appSocket"],
             "tcp:127.0.0.1:5001"
         );
         assert!(doc["tunnel"].get("congestionControl").is_none());
+        assert_eq!(doc["metrics"]["listen"], "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn free_udp_ports_are_distinct() {
+        let ports = free_udp_ports(4).unwrap();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 4, "{ports:?}");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::BenchError;
 use crate::report::Report;
 
+pub mod channels;
 pub mod connrate;
 pub mod emulator;
 pub mod latency;
@@ -30,17 +31,20 @@ pub enum Scenario {
     Emulator,
     /// The WAN grid: tunnel (per congestion controller) vs plain TCP across the emulated link.
     Wan,
+    /// The same upload through 1, 2 and 4 dataChannels, and 4 with one on a worse path.
+    Channels,
 }
 
 impl Scenario {
     /// Every scenario, in the order a full run does them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Loopback,
         Self::Latency,
         Self::Connrate,
         Self::Memory,
         Self::Emulator,
         Self::Wan,
+        Self::Channels,
     ];
 
     /// Its name in reports and on the command line.
@@ -52,12 +56,13 @@ impl Scenario {
             Self::Memory => "memory",
             Self::Emulator => "emulator",
             Self::Wan => "wan",
+            Self::Channels => "channels",
         }
     }
 
     /// Whether it needs root (network namespaces and TUN devices).
     pub fn needs_root(self) -> bool {
-        matches!(self, Self::Emulator | Self::Wan)
+        matches!(self, Self::Emulator | Self::Wan | Self::Channels)
     }
 }
 
@@ -134,6 +139,7 @@ pub async fn run(scenario: Scenario, env: &Env, report: &mut Report) -> Result<(
         Scenario::Memory => memory::run(env, report).await,
         Scenario::Emulator => emulator::run(env, report).await,
         Scenario::Wan => wan::run(env, report).await,
+        Scenario::Channels => channels::run(env, report).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! A userspace WAN emulator (the kernel here has no netem): two network namespaces, each
 //! with a TUN device, joined only through this process, which applies one-way delay,
-//! random loss and an optional rate cap to every packet, TCP and UDP alike.
+//! random loss and an optional rate cap to every packet, TCP and UDP alike, plus extra
+//! loss for chosen UDP ports (one flow on a worse path).
 //!
 //! ```text
 //!   ns A: 10.77.0.1/30 ─ tun ─┐                        ┌─ tun ─ 10.77.0.2/30 :ns B
@@ -28,7 +29,7 @@ pub mod link;
 pub mod netns;
 
 pub use forward::DirectionStats;
-pub use link::{Link, LinkParams, LinkStats};
+pub use link::{Link, LinkParams, LinkStats, PortLoss, PortStats};
 pub use netns::Netns;
 
 /// Side A's address on the emulated link.
@@ -83,6 +84,8 @@ pub struct WanemConfig {
     pub seed: u64,
     /// MTU of the TUN devices.
     pub mtu: u16,
+    /// Extra loss for UDP packets of given ports (source or destination, both directions).
+    pub port_loss: Vec<PortLoss>,
 }
 
 impl WanemConfig {
@@ -95,12 +98,21 @@ impl WanemConfig {
             queue_bytes: None,
             seed: 0x5eed,
             mtu: DEFAULT_MTU,
+            port_loss: Vec::new(),
         }
     }
 
     /// Caps the rate at `rate_bps` in each direction.
     pub fn with_rate(mut self, rate_bps: Option<u64>) -> Self {
         self.rate_bps = rate_bps;
+        self
+    }
+
+    /// Loses UDP packets from or to `port` with probability `loss`, on top of the link's
+    /// loss, in both directions: that flow takes a worse path than the rest. With `loss`
+    /// 0 the port's packets are only counted ([`Wanem::port_stats`]).
+    pub fn with_port_loss(mut self, port: u16, loss: f64) -> Self {
+        self.port_loss.push(PortLoss { port, loss });
         self
     }
 
@@ -115,7 +127,8 @@ impl WanemConfig {
 
     /// The rules for one direction.
     pub fn link_params(&self) -> LinkParams {
-        let p = LinkParams::new(self.rtt / 2, self.loss);
+        let mut p = LinkParams::new(self.rtt / 2, self.loss);
+        p.port_loss.clone_from(&self.port_loss);
         match self.rate_bps {
             Some(r) => p.with_rate(r, self.queue_bytes()),
             None => p,
@@ -158,9 +171,10 @@ impl Wanem {
         control_link(&ns_a, &ns_b, &tag)?;
 
         let stop = Arc::new(AtomicBool::new(false));
+        let rules = config.port_loss.len();
         let counters = [
-            Arc::new(forward::Counters::default()),
-            Arc::new(forward::Counters::default()),
+            Arc::new(forward::Counters::with_ports(rules)),
+            Arc::new(forward::Counters::with_ports(rules)),
         ];
         let params = config.link_params();
         let now = Instant::now();
@@ -225,6 +239,15 @@ impl Wanem {
     /// Counters of the a→b and b→a directions.
     pub fn stats(&self) -> [DirectionStats; 2] {
         [self.counters[0].snapshot(), self.counters[1].snapshot()]
+    }
+
+    /// What each per-port rule ([`WanemConfig::port_loss`], same order) saw on the a→b
+    /// and b→a directions.
+    pub fn port_stats(&self) -> [Vec<PortStats>; 2] {
+        [
+            self.counters[0].port_snapshot(),
+            self.counters[1].port_snapshot(),
+        ]
     }
 }
 
@@ -296,6 +319,18 @@ mod tests {
         assert_eq!(p.delay, Duration::from_millis(50));
         assert_eq!(p.rate_bps, Some(100_000_000));
         assert_eq!(p.queue_bytes, 1_250_000);
+    }
+
+    #[test]
+    fn port_loss_reaches_the_link_rules_of_both_directions() {
+        let c = WanemConfig::new(Duration::from_millis(50), 0.005).with_port_loss(4436, 0.05);
+        assert_eq!(
+            c.link_params().port_loss,
+            [PortLoss {
+                port: 4436,
+                loss: 0.05
+            }]
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::link::{Link, LinkStats};
+use super::link::{Link, LinkStats, PortStats};
 
 /// The longest the loop sleeps without looking at the stop flag.
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -29,9 +29,14 @@ pub struct Counters {
     received: AtomicU64,
     lost: AtomicU64,
     queue_dropped: AtomicU64,
+    port_matched: AtomicU64,
+    port_lost: AtomicU64,
+    malformed: AtomicU64,
     delivered: AtomicU64,
     delivered_bytes: AtomicU64,
     write_errors: AtomicU64,
+    /// Per port rule: matched, lost, kept bytes.
+    ports: Vec<[AtomicU64; 3]>,
 }
 
 /// A snapshot of one direction's counters.
@@ -44,10 +49,41 @@ pub struct DirectionStats {
 }
 
 impl Counters {
+    /// Counters for a link with `rules` per-port rules.
+    pub fn with_ports(rules: usize) -> Self {
+        Self {
+            ports: (0..rules).map(|_| Default::default()).collect(),
+            ..Self::default()
+        }
+    }
+
+    fn publish_ports(&self, ports: &[PortStats]) {
+        for (c, p) in self.ports.iter().zip(ports) {
+            c[0].store(p.matched, Ordering::Relaxed);
+            c[1].store(p.lost, Ordering::Relaxed);
+            c[2].store(p.kept_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// The current values of the per-port rules, in the rules' order.
+    pub fn port_snapshot(&self) -> Vec<PortStats> {
+        self.ports
+            .iter()
+            .map(|c| PortStats {
+                matched: c[0].load(Ordering::Relaxed),
+                lost: c[1].load(Ordering::Relaxed),
+                kept_bytes: c[2].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     fn publish(&self, s: LinkStats) {
         self.received.store(s.received, Ordering::Relaxed);
         self.lost.store(s.lost, Ordering::Relaxed);
         self.queue_dropped.store(s.queue_dropped, Ordering::Relaxed);
+        self.port_matched.store(s.port_matched, Ordering::Relaxed);
+        self.port_lost.store(s.port_lost, Ordering::Relaxed);
+        self.malformed.store(s.malformed, Ordering::Relaxed);
         self.delivered.store(s.delivered, Ordering::Relaxed);
         self.delivered_bytes
             .store(s.delivered_bytes, Ordering::Relaxed);
@@ -60,6 +96,9 @@ impl Counters {
                 received: self.received.load(Ordering::Relaxed),
                 lost: self.lost.load(Ordering::Relaxed),
                 queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
+                port_matched: self.port_matched.load(Ordering::Relaxed),
+                port_lost: self.port_lost.load(Ordering::Relaxed),
+                malformed: self.malformed.load(Ordering::Relaxed),
                 delivered: self.delivered.load(Ordering::Relaxed),
                 delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
             },
@@ -123,6 +162,7 @@ pub(super) fn run(ends: Ends, mut link: Link, counters: Arc<Counters>, stop: Arc
             recycle(&mut pool, p, buf_len);
         }
         counters.publish(link.stats());
+        counters.publish_ports(link.port_stats());
     }
 }
 

@@ -1,12 +1,13 @@
-//! The sans-IO model of one direction of the emulated link: random loss, an optional
-//! token-bucket rate cap with a bounded drop-tail queue, and a one-way delay line.
+//! The sans-IO model of one direction of the emulated link: random loss, extra loss for
+//! chosen UDP ports (one flow on a worse path), an optional token-bucket rate cap with a
+//! bounded drop-tail queue, and a one-way delay line.
 //!
 //! Every method takes `now`; nothing here reads a clock, sleeps or touches a device, so
 //! the forwarding loop (`wanem/forward.rs`) owns all I/O and these rules are unit tested
 //! deterministically.
 //!
 //! Order of the stages, like a real path: a packet is first lost or kept (loss on the
-//! wire, independent of load), then waits behind the bottleneck's token bucket (the queue
+//! wire, independent of load; then the per-port extra loss), then waits behind the bottleneck's token bucket (the queue
 //! is where congestion shows up: it grows, then drops the tail), then travels for the
 //! one-way delay. Departure times are computed in virtual time when a packet arrives, so a
 //! late wake-up of the forwarder delays delivery a little but never slows the link down.
@@ -31,6 +32,8 @@ pub struct LinkParams {
     pub queue_bytes: usize,
     /// Bytes the token bucket may send back to back after an idle period.
     pub burst_bytes: usize,
+    /// Extra loss for UDP packets of given ports, on top of `loss`.
+    pub port_loss: Vec<PortLoss>,
 }
 
 impl LinkParams {
@@ -42,6 +45,7 @@ impl LinkParams {
             rate_bps: None,
             queue_bytes: 0,
             burst_bytes: 0,
+            port_loss: Vec::new(),
         }
     }
 
@@ -52,6 +56,102 @@ impl LinkParams {
         self.queue_bytes = queue_bytes;
         self.burst_bytes = ((rate_bps / 8 / 1000) as usize).max(2 * 1514);
         self
+    }
+}
+
+/// Extra random loss for the UDP packets whose source or destination port is `port`: one
+/// flow (e.g. one QUIC connection) on a worse path than the others sharing the link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PortLoss {
+    /// The UDP port matched as source or destination, so both directions of a flow match.
+    pub port: u16,
+    /// Probability in `0.0..=1.0` that a matching packet is lost (after the link's loss).
+    pub loss: f64,
+}
+
+/// What a packet is, as far as the per-port rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// An IPv4 UDP packet (or the first fragment of one) with these ports.
+    Udp {
+        /// Source port.
+        src: u16,
+        /// Destination port.
+        dst: u16,
+    },
+    /// Anything else that parses: another protocol, IPv6, a later fragment.
+    Other,
+    /// Claims to be IPv4 but its headers are short or inconsistent.
+    Malformed,
+}
+
+/// Reads the UDP ports of a raw IPv4 packet as a TUN device hands it over (no link
+/// header). Never panics: every length is checked before it is used.
+pub fn classify(packet: &[u8]) -> Classified {
+    let Some(&first) = packet.first() else {
+        return Classified::Malformed;
+    };
+    if first >> 4 != 4 {
+        return Classified::Other;
+    }
+    let header_len = usize::from(first & 0x0f) * 4;
+    let be16 = |at: usize| {
+        packet
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let Some(total_len) = be16(2).map(usize::from) else {
+        return Classified::Malformed;
+    };
+    // Trailing bytes beyond total_len (padding) are tolerated, a truncated packet is not.
+    if header_len < 20 || total_len < header_len || total_len > packet.len() {
+        return Classified::Malformed;
+    }
+    // 17 is UDP; only the first fragment (offset 0) carries the UDP header.
+    let fragment_offset = be16(6).map_or(0, |f| f & 0x1fff);
+    if packet[9] != 17 || fragment_offset != 0 {
+        return Classified::Other;
+    }
+    if total_len - header_len < 8 {
+        return Classified::Malformed;
+    }
+    match (be16(header_len), be16(header_len + 2)) {
+        (Some(src), Some(dst)) => Classified::Udp { src, dst },
+        _ => Classified::Malformed,
+    }
+}
+
+/// What the per-port rules did with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortVerdict {
+    /// No rule matches it (or there are no rules): forwarded.
+    Unmatched,
+    /// Its IPv4 headers do not parse: forwarded and counted.
+    Malformed,
+    /// Rule number `.0` matches and kept it.
+    Kept(usize),
+    /// Rule number `.0` matches and the path lost it.
+    Lost(usize),
+}
+
+/// Applies the first rule matching `packet`'s UDP source or destination port: a pure
+/// function of the bytes, the rules and `rng`, which is drawn from only for a matching
+/// packet (so other traffic does not shift a flow's loss pattern).
+pub fn port_verdict(packet: &[u8], rules: &[PortLoss], rng: &mut impl Rng) -> PortVerdict {
+    if rules.is_empty() {
+        return PortVerdict::Unmatched;
+    }
+    let (src, dst) = match classify(packet) {
+        Classified::Udp { src, dst } => (src, dst),
+        Classified::Other => return PortVerdict::Unmatched,
+        Classified::Malformed => return PortVerdict::Malformed,
+    };
+    match rules.iter().position(|r| r.port == src || r.port == dst) {
+        None => PortVerdict::Unmatched,
+        Some(i) if rules[i].loss > 0.0 && rng.r#gen::<f64>() < rules[i].loss.min(1.0) => {
+            PortVerdict::Lost(i)
+        }
+        Some(i) => PortVerdict::Kept(i),
     }
 }
 
@@ -220,10 +320,27 @@ pub struct LinkStats {
     pub lost: u64,
     /// Packets dropped because the bottleneck queue was full.
     pub queue_dropped: u64,
+    /// Packets a per-port rule matched (after the link's own loss).
+    pub port_matched: u64,
+    /// Matched packets the per-port extra loss took.
+    pub port_lost: u64,
+    /// Packets whose IPv4 headers did not parse while per-port rules were set (forwarded).
+    pub malformed: u64,
     /// Packets handed out of the far end.
     pub delivered: u64,
     /// Bytes handed out of the far end.
     pub delivered_bytes: u64,
+}
+
+/// What one per-port rule saw on one direction (a rule with no extra loss just counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets of the port that reached the rule (the link's own loss comes first).
+    pub matched: u64,
+    /// Of those, packets the rule's extra loss took.
+    pub lost: u64,
+    /// Bytes of the packets the rule kept (before the rate cap's queue).
+    pub kept_bytes: u64,
 }
 
 /// Why the link refused a packet; the buffer comes back for reuse.
@@ -242,12 +359,20 @@ pub enum DropReason {
     Lost,
     /// The bottleneck queue was full.
     QueueFull,
+    /// The per-port extra loss.
+    PortLost,
 }
 
 /// One direction of the emulated link.
 #[derive(Debug)]
 pub struct Link {
     loss: LossGate,
+    port_loss: Vec<PortLoss>,
+    /// Separate from the link's loss generator, so adding a rule leaves the link's own
+    /// loss pattern unchanged.
+    port_rng: StdRng,
+    /// One per rule, in the rules' order.
+    port_stats: Vec<PortStats>,
     bucket: Option<TokenBucket>,
     delay: Duration,
     line: DelayLine,
@@ -259,6 +384,9 @@ impl Link {
     pub fn new(params: &LinkParams, seed: u64, now: Instant) -> Self {
         Self {
             loss: LossGate::new(params.loss, seed),
+            port_loss: params.port_loss.clone(),
+            port_rng: StdRng::seed_from_u64(seed ^ 0x0f10_7105_5a11_d00d),
+            port_stats: vec![PortStats::default(); params.port_loss.len()],
             bucket: params
                 .rate_bps
                 .map(|r| TokenBucket::new(r, params.burst_bytes, params.queue_bytes, now)),
@@ -277,6 +405,29 @@ impl Link {
                 reason: DropReason::Lost,
                 packet,
             });
+        }
+        match port_verdict(&packet, &self.port_loss, &mut self.port_rng) {
+            PortVerdict::Unmatched => {}
+            PortVerdict::Malformed => self.stats.malformed += 1,
+            PortVerdict::Kept(i) => {
+                self.stats.port_matched += 1;
+                if let Some(p) = self.port_stats.get_mut(i) {
+                    p.matched += 1;
+                    p.kept_bytes += packet.len() as u64;
+                }
+            }
+            PortVerdict::Lost(i) => {
+                self.stats.port_matched += 1;
+                self.stats.port_lost += 1;
+                if let Some(p) = self.port_stats.get_mut(i) {
+                    p.matched += 1;
+                    p.lost += 1;
+                }
+                return Err(Dropped {
+                    reason: DropReason::PortLost,
+                    packet,
+                });
+            }
         }
         let depart = match self.bucket.as_mut() {
             None => now,
@@ -316,6 +467,11 @@ impl Link {
     /// What happened so far.
     pub fn stats(&self) -> LinkStats {
         self.stats
+    }
+
+    /// What each per-port rule saw so far, in the rules' order.
+    pub fn port_stats(&self) -> &[PortStats] {
+        &self.port_stats
     }
 }
 
@@ -464,6 +620,7 @@ mod tests {
                 rate_bps: Some(8_000_000),
                 queue_bytes: 10_000,
                 burst_bytes: 1000,
+                port_loss: vec![],
             },
             1,
             t0,
@@ -514,5 +671,232 @@ mod tests {
         assert!(close(third, want), "{third:?} vs {want:?}");
         assert_eq!(link.stats().delivered, 2);
         assert_eq!(link.stats().delivered_bytes, 2 * 1514);
+    }
+
+    /// An IPv4 packet of protocol `proto` with a UDP-style header carrying `src`/`dst`
+    /// and `payload` bytes after it.
+    fn ipv4(proto: u8, src: u16, dst: u16, payload: usize) -> Vec<u8> {
+        let total = 20 + 8 + payload;
+        let mut p = vec![0; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[6] = 0x40; // don't fragment
+        p[8] = 64;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[10, 77, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 77, 0, 2]);
+        p[20..22].copy_from_slice(&src.to_be_bytes());
+        p[22..24].copy_from_slice(&dst.to_be_bytes());
+        p
+    }
+
+    fn udp(src: u16, dst: u16) -> Vec<u8> {
+        ipv4(17, src, dst, 100)
+    }
+
+    #[test]
+    fn udp_ports_are_read_from_an_ipv4_packet_with_or_without_options() {
+        assert_eq!(
+            classify(&udp(40000, 4433)),
+            Classified::Udp {
+                src: 40000,
+                dst: 4433
+            }
+        );
+        // IHL 6: four bytes of options before the UDP header.
+        let mut p = udp(0, 0);
+        p.splice(20..20, [1, 1, 1, 0]);
+        p[0] = 0x46;
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[24..26].copy_from_slice(&5353u16.to_be_bytes());
+        p[26..28].copy_from_slice(&4434u16.to_be_bytes());
+        assert_eq!(
+            classify(&p),
+            Classified::Udp {
+                src: 5353,
+                dst: 4434
+            }
+        );
+        // Trailing padding beyond the total length is fine.
+        let mut padded = udp(1, 2);
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(classify(&padded), Classified::Udp { src: 1, dst: 2 });
+    }
+
+    #[test]
+    fn other_protocols_ipv6_and_later_fragments_are_not_udp_flows() {
+        assert_eq!(classify(&ipv4(6, 4433, 4433, 100)), Classified::Other);
+        let mut v6 = vec![0; 60];
+        v6[0] = 0x60;
+        assert_eq!(classify(&v6), Classified::Other);
+        let mut frag = udp(4433, 4433);
+        frag[6..8].copy_from_slice(&0x0010u16.to_be_bytes());
+        assert_eq!(classify(&frag), Classified::Other);
+    }
+
+    #[test]
+    fn short_or_inconsistent_headers_are_malformed_never_a_panic() {
+        let good = udp(4433, 4433);
+        for len in 0..28 {
+            assert_eq!(classify(&good[..len]), Classified::Malformed, "len {len}");
+        }
+        let mut ihl_small = good.clone();
+        ihl_small[0] = 0x44;
+        assert_eq!(classify(&ihl_small), Classified::Malformed);
+        let mut ihl_big = good.clone();
+        ihl_big[0] = 0x4f;
+        ihl_big.truncate(40);
+        ihl_big[2..4].copy_from_slice(&40u16.to_be_bytes());
+        assert_eq!(classify(&ihl_big), Classified::Malformed, "no room for udp");
+        let mut total_long = good.clone();
+        total_long[2..4].copy_from_slice(&2000u16.to_be_bytes());
+        assert_eq!(classify(&total_long), Classified::Malformed);
+        let mut total_short = good;
+        total_short[2..4].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(classify(&total_short), Classified::Malformed);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_classify_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let mut rng = StdRng::seed_from_u64(1);
+            let rules = [PortLoss { port: 4433, loss: 0.5 }];
+            let _ = classify(&bytes);
+            let _ = port_verdict(&bytes, &rules, &mut rng);
+        }
+    }
+
+    #[test]
+    fn a_rule_matches_its_port_as_source_or_destination_only() {
+        let rules = [PortLoss {
+            port: 4436,
+            loss: 1.0,
+        }];
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(
+            port_verdict(&udp(50000, 4436), &rules, &mut rng),
+            PortVerdict::Lost(0)
+        );
+        assert_eq!(
+            port_verdict(&udp(4436, 50000), &rules, &mut rng),
+            PortVerdict::Lost(0)
+        );
+        assert_eq!(
+            port_verdict(&udp(50000, 4435), &rules, &mut rng),
+            PortVerdict::Unmatched
+        );
+        assert_eq!(
+            port_verdict(&ipv4(6, 4436, 4436, 10), &rules, &mut rng),
+            PortVerdict::Unmatched,
+            "tcp on that port is another flow"
+        );
+        assert_eq!(
+            port_verdict(&[0x45, 0], &rules, &mut rng),
+            PortVerdict::Malformed
+        );
+        assert_eq!(
+            port_verdict(&[0x45, 0], &[], &mut rng),
+            PortVerdict::Unmatched,
+            "without rules nothing is parsed"
+        );
+        let keep = [
+            PortLoss {
+                port: 4435,
+                loss: 0.0,
+            },
+            PortLoss {
+                port: 4436,
+                loss: 0.0,
+            },
+        ];
+        assert_eq!(
+            port_verdict(&udp(1, 4436), &keep, &mut rng),
+            PortVerdict::Kept(1)
+        );
+    }
+
+    #[test]
+    fn the_port_loss_rate_matches_its_setting_and_is_repeatable_per_seed() {
+        let rules = [PortLoss {
+            port: 4436,
+            loss: 0.05,
+        }];
+        let p = udp(4436, 40000);
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..100_000)
+                .map(|_| port_verdict(&p, &rules, &mut rng) == PortVerdict::Lost(0))
+                .collect::<Vec<_>>()
+        };
+        let lost = draw(9).iter().filter(|l| **l).count() as f64;
+        let sd = (100_000.0f64 * 0.05 * 0.95).sqrt();
+        assert!((lost - 5000.0).abs() < 4.0 * sd, "lost {lost}");
+        assert_eq!(draw(9), draw(9));
+    }
+
+    #[test]
+    fn the_link_adds_port_loss_to_one_flow_and_leaves_the_others_alone() {
+        let t0 = Instant::now();
+        let mut params = LinkParams::new(MS, 0.0);
+        params.port_loss = vec![
+            PortLoss {
+                port: 4435,
+                loss: 0.0,
+            },
+            PortLoss {
+                port: 4436,
+                loss: 1.0,
+            },
+        ];
+        let mut link = Link::new(&params, 1, t0);
+        let d = link.ingress(t0, udp(4436, 40000)).unwrap_err();
+        assert_eq!(d.reason, DropReason::PortLost);
+        link.ingress(t0, udp(4435, 40000)).unwrap();
+        link.ingress(t0, udp(4433, 40000)).unwrap();
+        link.ingress(t0, vec![0x45]).unwrap();
+        let s = link.stats();
+        assert_eq!((s.port_matched, s.port_lost, s.malformed), (2, 1, 1));
+        assert_eq!(s.lost, 0, "the link's own loss is counted apart");
+        assert_eq!(link.in_flight(), 3);
+        assert_eq!(
+            link.port_stats(),
+            [
+                PortStats {
+                    matched: 1,
+                    lost: 0,
+                    kept_bytes: 128
+                },
+                PortStats {
+                    matched: 1,
+                    lost: 1,
+                    kept_bytes: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_rule_does_not_change_the_links_own_loss_pattern() {
+        let t0 = Instant::now();
+        let pattern = |rules: Vec<PortLoss>| {
+            let mut params = LinkParams::new(MS, 0.3);
+            params.port_loss = rules;
+            let mut link = Link::new(&params, 5, t0);
+            (0..500)
+                .map(|i| {
+                    let port = if i % 2 == 0 { 4436 } else { 4433 };
+                    match link.ingress(t0, udp(port, 40000)) {
+                        Err(d) => d.reason == DropReason::Lost,
+                        Ok(()) => false,
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let with = pattern(vec![PortLoss {
+            port: 4436,
+            loss: 0.5,
+        }]);
+        assert_eq!(pattern(vec![]), with);
     }
 }
