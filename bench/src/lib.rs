@@ -17,6 +17,7 @@
 
 pub mod daemon;
 pub mod error;
+pub mod helper;
 pub mod load;
 pub mod rathole;
 pub mod report;

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 pub mod connrate;
 pub mod latency;
 pub mod probe;
+pub mod relay;
 pub mod server;
 pub mod throughput;
 

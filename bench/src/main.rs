@@ -81,6 +81,13 @@ enum Command {
     /// Serve the benchmark app on 127.0.0.1 (used by the memory scenario).
     #[command(hide = true)]
     Serve,
+    /// Relay TCP from 127.0.0.1 to ADDR (the latency scenario's null tunnel).
+    #[command(hide = true)]
+    Relay {
+        /// Where to forward each connection.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +108,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Serve) => rt.block_on(serve()),
+        Some(Command::Relay { to }) => rt.block_on(relay(to)),
         None => rt.block_on(run(cli.run)),
     };
     result.unwrap_or_else(|e| {
@@ -270,5 +278,13 @@ async fn serve() -> anyhow::Result<ExitCode> {
     std::io::stdout().flush()?;
     // Runs until the parent kills it (it also dies with the parent: PDEATHSIG).
     std::future::pending::<()>().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn relay(to: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    let listener = wovenet_bench::load::relay::bind().await?;
+    println!("listening {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    wovenet_bench::load::relay::serve(listener, to).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -296,10 +296,11 @@ pub struct TunnelConfig {
 /// QUIC congestion controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CongestionControl {
-    /// CUBIC (default).
-    #[default]
+    /// quinn's CUBIC: loss-based, collapses on lossy long paths.
     Cubic,
-    /// BBR.
+    /// wovenet's BBR-style model-based controller (default): random loss
+    /// does not slow it; see `tunnel::congestion`.
+    #[default]
     Bbr,
 }
 

@@ -1,7 +1,8 @@
 //! Request/response latency: 64-byte ping-pongs over one connection through the tunnel
 //! versus direct; median and 99th percentile, and the added median. The same through
 //! rathole's noise transport (when installed), run between the two, and the tunnel's added
-//! median against rathole's.
+//! median against rathole's. Also through a null tunnel (two plain TCP relay processes, no
+//! crypto): the floor any two-process forwarder pays, so a target below it shows as such.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use super::{Env, READY};
 use crate::daemon::{Placement, Tunnel};
 use crate::error::{BenchError, IoContext};
+use crate::helper::Helper;
 use crate::load::latency::{self, Spec};
 use crate::load::{BenchServer, MESSAGE, Target};
 use crate::rathole;
@@ -34,6 +36,15 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
             None
         }
     };
+    // client → relay 1 → relay 2 → app: the same socket hops as either tunnel.
+    let relays = match &env.helper {
+        Some(exe) => {
+            let last = Helper::start(exe, &["relay", "--to", &server.addr().to_string()])?;
+            let first = Helper::start(exe, &["relay", "--to", &last.addr().to_string()])?;
+            Some((first, last))
+        }
+        None => None,
+    };
     let spec = Spec {
         warmup: env.pick(200, 1000),
         iterations: env.pick(3000, 30_000),
@@ -48,6 +59,14 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
                 latency::run(r.entry(), &spec)
                     .await
                     .ctx(|| "rathole ping-pong".into()),
+            ),
+            None => None,
+        };
+        let floor = match &relays {
+            Some((first, _)) => Some(
+                latency::run(&Target::direct(first.addr()), &spec)
+                    .await
+                    .ctx(|| "relay ping-pong".into())?,
             ),
             None => None,
         };
@@ -72,6 +91,14 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
                 .param("size", MESSAGE)
                 .note("tunnel p50 minus direct p50"),
         );
+        let floor_added = floor.map(|f| us(f.p50) - us(base.p50));
+        if let Some(added) = floor_added {
+            report.push(
+                Record::new("latency", "relay_added_p50", added, "µs")
+                    .param("size", MESSAGE)
+                    .note("two plain TCP relay processes, no crypto: the floor of any two-process forwarder"),
+            );
+        }
         match reference {
             None => {}
             Some(Ok(rh)) => {
@@ -103,6 +130,17 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
                         )
                         .note("target ≤ 0.5×"),
                 );
+                if let Some(added) = floor_added {
+                    report.push(
+                        Record::new("latency", "relay_added_p50_vs_rathole", added, "µs")
+                            .param("size", MESSAGE)
+                            .baseline(
+                                &format!("rathole-{} added", rathole::TRANSPORT),
+                                rathole_added,
+                            )
+                            .note("above 0.5× no two-process forwarder can meet the target"),
+                    );
+                }
             }
             Some(Err(e)) => {
                 eprintln!("bench: {e}");

@@ -6,16 +6,13 @@
 //! ends), more than the usual limit, so the app server runs in a helper process (this
 //! binary's hidden `serve` command) when one is available.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{Env, READY};
 use crate::daemon::{Placement, SiteProcess, Tunnel};
 use crate::error::{BenchError, IoContext};
+use crate::helper::Helper;
 use crate::load::{BenchServer, hold};
 use crate::report::{Record, Report};
 
@@ -31,8 +28,8 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
     // Either a helper process or an in-process server; both answer ECHO.
     let (app, _helper, _local) = match &env.helper {
         Some(exe) => {
-            let h = Helper::start(exe)?;
-            (h.addr, Some(h), None)
+            let h = Helper::start(exe, &["serve"])?;
+            (h.addr(), Some(h), None)
         }
         None => {
             let s = BenchServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -105,60 +102,4 @@ fn fd_budget() -> usize {
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
     let soft = if ok { lim.rlim_cur as usize } else { 1024 };
     soft.saturating_sub(256) / 2
-}
-
-/// The app server in a child process (`<exe> serve`), killed on drop.
-struct Helper {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Helper {
-    fn start(exe: &Path) -> Result<Self, BenchError> {
-        let mut cmd = Command::new(exe);
-        cmd.arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .ctx(|| format!("starting {} serve", exe.display()))?;
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out)
-                .read_line(&mut line)
-                .ctx(|| "reading the helper's address".into())?;
-        }
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|a| a.parse().ok());
-        match addr {
-            Some(addr) => Ok(Self { child, addr }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(BenchError::Io {
-                    context: "starting the helper app server".into(),
-                    source: std::io::Error::other(format!("unexpected first line {line:?}")),
-                })
-            }
-        }
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -1488,8 +1488,8 @@ mod tests {
     }
 
     #[test]
-    fn congestion_control_defaults_to_cubic() {
-        assert_eq!(ok("").tunnel.congestion_control, CongestionControl::Cubic);
+    fn congestion_control_defaults_to_bbr() {
+        assert_eq!(ok("").tunnel.congestion_control, CongestionControl::Bbr);
         assert_eq!(
             ok("tunnel:\n  congestionControl: BBR\n")
                 .tunnel
