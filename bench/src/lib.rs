@@ -10,13 +10,15 @@
 //! - [`wanem`]: the emulator (sans-IO link model in `wanem::link`, namespaces, TUN I/O).
 //! - [`load`]: the app server and the throughput, latency, connection-rate and probe clients.
 //! - [`daemon`]: finding/building `wovenetd`, site configs, processes, the two-site [`daemon::Tunnel`].
-//! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`.
+//! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`;
+//!   [`plot`]: the `wan` throughput-vs-loss SVG.
 //!
 //! This crate measures wovenet from the outside; it must not depend on the daemon's code.
 
 pub mod daemon;
 pub mod error;
 pub mod load;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod stats;

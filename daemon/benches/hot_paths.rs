@@ -1,0 +1,2 @@
+//! Micro-benchmarks of the hot pure paths (placeholder, filled in below).
+fn main() {}
