@@ -198,7 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         out.join("results.md").display()
     );
     let svg = out.join(plot::FILE_NAME);
-    match plot::write(&report.records, &svg) {
+    match plot::write(&report.records, &report.failures, &svg) {
         Ok(true) => eprintln!("bench: wrote {}", svg.display()),
         Ok(false) => {}
         // The figures are safe in results.json; `wovenet-bench plot` can redraw later.
@@ -284,7 +284,8 @@ async fn wanem(rtt: u64, loss: f64, cap: u64) -> anyhow::Result<ExitCode> {
 
 fn redraw(from: &std::path::Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let out = out.unwrap_or_else(|| from.with_file_name(plot::FILE_NAME));
-    if !plot::write(&plot::load(from)?, &out)? {
+    let (records, failures) = plot::load(from)?;
+    if !plot::write(&records, &failures, &out)? {
         anyhow::bail!("{}: {}", from.display(), plot::PlotError::NoWanRecords);
     }
     println!("wrote {}", out.display());

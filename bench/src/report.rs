@@ -81,14 +81,14 @@ impl Record {
 }
 
 /// A scenario that could not finish, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     /// The scenario.
     pub scenario: String,
     /// The error.
     pub error: String,
     /// The conditions of the measurement that failed, when it was one of several.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
 }
 

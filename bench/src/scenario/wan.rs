@@ -310,7 +310,10 @@ mod tests {
         assert_eq!(p[5].cap_mbps, Some(100));
         assert_eq!(p[10].rtt_ms, 100);
         let last = p[29];
-        assert_eq!((last.rtt_ms, last.loss_pct, last.cap_mbps), (200, 5.0, Some(100)));
+        assert_eq!(
+            (last.rtt_ms, last.loss_pct, last.cap_mbps),
+            (200, 5.0, Some(100))
+        );
         let c = p[17].config();
         assert_eq!((p[17].rtt_ms, p[17].loss_pct), (100, 1.0));
         assert_eq!(c.rate_bps, Some(100_000_000));
