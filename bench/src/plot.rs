@@ -1,6 +1,6 @@
 //! The plot of the `wan` scenario: throughput against loss rate, one panel per (RTT, rate
 //! cap), one line per transport, as SVG. [`panels`] turns records into series (pure),
-//! [`render`] draws them into a string (pure); only [`load`] and [`write`] touch files.
+//! [`render`] draws them into a string (pure); only [`load`] and [`write()`] touch files.
 //!
 //! Text goes into the SVG as `<text>` elements laid out by the viewer, so drawing needs
 //! no system fonts (plotters' `ttf` feature, fontconfig and freetype stay out). This
@@ -78,7 +78,7 @@ pub struct Panel {
     pub rtt_ms: u64,
     /// Rate cap in Mbit/s; `None` for uncapped.
     pub cap_mbps: Option<u64>,
-    /// One line per transport, in [`TRANSPORT_ORDER`].
+    /// One line per transport: tunnel-bbr, tunnel-cubic, tcp-cubic, tcp-bbr, then others.
     pub series: Vec<Series>,
 }
 
