@@ -11,7 +11,8 @@
 //! - [`load`]: the app server and the throughput, latency, connection-rate and probe clients.
 //! - [`daemon`]: finding/building `wovenetd`, site configs, processes, the two-site [`daemon::Tunnel`].
 //! - [`rathole`]: the external reference the loopback and latency targets compare with.
-//! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`.
+//! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`;
+//!   [`plot`]: the `wan` throughput-vs-loss SVG.
 //!
 //! This crate measures wovenet from the outside; it must not depend on the daemon's code.
 
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod error;
 pub mod helper;
 pub mod load;
+pub mod plot;
 pub mod rathole;
 pub mod report;
 pub mod scenario;

@@ -1,6 +1,7 @@
 //! `wovenet-bench`: runs the scenarios and writes `results.json` and `results.md`; also
 //! runs the WAN emulator on its own (`wanem`), sweeps namespaces left by killed runs
-//! (`cleanup`), and serves as its own helper app server (`serve`, hidden). Wiring only.
+//! (`cleanup`), redraws the WAN plot from a saved run (`plot`), and serves as its own
+//! helper app server (`serve`, hidden). Wiring only.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use wovenet_bench::daemon::{self, Profile};
+use wovenet_bench::plot;
 use wovenet_bench::report::{Failure, Meta, Report};
 use wovenet_bench::scenario::{self, Env, Scenario, WanGrid};
 use wovenet_bench::wanem::{Wanem, WanemConfig, netns};
@@ -78,6 +80,15 @@ enum Command {
     },
     /// Delete network namespaces left by runs that were killed.
     Cleanup,
+    /// Redraw the WAN throughput-vs-loss plot (SVG) from a saved results.json.
+    Plot {
+        /// The results.json of a run.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where the SVG goes [default: throughput_vs_loss.svg next to --from].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Serve the benchmark app on 127.0.0.1 (used by the memory scenario).
     #[command(hide = true)]
     Serve,
@@ -107,6 +118,7 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Plot { from, out }) => redraw(&from, out),
         Some(Command::Serve) => rt.block_on(serve()),
         Some(Command::Relay { to }) => rt.block_on(relay(to)),
         None => rt.block_on(run(cli.run)),
@@ -193,6 +205,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         out.join("results.json").display(),
         out.join("results.md").display()
     );
+    let svg = out.join(plot::FILE_NAME);
+    match plot::write(&report.records, &report.failures, &svg) {
+        Ok(true) => eprintln!("bench: wrote {}", svg.display()),
+        Ok(false) => {}
+        // The figures are safe in results.json; `wovenet-bench plot` can redraw later.
+        Err(e) => eprintln!("bench: no plot: {e}"),
+    }
     Ok(if interrupted {
         ExitCode::from(130)
     } else if report.failures.is_empty() {
@@ -268,6 +287,16 @@ async fn wanem(rtt: u64, loss: f64, cap: u64) -> anyhow::Result<ExitCode> {
     tokio::signal::ctrl_c().await?;
     let [a2b, b2a] = wan.stats();
     println!("a→b: {a2b:?}\nb→a: {b2a:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redraw(from: &std::path::Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let out = out.unwrap_or_else(|| from.with_file_name(plot::FILE_NAME));
+    let (records, failures) = plot::load(from)?;
+    if !plot::write(&records, &failures, &out)? {
+        anyhow::bail!("{}: {}", from.display(), plot::PlotError::NoWanRecords);
+    }
+    println!("wrote {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::BenchError;
 
 /// The figure a measurement is compared with, measured in the same run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     /// What it is (`direct`, `tcp-cubic`, `idle`, `setting`, ...).
     pub name: String,
@@ -20,8 +20,8 @@ pub struct Baseline {
     pub value: f64,
 }
 
-/// One measured figure.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One measured figure (read back from `results.json` to redraw the plot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// The scenario that measured it.
     pub scenario: String,
@@ -81,14 +81,14 @@ impl Record {
 }
 
 /// A scenario that could not finish, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     /// The scenario.
     pub scenario: String,
     /// The error.
     pub error: String,
     /// The conditions of the measurement that failed, when it was one of several.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
 }
 

@@ -27,8 +27,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quinn_proto::RttEstimator;
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+use quinn_proto::RttEstimator;
 
 /// Added to the min RTT when sizing the window: covers host scheduling and
 /// ack aggregation, which on a sub-millisecond path dwarf the RTT itself (a

@@ -147,11 +147,10 @@ fn simulate(path: Path, seconds: f64, seed: u64) -> (Outcome, Bbr) {
                 break;
             }
             let srtt_s = srtt.as_secs_f64();
-            let capacity = (window as f64 * 0.002 / srtt_s)
-                .clamp(10.0 * MTU as f64, 256.0 * MTU as f64);
+            let capacity =
+                (window as f64 * 0.002 / srtt_s).clamp(10.0 * MTU as f64, 256.0 * MTU as f64);
             let elapsed = (now - pacer.prev).as_secs_f64();
-            pacer.tokens =
-                (pacer.tokens + 1.25 * window as f64 * elapsed / srtt_s).min(capacity);
+            pacer.tokens = (pacer.tokens + 1.25 * window as f64 * elapsed / srtt_s).min(capacity);
             pacer.prev = now;
             if pacer.tokens < MTU as f64 {
                 let wait = srtt_s * (capacity - pacer.tokens) / window as f64 * 0.8;
@@ -293,11 +292,27 @@ proptest! {
 #[test]
 #[ignore = "diagnostic"]
 fn print_trace() {
-    let rtt: u64 = std::env::var("SIM_RTT").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let loss: f64 = std::env::var("SIM_LOSS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let rtt: u64 = std::env::var("SIM_RTT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let loss: f64 = std::env::var("SIM_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     let (out, cc) = simulate(Path::capped(rtt, 100.0, loss), 4.0, 3);
     for i in 0..40 {
-        eprintln!("{:4} ms acked {:6.1} Mbit/s drops {}", i * 100, out.acked[i] as f64 * 80.0 / 1e6, out.queue_drops[i]);
+        eprintln!(
+            "{:4} ms acked {:6.1} Mbit/s drops {}",
+            i * 100,
+            out.acked[i] as f64 * 80.0 / 1e6,
+            out.queue_drops[i]
+        );
     }
-    eprintln!("{:?} bw {} min_rtt {:?}", cc.mode(), cc.bandwidth(), cc.min_rtt());
+    eprintln!(
+        "{:?} bw {} min_rtt {:?}",
+        cc.mode(),
+        cc.bandwidth(),
+        cc.min_rtt()
+    );
 }
