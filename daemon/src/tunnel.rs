@@ -677,10 +677,19 @@ async fn run_channel(
 /// Accepts the peer's streams (requests for our exposed apps) until the
 /// connection dies.
 async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
+    let mut credit = endpoint::INITIAL_STREAM_CREDIT;
     loop {
         match ch.conn.accept_bi().await {
             Ok((send, recv)) => {
                 let guard = StreamGuard::new(ch.clone());
+                let next =
+                    endpoint::next_stream_credit(credit, ch.open_streams.load(Ordering::Relaxed));
+                if next != credit {
+                    credit = next;
+                    debug!(credit, "peer may open more streams");
+                    ch.conn
+                        .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(credit));
+                }
                 let exposed = ctx.exposed.clone();
                 let counters = ctx.counters.clone();
                 let streams = ctx.streams.clone();
