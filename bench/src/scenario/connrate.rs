@@ -1,5 +1,9 @@
 //! Connection rate: 50 concurrent clients each looping open → one 64-byte exchange →
-//! close, through the tunnel versus direct; connections per second and errors.
+//! close, through the tunnel versus direct; connections per second and errors. Also
+//! through the null tunnel (two plain TCP relay processes) and rathole when installed:
+//! every forwarder accepts and connects a TCP socket per client connection, which on a
+//! shared machine costs about what the client and server pair does, so these show the
+//! ceiling the target's ratio runs into.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -7,6 +11,8 @@ use std::time::Duration;
 use super::{Env, READY};
 use crate::daemon::{Placement, Tunnel};
 use crate::error::{BenchError, IoContext};
+use crate::helper::Helper;
+use crate::rathole;
 use crate::load::connrate::{self, Spec};
 use crate::load::{BenchServer, Target};
 use crate::report::{Record, Report};
@@ -35,6 +41,33 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
     // Let the direct run's sockets leave the accept queue before the tunnel's run.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tun = connrate::run(tunnel.entry(), &spec).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(exe) = &env.helper {
+        let last = Helper::start(exe, &["relay", "--to", &server.addr().to_string()])?;
+        let first = Helper::start(exe, &["relay", "--to", &last.addr().to_string()])?;
+        let relay = connrate::run(&Target::direct(first.addr()), &spec).await;
+        report.push(
+            Record::new("connrate", "relay_conns_per_sec", relay.per_sec, "conn/s")
+                .param("concurrency", CONCURRENCY)
+                .param("errors", relay.errors)
+                .baseline("direct", base.per_sec)
+                .note("two plain TCP relay processes, no crypto: the floor of any two-process forwarder"),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    match rathole::for_comparison(server.addr()).await {
+        Ok(rh) => {
+            let r = connrate::run(rh.entry(), &spec).await;
+            report.push(
+                Record::new("connrate", "rathole_conns_per_sec", r.per_sec, "conn/s")
+                    .param("concurrency", CONCURRENCY)
+                    .param("errors", r.errors)
+                    .param("transport", rathole::TRANSPORT)
+                    .baseline("direct", base.per_sec),
+            );
+        }
+        Err(note) => report.push(rathole::skipped_record("connrate", note)),
+    }
     report.push(
         Record::new("connrate", "conns_per_sec", tun.per_sec, "conn/s")
             .param("concurrency", CONCURRENCY)
