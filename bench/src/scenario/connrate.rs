@@ -12,9 +12,9 @@ use super::{Env, READY};
 use crate::daemon::{Placement, Tunnel};
 use crate::error::{BenchError, IoContext};
 use crate::helper::Helper;
-use crate::rathole;
 use crate::load::connrate::{self, Spec};
 use crate::load::{BenchServer, Target};
+use crate::rathole;
 use crate::report::{Record, Report};
 
 /// Concurrent clients.

@@ -271,10 +271,7 @@ async fn write_all_chunks<W: AsyncWrite + Unpin>(
     let mut total = 0u64;
     let mut first = 0;
     while first < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[first..]
-            .iter()
-            .map(|c| IoSlice::new(c))
-            .collect();
+        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
         let mut n = local.write_vectored(&slices).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
