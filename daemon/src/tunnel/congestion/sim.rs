@@ -25,6 +25,8 @@ struct Path {
     queue: u64,
     /// Random loss on the forward path.
     loss: f64,
+    /// From this many seconds on, the bottleneck runs at this many bits/s.
+    rate_change: Option<(f64, f64)>,
 }
 
 impl Path {
@@ -37,6 +39,7 @@ impl Path {
             // One BDP, like the benchmark's emulator.
             queue: (rate / 8.0 * rtt.as_secs_f64()) as u64,
             loss: loss_pct / 100.0,
+            rate_change: None,
         }
     }
 }
@@ -170,7 +173,11 @@ fn simulate(path: Path, seconds: f64, seed: u64) -> (Outcome, Bbr) {
             if rng.gen_bool(path.loss) {
                 continue;
             }
-            let at_receiver = match path.rate_bps {
+            let rate_now = match (path.rate_bps, path.rate_change) {
+                (Some(_), Some((at, rate))) if now.as_secs_f64() >= at => Some(rate),
+                (rate, _) => rate,
+            };
+            let at_receiver = match rate_now {
                 None => now + one_way,
                 Some(rate) => {
                     let backlog = link_free.saturating_sub(now).as_secs_f64() * rate / 8.0;
@@ -225,11 +232,24 @@ fn grows_to_a_fast_uncapped_path_despite_loss() {
         rate_bps: Some(1e9),
         queue: 4 << 20,
         loss: 0.01,
+        rate_change: None,
     };
     let (out, cc) = simulate(path, 6.0, 6);
     let goodput = out.mbps(3.0, 6.0);
     assert!(goodput >= 800.0, "goodput {goodput:.1} Mbit/s");
     assert!(cc.bandwidth() * 8.0 >= 0.8e9, "estimate {}", cc.bandwidth());
+}
+
+#[test]
+fn regrows_within_seconds_when_a_long_path_gets_five_times_faster() {
+    let mut path = Path::capped(100, 20.0, 1.0);
+    path.rate_change = Some((5.0, 100e6));
+    let (out, _) = simulate(path, 12.0, 9);
+    let before = out.mbps(3.0, 5.0);
+    assert!((18.0..=20.5).contains(&before), "before: {before:.1} Mbit/s");
+    // Cruising at 1.25 × the estimate lets it grow ×1.25 per round.
+    let after = out.mbps(6.5, 12.0);
+    assert!(after >= 90.0, "1.5 s after the change: {after:.1} Mbit/s");
 }
 
 #[test]
