@@ -246,7 +246,10 @@ fn regrows_within_seconds_when_a_long_path_gets_five_times_faster() {
     path.rate_change = Some((5.0, 100e6));
     let (out, _) = simulate(path, 12.0, 9);
     let before = out.mbps(3.0, 5.0);
-    assert!((18.0..=20.5).contains(&before), "before: {before:.1} Mbit/s");
+    assert!(
+        (18.0..=20.5).contains(&before),
+        "before: {before:.1} Mbit/s"
+    );
     // Cruising at 1.25 × the estimate lets it grow ×1.25 per round.
     let after = out.mbps(6.5, 12.0);
     assert!(after >= 90.0, "1.5 s after the change: {after:.1} Mbit/s");
