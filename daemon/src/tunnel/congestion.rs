@@ -79,7 +79,7 @@ pub enum Mode {
     Startup,
     /// Window at one BDP until what startup queued has drained.
     Drain,
-    /// Cycling through [`PROBE_GAINS`].
+    /// Cycling through the probe gains (probe, drain, cruise).
     ProbeBw,
 }
 
