@@ -153,6 +153,11 @@ pub struct Bbr {
     round_rtt_samples: u32,
     round_acked: u64,
     round_lost: u64,
+    /// Some ack of this round came while quinn had nothing to send.
+    round_app_limited: bool,
+    /// Rounds that were not app-limited: the bandwidth filter ages in these,
+    /// so an idle spell does not erase what the path was measured to carry.
+    busy_rounds: u64,
     // Startup exit.
     full_bw: f64,
     full_bw_rounds: u32,
@@ -183,6 +188,8 @@ impl Bbr {
             round_rtt_samples: 0,
             round_acked: 0,
             round_lost: 0,
+            round_app_limited: false,
+            busy_rounds: 0,
             full_bw: 0.0,
             full_bw_rounds: 0,
             cycle_index: 0,
@@ -227,6 +234,7 @@ impl Bbr {
         self.delivered += bytes;
         self.delivered_at = now;
         self.round_acked += bytes;
+        self.round_app_limited |= app_limited;
         if self.mode == Mode::Startup {
             self.window += bytes;
         }
@@ -264,7 +272,7 @@ impl Bbr {
         }
         let rate = (self.delivered - record.delivered) as f64 / interval.as_secs_f64();
         if !app_limited || rate > self.max_bw.get() {
-            self.max_bw.update(self.round, rate);
+            self.max_bw.update(self.busy_rounds, rate);
         }
     }
 
@@ -333,14 +341,22 @@ impl Bbr {
 
     fn end_round(&mut self, _now: Instant) {
         self.round += 1;
-        self.max_bw.expire(self.round);
-        if self.mode == Mode::Startup && self.pipe_full() {
-            self.enter_drain();
+        // An app-limited round says nothing about the path: it neither ages
+        // the bandwidth estimate nor counts towards "startup stopped growing"
+        // (else a tunnel idle before its first transfer leaves startup at a
+        // few KiB and then crawls up at ×1.25 per round).
+        if !self.round_app_limited {
+            self.busy_rounds += 1;
+            self.max_bw.expire(self.busy_rounds);
+            if self.mode == Mode::Startup && self.pipe_full() {
+                self.enter_drain();
+            }
         }
         self.round_min_rtt = None;
         self.round_rtt_samples = 0;
         self.round_acked = 0;
         self.round_lost = 0;
+        self.round_app_limited = false;
     }
 
     /// Whether the round just ended shows startup has filled the pipe.

@@ -27,6 +27,9 @@ struct Path {
     loss: f64,
     /// From this many seconds on, the bottleneck runs at this many bits/s.
     rate_change: Option<(f64, f64)>,
+    /// Until this many seconds the app sends one packet per round trip (an
+    /// idle tunnel's keep-alives); then it always has data.
+    idle_until: f64,
 }
 
 impl Path {
@@ -40,6 +43,7 @@ impl Path {
             queue: (rate / 8.0 * rtt.as_secs_f64()) as u64,
             loss: loss_pct / 100.0,
             rate_change: None,
+            idle_until: 0.0,
         }
     }
 }
@@ -104,6 +108,10 @@ fn simulate(path: Path, seconds: f64, seed: u64) -> (Outcome, Bbr) {
     let mut now = Duration::ZERO;
     let mut last_ack = Duration::ZERO;
     events.push(Reverse((now, Event::Wake)));
+    events.push(Reverse((
+        Duration::from_secs_f64(path.idle_until),
+        Event::Wake,
+    )));
 
     while let Some(Reverse((t, event))) = events.pop() {
         if t > end {
@@ -118,7 +126,8 @@ fn simulate(path: Path, seconds: f64, seed: u64) -> (Outcome, Bbr) {
                     last_ack = now;
                     let rtt = now - sent;
                     srtt = (srtt * 7 + rtt) / 8;
-                    cc.acked(base + now, base + sent, MTU, false);
+                    let app_limited = now.as_secs_f64() < path.idle_until;
+                    cc.acked(base + now, base + sent, MTU, app_limited);
                     out.acked[bucket(now)] += MTU;
                     // Packet threshold 3, as quinn.
                     let lost: Vec<u64> = outstanding
@@ -146,7 +155,8 @@ fn simulate(path: Path, seconds: f64, seed: u64) -> (Outcome, Bbr) {
         // Send what the window and the pacer allow.
         loop {
             let window = cc.window_bytes();
-            if in_flight + MTU > window {
+            let idle = now.as_secs_f64() < path.idle_until;
+            if in_flight + MTU > window || (idle && in_flight > 0) {
                 break;
             }
             let srtt_s = srtt.as_secs_f64();
@@ -233,6 +243,7 @@ fn grows_to_a_fast_uncapped_path_despite_loss() {
         queue: 4 << 20,
         loss: 0.01,
         rate_change: None,
+        idle_until: 0.0,
     };
     let (out, cc) = simulate(path, 6.0, 6);
     let goodput = out.mbps(3.0, 6.0);
@@ -253,6 +264,38 @@ fn regrows_within_seconds_when_a_long_path_gets_five_times_faster() {
     // Cruising at 1.25 × the estimate lets it grow ×1.25 per round.
     let after = out.mbps(6.5, 12.0);
     assert!(after >= 90.0, "1.5 s after the change: {after:.1} Mbit/s");
+}
+
+#[test]
+fn an_idle_spell_before_the_first_transfer_does_not_end_startup() {
+    // A tunnel is up (keep-alives only) long before anyone sends through it.
+    let mut path = Path::capped(200, 100.0, 0.0);
+    path.idle_until = 5.0;
+    let (out, _) = simulate(path, 9.0, 10);
+    let first = out.mbps(7.0, 9.0);
+    assert!(first >= 90.0, "2 s into the transfer: {first:.1} Mbit/s");
+}
+
+#[test]
+fn an_idle_spell_between_transfers_keeps_the_bandwidth_estimate() {
+    let (_, mut cc) = simulate(Path::capped(100, 100.0, 0.0), 5.0, 12);
+    let before = cc.bandwidth();
+    assert!(before * 8.0 >= 95e6, "estimate {before}");
+    // 50 app-limited rounds of one small packet each, after the simulated
+    // transfer (its clock ran ahead of the real one).
+    let base = Instant::now() + Duration::from_secs(60);
+    for i in 0..50u64 {
+        let sent = base + Duration::from_millis(100 * i);
+        cc.sent(sent);
+        cc.acked(sent + Duration::from_millis(100), sent, MTU, true);
+        cc.end_acks(sent + Duration::from_millis(100), 0);
+    }
+    assert_eq!(cc.bandwidth(), before);
+    assert!(
+        cc.window_bytes() >= 1_000_000,
+        "window {}",
+        cc.window_bytes()
+    );
 }
 
 #[test]
