@@ -271,8 +271,13 @@ async fn write_all_chunks<W: AsyncWrite + Unpin>(
     let mut total = 0u64;
     let mut first = 0;
     while first < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
-        let mut n = local.write_vectored(&slices).await?;
+        // On the stack: this runs once per batch of received packets.
+        let pending = &chunks[first..];
+        let slices: [IoSlice<'_>; CHUNKS_PER_WRITE] =
+            std::array::from_fn(|i| IoSlice::new(pending.get(i).map_or(&[], |c| c)));
+        let mut n = local
+            .write_vectored(&slices[..pending.len().min(CHUNKS_PER_WRITE)])
+            .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

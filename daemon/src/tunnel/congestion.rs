@@ -147,7 +147,6 @@ pub struct Bbr {
     records: VecDeque<SendRecord>,
     // Rounds: a round ends when a packet sent after the previous round ended
     // is acked.
-    round: u64,
     next_round_delivered: u64,
     round_min_rtt: Option<Duration>,
     round_rtt_samples: u32,
@@ -182,7 +181,6 @@ impl Bbr {
             delivered_at: now,
             first_sent: now,
             records: VecDeque::new(),
-            round: 0,
             next_round_delivered: 0,
             round_min_rtt: None,
             round_rtt_samples: 0,
@@ -260,7 +258,7 @@ impl Bbr {
         };
         if record.delivered >= self.next_round_delivered {
             self.next_round_delivered = self.delivered;
-            self.end_round(now);
+            self.end_round();
         }
         // The slower of the send and ack rates over the packet's flight: a
         // burst of acks (aggregation) cannot fake a high rate.
@@ -339,8 +337,7 @@ impl Bbr {
         }
     }
 
-    fn end_round(&mut self, _now: Instant) {
-        self.round += 1;
+    fn end_round(&mut self) {
         // An app-limited round says nothing about the path: it neither ages
         // the bandwidth estimate nor counts towards "startup stopped growing"
         // (else a tunnel idle before its first transfer leaves startup at a
