@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::error::{BenchError, IoContext};
+use crate::load::Target;
 
 /// A child process of this binary (`<exe> serve`, `<exe> relay …`) that prints
 /// `listening ADDR` first; killed on drop (and with its parent: PDEATHSIG).
@@ -73,5 +74,31 @@ impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What the null tunnel's records say it is.
+pub const NULL_TUNNEL_NOTE: &str =
+    "two plain TCP relay processes, no crypto: the floor of any two-process forwarder";
+
+/// client → relay → relay → app: two `relay` helpers in a row, the same socket hops as a
+/// two-site tunnel with nothing else. Both are killed on drop.
+#[derive(Debug)]
+pub struct NullTunnel {
+    first: Helper,
+    _last: Helper,
+}
+
+impl NullTunnel {
+    /// Starts both relays (this binary is `exe`) in front of `app`.
+    pub fn start(exe: &Path, app: SocketAddr) -> Result<Self, BenchError> {
+        let last = Helper::start(exe, &["relay", "--to", &app.to_string()])?;
+        let first = Helper::start(exe, &["relay", "--to", &last.addr().to_string()])?;
+        Ok(Self { first, _last: last })
+    }
+
+    /// Where clients connect.
+    pub fn entry(&self) -> Target {
+        Target::direct(self.first.addr())
     }
 }

@@ -21,7 +21,7 @@ use tempfile::TempDir;
 use crate::daemon::free_tcp_port;
 use crate::error::{BenchError, IoContext};
 use crate::load::Target;
-use crate::report::Record;
+use crate::report::{Record, Report};
 
 /// Env var naming the rathole binary to use (instead of `PATH` and `~/.cargo/bin`).
 pub const RATHOLE_ENV: &str = "WOVENET_RATHOLE";
@@ -52,15 +52,24 @@ pub fn find_rathole() -> Option<PathBuf> {
     )
 }
 
-/// Starts rathole in front of `app` for a comparison. `Err` carries the note to report
-/// instead when it is not installed or does not start (the whole error, with its logs,
-/// goes to stderr): the comparison is skipped, the scenario goes on.
-pub async fn for_comparison(app: SocketAddr) -> Result<Rathole, String> {
-    let bin = find_rathole().ok_or_else(|| NOT_INSTALLED.to_owned())?;
-    Rathole::start(&bin, app, READY).await.map_err(|e| {
-        eprintln!("bench: {e}");
-        skip_note(&e)
-    })
+/// Starts rathole in front of `app` for a comparison in `scenario`. When it is not
+/// installed or does not start, a [`skipped_record`] goes into `report` (the whole error,
+/// with its logs, to stderr) and the scenario goes on without it.
+pub async fn for_comparison(
+    scenario: &str,
+    app: SocketAddr,
+    report: &mut Report,
+) -> Option<Rathole> {
+    let started = match find_rathole() {
+        None => Err(NOT_INSTALLED.to_owned()),
+        Some(bin) => Rathole::start(&bin, app, READY).await.map_err(|e| {
+            eprintln!("bench: {e}");
+            skip_note(&e)
+        }),
+    };
+    started
+        .map_err(|note| report.push(skipped_record(scenario, note)))
+        .ok()
 }
 
 /// The one-line note for a comparison that failed with `e`.

@@ -2,10 +2,13 @@
 //! and full mode. Each pushes its records as it measures them, so a failure half way keeps
 //! what was measured before it.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::BenchError;
+use crate::daemon::{Placement, Tunnel};
+use crate::error::{BenchError, IoContext};
+use crate::load::BenchServer;
 use crate::report::Report;
 
 pub mod channels;
@@ -154,6 +157,23 @@ pub async fn run(scenario: Scenario, env: &Env, report: &mut Report) -> Result<(
 
 /// How long a tunnel may take to come up (key derivation, discovery, dial).
 pub const READY: Duration = Duration::from_secs(60);
+
+/// The app server on 127.0.0.1 and a two-site tunnel on loopback forwarding to it: the
+/// setup of every loopback scenario.
+pub async fn loopback_tunnel(env: &Env) -> Result<(BenchServer, Tunnel), BenchError> {
+    let server = BenchServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .ctx(|| "starting the app server".into())?;
+    let tunnel = Tunnel::start(
+        &env.wovenetd,
+        server.addr(),
+        &Placement::Loopback,
+        None,
+        READY,
+    )
+    .await?;
+    Ok((server, tunnel))
+}
 
 /// Bits per second as Mbit/s.
 pub fn mbps(bits_per_sec: f64) -> f64 {

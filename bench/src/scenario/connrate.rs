@@ -5,68 +5,55 @@
 //! shared machine costs about what the client and server pair does, so these show the
 //! ceiling the target's ratio runs into.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Env, READY};
-use crate::daemon::{Placement, Tunnel};
-use crate::error::{BenchError, IoContext};
-use crate::helper::Helper;
+use super::{Env, loopback_tunnel};
+use crate::error::BenchError;
+use crate::helper::{NULL_TUNNEL_NOTE, NullTunnel};
+use crate::load::Target;
 use crate::load::connrate::{self, Spec};
-use crate::load::{BenchServer, Target};
 use crate::rathole;
 use crate::report::{Record, Report};
 
 /// Concurrent clients.
 pub const CONCURRENCY: usize = 50;
 
+/// Pause between two runs: the previous run's closed sockets leave the accept queues and
+/// TIME_WAIT churn settles (there is no event to wait for; the kernel drains them).
+const BETWEEN_RUNS: Duration = Duration::from_millis(500);
+
 /// Runs the scenario.
 pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
-    let server = BenchServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .ctx(|| "starting the app server".into())?;
-    let tunnel = Tunnel::start(
-        &env.wovenetd,
-        server.addr(),
-        &Placement::Loopback,
-        None,
-        READY,
-    )
-    .await?;
+    let (server, tunnel) = loopback_tunnel(env).await?;
     let spec = Spec {
         concurrency: CONCURRENCY,
         duration: env.pick(Duration::from_secs(1), Duration::from_secs(5)),
     };
     let base = connrate::run(&Target::direct(server.addr()), &spec).await;
-    // Let the direct run's sockets leave the accept queue before the tunnel's run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(BETWEEN_RUNS).await;
     let tun = connrate::run(tunnel.entry(), &spec).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(BETWEEN_RUNS).await;
     if let Some(exe) = &env.helper {
-        let last = Helper::start(exe, &["relay", "--to", &server.addr().to_string()])?;
-        let first = Helper::start(exe, &["relay", "--to", &last.addr().to_string()])?;
-        let relay = connrate::run(&Target::direct(first.addr()), &spec).await;
+        let relays = NullTunnel::start(exe, server.addr())?;
+        let relay = connrate::run(&relays.entry(), &spec).await;
         report.push(
             Record::new("connrate", "relay_conns_per_sec", relay.per_sec, "conn/s")
                 .param("concurrency", CONCURRENCY)
                 .param("errors", relay.errors)
                 .baseline("direct", base.per_sec)
-                .note("two plain TCP relay processes, no crypto: the floor of any two-process forwarder"),
+                .note(NULL_TUNNEL_NOTE),
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(BETWEEN_RUNS).await;
     }
-    match rathole::for_comparison(server.addr()).await {
-        Ok(rh) => {
-            let r = connrate::run(rh.entry(), &spec).await;
-            report.push(
-                Record::new("connrate", "rathole_conns_per_sec", r.per_sec, "conn/s")
-                    .param("concurrency", CONCURRENCY)
-                    .param("errors", r.errors)
-                    .param("transport", rathole::TRANSPORT)
-                    .baseline("direct", base.per_sec),
-            );
-        }
-        Err(note) => report.push(rathole::skipped_record("connrate", note)),
+    if let Some(rh) = rathole::for_comparison("connrate", server.addr(), report).await {
+        let r = connrate::run(rh.entry(), &spec).await;
+        report.push(
+            Record::new("connrate", "rathole_conns_per_sec", r.per_sec, "conn/s")
+                .param("concurrency", CONCURRENCY)
+                .param("errors", r.errors)
+                .param("transport", rathole::TRANSPORT)
+                .baseline("direct", base.per_sec),
+        );
     }
     report.push(
         Record::new("connrate", "conns_per_sec", tun.per_sec, "conn/s")

@@ -4,45 +4,22 @@
 //! median against rathole's. Also through a null tunnel (two plain TCP relay processes, no
 //! crypto): the floor any two-process forwarder pays, so a target below it shows as such.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Env, READY};
-use crate::daemon::{Placement, Tunnel};
+use super::{Env, loopback_tunnel};
 use crate::error::{BenchError, IoContext};
-use crate::helper::Helper;
+use crate::helper::{NULL_TUNNEL_NOTE, NullTunnel};
 use crate::load::latency::{self, Spec};
-use crate::load::{BenchServer, MESSAGE, Target};
+use crate::load::{MESSAGE, Target};
 use crate::rathole;
 use crate::report::{Record, Report};
 
 /// Runs the scenario.
 pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
-    let server = BenchServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .ctx(|| "starting the app server".into())?;
-    let tunnel = Tunnel::start(
-        &env.wovenetd,
-        server.addr(),
-        &Placement::Loopback,
-        None,
-        READY,
-    )
-    .await?;
-    let rathole = match rathole::for_comparison(server.addr()).await {
-        Ok(r) => Some(r),
-        Err(note) => {
-            report.push(rathole::skipped_record("latency", note));
-            None
-        }
-    };
-    // client → relay 1 → relay 2 → app: the same socket hops as either tunnel.
+    let (server, tunnel) = loopback_tunnel(env).await?;
+    let rathole = rathole::for_comparison("latency", server.addr(), report).await;
     let relays = match &env.helper {
-        Some(exe) => {
-            let last = Helper::start(exe, &["relay", "--to", &server.addr().to_string()])?;
-            let first = Helper::start(exe, &["relay", "--to", &last.addr().to_string()])?;
-            Some((first, last))
-        }
+        Some(exe) => Some(NullTunnel::start(exe, server.addr())?),
         None => None,
     };
     let spec = Spec {
@@ -63,8 +40,8 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
             None => None,
         };
         let floor = match &relays {
-            Some((first, _)) => Some(
-                latency::run(&Target::direct(first.addr()), &spec)
+            Some(relays) => Some(
+                latency::run(&relays.entry(), &spec)
                     .await
                     .ctx(|| "relay ping-pong".into())?,
             ),
@@ -96,7 +73,7 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
             report.push(
                 Record::new("latency", "relay_added_p50", added, "µs")
                     .param("size", MESSAGE)
-                    .note("two plain TCP relay processes, no crypto: the floor of any two-process forwarder"),
+                    .note(NULL_TUNNEL_NOTE),
             );
         }
         match reference {

@@ -4,14 +4,12 @@
 //! single-stream figures also against rathole's noise transport (when installed), run
 //! between the two, so direct, rathole and the tunnel are measured back to back.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{Env, READY, mbps};
-use crate::daemon::{Placement, Tunnel};
+use super::{Env, loopback_tunnel, mbps};
 use crate::error::{BenchError, IoContext};
+use crate::load::Target;
 use crate::load::throughput::{self, Direction, Spec, quiesce};
-use crate::load::{BenchServer, Target};
 use crate::rathole;
 use crate::report::{Record, Report};
 
@@ -53,26 +51,12 @@ impl Opts {
 
 /// Runs the scenario with `opts`.
 pub async fn run(env: &Env, opts: &Opts, report: &mut Report) -> Result<(), BenchError> {
-    let server = BenchServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .ctx(|| "starting the app server".into())?;
-    let tunnel = Tunnel::start(
-        &env.wovenetd,
-        server.addr(),
-        &Placement::Loopback,
-        None,
-        READY,
-    )
-    .await?;
+    let (server, tunnel) = loopback_tunnel(env).await?;
     let direct = Target::direct(server.addr());
     let sink = server.received();
     let compared = |d: Direction| opts.rathole.contains(&d) && opts.directions.contains(&d);
     let rathole = if opts.streams.contains(&1) && opts.directions.iter().any(|&d| compared(d)) {
-        let r = rathole::for_comparison(server.addr()).await;
-        if let Err(note) = &r {
-            report.push(rathole::skipped_record("loopback", note.as_str()));
-        }
-        r.ok()
+        rathole::for_comparison("loopback", server.addr(), report).await
     } else {
         None
     };
