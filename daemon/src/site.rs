@@ -891,7 +891,6 @@ impl Site {
             .all()
             .iter()
             .map(|c| {
-                let st = ChannelStats::of(c);
                 let dial = dials.iter().find(|d| d.channel == Some(c.id));
                 ChannelInfo {
                     id: Some(c.id),
@@ -900,12 +899,7 @@ impl Site {
                     local: c.local,
                     remote: c.conn.remote_address(),
                     state: ChannelState::Up,
-                    rtt: st.rtt,
-                    cwnd: st.cwnd,
-                    lost_packets: st.lost_packets,
-                    sent_packets: st.sent_packets,
-                    bytes_sent: st.bytes_sent,
-                    bytes_received: st.bytes_received,
+                    path: ChannelStats::of(c),
                     open_streams: c.open_streams.load(std::sync::atomic::Ordering::Relaxed),
                     age: c.since.elapsed(),
                     reconnect_attempts: c.attempts,
@@ -924,12 +918,7 @@ impl Site {
                     local: None,
                     remote: d.remote,
                     state: ChannelState::Connecting,
-                    rtt: Duration::ZERO,
-                    cwnd: 0,
-                    lost_packets: 0,
-                    sent_packets: 0,
-                    bytes_sent: 0,
-                    bytes_received: 0,
+                    path: ChannelStats::default(),
                     open_streams: 0,
                     age: d.since.elapsed(),
                     reconnect_attempts: d.attempts,

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName};
 use crate::message::announce::InstanceId;
 use crate::message::mqtt::BrokerState;
+use crate::tunnel::stats::ChannelStats;
 use crate::tunnel::{ChannelId, Direction};
 
 /// The site itself.
@@ -106,18 +107,8 @@ pub struct ChannelInfo {
     pub remote: SocketAddr,
     /// State.
     pub state: ChannelState,
-    /// Smoothed RTT.
-    pub rtt: Duration,
-    /// Congestion window (bytes).
-    pub cwnd: u64,
-    /// Packets lost.
-    pub lost_packets: u64,
-    /// Packets sent.
-    pub sent_packets: u64,
-    /// UDP bytes sent.
-    pub bytes_sent: u64,
-    /// UDP bytes received.
-    pub bytes_received: u64,
+    /// Path statistics (all zero while only dialling).
+    pub path: ChannelStats,
     /// Streams open on it.
     pub open_streams: usize,
     /// Time since it came up (or since the dial started).

@@ -146,12 +146,12 @@ impl From<&ChannelInfo> for v1::Channel {
             local_addr: opt_text(c.local),
             remote_addr: c.remote.to_string(),
             state: v1::ChannelState::from(c.state).into(),
-            rtt: Some(duration(c.rtt)),
-            cwnd: c.cwnd,
-            lost_packets: c.lost_packets,
-            sent_packets: c.sent_packets,
-            bytes_sent: c.bytes_sent,
-            bytes_received: c.bytes_received,
+            rtt: Some(duration(c.path.rtt)),
+            cwnd: c.path.cwnd,
+            lost_packets: c.path.lost_packets,
+            sent_packets: c.path.sent_packets,
+            bytes_sent: c.path.bytes_sent,
+            bytes_received: c.path.bytes_received,
             open_streams: count32(c.open_streams),
             age: Some(duration(c.age)),
             reconnect_attempts: c.reconnect_attempts,
@@ -392,12 +392,12 @@ pub(crate) fn stats_message(
                 Some(v1::ChannelStats {
                     id: id.0,
                     peer: c.peer.to_string(),
-                    rtt: Some(duration(c.rtt)),
-                    cwnd: c.cwnd,
-                    lost_packets: c.lost_packets,
-                    sent_packets: c.sent_packets,
-                    bytes_sent: c.bytes_sent,
-                    bytes_received: c.bytes_received,
+                    rtt: Some(duration(c.path.rtt)),
+                    cwnd: c.path.cwnd,
+                    lost_packets: c.path.lost_packets,
+                    sent_packets: c.path.sent_packets,
+                    bytes_sent: c.path.bytes_sent,
+                    bytes_received: c.path.bytes_received,
                     send_rate: r.send,
                     receive_rate: r.receive,
                     open_streams: count32(c.open_streams),
@@ -462,6 +462,7 @@ mod tests {
     use crate::config::{AppName, AppSocket, SiteName, validate};
     use crate::message::announce::InstanceId;
     use crate::tunnel::ChannelId;
+    use crate::tunnel::stats::ChannelStats;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
@@ -607,12 +608,14 @@ mod tests {
             local: None,
             remote: addr("127.0.0.1:1"),
             state: ChannelState::Up,
-            rtt: Duration::from_millis(2),
-            cwnd: 1,
-            lost_packets: 0,
-            sent_packets: 1,
-            bytes_sent: 10,
-            bytes_received: 20,
+            path: ChannelStats {
+                rtt: Duration::from_millis(2),
+                cwnd: 1,
+                sent_packets: 1,
+                bytes_sent: 10,
+                bytes_received: 20,
+                ..ChannelStats::default()
+            },
             open_streams: 0,
             age: Duration::ZERO,
             reconnect_attempts: 0,

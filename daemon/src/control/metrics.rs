@@ -235,14 +235,18 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
     for c in &s.channels {
         let Some(id) = c.id else { continue };
         let l: Labels = vec![("peer", c.peer.to_string()), ("channel", id.to_string())];
-        ch_sent.get_or_create(&l).inc_by(c.bytes_sent);
-        ch_received.get_or_create(&l).inc_by(c.bytes_received);
-        ch_sent_packets.get_or_create(&l).inc_by(c.sent_packets);
-        ch_lost_packets.get_or_create(&l).inc_by(c.lost_packets);
-        ch_rtt.get_or_create(&l).set(c.rtt.as_secs_f64());
+        ch_sent.get_or_create(&l).inc_by(c.path.bytes_sent);
+        ch_received.get_or_create(&l).inc_by(c.path.bytes_received);
+        ch_sent_packets
+            .get_or_create(&l)
+            .inc_by(c.path.sent_packets);
+        ch_lost_packets
+            .get_or_create(&l)
+            .inc_by(c.path.lost_packets);
+        ch_rtt.get_or_create(&l).set(c.path.rtt.as_secs_f64());
         ch_cwnd
             .get_or_create(&l)
-            .set(i64::try_from(c.cwnd).unwrap_or(i64::MAX));
+            .set(i64::try_from(c.path.cwnd).unwrap_or(i64::MAX));
         ch_open
             .get_or_create(&l)
             .set(i64::try_from(c.open_streams).unwrap_or(i64::MAX));

@@ -118,7 +118,7 @@ impl StatsMeter {
         let channels = s
             .channels
             .iter()
-            .map(|c| (c.id, (c.bytes_sent, c.bytes_received)))
+            .map(|c| (c.id, (c.path.bytes_sent, c.path.bytes_received)))
             .collect();
         StatsRates {
             apps: self.apps.update(elapsed, apps),

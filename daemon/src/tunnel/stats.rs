@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::Channel;
 
 /// A snapshot of one dataChannel's path and counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelStats {
     /// Smoothed round-trip time.
     pub rtt: Duration,
