@@ -10,8 +10,8 @@
 //!
 //! This module must not know about MQTT, discovery, authentication or how a
 //! dataChannel is picked: the tunnel layer hands it streams through
-//! [`StreamOpener`] (client side) and calls [`exposed::serve_stream`] for every
-//! accepted stream (exposed side).
+//! [`StreamOpener`] (client side) and gives every stream a peer opened to a
+//! [`StreamServer`] (exposed side, implemented by [`ExposedServer`]).
 
 pub mod exposed;
 pub mod pipe;
@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::config::{AppName, AppSocket, SiteName};
 use preamble::Decode;
 
-pub use exposed::{ExposedApps, Refusal, admit, serve_stream};
+pub use exposed::{ExposedApps, ExposedServer, Refusal, admit, serve_stream};
 pub use pipe::{LocalStream, PipeOutcome, PipeStats, pipe};
 pub use remote::RemoteListener;
 pub use streams::{StreamRegistry, StreamTicket};
@@ -65,7 +65,22 @@ pub trait StreamOpener: Send + Sync + 'static {
     ) -> impl Future<Output = Result<TunnelStream, OpenError>> + Send;
 }
 
-/// One app stream handed out by a [`StreamOpener`].
+/// Serves the streams peers open on their dataChannels; implemented by the
+/// exposed side ([`ExposedServer`]) and handed to the tunnel layer, which
+/// therefore needs to know nothing of apps.
+pub trait StreamServer: Send + Sync + 'static {
+    /// Serves one stream `peer` opened; `origin` is the dataChannel's remote
+    /// address. The future owns everything it needs and runs until the stream
+    /// ends; the stream's guard is dropped with it.
+    fn serve(
+        &self,
+        stream: TunnelStream,
+        peer: SiteName,
+        origin: std::net::SocketAddr,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
+/// One app stream: handed out by a [`StreamOpener`] or to a [`StreamServer`].
 pub struct TunnelStream {
     /// Bytes towards the far site.
     pub send: quinn::SendStream,

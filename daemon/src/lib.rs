@@ -19,11 +19,13 @@ pub mod counters;
 pub mod crypto;
 pub mod demo;
 pub mod detect;
+pub mod error;
 pub mod message;
 pub mod site;
 pub mod store;
 pub mod telemetry;
 pub mod tunnel;
+pub mod types;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -132,14 +134,16 @@ impl Daemon {
             site: config.site_name.clone(),
             instance,
         };
+        let server = app::ExposedServer::new(exposed.clone(), counters.clone(), streams.clone());
         let tunnels = Tunnels::new(
-            me,
-            keys.clone(),
-            config.tunnel.congestion_control,
-            exposed.clone(),
-            counters.clone(),
-            streams.clone(),
-            tunnel_tx,
+            tunnel::Setup {
+                me,
+                keys: keys.clone(),
+                congestion: config.tunnel.congestion_control,
+                server: Arc::new(server),
+                counters: counters.clone(),
+                events_tx: tunnel_tx,
+            },
             shutdown.child_token(),
             tracker.clone(),
         )

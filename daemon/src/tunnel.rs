@@ -17,7 +17,6 @@ pub mod stats;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::app::{ExposedApps, OpenError, StreamOpener, StreamRegistry, TunnelStream};
+use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{CongestionControl, LocalSocket, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
@@ -57,32 +56,34 @@ pub enum TunnelError {
     Tls(String),
 }
 
-/// Locally unique id of a dataChannel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelId(pub u64);
+pub use crate::types::{ChannelId, Direction};
 
-impl fmt::Display for ChannelId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Who dialled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// We dialled the peer's socket.
-    Outbound,
-    /// The peer dialled one of our sockets.
-    Inbound,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Outbound => "outbound",
-            Self::Inbound => "inbound",
-        })
-    }
+/// Why one dial attempt produced no authenticated channel.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// quinn refused to start the connection (bad address, endpoint closed).
+    #[error("cannot start the connection")]
+    Start(#[source] quinn::ConnectError),
+    /// No QUIC handshake completed in time.
+    #[error("quic handshake timed out")]
+    HandshakeTimeout,
+    /// The QUIC handshake failed.
+    #[error("quic handshake failed")]
+    Handshake(#[source] quinn::ConnectionError),
+    /// The key proof failed.
+    #[error("key proof failed")]
+    Auth(#[source] auth::AuthError),
+    /// The listener proved a different site or instance than announced.
+    #[error(
+        "expected site '{}' instance {}, found site '{}' instance {}",
+        expected.site, expected.instance, found.site, found.instance
+    )]
+    UnexpectedPeer {
+        /// Who we meant to dial.
+        expected: PeerId,
+        /// Who answered.
+        found: PeerId,
+    },
 }
 
 /// A change the site actor must know about.
@@ -303,9 +304,8 @@ struct Ctx {
     registry: Arc<Registry>,
     keys: Arc<Keys>,
     me: PeerId,
-    exposed: Arc<ExposedApps>,
+    server: Arc<dyn StreamServer>,
     counters: Arc<Counters>,
-    streams: Arc<StreamRegistry>,
     events_tx: mpsc::Sender<TunnelEvent>,
     next_id: Arc<AtomicU64>,
     tracker: TaskTracker,
@@ -320,28 +320,45 @@ pub struct Tunnels {
     cancel: CancellationToken,
 }
 
+/// What a [`Tunnels`] manager is built from.
+pub struct Setup {
+    /// This site and process, as proven to peers.
+    pub me: PeerId,
+    /// Keys derived from `crypto.key` (the tunnel key proof).
+    pub keys: Arc<Keys>,
+    /// `tunnel.congestionControl`.
+    pub congestion: CongestionControl,
+    /// Serves the streams peers open (the exposed side).
+    pub server: Arc<dyn StreamServer>,
+    /// Drop/refuse counters.
+    pub counters: Arc<Counters>,
+    /// Where channel changes are reported.
+    pub events_tx: mpsc::Sender<TunnelEvent>,
+}
+
 impl Tunnels {
-    /// A manager for this site. Channel changes arrive on `events_tx`.
-    #[allow(clippy::too_many_arguments)] // one-time wiring from the site
+    /// A manager for this site; its tasks stop when `cancel` fires and are
+    /// spawned on `tracker`.
     pub fn new(
-        me: PeerId,
-        keys: Arc<Keys>,
-        cc: CongestionControl,
-        exposed: Arc<ExposedApps>,
-        counters: Arc<Counters>,
-        streams: Arc<StreamRegistry>,
-        events_tx: mpsc::Sender<TunnelEvent>,
+        setup: Setup,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Self, TunnelError> {
+        let Setup {
+            me,
+            keys,
+            congestion: cc,
+            server,
+            counters,
+            events_tx,
+        } = setup;
         Ok(Self {
             ctx: Ctx {
                 registry: Arc::default(),
                 keys,
                 me,
-                exposed,
+                server,
                 counters,
-                streams,
                 events_tx,
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
@@ -454,7 +471,7 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                     }
                     Err(e) => {
                         Counters::bump(&ctx2.counters.auth_failures);
-                        warn!(error = %e, "channel authentication failed");
+                        warn!(error = %crate::error::Chain(&e), "channel authentication failed");
                         conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
                     }
                 }
@@ -524,6 +541,7 @@ async fn dial_attempts(
             _ = cancel.cancelled() => break,
             r = connect(&ep, &client, addr, ctx, &peer) => r,
         };
+        let result = result.map_err(|e| crate::error::Chain(&e).to_string());
         match result {
             Ok(conn) => {
                 let attempts = backoff.attempts();
@@ -585,28 +603,28 @@ async fn connect(
     addr: SocketAddr,
     ctx: &Ctx,
     expected: &PeerId,
-) -> Result<quinn::Connection, String> {
+) -> Result<quinn::Connection, DialError> {
     let connecting = ep
         .connect_with(client.clone(), addr, tls::SERVER_NAME)
-        .map_err(|e| e.to_string())?;
+        .map_err(DialError::Start)?;
     let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
-        .map_err(|_| "quic handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| DialError::HandshakeTimeout)?
+        .map_err(DialError::Handshake)?;
     match auth::client(&conn, &ctx.keys, &ctx.me).await {
         Ok(peer) if peer == *expected => Ok(conn),
-        Ok(peer) => {
+        Ok(found) => {
             conn.close(CLOSE_NORMAL.into(), b"unexpected peer");
-            Err(format!(
-                "expected site '{}' instance {}, found site '{}' instance {}",
-                expected.site, expected.instance, peer.site, peer.instance
-            ))
+            Err(DialError::UnexpectedPeer {
+                expected: expected.clone(),
+                found,
+            })
         }
         Err(e) => {
             Counters::bump(&ctx.counters.auth_failures);
-            warn!(error = %e, "channel authentication failed");
+            warn!(error = %crate::error::Chain(&e), "channel authentication failed");
             conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
-            Err(e.to_string())
+            Err(DialError::Auth(e))
         }
     }
 }
@@ -681,7 +699,11 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
     loop {
         match ch.conn.accept_bi().await {
             Ok((send, recv)) => {
-                let guard = StreamGuard::new(ch.clone());
+                let stream = TunnelStream {
+                    send,
+                    recv,
+                    guard: Box::new(StreamGuard::new(ch.clone())),
+                };
                 let next =
                     endpoint::next_stream_credit(credit, ch.open_streams.load(Ordering::Relaxed));
                 if next != credit {
@@ -690,18 +712,11 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                     ch.conn
                         .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(credit));
                 }
-                let exposed = ctx.exposed.clone();
-                let counters = ctx.counters.clone();
-                let streams = ctx.streams.clone();
-                let site = ch.peer.site.clone();
-                let origin = ch.conn.remote_address();
-                ctx.tracker.spawn(async move {
-                    crate::app::serve_stream(
-                        send, recv, &exposed, &site, origin, &counters, &streams,
-                    )
-                    .await;
-                    drop(guard);
-                });
+                ctx.tracker.spawn(ctx.server.serve(
+                    stream,
+                    ch.peer.site.clone(),
+                    ch.conn.remote_address(),
+                ));
             }
             Err(e) => return e,
         }
@@ -740,7 +755,8 @@ fn close_reason(e: &quinn::ConnectionError) -> String {
             if why.is_empty() {
                 format!("closed by peer (code {})", c.error_code)
             } else {
-                format!("closed by peer: {why}")
+                // Peer-controlled text: escaped so it cannot forge log lines.
+                format!("closed by peer: {}", why.escape_debug())
             }
         }
         quinn::ConnectionError::LocallyClosed => "closed locally".into(),

@@ -14,8 +14,7 @@ use tokio::sync::broadcast;
 use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName};
 use crate::message::announce::InstanceId;
 use crate::message::mqtt::BrokerState;
-use crate::tunnel::stats::ChannelStats;
-use crate::tunnel::{ChannelId, Direction};
+use crate::types::{ChannelId, ChannelStats, Direction};
 
 /// The site itself.
 #[derive(Debug, Clone)]

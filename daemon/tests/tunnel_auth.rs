@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wovenet_daemon::app::ExposedApps;
+use wovenet_daemon::app::{ExposedApps, ExposedServer};
 use wovenet_daemon::config::{
     CongestionControl, CryptoKey, LocalSocket, PublicAddress, SiteName, SocketMode,
 };
@@ -19,7 +19,7 @@ use wovenet_daemon::crypto::Keys;
 use wovenet_daemon::message::announce::InstanceId;
 use wovenet_daemon::tunnel::auth::PeerId;
 use wovenet_daemon::tunnel::tls::Fingerprint;
-use wovenet_daemon::tunnel::{TunnelEvent, Tunnels};
+use wovenet_daemon::tunnel::{Setup, TunnelEvent, Tunnels};
 
 fn keys(good: bool) -> Arc<Keys> {
     static GOOD: OnceLock<Arc<Keys>> = OnceLock::new();
@@ -49,14 +49,20 @@ fn side(name: &str, good_key: bool) -> Side {
         site: SiteName::new(name).unwrap(),
         instance: InstanceId::new_random(),
     };
-    let tunnels = Tunnels::new(
-        id.clone(),
-        keys(good_key),
-        CongestionControl::Cubic,
+    let server = ExposedServer::new(
         Arc::new(ExposedApps::new(vec![])),
         counters.clone(),
         Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::default())),
-        tx,
+    );
+    let tunnels = Tunnels::new(
+        Setup {
+            me: id.clone(),
+            keys: keys(good_key),
+            congestion: CongestionControl::Cubic,
+            server: Arc::new(server),
+            counters: counters.clone(),
+            events_tx: tx,
+        },
         cancel.clone(),
         TaskTracker::new(),
     )

@@ -1,6 +1,6 @@
 //! The exposed side: which apps this site lets other sites reach
 //! ([`ExposedApps`]), the admission rules ([`admit`], pure), and the server of
-//! one incoming app stream ([`serve_stream`]).
+//! incoming app streams ([`ExposedServer`], one stream: [`serve_stream`]).
 //!
 //! This module must not know how streams arrive (that is the tunnel's job) and
 //! must not open streams itself.
@@ -14,10 +14,10 @@ use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpStream, UnixStream};
 use tracing::{Instrument, Span, debug, info};
 
-use super::StreamRegistry;
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
+use super::{StreamRegistry, StreamServer, TunnelStream};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
 use crate::counters::Counters;
 use crate::view::StreamDirection;
@@ -142,6 +142,56 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
             }
             Ok(AppSocket::Tcp(SocketAddr::new(ip, t.port())))
         }
+    }
+}
+
+/// The exposed side's [`StreamServer`]: every stream a peer opens is served
+/// against the live [`ExposedApps`].
+#[derive(Debug, Clone)]
+pub struct ExposedServer {
+    apps: Arc<ExposedApps>,
+    counters: Arc<Counters>,
+    streams: Arc<StreamRegistry>,
+}
+
+impl ExposedServer {
+    /// A server of `apps`, counting outcomes in `counters` and registering
+    /// open streams in `streams`.
+    pub fn new(
+        apps: Arc<ExposedApps>,
+        counters: Arc<Counters>,
+        streams: Arc<StreamRegistry>,
+    ) -> Self {
+        Self {
+            apps,
+            counters,
+            streams,
+        }
+    }
+}
+
+impl StreamServer for ExposedServer {
+    fn serve(
+        &self,
+        stream: TunnelStream,
+        peer: SiteName,
+        origin: SocketAddr,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let TunnelStream { send, recv, guard } = stream;
+            serve_stream(
+                send,
+                recv,
+                &this.apps,
+                &peer,
+                origin,
+                &this.counters,
+                &this.streams,
+            )
+            .await;
+            drop(guard);
+        })
     }
 }
 

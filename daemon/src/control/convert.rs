@@ -14,7 +14,7 @@ use wovenet_proto::v1;
 use crate::config::raw::{self, Scalar};
 use crate::config::{ExposedApp, ExposedTarget, RemoteApp};
 use crate::message::mqtt::BrokerState;
-use crate::tunnel::Direction;
+use crate::types::Direction;
 use crate::view::{
     AppsInfo, ChannelInfo, ChannelState, Event, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
     RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot, StreamDirection, StreamInfo,
@@ -461,8 +461,7 @@ mod tests {
     use super::*;
     use crate::config::{AppName, AppSocket, SiteName, validate};
     use crate::message::announce::InstanceId;
-    use crate::tunnel::ChannelId;
-    use crate::tunnel::stats::ChannelStats;
+    use crate::types::{ChannelId, ChannelStats};
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")

@@ -11,7 +11,7 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use crate::config::{AppName, SiteName};
-use crate::tunnel::ChannelId;
+use crate::types::ChannelId;
 use crate::view::{StatsSnapshot, StreamDirection};
 
 /// Bytes per second each way over the last interval.

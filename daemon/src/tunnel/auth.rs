@@ -47,9 +47,18 @@ pub enum AuthError {
     /// The peer did not answer in time.
     #[error("no hello within {0:?}")]
     Timeout(Duration),
-    /// The connection or stream failed underneath.
-    #[error("{0}")]
-    Transport(String),
+    /// The TLS session offers no exporter (cannot happen with TLS 1.3).
+    #[error("TLS exporter unavailable")]
+    NoExporter,
+    /// The connection failed before the hello stream existed.
+    #[error("connection failed during the key proof")]
+    Connection(#[source] quinn::ConnectionError),
+    /// Reading the peer's hello failed.
+    #[error("reading the hello failed")]
+    Read(#[source] quinn::ReadExactError),
+    /// Sending our hello failed.
+    #[error("sending the hello failed")]
+    Write(#[source] quinn::WriteError),
 }
 
 /// Which end of the handshake we are.
@@ -120,7 +129,7 @@ fn decode_hello(
 fn exporter(conn: &quinn::Connection) -> Result<[u8; 32], AuthError> {
     let mut out = [0u8; 32];
     conn.export_keying_material(&mut out, EXPORTER_LABEL, b"")
-        .map_err(|_| AuthError::Transport("TLS exporter unavailable".into()))?;
+        .map_err(|_| AuthError::NoExporter)?;
     Ok(out)
 }
 
@@ -131,13 +140,9 @@ async fn read_hello(
     exporter: &[u8; 32],
 ) -> Result<PeerId, AuthError> {
     let mut fixed = [0u8; FIXED_LEN];
-    recv.read_exact(&mut fixed)
-        .await
-        .map_err(|e| AuthError::Transport(e.to_string()))?;
+    recv.read_exact(&mut fixed).await.map_err(AuthError::Read)?;
     let mut site = vec![0u8; usize::from(fixed[FIXED_LEN - 1])];
-    recv.read_exact(&mut site)
-        .await
-        .map_err(|e| AuthError::Transport(e.to_string()))?;
+    recv.read_exact(&mut site).await.map_err(AuthError::Read)?;
     decode_hello(keys, role, exporter, &fixed, &site)
 }
 
@@ -155,13 +160,10 @@ pub async fn client(
 ) -> Result<PeerId, AuthError> {
     let exp = exporter(conn)?;
     with_timeout(async {
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| AuthError::Transport(e.to_string()))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(AuthError::Connection)?;
         send.write_all(&encode_hello(keys, Role::Client, &exp, me))
             .await
-            .map_err(|e| AuthError::Transport(e.to_string()))?;
+            .map_err(AuthError::Write)?;
         let peer = read_hello(&mut recv, keys, Role::Server, &exp).await?;
         let _ = send.finish();
         Ok(peer)
@@ -178,14 +180,11 @@ pub async fn server(
 ) -> Result<PeerId, AuthError> {
     let exp = exporter(conn)?;
     with_timeout(async {
-        let (mut send, mut recv) = conn
-            .accept_bi()
-            .await
-            .map_err(|e| AuthError::Transport(e.to_string()))?;
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(AuthError::Connection)?;
         let peer = read_hello(&mut recv, keys, Role::Client, &exp).await?;
         send.write_all(&encode_hello(keys, Role::Server, &exp, me))
             .await
-            .map_err(|e| AuthError::Transport(e.to_string()))?;
+            .map_err(AuthError::Write)?;
         let _ = send.finish();
         Ok(peer)
     })

@@ -1,0 +1,56 @@
+//! Plain identifiers and statistics shared by the tunnel, the app layer, the
+//! views and the control plane.
+//!
+//! A leaf: it depends on nothing else in the crate, so the layers that
+//! produce these values (the tunnel) and those that show them ([`crate::view`],
+//! [`crate::control`]) can share them without depending on each other.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Locally unique id of a dataChannel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u64);
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who dialled a dataChannel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialled the peer's socket.
+    Outbound,
+    /// The peer dialled one of our sockets.
+    Inbound,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        })
+    }
+}
+
+/// A snapshot of one dataChannel's path and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Congestion window in bytes.
+    pub cwnd: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// UDP payload bytes received.
+    pub bytes_received: u64,
+    /// Current path MTU.
+    pub mtu: u16,
+}
