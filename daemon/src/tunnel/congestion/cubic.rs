@@ -85,12 +85,18 @@ impl Startup {
         app_limited: bool,
     ) -> Option<Handover> {
         self.bbr.acked(now, sent, bytes, app_limited);
-        (self.bbr.mode() != Mode::Startup).then(|| Handover::Full(self.bbr.bdp()))
+        self.full()
     }
 
-    /// After each ack frame: `in_flight` bytes still unacked.
-    pub fn end_acks(&mut self, now: Instant, in_flight: u64) {
+    /// After each ack frame: `in_flight` bytes still unacked; `Some` when
+    /// the path is full and CUBIC takes over.
+    pub fn end_acks(&mut self, now: Instant, in_flight: u64) -> Option<Handover> {
         self.bbr.end_acks(now, in_flight);
+        self.full()
+    }
+
+    fn full(&self) -> Option<Handover> {
+        (self.bbr.mode() != Mode::Startup).then(|| Handover::Full(self.bbr.bdp()))
     }
 
     /// A congestion event ends startup.
@@ -200,7 +206,11 @@ impl Controller for Cubic {
         largest_packet_num_acked: Option<u64>,
     ) {
         match &mut self.phase {
-            Phase::Startup(s) => s.end_acks(now, in_flight),
+            Phase::Startup(s) => {
+                if let Some(handover) = s.end_acks(now, in_flight) {
+                    self.hand_over(now, handover);
+                }
+            }
             Phase::Cubic(c) => c.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked),
         }
     }
@@ -309,21 +319,18 @@ mod tests {
             for i in 0..10u32 {
                 let at = sent + rtt + Duration::from_millis(u64::from(i));
                 let pkt = sent + Duration::from_micros(u64::from(i));
-                if let Some(h) = s.acked(at, pkt, 1200, false) {
-                    handover = Some((round, h));
-                    break;
+                handover = handover.or(s.acked(at, pkt, 1200, false));
+                handover = handover.or(s.end_acks(at, 0));
+            }
+            if let Some(h) = handover {
+                assert!(round <= 6, "ended in round {round}");
+                match h {
+                    Handover::Full(bdp) => assert!(bdp >= 4 * 1200, "{bdp}"),
+                    other => panic!("{other:?}"),
                 }
+                return;
             }
-            if handover.is_some() {
-                break;
-            }
-            s.end_acks(sent + rtt + Duration::from_millis(10), 0);
         }
-        let (round, h) = handover.expect("startup ended");
-        assert!(round <= 6, "ended in round {round}");
-        match h {
-            Handover::Full(bdp) => assert!(bdp >= 4 * 1200, "{bdp}"),
-            other => panic!("{other:?}"),
-        }
+        panic!("startup never ended");
     }
 }

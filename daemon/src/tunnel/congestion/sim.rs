@@ -216,7 +216,7 @@ impl SimController for CubicStartup {
     }
     fn end_acks(&mut self, now: Instant, in_flight: u64) {
         if self.handover.is_none() {
-            self.startup.end_acks(now, in_flight);
+            self.handover = self.startup.end_acks(now, in_flight);
         }
     }
     fn window_bytes(&self) -> u64 {
@@ -487,6 +487,39 @@ fn an_idle_spell_between_transfers_keeps_the_bandwidth_estimate() {
         "window {}",
         cc.window_bytes()
     );
+}
+
+/// Regression: HyStart counted one RTT sample per acked packet, so a single
+/// late ack frame covering a batch of packets (sent together, or waiting for
+/// an ack that was lost on a 5 % lossy path) passed for a standing queue and
+/// ended startup at ~15 packets; a 200 ms path then crawled at 5–20 Mbit/s.
+#[test]
+fn one_late_ack_frame_for_a_batch_does_not_end_startup() {
+    let base = Instant::now();
+    let rtt = Duration::from_millis(200);
+    let mut cc = Bbr::new(base, MTU as u16);
+    // The path's RTT, from one packet.
+    cc.sent(base);
+    cc.acked(base + rtt, base, MTU, false);
+    cc.end_acks(base + rtt, 0);
+    // A batch of 12 packets sent at once, acked together 27 ms late.
+    let batch = base + rtt;
+    cc.sent(batch);
+    let late = batch + rtt + Duration::from_millis(27);
+    for _ in 0..12 {
+        cc.acked(late, batch, MTU, false);
+    }
+    cc.end_acks(late, 0);
+    assert_eq!(cc.mode(), Mode::Startup);
+    // Eight late frames in one round are a queue, though.
+    for i in 0..8u64 {
+        let sent = late + Duration::from_millis(i);
+        cc.sent(sent);
+        let at = sent + rtt + Duration::from_millis(27);
+        cc.acked(at, sent, MTU, false);
+        cc.end_acks(at, 0);
+    }
+    assert_eq!(cc.mode(), Mode::ProbeBw);
 }
 
 #[test]
