@@ -361,7 +361,10 @@ mod tests {
         assert!(meta.is_file());
         assert_eq!(meta.mode() & 0o7777, STATE_MODE);
         assert_eq!(store.load().unwrap().exposed_added.len(), 1);
-        assert!(!dir.path().join("victim").exists(), "the planted link was not followed");
+        assert!(
+            !dir.path().join("victim").exists(),
+            "the planted link was not followed"
+        );
         let mut names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

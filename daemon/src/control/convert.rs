@@ -83,6 +83,12 @@ impl From<&SocketInfo> for v1::TunnelSocket {
             listen: s.listen.to_string(),
             public: opt_text(s.public),
             auto_detect: s.auto_detect,
+            detect_error: s
+                .detect_error
+                .as_ref()
+                .map(|f| f.error.clone())
+                .unwrap_or_default(),
+            detect_error_at: s.detect_error.as_ref().map(|f| timestamp(f.at)),
         }
     }
 }
@@ -463,6 +469,7 @@ mod tests {
     use crate::message::announce::InstanceId;
     use crate::tunnel::ChannelId;
     use crate::tunnel::stats::ChannelStats;
+    use crate::view::DetectFailure;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
@@ -501,6 +508,10 @@ mod tests {
                 listen: addr("0.0.0.0:4000"),
                 public: None,
                 auto_detect: true,
+                detect_error: Some(DetectFailure {
+                    error: "'http://d.test/' answered HTTP 500".into(),
+                    at: start + Duration::from_secs(30),
+                }),
             }],
         };
         let p = site(&s, start + Duration::from_secs(61));
@@ -512,6 +523,11 @@ mod tests {
         assert_eq!(p.sockets[0].listen, "0.0.0.0:4000");
         assert_eq!(p.sockets[0].public, "");
         assert!(p.sockets[0].auto_detect);
+        assert_eq!(
+            p.sockets[0].detect_error,
+            "'http://d.test/' answered HTTP 500"
+        );
+        assert_eq!(p.sockets[0].detect_error_at.expect("at").seconds, 1030);
     }
 
     #[test]

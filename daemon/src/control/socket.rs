@@ -216,8 +216,7 @@ impl Hidden {
             .tempdir_in(dir)
             .map_err(|e| ("create a private directory for", e))?;
         let file = private.path().join("s");
-        let listener =
-            std::os::unix::net::UnixListener::bind(&file).map_err(|e| ("bind", e))?;
+        let listener = std::os::unix::net::UnixListener::bind(&file).map_err(|e| ("bind", e))?;
         fs::set_permissions(&file, Permissions::from_mode(SOCKET_MODE))
             .map_err(|e| ("set mode 0660 on", e))?;
         Ok(Self {
@@ -438,7 +437,10 @@ mod tests {
         let (modes, seen) = watcher.join().expect("watcher");
         assert!(seen > 0, "the watcher never saw the socket");
         assert_eq!(
-            modes.into_iter().map(|m| format!("{m:o}")).collect::<Vec<_>>(),
+            modes
+                .into_iter()
+                .map(|m| format!("{m:o}"))
+                .collect::<Vec<_>>(),
             ["660"],
             "modes seen at {}",
             path.display()
@@ -456,8 +458,15 @@ mod tests {
         // reach the socket inside whatever its own mode.
         let private = hidden.file.parent().expect("parent");
         assert_eq!(mode(private), 0o700);
-        assert_eq!(fs::symlink_metadata(private).expect("lstat").uid(), trust::euid());
-        assert_eq!(mode(&hidden.file), SOCKET_MODE, "final mode set before publishing");
+        assert_eq!(
+            fs::symlink_metadata(private).expect("lstat").uid(),
+            trust::euid()
+        );
+        assert_eq!(
+            mode(&hidden.file),
+            SOCKET_MODE,
+            "final mode set before publishing"
+        );
         assert!(!path.exists(), "not reachable at its path yet");
         let private = private.to_path_buf();
         let listener = hidden.publish(&path).expect("publish");
@@ -504,7 +513,10 @@ mod tests {
             sockdir.display()
         );
         assert!(msg.starts_with(&expected), "{msg}");
-        assert!(msg.ends_with("(control.socket, --control-socket or WOVENET_CONTROL_SOCKET)"), "{msg}");
+        assert!(
+            msg.ends_with("(control.socket, --control-socket or WOVENET_CONTROL_SOCKET)"),
+            "{msg}"
+        );
         assert!(!path.exists(), "nothing bound");
     }
 
@@ -520,7 +532,10 @@ mod tests {
             .await
             .expect_err("refused");
         let (bad, problem, own) = untrusted(&err);
-        assert_eq!((bad, problem, own), (link.as_path(), &DirProblem::Symlink, true));
+        assert_eq!(
+            (bad, problem, own),
+            (link.as_path(), &DirProblem::Symlink, true)
+        );
         assert!(err.to_string().contains("is a symbolic link"), "{err}");
         assert!(!real.join("ctl.sock").exists());
     }

@@ -75,7 +75,9 @@ pub enum Problem {
     #[error("is not a directory")]
     NotADirectory,
     /// The socket's directory belongs to another user.
-    #[error("is owned by uid {found} (mode {mode:04o}), not by uid {expected}, the user wovenetd runs as")]
+    #[error(
+        "is owned by uid {found} (mode {mode:04o}), not by uid {expected}, the user wovenetd runs as"
+    )]
     NotOwned {
         /// Its owner.
         found: u32,
@@ -177,7 +179,11 @@ fn lstat(path: &Path) -> Result<Entry, VerifyError> {
 }
 
 fn check_ancestors(path: &Path, euid: u32) -> Result<(), VerifyError> {
-    for up in path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()) {
+    for up in path
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         judge_ancestor(lstat(up)?, euid).map_err(|problem| VerifyError::Untrusted {
             path: up.to_path_buf(),
             problem,
