@@ -48,6 +48,8 @@ pub struct SiteBuilder {
     broker: Option<String>,
     embedded_broker: Option<SocketAddr>,
     pub(crate) sockets: Vec<u16>,
+    /// `httpDetector.url` of the socket on that port (else `publicAddress: 127.0.0.1`).
+    detectors: Vec<(u16, String)>,
     exposed: Vec<Value>,
     remotes: Vec<Value>,
     congestion: Option<String>,
@@ -67,6 +69,7 @@ impl SiteBuilder {
             broker: None,
             embedded_broker: None,
             sockets: Vec::new(),
+            detectors: Vec::new(),
             exposed: Vec::new(),
             remotes: Vec::new(),
             congestion: None,
@@ -105,6 +108,14 @@ impl SiteBuilder {
     /// Without any, [`Self::document`] adds one on a free UDP port.
     pub fn socket(mut self, port: u16) -> Self {
         self.sockets.push(port);
+        self
+    }
+
+    /// Adds a `tunnel.localSockets` entry on 127.0.0.1:`port` whose public address is
+    /// detected over HTTP (`publicAddress: autoHttpDetect`, `httpDetector.url: url`).
+    pub fn detected_socket(mut self, port: u16, url: impl Display) -> Self {
+        self.sockets.push(port);
+        self.detectors.push((port, url.to_string()));
         self
     }
 
@@ -218,10 +229,15 @@ impl SiteBuilder {
         let local_sockets: Vec<Value> = sockets
             .iter()
             .map(|p| {
-                json!({
+                let mut socket = json!({
                     "mode": "dedicated-address", "transportProtocol": "quic",
                     "publicAddress": "127.0.0.1", "listenPort": p,
-                })
+                });
+                if let Some((_, url)) = self.detectors.iter().find(|(d, _)| d == p) {
+                    socket["publicAddress"] = json!("autoHttpDetect");
+                    socket["httpDetector"] = json!({ "url": url });
+                }
+                socket
             })
             .collect();
         let mut tunnel = Map::new();
@@ -306,6 +322,15 @@ mod tests {
         assert_eq!(socks[1]["listenPort"], 4001);
         assert_eq!(socks[0]["mode"], "dedicated-address");
         assert_eq!(socks[0]["publicAddress"], "127.0.0.1");
+        let mut d = SiteBuilder::new("d")
+            .topic("t")
+            .broker("mqtt://127.0.0.1:1")
+            .detected_socket(4002, "http://127.0.0.1:9/ip");
+        let doc = d.document(Path::new("/d"));
+        let sock = &doc["tunnel"]["localSockets"][0];
+        assert_eq!(sock["publicAddress"], "autoHttpDetect");
+        assert_eq!(sock["httpDetector"]["url"], "http://127.0.0.1:9/ip");
+        assert_eq!(sock["listenPort"], 4002);
         assert_eq!(doc["tunnel"]["congestionControl"], "bbr");
         assert_eq!(doc["localExposedApps"][1]["mode"], "range");
         assert_eq!(doc["localExposedApps"][1]["portRange"][1], "20000-30000");
