@@ -322,15 +322,6 @@ mod tests {
         assert_eq!(socks[1]["listenPort"], 4001);
         assert_eq!(socks[0]["mode"], "dedicated-address");
         assert_eq!(socks[0]["publicAddress"], "127.0.0.1");
-        let mut d = SiteBuilder::new("d")
-            .topic("t")
-            .broker("mqtt://127.0.0.1:1")
-            .detected_socket(4002, "http://127.0.0.1:9/ip");
-        let doc = d.document(Path::new("/d"));
-        let sock = &doc["tunnel"]["localSockets"][0];
-        assert_eq!(sock["publicAddress"], "autoHttpDetect");
-        assert_eq!(sock["httpDetector"]["url"], "http://127.0.0.1:9/ip");
-        assert_eq!(sock["listenPort"], 4002);
         assert_eq!(doc["tunnel"]["congestionControl"], "bbr");
         assert_eq!(doc["localExposedApps"][1]["mode"], "range");
         assert_eq!(doc["localExposedApps"][1]["portRange"][1], "20000-30000");
@@ -338,6 +329,21 @@ mod tests {
         assert_eq!(doc["remoteApps"][1]["appSocket"], "tcp:127.0.0.1:25000");
         assert_eq!(doc["control"]["socket"], "/d/control.sock");
         assert_eq!(doc["metrics"]["listen"], "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn a_detected_socket_asks_its_detector_for_the_public_address() {
+        let mut d = SiteBuilder::new("d")
+            .topic("t")
+            .broker("mqtt://127.0.0.1:1")
+            .socket(4001)
+            .detected_socket(4002, "http://127.0.0.1:9/ip");
+        let doc = d.document(Path::new("/d"));
+        let socks = &doc["tunnel"]["localSockets"];
+        assert_eq!(socks[0]["publicAddress"], "127.0.0.1");
+        assert_eq!(socks[1]["publicAddress"], "autoHttpDetect");
+        assert_eq!(socks[1]["httpDetector"]["url"], "http://127.0.0.1:9/ip");
+        assert_eq!(socks[1]["listenPort"], 4002);
     }
 
     #[test]
