@@ -106,6 +106,8 @@ struct OwnSocket {
     bound: SocketAddr,
     /// Current public IP (`None` until detection succeeded).
     public_ip: Option<IpAddr>,
+    /// The latest detection, if it failed.
+    detect_error: Option<crate::view::DetectFailure>,
 }
 
 impl OwnSocket {
@@ -241,6 +243,7 @@ impl Site {
                 },
                 config,
                 bound,
+                detect_error: None,
             })
             .collect();
         let mut site = Self {
@@ -662,6 +665,7 @@ impl Site {
         let Some(s) = self.sockets.get_mut(d.index) else {
             return;
         };
+        s.detect_error = None;
         match d.result {
             Ok(ip) if s.public_ip != Some(ip) => {
                 info!(socket = d.index, public.address = %ip, "public address detected");
@@ -670,7 +674,13 @@ impl Site {
                 self.announce(false).await;
             }
             Ok(_) => {}
-            Err(e) => warn!(socket = d.index, error = %e, "public address detection failed"),
+            Err(e) => {
+                warn!(socket = d.index, error = %e, "public address detection failed");
+                s.detect_error = Some(crate::view::DetectFailure {
+                    error: e,
+                    at: SystemTime::now(),
+                });
+            }
         }
     }
 }
@@ -835,6 +845,7 @@ impl Site {
                         s.config.public_address,
                         PublicAddress::AutoHttpDetect { .. }
                     ),
+                    detect_error: s.detect_error.clone(),
                 })
                 .collect(),
         }

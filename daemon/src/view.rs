@@ -44,6 +44,17 @@ pub struct SocketInfo {
     pub public: Option<SocketAddr>,
     /// Whether the public address is detected over HTTP.
     pub auto_detect: bool,
+    /// The latest detection, if it failed (`None` once one succeeds).
+    pub detect_error: Option<DetectFailure>,
+}
+
+/// A failed public address detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectFailure {
+    /// Why (names the detector URL).
+    pub error: String,
+    /// When.
+    pub at: SystemTime,
 }
 
 /// Lifecycle of a peer as seen from here.

@@ -59,6 +59,7 @@ fn site() -> SiteInfo {
             listen: "0.0.0.0:40001".into(),
             public: "127.0.0.1:40001".into(),
             auto_detect: false,
+            ..Default::default()
         }],
     }
 }

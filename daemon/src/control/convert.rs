@@ -83,6 +83,12 @@ impl From<&SocketInfo> for v1::TunnelSocket {
             listen: s.listen.to_string(),
             public: opt_text(s.public),
             auto_detect: s.auto_detect,
+            detect_error: s
+                .detect_error
+                .as_ref()
+                .map(|f| f.error.clone())
+                .unwrap_or_default(),
+            detect_error_at: s.detect_error.as_ref().map(|f| timestamp(f.at)),
         }
     }
 }
@@ -462,6 +468,7 @@ mod tests {
     use crate::config::{AppName, AppSocket, SiteName, validate};
     use crate::message::announce::InstanceId;
     use crate::types::{ChannelId, ChannelStats};
+    use crate::view::DetectFailure;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
@@ -500,6 +507,10 @@ mod tests {
                 listen: addr("0.0.0.0:4000"),
                 public: None,
                 auto_detect: true,
+                detect_error: Some(DetectFailure {
+                    error: "'http://d.test/' answered HTTP 500".into(),
+                    at: start + Duration::from_secs(30),
+                }),
             }],
         };
         let p = site(&s, start + Duration::from_secs(61));
@@ -511,6 +522,11 @@ mod tests {
         assert_eq!(p.sockets[0].listen, "0.0.0.0:4000");
         assert_eq!(p.sockets[0].public, "");
         assert!(p.sockets[0].auto_detect);
+        assert_eq!(
+            p.sockets[0].detect_error,
+            "'http://d.test/' answered HTTP 500"
+        );
+        assert_eq!(p.sockets[0].detect_error_at.expect("at").seconds, 1030);
     }
 
     #[test]

@@ -117,6 +117,13 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
             if !s.broker_reason.is_empty() && b != "connected" {
                 spans.push(Span::styled(format!(" ({})", s.broker_reason), t.dim()));
             }
+            // Why a socket announces no address: the first failing detection.
+            if let Some(d) = s.sockets.iter().find(|d| !d.detect_error.is_empty()) {
+                spans.push(Span::styled(
+                    format!("  address detection failed: {}", d.detect_error),
+                    t.bad(),
+                ));
+            }
         }
         None => spans.push(Span::styled("wovenet (no site yet)", t.dim())),
     }
@@ -241,4 +248,49 @@ pub(crate) fn kv(theme: Theme, key: &str, value: String) -> Line<'static> {
         Span::styled(format!("{key:>14}: "), theme.dim()),
         Span::raw(value),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wovenet_proto::v1 as pb;
+
+    fn text(line: &Line<'_>) -> String {
+        line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn header_says_why_address_detection_failed() {
+        let mut model = Model::default();
+        let view = ViewState::default();
+        let mut site = pb::SiteInfo {
+            name: "alpha".into(),
+            version: "0.1.0".into(),
+            broker_state: pb::BrokerState::Connected as i32,
+            sockets: vec![pb::TunnelSocket {
+                listen: "0.0.0.0:4000".into(),
+                auto_detect: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        model.site = Some(site.clone());
+        fn cx<'a>(model: &'a Model, view: &'a ViewState) -> Ctx<'a> {
+            Ctx {
+                model,
+                view,
+                theme: Theme::new(false),
+                now: SystemTime::UNIX_EPOCH,
+            }
+        }
+        assert!(!text(&header_line(cx(&model, &view))).contains("detection"));
+        site.sockets[0].detect_error = "'http://ip.test/' answered HTTP 500".into();
+        model.site = Some(site);
+        assert!(
+            text(&header_line(cx(&model, &view)))
+                .ends_with("  address detection failed: 'http://ip.test/' answered HTTP 500"),
+            "{}",
+            text(&header_line(cx(&model, &view)))
+        );
+    }
 }

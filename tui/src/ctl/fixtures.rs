@@ -43,11 +43,13 @@ pub(crate) fn site() -> pb::SiteInfo {
                 listen: "0.0.0.0:40001".into(),
                 public: "203.0.113.7:40001".into(),
                 auto_detect: false,
+                ..Default::default()
             },
             pb::TunnelSocket {
                 listen: "[::]:40002".into(),
                 public: String::new(),
                 auto_detect: true,
+                ..Default::default()
             },
         ],
     }

@@ -59,6 +59,8 @@ pub struct TunnelSocket {
     listen: String,
     public: String,
     auto_detect: bool,
+    detect_error: String,
+    detect_error_at: Option<String>,
 }
 
 impl From<&pb::TunnelSocket> for TunnelSocket {
@@ -67,6 +69,8 @@ impl From<&pb::TunnelSocket> for TunnelSocket {
             listen: s.listen.clone(),
             public: s.public.clone(),
             auto_detect: s.auto_detect,
+            detect_error: s.detect_error.clone(),
+            detect_error_at: ts(s.detect_error_at.as_ref()),
         }
     }
 }
@@ -630,8 +634,11 @@ mod tests {
 
     #[test]
     fn status_is_the_site_with_proto_field_names_in_proto_order() {
+        let mut site = fx::site();
+        site.sockets[1].detect_error = "'http://ip.test/' answered HTTP 500".into();
+        site.sockets[1].detect_error_at = Some(fx::at(fx::T0, 0));
         let out = GetSite {
-            site: (&fx::site()).into(),
+            site: (&site).into(),
         };
         assert_eq!(
             value(&out),
@@ -645,8 +652,11 @@ mod tests {
                 "broker_state": "reconnecting",
                 "broker_reason": "connection refused",
                 "sockets": [
-                    {"listen": "0.0.0.0:40001", "public": "203.0.113.7:40001", "auto_detect": false},
-                    {"listen": "[::]:40002", "public": "", "auto_detect": true}
+                    {"listen": "0.0.0.0:40001", "public": "203.0.113.7:40001", "auto_detect": false,
+                     "detect_error": "", "detect_error_at": null},
+                    {"listen": "[::]:40002", "public": "", "auto_detect": true,
+                     "detect_error": "'http://ip.test/' answered HTTP 500",
+                     "detect_error_at": "2024-05-01T10:00:00Z"}
                 ]
             }})
         );

@@ -10,7 +10,8 @@ use wovenet_proto::v1::{self as pb, event, watch_events_response};
 use super::table::Table;
 use super::units::{self, or_empty, yes_no};
 
-/// `status`: a key/value block, then the tunnel sockets.
+/// `status`: a key/value block, then the tunnel sockets, then why public address detection
+/// failed, if it did.
 pub fn status(s: &pb::SiteInfo) -> String {
     let mut kv = Table::plain(2);
     let broker_state = units::broker_state(s.broker_state);
@@ -40,7 +41,9 @@ pub fn status(s: &pb::SiteInfo) -> String {
     for t in &s.sockets {
         sockets.row([
             t.listen.as_str(),
-            if t.public.is_empty() && t.auto_detect {
+            if t.public.is_empty() && !t.detect_error.is_empty() {
+                "detection failed"
+            } else if t.public.is_empty() && t.auto_detect {
                 "detecting"
             } else {
                 t.public.as_str()
@@ -52,6 +55,17 @@ pub fn status(s: &pb::SiteInfo) -> String {
         out.push_str("no tunnel sockets\n");
     } else {
         out.push_str(&sockets.render());
+    }
+    for t in s.sockets.iter().filter(|t| !t.detect_error.is_empty()) {
+        let at = t
+            .detect_error_at
+            .as_ref()
+            .map_or_else(String::new, |at| format!(" at {}", units::timestamp(at)));
+        let _ = writeln!(
+            out,
+            "public address detection for {} failed{at}: {}",
+            t.listen, t.detect_error
+        );
     }
     out
 }
@@ -506,6 +520,26 @@ mod tests {
              LISTEN         PUBLIC             AUTO-DETECT\n\
              0.0.0.0:40001  203.0.113.7:40001  no\n\
              [::]:40002     detecting          yes\n"
+        );
+    }
+
+    #[test]
+    fn status_says_why_detection_failed() {
+        let mut site = fx::site();
+        site.sockets[1].detect_error =
+            "'http://ip.test/' answered 'nope' (content type 'text/html'), which is not an IP address"
+                .into();
+        site.sockets[1].detect_error_at = Some(fx::at(fx::T0, 0));
+        let out = status(&site);
+        assert!(
+            out.ends_with(
+                "LISTEN         PUBLIC             AUTO-DETECT\n\
+                 0.0.0.0:40001  203.0.113.7:40001  no\n\
+                 [::]:40002     detection failed   yes\n\
+                 public address detection for [::]:40002 failed at 2024-05-01T10:00:00Z: \
+                 'http://ip.test/' answered 'nope' (content type 'text/html'), which is not an IP address\n"
+            ),
+            "{out}"
         );
     }
 
