@@ -24,13 +24,12 @@ use super::{
     AppError, OpenError, PREAMBLE_TIMEOUT, ReadPreambleError, StreamOpener, TunnelStream, code,
     exposed::log_outcome, read_preamble,
 };
+use crate::accept::{self, AcceptBackoff};
 use crate::config::{AppSocket, RemoteApp};
 use crate::counters::Counters;
+use crate::limit::{LimitReached, Limiter, Permit};
+use crate::throttle::Throttle;
 use crate::view::StreamDirection;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
-/// does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// A bound local socket serving one remote app.
 ///
@@ -51,7 +50,8 @@ pub struct RemoteListener {
 impl RemoteListener {
     /// Binds `app.local_socket` now and spawns the accept loop on `tracker`.
     ///
-    /// Client connections are served on `tracker` too and are torn down when
+    /// At most `app.max_connections` clients are served at once; one more is
+    /// reset as soon as it is accepted. Client connections are served on `tracker` too and are torn down when
     /// `cancel` fires. Must be called inside a tokio runtime.
     pub fn open<O: StreamOpener>(
         app: RemoteApp,
@@ -98,11 +98,13 @@ impl RemoteListener {
             local.socket = %local_addr,
         );
         let client = Arc::new(Client {
+            limit: app.connection_limit(),
             app: app.clone(),
             opener,
             counters,
             streams,
             cancel,
+            open: Limiter::new(),
         });
         tracker.spawn(
             accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
@@ -231,6 +233,10 @@ struct Client<O> {
     streams: Arc<StreamRegistry>,
     /// The listener owner's token: fires on shutdown, not on close.
     cancel: CancellationToken,
+    /// Clients served now, at most `limit`.
+    open: Limiter<()>,
+    /// `maxConnections`.
+    limit: usize,
 }
 
 async fn accept_loop<O: StreamOpener>(
@@ -239,6 +245,8 @@ async fn accept_loop<O: StreamOpener>(
     accept_cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut backoff = AcceptBackoff::new();
+    let mut refusal_log = Throttle::default();
     loop {
         let accepted = tokio::select! {
             () = accept_cancel.cancelled() => break,
@@ -246,6 +254,19 @@ async fn accept_loop<O: StreamOpener>(
         };
         match accepted {
             Ok((local, client_addr)) => {
+                accept::on_success(&mut backoff, "remote app");
+                let slot = match client.open.try_acquire((), client.limit) {
+                    Ok(slot) => slot,
+                    Err(LimitReached { limit }) => {
+                        // Reset at once: the client sees a refusal, not a hang.
+                        local.abort();
+                        client.count_limited();
+                        if let Some(held_back) = refusal_log.allow(std::time::Instant::now()) {
+                            info!(client.addr = %client_addr, limit, held_back, "client refused: maxConnections reached");
+                        }
+                        continue;
+                    }
+                };
                 let span = tracing::info_span!(
                     "stream",
                     peer.site = %client.app.site,
@@ -253,18 +274,30 @@ async fn accept_loop<O: StreamOpener>(
                     client.addr = %client_addr,
                 );
                 let addr = client_addr.to_string();
-                tracker.spawn(serve_client(local, addr, client.clone()).instrument(span));
+                tracker.spawn(serve_client(local, addr, client.clone(), slot).instrument(span));
             }
             Err(e) => {
-                warn!(error = %e, "cannot accept a client connection");
+                let pause = accept::on_error(&mut backoff, &client.counters, "remote app", &e);
                 tokio::select! {
                     () = accept_cancel.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }
     }
     debug!("remote app listener closed");
+}
+
+impl<O> Client<O> {
+    /// Counts a client turned away over a limit (this listener's or the far site's).
+    fn count_limited(&self) {
+        Counters::bump(&self.counters.connections_limited);
+        self.streams.limited(
+            self.app.app.clone(),
+            self.app.site.clone(),
+            StreamDirection::Outbound,
+        );
+    }
 }
 
 /// Why a client could not be connected to the app.
@@ -282,7 +315,13 @@ enum HandshakeError {
     TimedOut(Duration),
 }
 
-async fn serve_client<O: StreamOpener>(local: AnyLocal, addr: String, client: Arc<Client<O>>) {
+/// Serves one accepted client while it holds `_slot` of the listener's limit.
+async fn serve_client<O: StreamOpener>(
+    local: AnyLocal,
+    addr: String,
+    client: Arc<Client<O>>,
+    _slot: Permit<()>,
+) {
     let handshake = tokio::select! {
         r = handshake(&client) => r,
         () = client.cancel.cancelled() => {
@@ -297,6 +336,13 @@ async fn serve_client<O: StreamOpener>(local: AnyLocal, addr: String, client: Ar
                 HandshakeError::Reply(ReadPreambleError::Malformed(_)) => {
                     Counters::bump(&client.counters.bad_preambles);
                     warn!(error = %e, "cannot connect client to remote app");
+                }
+                HandshakeError::Refused {
+                    status: Status::LimitReached,
+                    ..
+                } => {
+                    client.count_limited();
+                    debug!(error = %e, "cannot connect client to remote app");
                 }
                 _ => info!(error = %e, "cannot connect client to remote app"),
             }
@@ -383,6 +429,7 @@ mod tests {
             app: AppName::new("web").unwrap(),
             local_socket: local,
             app_socket: None,
+            max_connections: None,
         }
     }
 
