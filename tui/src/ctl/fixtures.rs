@@ -145,6 +145,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             app_socket: "tcp:127.0.0.1:7".into(),
             port_range: vec![],
             address_range: vec![],
+            max_connections: None,
         }),
         live: false,
     }
@@ -158,6 +159,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             app_socket: String::new(),
             port_range: vec!["5900".into(), "5901-5990".into()],
             address_range: vec!["10.0.2.0/24".into()],
+            max_connections: Some(50),
         }),
         live: true,
     }
@@ -169,6 +171,7 @@ pub(crate) fn remote_spec() -> pb::RemoteAppSpec {
         app_name: "echo".into(),
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
+        max_connections: None,
     }
 }
 
@@ -189,6 +192,7 @@ pub(crate) fn remote_failed() -> pb::RemoteApp {
             app_name: "vnc".into(),
             local_socket: "unix:/run/vnc.sock".into(),
             app_socket: "tcp:10.0.2.9:5900".into(),
+            max_connections: Some(4),
         }),
         listener_state: pb::ListenerState::Failed as i32,
         listen_addr: String::new(),
@@ -239,6 +243,7 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             bytes_received: 1_024,
             send_rate: 1_536.0,
             receive_rate: 0.0,
+            limited_streams: 3,
         }],
         peers: vec![pb::PeerStats {
             peer: "beta".into(),
