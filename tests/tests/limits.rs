@@ -300,6 +300,102 @@ async fn a_peer_at_max_streams_is_refused_over_all_its_channels_and_apps() {
     admitted_again(&one, &sites).await;
 }
 
+/// Limits given live, through the API and `wovenetctl`, are validated with the config file's
+/// messages, listed, kept across a restart (state file) and enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_added_live_are_validated_listed_persisted_and_enforced() {
+    let echo = EchoServer::tcp().await;
+    let local = Sock::free_tcp();
+    let mut p = Pair::new(|b| b, |_| {}, |a| a, |_| {}).await;
+
+    let e = control(&p.b)
+        .await
+        .add_exposed_app(v1::ExposedAppSpec {
+            name: "echo".into(),
+            app_socket: echo.sock().to_string(),
+            max_connections: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "maxConnections: '0' is out of range 1..=1000000"
+    );
+    let socket = echo.sock().to_string();
+    Ctl::site(&p.b)
+        .ok(&[
+            "expose",
+            "add",
+            "--name",
+            "echo",
+            "--socket",
+            &socket,
+            "--max-connections",
+            "1",
+        ])
+        .await;
+
+    let local_text = local.to_string();
+    let remote_add = |n: &'static str| {
+        let local_text = local_text.clone();
+        let ctl = Ctl::site(&p.a);
+        async move {
+            ctl.run(&[
+                "remote",
+                "add",
+                "--site",
+                "b",
+                "--app",
+                "echo",
+                "--local",
+                &local_text,
+                "--max-connections",
+                n,
+            ])
+            .await
+        }
+    };
+    let refused = remote_add("1000001").await;
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("maxConnections: '1000001' is out of range 1..=1000000"),
+        "{refused}"
+    );
+    let added = remote_add("5").await;
+    assert_eq!(added.code, Some(0), "{added}");
+
+    let listed_b = Ctl::site(&p.b).json(&["apps"]).await;
+    assert_eq!(
+        listed_b["exposed"][0]["spec"]["max_connections"], 1,
+        "{listed_b:#}"
+    );
+    let listed_a = Ctl::site(&p.a).json(&["apps"]).await;
+    assert_eq!(
+        listed_a["remote"][0]["spec"]["max_connections"], 5,
+        "{listed_a:#}"
+    );
+
+    let sites = p.sites();
+    wait_forward(&local, WAIT, &sites).await;
+    wait_no_streams(&sites).await;
+    let held = served(&local, &sites).await;
+    assert_refused_at_once(&local, &sites).await;
+    assert_eq!(counter(&stats(&p.b).await, "streams_limited"), 1);
+    drop(held);
+
+    p.b.restart().await;
+    let listed_b = Ctl::site(&p.b).json(&["apps"]).await;
+    assert_eq!(
+        listed_b["exposed"][0]["spec"]["max_connections"], 1,
+        "{listed_b:#}"
+    );
+    assert_eq!(listed_b["exposed"][0]["live"], true, "{listed_b:#}");
+}
+
 /// Clock ticks per second for `/proc/PID/stat`.
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads a constant.
@@ -390,32 +486,12 @@ async fn out_of_descriptors_the_daemon_pauses_accepts_stays_responsive_and_recov
     let pending_ctl = tokio::net::UnixStream::connect(p.a.control_socket())
         .await
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let s = ctl.watch_stats(None).await;
-        let errors = match s {
-            Ok(mut feed) => feed
-                .message()
-                .await
-                .ok()
-                .flatten()
-                .map_or(0, |m| counter(&m, "accept_errors")),
-            Err(_) => 0,
-        };
-        if errors > 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "no accept error counted with {} descriptors open\n{}",
-            open_fds(pid),
-            p.a.diag()
-        );
-        wait::pause().await;
-    }
+    let exhausted = eventually(WAIT, || async { open_fds(pid) >= hard as usize - 1 }).await;
     assert!(
-        open_fds(pid) >= hard as usize - 1,
-        "descriptors not exhausted"
+        exhausted,
+        "only {} descriptors open, expected about {hard}\n{}",
+        open_fds(pid),
+        p.a.diag()
     );
 
     // No spinning: the CPU time the daemon uses over a few seconds stays low.
@@ -428,7 +504,7 @@ async fn out_of_descriptors_the_daemon_pauses_accepts_stays_responsive_and_recov
         open_fds(pid)
     );
     assert!(
-        used < window / 5,
+        used < window / 10,
         "the daemon used {used:?} of CPU in {window:?} while out of descriptors\n{}",
         p.a.diag()
     );
@@ -438,11 +514,18 @@ async fn out_of_descriptors_the_daemon_pauses_accepts_stays_responsive_and_recov
         .unwrap_or_else(|_| panic!("GetSite hung\n{}", p.a.diag()))
         .unwrap();
     assert_eq!(site.name, "a");
+    let mut feed = ctl.watch_stats(None).await.unwrap();
+    let sample = tokio::time::timeout(PROMPT, feed.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(counter(&sample, "accept_errors") > 0, "{sample:?}");
+    drop(feed);
 
     drop(clients);
     drop(pending_ctl);
     wait_forward(&local, WAIT, &sites).await;
     let fresh = control(&p.a).await.site().await.unwrap();
     assert_eq!(fresh.name, "a");
-    assert!(counter(&stats(&p.a).await, "accept_errors") > 0);
 }
