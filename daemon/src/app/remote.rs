@@ -28,7 +28,7 @@ use crate::accept::{self, AcceptBackoff};
 use crate::config::{AppSocket, RemoteApp};
 use crate::counters::Counters;
 use crate::limit::{LimitReached, Limiter, Permit};
-use crate::throttle::Throttle;
+use crate::throttle::SharedThrottle;
 use crate::view::StreamDirection;
 
 /// A bound local socket serving one remote app.
@@ -105,6 +105,7 @@ impl RemoteListener {
             streams,
             cancel,
             open: Limiter::new(),
+            refusal_log: SharedThrottle::default(),
         });
         tracker.spawn(
             accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
@@ -237,6 +238,8 @@ struct Client<O> {
     open: Limiter<()>,
     /// `maxConnections`.
     limit: usize,
+    /// Refusals over a limit come in bursts: their log lines are throttled.
+    refusal_log: SharedThrottle,
 }
 
 async fn accept_loop<O: StreamOpener>(
@@ -246,7 +249,6 @@ async fn accept_loop<O: StreamOpener>(
     tracker: TaskTracker,
 ) {
     let mut backoff = AcceptBackoff::new();
-    let mut refusal_log = Throttle::default();
     loop {
         let accepted = tokio::select! {
             () = accept_cancel.cancelled() => break,
@@ -260,10 +262,7 @@ async fn accept_loop<O: StreamOpener>(
                     Err(LimitReached { limit }) => {
                         // Reset at once: the client sees a refusal, not a hang.
                         local.abort();
-                        client.count_limited();
-                        if let Some(held_back) = refusal_log.allow(std::time::Instant::now()) {
-                            info!(client.addr = %client_addr, limit, held_back, "client refused: maxConnections reached");
-                        }
+                        client.limited(&client_addr, &format!("maxConnections ({limit}) reached"));
                         continue;
                     }
                 };
@@ -289,14 +288,18 @@ async fn accept_loop<O: StreamOpener>(
 }
 
 impl<O> Client<O> {
-    /// Counts a client turned away over a limit (this listener's or the far site's).
-    fn count_limited(&self) {
+    /// Counts and logs (throttled) a client turned away over a limit: this
+    /// listener's or the far site's.
+    fn limited(&self, client_addr: &str, why: &str) {
         Counters::bump(&self.counters.connections_limited);
         self.streams.limited(
             self.app.app.clone(),
             self.app.site.clone(),
             StreamDirection::Outbound,
         );
+        if let Some(held_back) = self.refusal_log.allow(std::time::Instant::now()) {
+            info!(client.addr = %client_addr, reason = why, held_back, "client refused: limit reached");
+        }
     }
 }
 
@@ -339,11 +342,15 @@ async fn serve_client<O: StreamOpener>(
                 }
                 HandshakeError::Refused {
                     status: Status::LimitReached,
-                    ..
-                } => {
-                    client.count_limited();
-                    debug!(error = %e, "cannot connect client to remote app");
-                }
+                    reason,
+                } => client.limited(
+                    &addr,
+                    &format!(
+                        "refused by site '{}': {}",
+                        client.app.site,
+                        reason.escape_debug()
+                    ),
+                ),
                 _ => info!(error = %e, "cannot connect client to remote app"),
             }
             // Reset rather than close so the client notices at once.
