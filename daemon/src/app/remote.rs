@@ -51,8 +51,9 @@ impl RemoteListener {
     /// Binds `app.local_socket` now and spawns the accept loop on `tracker`.
     ///
     /// At most `app.max_connections` clients are served at once; one more is
-    /// reset as soon as it is accepted. Client connections are served on `tracker` too and are torn down when
-    /// `cancel` fires. Must be called inside a tokio runtime.
+    /// reset as soon as it is accepted. Client connections are served on
+    /// `tracker` too and are torn down when `cancel` fires. Must be called
+    /// inside a tokio runtime.
     pub fn open<O: StreamOpener>(
         app: RemoteApp,
         opener: Arc<O>,
