@@ -291,6 +291,13 @@ pub struct TunnelConfig {
     pub local_sockets: Vec<LocalSocket>,
     /// Congestion controller for every dataChannel (`tunnel.congestionControl`).
     pub congestion_control: CongestionControl,
+    /// Streams one peer may have open to this site at once, over all its
+    /// dataChannels (`tunnel.maxStreamsPerPeer`, 1..=[`limit::MAX_LIMIT`],
+    /// default [`limit::DEFAULT_STREAMS_PER_PEER`]).
+    ///
+    /// [`limit::MAX_LIMIT`]: crate::limit::MAX_LIMIT
+    /// [`limit::DEFAULT_STREAMS_PER_PEER`]: crate::limit::DEFAULT_STREAMS_PER_PEER
+    pub max_streams_per_peer: u32,
 }
 
 /// QUIC congestion controller.
@@ -414,6 +421,20 @@ pub struct ExposedApp {
     pub name: AppName,
     /// Where connections go.
     pub target: ExposedTarget,
+    /// `maxConnections`: streams open to this app at once, from all peers
+    /// (1..=[`MAX_LIMIT`](crate::limit::MAX_LIMIT)); `None` when not set.
+    pub max_connections: Option<u32>,
+}
+
+impl ExposedApp {
+    /// The effective `maxConnections`: as set, else the default.
+    pub fn connection_limit(&self) -> usize {
+        limit_or_default(self.max_connections)
+    }
+}
+
+fn limit_or_default(set: Option<u32>) -> usize {
+    set.unwrap_or(crate::limit::DEFAULT_CONNECTIONS) as usize
 }
 
 /// One `remoteApps[]` entry.
@@ -427,6 +448,25 @@ pub struct RemoteApp {
     pub local_socket: AppSocket,
     /// For range apps: the target on the remote side (`tcp:IP:PORT`).
     pub app_socket: Option<SocketAddr>,
+    /// `maxConnections`: clients the local listener serves at once
+    /// (1..=[`MAX_LIMIT`](crate::limit::MAX_LIMIT)); `None` when not set.
+    pub max_connections: Option<u32>,
+}
+
+impl RemoteApp {
+    /// The effective `maxConnections`: as set, else the default.
+    pub fn connection_limit(&self) -> usize {
+        limit_or_default(self.max_connections)
+    }
+
+    /// Whether `other` is the same listener of the same app (everything but
+    /// the limit is equal): how live removals and the state file match entries.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.site == other.site
+            && self.app == other.app
+            && self.local_socket == other.local_socket
+            && self.app_socket == other.app_socket
+    }
 }
 
 /// `control` section.

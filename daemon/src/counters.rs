@@ -24,6 +24,17 @@ pub struct Counters {
     pub streams_refused: AtomicU64,
     /// Streams carried (both directions, any outcome after admission).
     pub streams_opened: AtomicU64,
+    /// Peer streams refused with the `limit reached` status because the peer
+    /// (`tunnel.maxStreamsPerPeer`) or the app (`maxConnections`) had as many
+    /// streams open as allowed; also counted in `streams_refused`.
+    pub streams_limited: AtomicU64,
+    /// Local clients of remote apps reset at once because a limit was
+    /// reached: the listener's own `maxConnections`, or the far site's (it
+    /// answered `limit reached`).
+    pub connections_limited: AtomicU64,
+    /// Failed accepts on remote-app listeners or the control socket (mostly
+    /// out of file descriptors); each pauses that accept loop 100 ms to 1 s.
+    pub accept_errors: AtomicU64,
 }
 
 impl Counters {

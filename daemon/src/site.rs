@@ -994,6 +994,9 @@ impl Site {
                 ("bad_preambles", c.bad_preambles.load(Relaxed)),
                 ("streams_refused", c.streams_refused.load(Relaxed)),
                 ("streams_opened", c.streams_opened.load(Relaxed)),
+                ("streams_limited", c.streams_limited.load(Relaxed)),
+                ("connections_limited", c.connections_limited.load(Relaxed)),
+                ("accept_errors", c.accept_errors.load(Relaxed)),
             ],
         }
     }

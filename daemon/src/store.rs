@@ -67,7 +67,7 @@ pub struct State {
 
 /// The config-file form of an exposed app.
 pub fn exposed_json(app: &ExposedApp) -> Value {
-    match &app.target {
+    let mut v = match &app.target {
         ExposedTarget::Single(socket) => json!({
             "appName": app.name.as_str(),
             "mode": "single",
@@ -79,7 +79,11 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
             "portRange": ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "addressRange": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }),
+    };
+    if let Some(n) = app.max_connections {
+        v["maxConnections"] = json!(n);
     }
+    v
 }
 
 /// The config-file form of a remote app.
@@ -91,6 +95,9 @@ pub fn remote_json(app: &RemoteApp) -> Value {
     });
     if let Some(t) = app.app_socket {
         v["appSocket"] = Value::String(format!("tcp:{t}"));
+    }
+    if let Some(n) = app.max_connections {
+        v["maxConnections"] = json!(n);
     }
     v
 }
@@ -226,7 +233,8 @@ impl State {
         }
         for (i, v) in self.remote_removed.iter().enumerate() {
             if let Ok(gone) = parse_remote(v, &format!("remoteRemoved[{i}]")) {
-                config.remote_apps.retain(|a| *a != gone);
+                // The listener is gone even if the config changed its limit since.
+                config.remote_apps.retain(|a| !a.same_as(&gone));
             }
         }
         for (i, v) in self.remote_added.iter().enumerate() {
@@ -293,6 +301,7 @@ mod tests {
         ExposedApp {
             name: AppName::new(name).unwrap(),
             target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], port).into())),
+            max_connections: None,
         }
     }
 
@@ -309,6 +318,7 @@ mod tests {
             app: AppName::new("ssh").unwrap(),
             local_socket: AppSocket::Unix("/tmp/x.sock".into()),
             app_socket: Some("10.0.0.1:22".parse().unwrap()),
+            max_connections: None,
         };
         st.add_remote(&remote);
         store.save(&st).unwrap();
@@ -323,6 +333,63 @@ mod tests {
         assert!(st.apply(&mut cfg).is_empty());
         assert_eq!(cfg.exposed_apps, vec![app("web", 80)]);
         assert_eq!(cfg.remote_apps, vec![remote]);
+    }
+
+    #[test]
+    fn limits_are_persisted_and_validated_like_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().join("s.json"));
+        let mut limited = app("web", 80);
+        limited.max_connections = Some(7);
+        let remote = RemoteApp {
+            site: SiteName::new("b").unwrap(),
+            app: AppName::new("ssh").unwrap(),
+            local_socket: AppSocket::Tcp(([127, 0, 0, 1], 2222).into()),
+            app_socket: None,
+            max_connections: Some(3),
+        };
+        let mut st = State::default();
+        st.add_exposed(&limited);
+        st.add_remote(&remote);
+        assert_eq!(st.exposed_added[0]["maxConnections"], 7);
+        assert_eq!(st.remote_added[0]["maxConnections"], 3);
+        store.save(&st).unwrap();
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap();
+        assert!(store.load().unwrap().apply(&mut cfg).is_empty());
+        assert_eq!(cfg.exposed_apps, vec![limited]);
+        assert_eq!(cfg.remote_apps, vec![remote]);
+
+        // A hand-edited bad limit is reported with its path, like a config error.
+        let bad = State {
+            version: 1,
+            exposed_added: vec![
+                json!({"appName": "x", "appSocket": "tcp:127.0.0.1:1", "maxConnections": 0}),
+            ],
+            ..State::default()
+        };
+        let w = bad.apply(&mut cfg);
+        assert_eq!(
+            w,
+            ["state file: exposedAdded[0].maxConnections: '0' is out of range 1..=1000000"]
+        );
+    }
+
+    #[test]
+    fn a_removed_config_remote_app_stays_removed_when_its_limit_changes() {
+        let yaml = |limit: u32| {
+            format!(
+                "siteName: a\ncrypto: {{key: \"12345678\"}}\nmessageChannel: {{mqtt: {{brokerServer: \"mqtt://127.0.0.1:1\"}}}}\nremoteApps: [{{siteName: b, appName: web, localSocket: \"tcp:127.0.0.1:8080\", maxConnections: {limit}}}]\n"
+            )
+        };
+        let cfg = crate::config::load_str(&yaml(5)).unwrap();
+        let mut st = State::default();
+        st.remove_remote(&cfg.remote_apps[0], true);
+        let mut edited = crate::config::load_str(&yaml(9)).unwrap();
+        assert!(st.apply(&mut edited).is_empty());
+        assert!(edited.remote_apps.is_empty());
     }
 
     #[test]

@@ -324,6 +324,10 @@ pub struct AppStats {
     pub bytes_sent: u64,
     /// Bytes received from the tunnel, since start.
     pub bytes_received: u64,
+    /// Streams refused since start because a limit was reached (inbound: the
+    /// peer's or the app's limit here; outbound: the listener's or the far
+    /// site's).
+    pub limited_streams: u64,
 }
 
 /// Events buffered per watcher before a slow watcher starts losing them

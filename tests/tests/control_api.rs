@@ -71,6 +71,7 @@ fn remote_spec(site: &str, app: &str, local: impl ToString) -> v1::RemoteAppSpec
         app_name: app.into(),
         local_socket: local.to_string(),
         app_socket: String::new(),
+        ..Default::default()
     }
 }
 

@@ -70,6 +70,7 @@ fn remote_spec() -> RemoteAppSpec {
         app_name: "echo".into(),
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
+        max_connections: None,
     }
 }
 

@@ -20,25 +20,75 @@ use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code
 use super::{StreamRegistry, StreamServer, TunnelStream};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
 use crate::counters::Counters;
+use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
+use crate::throttle::SharedThrottle;
 use crate::view::StreamDirection;
 
-/// The live set of exposed apps, keyed by name.
+/// The live set of exposed apps, keyed by name, and the streams held open
+/// against their limits (per peer and per app).
 ///
 /// Changes take effect for new streams only: a removed app takes no new
-/// streams while its existing streams run to their end.
-#[derive(Debug, Default)]
+/// streams while its existing streams run to their end, and a changed limit
+/// applies to new streams while the open ones keep their slots.
+#[derive(Debug)]
 pub struct ExposedApps {
     // Held only for map operations, never across an await.
     apps: RwLock<HashMap<AppName, ExposedApp>>,
+    /// `tunnel.maxStreamsPerPeer`.
+    per_peer: usize,
+    /// Streams open per peer, over all its dataChannels and all apps.
+    peers: Limiter<SiteName>,
+    /// Streams open per app, from all peers.
+    open: Limiter<AppName>,
+    /// Refusals over a limit come in bursts: their log lines are throttled.
+    refusal_log: SharedThrottle,
+}
+
+impl Default for ExposedApps {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl ExposedApps {
     /// A registry holding `apps`; a later duplicate name replaces an earlier
-    /// one (config validation already rejects duplicates).
+    /// one (config validation already rejects duplicates). Peers get the
+    /// default `tunnel.maxStreamsPerPeer` (see [`Self::with_peer_limit`]).
     pub fn new(apps: Vec<ExposedApp>) -> Self {
         Self {
             apps: RwLock::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
+            per_peer: DEFAULT_STREAMS_PER_PEER as usize,
+            peers: Limiter::new(),
+            open: Limiter::new(),
+            refusal_log: SharedThrottle::default(),
         }
+    }
+
+    /// Lets each peer have at most `limit` streams open here at once.
+    pub fn with_peer_limit(mut self, limit: u32) -> Self {
+        self.per_peer = limit as usize;
+        self
+    }
+
+    /// Takes one of `peer`'s stream slots, held for the stream's whole life.
+    pub fn admit_peer(&self, peer: &SiteName) -> Result<Permit<SiteName>, LimitReached> {
+        self.peers.try_acquire(peer.clone(), self.per_peer)
+    }
+
+    /// Streams `peer` has open here now (held slots).
+    pub fn peer_streams(&self, peer: &SiteName) -> usize {
+        self.peers.count(peer)
+    }
+
+    /// Streams open to the app called `app` now (held slots).
+    pub fn app_streams(&self, app: &AppName) -> usize {
+        self.open.count(app)
+    }
+
+    /// Takes one of `app`'s stream slots (its `maxConnections`).
+    pub fn admit_app(&self, app: &ExposedApp) -> Result<Permit<AppName>, LimitReached> {
+        self.open
+            .try_acquire(app.name.clone(), app.connection_limit())
     }
 
     /// Adds an app; fails if one with the same name exists.
@@ -229,6 +279,9 @@ async fn serve(
     counters: &Counters,
     streams: &Arc<StreamRegistry>,
 ) {
+    // Taken before the preamble, so streams that stall it count too; a
+    // refusal still waits for the request, so the reply can name the app.
+    let peer_slot = apps.admit_peer(peer);
     let read = read_preamble::<Request>(&mut recv);
     let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
         Ok(Ok(request)) => request,
@@ -269,16 +322,47 @@ async fn serve(
     };
     Span::current().record("app.name", request.app.as_str());
 
-    let admitted = match apps.get(&request.app) {
-        None => Err(Refusal::new(
-            Status::NoSuchApp,
-            format!("no app named '{}' is exposed", request.app),
-        )),
-        Some(app) => admit(&app, request.target),
+    let app = apps.get(&request.app);
+    let _peer_slot = match peer_slot {
+        Ok(slot) => slot,
+        Err(LimitReached { limit }) => {
+            let reason = format!(
+                "site '{peer}' already has {limit} streams open here (tunnel.maxStreamsPerPeer)"
+            );
+            let known = app.map(|a| a.name);
+            let refused = Refused {
+                apps,
+                counters,
+                streams,
+                peer,
+            };
+            return refused.limited(send, recv, known, reason).await;
+        }
     };
-    let socket = match admitted {
+    let Some(app) = app else {
+        let reason = format!("no app named '{}' is exposed", request.app);
+        let refusal = Refusal::new(Status::NoSuchApp, reason);
+        return refuse(send, recv, counters, refusal).await;
+    };
+    let socket = match admit(&app, request.target) {
         Ok(socket) => socket,
         Err(refusal) => return refuse(send, recv, counters, refusal).await,
+    };
+    let _app_slot = match apps.admit_app(&app) {
+        Ok(slot) => slot,
+        Err(LimitReached { limit }) => {
+            let reason = format!(
+                "app '{}' already has {limit} streams open (maxConnections)",
+                app.name
+            );
+            let refused = Refused {
+                apps,
+                counters,
+                streams,
+                peer,
+            };
+            return refused.limited(send, recv, Some(app.name), reason).await;
+        }
     };
     let local = match connect(&socket).await {
         Ok(local) => local,
@@ -352,6 +436,38 @@ async fn refuse(send: SendStream, recv: RecvStream, counters: &Counters, refusal
     reply_and_close(send, recv, &response, code::REFUSED).await;
 }
 
+/// Where a refusal over a limit is counted and logged.
+struct Refused<'a> {
+    apps: &'a ExposedApps,
+    counters: &'a Counters,
+    streams: &'a StreamRegistry,
+    peer: &'a SiteName,
+}
+
+impl Refused<'_> {
+    /// Refuses with the `limit reached` status: counted site-wide (refused
+    /// and limited) and, when `app` exists, per app; logged throttled.
+    async fn limited(
+        self,
+        send: SendStream,
+        recv: RecvStream,
+        app: Option<AppName>,
+        reason: String,
+    ) {
+        Counters::bump(&self.counters.streams_refused);
+        Counters::bump(&self.counters.streams_limited);
+        if let Some(app) = app {
+            self.streams
+                .limited(app, self.peer.clone(), StreamDirection::Inbound);
+        }
+        if let Some(held_back) = self.apps.refusal_log.allow(std::time::Instant::now()) {
+            info!(reason = %reason, held_back, "stream refused: limit reached");
+        }
+        let response = Response::new(Status::LimitReached, reason);
+        reply_and_close(send, recv, &response, code::REFUSED).await;
+    }
+}
+
 /// Sends a final status, finishes our side and stops reading theirs.
 async fn reply_and_close(
     mut send: SendStream,
@@ -392,6 +508,7 @@ mod tests {
         ExposedApp {
             name: name(n),
             target: ExposedTarget::Single(socket.parse().unwrap()),
+            max_connections: None,
         }
     }
 
@@ -405,6 +522,7 @@ mod tests {
                     .collect(),
                 addresses: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
             },
+            max_connections: None,
         }
     }
 
@@ -414,6 +532,31 @@ mod tests {
 
     fn refused(r: Result<AppSocket, Refusal>) -> Refusal {
         r.expect_err("should be refused")
+    }
+
+    #[test]
+    fn streams_are_limited_per_peer_over_all_apps_and_per_app_over_all_peers() {
+        let mut small = single("small", "tcp:127.0.0.1:1");
+        small.max_connections = Some(1);
+        let big = single("big", "tcp:127.0.0.1:2");
+        let apps = ExposedApps::new(vec![small.clone(), big.clone()]).with_peer_limit(2);
+        let (a, b) = (SiteName::new("a").unwrap(), SiteName::new("b").unwrap());
+
+        let a1 = apps.admit_peer(&a).expect("a's first");
+        let _a2 = apps.admit_peer(&a).expect("a's second");
+        assert_eq!(apps.admit_peer(&a).unwrap_err().limit, 2);
+        // Another peer has its own budget.
+        let _b1 = apps.admit_peer(&b).expect("b's first");
+        assert_eq!(apps.peer_streams(&a), 2);
+
+        let s1 = apps.admit_app(&small).expect("small's only slot");
+        assert_eq!(apps.admit_app(&small).unwrap_err().limit, 1);
+        let _g = apps.admit_app(&big).expect("big has the default");
+        assert_eq!(apps.app_streams(&small.name), 1);
+
+        drop((a1, s1));
+        assert!(apps.admit_peer(&a).is_ok());
+        assert!(apps.admit_app(&small).is_ok());
     }
 
     #[test]

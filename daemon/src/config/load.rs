@@ -185,6 +185,7 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("appSocket", Shape::Leaf),
     ("portRange", Shape::Leaf),
     ("addressRange", Shape::Leaf),
+    ("maxConnections", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[
@@ -192,6 +193,7 @@ const REMOTE_APP: &[(&str, Shape)] = &[
     ("appName", Shape::Leaf),
     ("localSocket", Shape::Leaf),
     ("appSocket", Shape::Leaf),
+    ("maxConnections", Shape::Leaf),
 ];
 
 const MQTT: &[(&str, Shape)] = &[
@@ -224,6 +226,7 @@ const TOP: &[(&str, Shape)] = &[
         Shape::Map(&[
             ("localSockets", Shape::List(&Shape::Map(LOCAL_SOCKET))),
             ("congestionControl", Shape::Leaf),
+            ("maxStreamsPerPeer", Shape::Leaf),
         ]),
     ),
     ("localExposedApps", Shape::List(&Shape::Map(EXPOSED_APP))),

@@ -27,6 +27,7 @@ use super::{
     LogLevel, LoggerConfig, MetricsConfig, MqttConfig, PortRange, PublicAddress, RemoteApp, Secret,
     SiteName, SocketMode, TunnelConfig,
 };
+use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
 /// Validates a whole config, collecting every error.
 ///
@@ -131,6 +132,21 @@ fn parse_port(s: &str) -> Result<u16, String> {
         Ok(_) => Err(format!("port '{s}' is out of range 1..=65535")),
         Err(_) => Err(format!("'{s}' is not a port number")),
     }
+}
+
+/// A concurrency limit (`maxConnections`, `tunnel.maxStreamsPerPeer`):
+/// a whole number 1..=[`MAX_LIMIT`].
+fn parse_limit(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if (1..=i64::from(MAX_LIMIT)).contains(&n) => Ok(n as u32),
+        Ok(_) => Err(format!("'{s}' is out of range 1..={MAX_LIMIT}")),
+        Err(_) => Err(format!("'{s}' is not a whole number (1..={MAX_LIMIT})")),
+    }
+}
+
+/// An optional limit at `path`, or an error there.
+fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
+    given(raw).and_then(|s| parse_limit(s).map_err(|e| r.err(path, e)).ok())
 }
 
 /// Checks a TCP target that will be dialled: port 0 cannot be dialled.
@@ -576,6 +592,12 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
             }
         },
     };
+    let max_streams_per_peer = limit(
+        raw.map_or(&None, |t| &t.max_streams_per_peer),
+        "tunnel.maxStreamsPerPeer".into(),
+        r,
+    )
+    .unwrap_or(DEFAULT_STREAMS_PER_PEER);
     let mut local_sockets: Vec<LocalSocket> = Vec::new();
     let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
     for (i, s) in raw
@@ -607,6 +629,7 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
     Some(TunnelConfig {
         local_sockets,
         congestion_control,
+        max_streams_per_peer,
     })
 }
 
@@ -894,6 +917,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
             Some(ExposedTarget::Range { ports, addresses })
         }
     };
+    let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
 
     if r.errors.len() > start {
         return None;
@@ -901,6 +925,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
     Some(ExposedApp {
         name: name?,
         target: target?,
+        max_connections,
     })
 }
 
@@ -947,6 +972,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
             }
         }
     });
+    let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
 
     if r.errors.len() > start {
         return None;
@@ -956,6 +982,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         app: app?,
         local_socket: local_socket?,
         app_socket,
+        max_connections,
     })
 }
 
@@ -1524,6 +1551,7 @@ mod tests {
             app_socket: socket.map(Scalar::from),
             port_range: list(ports),
             address_range: list(addrs),
+            ..Default::default()
         }
     }
 
@@ -1690,6 +1718,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn limits_default_when_unset_and_parse_when_set() {
+        let c = ok("");
+        assert_eq!(c.tunnel.max_streams_per_peer, DEFAULT_STREAMS_PER_PEER);
+        let c = ok(
+            "tunnel:\n  maxStreamsPerPeer: 64\nlocalExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  maxConnections: \"2\"\n- appName: b\n  appSocket: tcp:127.0.0.1:1\nremoteApps:\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:2\n  MAXCONNECTIONS: 1000000\n",
+        );
+        assert_eq!(c.tunnel.max_streams_per_peer, 64);
+        assert_eq!(c.exposed_apps[0].max_connections, Some(2));
+        assert_eq!(c.exposed_apps[0].connection_limit(), 2);
+        assert_eq!(c.exposed_apps[1].max_connections, None);
+        assert_eq!(
+            c.exposed_apps[1].connection_limit(),
+            crate::limit::DEFAULT_CONNECTIONS as usize
+        );
+        assert_eq!(c.remote_apps[0].max_connections, Some(MAX_LIMIT));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn limits_must_be_whole_numbers_from_1_to_a_million() {
+        assert_eq!(
+            errs("tunnel:\n  maxStreamsPerPeer: 0\n"),
+            ["tunnel.maxStreamsPerPeer: '0' is out of range 1..=1000000"]
+        );
+        assert_eq!(
+            errs(
+                "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  maxConnections: 1000001\nremoteApps:\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:2\n  maxConnections: many\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:3\n  maxConnections: 1.5\n"
+            ),
+            [
+                "localExposedApps[0].maxConnections: '1000001' is out of range 1..=1000000",
+                "remoteApps[0].maxConnections: 'many' is not a whole number (1..=1000000)",
+                "remoteApps[1].maxConnections: '1.5' is not a whole number (1..=1000000)",
+            ]
+        );
+        let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);
+        raw.max_connections = Some("-3".into());
+        assert_eq!(
+            messages(exposed_app(&raw, "").expect_err("negative")),
+            ["maxConnections: '-3' is out of range 1..=1000000"]
+        );
+        let mut raw = remote("s2", "web", "tcp:127.0.0.1:1", None);
+        raw.max_connections = Some("".into());
+        assert_eq!(
+            remote_app(&raw, "")
+                .expect("empty means unset")
+                .max_connections,
+            None
+        );
+    }
+
     // --- remote apps -----------------------------------------------------------
 
     fn remote(site: &str, app: &str, local: &str, app_socket: Option<&str>) -> raw::RemoteApp {
@@ -1699,6 +1778,7 @@ mod tests {
             app_name: opt(app),
             local_socket: opt(local),
             app_socket: app_socket.map(Scalar::from),
+            ..Default::default()
         }
     }
 

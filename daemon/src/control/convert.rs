@@ -197,6 +197,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 name: a.name.to_string(),
                 mode: "single".to_owned(),
                 app_socket: socket.to_string(),
+                max_connections: a.max_connections,
                 ..Self::default()
             },
             ExposedTarget::Range { ports, addresses } => Self {
@@ -205,6 +206,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 app_socket: String::new(),
                 port_range: ports.iter().map(ToString::to_string).collect(),
                 address_range: addresses.iter().map(ToString::to_string).collect(),
+                max_connections: a.max_connections,
             },
         }
     }
@@ -226,6 +228,7 @@ impl From<&RemoteApp> for v1::RemoteAppSpec {
             app_name: a.app.to_string(),
             local_socket: a.local_socket.to_string(),
             app_socket: opt_text(a.app_socket.map(|t| format!("tcp:{t}"))),
+            max_connections: a.max_connections,
         }
     }
 }
@@ -370,6 +373,7 @@ pub(crate) fn stats_message(
                     bytes_received: a.bytes_received,
                     send_rate: r.send,
                     receive_rate: r.receive,
+                    limited_streams: a.limited_streams,
                 }
             })
             .collect(),
@@ -438,6 +442,7 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
             app_socket: scalar(s.app_socket),
             port_range: scalars(s.port_range),
             address_range: scalars(s.address_range),
+            max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
         }
     }
 }
@@ -450,6 +455,7 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
             app_name: scalar(s.app_name),
             local_socket: scalar(s.local_socket),
             app_socket: scalar(s.app_socket),
+            max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
         }
     }
 }
@@ -537,6 +543,7 @@ mod tests {
                 mode: Some("range".into()),
                 port_range: Some(vec!["5900".into(), "6000-6010".into()]),
                 address_range: Some(vec!["10.0.0.0/24".into()]),
+                max_connections: Some("5".into()),
                 ..Default::default()
             },
             "",
@@ -546,6 +553,7 @@ mod tests {
         assert_eq!(spec.mode, "range");
         assert_eq!(spec.port_range, ["5900", "6000-6010"]);
         assert_eq!(spec.address_range, ["10.0.0.0/24"]);
+        assert_eq!(spec.max_connections, Some(5));
         // Round trip through the validator gives the same app.
         let back = validate::exposed_app(&raw::ExposedApp::from(spec), "").expect("valid");
         assert_eq!(back, range);
@@ -555,6 +563,7 @@ mod tests {
             app: AppName::new("vnc").expect("name"),
             local_socket: AppSocket::Unix(PathBuf::from("/tmp/v.sock")),
             app_socket: Some(addr("10.0.0.5:5900")),
+            max_connections: Some(9),
         };
         let info = RemoteAppInfo {
             app: remote.clone(),
@@ -565,6 +574,7 @@ mod tests {
         let spec = p.spec.clone().expect("spec");
         assert_eq!(spec.local_socket, "unix:/tmp/v.sock");
         assert_eq!(spec.app_socket, "tcp:10.0.0.5:5900");
+        assert_eq!(spec.max_connections, Some(9));
         assert_eq!(p.listener_state(), v1::ListenerState::Failed);
         assert_eq!(p.listener_error, "in use");
         assert!(p.live);
@@ -581,6 +591,7 @@ mod tests {
         assert_eq!(raw.mode, None);
         assert_eq!(raw.app_socket, None);
         assert_eq!(raw.port_range, None);
+        assert_eq!(raw.max_connections, None);
         let errs = validate::exposed_app(&raw, "").expect_err("no socket");
         assert_eq!(
             errs[0].to_string(),

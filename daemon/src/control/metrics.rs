@@ -182,6 +182,11 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
     );
     let app_streams = counters(&mut reg, "app_streams", "Streams opened since start");
     let app_open = gauges(&mut reg, "app_open_streams", "Streams open now");
+    let app_limited = counters(
+        &mut reg,
+        "app_limited_streams",
+        "Streams refused because a limit was reached",
+    );
     for a in &s.apps {
         let l: Labels = vec![
             ("app", a.app.to_string()),
@@ -194,6 +199,7 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         app_open
             .get_or_create(&l)
             .set(i64::try_from(a.open_streams).unwrap_or(i64::MAX));
+        app_limited.get_or_create(&l).inc_by(a.limited_streams);
     }
 
     let peer_sent = counters(
@@ -281,6 +287,7 @@ mod tests {
                 total_streams: 5,
                 bytes_sent: 1234,
                 bytes_received: 99,
+                limited_streams: 4,
             }],
             counters: vec![("auth_failures", 3)],
             ..StatsSnapshot::default()
@@ -291,6 +298,7 @@ mod tests {
             "wovenet_app_received_bytes_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 99",
             "wovenet_app_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 5",
             "wovenet_app_open_streams{app=\"echo\",peer=\"b\",direction=\"outbound\"} 2",
+            "wovenet_app_limited_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 4",
             "wovenet_auth_failures_total 3",
             "# EOF",
         ] {

@@ -161,6 +161,7 @@ mod tests {
             total_streams: 1,
             bytes_sent: sent,
             bytes_received: received,
+            limited_streams: 0,
         }
     }
 

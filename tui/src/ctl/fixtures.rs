@@ -147,6 +147,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             app_socket: "tcp:127.0.0.1:7".into(),
             port_range: vec![],
             address_range: vec![],
+            max_connections: None,
         }),
         live: false,
     }
@@ -160,6 +161,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             app_socket: String::new(),
             port_range: vec!["5900".into(), "5901-5990".into()],
             address_range: vec!["10.0.2.0/24".into()],
+            max_connections: Some(50),
         }),
         live: true,
     }
@@ -171,6 +173,7 @@ pub(crate) fn remote_spec() -> pb::RemoteAppSpec {
         app_name: "echo".into(),
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
+        max_connections: None,
     }
 }
 
@@ -191,6 +194,7 @@ pub(crate) fn remote_failed() -> pb::RemoteApp {
             app_name: "vnc".into(),
             local_socket: "unix:/run/vnc.sock".into(),
             app_socket: "tcp:10.0.2.9:5900".into(),
+            max_connections: Some(4),
         }),
         listener_state: pb::ListenerState::Failed as i32,
         listen_addr: String::new(),
@@ -241,6 +245,7 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             bytes_received: 1_024,
             send_rate: 1_536.0,
             receive_rate: 0.0,
+            limited_streams: 3,
         }],
         peers: vec![pb::PeerStats {
             peer: "beta".into(),

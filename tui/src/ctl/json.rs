@@ -224,6 +224,8 @@ pub struct ExposedAppSpec {
     app_socket: String,
     port_range: Vec<String>,
     address_range: Vec<String>,
+    /// `null` when not set (the daemon's default applies).
+    max_connections: Option<u32>,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -238,6 +240,7 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
             app_socket: s.app_socket.clone(),
             port_range: s.port_range.clone(),
             address_range: s.address_range.clone(),
+            max_connections: s.max_connections,
         }
     }
 }
@@ -265,6 +268,8 @@ pub struct RemoteAppSpec {
     app_name: String,
     local_socket: String,
     app_socket: String,
+    /// `null` when not set (the daemon's default applies).
+    max_connections: Option<u32>,
 }
 
 impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
@@ -274,6 +279,7 @@ impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
             app_name: s.app_name.clone(),
             local_socket: s.local_socket.clone(),
             app_socket: s.app_socket.clone(),
+            max_connections: s.max_connections,
         }
     }
 }
@@ -534,6 +540,7 @@ pub struct AppStats {
     bytes_received: u64,
     send_rate: f64,
     receive_rate: f64,
+    limited_streams: u64,
 }
 
 impl From<&pb::AppStats> for AppStats {
@@ -548,6 +555,7 @@ impl From<&pb::AppStats> for AppStats {
             bytes_received: a.bytes_received,
             send_rate: a.send_rate,
             receive_rate: a.receive_rate,
+            limited_streams: a.limited_streams,
         }
     }
 }
@@ -733,8 +741,9 @@ mod tests {
         assert_eq!(
             out["exposed"][0],
             json!({"spec": {"name": "echo", "mode": "single", "app_socket": "tcp:127.0.0.1:7",
-                "port_range": [], "address_range": []}, "live": false})
+                "port_range": [], "address_range": [], "max_connections": null}, "live": false})
         );
+        assert_eq!(out["exposed"][1]["spec"]["max_connections"], 50);
         assert_eq!(out["exposed"][1]["spec"]["mode"], "range");
         assert_eq!(
             out["exposed"][1]["spec"]["port_range"],
@@ -744,10 +753,11 @@ mod tests {
         assert_eq!(
             out["remote"][0],
             json!({"spec": {"site_name": "beta", "app_name": "echo",
-                "local_socket": "tcp:127.0.0.1:6000", "app_socket": ""},
+                "local_socket": "tcp:127.0.0.1:6000", "app_socket": "", "max_connections": null},
                 "listener_state": "open", "listen_addr": "127.0.0.1:6000",
                 "listener_error": "", "live": false})
         );
+        assert_eq!(out["remote"][1]["spec"]["max_connections"], 4);
         assert_eq!(out["remote"][1]["listener_state"], "failed");
         assert_eq!(out["remote"][1]["listener_error"], "permission denied");
     }
@@ -801,7 +811,8 @@ mod tests {
             json!({"event": {"seq": 43, "at": "2024-05-01T10:00:00.123Z",
                 "kind": "listener_opened",
                 "listener_opened": {"site_name": "beta", "app_name": "echo",
-                    "local_socket": "tcp:127.0.0.1:6000", "app_socket": ""}}})
+                    "local_socket": "tcp:127.0.0.1:6000", "app_socket": "",
+                    "max_connections": null}}})
         );
         let down = Event::from(&fx::event(
             44,
@@ -871,7 +882,7 @@ mod tests {
             v["apps"][0],
             json!({"app": "echo", "peer": "beta", "direction": "inbound", "open_streams": 1,
                 "total_streams": 9, "bytes_sent": 2048, "bytes_received": 1024,
-                "send_rate": 1536.0, "receive_rate": 0.0})
+                "send_rate": 1536.0, "receive_rate": 0.0, "limited_streams": 3})
         );
         assert_eq!(
             v["peers"][0],

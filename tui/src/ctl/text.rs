@@ -201,13 +201,14 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
     if apps.exposed.is_empty() {
         out.push_str("none\n");
     } else {
-        let mut t = Table::new(&["NAME", "MODE", "TARGET", "LIVE"]);
+        let mut t = Table::new(&["NAME", "MODE", "TARGET", ">MAX-CONN", "LIVE"]);
         for a in &apps.exposed {
             let spec = a.spec.clone().unwrap_or_default();
             t.row([
                 spec.name.clone(),
                 exposed_mode(&spec).to_owned(),
                 exposed_target(&spec),
+                max_connections(spec.max_connections),
                 yes_no(a.live).to_owned(),
             ]);
         }
@@ -222,6 +223,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
             "APP",
             "LOCAL",
             "APP-SOCKET",
+            ">MAX-CONN",
             "LISTENER",
             "ADDRESS",
             "LIVE",
@@ -234,6 +236,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 spec.app_name,
                 spec.local_socket,
                 spec.app_socket,
+                max_connections(spec.max_connections),
                 units::cell(units::listener_state(a.listener_state)),
                 a.listen_addr.clone(),
                 yes_no(a.live).to_owned(),
@@ -243,6 +246,11 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+/// A `maxConnections` cell: the number, or `default` when not set.
+fn max_connections(n: Option<u32>) -> String {
+    n.map_or_else(|| "default".to_owned(), |n| n.to_string())
 }
 
 /// `site/app on local` (and `-> app_socket` for range apps).
@@ -415,6 +423,7 @@ pub fn stats(s: &pb::WatchStatsResponse) -> String {
         "DIRECTION",
         ">OPEN",
         ">TOTAL",
+        ">LIMITED",
         ">SENT",
         ">RECEIVED",
         ">SEND-RATE",
@@ -427,6 +436,7 @@ pub fn stats(s: &pb::WatchStatsResponse) -> String {
             units::cell(units::stream_direction(a.direction)),
             a.open_streams.to_string(),
             a.total_streams.to_string(),
+            a.limited_streams.to_string(),
             units::bytes(a.bytes_sent),
             units::bytes(a.bytes_received),
             units::rate(a.send_rate),
@@ -615,14 +625,14 @@ mod tests {
         assert_eq!(
             apps(&fx::apps()),
             "EXPOSED APPS\n\
-             NAME  MODE    TARGET                               LIVE\n\
-             echo  single  tcp:127.0.0.1:7                      no\n\
-             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24  yes\n\
+             NAME  MODE    TARGET                               MAX-CONN  LIVE\n\
+             echo  single  tcp:127.0.0.1:7                       default  no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  yes\n\
              \n\
              REMOTE APPS\n\
-             SITE  APP   LOCAL               APP-SOCKET         LISTENER  ADDRESS         LIVE  ERROR\n\
-             beta  echo  tcp:127.0.0.1:6000  -                  open      127.0.0.1:6000  no    -\n\
-             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900  failed    -               yes   permission denied\n"
+             SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LISTENER  ADDRESS         LIVE  ERROR\n\
+             beta  echo  tcp:127.0.0.1:6000  -                   default  open      127.0.0.1:6000  no    -\n\
+             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900         4  failed    -               yes   permission denied\n"
         );
         assert_eq!(
             apps(&pb::ListAppsResponse::default()),
@@ -718,8 +728,8 @@ mod tests {
             "stats at 2024-05-01T10:00:00Z\n\
              \n\
              APPS\n\
-             APP   PEER  DIRECTION  OPEN  TOTAL     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
-             echo  beta  inbound       1      9  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
+             APP   PEER  DIRECTION  OPEN  TOTAL  LIMITED     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
+             echo  beta  inbound       1      9        3  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
              \n\
              PEERS\n\
              PEER      SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
