@@ -24,6 +24,14 @@ pub struct Counters {
     pub streams_refused: AtomicU64,
     /// Streams carried (both directions, any outcome after admission).
     pub streams_opened: AtomicU64,
+    /// Claims to a site name refused: announcements of an instance while
+    /// another live instance holds the name (or with a changed certificate),
+    /// and inbound dataChannels whose claimed site, instance and certificate
+    /// match no live announcement.
+    pub claims_refused: AtomicU64,
+    /// Announcements of new site names ignored because the site already
+    /// keeps the most peers it will.
+    pub peers_over_cap: AtomicU64,
 }
 
 impl Counters {
