@@ -810,7 +810,7 @@ impl Peers {
     /// Dialling one socket of `peer` failed again; the address may be stale
     /// (dynamic public IP), so ask for a fresh announcement now and then.
     pub fn on_dial_failed(&mut self, peer: &PeerId, attempts: u32) {
-        if attempts == 2 || attempts % 10 == 0 {
+        if attempts == 2 || attempts.is_multiple_of(10) {
             self.out.push(Action::Query(peer.instance));
         }
     }
