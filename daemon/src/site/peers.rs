@@ -25,16 +25,16 @@
 //! - nothing arrived from it on the message channel for [`SILENCE`] (it
 //!   missed a periodic announcement);
 //! - it did not answer a probe: when a claimant announces, the holder is sent
-//!   a `Query`; if no message of the holder arrives within [`PROBE_TIMEOUT`]
-//!   of that query, the probe is unanswered.
+//!   a `Query`; if no announcement or query of the holder arrives within
+//!   [`PROBE_TIMEOUT`] of that query, the probe is unanswered.
 //!
 //! A dead holder is replaced at once by the most recently heard claimant (a
 //! restart). A graceful restart is therefore taken over as soon as the new
 //! instance announces; a crash as soon as the old channels time out.
 //!
-//! **Conflict.** A holder that answers a probe (any message from it at or
-//! after the probe was sent) is alive while the claimant is too: two running
-//! processes share the name. Every claimant present then is *in conflict*:
+//! **Conflict.** A holder that answers a probe (an announcement or query of
+//! it processed after the probe was sent) is alive while the claimant is
+//! too: two running processes share the name. Every claimant present then is *in conflict*:
 //! one [`Report::Conflict`] per (site, claimant) naming both instances, its
 //! pending channels closed, each later announcement and channel of it
 //! refused and counted. It is listed in [`PeerView::conflicts`] until it
