@@ -35,6 +35,14 @@ pub struct Counters {
     /// Failed accepts on remote-app listeners or the control socket (mostly
     /// out of file descriptors); each pauses that accept loop 100 ms to 1 s.
     pub accept_errors: AtomicU64,
+    /// Claims to a site name refused: announcements of an instance while
+    /// another live instance holds the name (or with a changed certificate),
+    /// and inbound dataChannels whose claimed site, instance and certificate
+    /// match no live announcement.
+    pub claims_refused: AtomicU64,
+    /// Announcements of new site names ignored because the site already
+    /// keeps the most peers it will.
+    pub peers_over_cap: AtomicU64,
 }
 
 impl Counters {

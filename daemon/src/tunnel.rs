@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -32,13 +32,15 @@ use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{CongestionControl, LocalSocket, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
-use crate::message::announce::InstanceId;
 use auth::PeerId;
 use backoff::Backoff;
 use tls::{Fingerprint, Identity};
 
 /// QUIC application close code for an orderly close (shutdown, peer replaced).
 pub const CLOSE_NORMAL: u32 = 0;
+/// QUIC application close code for a channel the site refused (its claimed
+/// site and instance did not match a live announcement); the dialer backs off.
+pub const CLOSE_REFUSED: u32 = 0x5752;
 
 /// Why the tunnel layer failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +91,17 @@ pub enum DialError {
 /// A change the site actor must know about.
 #[derive(Debug, Clone)]
 pub enum TunnelEvent {
-    /// A dataChannel passed the key proof and carries streams now.
+    /// A dataChannel passed the key proof. Outbound channels carry streams
+    /// now; inbound ones wait for [`Registry::confirm`].
     ChannelUp {
         /// The peer.
         peer: PeerId,
         /// The channel.
         channel: ChannelId,
+        /// Who dialled.
+        direction: Direction,
+        /// The certificate the peer presented (outbound: the pinned one).
+        cert: Fingerprint,
     },
     /// A dataChannel is gone.
     ChannelDown {
@@ -139,6 +146,26 @@ pub struct Channel {
     /// [`SILENCE_LIMIT`]: new streams then go elsewhere, long before the idle
     /// timeout declares the channel dead.
     pub responsive: AtomicBool,
+    /// SHA-256 of the peer's TLS certificate (outbound: the pinned one;
+    /// inbound: the client certificate it proved it holds the key of).
+    pub cert: Fingerprint,
+    /// Whether the site let it carry streams (see [`Registry::confirm`]).
+    confirmed: watch::Sender<bool>,
+}
+
+impl Channel {
+    /// Whether it may carry streams: outbound channels from the start,
+    /// inbound ones once the site matched their claim to an announcement.
+    pub fn is_confirmed(&self) -> bool {
+        *self.confirmed.borrow()
+    }
+
+    /// Resolves once the channel is confirmed.
+    async fn confirmed(&self) {
+        let mut rx = self.confirmed.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|c| *c).await;
+    }
 }
 
 /// The peer sends a keep-alive every [`endpoint::KEEP_ALIVE`]; this much
@@ -217,14 +244,27 @@ impl Registry {
         self.lock().values().flatten().cloned().collect()
     }
 
-    /// Closes the channels to `site` that belong to any instance but `keep`
-    /// (the peer restarted: the old process is gone or an impostor).
-    pub fn close_other_instances(&self, site: &SiteName, keep: &InstanceId) {
-        for ch in self.channels(site) {
-            if &ch.peer.instance != keep {
-                ch.conn
-                    .close(CLOSE_NORMAL.into(), b"superseded by a newer instance");
+    /// Lets the inbound channel `id` to `site` carry streams: picked for new
+    /// streams, and the peer's streams served. Returns whether it exists.
+    pub fn confirm(&self, site: &SiteName, id: ChannelId) -> bool {
+        match self.channels(site).into_iter().find(|c| c.id == id) {
+            Some(ch) => {
+                ch.confirmed.send_replace(true);
+                true
             }
+            None => false,
+        }
+    }
+
+    /// Closes channel `id` to `site` with `code` and `reason` (which the peer
+    /// sees). Returns whether it exists.
+    pub fn close(&self, site: &SiteName, id: ChannelId, code: u32, reason: &str) -> bool {
+        match self.channels(site).into_iter().find(|c| c.id == id) {
+            Some(ch) => {
+                ch.conn.close(code.into(), reason.as_bytes());
+                true
+            }
+            None => false,
         }
     }
 
@@ -235,6 +275,7 @@ impl Registry {
             open_streams: c.open_streams.load(Ordering::Relaxed),
             rtt: c.conn.rtt(),
             healthy: c.conn.close_reason().is_none()
+                && c.is_confirmed()
                 && c.responsive.load(Ordering::Relaxed)
                 && !skip.contains(&c.id),
         }))?;
@@ -303,6 +344,8 @@ impl StreamOpener for Registry {
 struct Ctx {
     registry: Arc<Registry>,
     keys: Arc<Keys>,
+    /// Presented as the client certificate when dialling.
+    identity: Arc<Identity>,
     me: PeerId,
     server: Arc<dyn StreamServer>,
     counters: Arc<Counters>,
@@ -314,7 +357,7 @@ struct Ctx {
 /// The tunnel manager of one site: listeners, dial loops and the registry.
 pub struct Tunnels {
     ctx: Ctx,
-    identity: Identity,
+    identity: Arc<Identity>,
     transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     cancel: CancellationToken,
@@ -352,10 +395,12 @@ impl Tunnels {
             counters,
             events_tx,
         } = setup;
+        let identity = Arc::new(Identity::generate()?);
         Ok(Self {
             ctx: Ctx {
                 registry: Arc::default(),
                 keys,
+                identity: identity.clone(),
                 me,
                 server,
                 counters,
@@ -363,7 +408,7 @@ impl Tunnels {
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
             },
-            identity: Identity::generate()?,
+            identity,
             transport: endpoint::transport_config(cc),
             endpoints: Mutex::default(),
             cancel,
@@ -454,6 +499,11 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                         return;
                     }
                 };
+                // The client-cert verifier demands one, so this always exists.
+                let Some(cert) = tls::peer_fingerprint(&conn) else {
+                    conn.close(auth::AUTH_FAILED.into(), b"no client certificate");
+                    return;
+                };
                 match auth::server(&conn, &ctx2.keys, &ctx2.me).await {
                     Ok(peer) => {
                         let reason = run_channel(
@@ -465,6 +515,7 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                             &cancel,
                             None,
                             local,
+                            cert,
                         )
                         .await;
                         debug!(%reason, "inbound channel ended");
@@ -520,7 +571,7 @@ async fn dial_attempts(
     cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-    let client = match tls::client_config(pinned, transport) {
+    let client = match tls::client_config(&ctx.identity, pinned, transport) {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "cannot build client config");
@@ -545,18 +596,23 @@ async fn dial_attempts(
         match result {
             Ok(conn) => {
                 let attempts = backoff.attempts();
-                backoff.reset();
                 let reason = run_channel(
                     ctx,
-                    conn,
+                    conn.clone(),
                     peer.clone(),
                     Direction::Outbound,
                     attempts,
                     &cancel,
                     Some(dial_id),
                     ep.local_addr().ok(),
+                    pinned,
                 )
                 .await;
+                // A channel the peer refused (it holds another instance of
+                // that name) counts as a failed attempt: keep backing off.
+                if !refused(&conn) {
+                    backoff.reset();
+                }
                 ctx.registry.dial_update(dial_id, |d| {
                     d.channel = None;
                     d.attempts = 0;
@@ -641,6 +697,7 @@ async fn run_channel(
     cancel: &CancellationToken,
     dial_id: Option<u64>,
     local: Option<SocketAddr>,
+    cert: Fingerprint,
 ) -> String {
     let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let ch = Arc::new(Channel {
@@ -653,6 +710,8 @@ async fn run_channel(
         open_streams: AtomicUsize::new(0),
         responsive: AtomicBool::new(true),
         attempts,
+        cert,
+        confirmed: watch::channel(direction == Direction::Outbound).0,
     });
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, remote = %conn.remote_address());
     async {
@@ -666,6 +725,8 @@ async fn run_channel(
             .send(TunnelEvent::ChannelUp {
                 peer: peer.clone(),
                 channel: id,
+                direction,
+                cert,
             })
             .await;
         let reason = tokio::select! {
@@ -693,8 +754,12 @@ async fn run_channel(
 }
 
 /// Accepts the peer's streams (requests for our exposed apps) until the
-/// connection dies.
+/// connection dies; none before the channel is confirmed.
 async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
+    tokio::select! {
+        () = ch.confirmed() => {}
+        e = ch.conn.closed() => return e,
+    }
     let mut credit = endpoint::INITIAL_STREAM_CREDIT;
     loop {
         match ch.conn.accept_bi().await {
@@ -745,6 +810,14 @@ async fn watch_silence(ch: &Channel) -> std::convert::Infallible {
             }
         }
     }
+}
+
+/// Whether the peer closed `conn` because it refused the channel.
+fn refused(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == CLOSE_REFUSED.into()
+    )
 }
 
 fn close_reason(e: &quinn::ConnectionError) -> String {

@@ -91,6 +91,9 @@ pub struct PeerInfo {
     pub bytes_sent: u64,
     /// See `bytes_sent`.
     pub bytes_received: u64,
+    /// Other running instances that announce this site name and were
+    /// refused because `instance` holds it (sorted; empty normally).
+    pub conflicts: Vec<InstanceId>,
 }
 
 /// State of a dataChannel (or of the dial loop that should produce one).

@@ -130,6 +130,33 @@ fn populated_sites_tab_shows_header_and_peer() {
 }
 
 #[test]
+fn a_peer_in_a_name_conflict_shows_it_in_the_table_and_the_detail_pane() {
+    let mut s = populated();
+    s.model.apply_stats(pb::WatchStatsResponse {
+        peers: vec![pb::PeerStats {
+            peer: "site-b".into(),
+            conflicting_instances: vec!["feedface".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 100, 24);
+    assert!(out.contains("conflict"), "{out}");
+    assert!(out.contains("instance feedface"), "{out}");
+    // Cleared by the next sample once the duplicate is gone.
+    s.model.apply_stats(pb::WatchStatsResponse {
+        peers: vec![pb::PeerStats {
+            peer: "site-b".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let out = draw(&s, 100, 24);
+    assert!(!out.contains("feedface"), "{out}");
+}
+
+#[test]
 fn tunnels_tab_shows_rtt_and_loss() {
     let mut s = populated();
     tab(&mut s, Tab::Tunnels);

@@ -121,6 +121,7 @@ impl From<&PeerInfo> for v1::Peer {
             streams: count32(p.streams),
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            conflicting_instances: p.conflicts.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -389,6 +390,7 @@ pub(crate) fn stats_message(
                     bytes_received: p.bytes_received,
                     send_rate: r.send,
                     receive_rate: r.receive,
+                    conflicting_instances: p.conflicts.iter().map(ToString::to_string).collect(),
                 }
             })
             .collect(),
@@ -656,5 +658,29 @@ mod tests {
         assert_eq!(m.channels.len(), 1);
         assert_eq!(m.channels[0].id, 7);
         assert_eq!(m.counters.get("auth_failures"), Some(&2));
+    }
+
+    #[test]
+    fn a_name_conflict_lists_the_refused_instances_in_hex_in_peers_and_stats() {
+        let p = PeerInfo {
+            site: SiteName::new("b").expect("name"),
+            instance: InstanceId::from_bytes([0xb1; 16]),
+            state: PeerState::Connected,
+            apps: Vec::new(),
+            last_seen: SystemTime::UNIX_EPOCH,
+            channels: 1,
+            streams: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            conflicts: vec![InstanceId::from_bytes([0xb2; 16])],
+        };
+        let hex = vec!["b2".repeat(16)];
+        assert_eq!(v1::Peer::from(&p).conflicting_instances, hex);
+        let s = StatsSnapshot {
+            peers: vec![p],
+            ..StatsSnapshot::default()
+        };
+        let m = stats_message(&s, &StatsRates::default(), SystemTime::UNIX_EPOCH);
+        assert_eq!(m.peers[0].conflicting_instances, hex);
     }
 }

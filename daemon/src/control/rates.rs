@@ -149,6 +149,7 @@ mod tests {
             streams: 0,
             bytes_sent: sent,
             bytes_received: received,
+            conflicts: Vec::new(),
         }
     }
 

@@ -140,6 +140,10 @@ pub struct Announce {
     /// Receivers answer with their own `Announce`, unicast to the sender.
     #[serde(default)]
     pub reply: bool,
+    /// The sender's broker-connection counter when this was published (see
+    /// [`Depart::epoch`]); 0 from senders that predate it.
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// One public QUIC address of an instance.
@@ -160,6 +164,13 @@ pub struct Depart {
     pub site: SiteName,
     /// The departing process.
     pub instance: InstanceId,
+    /// The broker connection this departure belongs to: the MQTT last will
+    /// of connection `n` carries `n`. Receivers accept a departure only if its
+    /// epoch is at least that of the instance's latest announcement, so a
+    /// will replayed from an earlier connection changes nothing. 0 from
+    /// senders that predate it.
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// A request for a unicast re-announce, e.g. after dialling a stale dynamic address failed.
@@ -213,6 +224,7 @@ mod tests {
             apps: vec![AppName::new("ssh").unwrap()],
             cert_sha256: "00".repeat(32),
             reply: true,
+            epoch: 3,
         })
     }
 
@@ -223,6 +235,7 @@ mod tests {
         assert!(text.contains(r#""type":"announce""#), "{text}");
         assert!(text.contains(r#""protocolVersion":1"#), "{text}");
         assert!(text.contains(r#""certSha256""#), "{text}");
+        assert!(text.contains(r#""epoch":3"#), "{text}");
         assert!(text.contains(&"ab".repeat(16)), "{text}");
         assert_eq!(decode(&bytes).unwrap(), announce());
     }
@@ -234,6 +247,7 @@ mod tests {
             Message::Depart(Depart {
                 site: site(),
                 instance: i,
+                epoch: 2,
             }),
             Message::Query(Query {
                 site: site(),
@@ -255,8 +269,20 @@ mod tests {
             panic!("not an announce");
         };
         assert_eq!(a.protocol_version, 9);
-        assert_eq!(a.seq, 0);
+        assert_eq!((a.seq, a.epoch), (0, 0));
         assert!(a.sockets.is_empty() && a.apps.is_empty() && !a.reply);
+    }
+
+    #[test]
+    fn a_depart_without_an_epoch_from_an_older_sender_parses_as_epoch_0() {
+        let json = format!(
+            r#"{{"type":"depart","site":"b","instance":"{}"}}"#,
+            "01".repeat(16)
+        );
+        let Message::Depart(d) = decode(json.as_bytes()).unwrap() else {
+            panic!("not a depart");
+        };
+        assert_eq!(d.epoch, 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -89,6 +90,8 @@ struct Inner {
     state_rx: watch::Receiver<BrokerState>,
     /// Cancelled when the event loop task has ended.
     stopped: CancellationToken,
+    /// The current broker-connection epoch (shared with the driver).
+    epoch: Arc<AtomicU32>,
 }
 
 impl fmt::Debug for MessageChannel {
@@ -157,7 +160,8 @@ impl MessageChannel {
                 Arc::new(tls),
             )));
         }
-        opts.set_last_will(last_will(&keys, &broadcast, &site, &instance));
+        let epoch = Arc::new(AtomicU32::new(FIRST_EPOCH));
+        opts.set_last_will(last_will(&keys, &broadcast, &site, &instance, FIRST_EPOCH));
 
         let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
         let (state_tx, state_rx) = watch::channel(BrokerState::Connecting);
@@ -177,6 +181,7 @@ impl MessageChannel {
             inbound_tx,
             cancel: shutdown.child_token(),
             attempt: 0,
+            epoch: Arc::clone(&epoch),
             undecryptable_warn: WarnLimiter::default(),
             malformed_warn: WarnLimiter::default(),
             stale_warn: WarnLimiter::default(),
@@ -200,6 +205,7 @@ impl MessageChannel {
                 broadcast,
                 state_rx,
                 stopped,
+                epoch,
             }),
         };
         Ok((channel, inbound_rx))
@@ -228,6 +234,13 @@ impl MessageChannel {
         self.publish(&unicast_topic(&self.inner.broadcast, to), msg)
     }
 
+    /// The current broker-connection epoch: 1 for the first connection
+    /// attempt, one more for each later attempt. Stamped on every
+    /// announcement and departure (see [`Depart::epoch`]).
+    pub fn epoch(&self) -> u32 {
+        self.inner.epoch.load(Ordering::Relaxed)
+    }
+
     /// Watches the broker connection state.
     pub fn state(&self) -> watch::Receiver<BrokerState> {
         self.inner.state_rx.clone()
@@ -241,6 +254,7 @@ impl MessageChannel {
         let msg = Message::Depart(Depart {
             site: self.inner.site.clone(),
             instance: self.inner.instance,
+            epoch: self.epoch(),
         });
         if let Err(e) = self.publish(&self.inner.broadcast, &msg) {
             debug!(error = %e, "cannot queue depart message");
@@ -257,7 +271,7 @@ impl MessageChannel {
     }
 
     fn publish(&self, topic: &str, msg: &Message) -> Result<(), MessageError> {
-        let body = announce::encode(msg);
+        let body = announce::encode(&stamped(msg, self.epoch()));
         let sealed = envelope::seal(&self.inner.keys, topic, &body, SystemTime::now());
         if sealed.len() > MAX_PAYLOAD {
             return Err(MessageError::TooLarge {
@@ -281,12 +295,36 @@ impl MessageChannel {
     }
 }
 
-/// A sealed `Depart`, registered as the MQTT last will. Sealed anew before
-/// every connection attempt so each will has its own message id.
-fn last_will(keys: &Keys, broadcast: &str, site: &SiteName, instance: &InstanceId) -> LastWill {
+/// Epoch of the first connection attempt (0 means "sender without epochs").
+const FIRST_EPOCH: u32 = 1;
+
+/// `msg` with the epoch of the connection it is published on. The epoch
+/// only grows after the connection it belonged to failed, so a message never
+/// carries a higher epoch than the will of the connection that delivers it.
+fn stamped(msg: &Message, epoch: u32) -> Message {
+    let mut msg = msg.clone();
+    match &mut msg {
+        Message::Announce(a) => a.epoch = epoch,
+        Message::Depart(d) => d.epoch = epoch,
+        Message::Query(_) => {}
+    }
+    msg
+}
+
+/// A sealed `Depart` of connection `epoch`, registered as the MQTT last
+/// will. Sealed anew before every connection attempt so each will has its
+/// own message id and its connection's epoch.
+fn last_will(
+    keys: &Keys,
+    broadcast: &str,
+    site: &SiteName,
+    instance: &InstanceId,
+    epoch: u32,
+) -> LastWill {
     let body = announce::encode(&Message::Depart(Depart {
         site: site.clone(),
         instance: *instance,
+        epoch,
     }));
     let sealed = envelope::seal(keys, broadcast, &body, SystemTime::now());
     LastWill::new(broadcast, sealed, QoS::AtLeastOnce, false)
@@ -383,6 +421,8 @@ struct Driver {
     cancel: CancellationToken,
     /// Consecutive failed attempts, for the backoff.
     attempt: u32,
+    /// Broker-connection epoch, one per connection attempt.
+    epoch: Arc<AtomicU32>,
     undecryptable_warn: WarnLimiter,
     malformed_warn: WarnLimiter,
     stale_warn: WarnLimiter,
@@ -476,13 +516,21 @@ impl Driver {
             }
         });
         // Drop the connection (a refused subscription leaves it open) and
-        // make sure the next connection carries a freshly sealed will.
+        // make sure the next connection carries a freshly sealed will of
+        // the next epoch: this connection's will may still fire, and must
+        // then be older than anything announced from now on.
         self.eventloop.clean();
+        let next = |e: u32| Some(e.saturating_add(1));
+        let epoch = self
+            .epoch
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, next)
+            .map_or(u32::MAX, |e| e.saturating_add(1));
         self.eventloop.mqtt_options.set_last_will(last_will(
             &self.keys,
             &self.broadcast,
             &self.site,
             &self.instance,
+            epoch,
         ));
         let delay = backoff_delay(self.attempt, rand::random());
         self.attempt = self.attempt.saturating_add(1);
@@ -606,6 +654,36 @@ mod tests {
             unicast_topic("wovenet/abc", &i),
             format!("wovenet/abc/i/{}", "01".repeat(16))
         );
+    }
+
+    #[test]
+    fn announcements_and_departures_carry_the_connection_epoch() {
+        let site = SiteName::new("a").unwrap();
+        let instance = InstanceId::from_bytes([5; 16]);
+        let depart = Message::Depart(Depart {
+            site: site.clone(),
+            instance,
+            epoch: 0,
+        });
+        let Message::Depart(d) = stamped(&depart, 7) else {
+            panic!("kind changed");
+        };
+        assert_eq!(d.epoch, 7);
+        let query = Message::Query(announce::Query { site, instance });
+        assert_eq!(stamped(&query, 7), query);
+    }
+
+    #[test]
+    fn the_last_will_is_a_sealed_depart_of_its_connection_epoch() {
+        let keys = Keys::derive(&crate::config::CryptoKey::new("will-key-123").unwrap());
+        let site = SiteName::new("a").unwrap();
+        let instance = InstanceId::from_bytes([5; 16]);
+        let will = last_will(&keys, "t", &site, &instance, 4);
+        let opened = envelope::open(&keys, "t", &will.message).unwrap();
+        let Message::Depart(d) = announce::decode(&opened.body).unwrap() else {
+            panic!("the will is not a depart");
+        };
+        assert_eq!((d.site, d.instance, d.epoch), (site, instance, 4));
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             streams: 1,
             bytes_sent: 1536,
             bytes_received: 5 << 20,
+            conflicting_instances: vec![],
         },
         pb::Peer {
             name: "gamma-site".into(),
@@ -78,6 +79,7 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             streams: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            conflicting_instances: vec![],
         },
     ]
 }
@@ -253,6 +255,7 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             bytes_received: 20 << 20,
             send_rate: 1_048_576.0,
             receive_rate: 512.0,
+            conflicting_instances: vec![],
         }],
         channels: vec![pb::ChannelStats {
             id: 3,

@@ -94,6 +94,7 @@ pub struct Peer {
     streams: u32,
     bytes_sent: u64,
     bytes_received: u64,
+    conflicting_instances: Vec<String>,
 }
 
 impl From<&pb::Peer> for Peer {
@@ -108,6 +109,7 @@ impl From<&pb::Peer> for Peer {
             streams: p.streams,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            conflicting_instances: p.conflicting_instances.clone(),
         }
     }
 }
@@ -694,11 +696,25 @@ mod tests {
             json!({"peers": [
                 {"name": "beta", "instance": "0badc0de", "state": "connected",
                  "apps": ["echo", "vnc"], "last_seen": "2024-05-01T10:59:57Z",
-                 "channels": 2, "streams": 1, "bytes_sent": 1536, "bytes_received": 5242880},
+                 "channels": 2, "streams": 1, "bytes_sent": 1536, "bytes_received": 5242880,
+                 "conflicting_instances": []},
                 {"name": "gamma-site", "instance": "", "state": "gone", "apps": [],
                  "last_seen": null, "channels": 0, "streams": 0, "bytes_sent": 0,
-                 "bytes_received": 0}
+                 "bytes_received": 0, "conflicting_instances": []}
             ]})
+        );
+    }
+
+    #[test]
+    fn a_peer_in_a_name_conflict_lists_the_refused_instances() {
+        let mut peers = fx::peers();
+        peers[0].conflicting_instances = vec!["feedface".into()];
+        let out = ListPeers {
+            peers: peers.iter().map(Into::into).collect(),
+        };
+        assert_eq!(
+            value(&out)["peers"][0]["conflicting_instances"],
+            json!(["feedface"])
         );
     }
 

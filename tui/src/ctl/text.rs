@@ -97,7 +97,21 @@ pub fn peers(peers: &[pb::Peer], now: SystemTime) -> String {
             p.apps.join(","),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    // Only when two running sites share a name: which one is used, which refused.
+    let mut c = Table::new(&["NAME", "INSTANCE", "REFUSED-INSTANCE"]);
+    let mut any = false;
+    for p in peers {
+        for other in &p.conflicting_instances {
+            any = true;
+            c.row([p.name.clone(), p.instance.clone(), other.clone()]);
+        }
+    }
+    if any {
+        out.push_str("\nNAME CONFLICTS (two running sites share a siteName; rename one)\n");
+        out.push_str(&c.render());
+    }
+    out
 }
 
 /// `channels`.
@@ -563,6 +577,21 @@ mod tests {
              gamma-site  gone              0        0      0 B       0 B  -          -\n"
         );
         assert_eq!(peers(&[], fx::now()), "no peers\n");
+    }
+
+    #[test]
+    fn peers_in_a_name_conflict_get_a_section_naming_both_instances() {
+        let mut ps = fx::peers();
+        ps[0].conflicting_instances = vec!["feedface".into()];
+        let out = peers(&ps, fx::now());
+        assert!(
+            out.ends_with(
+                "\nNAME CONFLICTS (two running sites share a siteName; rename one)\n\
+                 NAME  INSTANCE  REFUSED-INSTANCE\n\
+                 beta  0badc0de  feedface\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
