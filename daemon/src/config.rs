@@ -63,6 +63,10 @@ pub enum ConfigError {
     Invalid(Vec<FieldError>),
 }
 
+/// Most `tunnel.localSockets` a site may have; other sites dial no more of
+/// one peer's sockets than this.
+pub const MAX_LOCAL_SOCKETS: usize = 16;
+
 /// A fully validated site configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -983,6 +983,10 @@ impl Site {
                 ("bad_preambles", c.bad_preambles.load(Relaxed)),
                 ("streams_refused", c.streams_refused.load(Relaxed)),
                 ("streams_opened", c.streams_opened.load(Relaxed)),
+                (
+                    "announced_sockets_dropped",
+                    c.announced_sockets_dropped.load(Relaxed),
+                ),
             ],
         }
     }

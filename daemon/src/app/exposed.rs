@@ -545,9 +545,8 @@ mod tests {
 
     fn any_net() -> impl Strategy<Value = IpNet> {
         prop_oneof![
-            (any::<u32>(), 0u8..=32).prop_map(|(a, p)| IpNet::V4(
-                ipnet::Ipv4Net::new(a.into(), p).unwrap().trunc()
-            )),
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, p)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), p).unwrap().trunc())),
             (any::<u128>(), 0u8..=128)
                 .prop_map(|(a, p)| IpNet::V6(Ipv6Net::new(a.into(), p).unwrap().trunc())),
             // Nets inside ::ffff:0:0/96, which do opt in IPv4 targets.

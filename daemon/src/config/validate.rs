@@ -24,8 +24,8 @@ use super::raw::{self, Scalar};
 use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
-    LogLevel, LoggerConfig, MetricsConfig, MqttConfig, PortRange, PublicAddress, RemoteApp, Secret,
-    SiteName, SocketMode, TunnelConfig,
+    LogLevel, LoggerConfig, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig, PortRange, PublicAddress,
+    RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
 };
 
 /// Validates a whole config, collecting every error.
@@ -578,12 +578,17 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
     };
     let mut local_sockets: Vec<LocalSocket> = Vec::new();
     let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
-    for (i, s) in raw
-        .and_then(|t| t.local_sockets.as_ref())
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    let raw_sockets = raw.and_then(|t| t.local_sockets.as_ref());
+    if let Some(n) = raw_sockets.map(Vec::len).filter(|&n| n > MAX_LOCAL_SOCKETS) {
+        r.err(
+            "tunnel.localSockets",
+            format!(
+                "has {n} entries, at most {MAX_LOCAL_SOCKETS} are allowed \
+                 (other sites dial no more sockets of one peer)"
+            ),
+        );
+    }
+    for (i, s) in raw_sockets.into_iter().flatten().enumerate() {
         let path = format!("tunnel.localSockets[{i}]");
         let Some(socket) = local_socket(s, &path, r) else {
             continue;
@@ -675,6 +680,13 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
                     None
                 }
                 Ok(ip) => {
+                    if let Some(what) = never_a_peer(ip) {
+                        r.err(
+                            at("publicAddress"),
+                            format!("'{s}' is {what}, which other sites refuse to dial"),
+                        );
+                        return None;
+                    }
                     if detector_url.is_some() {
                         r.warn(
                             &at("httpDetector"),
@@ -794,6 +806,20 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
         public_port: public_port?,
         listen: listen?,
     })
+}
+
+/// What kind of address `ip` is, when other sites never dial it as a peer
+/// (they drop such announced sockets, see `message::announce::peer_address`).
+/// Loopback is fine here: sites sharing a host-local broker dial it.
+fn never_a_peer(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        ip if ip.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("a 'this network' address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        _ => None,
+    }
 }
 
 /// `http://…` or `https://…` with a host.
@@ -1483,6 +1509,46 @@ mod tests {
             e,
             [
                 "tunnel.localSockets[1]: listen address '192.0.2.1:9' is already used by tunnel.localSockets[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn public_addresses_other_sites_refuse_are_errors() {
+        for (addr, what) in [
+            ("224.0.0.1", "a multicast address"),
+            ("ff02::1", "a multicast address"),
+            ("255.255.255.255", "the broadcast address"),
+            ("0.1.2.3", "a 'this network' address"),
+            ("169.254.1.1", "a link-local address"),
+            ("fe80::1", "a link-local address"),
+        ] {
+            assert_eq!(
+                socket_errs(&format!(
+                    "mode: dedicated-address\npublicAddress: \"{addr}\"\npublicPort: 4000"
+                )),
+                [format!(
+                    "tunnel.localSockets[0].publicAddress: '{addr}' is {what}, which other sites refuse to dial"
+                )]
+            );
+        }
+        // Loopback stays usable: sites sharing a host-local broker dial it.
+        socket("mode: dedicated-address\npublicAddress: 127.0.0.1\npublicPort: 4000");
+    }
+
+    #[test]
+    fn at_most_16_local_sockets() {
+        let list = |n: u16| -> String {
+            (0..n)
+                .map(|i| format!("  - mode: dedicated-address\n    listenAddress: 192.0.2.1\n    listenPort: {}\n", 4000 + i))
+                .collect()
+        };
+        let c = ok(&format!("tunnel:\n  localSockets:\n{}", list(16)));
+        assert_eq!(c.tunnel.local_sockets.len(), 16);
+        assert_eq!(
+            errs(&format!("tunnel:\n  localSockets:\n{}", list(17))),
+            [
+                "tunnel.localSockets: has 17 entries, at most 16 are allowed (other sites dial no more sockets of one peer)"
             ]
         );
     }
