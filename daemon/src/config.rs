@@ -92,12 +92,30 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// A site name: 1..=255 bytes, no control characters, no `/`, `+` or `#` (MQTT topic syntax).
+/// Whether `c` changes how the text around it looks without showing itself:
+/// Unicode format characters (category Cf: zero-width spaces and joiners, the
+/// bidi embeddings, overrides and isolates U+202A..U+202E and U+2066..U+2069,
+/// the marks U+200E, U+200F and U+061C, U+FEFF, soft hyphen, tags) and the
+/// line and paragraph separators U+2028 and U+2029. A name containing one
+/// could pass for another name or reorder a table row, in the console, in
+/// `wovenetctl` and in logs, on every site that shows it.
+pub fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// A site name: 1..=255 bytes, no control or [`invisible`] characters, no `/`,
+/// `+` or `#` (MQTT topic syntax).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SiteName(String);
 
-/// An app name: 1..=255 bytes, no control characters.
+/// An app name: 1..=255 bytes, no control or [`invisible`] characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AppName(String);
@@ -119,6 +137,15 @@ macro_rules! name_type {
                 }
                 if s.chars().any(char::is_control) {
                     return Err(concat!($what, " must not contain control characters").to_string());
+                }
+                if let Some(c) = s.chars().find(|&c| invisible(c)) {
+                    return Err(format!(
+                        concat!(
+                            $what,
+                            " must not contain invisible or text-direction characters, found U+{:04X}"
+                        ),
+                        u32::from(c)
+                    ));
                 }
                 let extra: fn(&str) -> Result<(), String> = $extra;
                 extra(&s)?;

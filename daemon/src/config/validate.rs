@@ -1636,6 +1636,69 @@ mod tests {
         );
     }
 
+    /// Regression: names with bidi controls or zero-width characters were
+    /// accepted, so a peer could show up as another site's name or reorder
+    /// the columns of a row in the console, `wovenetctl` and logs.
+    #[test]
+    fn names_with_invisible_or_bidi_characters_are_refused() {
+        for c in [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{061C}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{E0041}',
+        ] {
+            let name = format!("site{c}b");
+            let text = yaml("").replace("siteName: site01", &format!("siteName: \"{name}\""));
+            assert_eq!(
+                errors_of(&text),
+                [format!(
+                    "siteName: site name must not contain invisible or text-direction characters, found U+{:04X}",
+                    u32::from(c)
+                )],
+                "{name:?}"
+            );
+            let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);
+            raw.app_name = Some(name.clone().into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[0]").expect_err("invisible")),
+                [format!(
+                    "localExposedApps[0].appName: app name must not contain invisible or text-direction characters, found U+{:04X}",
+                    u32::from(c)
+                )]
+            );
+            let raw = remote(&name, "app", "tcp:127.0.0.1:9", None);
+            assert_eq!(
+                messages(remote_app(&raw, "remoteApps[0]").expect_err("invisible")),
+                [format!(
+                    "remoteApps[0].siteName: site name must not contain invisible or text-direction characters, found U+{:04X}",
+                    u32::from(c)
+                )]
+            );
+        }
+        // Visible non-ASCII stays allowed.
+        for ok in ["café", "东京-1", "Ωmega", "x\",a=\"b"] {
+            assert_eq!(SiteName::new(ok).map(|n| n.to_string()), Ok(ok.to_owned()));
+            assert_eq!(AppName::new(ok).map(|n| n.to_string()), Ok(ok.to_owned()));
+        }
+    }
+
     #[test]
     fn exposed_app_name_is_required_and_bounded() {
         let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);

@@ -481,6 +481,21 @@ mod tests {
         }
     }
 
+    /// Regression: names from the network could hide characters that
+    /// spoof rows wherever they are shown; they are refused like in config.
+    #[test]
+    fn names_with_invisible_characters_are_decode_errors() {
+        let id = "01".repeat(16);
+        for name in ["a\u{202E}b", "a\u{200B}", "\u{2066}x\u{2069}"] {
+            let json = serde_json::json!({"type": "depart", "site": name, "instance": id});
+            assert!(decode(json.to_string().as_bytes()).is_err(), "{name:?}");
+            let json = serde_json::json!({
+                "type": "announce", "site": "ok", "instance": id, "apps": ["fine", name],
+            });
+            assert!(decode(json.to_string().as_bytes()).is_err(), "{name:?}");
+        }
+    }
+
     #[test]
     fn instance_id_parses_its_display() {
         let i = InstanceId::new_random();
