@@ -262,6 +262,21 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
     let crypto = crypto(raw.crypto.as_ref(), r);
     let logger = logger(raw.logger.as_ref(), r);
     let message_channel = message_channel(raw.message_channel.as_ref(), r);
+    if let (Some(c), Some(m)) = (&crypto, &message_channel)
+        && m.topic.is_none()
+        && let Some(why) = guessable_key(&c.key)
+    {
+        r.warn(
+            "crypto.key",
+            format_args!(
+                "{why}, and messageChannel.mqtt.topic is empty, so the topic is derived from \
+                 the key: anyone who can see the broker's topics can test guesses of the key \
+                 offline; use a key of at least {STRONG_KEY_LEN} random characters (e.g. \
+                 'openssl rand -base64 24'), and on a public broker set \
+                 messageChannel.mqtt.topic to a random value"
+            ),
+        );
+    }
     let tunnel = tunnel(raw.tunnel.as_ref(), r);
 
     let mut exposed_apps = Vec::new();
@@ -398,6 +413,30 @@ fn crypto(raw: Option<&raw::Crypto>, r: &mut Report) -> Option<CryptoConfig> {
             None
         }
     }
+}
+
+/// Keys shorter than this are worth a warning when the topic is derived
+/// from them: 16 random characters from a keyboard give about 100 bits.
+const STRONG_KEY_LEN: usize = 16;
+/// Fewer distinct characters than this (e.g. `aaaaaaaaaaaaaaaa`) make a
+/// long key as easy to guess as a short one.
+const STRONG_KEY_DISTINCT: usize = 8;
+
+/// Why `key` is easy to guess, if it is: too short, or too few distinct
+/// characters. A cheap, deliberately simple test (a dictionary phrase of 16
+/// characters passes it); the text never contains the key.
+fn guessable_key(key: &CryptoKey) -> Option<String> {
+    let bytes = key.expose();
+    if bytes.len() < STRONG_KEY_LEN {
+        return Some(format!("is only {} bytes long", bytes.len()));
+    }
+    let mut distinct = bytes.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < STRONG_KEY_DISTINCT {
+        return Some(format!("has only {} distinct characters", distinct.len()));
+    }
+    None
 }
 
 fn logger(raw: Option<&raw::Logger>, r: &mut Report) -> Option<LoggerConfig> {
@@ -990,7 +1029,7 @@ mod tests {
     use super::*;
     use crate::config::load_str;
 
-    const KEY: &str = "unit-test-key-1";
+    const KEY: &str = "unit-test-key-16";
 
     /// A valid site plus `extra` (top-level YAML appended).
     fn yaml(extra: &str) -> String {
@@ -1104,6 +1143,50 @@ mod tests {
 
         let raw: raw::Config = serde_yaml::from_str(&yaml("")).expect("raw parse");
         assert!(!format!("{raw:?}").contains(KEY));
+    }
+
+    /// Regression: nothing said that a short key with an empty topic hands
+    /// everyone on the broker a topic to test key guesses against.
+    #[test]
+    fn a_guessable_key_with_a_derived_topic_is_warned_about() {
+        let with = |key: &str, topic: &str| {
+            let text = yaml("").replace(KEY, key);
+            let text = if topic.is_empty() {
+                text
+            } else {
+                text.replace(
+                    "brokerServer: mqtt://192.0.2.1:1883",
+                    &format!("brokerServer: mqtt://192.0.2.1:1883\n    topic: {topic}"),
+                )
+            };
+            load_str(&text).unwrap_or_else(|e| panic!("{e}")).warnings
+        };
+        for (key, why) in [
+            ("short-key-12", "is only 12 bytes long"),
+            ("your-own-key", "is only 12 bytes long"),
+            ("aaaaaaaaaaaaaaaaaaaa", "has only 1 distinct characters"),
+            ("abcabcabcabcabcabcab", "has only 3 distinct characters"),
+        ] {
+            let w = with(key, "");
+            assert_eq!(w.len(), 1, "{key}: {w:?}");
+            assert!(
+                w[0].starts_with(&format!(
+                    "crypto.key: {why}, and messageChannel.mqtt.topic is empty, so the topic is derived from the key"
+                )),
+                "{w:?}"
+            );
+            assert!(w[0].contains("set messageChannel.mqtt.topic to a random value"));
+            assert!(!w[0].contains(key), "{w:?}");
+            // A topic of its own: the key is still the secret, but nothing is derived from it.
+            assert_eq!(
+                with(key, "example.org/net-7f3a9c"),
+                Vec::<String>::new(),
+                "{key}"
+            );
+        }
+        for strong in ["Xk3p9LqZ2vR8wN5t", "change-me-to-a-long-random-key"] {
+            assert_eq!(with(strong, ""), Vec::<String>::new(), "{strong}");
+        }
     }
 
     #[test]
