@@ -344,9 +344,11 @@ mod tests {
         }
     }
 
-    /// Every sample of an exposition, parsed by a real OpenMetrics parser:
-    /// `(metric name, labels, value)`.
-    fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    /// One parsed sample: metric family, labels sorted by name, value.
+    type Parsed = (String, Vec<(String, String)>, f64);
+
+    /// Every sample of an exposition, parsed by a real OpenMetrics parser.
+    fn samples(text: &str) -> Vec<Parsed> {
         use openmetrics_parser::{OpenMetricsValue, openmetrics::parse_openmetrics};
         let parsed = parse_openmetrics(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let mut out = Vec::new();
