@@ -104,7 +104,7 @@ impl Refusal {
 ///
 /// Single apps take no target (a target is [`Status::NotAllowed`]). Range apps
 /// need a target whose IP lies in one of the app's address nets (see
-/// [`net_admits`]: families are never mixed) and whose port lies in one of its
+/// `net_admits`: families are never mixed) and whose port lies in one of its
 /// port ranges; IPv4-mapped IPv6 targets are treated as IPv4.
 pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, Refusal> {
     let name = &app.name;

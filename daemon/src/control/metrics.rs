@@ -7,7 +7,7 @@
 //! daemon. It keeps no metrics state of its own: every scrape asks the site.
 //!
 //! Label values are names other sites chose; prometheus-client writes label
-//! values as given, so [`LabelText`] escapes them as OpenMetrics requires, or
+//! values as given, so `LabelText` escapes them as OpenMetrics requires, or
 //! one peer named `x",a="b` would make every site's `/metrics` unparseable.
 
 use std::convert::Infallible;
