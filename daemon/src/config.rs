@@ -286,6 +286,24 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+impl MqttConfig {
+    /// Whether the message channel stays on this host: the broker is dialled
+    /// at a loopback address (or `localhost`) and, if this site runs the
+    /// embedded broker, that listens on loopback only. Then every site of the
+    /// network runs on this host too (a broker reached through a local port
+    /// forward such as `ssh -L` looks host-local as well).
+    pub fn is_host_local(&self) -> bool {
+        let host = self.broker.host.as_str();
+        let broker_local = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let embedded_local = self
+            .embedded_broker
+            .as_ref()
+            .is_none_or(|e| e.listen.ip().is_loopback());
+        broker_local && embedded_local
+    }
+}
+
 /// Where the embedded broker listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddedBroker {

@@ -278,6 +278,23 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
         );
     }
     let tunnel = tunnel(raw.tunnel.as_ref(), r);
+    if let (Some(t), Some(m)) = (&tunnel, &message_channel)
+        && !m.is_host_local()
+    {
+        for (i, s) in t.local_sockets.iter().enumerate() {
+            if let PublicAddress::Fixed(ip) = s.public_address
+                && ip.to_canonical().is_loopback()
+            {
+                r.warn(
+                    &format!("tunnel.localSockets[{i}].publicAddress"),
+                    format_args!(
+                        "'{ip}' is a loopback address but the broker is not on this host \
+                         (messageChannel.mqtt), so other sites will not dial it"
+                    ),
+                );
+            }
+        }
+    }
 
     let mut exposed_apps = Vec::new();
     let mut names: HashMap<AppName, usize> = HashMap::new();
@@ -1617,6 +1634,22 @@ mod tests {
         }
         // Loopback stays usable: sites sharing a host-local broker dial it.
         socket("mode: dedicated-address\npublicAddress: 127.0.0.1\npublicPort: 4000");
+    }
+
+    #[test]
+    fn a_loopback_public_address_with_a_remote_broker_is_warned_about() {
+        let loopback = "tunnel:\n  localSockets:\n  - mode: dedicated-address\n    publicAddress: 127.0.0.1\n    publicPort: 4000\n";
+        assert_eq!(
+            ok(loopback).warnings,
+            [
+                "tunnel.localSockets[0].publicAddress: '127.0.0.1' is a loopback address but the broker is not on this host (messageChannel.mqtt), so other sites will not dial it"
+            ]
+        );
+        let local_broker = yaml(loopback).replace("mqtt://192.0.2.1:1883", "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            load_str(&local_broker).unwrap().warnings,
+            Vec::<String>::new()
+        );
     }
 
     #[test]

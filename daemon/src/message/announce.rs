@@ -218,24 +218,18 @@ pub enum LoopbackPeers {
 }
 
 impl LoopbackPeers {
-    /// [`LoopbackPeers::Allowed`] when the message channel is host-local: the
-    /// broker is dialled at a loopback address (or `localhost`) and, if this
-    /// site runs the embedded broker, it listens on loopback only. Anything
-    /// else (a LAN or public broker, an embedded broker other hosts reach)
-    /// means peers may be remote, and their loopback addresses are refused.
+    /// [`LoopbackPeers::Allowed`] when the message channel is host-local
+    /// ([`MqttConfig::is_host_local`]: the broker is dialled at a loopback
+    /// address or `localhost`, and any embedded broker of this site listens on
+    /// loopback only). Anything else (a LAN or public broker, an embedded
+    /// broker other hosts reach) means peers may be remote, and their
+    /// loopback addresses are refused.
     ///
     /// A broker on another host reached through a local port forward (e.g.
     /// `ssh -L`) looks host-local: sites set up that way accept loopback
     /// addresses from every peer of the network.
     pub fn for_channel(cfg: &MqttConfig) -> Self {
-        let host = cfg.broker.host.as_str();
-        let broker_local = host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        let embedded_local = cfg
-            .embedded_broker
-            .as_ref()
-            .is_none_or(|e| e.listen.ip().is_loopback());
-        if broker_local && embedded_local {
+        if cfg.is_host_local() {
             Self::Allowed
         } else {
             Self::Refused
