@@ -43,11 +43,19 @@ pub struct Counters {
     /// Announcements of new site names ignored because the site already
     /// keeps the most peers it will.
     pub peers_over_cap: AtomicU64,
+    /// Sockets dropped from accepted announcements: addresses that can never
+    /// be a peer, duplicates, and those beyond the per-announcement cap.
+    pub announced_sockets_dropped: AtomicU64,
 }
 
 impl Counters {
     /// Adds one to `counter`.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }

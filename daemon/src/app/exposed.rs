@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use ipnet::{IpNet, Ipv6Net};
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpStream, UnixStream};
 use tracing::{Instrument, Span, debug, info};
@@ -152,9 +153,9 @@ impl Refusal {
 /// allowed, and where to connect.
 ///
 /// Single apps take no target (a target is [`Status::NotAllowed`]). Range apps
-/// need a target whose IP lies in one of the app's address nets and whose port
-/// lies in one of its port ranges; IPv4-mapped IPv6 targets are treated as
-/// IPv4.
+/// need a target whose IP lies in one of the app's address nets (see
+/// `net_admits`: families are never mixed) and whose port lies in one of its
+/// port ranges; IPv4-mapped IPv6 targets are treated as IPv4.
 pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, Refusal> {
     let name = &app.name;
     match (&app.target, target) {
@@ -168,17 +169,9 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
             format!("app '{name}' is a range app and needs a target address"),
         )),
         (ExposedTarget::Range { ports, addresses }, Some(t)) => {
+            // `[::ffff:a.b.c.d]` reaches the IPv4 host a.b.c.d: judge it as one.
             let ip = t.ip().to_canonical();
-            // A net written as IPv4-mapped IPv6 (::ffff:a.b.c.d/n) must still
-            // match the plain IPv4 form of the same address.
-            let mapped = match ip {
-                IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-                IpAddr::V6(_) => None,
-            };
-            let in_nets = addresses
-                .iter()
-                .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)));
-            if !in_nets {
+            if !addresses.iter().any(|net| net_admits(net, ip)) {
                 return Err(Refusal::new(
                     Status::NotAllowed,
                     format!("target '{t}' is outside the address range of app '{name}'"),
@@ -242,6 +235,28 @@ impl StreamServer for ExposedServer {
             .await;
             drop(guard);
         })
+    }
+}
+
+/// `::ffff:0:0/96`, where IPv6 writes IPv4 addresses (RFC 4291 section 2.5.5.2).
+const IPV4_MAPPED: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+
+/// Whether `net` admits the canonical target address `ip`.
+///
+/// Like the original, IPv4 targets match IPv4 nets and IPv6 targets IPv6 nets:
+/// an IPv6 net such as `::/0` or `::/64` covers the mapped forms of every IPv4
+/// address, and must not open the IPv4 side (loopback included) to an operator
+/// who only meant IPv6. The one way to name IPv4 targets with an IPv6 net is a
+/// net inside `::ffff:0:0/96` (e.g. `::ffff:10.0.0.0/104`): it admits the IPv4
+/// addresses whose mapped forms it contains.
+fn net_admits(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(net), IpAddr::V4(ip)) => net.contains(&ip),
+        (IpNet::V6(net), IpAddr::V6(ip)) => net.contains(&ip),
+        (IpNet::V6(net), IpAddr::V4(ip)) => {
+            IPV4_MAPPED.contains(net) && net.contains(&ip.to_ipv6_mapped())
+        }
+        (IpNet::V4(_), IpAddr::V6(_)) => false,
     }
 }
 
@@ -496,9 +511,10 @@ fn abandon(mut send: SendStream, mut recv: RecvStream, code: quinn::VarInt) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::config::PortRange;
-    use ipnet::IpNet;
 
     fn name(s: &str) -> AppName {
         AppName::new(s).unwrap()
@@ -659,6 +675,48 @@ mod tests {
         assert!(admit(&app, t("[2001:db8::1]:1")).is_err());
     }
 
+    /// Regression: `::/0` admitted `127.0.0.1` (and every other IPv4 target)
+    /// through its mapped form `::ffff:127.0.0.1`, so an app meant for IPv6
+    /// hosts opened this site's IPv4 loopback services to every peer.
+    #[test]
+    fn ipv6_nets_do_not_admit_ipv4_targets() {
+        for (net, v6) in [
+            ("::/0", "[2001:db8::1]:22"),
+            ("::/64", "[::1]:22"),
+            ("::/80", "[::1]:22"),
+            ("::ffff:0:0/95", "[::fffe:0:1]:22"),
+        ] {
+            let app = range(&[net], &[(1, 65535)]);
+            for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22", "10.0.0.1:80"] {
+                let r = refused(admit(&app, t(target)));
+                assert_eq!(r.status, Status::NotAllowed, "{net} {target}");
+                assert!(r.reason.contains("address range"), "{}", r.reason);
+            }
+            assert!(admit(&app, t(v6)).is_ok(), "{net} {v6}");
+        }
+    }
+
+    #[test]
+    fn the_ipv4_mapped_net_opts_in_ipv4_targets() {
+        let app = range(&["::ffff:0:0/96"], &[(22, 22)]);
+        for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22"] {
+            assert_eq!(
+                admit(&app, t(target)),
+                Ok(AppSocket::Tcp("127.0.0.1:22".parse().unwrap())),
+                "{target}"
+            );
+        }
+        assert!(admit(&app, t("[2001:db8::1]:22")).is_err());
+    }
+
+    #[test]
+    fn ipv4_nets_do_not_admit_ipv6_targets() {
+        let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
+        for target in ["[::1]:22", "[::7f00:1]:22", "[64:ff9b::7f00:1]:22"] {
+            assert!(admit(&app, t(target)).is_err(), "{target}");
+        }
+    }
+
     #[test]
     fn registry_refuses_duplicate_names_and_forgets_removed_apps() {
         let apps = ExposedApps::new(vec![single("b", "tcp:127.0.0.1:2")]);
@@ -676,5 +734,101 @@ mod tests {
         assert_eq!(apps.get(&name("a")), None);
         assert_eq!(apps.remove(&name("a")), None);
         assert_eq!(apps.names(), vec![name("b")]);
+    }
+
+    fn any_net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, p)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), p).unwrap().trunc())),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, p)| IpNet::V6(Ipv6Net::new(a.into(), p).unwrap().trunc())),
+            // Nets inside ::ffff:0:0/96, which do opt in IPv4 targets.
+            (any::<u32>(), 96u8..=128).prop_map(|(a, p)| IpNet::V6(
+                Ipv6Net::new(std::net::Ipv4Addr::from(a).to_ipv6_mapped(), p)
+                    .unwrap()
+                    .trunc()
+            )),
+        ]
+    }
+
+    fn range_of(nets: Vec<IpNet>) -> ExposedApp {
+        ExposedApp {
+            name: name("lan"),
+            target: ExposedTarget::Range {
+                ports: vec![PortRange {
+                    start: 1,
+                    end: 65535,
+                }],
+                addresses: nets,
+            },
+            max_connections: None,
+        }
+    }
+
+    proptest! {
+        /// No IPv6 net outside `::ffff:0:0/96` admits an IPv4 target, whether
+        /// the target is written plain or IPv4-mapped.
+        #[test]
+        fn ipv6_nets_outside_the_mapped_range_never_admit_ipv4(
+            bits in any::<u128>(),
+            prefix in 0u8..=128,
+            v4 in any::<u32>(),
+            port in 1u16..,
+        ) {
+            let net = Ipv6Net::new(bits.into(), prefix).unwrap().trunc();
+            prop_assume!(!IPV4_MAPPED.contains(&net));
+            let app = range_of(vec![IpNet::V6(net)]);
+            let v4 = std::net::Ipv4Addr::from(v4);
+            prop_assert!(admit(&app, Some(SocketAddr::new(v4.into(), port))).is_err());
+            let mapped = SocketAddr::new(v4.to_ipv6_mapped().into(), port);
+            prop_assert!(admit(&app, Some(mapped)).is_err());
+        }
+
+        /// A plain IPv4 target and its mapped form get the same answer, and an
+        /// admitted one always connects to the plain IPv4 address.
+        #[test]
+        fn plain_and_mapped_ipv4_targets_are_judged_alike(
+            nets in proptest::collection::vec(any_net(), 1..4),
+            v4 in any::<u32>(),
+            port in 1u16..,
+        ) {
+            let app = range_of(nets);
+            let v4 = std::net::Ipv4Addr::from(v4);
+            let plain = admit(&app, Some(SocketAddr::new(v4.into(), port)));
+            let mapped = admit(&app, Some(SocketAddr::new(v4.to_ipv6_mapped().into(), port)));
+            prop_assert_eq!(plain.is_ok(), mapped.is_ok());
+            prop_assert_eq!(plain.as_ref().err().map(|r| r.status), mapped.as_ref().err().map(|r| r.status));
+            if let Ok(socket) = plain {
+                prop_assert_eq!(mapped, Ok(socket.clone()));
+                prop_assert_eq!(socket, AppSocket::Tcp(SocketAddr::new(v4.into(), port)));
+            }
+        }
+
+        /// An admitted target lies in a net of its own family (or, for IPv4,
+        /// in a net inside `::ffff:0:0/96` that contains its mapped form).
+        #[test]
+        fn admitted_targets_lie_in_a_net_of_their_family(
+            nets in proptest::collection::vec(any_net(), 1..4),
+            target in prop_oneof![
+                any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+                any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+            ],
+            port in 1u16..,
+        ) {
+            let app = range_of(nets.clone());
+            if let Ok(AppSocket::Tcp(addr)) = admit(&app, Some(SocketAddr::new(target, port))) {
+                let ok = nets.iter().any(|n| match (n, addr.ip()) {
+                    (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
+                    (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+                    (IpNet::V6(n), IpAddr::V4(a)) => {
+                        n.prefix_len() >= 96
+                            && IPV4_MAPPED.contains(&n.network())
+                            && n.contains(&a.to_ipv6_mapped())
+                    }
+                    (IpNet::V4(_), IpAddr::V6(_)) => false,
+                });
+                prop_assert!(ok, "{} admitted by {:?}", addr, nets);
+            }
+        }
     }
 }

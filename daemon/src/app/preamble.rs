@@ -388,9 +388,10 @@ mod tests {
     }
 
     fn arb_app_name() -> impl Strategy<Value = AppName> {
-        "[^\\p{Cc}]{1,80}"
+        "[^\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}]{1,80}"
             .prop_filter("at most 255 bytes", |s| s.len() <= 255)
-            .prop_map(|s| AppName::new(s).unwrap())
+            // Unicode tables of the regex and of the name check may differ by a version.
+            .prop_filter_map("a valid app name", |s| AppName::new(s).ok())
     }
 
     fn arb_target() -> impl Strategy<Value = Option<SocketAddr>> {

@@ -313,7 +313,8 @@ enum HandshakeError {
     Write(#[from] quinn::WriteError),
     #[error("bad reply: {0}")]
     Reply(#[from] ReadPreambleError),
-    #[error("refused by peer ({status}): {reason}")]
+    /// `reason` is the far site's free text: escaped, so it cannot forge a log line.
+    #[error("refused by peer ({status}): {}", .reason.escape_debug())]
     Refused { status: Status, reason: String },
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
@@ -421,6 +422,20 @@ mod tests {
     use super::*;
     use crate::config::{AppName, SiteName};
     use tokio::io::AsyncReadExt;
+
+    /// Regression: the far site's refusal text went into the log line as is,
+    /// so a line feed in it could forge a log line.
+    #[test]
+    fn a_refusal_reason_cannot_add_a_log_line() {
+        let e = HandshakeError::Refused {
+            status: Status::NotAllowed,
+            reason: "no\n2025-01-01T00:00:00Z  INFO forged line\u{1b}[2J\u{202e}".into(),
+        };
+        let text = e.to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        assert!(text.contains("no\\n2025"), "{text:?}");
+    }
 
     /// An opener with no connected sites.
     struct Nowhere;

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::MessageError;
-use super::announce::{self, Depart, InstanceId, Message};
+use super::announce::{self, Depart, InstanceId, LoopbackPeers, Message};
 use super::envelope::{self, Freshness, ReplayWindow};
 use crate::config::{MqttConfig, SiteName};
 use crate::counters::Counters;
@@ -177,6 +177,7 @@ impl MessageChannel {
             own_topic,
             counters,
             window: ReplayWindow::default(),
+            loopback: LoopbackPeers::for_channel(cfg),
             state_tx,
             inbound_tx,
             cancel: shutdown.child_token(),
@@ -185,6 +186,7 @@ impl MessageChannel {
             undecryptable_warn: WarnLimiter::default(),
             malformed_warn: WarnLimiter::default(),
             stale_warn: WarnLimiter::default(),
+            sockets_warn: WarnLimiter::default(),
         };
         let span = info_span!("mqtt", mqtt.broker = %cfg.broker, mqtt.topic = %broadcast);
         let done = stopped.clone();
@@ -416,6 +418,8 @@ struct Driver {
     own_topic: String,
     counters: Arc<Counters>,
     window: ReplayWindow,
+    /// Whether announced loopback addresses are kept.
+    loopback: LoopbackPeers,
     state_tx: watch::Sender<BrokerState>,
     inbound_tx: mpsc::Sender<Inbound>,
     cancel: CancellationToken,
@@ -426,6 +430,7 @@ struct Driver {
     undecryptable_warn: WarnLimiter,
     malformed_warn: WarnLimiter,
     stale_warn: WarnLimiter,
+    sockets_warn: WarnLimiter,
 }
 
 impl Driver {
@@ -564,6 +569,30 @@ impl Driver {
         }
     }
 
+    /// Counts (and logs, rate-limited) the sockets dropped from an announcement.
+    fn dropped_sockets(&mut self, topic: &str, d: &announce::Decoded) {
+        let Some((socket, why)) = d.first_dropped else {
+            return;
+        };
+        Counters::add(
+            &self.counters.announced_sockets_dropped,
+            u64::try_from(d.dropped_sockets).unwrap_or(u64::MAX),
+        );
+        let site = d.message.site();
+        match self.sockets_warn.allow(Instant::now()) {
+            Some(suppressed) => warn!(
+                mqtt.topic = %topic, peer.site = %site, dropped = d.dropped_sockets,
+                socket.id = socket.id, socket.addr = %socket.addr, reason = %why, suppressed,
+                "dropped announced sockets that cannot be dialled"
+            ),
+            None => debug!(
+                mqtt.topic = %topic, peer.site = %site, dropped = d.dropped_sockets,
+                socket.id = socket.id, socket.addr = %socket.addr, reason = %why,
+                "dropped announced sockets that cannot be dialled"
+            ),
+        }
+    }
+
     /// Opens, decodes and freshness-checks one payload; `None` when dropped.
     fn accept(&mut self, topic: &str, payload: &[u8]) -> Option<Message> {
         if topic != self.broadcast && topic != self.own_topic {
@@ -586,8 +615,8 @@ impl Driver {
                 return None;
             }
         };
-        let msg = match announce::decode(&opened.body) {
-            Ok(m) => m,
+        let decoded = match announce::decode_checked(&opened.body, self.loopback) {
+            Ok(d) => d,
             Err(e) => {
                 Counters::bump(&self.counters.messages_malformed);
                 match self.malformed_warn.allow(Instant::now()) {
@@ -602,6 +631,7 @@ impl Driver {
                 return None;
             }
         };
+        let msg = &decoded.message;
         if *msg.instance() == self.instance {
             return None;
         }
@@ -630,7 +660,8 @@ impl Driver {
         }
         Counters::bump(&self.counters.messages_received);
         debug!(mqtt.topic = %topic, peer.site = %msg.site(), message.kind = msg.kind(), "received mqtt message");
-        Some(msg)
+        self.dropped_sockets(topic, &decoded);
+        Some(decoded.message)
     }
 }
 

@@ -197,6 +197,10 @@ impl Site {
                 ("streams_limited", c.streams_limited.load(Relaxed)),
                 ("connections_limited", c.connections_limited.load(Relaxed)),
                 ("accept_errors", c.accept_errors.load(Relaxed)),
+                (
+                    "announced_sockets_dropped",
+                    c.announced_sockets_dropped.load(Relaxed),
+                ),
             ],
         }
     }

@@ -1,6 +1,7 @@
 //! Pure rendering: `render(model, view, theme, now, frame)` draws the header, tab bar, the
 //! current tab (with its detail pane), the footer and any overlay. Nothing here mutates
-//! state or does I/O; tables build only the rows that fit.
+//! state or does I/O; tables build only the rows that fit. Strings from the daemon are drawn
+//! through [`visible`] (hidden characters escaped, one line per row).
 
 pub mod apps;
 pub mod events;
@@ -20,6 +21,7 @@ use super::keymap;
 use super::model::{Link, Model};
 use super::theme::Theme;
 use super::view::{Tab, ViewState, window};
+use crate::ctl::escape::{visible, visible_owned};
 use crate::ctl::units;
 
 /// Everything a view needs, borrowed for one frame.
@@ -102,7 +104,7 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
     spans.push(Span::raw("  "));
     match &cx.model.site {
         Some(s) => {
-            spans.push(Span::styled(s.name.clone(), t.title()));
+            spans.push(Span::styled(visible_owned(s.name.clone()), t.title()));
             spans.push(Span::raw(format!(" v{}", s.version)));
             let up = s
                 .started_at
@@ -115,7 +117,10 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
             spans.push(Span::raw("  broker "));
             spans.push(Span::styled(b.clone(), t.state(&b)));
             if !s.broker_reason.is_empty() && b != "connected" {
-                spans.push(Span::styled(format!(" ({})", s.broker_reason), t.dim()));
+                spans.push(Span::styled(
+                    format!(" ({})", visible(&s.broker_reason)),
+                    t.dim(),
+                ));
             }
             // Why a socket announces no address: the first failing detection.
             if let Some(d) = s.sockets.iter().find(|d| !d.detect_error.is_empty()) {
@@ -246,7 +251,7 @@ pub fn spark<'a>(
 pub(crate) fn kv(theme: Theme, key: &str, value: String) -> Line<'static> {
     Line::from(vec![
         Span::styled(format!("{key:>14}: "), theme.dim()),
-        Span::raw(value),
+        Span::raw(visible_owned(value)),
     ])
 }
 

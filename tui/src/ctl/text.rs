@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use wovenet_proto::v1::{self as pb, event, watch_events_response};
 
+use super::escape::visible;
 use super::table::Table;
 use super::units::{self, or_empty, yes_no};
 
@@ -284,7 +285,7 @@ fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
 pub fn exposed_added(a: &pb::ExposedApp) -> String {
     format!(
         "added exposed app {}\n",
-        exposed_spec(&a.spec.clone().unwrap_or_default())
+        visible(&exposed_spec(&a.spec.clone().unwrap_or_default()))
     )
 }
 
@@ -292,7 +293,7 @@ pub fn exposed_added(a: &pb::ExposedApp) -> String {
 pub fn exposed_removed(a: &pb::ExposedApp) -> String {
     format!(
         "removed exposed app {}; open connections finish\n",
-        exposed_spec(&a.spec.clone().unwrap_or_default())
+        visible(&exposed_spec(&a.spec.clone().unwrap_or_default()))
     )
 }
 
@@ -312,8 +313,8 @@ fn listener(a: &pb::RemoteApp) -> String {
 pub fn remote_added(a: &pb::RemoteApp) -> String {
     format!(
         "added remote app {}; {}\n",
-        remote_spec(&a.spec.clone().unwrap_or_default()),
-        listener(a)
+        visible(&remote_spec(&a.spec.clone().unwrap_or_default())),
+        visible(&listener(a))
     )
 }
 
@@ -327,7 +328,7 @@ pub fn remote_removed(removed: &[pb::RemoteApp]) -> String {
         .map(|a| {
             format!(
                 "removed remote app {}\n",
-                remote_spec(&a.spec.clone().unwrap_or_default())
+                visible(&remote_spec(&a.spec.clone().unwrap_or_default()))
             )
         })
         .collect()
@@ -338,7 +339,7 @@ pub fn snapshot(s: &pb::Snapshot) -> String {
     let site = s.site.clone().unwrap_or_default();
     format!(
         "site {} ({}): {}, {}, {}, {}, {}; following events from #{} (Ctrl-C to stop)\n",
-        or_empty(&site.name),
+        visible(or_empty(&site.name)),
         units::broker_state(site.broker_state),
         units::plural(s.peers.len(), "peer"),
         units::plural(s.channels.len(), "channel"),
@@ -361,6 +362,7 @@ pub fn event(e: &pb::Event) -> String {
     let at =
         e.at.as_ref()
             .map_or_else(|| "-".to_owned(), units::timestamp);
+    let detail = visible(&detail);
     let line = format!("{at}  #{}  {name:<EVENT_NAME_WIDTH$}  {detail}", e.seq);
     format!("{}\n", line.trim_end())
 }

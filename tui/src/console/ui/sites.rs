@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row};
 
 use super::{Ctx, kv, table};
+use crate::ctl::escape::visible_owned;
 use crate::ctl::units;
 
 /// Draws the peers table; returns the detail lines for the selected peer.
@@ -46,9 +47,9 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
                 "conflict".to_owned()
             };
             Row::new(vec![
-                Cell::from(p.name.clone()),
+                Cell::from(visible_owned(p.name.clone())),
                 Cell::from(Span::styled(st.clone(), cx.theme.state(&st))),
-                Cell::from(p.apps.join(",")),
+                Cell::from(visible_owned(p.apps.join(","))),
                 Cell::from(p.channels.to_string()),
                 Cell::from(units::ago(p.last_seen.as_ref(), cx.now)),
                 Cell::from(units::bytes(p.bytes_sent)),
