@@ -27,6 +27,7 @@ pub mod telemetry;
 pub mod tunnel;
 pub mod types;
 pub mod view;
+pub mod warn_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

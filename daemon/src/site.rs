@@ -983,6 +983,8 @@ impl Site {
                 ("bad_preambles", c.bad_preambles.load(Relaxed)),
                 ("streams_refused", c.streams_refused.load(Relaxed)),
                 ("streams_opened", c.streams_opened.load(Relaxed)),
+                ("preauth_refused", c.preauth_refused.load(Relaxed)),
+                ("preauth_retried", c.preauth_retried.load(Relaxed)),
             ],
         }
     }
