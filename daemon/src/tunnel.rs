@@ -857,3 +857,26 @@ fn close_reason(e: &quinn::ConnectionError) -> String {
         other => crate::error::Escaped(&other.to_string()).to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_a_peer_chose_cannot_forge_log_lines() {
+        let transport = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::PROTOCOL_VIOLATION,
+            frame_type: None,
+            reason: bytes::Bytes::from_static(b"x\n2099 WARN forged\x1b[0m"),
+        });
+        let app = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(9),
+            reason: bytes::Bytes::from_static(b"y\r\nINFO forged"),
+        });
+        for e in [transport, app] {
+            let shown = close_reason(&e);
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            assert!(shown.contains("forged"), "{shown:?}");
+        }
+    }
+}
