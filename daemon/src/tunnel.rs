@@ -460,7 +460,8 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
         };
         let remote = incoming.remote_address();
         let now = Instant::now();
-        let (refuse, why) = match gate.decide(remote.ip(), incoming.remote_address_validated(), now) {
+        let (refuse, why) = match gate.decide(remote.ip(), incoming.remote_address_validated(), now)
+        {
             Verdict::Admit(slot) => {
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
@@ -485,8 +486,12 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
         Counters::bump(&ctx.counters.preauth_refused);
         let pending = gate.pending();
         match crowded_warn.allow(now) {
-            Some(suppressed) => warn!(%remote, crowded = ?why, pending, suppressed, "turning away unauthenticated connections"),
-            None => debug!(%remote, crowded = ?why, pending, "turned away an unauthenticated connection"),
+            Some(suppressed) => {
+                warn!(%remote, crowded = ?why, pending, suppressed, "turning away unauthenticated connections")
+            }
+            None => {
+                debug!(%remote, crowded = ?why, pending, "turned away an unauthenticated connection")
+            }
         }
         if refuse {
             incoming.refuse();

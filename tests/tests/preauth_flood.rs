@@ -77,9 +77,7 @@ impl ServerCertVerifier for AnyCert {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -302,7 +300,9 @@ async fn keyless_flood_is_bounded_closed_in_time_counted_and_peers_keep_forwardi
     while flood_start.elapsed() < DEADLINE + SLACK || echoes < 3 {
         echo_once(&local_a, &payload, WAIT)
             .await
-            .unwrap_or_else(|e| panic!("forwarding a→b during the flood: {e}\n{}", diag(&[&a, &b])));
+            .unwrap_or_else(|e| {
+                panic!("forwarding a→b during the flood: {e}\n{}", diag(&[&a, &b]))
+            });
         echoes += 1;
     }
     let c = net.site("c").remote("b", "echo", &local_c).spawn().await;
@@ -409,9 +409,12 @@ async fn beyond_the_per_source_cap_connections_are_retried_then_refused() {
     let start = Instant::now();
     let mut held = Vec::new();
     for i in 0..PER_SOURCE {
-        let conn = handshake(&ep, server)
-            .await
-            .unwrap_or_else(|e| panic!("connection {i} from {crowded} (under the cap): {e}\n{}", b.diag()));
+        let conn = handshake(&ep, server).await.unwrap_or_else(|e| {
+            panic!(
+                "connection {i} from {crowded} (under the cap): {e}\n{}",
+                b.diag()
+            )
+        });
         held.push(tokio::spawn(stall(conn, start)));
     }
     // While they stall: more from the same address are turned away, one from elsewhere is not.
@@ -426,9 +429,12 @@ async fn beyond_the_per_source_cap_connections_are_retried_then_refused() {
         }
     }
     let elsewhere = endpoint_on(Ipv4Addr::new(127, 78, 0, 2));
-    let other = handshake(&elsewhere, server)
-        .await
-        .unwrap_or_else(|e| panic!("a connection from another address must be admitted: {e}\n{}", b.diag()));
+    let other = handshake(&elsewhere, server).await.unwrap_or_else(|e| {
+        panic!(
+            "a connection from another address must be admitted: {e}\n{}",
+            b.diag()
+        )
+    });
     assert!(
         start.elapsed() < DEADLINE,
         "the cap must have been held throughout (took {:?}); the machine is too slow for this test",

@@ -274,10 +274,7 @@ mod tests {
         assert!(admitted(a.decide(v4(1), false, t)));
         // At the cap: an unproven address is asked to prove itself, a proven one refused.
         assert_eq!(a.decide(v4(1), false, t), Decision::Retry);
-        assert_eq!(
-            a.decide(v4(1), true, t),
-            Decision::Refuse(Crowded::Source)
-        );
+        assert_eq!(a.decide(v4(1), true, t), Decision::Refuse(Crowded::Source));
         // Another source still gets in.
         assert!(admitted(a.decide(v4(2), false, t)));
         assert_eq!((a.pending(), a.pending_from(v4(1))), (4, 3));
