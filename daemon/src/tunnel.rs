@@ -395,7 +395,8 @@ impl Tunnels {
     /// Binds a listening endpoint for one `tunnel.localSockets` entry and
     /// accepts dataChannels on it until shutdown. Returns the bound address.
     pub fn listen(&self, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
-        let server = self.identity.server_config(self.listen_transport.clone())?;
+        let mut server = self.identity.server_config(self.listen_transport.clone())?;
+        endpoint::limit_incoming(&mut server);
         let ep = endpoint::bind(socket.listen, Some(server))?;
         let local = ep.local_addr().map_err(|e| TunnelError::Bind {
             addr: socket.listen,
@@ -460,8 +461,7 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
         };
         let remote = incoming.remote_address();
         let now = Instant::now();
-        let (refuse, why) = match gate.decide(remote.ip(), incoming.remote_address_validated(), now)
-        {
+        match gate.decide(remote.ip(), incoming.remote_address_validated(), now) {
             Verdict::Admit(slot) => {
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
@@ -469,7 +469,6 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                     inbound(ctx2, incoming, slot, cancel, local)
                         .instrument(info_span!("inbound", remote = %remote)),
                 );
-                continue;
             }
             Verdict::Retry => {
                 Counters::bump(&ctx.counters.preauth_retried);
@@ -478,28 +477,39 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                 if let Err(e) = incoming.retry() {
                     e.into_incoming().ignore();
                 }
-                continue;
             }
-            Verdict::Refuse(why) => (true, why),
-            Verdict::Ignore(why) => (false, why),
-        };
-        Counters::bump(&ctx.counters.preauth_refused);
-        let pending = gate.pending();
-        match crowded_warn.allow(now) {
-            Some(suppressed) => {
-                warn!(%remote, crowded = ?why, pending, suppressed, "turning away unauthenticated connections")
+            Verdict::Refuse(why) => {
+                turned_away(&ctx, &gate, &mut crowded_warn, remote, why, now);
+                incoming.refuse();
             }
-            None => {
-                debug!(%remote, crowded = ?why, pending, "turned away an unauthenticated connection")
+            Verdict::Ignore(why) => {
+                turned_away(&ctx, &gate, &mut crowded_warn, remote, why, now);
+                incoming.ignore();
             }
-        }
-        if refuse {
-            incoming.refuse();
-        } else {
-            incoming.ignore();
         }
     }
     ep.close(CLOSE_NORMAL.into(), b"site shutting down");
+}
+
+/// Counts and logs (rate-limited) a connection refused or ignored before its proof.
+fn turned_away(
+    ctx: &Ctx,
+    gate: &admission::Gate,
+    limiter: &mut WarnLimiter,
+    remote: SocketAddr,
+    why: admission::Crowded,
+    now: Instant,
+) {
+    Counters::bump(&ctx.counters.preauth_refused);
+    let pending = gate.pending();
+    match limiter.allow(now) {
+        Some(suppressed) => {
+            warn!(%remote, crowded = ?why, pending, suppressed, "turning away unauthenticated connections")
+        }
+        None => {
+            debug!(%remote, crowded = ?why, pending, "turned away an unauthenticated connection")
+        }
+    }
 }
 
 /// One admitted incoming connection: QUIC handshake and the dialer's proof by

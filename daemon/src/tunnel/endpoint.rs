@@ -114,6 +114,20 @@ pub fn grant_after_auth(conn: &quinn::Connection) {
     conn.set_max_concurrent_bi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT));
 }
 
+/// Connection attempts quinn queues for the accept loop before it decided on
+/// them (each holds its first datagrams). The loop decides without waiting, so
+/// the queue is short unless the daemon is starved; this bounds it then.
+const MAX_INCOMING: usize = 4096;
+
+/// Bounds what a listener buffers for connection attempts not yet decided on
+/// (quinn's defaults allow 65 536 of them and 100 MiB).
+pub fn limit_incoming(server: &mut quinn::ServerConfig) {
+    server
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(8 << 20);
+}
+
 /// Binds a UDP socket with large buffers and wraps it in a quinn endpoint.
 /// `server` is `Some` for listening sockets.
 pub fn bind(
