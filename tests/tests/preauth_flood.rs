@@ -23,7 +23,7 @@ use wovenet_e2e::*;
 /// `tunnel::auth::DEADLINE`: QUIC handshake plus key proof.
 const DEADLINE: Duration = Duration::from_secs(5);
 /// What the close may take to reach the client on a busy machine.
-const SLACK: Duration = Duration::from_secs(2);
+const SLACK: Duration = Duration::from_secs(3);
 /// `tunnel::endpoint::PREAUTH_RECEIVE_WINDOW`: what a connection may send before its proof.
 const PREAUTH_WINDOW: u64 = 64 << 10;
 /// `tunnel::admission::Limits::default().max_per_source`.
