@@ -16,7 +16,8 @@ pub struct Counters {
     pub messages_malformed: AtomicU64,
     /// MQTT payloads accepted.
     pub messages_received: AtomicU64,
-    /// QUIC connections that failed the key proof (either direction).
+    /// QUIC connections that failed the key proof or did not pass it by the
+    /// deadline (either direction).
     pub auth_failures: AtomicU64,
     /// Streams whose preamble was malformed or too slow.
     pub bad_preambles: AtomicU64,
@@ -46,6 +47,12 @@ pub struct Counters {
     /// Sockets dropped from accepted announcements: addresses that can never
     /// be a peer, duplicates, and those beyond the per-announcement cap.
     pub announced_sockets_dropped: AtomicU64,
+    /// Incoming QUIC connections refused or ignored before the key proof: the
+    /// listener or their source held too many unauthenticated connections.
+    pub preauth_refused: AtomicU64,
+    /// Incoming QUIC connections asked to prove their address (QUIC Retry)
+    /// because the listener held many unauthenticated connections.
+    pub preauth_retried: AtomicU64,
 }
 
 impl Counters {

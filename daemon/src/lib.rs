@@ -30,6 +30,7 @@ pub mod throttle;
 pub mod tunnel;
 pub mod types;
 pub mod view;
+pub mod warn_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

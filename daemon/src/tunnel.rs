@@ -4,10 +4,13 @@
 //! between one pair, dialled by either side, form that pair's tunnel and any
 //! of them carries streams in both directions. This module owns the quinn
 //! endpoints, the dial loops (with backoff), the key proof, the registry of
-//! live channels and the choice of channel for each new stream. It reports
+//! live channels and the choice of channel for each new stream. Until both
+//! key proofs passed, a connection gets one deadline, tiny windows and (on a
+//! listener) a place under the [`admission`] caps. It reports
 //! channel changes to the site actor as [`TunnelEvent`]s and decides nothing
 //! about discovery or apps.
 
+pub mod admission;
 pub mod auth;
 pub mod backoff;
 pub mod congestion;
@@ -32,7 +35,10 @@ use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{CongestionControl, LocalSocket, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
-use auth::PeerId;
+use crate::error::Chain;
+use crate::warn_limit::WarnLimiter;
+use admission::Verdict;
+use auth::{AuthError, PeerId};
 use backoff::Backoff;
 use tls::{Fingerprint, Identity};
 
@@ -66,15 +72,15 @@ pub enum DialError {
     /// quinn refused to start the connection (bad address, endpoint closed).
     #[error("cannot start the connection")]
     Start(#[source] quinn::ConnectError),
-    /// No QUIC handshake completed in time.
-    #[error("quic handshake timed out")]
-    HandshakeTimeout,
+    /// No QUIC handshake completed by the deadline (handshake plus proof).
+    #[error("no quic handshake within {0:?}")]
+    HandshakeTimeout(Duration),
     /// The QUIC handshake failed.
     #[error("quic handshake failed")]
     Handshake(#[source] quinn::ConnectionError),
     /// The key proof failed.
     #[error("key proof failed")]
-    Auth(#[source] auth::AuthError),
+    Auth(#[source] AuthError),
     /// The listener proved a different site or instance than announced.
     #[error(
         "expected site '{}' instance {}, found site '{}' instance {}",
@@ -352,13 +358,17 @@ struct Ctx {
     events_tx: mpsc::Sender<TunnelEvent>,
     next_id: Arc<AtomicU64>,
     tracker: TaskTracker,
+    /// Failed key proofs are logged at most once a minute (a flood would
+    /// otherwise write a line per connection).
+    auth_warn: Arc<Mutex<WarnLimiter>>,
 }
 
 /// The tunnel manager of one site: listeners, dial loops and the registry.
 pub struct Tunnels {
     ctx: Ctx,
     identity: Arc<Identity>,
-    transport: Arc<quinn::TransportConfig>,
+    listen_transport: Arc<quinn::TransportConfig>,
+    dial_transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     cancel: CancellationToken,
 }
@@ -407,9 +417,11 @@ impl Tunnels {
                 events_tx,
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
+                auth_warn: Arc::default(),
             },
             identity,
-            transport: endpoint::transport_config(cc),
+            listen_transport: endpoint::transport_config(cc, endpoint::Side::Listener),
+            dial_transport: endpoint::transport_config(cc, endpoint::Side::Dialer),
             endpoints: Mutex::default(),
             cancel,
         })
@@ -428,7 +440,8 @@ impl Tunnels {
     /// Binds a listening endpoint for one `tunnel.localSockets` entry and
     /// accepts dataChannels on it until shutdown. Returns the bound address.
     pub fn listen(&self, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
-        let server = self.identity.server_config(self.transport.clone())?;
+        let mut server = self.identity.server_config(self.listen_transport.clone())?;
+        endpoint::limit_incoming(&mut server);
         let ep = endpoint::bind(socket.listen, Some(server))?;
         let local = ep.local_addr().map_err(|e| TunnelError::Bind {
             addr: socket.listen,
@@ -454,7 +467,7 @@ impl Tunnels {
         cancel: CancellationToken,
     ) {
         let ctx = self.ctx.clone();
-        let transport = self.transport.clone();
+        let transport = self.dial_transport.clone();
         let span = info_span!("dial", peer.site = %peer.site, remote = %addr);
         self.ctx
             .tracker
@@ -480,57 +493,144 @@ impl Tunnels {
     }
 }
 
+/// Accepts a listener's connections, executing the [`admission`] decision for
+/// each before any state is kept for it.
 async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
     let local = ep.local_addr().ok();
+    let gate = admission::Gate::new(admission::Limits::default());
+    let mut crowded_warn = WarnLimiter::default();
     loop {
         let incoming = tokio::select! {
             _ = cancel.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
-        let ctx2 = ctx.clone();
-        let cancel = cancel.child_token();
         let remote = incoming.remote_address();
-        ctx.tracker.spawn(
-            async move {
-                let conn = match incoming.await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        debug!(error = %e, "quic handshake failed");
-                        return;
-                    }
-                };
-                // The client-cert verifier demands one, so this always exists.
-                let Some(cert) = tls::peer_fingerprint(&conn) else {
-                    conn.close(auth::AUTH_FAILED.into(), b"no client certificate");
-                    return;
-                };
-                match auth::server(&conn, &ctx2.keys, &ctx2.me).await {
-                    Ok(peer) => {
-                        let reason = run_channel(
-                            &ctx2,
-                            conn,
-                            peer,
-                            Direction::Inbound,
-                            0,
-                            &cancel,
-                            None,
-                            local,
-                            cert,
-                        )
-                        .await;
-                        debug!(%reason, "inbound channel ended");
-                    }
-                    Err(e) => {
-                        Counters::bump(&ctx2.counters.auth_failures);
-                        warn!(error = %crate::error::Chain(&e), "channel authentication failed");
-                        conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
-                    }
+        let now = Instant::now();
+        match gate.decide(remote.ip(), incoming.remote_address_validated(), now) {
+            Verdict::Admit(slot) => {
+                let ctx2 = ctx.clone();
+                let cancel = cancel.child_token();
+                ctx.tracker.spawn(
+                    inbound(ctx2, incoming, slot, cancel, local)
+                        .instrument(info_span!("inbound", remote = %remote)),
+                );
+            }
+            Verdict::Retry => {
+                Counters::bump(&ctx.counters.preauth_retried);
+                // Only unproven addresses are asked to retry, so this cannot
+                // fail; if it did, answering nothing is the safe fallback.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
                 }
             }
-            .instrument(info_span!("inbound", remote = %remote)),
-        );
+            Verdict::Refuse(why) => {
+                turned_away(&ctx, &gate, &mut crowded_warn, remote, why, now);
+                incoming.refuse();
+            }
+            Verdict::Ignore(why) => {
+                turned_away(&ctx, &gate, &mut crowded_warn, remote, why, now);
+                incoming.ignore();
+            }
+        }
     }
     ep.close(CLOSE_NORMAL.into(), b"site shutting down");
+}
+
+/// Counts and logs (rate-limited) a connection refused or ignored before its proof.
+fn turned_away(
+    ctx: &Ctx,
+    gate: &admission::Gate,
+    limiter: &mut WarnLimiter,
+    remote: SocketAddr,
+    why: admission::Crowded,
+    now: Instant,
+) {
+    Counters::bump(&ctx.counters.preauth_refused);
+    let pending = gate.pending();
+    match limiter.allow(now) {
+        Some(suppressed) => {
+            warn!(%remote, crowded = ?why, pending, suppressed, "turning away unauthenticated connections")
+        }
+        None => {
+            debug!(%remote, crowded = ?why, pending, "turned away an unauthenticated connection")
+        }
+    }
+}
+
+/// One admitted incoming connection: QUIC handshake and the dialer's proof by
+/// the slot's deadline, then the full windows and the channel. The slot (the
+/// connection's place under the admission caps) is given back as soon as the
+/// proof passed or failed.
+async fn inbound(
+    ctx: Ctx,
+    incoming: quinn::Incoming,
+    slot: admission::Slot,
+    cancel: CancellationToken,
+    local: Option<SocketAddr>,
+) {
+    let deadline = tokio::time::Instant::from_std(slot.deadline());
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(error = %Chain(&e), "cannot accept connection");
+            return;
+        }
+    };
+    // Dropping an unfinished handshake closes the connection.
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            debug!(error = %Chain(&e), "quic handshake failed");
+            return;
+        }
+        Err(_) => {
+            auth_failed(&ctx, &AuthError::Timeout(auth::DEADLINE));
+            return;
+        }
+    };
+    // The client-cert verifier demands one, so this always exists.
+    let Some(cert) = tls::peer_fingerprint(&conn) else {
+        conn.close(auth::AUTH_FAILED.into(), b"no client certificate");
+        return;
+    };
+    let proof = tokio::time::timeout_at(deadline, auth::server(&conn, &ctx.keys, &ctx.me))
+        .await
+        .unwrap_or(Err(AuthError::Timeout(auth::DEADLINE)));
+    drop(slot);
+    match proof {
+        Ok(peer) => {
+            endpoint::grant_after_auth(&conn);
+            let reason = run_channel(
+                &ctx,
+                conn,
+                peer,
+                Direction::Inbound,
+                0,
+                &cancel,
+                None,
+                local,
+                cert,
+            )
+            .await;
+            debug!(%reason, "inbound channel ended");
+        }
+        Err(e) => {
+            auth_failed(&ctx, &e);
+            conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
+        }
+    }
+}
+
+/// Counts a failed key proof (either direction) and logs it, rate-limited.
+fn auth_failed(ctx: &Ctx, e: &AuthError) {
+    Counters::bump(&ctx.counters.auth_failures);
+    let allowed = lock(&ctx.auth_warn).allow(Instant::now());
+    match allowed {
+        Some(suppressed) => {
+            warn!(error = %Chain(e), suppressed, "channel authentication failed")
+        }
+        None => debug!(error = %Chain(e), "channel authentication failed"),
+    }
 }
 
 async fn dial_loop(
@@ -592,7 +692,7 @@ async fn dial_attempts(
             _ = cancel.cancelled() => break,
             r = connect(&ep, &client, addr, ctx, &peer) => r,
         };
-        let result = result.map_err(|e| crate::error::Chain(&e).to_string());
+        let result = result.map_err(|e| Chain(&e).to_string());
         match result {
             Ok(conn) => {
                 let attempts = backoff.attempts();
@@ -653,6 +753,8 @@ async fn dial_attempts(
     ep.close(CLOSE_NORMAL.into(), b"dial stopped");
 }
 
+/// Dials `addr` and runs the key proof, both by one deadline; opens the
+/// connection's windows only once the listener proved itself.
 async fn connect(
     ep: &quinn::Endpoint,
     client: &quinn::ClientConfig,
@@ -660,15 +762,22 @@ async fn connect(
     ctx: &Ctx,
     expected: &PeerId,
 ) -> Result<quinn::Connection, DialError> {
+    let deadline = tokio::time::Instant::now() + auth::DEADLINE;
     let connecting = ep
         .connect_with(client.clone(), addr, tls::SERVER_NAME)
         .map_err(DialError::Start)?;
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+    let conn = tokio::time::timeout_at(deadline, connecting)
         .await
-        .map_err(|_| DialError::HandshakeTimeout)?
+        .map_err(|_| DialError::HandshakeTimeout(auth::DEADLINE))?
         .map_err(DialError::Handshake)?;
-    match auth::client(&conn, &ctx.keys, &ctx.me).await {
-        Ok(peer) if peer == *expected => Ok(conn),
+    let proof = tokio::time::timeout_at(deadline, auth::client(&conn, &ctx.keys, &ctx.me))
+        .await
+        .unwrap_or(Err(AuthError::Timeout(auth::DEADLINE)));
+    match proof {
+        Ok(peer) if peer == *expected => {
+            endpoint::grant_after_auth(&conn);
+            Ok(conn)
+        }
         Ok(found) => {
             conn.close(CLOSE_NORMAL.into(), b"unexpected peer");
             Err(DialError::UnexpectedPeer {
@@ -677,8 +786,7 @@ async fn connect(
             })
         }
         Err(e) => {
-            Counters::bump(&ctx.counters.auth_failures);
-            warn!(error = %crate::error::Chain(&e), "channel authentication failed");
+            auth_failed(ctx, &e);
             conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
             Err(DialError::Auth(e))
         }
@@ -833,6 +941,30 @@ fn close_reason(e: &quinn::ConnectionError) -> String {
             }
         }
         quinn::ConnectionError::LocallyClosed => "closed locally".into(),
-        other => other.to_string(),
+        // May carry a transport close reason the peer chose.
+        other => crate::error::Escaped(&other.to_string()).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_a_peer_chose_cannot_forge_log_lines() {
+        let transport = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::PROTOCOL_VIOLATION,
+            frame_type: None,
+            reason: bytes::Bytes::from_static(b"x\n2099 WARN forged\x1b[0m"),
+        });
+        let app = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(9),
+            reason: bytes::Bytes::from_static(b"y\r\nINFO forged"),
+        });
+        for e in [transport, app] {
+            let shown = close_reason(&e);
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            assert!(shown.contains("forged"), "{shown:?}");
+        }
     }
 }

@@ -32,6 +32,7 @@ use super::envelope::{self, Freshness, ReplayWindow};
 use crate::config::{MqttConfig, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
+use crate::warn_limit::WarnLimiter;
 
 /// Largest sealed payload we publish. The embedded broker accepts 64 KiB;
 /// refusing bigger messages here keeps rumqttc from tearing the connection
@@ -49,8 +50,6 @@ const INBOUND_CAPACITY: usize = 256;
 const DEPART_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
-/// At most one `warn!` per kind of bad input per this interval; the rest go to `debug!`.
-const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Connection to the broker, as seen by the site and the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,29 +378,6 @@ fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
         .clamp(BACKOFF_MIN, BACKOFF_MAX)
 }
 
-/// Lets one `warn!` through per interval and counts what it held back.
-#[derive(Debug, Default)]
-struct WarnLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    /// `Some(suppressed since the last warning)` when a warning may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.duration_since(last) < WARN_INTERVAL => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// Whether the driver keeps running.
 enum Flow {
     Continue,
@@ -723,16 +699,6 @@ mod tests {
         assert!(backoff_delay(3, 0.999) > backoff_delay(1, 0.999));
         assert_eq!(backoff_delay(40, 1.0), BACKOFF_MAX);
         assert_eq!(backoff_delay(u32::MAX, f64::NAN), BACKOFF_MAX / 2);
-    }
-
-    #[test]
-    fn warn_limiter_lets_one_through_per_interval_and_counts_the_rest() {
-        let mut l = WarnLimiter::default();
-        let t0 = Instant::now();
-        assert_eq!(l.allow(t0), Some(0));
-        assert_eq!(l.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(l.allow(t0 + Duration::from_secs(2)), None);
-        assert_eq!(l.allow(t0 + WARN_INTERVAL), Some(2));
     }
 
     #[test]

@@ -201,6 +201,8 @@ impl Site {
                     "announced_sockets_dropped",
                     c.announced_sockets_dropped.load(Relaxed),
                 ),
+                ("preauth_refused", c.preauth_refused.load(Relaxed)),
+                ("preauth_retried", c.preauth_retried.load(Relaxed)),
             ],
         }
     }
