@@ -3,7 +3,7 @@
 //! The client side ([`remote`]) accepts a local tcp/unix connection, opens a
 //! stream through a [`StreamOpener`], writes a [`preamble::Request`] naming the
 //! app and waits for the [`preamble::Response`]. The exposed side
-//! ([`exposed::serve_stream`]) reads the request, admits it against its
+//! ([`ExposedServer::serve_stream`]) reads the request, admits it against its
 //! [`exposed::ExposedApps`], connects the app socket and replies. After that
 //! both sides run [`pipe::pipe`], which copies raw bytes and maps TCP
 //! half-close and reset onto QUIC stream finish and reset.
@@ -24,9 +24,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{AppName, AppSocket, SiteName};
+use crate::types::ChannelId;
 use preamble::Decode;
 
-pub use exposed::{ExposedApps, ExposedServer, Refusal, admit, serve_stream};
+pub use exposed::{ExposedApps, ExposedServer, Refusal, admit};
 pub use pipe::{LocalStream, PipeOutcome, PipeStats, pipe};
 pub use remote::RemoteListener;
 pub use streams::{StreamRegistry, StreamTicket};
@@ -88,6 +89,8 @@ pub struct TunnelStream {
     pub recv: quinn::RecvStream,
     /// Dropped when the stream ends; the tunnel uses it to count open streams per channel.
     pub guard: Box<dyn std::any::Any + Send>,
+    /// The dataChannel carrying it, for the stream views.
+    pub channel: ChannelId,
 }
 
 impl std::fmt::Debug for TunnelStream {
@@ -95,6 +98,7 @@ impl std::fmt::Debug for TunnelStream {
         f.debug_struct("TunnelStream")
             .field("send", &self.send.id())
             .field("recv", &self.recv.id())
+            .field("channel", &self.channel)
             .finish_non_exhaustive()
     }
 }

@@ -141,7 +141,12 @@ impl Daemon {
             site: config.site_name.clone(),
             instance,
         };
-        let server = app::ExposedServer::new(exposed.clone(), counters.clone(), streams.clone());
+        let server = app::ExposedServer::new(
+            exposed.clone(),
+            counters.clone(),
+            streams.clone(),
+            shutdown.child_token(),
+        );
         let tunnels = Tunnels::new(
             tunnel::Setup {
                 me,

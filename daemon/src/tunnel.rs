@@ -334,6 +334,7 @@ impl StreamOpener for Registry {
                         send,
                         recv,
                         guard: Box::new(guard),
+                        channel: ch.id,
                     });
                 }
                 Err(e) => {
@@ -876,6 +877,7 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                     send,
                     recv,
                     guard: Box::new(StreamGuard::new(ch.clone())),
+                    channel: ch.id,
                 };
                 let next =
                     endpoint::next_stream_credit(credit, ch.open_streams.load(Ordering::Relaxed));

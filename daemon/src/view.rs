@@ -154,6 +154,8 @@ pub struct StreamInfo {
     pub direction: StreamDirection,
     /// Client address (local client for outbound, the far site's side for inbound).
     pub client: String,
+    /// The dataChannel carrying it.
+    pub channel: ChannelId,
     /// Bytes sent into the tunnel.
     pub bytes_sent: u64,
     /// Bytes received from the tunnel.

@@ -25,12 +25,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wovenet_daemon::app::preamble::{Response, Status};
 use wovenet_daemon::app::{
-    ExposedApps, OpenError, RemoteListener, StreamOpener, TunnelStream, serve_stream,
+    ExposedApps, ExposedServer, OpenError, RemoteListener, StreamOpener, TunnelStream,
 };
 use wovenet_daemon::config::{
     AppName, AppSocket, ExposedApp, ExposedTarget, PortRange, RemoteApp, SiteName,
 };
 use wovenet_daemon::counters::Counters;
+use wovenet_daemon::types::ChannelId;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -82,6 +83,7 @@ impl StreamOpener for TestOpener {
             send,
             recv,
             guard: Box::new(Guard(self.opened.clone())),
+            channel: ChannelId(1),
         })
     }
 }
@@ -158,19 +160,27 @@ impl Sites {
             incoming
         );
         {
-            let exposed = exposed.clone();
-            let counters = far_counters.clone();
+            let server = ExposedServer::new(
+                exposed.clone(),
+                far_counters.clone(),
+                streams(),
+                CancellationToken::new(),
+            );
             let tracker2 = tracker.clone();
             tracker.spawn(async move {
                 let peer = site("near");
                 while let Ok((send, recv)) = server_conn.accept_bi().await {
-                    let exposed = exposed.clone();
-                    let counters = counters.clone();
+                    let server = server.clone();
                     let peer = peer.clone();
                     tracker2.spawn(async move {
                         let origin = "127.0.0.1:9".parse().unwrap();
-                        serve_stream(send, recv, &exposed, &peer, origin, &counters, &streams())
-                            .await;
+                        let stream = TunnelStream {
+                            send,
+                            recv,
+                            guard: Box::new(()),
+                            channel: ChannelId(1),
+                        };
+                        server.serve_stream(stream, &peer, origin).await;
                     });
                 }
             });

@@ -49,6 +49,7 @@ fn side(name: &str, apps: Vec<ExposedApp>) -> Side {
         Arc::new(ExposedApps::new(apps)),
         counters.clone(),
         Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::default())),
+        cancel.clone(),
     );
     let tunnels = Tunnels::new(
         Setup {

@@ -53,6 +53,7 @@ fn side(name: &str, good_key: bool) -> Side {
         Arc::new(ExposedApps::new(vec![])),
         counters.clone(),
         Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::default())),
+        CancellationToken::new(),
     );
     let tunnels = Tunnels::new(
         Setup {

@@ -1,6 +1,6 @@
-//! Faults and lifecycle: a wrong-key site, several dataChannels with one losing all packets
-//! (iptables; needs root), a site killed and restarted, clean SIGTERM shutdown, and
-//! `wovenetd check`.
+//! Faults and lifecycle: a wrong-key site, several dataChannels, a site killed and restarted,
+//! clean SIGTERM shutdown, and `wovenetd check`. A channel losing all its packets under live
+//! streams is `channel_cut.rs`.
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::time::Duration;
@@ -119,79 +119,6 @@ async fn two_local_sockets_make_two_data_channels() {
     while let Some(r) = set.join_next().await {
         r.unwrap()
             .unwrap_or_else(|e| panic!("{e}\n{}", diag(&[&a, &b])));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_one_channel_keeps_the_other_and_new_connections_working() {
-    let broker = Broker::embedded().await;
-    let (a, b, local, _echo) = two_channel_pair(&broker).await;
-    wait_two_channels(&a, &b).await;
-    let all = || diag(&[&a, &b]);
-
-    // Streams are spread over channels, so some of these ride each channel.
-    let mut conns = Vec::new();
-    for i in 0..8u8 {
-        let mut c = EchoConn::connect(&local, WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", all()));
-        c.ping(&[i; 512], Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", all()));
-        conns.push(c);
-    }
-
-    let dropped_port = b.socket_ports()[0];
-    let _guard = IptablesDrop::udp_port(dropped_port);
-
-    let mut pings = JoinSet::new();
-    for (i, mut c) in conns.into_iter().enumerate() {
-        pings.spawn(async move {
-            let r = c.ping(&[0xa0 + i as u8; 512], Duration::from_secs(3)).await;
-            (i, r.map(|()| c))
-        });
-    }
-    let mut survivors = Vec::new();
-    let mut lost = Vec::new();
-    while let Some(r) = pings.join_next().await {
-        match r.unwrap() {
-            (_, Ok(c)) => survivors.push(c),
-            (i, Err(e)) => lost.push(format!("connection {i}: {e}")),
-        }
-    }
-    // a dials both of b's sockets and b dials a's one socket: three
-    // channels, and least-loaded picking spreads the 8 streams over all of
-    // them (2-3 each). Those on the cut channel stop, the others go on (a
-    // loaded CI machine may time out a survivor's ping too, so only "some of
-    // each" is asserted here; the survivors are pinged again at the end).
-    assert!(
-        !survivors.is_empty() && !lost.is_empty(),
-        "after dropping UDP port {dropped_port} (one of b's localSockets) {} of 8 connections \
-         survived; expected the streams to be spread so that some (2-3) rode the cut channel and \
-         the rest kept working. Lost:\n  {}\n{}",
-        survivors.len(),
-        lost.join("\n  "),
-        all()
-    );
-    eprintln!(
-        "{} of 8 established connections survived losing one channel",
-        survivors.len()
-    );
-
-    // New connections work again within a few seconds, then keep working.
-    let t = try_wait_forward(&local, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("new connections after losing one channel: {e}\n{}", all()));
-    eprintln!("new connections worked {t:?} after the loss");
-    for i in 0..10u64 {
-        echo_once(&local, &data::bytes(i, 8 * 1024), Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("new connection {i} after the loss: {e}\n{}", all()));
-    }
-    for (i, c) in survivors.iter_mut().enumerate() {
-        c.ping(b"still alive", Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("surviving connection {i} failed later: {e}\n{}", all()));
     }
 }
 

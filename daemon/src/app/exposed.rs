@@ -1,6 +1,7 @@
 //! The exposed side: which apps this site lets other sites reach
 //! ([`ExposedApps`]), the admission rules ([`admit`], pure), and the server of
-//! incoming app streams ([`ExposedServer`], one stream: [`serve_stream`]).
+//! incoming app streams ([`ExposedServer`], one stream:
+//! [`ExposedServer::serve_stream`]).
 //!
 //! This module must not know how streams arrive (that is the tunnel's job) and
 //! must not open streams itself.
@@ -13,6 +14,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use ipnet::{IpNet, Ipv6Net};
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info};
 
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
@@ -195,22 +197,228 @@ pub struct ExposedServer {
     apps: Arc<ExposedApps>,
     counters: Arc<Counters>,
     streams: Arc<StreamRegistry>,
+    /// The site's shutdown (a child of its token): tears down every stream
+    /// being served, exactly like the client side's listeners.
+    cancel: CancellationToken,
 }
 
 impl ExposedServer {
-    /// A server of `apps`, counting outcomes in `counters` and registering
-    /// open streams in `streams`.
+    /// A server of `apps`, counting outcomes in `counters`, registering open
+    /// streams in `streams`, and resetting every stream when `cancel` fires.
     pub fn new(
         apps: Arc<ExposedApps>,
         counters: Arc<Counters>,
         streams: Arc<StreamRegistry>,
+        cancel: CancellationToken,
     ) -> Self {
         Self {
             apps,
             counters,
             streams,
+            cancel,
         }
     }
+
+    /// Serves one app stream accepted from `peer` on the dataChannel from
+    /// `origin`: reads the preamble, admits it against the apps, connects the
+    /// app socket, replies, then pipes until the stream ends or the server is
+    /// cancelled. Never panics on bad input; every outcome is counted and
+    /// logged inside a `stream` span carrying `peer.site` and `app.name`.
+    pub async fn serve_stream(&self, stream: TunnelStream, peer: &SiteName, origin: SocketAddr) {
+        let span = tracing::info_span!(
+            "stream",
+            peer.site = %peer,
+            app.name = tracing::field::Empty,
+            stream.id = %stream.send.id(),
+            channel.id = %stream.channel,
+        );
+        let TunnelStream {
+            mut send,
+            mut recv,
+            guard,
+            channel,
+        } = stream;
+        let admitted = async {
+            tokio::select! {
+                r = self.admit(&mut send, &mut recv, peer) => r,
+                () = self.cancel.cancelled() => Err(Some(code::SHUTDOWN)),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        match admitted {
+            Ok(Admitted {
+                app,
+                local,
+                permits,
+            }) => {
+                let ticket = self.streams.open(
+                    app,
+                    peer.clone(),
+                    StreamDirection::Inbound,
+                    origin.to_string(),
+                    channel,
+                );
+                let outcome = local
+                    .pipe(send, recv, ticket.stats(), self.cancel.cancelled())
+                    .instrument(span.clone())
+                    .await;
+                // The tunnel counts the stream as open until this drops.
+                drop(guard);
+                drop(permits);
+                span.in_scope(|| log_outcome(&outcome, ticket.stats()));
+            }
+            Err(Some(code)) => abandon(send, recv, code),
+            // Already answered and closed.
+            Err(None) => {}
+        }
+    }
+
+    /// The preamble exchange: on success the app and its connected socket,
+    /// with the `Ok` reply sent. On failure the stream still has to be torn
+    /// down with the returned code, or was already answered (`None`).
+    async fn admit(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        peer: &SiteName,
+    ) -> Result<Admitted, Option<quinn::VarInt>> {
+        let counters = &self.counters;
+        // Taken before the preamble, so streams that stall it count too; a
+        // refusal still waits for the request, so the reply can name the app.
+        let peer_slot = self.apps.admit_peer(peer);
+        let read = read_preamble::<Request>(recv);
+        let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(ReadPreambleError::Malformed(e))) => {
+                Counters::bump(&counters.bad_preambles);
+                info!(error = %e, "malformed stream preamble");
+                let status = match e {
+                    PreambleError::UnsupportedVersion(_) => Status::UnsupportedVersion,
+                    _ => Status::BadRequest,
+                };
+                reply_and_close(
+                    send,
+                    recv,
+                    &Response::new(status, e.to_string()),
+                    code::BAD_PREAMBLE,
+                )
+                .await;
+                return Err(None);
+            }
+            Ok(Err(e @ ReadPreambleError::Truncated(_))) => {
+                Counters::bump(&counters.bad_preambles);
+                info!(error = %e, "incomplete stream preamble");
+                return Err(Some(code::BAD_PREAMBLE));
+            }
+            Ok(Err(ReadPreambleError::Read(e))) => {
+                // The peer gave up (reset) or the connection died: not bad input.
+                debug!(error = %e, "stream failed before its preamble");
+                return Err(Some(code::PEER_FAILED));
+            }
+            Err(_elapsed) => {
+                Counters::bump(&counters.bad_preambles);
+                info!(timeout = ?PREAMBLE_TIMEOUT, "stream preamble timed out");
+                return Err(Some(code::BAD_PREAMBLE));
+            }
+        };
+        Span::current().record("app.name", request.app.as_str());
+
+        let app = self.apps.get(&request.app);
+        let peer_slot = match peer_slot {
+            Ok(slot) => slot,
+            Err(LimitReached { limit }) => {
+                let reason = format!(
+                    "site '{peer}' already has {limit} streams open here (tunnel.maxStreamsPerPeer)"
+                );
+                let known = app.map(|a| a.name);
+                self.limited(send, recv, peer, known, reason).await;
+                return Err(None);
+            }
+        };
+        let Some(app) = app else {
+            let reason = format!("no app named '{}' is exposed", request.app);
+            refuse(
+                send,
+                recv,
+                counters,
+                Refusal::new(Status::NoSuchApp, reason),
+            )
+            .await;
+            return Err(None);
+        };
+        let socket = match admit(&app, request.target) {
+            Ok(socket) => socket,
+            Err(refusal) => {
+                refuse(send, recv, counters, refusal).await;
+                return Err(None);
+            }
+        };
+        let app_slot = match self.apps.admit_app(&app) {
+            Ok(slot) => slot,
+            Err(LimitReached { limit }) => {
+                let reason = format!(
+                    "app '{}' already has {limit} streams open (maxConnections)",
+                    app.name
+                );
+                self.limited(send, recv, peer, Some(app.name), reason).await;
+                return Err(None);
+            }
+        };
+        let local = match connect(&socket).await {
+            Ok(local) => local,
+            Err(e) => {
+                let reason = format!("cannot connect to '{socket}': {e}");
+                let refusal = Refusal::new(Status::AppUnreachable, reason);
+                refuse(send, recv, counters, refusal).await;
+                return Err(None);
+            }
+        };
+
+        if let Err(e) = send.write_all(&Response::ok().encode()).await {
+            debug!(error = %e, "stream closed before the reply");
+            local.abort();
+            return Err(Some(code::PEER_FAILED));
+        }
+        Counters::bump(&counters.streams_opened);
+        debug!(app.socket = %socket, "stream admitted");
+        Ok(Admitted {
+            app: request.app,
+            local,
+            permits: (peer_slot, app_slot),
+        })
+    }
+
+    /// Refuses with the `limit reached` status: counted site-wide (refused
+    /// and limited) and, when `app` exists, per app; logged throttled.
+    async fn limited(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        peer: &SiteName,
+        app: Option<AppName>,
+        reason: String,
+    ) {
+        Counters::bump(&self.counters.streams_refused);
+        Counters::bump(&self.counters.streams_limited);
+        if let Some(app) = app {
+            self.streams
+                .limited(app, peer.clone(), StreamDirection::Inbound);
+        }
+        if let Some(held_back) = self.apps.refusal_log.allow(std::time::Instant::now()) {
+            info!(reason = %reason, held_back, "stream refused: limit reached");
+        }
+        let response = Response::new(Status::LimitReached, reason);
+        reply_and_close(send, recv, &response, code::REFUSED).await;
+    }
+}
+
+/// A stream that passed admission: its app, the connected app socket, and
+/// the peer's and the app's limit slots, held until the pipe ends.
+struct Admitted {
+    app: AppName,
+    local: AnyLocal,
+    permits: (Permit<SiteName>, Permit<AppName>),
 }
 
 impl StreamServer for ExposedServer {
@@ -221,20 +429,7 @@ impl StreamServer for ExposedServer {
         origin: SocketAddr,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let this = self.clone();
-        Box::pin(async move {
-            let TunnelStream { send, recv, guard } = stream;
-            serve_stream(
-                send,
-                recv,
-                &this.apps,
-                &peer,
-                origin,
-                &this.counters,
-                &this.streams,
-            )
-            .await;
-            drop(guard);
-        })
+        Box::pin(async move { this.serve_stream(stream, &peer, origin).await })
     }
 }
 
@@ -258,156 +453,6 @@ fn net_admits(net: &IpNet, ip: IpAddr) -> bool {
         }
         (IpNet::V4(_), IpAddr::V6(_)) => false,
     }
-}
-
-/// Serves one app stream accepted from `peer`: reads the preamble, admits it
-/// against `apps`, connects the app socket, replies, then pipes until the
-/// stream ends. Never panics on bad input; every outcome is counted in
-/// `counters` and logged inside a `stream` span carrying `peer.site` and
-/// `app.name`.
-pub async fn serve_stream(
-    send: SendStream,
-    recv: RecvStream,
-    apps: &ExposedApps,
-    peer: &SiteName,
-    origin: SocketAddr,
-    counters: &Counters,
-    streams: &Arc<StreamRegistry>,
-) {
-    let span = tracing::info_span!(
-        "stream",
-        peer.site = %peer,
-        app.name = tracing::field::Empty,
-        stream.id = %send.id(),
-    );
-    serve(send, recv, apps, peer, origin, counters, streams)
-        .instrument(span)
-        .await;
-}
-
-async fn serve(
-    mut send: SendStream,
-    mut recv: RecvStream,
-    apps: &ExposedApps,
-    peer: &SiteName,
-    origin: SocketAddr,
-    counters: &Counters,
-    streams: &Arc<StreamRegistry>,
-) {
-    // Taken before the preamble, so streams that stall it count too; a
-    // refusal still waits for the request, so the reply can name the app.
-    let peer_slot = apps.admit_peer(peer);
-    let read = read_preamble::<Request>(&mut recv);
-    let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(ReadPreambleError::Malformed(e))) => {
-            Counters::bump(&counters.bad_preambles);
-            info!(error = %e, "malformed stream preamble");
-            let status = match e {
-                PreambleError::UnsupportedVersion(_) => Status::UnsupportedVersion,
-                _ => Status::BadRequest,
-            };
-            reply_and_close(
-                send,
-                recv,
-                &Response::new(status, e.to_string()),
-                code::BAD_PREAMBLE,
-            )
-            .await;
-            return;
-        }
-        Ok(Err(e @ ReadPreambleError::Truncated(_))) => {
-            Counters::bump(&counters.bad_preambles);
-            info!(error = %e, "incomplete stream preamble");
-            abandon(send, recv, code::BAD_PREAMBLE);
-            return;
-        }
-        Ok(Err(ReadPreambleError::Read(e))) => {
-            // The peer gave up (reset) or the connection died: not bad input.
-            debug!(error = %e, "stream failed before its preamble");
-            abandon(send, recv, code::PEER_FAILED);
-            return;
-        }
-        Err(_elapsed) => {
-            Counters::bump(&counters.bad_preambles);
-            info!(timeout = ?PREAMBLE_TIMEOUT, "stream preamble timed out");
-            abandon(send, recv, code::BAD_PREAMBLE);
-            return;
-        }
-    };
-    Span::current().record("app.name", request.app.as_str());
-
-    let app = apps.get(&request.app);
-    let _peer_slot = match peer_slot {
-        Ok(slot) => slot,
-        Err(LimitReached { limit }) => {
-            let reason = format!(
-                "site '{peer}' already has {limit} streams open here (tunnel.maxStreamsPerPeer)"
-            );
-            let known = app.map(|a| a.name);
-            let refused = Refused {
-                apps,
-                counters,
-                streams,
-                peer,
-            };
-            return refused.limited(send, recv, known, reason).await;
-        }
-    };
-    let Some(app) = app else {
-        let reason = format!("no app named '{}' is exposed", request.app);
-        let refusal = Refusal::new(Status::NoSuchApp, reason);
-        return refuse(send, recv, counters, refusal).await;
-    };
-    let socket = match admit(&app, request.target) {
-        Ok(socket) => socket,
-        Err(refusal) => return refuse(send, recv, counters, refusal).await,
-    };
-    let _app_slot = match apps.admit_app(&app) {
-        Ok(slot) => slot,
-        Err(LimitReached { limit }) => {
-            let reason = format!(
-                "app '{}' already has {limit} streams open (maxConnections)",
-                app.name
-            );
-            let refused = Refused {
-                apps,
-                counters,
-                streams,
-                peer,
-            };
-            return refused.limited(send, recv, Some(app.name), reason).await;
-        }
-    };
-    let local = match connect(&socket).await {
-        Ok(local) => local,
-        Err(e) => {
-            let reason = format!("cannot connect to '{socket}': {e}");
-            let refusal = Refusal::new(Status::AppUnreachable, reason);
-            return refuse(send, recv, counters, refusal).await;
-        }
-    };
-
-    if let Err(e) = send.write_all(&Response::ok().encode()).await {
-        debug!(error = %e, "stream closed before the reply");
-        abandon(send, recv, code::PEER_FAILED);
-        return;
-    }
-    Counters::bump(&counters.streams_opened);
-    debug!(app.socket = %socket, "stream admitted");
-
-    let ticket = streams.open(
-        request.app.clone(),
-        peer.clone(),
-        StreamDirection::Inbound,
-        origin.to_string(),
-    );
-    // No shutdown future: on shutdown the tunnel closes the connection,
-    // which ends this pipe with `ConnectionLost`.
-    let outcome = local
-        .pipe(send, recv, ticket.stats(), std::future::pending())
-        .await;
-    log_outcome(&outcome, ticket.stats());
 }
 
 /// Logs the end of a piped stream: expected endings at debug level.
@@ -444,49 +489,22 @@ async fn connect(socket: &AppSocket) -> io::Result<AnyLocal> {
     }
 }
 
-async fn refuse(send: SendStream, recv: RecvStream, counters: &Counters, refusal: Refusal) {
+async fn refuse(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    counters: &Counters,
+    refusal: Refusal,
+) {
     Counters::bump(&counters.streams_refused);
     info!(status = %refusal.status, reason = %refusal.reason, "stream refused");
     let response = Response::new(refusal.status, refusal.reason);
     reply_and_close(send, recv, &response, code::REFUSED).await;
 }
 
-/// Where a refusal over a limit is counted and logged.
-struct Refused<'a> {
-    apps: &'a ExposedApps,
-    counters: &'a Counters,
-    streams: &'a StreamRegistry,
-    peer: &'a SiteName,
-}
-
-impl Refused<'_> {
-    /// Refuses with the `limit reached` status: counted site-wide (refused
-    /// and limited) and, when `app` exists, per app; logged throttled.
-    async fn limited(
-        self,
-        send: SendStream,
-        recv: RecvStream,
-        app: Option<AppName>,
-        reason: String,
-    ) {
-        Counters::bump(&self.counters.streams_refused);
-        Counters::bump(&self.counters.streams_limited);
-        if let Some(app) = app {
-            self.streams
-                .limited(app, self.peer.clone(), StreamDirection::Inbound);
-        }
-        if let Some(held_back) = self.apps.refusal_log.allow(std::time::Instant::now()) {
-            info!(reason = %reason, held_back, "stream refused: limit reached");
-        }
-        let response = Response::new(Status::LimitReached, reason);
-        reply_and_close(send, recv, &response, code::REFUSED).await;
-    }
-}
-
 /// Sends a final status, finishes our side and stops reading theirs.
 async fn reply_and_close(
-    mut send: SendStream,
-    mut recv: RecvStream,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
     response: &Response,
     stop_code: quinn::VarInt,
 ) {

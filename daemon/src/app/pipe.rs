@@ -6,11 +6,24 @@
 //!
 //! | event                                   | action                                   |
 //! |-----------------------------------------|------------------------------------------|
-//! | local EOF (FIN)                         | `send.finish()`                          |
-//! | QUIC stream finished                    | local `shutdown(Write)` (half-close)     |
+//! | local EOF (FIN)                         | `send.finish()`, then wait until the peer acknowledged every byte and the FIN |
+//! | QUIC stream finished, local still sending | local `shutdown(Write)` (half-close) at once |
+//! | QUIC stream finished after local EOF    | local `shutdown(Write)` once our send side is acknowledged |
+//! | both directions done and acknowledged   | close local cleanly ([`PipeOutcome::Finished`]) |
 //! | local read/write error (e.g. RST)       | `send.reset` + `recv.stop` ([`code::LOCAL_FAILED`]) and abort local |
-//! | QUIC reset/stop or connection lost      | abort local (TCP RST) + reset/stop the stream ([`code::PEER_FAILED`]) |
+//! | QUIC reset/stop or connection lost (also while waiting for the acknowledgement) | abort local (TCP RST) + reset/stop the stream ([`code::PEER_FAILED`]) |
 //! | shutdown                                | abort local + reset/stop ([`code::SHUTDOWN`]) |
+//!
+//! A local peer must never mistake a truncated transfer for a complete one.
+//! Handing the FIN to QUIC proves nothing: if the dataChannel dies before the
+//! far site acknowledged the tail, the tail is lost. So the pipe completes
+//! the local close handshake (our FIN after theirs) only once quinn reports
+//! the send side fully acknowledged ([`SendStream::stopped`] yields
+//! `Ok(None)`); until then a lost channel still turns into a TCP reset. An
+//! acknowledged byte is in the far site's receive buffer, which its pipe can
+//! still drain to its app after the connection is gone. When the peer's FIN
+//! comes first (the far app half-closed while ours still sends), it is passed
+//! on at once: the local peer may need it to finish sending.
 //!
 //! Both directions run in the caller's task (no task hop per chunk). This
 //! module must not decide admission or log: it reports a [`PipeOutcome`].
@@ -18,10 +31,10 @@
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use quinn::{ReadError, RecvStream, SendStream, StoppedError, VarInt, WriteError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -175,15 +188,24 @@ pub async fn pipe<L: LocalStream>(
 ) -> PipeOutcome {
     let outcome = {
         let (mut local_r, mut local_w) = local.split();
+        // Set once the local side sent its FIN: from then on the peer's FIN
+        // is passed on only after our send side is acknowledged. Both
+        // directions run in this task, so ordering is all the flag needs.
+        let local_eof = AtomicBool::new(false);
         let both = async {
-            tokio::try_join!(
-                copy_to_remote(&mut local_r, &mut send, stats),
-                copy_from_remote(&mut recv, &mut local_w, stats),
-            )
+            let ((), forwarded) = tokio::try_join!(
+                copy_to_remote(&mut local_r, &mut send, stats, &local_eof),
+                copy_from_remote(&mut recv, &mut local_w, stats, &local_eof),
+            )?;
+            if !forwarded {
+                // Everything we sent is acknowledged: complete the close.
+                local_w.shutdown().await.map_err(PipeOutcome::LocalFailed)?;
+            }
+            Ok(())
         };
         tokio::select! {
             r = both => match r {
-                Ok(((), ())) => return PipeOutcome::Finished,
+                Ok(()) => return PipeOutcome::Finished,
                 Err(outcome) => outcome,
             },
             () = shutdown => PipeOutcome::Shutdown,
@@ -201,10 +223,13 @@ pub async fn pipe<L: LocalStream>(
     outcome
 }
 
+/// Copies local bytes into the stream; at local EOF finishes the stream and
+/// returns once the peer acknowledged all of it.
 async fn copy_to_remote<R: AsyncRead + Unpin>(
     local: &mut R,
     send: &mut SendStream,
     stats: &PipeStats,
+    local_eof: &AtomicBool,
 ) -> Result<(), PipeOutcome> {
     let mut buf = BytesMut::with_capacity(BUF_SIZE);
     loop {
@@ -218,10 +243,11 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
             .await
             .map_err(PipeOutcome::LocalFailed)?;
         if n == 0 {
+            local_eof.store(true, Ordering::Relaxed);
             // Only fails if already finished or reset, neither of which this
             // loop does before returning.
             let _ = send.finish();
-            return Ok(());
+            return acknowledged(send).await;
         }
         let chunk = buf.split().freeze();
         send.write_chunk(chunk).await.map_err(|e| match e {
@@ -233,11 +259,29 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
     }
 }
 
+/// Waits until the peer acknowledged every byte of the finished `send` and
+/// its FIN. quinn forgets a send stream once all of it is acknowledged, and
+/// `stopped` then yields `Ok(None)`; a stop from the peer or a lost
+/// connection is an error.
+async fn acknowledged(send: &SendStream) -> Result<(), PipeOutcome> {
+    match send.stopped().await {
+        Ok(None) => Ok(()),
+        Ok(Some(code)) => Err(PipeOutcome::PeerReset(code)),
+        Err(StoppedError::ConnectionLost(e)) => Err(PipeOutcome::ConnectionLost(e)),
+        Err(other) => Err(PipeOutcome::StreamFailed(other.to_string())),
+    }
+}
+
+/// Copies the stream's bytes to the local socket. At the stream's FIN it
+/// half-closes the local socket and returns `true`, unless the local side
+/// already sent its FIN: then it returns `false` and the caller half-closes
+/// once our send side is acknowledged.
 async fn copy_from_remote<W: AsyncWrite + Unpin>(
     recv: &mut RecvStream,
     local: &mut W,
     stats: &PipeStats,
-) -> Result<(), PipeOutcome> {
+    local_eof: &AtomicBool,
+) -> Result<bool, PipeOutcome> {
     // Each received QUIC packet is its own chunk (~1.4 KB): taking many at
     // once and writing them with one vectored write saves a syscall per packet.
     let mut chunks: [Bytes; CHUNKS_PER_WRITE] = std::array::from_fn(|_| Bytes::new());
@@ -252,8 +296,11 @@ async fn copy_from_remote<W: AsyncWrite + Unpin>(
                     .fetch_add(written, Ordering::Relaxed);
             }
             Ok(None) => {
+                if local_eof.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
                 local.shutdown().await.map_err(PipeOutcome::LocalFailed)?;
-                return Ok(());
+                return Ok(true);
             }
             Err(ReadError::Reset(c)) => return Err(PipeOutcome::PeerReset(c)),
             Err(ReadError::ConnectionLost(e)) => return Err(PipeOutcome::ConnectionLost(e)),

@@ -272,6 +272,7 @@ async fn accept_loop<O: StreamOpener>(
                     peer.site = %client.app.site,
                     app.name = %client.app.app,
                     client.addr = %client_addr,
+                    channel.id = tracing::field::Empty,
                 );
                 let addr = client_addr.to_string();
                 tracker.spawn(serve_client(local, addr, client.clone(), slot).instrument(span));
@@ -362,12 +363,19 @@ async fn serve_client<O: StreamOpener>(
     };
     Counters::bump(&client.counters.streams_opened);
     debug!("stream opened");
-    let TunnelStream { send, recv, guard } = stream;
+    let TunnelStream {
+        send,
+        recv,
+        guard,
+        channel,
+    } = stream;
+    tracing::Span::current().record("channel.id", channel.0);
     let ticket = client.streams.open(
         client.app.app.clone(),
         client.app.site.clone(),
         StreamDirection::Outbound,
         addr,
+        channel,
     );
     let outcome = local
         .pipe(send, recv, ticket.stats(), client.cancel.cancelled())

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::PipeStats;
 use crate::config::{AppName, SiteName};
+use crate::types::ChannelId;
 use crate::view::{AppStats, Event, EventBus, StreamDirection, StreamInfo};
 
 type TotalsKey = (AppName, SiteName, StreamDirection);
@@ -32,6 +33,7 @@ struct Entry {
     peer: SiteName,
     direction: StreamDirection,
     client: String,
+    channel: ChannelId,
     since: Instant,
     stats: PipeStats,
 }
@@ -44,6 +46,7 @@ impl Entry {
             peer: self.peer.clone(),
             direction: self.direction,
             client: self.client.clone(),
+            channel: self.channel,
             bytes_sent: self.stats.bytes_to_remote.load(Ordering::Relaxed),
             bytes_received: self.stats.bytes_from_remote.load(Ordering::Relaxed),
             age: self.since.elapsed(),
@@ -89,6 +92,7 @@ impl StreamRegistry {
         peer: SiteName,
         direction: StreamDirection,
         client: String,
+        channel: ChannelId,
     ) -> StreamTicket {
         let entry = Arc::new(Entry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -96,6 +100,7 @@ impl StreamRegistry {
             peer,
             direction,
             client,
+            channel,
             since: Instant::now(),
             stats: PipeStats::default(),
         });
@@ -224,10 +229,12 @@ mod tests {
             peer.clone(),
             StreamDirection::Outbound,
             "127.0.0.1:5".into(),
+            ChannelId(3),
         );
         t.stats().bytes_to_remote.store(10, Ordering::Relaxed);
         t.stats().bytes_from_remote.store(7, Ordering::Relaxed);
         assert_eq!(reg.snapshot().len(), 1);
+        assert_eq!(reg.snapshot()[0].channel, ChannelId(3));
         assert_eq!(reg.app_stats()[0].bytes_sent, 10);
         assert_eq!(reg.app_stats()[0].open_streams, 1);
         drop(t);

@@ -187,6 +187,7 @@ impl From<&StreamInfo> for v1::Stream {
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
             age: Some(duration(s.age)),
+            channel_id: s.channel.0,
         }
     }
 }

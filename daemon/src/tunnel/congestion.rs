@@ -17,10 +17,23 @@
 //! (min RTT + [`HOST_SLACK`]): the standing queue this can build is bounded by
 //! (gain − 1) × BDP, well inside a one-BDP bottleneck buffer, and random loss
 //! does not move it because the bandwidth comes from what was delivered, not
-//! from what was lost. Startup grows like slow start and stops when the
-//! delivery rate stops growing, when the round's *minimum* RTT rises (the
+//! from what was lost. Startup grows like slow start but never past
+//! [`STARTUP_CWND_GAIN`] × the measured delivery rate × min RTT, and stops when
+//! the delivery rate stops growing, when the round's *minimum* RTT rises (the
 //! queue started to fill; the HyStart test), or when a round loses a large
-//! share of its packets — so it never overflows a shallow buffer by multiples.
+//! share of its packets — so it never overflows a one-BDP buffer.
+//!
+//! Why the cap: slow start doubles the window every round, and the delay test
+//! only sees a queue one round after it formed, so on a long capped path
+//! startup used to reach 4× the BDP: thousands of packets dropped in a burst,
+//! every other one, each a hole in the receiver's reassembly buffer, and quinn
+//! closes a connection whose stream holds more than 1 024 of them ("too many
+//! gaps in stream buffer"; measured at 200 ms, 5 % loss, 100 Mbit/s). With the
+//! cap the window stops near 2 × BDP (one BDP in the pipe, at most one in the
+//! queue) however late the delay test fires. [`cubic`] puts the same startup
+//! in front of quinn's CUBIC (`congestionControl: cubic`).
+
+pub mod cubic;
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -34,6 +47,11 @@ use quinn_proto::RttEstimator;
 /// ack aggregation, which on a sub-millisecond path dwarf the RTT itself (a
 /// CPU-bound loopback tunnel must never be window-limited).
 pub const HOST_SLACK: Duration = Duration::from_millis(2);
+/// Startup's window never exceeds this × bandwidth × (min RTT + slack): the
+/// bandwidth still doubles every round while the pipe is not full, so it does
+/// not slow the growth; once the bottleneck is reached it holds the window at
+/// two BDPs (BBR's startup cwnd gain).
+pub const STARTUP_CWND_GAIN: f64 = 2.0;
 /// Window gains of one probe cycle, one round each: probe for more bandwidth,
 /// drain what that queued, then cruise with a little headroom.
 const PROBE_GAINS: [f64; 8] = [1.5, 1.0, 1.25, 1.25, 1.25, 1.25, 1.25, 1.25];
@@ -233,9 +251,6 @@ impl Bbr {
         self.delivered_at = now;
         self.round_acked += bytes;
         self.round_app_limited |= app_limited;
-        if self.mode == Mode::Startup {
-            self.window += bytes;
-        }
         let rtt = now.saturating_duration_since(sent);
         self.update_min_rtt(now, rtt);
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
@@ -248,10 +263,14 @@ impl Bbr {
         }
         let record = self.records.front().filter(|r| r.sent == sent).copied();
         self.first_sent = sent;
-        if self.mode == Mode::Startup && self.queue_building() {
-            // Checked on every ack, not at the round's end: by then slow
-            // start would have doubled into a full queue.
-            self.enter_drain();
+        if self.mode == Mode::Startup {
+            // Slow start, held at two BDPs of what the path delivers.
+            self.window = (self.window + bytes).min(self.startup_cap());
+            if self.queue_building() {
+                // Checked on every ack, not at the round's end: by then slow
+                // start would have doubled into a full queue.
+                self.enter_drain();
+            }
         }
         let Some(record) = record else {
             return;
@@ -260,6 +279,11 @@ impl Bbr {
             self.next_round_delivered = self.delivered;
             self.end_round();
         }
+        self.sample_bandwidth(now, record, app_limited);
+    }
+
+    /// The delivery-rate sample of the packet sent with `record`.
+    fn sample_bandwidth(&mut self, now: Instant, record: SendRecord, app_limited: bool) {
         // The slower of the send and ack rates over the packet's flight: a
         // burst of acks (aggregation) cannot fake a high rate.
         let send_elapsed = record.sent.saturating_duration_since(record.first_sent);
@@ -272,6 +296,22 @@ impl Bbr {
         if !app_limited || rate > self.max_bw.get() {
             self.max_bw.update(self.busy_rounds, rate);
         }
+    }
+
+    /// The most startup's window may grow to: [`STARTUP_CWND_GAIN`] BDPs of
+    /// the bandwidth measured so far (no cap before the first sample).
+    fn startup_cap(&self) -> u64 {
+        if self.max_bw.get() > 0.0 {
+            self.target(STARTUP_CWND_GAIN).max(self.initial_window)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// The estimated bandwidth-delay product (bandwidth × (min RTT + slack)),
+    /// at least the minimum window.
+    pub fn bdp(&self) -> u64 {
+        self.target(1.0)
     }
 
     /// `lost` bytes were declared lost; `persistent` after persistent congestion.

@@ -18,6 +18,20 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// No packet from the peer for this long and the dataChannel is declared dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// How much of one stream the receiver buffers ahead of what its app read.
+///
+/// Big enough for one stream to fill a long fat path (1 Gbit/s × 100 ms is
+/// 12 MiB), small enough that random loss cannot fill quinn's reassembly
+/// buffer with more than its limit of 1 024 disjoint chunks (past which it
+/// closes the whole dataChannel): every hole is one lost packet, so at loss
+/// rate `p` a full window of `W / 1 200` minimum-size packets holds about
+/// `p × W / 1 200` holes, ~700 at 5 % (the worst loss the WAN grid runs), and
+/// a lost retransmission keeps a hole only `p` as often. Bursts of drops from
+/// an overfilled queue are the congestion controller's to prevent (see
+/// `congestion`). Checked by `stream_window_keeps_random_loss_under_the_gap_limit`
+/// here and by the simulator (`congestion/sim.rs`).
+pub const STREAM_RECEIVE_WINDOW: VarInt = VarInt::from_u32(16 << 20);
+
 /// Kernel socket buffer we ask for; a high-bandwidth path drops packets in the
 /// kernel long before QUIC's windows fill with the 200 KiB default.
 const UDP_BUFFER: usize = 8 << 20;
@@ -76,7 +90,7 @@ pub fn transport_config(cc: CongestionControl, side: Side) -> Arc<TransportConfi
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(16 << 20))
+        .stream_receive_window(STREAM_RECEIVE_WINDOW)
         .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
         .send_window(64 << 20)
         .keep_alive_interval(Some(KEEP_ALIVE))
@@ -84,9 +98,10 @@ pub fn transport_config(cc: CongestionControl, side: Side) -> Arc<TransportConfi
     // IDLE_TIMEOUT is far below IdleTimeout's 2^62 ms ceiling.
     t.max_idle_timeout(IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     match cc {
-        CongestionControl::Cubic => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
-        }
+        // quinn's CUBIC behind a startup that cannot overfill the queue.
+        CongestionControl::Cubic => t.congestion_controller_factory(Arc::new(
+            super::congestion::cubic::CubicConfig::default(),
+        )),
         // Ours, not quinn's experimental BBR: see the congestion module.
         CongestionControl::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
     };
@@ -292,6 +307,24 @@ mod tests {
             .expect("streams after the grant")
             .unwrap();
         assert_eq!(push(&mut more, 1 << 20).await, 1 << 20);
+    }
+
+    /// quinn's limit on the disjoint chunks one stream's receive buffer may
+    /// hold (`MAX_CHUNKS` in quinn-proto's assembler, not configurable).
+    const QUINN_MAX_CHUNKS: f64 = 1024.0;
+    /// The worst random loss the WAN grid runs.
+    const DESIGN_LOSS: f64 = 0.05;
+
+    #[test]
+    fn stream_window_keeps_random_loss_under_the_gap_limit() {
+        // QUIC's smallest packets (1 200-byte datagrams) carry ~1 100 bytes
+        // of stream data after headers; every one lost leaves one hole.
+        let packets = STREAM_RECEIVE_WINDOW.into_inner() as f64 / 1100.0;
+        // Holes whose retransmission is lost too, and so on: 1 / (1 - p).
+        let holes = packets * DESIGN_LOSS / (1.0 - DESIGN_LOSS);
+        assert!(holes < QUINN_MAX_CHUNKS, "{holes:.0} expected holes");
+        // And a stream can still fill 1 Gbit/s at 100 ms.
+        assert!(STREAM_RECEIVE_WINDOW.into_inner() >= 1_000_000_000 / 8 / 10);
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub(crate) fn stream() -> pb::Stream {
         bytes_sent: 100,
         bytes_received: 2_560,
         age: Some(secs(12, 900)),
+        channel_id: 3,
     }
 }
 

@@ -183,6 +183,7 @@ pub struct Stream {
     bytes_sent: u64,
     bytes_received: u64,
     age: Option<f64>,
+    channel_id: u64,
 }
 
 impl From<&pb::Stream> for Stream {
@@ -196,6 +197,7 @@ impl From<&pb::Stream> for Stream {
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
             age: units::seconds(s.age.as_ref()),
+            channel_id: s.channel_id,
         }
     }
 }
@@ -747,7 +749,7 @@ mod tests {
             value(&out),
             json!({"streams": [{"id": 17, "app": "echo", "peer": "beta", "direction": "outbound",
                 "client_addr": "127.0.0.1:53124", "bytes_sent": 100, "bytes_received": 2560,
-                "age": 12.9}]})
+                "age": 12.9, "channel_id": 3}]})
         );
     }
 
