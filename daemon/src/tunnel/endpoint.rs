@@ -85,7 +85,7 @@ pub enum Side {
 /// Windows are sized for high bandwidth-delay paths (e.g. 1 Gbit/s at 100 ms
 /// needs ~12 MiB in flight); they are limits, not allocations, so idle streams
 /// cost nothing. Until [`grant_after_auth`], the peer gets only what the key
-/// proof needs ([`preauth_limits`]).
+/// proof needs (`preauth_limits`).
 pub fn transport_config(cc: CongestionControl, side: Side) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT))
