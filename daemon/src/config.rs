@@ -63,6 +63,10 @@ pub enum ConfigError {
     Invalid(Vec<FieldError>),
 }
 
+/// Most `tunnel.localSockets` a site may have; other sites dial no more of
+/// one peer's sockets than this.
+pub const MAX_LOCAL_SOCKETS: usize = 16;
+
 /// A fully validated site configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -88,12 +92,30 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// A site name: 1..=255 bytes, no control characters, no `/`, `+` or `#` (MQTT topic syntax).
+/// Whether `c` changes how the text around it looks without showing itself:
+/// Unicode format characters (category Cf: zero-width spaces and joiners, the
+/// bidi embeddings, overrides and isolates U+202A..U+202E and U+2066..U+2069,
+/// the marks U+200E, U+200F and U+061C, U+FEFF, soft hyphen, tags) and the
+/// line and paragraph separators U+2028 and U+2029. A name containing one
+/// could pass for another name or reorder a table row, in the console, in
+/// `wovenetctl` and in logs, on every site that shows it.
+pub fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// A site name: 1..=255 bytes, no control or [`invisible`] characters, no `/`,
+/// `+` or `#` (MQTT topic syntax).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SiteName(String);
 
-/// An app name: 1..=255 bytes, no control characters.
+/// An app name: 1..=255 bytes, no control or [`invisible`] characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AppName(String);
@@ -115,6 +137,15 @@ macro_rules! name_type {
                 }
                 if s.chars().any(char::is_control) {
                     return Err(concat!($what, " must not contain control characters").to_string());
+                }
+                if let Some(c) = s.chars().find(|&c| invisible(c)) {
+                    return Err(format!(
+                        concat!(
+                            $what,
+                            " must not contain invisible or text-direction characters, found U+{:04X}"
+                        ),
+                        u32::from(c)
+                    ));
                 }
                 let extra: fn(&str) -> Result<(), String> = $extra;
                 extra(&s)?;
@@ -255,6 +286,24 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+impl MqttConfig {
+    /// Whether the message channel stays on this host: the broker is dialled
+    /// at a loopback address (or `localhost`) and, if this site runs the
+    /// embedded broker, that listens on loopback only. Then every site of the
+    /// network runs on this host too (a broker reached through a local port
+    /// forward such as `ssh -L` looks host-local as well).
+    pub fn is_host_local(&self) -> bool {
+        let host = self.broker.host.as_str();
+        let broker_local = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let embedded_local = self
+            .embedded_broker
+            .as_ref()
+            .is_none_or(|e| e.listen.ip().is_loopback());
+        broker_local && embedded_local
+    }
+}
+
 /// Where the embedded broker listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddedBroker {
@@ -291,6 +340,13 @@ pub struct TunnelConfig {
     pub local_sockets: Vec<LocalSocket>,
     /// Congestion controller for every dataChannel (`tunnel.congestionControl`).
     pub congestion_control: CongestionControl,
+    /// Streams one peer may have open to this site at once, over all its
+    /// dataChannels (`tunnel.maxStreamsPerPeer`, 1..=[`limit::MAX_LIMIT`],
+    /// default [`limit::DEFAULT_STREAMS_PER_PEER`]).
+    ///
+    /// [`limit::MAX_LIMIT`]: crate::limit::MAX_LIMIT
+    /// [`limit::DEFAULT_STREAMS_PER_PEER`]: crate::limit::DEFAULT_STREAMS_PER_PEER
+    pub max_streams_per_peer: u32,
 }
 
 /// QUIC congestion controller.
@@ -414,6 +470,20 @@ pub struct ExposedApp {
     pub name: AppName,
     /// Where connections go.
     pub target: ExposedTarget,
+    /// `maxConnections`: streams open to this app at once, from all peers
+    /// (1..=[`MAX_LIMIT`](crate::limit::MAX_LIMIT)); `None` when not set.
+    pub max_connections: Option<u32>,
+}
+
+impl ExposedApp {
+    /// The effective `maxConnections`: as set, else the default.
+    pub fn connection_limit(&self) -> usize {
+        limit_or_default(self.max_connections)
+    }
+}
+
+fn limit_or_default(set: Option<u32>) -> usize {
+    set.unwrap_or(crate::limit::DEFAULT_CONNECTIONS) as usize
 }
 
 /// One `remoteApps[]` entry.
@@ -427,6 +497,25 @@ pub struct RemoteApp {
     pub local_socket: AppSocket,
     /// For range apps: the target on the remote side (`tcp:IP:PORT`).
     pub app_socket: Option<SocketAddr>,
+    /// `maxConnections`: clients the local listener serves at once
+    /// (1..=[`MAX_LIMIT`](crate::limit::MAX_LIMIT)); `None` when not set.
+    pub max_connections: Option<u32>,
+}
+
+impl RemoteApp {
+    /// The effective `maxConnections`: as set, else the default.
+    pub fn connection_limit(&self) -> usize {
+        limit_or_default(self.max_connections)
+    }
+
+    /// Whether `other` is the same listener of the same app (everything but
+    /// the limit is equal): how live removals and the state file match entries.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.site == other.site
+            && self.app == other.app
+            && self.local_socket == other.local_socket
+            && self.app_socket == other.app_socket
+    }
 }
 
 /// `control` section.

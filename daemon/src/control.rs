@@ -22,6 +22,7 @@ pub mod status;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,8 @@ use tonic::transport::Server;
 use tracing::{Instrument, info, info_span, warn};
 use wovenet_proto::v1::control_service_server::ControlServiceServer;
 
+use crate::accept::Paced;
+use crate::counters::Counters;
 use crate::site::handle::SiteHandle;
 
 pub use metrics::MetricsError;
@@ -86,11 +89,21 @@ impl Control {
 
     /// Serves `site` until `cancel` fires; every task runs on `tracker`.
     /// The socket file is removed as soon as the server stops accepting.
-    pub fn spawn(self, site: SiteHandle, cancel: CancellationToken, tracker: &TaskTracker) {
+    /// Failed accepts (out of file descriptors) pause the accept loop and
+    /// are counted in `counters`; connections already open keep being served.
+    pub fn spawn(
+        self,
+        site: SiteHandle,
+        counters: Arc<Counters>,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
         let span = info_span!("control");
         let path = self.socket.path().to_path_buf();
         let service = service::Service::new(site.clone(), cancel.clone(), tracker.clone());
-        let incoming = self.socket.into_incoming();
+        // tonic retries a failed accept at once, spinning while descriptors
+        // are exhausted; the pacing pauses it instead.
+        let incoming = Paced::new(self.socket.into_incoming(), "control", counters);
         let stop = cancel.clone();
         tracker.spawn(
             async move {

@@ -16,7 +16,8 @@ pub struct Counters {
     pub messages_malformed: AtomicU64,
     /// MQTT payloads accepted.
     pub messages_received: AtomicU64,
-    /// QUIC connections that failed the key proof (either direction).
+    /// QUIC connections that failed the key proof or did not pass it by the
+    /// deadline (either direction).
     pub auth_failures: AtomicU64,
     /// Streams whose preamble was malformed or too slow.
     pub bad_preambles: AtomicU64,
@@ -24,11 +25,44 @@ pub struct Counters {
     pub streams_refused: AtomicU64,
     /// Streams carried (both directions, any outcome after admission).
     pub streams_opened: AtomicU64,
+    /// Peer streams refused with the `limit reached` status because the peer
+    /// (`tunnel.maxStreamsPerPeer`) or the app (`maxConnections`) had as many
+    /// streams open as allowed; also counted in `streams_refused`.
+    pub streams_limited: AtomicU64,
+    /// Local clients of remote apps reset at once because a limit was
+    /// reached: the listener's own `maxConnections`, or the far site's (it
+    /// answered `limit reached`).
+    pub connections_limited: AtomicU64,
+    /// Failed accepts on remote-app listeners or the control socket (mostly
+    /// out of file descriptors); each pauses that accept loop 100 ms to 1 s.
+    pub accept_errors: AtomicU64,
+    /// Claims to a site name refused: announcements of an instance while
+    /// another live instance holds the name (or with a changed certificate),
+    /// and inbound dataChannels whose claimed site, instance and certificate
+    /// match no live announcement.
+    pub claims_refused: AtomicU64,
+    /// Announcements of new site names ignored because the site already
+    /// keeps the most peers it will.
+    pub peers_over_cap: AtomicU64,
+    /// Sockets dropped from accepted announcements: addresses that can never
+    /// be a peer, duplicates, and those beyond the per-announcement cap.
+    pub announced_sockets_dropped: AtomicU64,
+    /// Incoming QUIC connections refused or ignored before the key proof: the
+    /// listener or their source held too many unauthenticated connections.
+    pub preauth_refused: AtomicU64,
+    /// Incoming QUIC connections asked to prove their address (QUIC Retry)
+    /// because the listener held many unauthenticated connections.
+    pub preauth_retried: AtomicU64,
 }
 
 impl Counters {
     /// Adds one to `counter`.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }

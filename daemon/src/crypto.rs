@@ -25,6 +25,14 @@ const KDF_PASSES: u32 = 3;
 const KDF_LANES: u32 = 1;
 /// Fixed salt: every site must derive identical keys from the same
 /// passphrase, so the salt only separates wovenet from other Argon2 users.
+///
+/// It cannot be network-specific: before two sites have exchanged anything,
+/// the passphrase is all they share (a derived topic is computed from it), so
+/// a per-network salt would be one more value to configure on every site,
+/// which is what `messageChannel.topic` already is. The price: one Argon2id
+/// evaluation per guessed passphrase serves against every wovenet network at
+/// once, so the cost per guess (64 MiB, 3 passes) and a long random key are
+/// what protect a network whose messages someone has collected.
 const KDF_SALT: &[u8] = b"wovenet/v1/kdf/salt";
 /// HKDF extract salt (domain separation of the expand stage).
 const HKDF_SALT: &[u8] = b"wovenet/v1/hkdf";
@@ -183,6 +191,17 @@ pub(crate) mod tests {
         assert_eq!(tag.len(), 32);
         assert!(tag.chars().all(|c| c.is_ascii_hexdigit()));
         assert!(!t.contains("correct"));
+    }
+
+    /// Known answer: sites of different versions sharing a key must meet on
+    /// the same derived topic, so the KDF (Argon2id m=64 MiB, t=3, p=1, the
+    /// fixed salt) and the topic expansion may never change silently.
+    #[test]
+    fn derived_topic_is_a_known_answer() {
+        assert_eq!(
+            keys_a().derived_topic(),
+            "wovenet/43658d883cf885055afd031621a5e39e"
+        );
     }
 
     #[test]

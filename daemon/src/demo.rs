@@ -97,6 +97,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
             tunnel: TunnelConfig {
                 local_sockets: vec![],
                 congestion_control: Default::default(),
+                max_streams_per_peer: crate::limit::DEFAULT_STREAMS_PER_PEER,
             },
             exposed_apps: vec![],
             remote_apps: vec![],
@@ -120,6 +121,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     server.exposed_apps.push(ExposedApp {
         name: app_name.clone(),
         target: ExposedTarget::Single(AppSocket::Tcp(app_addr)),
+        max_connections: None,
     });
     let mut client = base(name("demo-client")?, None)?;
     client.remote_apps.push(RemoteApp {
@@ -127,6 +129,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         app: app_name,
         local_socket: AppSocket::Tcp(local),
         app_socket: None,
+        max_connections: None,
     });
 
     let started = Instant::now();

@@ -1,19 +1,25 @@
 //! Public address detection over HTTP (`publicAddress: auto` with `httpDetector.url`).
 //!
-//! The detector URL must answer `text/plain` with nothing but an IPv4 or IPv6
-//! address, as the original wovenet required. This module only fetches and
-//! parses; when to re-check and what to do with a changed address is the
-//! site's decision.
+//! Like the original wovenet, any `2xx` answer whose body, trimmed, is an IPv4
+//! or IPv6 address is accepted, whatever its content type: nginx's
+//! `return 200 $remote_addr` and static file servers answer
+//! `application/octet-stream`. A content type other than `text/plain` is
+//! warned about once per URL. The body is read up to a small cap. This module
+//! only fetches and parses; when to re-check and what to do with a changed
+//! address is the site's decision.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::header::CONTENT_TYPE;
+use tracing::warn;
 
 /// Whole-request timeout.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// An address is at most 45 characters; anything much longer is not one.
-const MAX_BODY: usize = 256;
+pub const MAX_BODY: usize = 256;
 
 /// Why the public address could not be detected; says which step failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,14 +40,6 @@ pub enum DetectError {
         /// The status code.
         status: u16,
     },
-    /// The response is not `text/plain`.
-    #[error("'{url}' answered content type '{content_type}', expected 'text/plain'")]
-    ContentType {
-        /// The detector URL.
-        url: String,
-        /// What it sent (`none` when missing).
-        content_type: String,
-    },
     /// The body could not be read or was too long.
     #[error("cannot read the answer of '{url}': {reason}")]
     Body {
@@ -51,12 +49,16 @@ pub enum DetectError {
         reason: String,
     },
     /// The body is not an IP address.
-    #[error("'{url}' answered '{body}', which is not an IP address")]
+    #[error(
+        "'{url}' answered '{body}' (content type '{content_type}'), which is not an IP address"
+    )]
     Parse {
         /// The detector URL.
         url: String,
         /// The trimmed body, escaped and shortened for logs.
         body: String,
+        /// The content type it was sent with (`none` when missing), escaped.
+        content_type: String,
     },
 }
 
@@ -83,30 +85,53 @@ pub async fn public_ip(client: &reqwest::Client, url: &str) -> Result<IpAddr, De
         .headers()
         .get(CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if !content_type.as_deref().is_some_and(is_text_plain) {
-        return Err(DetectError::ContentType {
-            url: url.to_owned(),
-            content_type: content_type.unwrap_or_else(|| "none".into()),
-        });
+    let body_err = |reason: String| DetectError::Body {
+        url: url.to_owned(),
+        reason,
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err(body_err(format!("longer than {MAX_BODY} bytes")));
     }
     let mut body = Vec::new();
     // Read chunk by chunk so a misbehaving server cannot make us buffer much.
-    while let Some(chunk) = response.chunk().await.map_err(|e| DetectError::Body {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| body_err(e.to_string()))?
+    {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_BODY {
-            return Err(DetectError::Body {
-                url: url.to_owned(),
-                reason: format!("longer than {MAX_BODY} bytes"),
-            });
+            return Err(body_err(format!("longer than {MAX_BODY} bytes")));
         }
     }
-    parse_body(&body).ok_or_else(|| DetectError::Parse {
+    let ip = parse_body(&body).ok_or_else(|| DetectError::Parse {
         url: url.to_owned(),
         body: shorten(&String::from_utf8_lossy(&body)),
-    })
+        content_type: shorten(content_type.as_deref().unwrap_or("none")),
+    })?;
+    if !content_type.as_deref().is_some_and(is_text_plain) && first_odd_answer(url) {
+        warn!(
+            url,
+            content_type = ?content_type.as_deref().unwrap_or("none"),
+            "the public address detector does not answer 'text/plain'; its body is used anyway"
+        );
+    }
+    Ok(ip)
+}
+
+/// URLs already warned about for their content type (from the config: few).
+static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// True the first time `url` is seen answering with another content type
+/// than `text/plain` in this process.
+fn first_odd_answer(url: &str) -> bool {
+    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
+    warned
+        .get_or_insert_with(HashSet::new)
+        .insert(url.to_owned())
 }
 
 /// `text/plain`, in any case, with or without parameters such as a charset.
@@ -196,10 +221,33 @@ mod tests {
             detect(&url).await,
             Err(DetectError::Status { status: 503, .. })
         ));
+        // Even when the body would parse.
+        let url = serve("500 Internal Server Error", None, "203.0.113.7").await;
+        let err = detect(&url).await.unwrap_err();
+        assert_eq!(err.to_string(), format!("'{url}' answered HTTP 500"));
     }
 
     #[tokio::test]
-    async fn wrong_content_type_is_reported() {
+    async fn octet_stream_with_newline_is_accepted_like_the_original() {
+        // What nginx's `return 200 "$remote_addr\n"` and static file servers send.
+        let url = serve("200 OK", Some("application/octet-stream"), "203.0.113.7\n").await;
+        assert_eq!(
+            detect(&url).await.unwrap(),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_content_type_is_accepted() {
+        let url = serve("200 OK", None, "2001:db8::7").await;
+        assert_eq!(
+            detect(&url).await.unwrap(),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn json_is_not_an_address_and_the_error_names_its_content_type() {
         let url = serve(
             "200 OK",
             Some("application/json"),
@@ -207,16 +255,20 @@ mod tests {
         )
         .await;
         let err = detect(&url).await.unwrap_err();
-        assert!(matches!(err, DetectError::ContentType { .. }), "{err}");
-        assert!(err.to_string().contains("application/json"), "{err}");
+        assert!(matches!(err, DetectError::Parse { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "'{url}' answered '{{\\\"ip\\\":\\\"203.0.113.7\\\"}}' (content type 'application/json'), which is not an IP address"
+            )
+        );
     }
 
-    #[tokio::test]
-    async fn missing_content_type_is_reported() {
-        let url = serve("200 OK", None, "203.0.113.7").await;
-        let err = detect(&url).await.unwrap_err();
-        assert!(matches!(err, DetectError::ContentType { .. }), "{err}");
-        assert!(err.to_string().contains("'none'"), "{err}");
+    #[test]
+    fn an_odd_content_type_is_warned_about_once_per_url() {
+        assert!(first_odd_answer("http://detector.test/a"));
+        assert!(!first_odd_answer("http://detector.test/a"));
+        assert!(first_odd_answer("http://detector.test/b"));
     }
 
     #[tokio::test]
@@ -232,6 +284,35 @@ mod tests {
         let big: &'static str = Box::leak("1".repeat(4096).into_boxed_str());
         let url = serve("200 OK", Some("text/plain"), big).await;
         assert!(matches!(detect(&url).await, Err(DetectError::Body { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_without_length_is_cut_at_the_cap() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // Up to 64 MiB, close-delimited: stops when the client hangs up.
+            for _ in 0..1024 {
+                if stream.write_all(&[b'7'; 64 * 1024]).await.is_err() {
+                    break;
+                }
+                counter.fetch_add(64 * 1024, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let err = detect(&format!("http://{addr}/")).await.unwrap_err();
+        assert!(
+            matches!(&err, DetectError::Body { reason, .. } if reason == "longer than 256 bytes"),
+            "{err}"
+        );
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < 64 << 20, "the client kept reading: {sent} bytes");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! `wovenetd` also serves the [`control`] plane (gRPC on a unix socket) for
 //! the running site; it talks to the site only through its [`site::handle`].
 
+pub mod accept;
 pub mod app;
 pub mod config;
 pub mod control;
@@ -20,13 +21,16 @@ pub mod crypto;
 pub mod demo;
 pub mod detect;
 pub mod error;
+pub mod limit;
 pub mod message;
 pub mod site;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod tunnel;
 pub mod types;
 pub mod view;
+pub mod warn_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,7 +130,10 @@ impl Daemon {
         );
         let instance = InstanceId::new_random();
         let counters = Arc::new(Counters::default());
-        let exposed = Arc::new(ExposedApps::new(config.exposed_apps.clone()));
+        let exposed = Arc::new(
+            ExposedApps::new(config.exposed_apps.clone())
+                .with_peer_limit(config.tunnel.max_streams_per_peer),
+        );
         let bus = Arc::new(view::EventBus::default());
         let streams = Arc::new(app::StreamRegistry::new(bus.clone()));
         let (tunnel_tx, tunnel_rx) = mpsc::channel(256);

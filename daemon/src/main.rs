@@ -108,6 +108,7 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    raise_descriptor_limit();
     let path = path.map(Path::to_path_buf);
     let path = path.as_deref();
     with_runtime(async move {
@@ -134,6 +135,7 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
             .context("cannot start the site")?;
         control.spawn(
             running.handle().clone(),
+            running.counters().clone(),
             running.shutdown_token(),
             running.tracker(),
         );
@@ -142,6 +144,32 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         running.shutdown(GRACE).await;
         Ok(())
     })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: every forwarded
+/// connection costs a descriptor on each side, and the usual soft default
+/// (1024) is far below what a busy site needs. Logs both values; failing to
+/// raise it is not fatal (accept loops then pause when descriptors run out).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(
+                soft.before = soft,
+                soft = hard,
+                hard,
+                "file descriptor limit raised"
+            ),
+            Err(e) => tracing::warn!(
+                soft,
+                hard,
+                error = %e,
+                "cannot raise the file descriptor limit"
+            ),
+        },
+        Ok((soft, hard)) => tracing::info!(soft, hard, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the file descriptor limit"),
+    }
 }
 
 fn with_runtime(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {

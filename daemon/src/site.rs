@@ -1,12 +1,19 @@
-//! The site actor: owns discovery state (peers and their announcements), the
-//! desired dial loops, this site's own announcement and the remote-app
-//! listeners, and reacts to messages, tunnel events and timers.
+//! The site actor: runs the loop that feeds discovery messages, tunnel
+//! events and timers into the peer state machine ([`peers`]) and executes the
+//! actions it decides (dials, channel confirmations and closes, queries,
+//! logs, counters); owns this site's own announcement, public address
+//! detection and the remote-app listeners.
 //!
-//! It is the only writer of that state, so no lock guards it. It never reads
+//! It is the only writer of that state, so no lock guards it. It decides
+//! nothing about peers itself (that is [`peers`], which is pure), never reads
 //! or writes app bytes (that is [`crate::app`]) nor QUIC packets (that is
-//! [`crate::tunnel`]); it only decides which dials and listeners should exist.
+//! [`crate::tunnel`]). Live-app commands are in `commands`, control-plane
+//! snapshots in `snapshot`.
 
+mod commands;
 pub mod handle;
+pub mod peers;
+mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -19,85 +26,23 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::app::{ExposedApps, RemoteListener, StreamRegistry};
-use crate::config::{AppName, ExposedApp, LocalSocket, PublicAddress, RemoteApp, SiteName};
+use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName};
 use crate::counters::Counters;
 use crate::message::announce::{
-    Announce, AnnouncedSocket, Depart, InstanceId, Message, PROTOCOL_VERSION, Query,
+    Announce, AnnouncedSocket, InstanceId, Message, PROTOCOL_VERSION, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::store::{State, Store};
-use crate::tunnel::auth::PeerId;
-use crate::tunnel::stats::ChannelStats;
-use crate::tunnel::tls::Fingerprint;
-use crate::tunnel::{ChannelId, Direction, TunnelEvent, Tunnels};
-use crate::view::{
-    AppsInfo, ChannelInfo, ChannelState, Event, EventBus, ExposedAppInfo, ListenerState, PeerInfo,
-    PeerState, RemoteAppInfo, SiteInfo, SocketInfo, StatsSnapshot,
-};
-use handle::{Command, ControlError};
+use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
+use crate::view::{Event, EventBus};
+use handle::Command;
+pub use peers::ANNOUNCE_INTERVAL;
+use peers::{Action, ChannelUp, CloseReason, Peers, Report, Tally};
 
-/// Every site re-announces this often, so a lost message or a new broker
-/// subscriber heals without anyone asking.
-pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(30);
-/// A peer silent on the message channel this long, with no live channel, is forgotten.
-const PEER_EXPIRY: Duration = Duration::from_secs(100);
 /// How often public addresses from `autoHttpDetect` are re-checked.
 const DETECT_INTERVAL: Duration = Duration::from_secs(300);
 /// Housekeeping tick: expiry and retrying listeners that failed to bind.
 const TICK: Duration = Duration::from_secs(5);
-
-/// What the site knows about one remote site.
-struct Peer {
-    /// The instance we talk to; a restart brings a new one.
-    instance: InstanceId,
-    /// Latest announcement from `instance`, if any arrived yet (an inbound
-    /// channel can beat the announcement).
-    announce: Option<Announce>,
-    /// First and last time each instance of this site was heard from, to tell
-    /// a restart (old one silent) from a duplicate site name (both talking).
-    sightings: HashMap<InstanceId, (Instant, Instant)>,
-    /// Running dial loops by announced socket id.
-    dials: HashMap<u32, (SocketAddr, CancellationToken)>,
-    /// Live dataChannels (either direction).
-    channels: HashSet<ChannelId>,
-    /// The instance said goodbye: no more redials.
-    departed: bool,
-    /// Duplicate-name warning already given for this pair of instances.
-    warned_duplicate: HashSet<InstanceId>,
-    /// Wall-clock time of the last sighting, for the control plane.
-    last_seen_wall: SystemTime,
-}
-
-impl Peer {
-    fn new(instance: InstanceId, now: Instant) -> Self {
-        Self {
-            instance,
-            announce: None,
-            sightings: HashMap::from([(instance, (now, now))]),
-            dials: HashMap::new(),
-            channels: HashSet::new(),
-            departed: false,
-            warned_duplicate: HashSet::new(),
-            last_seen_wall: SystemTime::now(),
-        }
-    }
-
-    fn offers(&self, app: &AppName) -> bool {
-        self.announce.as_ref().is_some_and(|a| a.apps.contains(app))
-    }
-
-    fn last_seen(&self) -> Instant {
-        self.sightings
-            .get(&self.instance)
-            .map_or_else(Instant::now, |s| s.1)
-    }
-
-    fn stop_dials(&mut self) {
-        for (_, (_, cancel)) in self.dials.drain() {
-            cancel.cancel();
-        }
-    }
-}
 
 /// One `tunnel.localSockets` entry as announced.
 struct OwnSocket {
@@ -106,6 +51,8 @@ struct OwnSocket {
     bound: SocketAddr,
     /// Current public IP (`None` until detection succeeded).
     public_ip: Option<IpAddr>,
+    /// The latest detection, if it failed.
+    detect_error: Option<crate::view::DetectFailure>,
 }
 
 impl OwnSocket {
@@ -175,7 +122,9 @@ pub struct Site {
     exposed: Arc<ExposedApps>,
     remote_apps: Vec<RemoteApp>,
     listeners: HashMap<RemoteApp, RemoteListener>,
-    peers: HashMap<SiteName, Peer>,
+    peers: Peers,
+    /// Running dial loops, as [`peers`] asked for them.
+    dials: HashMap<(SiteName, u32), CancellationToken>,
     seq: u64,
     counters: Arc<Counters>,
     streams: Arc<StreamRegistry>,
@@ -241,9 +190,11 @@ impl Site {
                 },
                 config,
                 bound,
+                detect_error: None,
             })
             .collect();
         let mut site = Self {
+            peers: Peers::new(name.clone(), instance),
             name,
             instance,
             tunnels,
@@ -253,7 +204,7 @@ impl Site {
             exposed,
             remote_apps,
             listeners: HashMap::new(),
-            peers: HashMap::new(),
+            dials: HashMap::new(),
             seq: 1,
             counters,
             streams,
@@ -277,6 +228,12 @@ impl Site {
         detect_tick.tick().await;
         let mut tick = tokio::time::interval(TICK);
         loop {
+            // A probe or claim deadline of the peer state machine, if any
+            // comes before the next housekeeping tick.
+            let deadline = site.peers.poll_timeout();
+            let wake = tokio::time::sleep_until(
+                deadline.map_or_else(|| tokio::time::Instant::now() + TICK, Into::into),
+            );
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = cmd_rx.recv() => site.on_command(cmd).await,
@@ -285,7 +242,8 @@ impl Site {
                 Some(d) = detect_rx.recv() => site.on_detected(d).await,
                 _ = announce_tick.tick() => site.announce(false).await,
                 _ = detect_tick.tick() => site.detect_all(),
-                _ = tick.tick() => site.housekeeping(),
+                _ = tick.tick() => site.housekeeping().await,
+                () = wake, if deadline.is_some() => site.housekeeping().await,
             }
         }
         site.shut_down().await;
@@ -296,8 +254,8 @@ impl Site {
         for (_, l) in self.listeners.drain() {
             l.close();
         }
-        for p in self.peers.values_mut() {
-            p.stop_dials();
+        for (_, cancel) in self.dials.drain() {
+            cancel.cancel();
         }
         self.messages.depart().await;
         self.messages_stop.cancel();
@@ -324,6 +282,8 @@ impl Site {
             apps: self.exposed.names(),
             cert_sha256: self.tunnels.fingerprint().to_string(),
             reply,
+            // Stamped by the message channel with its connection epoch.
+            epoch: 0,
         }
     }
 
@@ -342,223 +302,207 @@ impl Site {
     }
 
     async fn on_inbound(&mut self, inbound: Inbound) {
+        let now = Instant::now();
         match inbound {
             // Every (re)connect may follow a broker restart that lost what
             // others knew of us: announce and ask everyone to answer.
             Inbound::Connected => self.announce(true).await,
-            Inbound::Message(Message::Announce(a)) => self.on_announce(a).await,
-            Inbound::Message(Message::Depart(d)) => self.on_depart(d),
-            Inbound::Message(Message::Query(q)) => self.on_query(q).await,
-        }
-    }
-
-    /// Records a sighting of `instance` of `site` and decides whether it is the
-    /// one to talk to. Returns false when it is a duplicate of a live instance.
-    fn sight(&mut self, site: &SiteName, instance: InstanceId) -> bool {
-        let now = Instant::now();
-        let peer = self
-            .peers
-            .entry(site.clone())
-            .or_insert_with(|| Peer::new(instance, now));
-        let entry = peer.sightings.entry(instance).or_insert((now, now));
-        entry.1 = now;
-        peer.last_seen_wall = SystemTime::now();
-        let first_seen = entry.0;
-        if peer.instance == instance {
-            return true;
-        }
-        let current = peer.instance;
-        let current_last = peer.sightings.get(&current).map_or(first_seen, |s| s.1);
-        if current_last > first_seen && !peer.departed {
-            // The current instance spoke after this one appeared: two live
-            // processes share the site name.
-            if peer.warned_duplicate.insert(instance) {
-                error!(peer.site = %site, instance.current = %current, instance.other = %instance,
-                    "duplicate site name: two running sites announce the same siteName; rename one of them");
+            Inbound::Message(Message::Announce(a)) => self.peers.on_announce(a, now),
+            Inbound::Message(Message::Depart(d)) => self.peers.on_depart(&d, now),
+            Inbound::Message(Message::Query(q)) => {
+                debug!(peer.site = %q.site, "peer asked for a fresh announcement");
+                self.detect_all();
+                self.peers.on_query(&q.site, q.instance, now);
             }
-            return false;
         }
-        info!(peer.site = %site, instance.old = %current, instance.new = %instance, "peer restarted");
-        peer.stop_dials();
-        peer.instance = instance;
-        peer.announce = None;
-        peer.departed = false;
-        peer.sightings.retain(|k, _| *k == instance);
-        self.tunnels
-            .registry()
-            .close_other_instances(site, &instance);
-        true
-    }
-
-    async fn on_announce(&mut self, a: Announce) {
-        if a.site == self.name {
-            if a.instance != self.instance {
-                error!(instance.other = %a.instance,
-                    "duplicate site name: another running site announces this site's siteName; rename one of them");
-            }
-            return;
-        }
-        if !self.sight(&a.site.clone(), a.instance) {
-            return;
-        }
-        let reply = a.reply;
-        let from = a.instance;
-        let Some(peer) = self.peers.get_mut(&a.site) else {
-            return;
-        };
-        if peer.announce.as_ref().is_some_and(|old| old.seq > a.seq) {
-            return; // reordered: keep the newer one
-        }
-        if peer.announce.is_none() {
-            let apps: Vec<&str> = a.apps.iter().map(AppName::as_str).collect();
-            info!(peer.site = %a.site, apps = ?apps, sockets = a.sockets.len(), "peer discovered");
-            self.bus.emit(Event::PeerDiscovered {
-                site: a.site.clone(),
-            });
-        }
-        if a.protocol_version != PROTOCOL_VERSION {
-            debug!(peer.site = %a.site, version = a.protocol_version, "peer speaks another protocol version");
-        }
-        peer.departed = false;
-        let site = a.site.clone();
-        peer.announce = Some(a);
-        self.reconcile_dials(&site);
-        self.reconcile_listeners();
-        if reply {
-            self.announce_to(&from).await;
-        }
-    }
-
-    fn on_depart(&mut self, d: Depart) {
-        let Some(peer) = self.peers.get_mut(&d.site) else {
-            return;
-        };
-        if peer.instance != d.instance {
-            return;
-        }
-        info!(peer.site = %d.site, "peer departed");
-        peer.departed = true;
-        // Live channels are left alone, and so are their dial loops: a site
-        // that really leaves closes its channels itself, while a last will
-        // fired by a broker hiccup must not cut a working tunnel. Redialling
-        // stops once the channels are gone (see `housekeeping`).
-        if peer.channels.is_empty() {
-            peer.stop_dials();
-        }
-    }
-
-    async fn on_query(&mut self, q: Query) {
-        debug!(peer.site = %q.site, "peer asked for a fresh announcement");
-        self.detect_all();
-        self.announce_to(&q.instance).await;
-    }
-
-    /// Makes the running dial loops match the peer's announced sockets.
-    fn reconcile_dials(&mut self, site: &SiteName) {
-        let Some(peer) = self.peers.get_mut(site) else {
-            return;
-        };
-        let Some(a) = &peer.announce else {
-            return;
-        };
-        let Some(pin) = Fingerprint::from_hex(&a.cert_sha256) else {
-            warn!(peer.site = %site, "peer announced an invalid certificate fingerprint; not dialling");
-            return;
-        };
-        let wanted: HashMap<u32, SocketAddr> = a.sockets.iter().map(|s| (s.id, s.addr)).collect();
-        peer.dials.retain(|id, (addr, cancel)| {
-            let keep = wanted.get(id) == Some(addr);
-            if !keep {
-                cancel.cancel();
-            }
-            keep
-        });
-        let id = PeerId {
-            site: site.clone(),
-            instance: peer.instance,
-        };
-        for (sid, addr) in wanted {
-            if peer.dials.contains_key(&sid) {
-                continue;
-            }
-            let cancel = self.cancel.child_token();
-            self.tunnels
-                .dial(id.clone(), sid, addr, pin, cancel.clone());
-            peer.dials.insert(sid, (addr, cancel));
-        }
+        self.apply().await;
     }
 
     async fn on_tunnel(&mut self, ev: TunnelEvent) {
+        let now = Instant::now();
         match ev {
-            TunnelEvent::ChannelUp { peer, channel } => {
-                if !self.sight(&peer.site, peer.instance) {
-                    self.tunnels
-                        .registry()
-                        .close_other_instances(&peer.site, &self.peers[&peer.site].instance);
-                    return;
-                }
-                let Some(p) = self.peers.get_mut(&peer.site) else {
-                    return;
-                };
-                p.channels.insert(channel);
-                self.bus.emit(Event::ChannelUp {
-                    site: peer.site.clone(),
+            TunnelEvent::ChannelUp {
+                peer,
+                channel,
+                direction,
+                cert,
+            } => self.peers.on_channel_up(
+                ChannelUp {
+                    peer,
                     channel,
-                });
-                if p.channels.len() == 1 {
-                    info!(peer.site = %peer.site, "peer connected");
-                    self.bus.emit(Event::PeerConnected {
-                        site: peer.site.clone(),
-                    });
-                }
-                if p.announce.is_none() {
-                    // Inbound channel before its announcement: ask for it.
-                    let to = peer.instance;
-                    let q = Message::Query(Query {
-                        site: self.name.clone(),
-                        instance: self.instance,
-                    });
-                    let _ = self.messages.unicast(&to, &q).await;
-                }
-                self.reconcile_listeners();
-            }
+                    direction,
+                    cert,
+                },
+                now,
+            ),
             TunnelEvent::ChannelDown {
                 peer,
                 channel,
                 reason,
-            } => {
-                self.bus.emit(Event::ChannelDown {
-                    site: peer.site.clone(),
-                    channel,
-                    reason: reason.clone(),
-                });
-                if let Some(p) = self.peers.get_mut(&peer.site)
-                    && p.channels.remove(&channel)
-                    && p.channels.is_empty()
-                {
-                    info!(peer.site = %peer.site, %reason, "peer disconnected");
-                    self.bus.emit(Event::PeerDisconnected {
-                        site: peer.site.clone(),
-                        reason,
-                    });
-                }
-                self.reconcile_listeners();
-            }
+            } => self
+                .peers
+                .on_channel_down(&peer.site, channel, &reason, now),
             TunnelEvent::DialFailed {
                 peer,
                 socket,
                 attempts,
             } => {
-                // The address may be stale (dynamic public IP): ask the peer
-                // for a fresh announcement now and then.
-                if attempts == 2 || attempts % 10 == 0 {
-                    debug!(peer.site = %peer.site, socket, attempts, "asking peer for fresh addresses");
-                    let q = Message::Query(Query {
-                        site: self.name.clone(),
-                        instance: self.instance,
-                    });
-                    let _ = self.messages.unicast(&peer.instance, &q).await;
+                debug!(peer.site = %peer.site, socket, attempts, "dial failed");
+                self.peers.on_dial_failed(&peer, attempts);
+            }
+        }
+        self.apply().await;
+    }
+
+    async fn housekeeping(&mut self) {
+        self.peers.on_timeout(Instant::now());
+        // Idempotent and cheap: also retries listeners that failed to bind.
+        self.apply().await;
+    }
+
+    /// Executes what the peer state machine decided, then makes the
+    /// remote-app listeners match the peers' state.
+    async fn apply(&mut self) {
+        for action in self.peers.take_actions() {
+            self.execute(action).await;
+        }
+        self.reconcile_listeners();
+    }
+
+    async fn execute(&mut self, action: Action) {
+        match action {
+            Action::AnnounceTo(to) => self.announce_to(&to).await,
+            Action::Close {
+                site,
+                channel,
+                reason,
+            } => {
+                let code = match reason {
+                    CloseReason::Refused(_) => CLOSE_REFUSED,
+                    CloseReason::Superseded => CLOSE_NORMAL,
+                };
+                debug!(peer.site = %site, channel.id = %channel, reason = reason.text(), "closing channel");
+                self.tunnels
+                    .registry()
+                    .close(&site, channel, code, reason.text());
+            }
+            Action::Confirm { site, channel } => {
+                self.tunnels.registry().confirm(&site, channel);
+            }
+            Action::Count(t) => Counters::bump(match t {
+                Tally::ClaimRefused => &self.counters.claims_refused,
+                Tally::OverCap => &self.counters.peers_over_cap,
+                Tally::Stale => &self.counters.messages_stale,
+            }),
+            Action::Dial {
+                peer,
+                socket,
+                addr,
+                pin,
+            } => {
+                let cancel = self.cancel.child_token();
+                if let Some(old) = self
+                    .dials
+                    .insert((peer.site.clone(), socket), cancel.clone())
+                {
+                    old.cancel();
                 }
+                self.tunnels.dial(peer, socket, addr, pin, cancel);
+            }
+            Action::Query(to) => {
+                let q = Message::Query(Query {
+                    site: self.name.clone(),
+                    instance: self.instance,
+                });
+                if let Err(e) = self.messages.unicast(&to, &q).await {
+                    debug!(error = %e, "query not sent");
+                }
+            }
+            Action::Report(r) => self.report(r),
+            Action::StopDial { site, socket } => {
+                if let Some(cancel) = self.dials.remove(&(site, socket)) {
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Logs a report and publishes it on the event bus where it is an event.
+    fn report(&self, r: Report) {
+        match r {
+            Report::ChannelDown {
+                site,
+                channel,
+                reason,
+            } => self.bus.emit(Event::ChannelDown {
+                site,
+                channel,
+                reason,
+            }),
+            Report::ChannelUp { site, channel } => {
+                self.bus.emit(Event::ChannelUp { site, channel });
+            }
+            Report::Conflict {
+                site,
+                holder,
+                other,
+            } if site == self.name => {
+                error!(instance.current = %holder, instance.other = %other,
+                    "duplicate site name: another running site announces this site's siteName; rename one of them");
+            }
+            Report::Conflict {
+                site,
+                holder,
+                other,
+            } => {
+                error!(peer.site = %site, instance.current = %holder, instance.other = %other,
+                    "duplicate site name: two running sites announce the same siteName; the first keeps it, the other is refused; rename one of them");
+            }
+            Report::Connected { site } => {
+                info!(peer.site = %site, "peer connected");
+                self.bus.emit(Event::PeerConnected { site });
+            }
+            Report::Departed { site, instance } => {
+                info!(peer.site = %site, instance = %instance, "peer departed");
+            }
+            Report::Disconnected { site, reason } => {
+                info!(peer.site = %site, %reason, "peer disconnected");
+                self.bus.emit(Event::PeerDisconnected { site, reason });
+            }
+            Report::Discovered {
+                site,
+                instance,
+                apps,
+                sockets,
+                protocol_version,
+                invalid_cert,
+            } => {
+                let apps: Vec<&str> = apps.iter().map(AppName::as_str).collect();
+                info!(peer.site = %site, instance = %instance, apps = ?apps, sockets, "peer discovered");
+                if protocol_version != PROTOCOL_VERSION {
+                    debug!(peer.site = %site, version = protocol_version, "peer speaks another protocol version");
+                }
+                if invalid_cert {
+                    warn!(peer.site = %site, "peer announced an invalid certificate fingerprint; not dialling");
+                }
+                self.bus.emit(Event::PeerDiscovered { site });
+            }
+            Report::Forgotten { site } => info!(peer.site = %site, "peer forgotten"),
+            Report::OverCap { site, suppressed } => warn!(
+                peer.site = %site, suppressed, max = peers::MAX_PEERS,
+                "too many peers: ignoring announcements of new site names"
+            ),
+            Report::Refused {
+                site,
+                instance,
+                why,
+                suppressed,
+            } => warn!(
+                peer.site = %site, instance = %instance, reason = why.text(), suppressed,
+                "claim refused"
+            ),
+            Report::Restarted { site, old, new } => {
+                info!(peer.site = %site, instance.old = %old, instance.new = %new, "peer restarted");
             }
         }
     }
@@ -569,7 +513,7 @@ impl Site {
         let wanted: Vec<RemoteApp> = self
             .remote_apps
             .iter()
-            .filter(|r| self.wants_listener(r))
+            .filter(|r| self.peers.serves(&r.site, &r.app))
             .cloned()
             .collect();
         let stale: Vec<RemoteApp> = self
@@ -617,30 +561,6 @@ impl Site {
         }
     }
 
-    fn housekeeping(&mut self) {
-        let now = Instant::now();
-        self.peers.retain(|site, p| {
-            if p.departed && p.channels.is_empty() {
-                p.stop_dials();
-            }
-            let keep = !p.channels.is_empty() || now.duration_since(p.last_seen()) < PEER_EXPIRY;
-            if !keep {
-                info!(peer.site = %site, "peer forgotten");
-                p.stop_dials();
-            }
-            keep
-        });
-        // Idempotent and cheap: also retries listeners that failed to bind.
-        self.reconcile_listeners();
-    }
-
-    /// A remote app's listener is open while its site is connected and offers it.
-    fn wants_listener(&self, r: &RemoteApp) -> bool {
-        self.peers
-            .get(&r.site)
-            .is_some_and(|p| !p.channels.is_empty() && p.offers(&r.app))
-    }
-
     fn detect_all(&self) {
         for (index, s) in self.sockets.iter().enumerate() {
             let PublicAddress::AutoHttpDetect { url } = &s.config.public_address else {
@@ -662,6 +582,7 @@ impl Site {
         let Some(s) = self.sockets.get_mut(d.index) else {
             return;
         };
+        s.detect_error = None;
         match d.result {
             Ok(ip) if s.public_ip != Some(ip) => {
                 info!(socket = d.index, public.address = %ip, "public address detected");
@@ -670,320 +591,13 @@ impl Site {
                 self.announce(false).await;
             }
             Ok(_) => {}
-            Err(e) => warn!(socket = d.index, error = %e, "public address detection failed"),
-        }
-    }
-}
-
-/// Control requests: snapshots and live app changes.
-impl Site {
-    async fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Site(r) => {
-                let _ = r.send(self.site_info());
+            Err(e) => {
+                warn!(socket = d.index, error = %e, "public address detection failed");
+                s.detect_error = Some(crate::view::DetectFailure {
+                    error: e,
+                    at: SystemTime::now(),
+                });
             }
-            Command::Peers(r) => {
-                let _ = r.send(self.peer_infos());
-            }
-            Command::Channels(r) => {
-                let _ = r.send(self.channel_infos());
-            }
-            Command::Streams(r) => {
-                let _ = r.send(self.streams.snapshot());
-            }
-            Command::Apps(r) => {
-                let _ = r.send(self.apps_info());
-            }
-            Command::Stats(r) => {
-                let _ = r.send(self.stats());
-            }
-            Command::Subscribe(r) => {
-                let _ = r.send(self.bus.subscribe());
-            }
-            Command::AddExposedApp(app, r) => {
-                let result = self.add_exposed(app).await;
-                let _ = r.send(result);
-            }
-            Command::RemoveExposedApp(name, r) => {
-                let result = self.remove_exposed(&name).await;
-                let _ = r.send(result);
-            }
-            Command::AddRemoteApp(app, r) => {
-                let _ = r.send(self.add_remote(app));
-            }
-            Command::RemoveRemoteApp {
-                site,
-                app,
-                local,
-                reply,
-            } => {
-                let _ = reply.send(self.remove_remote(&site, &app, local.as_deref()));
-            }
-        }
-    }
-
-    fn persist(&self) -> Result<(), ControlError> {
-        match &self.store {
-            Some(store) => store.save(&self.state).map_err(|e| {
-                warn!(error = %e, "live change not persisted");
-                ControlError::Persist(format!("applied, but not persisted: {e}"))
-            }),
-            None => Ok(()),
-        }
-    }
-
-    async fn add_exposed(&mut self, app: ExposedApp) -> Result<(), ControlError> {
-        let name = app.name.clone();
-        self.exposed.insert(app.clone()).map_err(|_| {
-            ControlError::AlreadyExists(format!(
-                "localExposedApps: an app named '{name}' is already exposed"
-            ))
-        })?;
-        info!(app.name = %name, "exposed app added");
-        self.state.add_exposed(&app);
-        self.bus.emit(Event::ExposedAppAdded { app: name });
-        // Peers learn at once, not at the next periodic announcement.
-        self.seq += 1;
-        self.announce(false).await;
-        self.persist()
-    }
-
-    async fn remove_exposed(&mut self, name: &str) -> Result<ExposedApp, ControlError> {
-        let not_found = || ControlError::NotFound(format!("no exposed app named '{name}'"));
-        let key = AppName::new(name).map_err(|_| not_found())?;
-        let app = self.exposed.remove(&key).ok_or_else(not_found)?;
-        info!(app.name = %key, "exposed app removed");
-        self.state
-            .remove_exposed(&app, self.config_exposed.contains(&key));
-        self.bus.emit(Event::ExposedAppRemoved { app: key });
-        self.seq += 1;
-        self.announce(false).await;
-        self.persist()?;
-        Ok(app)
-    }
-
-    fn add_remote(&mut self, app: RemoteApp) -> Result<(), ControlError> {
-        if app.site == self.name {
-            return Err(ControlError::Invalid(vec![crate::config::FieldError::new(
-                "siteName",
-                format!("'{}' is this site's own name", app.site),
-            )]));
-        }
-        if let Some(other) = self
-            .remote_apps
-            .iter()
-            .find(|r| r.local_socket == app.local_socket)
-        {
-            return Err(ControlError::AlreadyExists(format!(
-                "remoteApps: localSocket '{}' is already used by app '{}' of site '{}'",
-                app.local_socket, other.app, other.site
-            )));
-        }
-        info!(peer.site = %app.site, app.name = %app.app, local = %app.local_socket, "remote app added");
-        self.state.add_remote(&app);
-        self.remote_apps.push(app.clone());
-        self.bus.emit(Event::RemoteAppAdded { app });
-        self.reconcile_listeners();
-        self.persist()
-    }
-
-    fn remove_remote(
-        &mut self,
-        site: &str,
-        app: &str,
-        local: Option<&str>,
-    ) -> Result<Vec<RemoteApp>, ControlError> {
-        let matches = |r: &RemoteApp| {
-            r.site.as_str() == site
-                && r.app.as_str() == app
-                && local.is_none_or(|l| r.local_socket.to_string() == l)
-        };
-        let (gone, keep): (Vec<_>, Vec<_>) = self.remote_apps.drain(..).partition(|r| matches(r));
-        self.remote_apps = keep;
-        if gone.is_empty() {
-            let on = local.map(|l| format!(" on '{l}'")).unwrap_or_default();
-            return Err(ControlError::NotFound(format!(
-                "no remote app '{app}' of site '{site}'{on}"
-            )));
-        }
-        for r in &gone {
-            info!(peer.site = %r.site, app.name = %r.app, local = %r.local_socket, "remote app removed");
-            self.state.remove_remote(r, self.config_remote.contains(r));
-            self.listener_errors.remove(r);
-            self.bus.emit(Event::RemoteAppRemoved { app: r.clone() });
-        }
-        self.reconcile_listeners();
-        self.persist()?;
-        Ok(gone)
-    }
-
-    fn site_info(&self) -> SiteInfo {
-        SiteInfo {
-            name: self.name.clone(),
-            instance: self.instance,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at: self.started_at,
-            broker_url: self.broker_url.clone(),
-            broker: self.messages.state().borrow().clone(),
-            sockets: self
-                .sockets
-                .iter()
-                .map(|s| SocketInfo {
-                    listen: s.bound,
-                    public: s.public_addr(),
-                    auto_detect: matches!(
-                        s.config.public_address,
-                        PublicAddress::AutoHttpDetect { .. }
-                    ),
-                })
-                .collect(),
-        }
-    }
-
-    fn peer_infos(&self) -> Vec<PeerInfo> {
-        let registry = self.tunnels.registry();
-        let mut v: Vec<PeerInfo> = self
-            .peers
-            .iter()
-            .map(|(site, p)| {
-                let chans = registry.channels(site);
-                let (mut sent, mut received, mut streams) = (0, 0, 0);
-                for c in &chans {
-                    let st = ChannelStats::of(c);
-                    sent += st.bytes_sent;
-                    received += st.bytes_received;
-                    streams += c.open_streams.load(std::sync::atomic::Ordering::Relaxed);
-                }
-                let state = if !p.channels.is_empty() {
-                    PeerState::Connected
-                } else if p.departed || p.last_seen().elapsed() > 3 * ANNOUNCE_INTERVAL {
-                    PeerState::Gone
-                } else if !p.dials.is_empty() {
-                    PeerState::Connecting
-                } else {
-                    PeerState::Discovered
-                };
-                PeerInfo {
-                    site: site.clone(),
-                    instance: p.instance,
-                    state,
-                    apps: p
-                        .announce
-                        .as_ref()
-                        .map(|a| a.apps.clone())
-                        .unwrap_or_default(),
-                    last_seen: p.last_seen_wall,
-                    channels: p.channels.len(),
-                    streams,
-                    bytes_sent: sent,
-                    bytes_received: received,
-                }
-            })
-            .collect();
-        v.sort_by(|a, b| a.site.cmp(&b.site));
-        v
-    }
-
-    fn channel_infos(&self) -> Vec<ChannelInfo> {
-        let registry = self.tunnels.registry();
-        let dials = registry.dials();
-        let mut v: Vec<ChannelInfo> = registry
-            .all()
-            .iter()
-            .map(|c| {
-                let dial = dials.iter().find(|d| d.channel == Some(c.id));
-                ChannelInfo {
-                    id: Some(c.id),
-                    peer: c.peer.site.clone(),
-                    direction: c.direction,
-                    local: c.local,
-                    remote: c.conn.remote_address(),
-                    state: ChannelState::Up,
-                    path: ChannelStats::of(c),
-                    open_streams: c.open_streams.load(std::sync::atomic::Ordering::Relaxed),
-                    age: c.since.elapsed(),
-                    reconnect_attempts: c.attempts,
-                    last_error: dial.and_then(|d| d.last_error.clone()),
-                }
-            })
-            .collect();
-        v.extend(
-            dials
-                .iter()
-                .filter(|d| d.channel.is_none())
-                .map(|d| ChannelInfo {
-                    id: None,
-                    peer: d.peer.clone(),
-                    direction: Direction::Outbound,
-                    local: None,
-                    remote: d.remote,
-                    state: ChannelState::Connecting,
-                    path: ChannelStats::default(),
-                    open_streams: 0,
-                    age: d.since.elapsed(),
-                    reconnect_attempts: d.attempts,
-                    last_error: d.last_error.clone(),
-                }),
-        );
-        v.sort_by(|a, b| (&a.peer, a.id).cmp(&(&b.peer, b.id)));
-        v
-    }
-
-    fn apps_info(&self) -> AppsInfo {
-        let mut exposed: Vec<ExposedAppInfo> = self
-            .exposed
-            .names()
-            .into_iter()
-            .filter_map(|n| self.exposed.get(&n))
-            .map(|app| ExposedAppInfo {
-                live: !self.config_exposed.contains(&app.name),
-                app,
-            })
-            .collect();
-        exposed.sort_by(|a, b| a.app.name.cmp(&b.app.name));
-        let remote = self
-            .remote_apps
-            .iter()
-            .map(|r| RemoteAppInfo {
-                listener: if let Some(l) = self.listeners.get(r) {
-                    ListenerState::Open(l.local_addr().clone())
-                } else if let Some(e) = self.listener_errors.get(r) {
-                    ListenerState::Failed(e.clone())
-                } else {
-                    ListenerState::Waiting
-                },
-                live: !self.config_remote.contains(r),
-                app: r.clone(),
-            })
-            .collect();
-        AppsInfo { exposed, remote }
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.counters;
-        StatsSnapshot {
-            streams: {
-                let mut v = self.streams.snapshot();
-                v.truncate(crate::view::STATS_STREAMS_MAX);
-                v
-            },
-            apps: self.streams.app_stats(),
-            peers: self.peer_infos(),
-            channels: self.channel_infos(),
-            counters: vec![
-                ("messages_received", c.messages_received.load(Relaxed)),
-                (
-                    "messages_undecryptable",
-                    c.messages_undecryptable.load(Relaxed),
-                ),
-                ("messages_stale", c.messages_stale.load(Relaxed)),
-                ("messages_malformed", c.messages_malformed.load(Relaxed)),
-                ("auth_failures", c.auth_failures.load(Relaxed)),
-                ("bad_preambles", c.bad_preambles.load(Relaxed)),
-                ("streams_refused", c.streams_refused.load(Relaxed)),
-                ("streams_opened", c.streams_opened.load(Relaxed)),
-            ],
         }
     }
 }

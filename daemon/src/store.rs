@@ -4,11 +4,14 @@
 //! user's config.yaml is not rewritten). Apps are stored in the config file's
 //! own schema (`appName`, `appSocket`, …) and re-validated with the config
 //! rules when loaded, so a state file can be read and fixed by hand. Writes
-//! go to a temporary file in the same directory, are fsynced, then renamed
-//! over the old file, so a crash leaves either the old or the new state.
+//! go to a new temporary file with a unique name and owner-only mode (0600) in
+//! the same directory, are fsynced, then renamed over the old file, so a crash
+//! leaves either the old or the new state, and no other user can read it,
+//! pre-create the temporary name or race the rename.
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,8 @@ use crate::config::{Config, ExposedApp, ExposedTarget, FieldError, RemoteApp, ra
 
 /// Current state file format.
 pub const VERSION: u32 = 1;
+/// Mode of the state file: owner only.
+pub const STATE_MODE: u32 = 0o600;
 
 /// Why the state file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +67,7 @@ pub struct State {
 
 /// The config-file form of an exposed app.
 pub fn exposed_json(app: &ExposedApp) -> Value {
-    match &app.target {
+    let mut v = match &app.target {
         ExposedTarget::Single(socket) => json!({
             "appName": app.name.as_str(),
             "mode": "single",
@@ -74,7 +79,11 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
             "portRange": ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "addressRange": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }),
+    };
+    if let Some(n) = app.max_connections {
+        v["maxConnections"] = json!(n);
     }
+    v
 }
 
 /// The config-file form of a remote app.
@@ -86,6 +95,9 @@ pub fn remote_json(app: &RemoteApp) -> Value {
     });
     if let Some(t) = app.app_socket {
         v["appSocket"] = Value::String(format!("tcp:{t}"));
+    }
+    if let Some(n) = app.max_connections {
+        v["maxConnections"] = json!(n);
     }
     v
 }
@@ -158,33 +170,40 @@ impl Store {
         Ok(state)
     }
 
-    /// Writes the state atomically (temp file, fsync, rename, fsync dir).
+    /// Writes the state atomically: a unique 0600 temporary file (never a
+    /// fixed name another user could have planted), fsync, rename, fsync of
+    /// the directory. On failure the temporary file is removed.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let io = |source| StoreError::Io {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
         fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            self.path
-                .file_name()
-                .map_or_else(|| "state".into(), |n| n.to_string_lossy())
-        ));
         let mut state = state.clone();
         state.version = VERSION;
         let body = serde_json::to_vec_pretty(&state).map_err(|e| StoreError::Format {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        {
-            let mut f = fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&body).map_err(io)?;
-            f.write_all(b"\n").map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(io)?;
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| "state".into(), |n| n.to_string_lossy());
+        // Created with O_EXCL and mode 0600 under a random name; removed on drop.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(STATE_MODE))
+            .tempfile_in(dir)
+            .map_err(io)?;
+        tmp.write_all(&body).map_err(io)?;
+        tmp.write_all(b"\n").map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(&self.path).map_err(|e| io(e.error))?;
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -214,7 +233,8 @@ impl State {
         }
         for (i, v) in self.remote_removed.iter().enumerate() {
             if let Ok(gone) = parse_remote(v, &format!("remoteRemoved[{i}]")) {
-                config.remote_apps.retain(|a| *a != gone);
+                // The listener is gone even if the config changed its limit since.
+                config.remote_apps.retain(|a| !a.same_as(&gone));
             }
         }
         for (i, v) in self.remote_added.iter().enumerate() {
@@ -281,6 +301,7 @@ mod tests {
         ExposedApp {
             name: AppName::new(name).unwrap(),
             target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], port).into())),
+            max_connections: None,
         }
     }
 
@@ -297,6 +318,7 @@ mod tests {
             app: AppName::new("ssh").unwrap(),
             local_socket: AppSocket::Unix("/tmp/x.sock".into()),
             app_socket: Some("10.0.0.1:22".parse().unwrap()),
+            max_connections: None,
         };
         st.add_remote(&remote);
         store.save(&st).unwrap();
@@ -314,6 +336,63 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_persisted_and_validated_like_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().join("s.json"));
+        let mut limited = app("web", 80);
+        limited.max_connections = Some(7);
+        let remote = RemoteApp {
+            site: SiteName::new("b").unwrap(),
+            app: AppName::new("ssh").unwrap(),
+            local_socket: AppSocket::Tcp(([127, 0, 0, 1], 2222).into()),
+            app_socket: None,
+            max_connections: Some(3),
+        };
+        let mut st = State::default();
+        st.add_exposed(&limited);
+        st.add_remote(&remote);
+        assert_eq!(st.exposed_added[0]["maxConnections"], 7);
+        assert_eq!(st.remote_added[0]["maxConnections"], 3);
+        store.save(&st).unwrap();
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap();
+        assert!(store.load().unwrap().apply(&mut cfg).is_empty());
+        assert_eq!(cfg.exposed_apps, vec![limited]);
+        assert_eq!(cfg.remote_apps, vec![remote]);
+
+        // A hand-edited bad limit is reported with its path, like a config error.
+        let bad = State {
+            version: 1,
+            exposed_added: vec![
+                json!({"appName": "x", "appSocket": "tcp:127.0.0.1:1", "maxConnections": 0}),
+            ],
+            ..State::default()
+        };
+        let w = bad.apply(&mut cfg);
+        assert_eq!(
+            w,
+            ["state file: exposedAdded[0].maxConnections: '0' is out of range 1..=1000000"]
+        );
+    }
+
+    #[test]
+    fn a_removed_config_remote_app_stays_removed_when_its_limit_changes() {
+        let yaml = |limit: u32| {
+            format!(
+                "siteName: a\ncrypto: {{key: \"12345678\"}}\nmessageChannel: {{mqtt: {{brokerServer: \"mqtt://127.0.0.1:1\"}}}}\nremoteApps: [{{siteName: b, appName: web, localSocket: \"tcp:127.0.0.1:8080\", maxConnections: {limit}}}]\n"
+            )
+        };
+        let cfg = crate::config::load_str(&yaml(5)).unwrap();
+        let mut st = State::default();
+        st.remove_remote(&cfg.remote_apps[0], true);
+        let mut edited = crate::config::load_str(&yaml(9)).unwrap();
+        assert!(st.apply(&mut edited).is_empty());
+        assert!(edited.remote_apps.is_empty());
+    }
+
+    #[test]
     fn invalid_entries_become_warnings_not_failures() {
         let st = State {
             version: 1,
@@ -327,5 +406,58 @@ mod tests {
         let w = st.apply(&mut cfg);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("exposedAdded[0].appSocket"), "{w:?}");
+    }
+
+    #[test]
+    fn the_state_file_is_owner_only_and_no_temporary_file_is_left() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::beside(&dir.path().join("config.yaml"));
+        // A state file loosened by hand, and a fixed-name temporary planted
+        // beside it (as another user could in a shared directory).
+        fs::write(store.path(), "{\"version\":1}").unwrap();
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o666)).unwrap();
+        let planted = dir.path().join(".config.state.json.tmp");
+        std::os::unix::fs::symlink(dir.path().join("victim"), &planted).unwrap();
+        let mut st = State::default();
+        st.add_exposed(&app("web", 80));
+        for _ in 0..3 {
+            store.save(&st).unwrap();
+        }
+        let meta = fs::symlink_metadata(store.path()).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.mode() & 0o7777, STATE_MODE);
+        assert_eq!(store.load().unwrap().exposed_added.len(), 1);
+        assert!(
+            !dir.path().join("victim").exists(),
+            "the planted link was not followed"
+        );
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".config.state.json.tmp", "config.state.json"]);
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_old_state_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::beside(&dir.path().join("config.yaml"));
+        let mut st = State::default();
+        st.add_exposed(&app("web", 80));
+        store.save(&st).unwrap();
+        // The target is now a directory: the rename must fail.
+        let blocked = Store::at(dir.path().join("sub"));
+        fs::create_dir(blocked.path()).unwrap();
+        fs::write(blocked.path().join("x"), "").unwrap();
+        assert!(blocked.save(&st).is_err());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(store.load().unwrap().exposed_added, st.exposed_added);
     }
 }

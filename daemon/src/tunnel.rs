@@ -4,10 +4,13 @@
 //! between one pair, dialled by either side, form that pair's tunnel and any
 //! of them carries streams in both directions. This module owns the quinn
 //! endpoints, the dial loops (with backoff), the key proof, the registry of
-//! live channels and the choice of channel for each new stream. It reports
+//! live channels and the choice of channel for each new stream. Until both
+//! key proofs passed, a connection gets one deadline, tiny windows and (on a
+//! listener) a place under the [`admission`] caps. It reports
 //! channel changes to the site actor as [`TunnelEvent`]s and decides nothing
 //! about discovery or apps.
 
+pub mod admission;
 pub mod auth;
 pub mod backoff;
 pub mod congestion;
@@ -23,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -32,13 +35,18 @@ use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{CongestionControl, LocalSocket, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
-use crate::message::announce::InstanceId;
-use auth::PeerId;
+use crate::error::Chain;
+use crate::warn_limit::WarnLimiter;
+use admission::Verdict;
+use auth::{AuthError, PeerId};
 use backoff::Backoff;
 use tls::{Fingerprint, Identity};
 
 /// QUIC application close code for an orderly close (shutdown, peer replaced).
 pub const CLOSE_NORMAL: u32 = 0;
+/// QUIC application close code for a channel the site refused (its claimed
+/// site and instance did not match a live announcement); the dialer backs off.
+pub const CLOSE_REFUSED: u32 = 0x5752;
 
 /// Why the tunnel layer failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +72,15 @@ pub enum DialError {
     /// quinn refused to start the connection (bad address, endpoint closed).
     #[error("cannot start the connection")]
     Start(#[source] quinn::ConnectError),
-    /// No QUIC handshake completed in time.
-    #[error("quic handshake timed out")]
-    HandshakeTimeout,
+    /// No QUIC handshake completed by the deadline (handshake plus proof).
+    #[error("no quic handshake within {0:?}")]
+    HandshakeTimeout(Duration),
     /// The QUIC handshake failed.
     #[error("quic handshake failed")]
     Handshake(#[source] quinn::ConnectionError),
     /// The key proof failed.
     #[error("key proof failed")]
-    Auth(#[source] auth::AuthError),
+    Auth(#[source] AuthError),
     /// The listener proved a different site or instance than announced.
     #[error(
         "expected site '{}' instance {}, found site '{}' instance {}",
@@ -89,12 +97,17 @@ pub enum DialError {
 /// A change the site actor must know about.
 #[derive(Debug, Clone)]
 pub enum TunnelEvent {
-    /// A dataChannel passed the key proof and carries streams now.
+    /// A dataChannel passed the key proof. Outbound channels carry streams
+    /// now; inbound ones wait for [`Registry::confirm`].
     ChannelUp {
         /// The peer.
         peer: PeerId,
         /// The channel.
         channel: ChannelId,
+        /// Who dialled.
+        direction: Direction,
+        /// The certificate the peer presented (outbound: the pinned one).
+        cert: Fingerprint,
     },
     /// A dataChannel is gone.
     ChannelDown {
@@ -139,6 +152,26 @@ pub struct Channel {
     /// [`SILENCE_LIMIT`]: new streams then go elsewhere, long before the idle
     /// timeout declares the channel dead.
     pub responsive: AtomicBool,
+    /// SHA-256 of the peer's TLS certificate (outbound: the pinned one;
+    /// inbound: the client certificate it proved it holds the key of).
+    pub cert: Fingerprint,
+    /// Whether the site let it carry streams (see [`Registry::confirm`]).
+    confirmed: watch::Sender<bool>,
+}
+
+impl Channel {
+    /// Whether it may carry streams: outbound channels from the start,
+    /// inbound ones once the site matched their claim to an announcement.
+    pub fn is_confirmed(&self) -> bool {
+        *self.confirmed.borrow()
+    }
+
+    /// Resolves once the channel is confirmed.
+    async fn confirmed(&self) {
+        let mut rx = self.confirmed.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|c| *c).await;
+    }
 }
 
 /// The peer sends a keep-alive every [`endpoint::KEEP_ALIVE`]; this much
@@ -217,14 +250,27 @@ impl Registry {
         self.lock().values().flatten().cloned().collect()
     }
 
-    /// Closes the channels to `site` that belong to any instance but `keep`
-    /// (the peer restarted: the old process is gone or an impostor).
-    pub fn close_other_instances(&self, site: &SiteName, keep: &InstanceId) {
-        for ch in self.channels(site) {
-            if &ch.peer.instance != keep {
-                ch.conn
-                    .close(CLOSE_NORMAL.into(), b"superseded by a newer instance");
+    /// Lets the inbound channel `id` to `site` carry streams: picked for new
+    /// streams, and the peer's streams served. Returns whether it exists.
+    pub fn confirm(&self, site: &SiteName, id: ChannelId) -> bool {
+        match self.channels(site).into_iter().find(|c| c.id == id) {
+            Some(ch) => {
+                ch.confirmed.send_replace(true);
+                true
             }
+            None => false,
+        }
+    }
+
+    /// Closes channel `id` to `site` with `code` and `reason` (which the peer
+    /// sees). Returns whether it exists.
+    pub fn close(&self, site: &SiteName, id: ChannelId, code: u32, reason: &str) -> bool {
+        match self.channels(site).into_iter().find(|c| c.id == id) {
+            Some(ch) => {
+                ch.conn.close(code.into(), reason.as_bytes());
+                true
+            }
+            None => false,
         }
     }
 
@@ -235,6 +281,7 @@ impl Registry {
             open_streams: c.open_streams.load(Ordering::Relaxed),
             rtt: c.conn.rtt(),
             healthy: c.conn.close_reason().is_none()
+                && c.is_confirmed()
                 && c.responsive.load(Ordering::Relaxed)
                 && !skip.contains(&c.id),
         }))?;
@@ -304,19 +351,25 @@ impl StreamOpener for Registry {
 struct Ctx {
     registry: Arc<Registry>,
     keys: Arc<Keys>,
+    /// Presented as the client certificate when dialling.
+    identity: Arc<Identity>,
     me: PeerId,
     server: Arc<dyn StreamServer>,
     counters: Arc<Counters>,
     events_tx: mpsc::Sender<TunnelEvent>,
     next_id: Arc<AtomicU64>,
     tracker: TaskTracker,
+    /// Failed key proofs are logged at most once a minute (a flood would
+    /// otherwise write a line per connection).
+    auth_warn: Arc<Mutex<WarnLimiter>>,
 }
 
 /// The tunnel manager of one site: listeners, dial loops and the registry.
 pub struct Tunnels {
     ctx: Ctx,
-    identity: Identity,
-    transport: Arc<quinn::TransportConfig>,
+    identity: Arc<Identity>,
+    listen_transport: Arc<quinn::TransportConfig>,
+    dial_transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     cancel: CancellationToken,
 }
@@ -353,19 +406,23 @@ impl Tunnels {
             counters,
             events_tx,
         } = setup;
+        let identity = Arc::new(Identity::generate()?);
         Ok(Self {
             ctx: Ctx {
                 registry: Arc::default(),
                 keys,
+                identity: identity.clone(),
                 me,
                 server,
                 counters,
                 events_tx,
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
+                auth_warn: Arc::default(),
             },
-            identity: Identity::generate()?,
-            transport: endpoint::transport_config(cc),
+            identity,
+            listen_transport: endpoint::transport_config(cc, endpoint::Side::Listener),
+            dial_transport: endpoint::transport_config(cc, endpoint::Side::Dialer),
             endpoints: Mutex::default(),
             cancel,
         })
@@ -384,7 +441,8 @@ impl Tunnels {
     /// Binds a listening endpoint for one `tunnel.localSockets` entry and
     /// accepts dataChannels on it until shutdown. Returns the bound address.
     pub fn listen(&self, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
-        let server = self.identity.server_config(self.transport.clone())?;
+        let mut server = self.identity.server_config(self.listen_transport.clone())?;
+        endpoint::limit_incoming(&mut server);
         let ep = endpoint::bind(socket.listen, Some(server))?;
         let local = ep.local_addr().map_err(|e| TunnelError::Bind {
             addr: socket.listen,
@@ -410,7 +468,7 @@ impl Tunnels {
         cancel: CancellationToken,
     ) {
         let ctx = self.ctx.clone();
-        let transport = self.transport.clone();
+        let transport = self.dial_transport.clone();
         let span = info_span!("dial", peer.site = %peer.site, remote = %addr);
         self.ctx
             .tracker
@@ -436,51 +494,144 @@ impl Tunnels {
     }
 }
 
+/// Accepts a listener's connections, executing the [`admission`] decision for
+/// each before any state is kept for it.
 async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
     let local = ep.local_addr().ok();
+    let gate = admission::Gate::new(admission::Limits::default());
+    let mut crowded_warn = WarnLimiter::default();
     loop {
         let incoming = tokio::select! {
             _ = cancel.cancelled() => break,
             i = ep.accept() => match i { Some(i) => i, None => break },
         };
-        let ctx2 = ctx.clone();
-        let cancel = cancel.child_token();
         let remote = incoming.remote_address();
-        ctx.tracker.spawn(
-            async move {
-                let conn = match incoming.await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        debug!(error = %e, "quic handshake failed");
-                        return;
-                    }
-                };
-                match auth::server(&conn, &ctx2.keys, &ctx2.me).await {
-                    Ok(peer) => {
-                        let reason = run_channel(
-                            &ctx2,
-                            conn,
-                            peer,
-                            Direction::Inbound,
-                            0,
-                            &cancel,
-                            None,
-                            local,
-                        )
-                        .await;
-                        debug!(%reason, "inbound channel ended");
-                    }
-                    Err(e) => {
-                        Counters::bump(&ctx2.counters.auth_failures);
-                        warn!(error = %crate::error::Chain(&e), "channel authentication failed");
-                        conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
-                    }
+        let now = Instant::now();
+        match gate.decide(remote.ip(), incoming.remote_address_validated(), now) {
+            Verdict::Admit(slot) => {
+                let ctx2 = ctx.clone();
+                let cancel = cancel.child_token();
+                ctx.tracker.spawn(
+                    inbound(ctx2, incoming, slot, cancel, local)
+                        .instrument(info_span!("inbound", remote = %remote)),
+                );
+            }
+            Verdict::Retry => {
+                Counters::bump(&ctx.counters.preauth_retried);
+                // Only unproven addresses are asked to retry, so this cannot
+                // fail; if it did, answering nothing is the safe fallback.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
                 }
             }
-            .instrument(info_span!("inbound", remote = %remote)),
-        );
+            Verdict::Refuse(why) => {
+                turned_away(&ctx, &gate, &mut crowded_warn, remote, why, now);
+                incoming.refuse();
+            }
+            Verdict::Ignore(why) => {
+                turned_away(&ctx, &gate, &mut crowded_warn, remote, why, now);
+                incoming.ignore();
+            }
+        }
     }
     ep.close(CLOSE_NORMAL.into(), b"site shutting down");
+}
+
+/// Counts and logs (rate-limited) a connection refused or ignored before its proof.
+fn turned_away(
+    ctx: &Ctx,
+    gate: &admission::Gate,
+    limiter: &mut WarnLimiter,
+    remote: SocketAddr,
+    why: admission::Crowded,
+    now: Instant,
+) {
+    Counters::bump(&ctx.counters.preauth_refused);
+    let pending = gate.pending();
+    match limiter.allow(now) {
+        Some(suppressed) => {
+            warn!(%remote, crowded = ?why, pending, suppressed, "turning away unauthenticated connections")
+        }
+        None => {
+            debug!(%remote, crowded = ?why, pending, "turned away an unauthenticated connection")
+        }
+    }
+}
+
+/// One admitted incoming connection: QUIC handshake and the dialer's proof by
+/// the slot's deadline, then the full windows and the channel. The slot (the
+/// connection's place under the admission caps) is given back as soon as the
+/// proof passed or failed.
+async fn inbound(
+    ctx: Ctx,
+    incoming: quinn::Incoming,
+    slot: admission::Slot,
+    cancel: CancellationToken,
+    local: Option<SocketAddr>,
+) {
+    let deadline = tokio::time::Instant::from_std(slot.deadline());
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(error = %Chain(&e), "cannot accept connection");
+            return;
+        }
+    };
+    // Dropping an unfinished handshake closes the connection.
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            debug!(error = %Chain(&e), "quic handshake failed");
+            return;
+        }
+        Err(_) => {
+            auth_failed(&ctx, &AuthError::Timeout(auth::DEADLINE));
+            return;
+        }
+    };
+    // The client-cert verifier demands one, so this always exists.
+    let Some(cert) = tls::peer_fingerprint(&conn) else {
+        conn.close(auth::AUTH_FAILED.into(), b"no client certificate");
+        return;
+    };
+    let proof = tokio::time::timeout_at(deadline, auth::server(&conn, &ctx.keys, &ctx.me))
+        .await
+        .unwrap_or(Err(AuthError::Timeout(auth::DEADLINE)));
+    drop(slot);
+    match proof {
+        Ok(peer) => {
+            endpoint::grant_after_auth(&conn);
+            let reason = run_channel(
+                &ctx,
+                conn,
+                peer,
+                Direction::Inbound,
+                0,
+                &cancel,
+                None,
+                local,
+                cert,
+            )
+            .await;
+            debug!(%reason, "inbound channel ended");
+        }
+        Err(e) => {
+            auth_failed(&ctx, &e);
+            conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
+        }
+    }
+}
+
+/// Counts a failed key proof (either direction) and logs it, rate-limited.
+fn auth_failed(ctx: &Ctx, e: &AuthError) {
+    Counters::bump(&ctx.counters.auth_failures);
+    let allowed = lock(&ctx.auth_warn).allow(Instant::now());
+    match allowed {
+        Some(suppressed) => {
+            warn!(error = %Chain(e), suppressed, "channel authentication failed")
+        }
+        None => debug!(error = %Chain(e), "channel authentication failed"),
+    }
 }
 
 async fn dial_loop(
@@ -521,7 +672,7 @@ async fn dial_attempts(
     cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-    let client = match tls::client_config(pinned, transport) {
+    let client = match tls::client_config(&ctx.identity, pinned, transport) {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "cannot build client config");
@@ -542,22 +693,27 @@ async fn dial_attempts(
             _ = cancel.cancelled() => break,
             r = connect(&ep, &client, addr, ctx, &peer) => r,
         };
-        let result = result.map_err(|e| crate::error::Chain(&e).to_string());
+        let result = result.map_err(|e| Chain(&e).to_string());
         match result {
             Ok(conn) => {
                 let attempts = backoff.attempts();
-                backoff.reset();
                 let reason = run_channel(
                     ctx,
-                    conn,
+                    conn.clone(),
                     peer.clone(),
                     Direction::Outbound,
                     attempts,
                     &cancel,
                     Some(dial_id),
                     ep.local_addr().ok(),
+                    pinned,
                 )
                 .await;
+                // A channel the peer refused (it holds another instance of
+                // that name) counts as a failed attempt: keep backing off.
+                if !refused(&conn) {
+                    backoff.reset();
+                }
                 ctx.registry.dial_update(dial_id, |d| {
                     d.channel = None;
                     d.attempts = 0;
@@ -598,6 +754,8 @@ async fn dial_attempts(
     ep.close(CLOSE_NORMAL.into(), b"dial stopped");
 }
 
+/// Dials `addr` and runs the key proof, both by one deadline; opens the
+/// connection's windows only once the listener proved itself.
 async fn connect(
     ep: &quinn::Endpoint,
     client: &quinn::ClientConfig,
@@ -605,15 +763,22 @@ async fn connect(
     ctx: &Ctx,
     expected: &PeerId,
 ) -> Result<quinn::Connection, DialError> {
+    let deadline = tokio::time::Instant::now() + auth::DEADLINE;
     let connecting = ep
         .connect_with(client.clone(), addr, tls::SERVER_NAME)
         .map_err(DialError::Start)?;
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+    let conn = tokio::time::timeout_at(deadline, connecting)
         .await
-        .map_err(|_| DialError::HandshakeTimeout)?
+        .map_err(|_| DialError::HandshakeTimeout(auth::DEADLINE))?
         .map_err(DialError::Handshake)?;
-    match auth::client(&conn, &ctx.keys, &ctx.me).await {
-        Ok(peer) if peer == *expected => Ok(conn),
+    let proof = tokio::time::timeout_at(deadline, auth::client(&conn, &ctx.keys, &ctx.me))
+        .await
+        .unwrap_or(Err(AuthError::Timeout(auth::DEADLINE)));
+    match proof {
+        Ok(peer) if peer == *expected => {
+            endpoint::grant_after_auth(&conn);
+            Ok(conn)
+        }
         Ok(found) => {
             conn.close(CLOSE_NORMAL.into(), b"unexpected peer");
             Err(DialError::UnexpectedPeer {
@@ -622,8 +787,7 @@ async fn connect(
             })
         }
         Err(e) => {
-            Counters::bump(&ctx.counters.auth_failures);
-            warn!(error = %crate::error::Chain(&e), "channel authentication failed");
+            auth_failed(ctx, &e);
             conn.close(auth::AUTH_FAILED.into(), b"authentication failed");
             Err(DialError::Auth(e))
         }
@@ -642,6 +806,7 @@ async fn run_channel(
     cancel: &CancellationToken,
     dial_id: Option<u64>,
     local: Option<SocketAddr>,
+    cert: Fingerprint,
 ) -> String {
     let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let ch = Arc::new(Channel {
@@ -654,6 +819,8 @@ async fn run_channel(
         open_streams: AtomicUsize::new(0),
         responsive: AtomicBool::new(true),
         attempts,
+        cert,
+        confirmed: watch::channel(direction == Direction::Outbound).0,
     });
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, remote = %conn.remote_address());
     async {
@@ -667,6 +834,8 @@ async fn run_channel(
             .send(TunnelEvent::ChannelUp {
                 peer: peer.clone(),
                 channel: id,
+                direction,
+                cert,
             })
             .await;
         let reason = tokio::select! {
@@ -694,8 +863,12 @@ async fn run_channel(
 }
 
 /// Accepts the peer's streams (requests for our exposed apps) until the
-/// connection dies.
+/// connection dies; none before the channel is confirmed.
 async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
+    tokio::select! {
+        () = ch.confirmed() => {}
+        e = ch.conn.closed() => return e,
+    }
     let mut credit = endpoint::INITIAL_STREAM_CREDIT;
     loop {
         match ch.conn.accept_bi().await {
@@ -749,6 +922,14 @@ async fn watch_silence(ch: &Channel) -> std::convert::Infallible {
     }
 }
 
+/// Whether the peer closed `conn` because it refused the channel.
+fn refused(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == CLOSE_REFUSED.into()
+    )
+}
+
 fn close_reason(e: &quinn::ConnectionError) -> String {
     match e {
         quinn::ConnectionError::TimedOut => "idle timeout: no packets from the peer".into(),
@@ -762,6 +943,30 @@ fn close_reason(e: &quinn::ConnectionError) -> String {
             }
         }
         quinn::ConnectionError::LocallyClosed => "closed locally".into(),
-        other => other.to_string(),
+        // May carry a transport close reason the peer chose.
+        other => crate::error::Escaped(&other.to_string()).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_a_peer_chose_cannot_forge_log_lines() {
+        let transport = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::PROTOCOL_VIOLATION,
+            frame_type: None,
+            reason: bytes::Bytes::from_static(b"x\n2099 WARN forged\x1b[0m"),
+        });
+        let app = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(9),
+            reason: bytes::Bytes::from_static(b"y\r\nINFO forged"),
+        });
+        for e in [transport, app] {
+            let shown = close_reason(&e);
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            assert!(shown.contains("forged"), "{shown:?}");
+        }
     }
 }

@@ -44,6 +44,17 @@ pub struct SocketInfo {
     pub public: Option<SocketAddr>,
     /// Whether the public address is detected over HTTP.
     pub auto_detect: bool,
+    /// The latest detection, if it failed (`None` once one succeeds).
+    pub detect_error: Option<DetectFailure>,
+}
+
+/// A failed public address detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectFailure {
+    /// Why (names the detector URL).
+    pub error: String,
+    /// When.
+    pub at: SystemTime,
 }
 
 /// Lifecycle of a peer as seen from here.
@@ -80,6 +91,9 @@ pub struct PeerInfo {
     pub bytes_sent: u64,
     /// See `bytes_sent`.
     pub bytes_received: u64,
+    /// Other running instances that announce this site name and were
+    /// refused because `instance` holds it (sorted; empty normally).
+    pub conflicts: Vec<InstanceId>,
 }
 
 /// State of a dataChannel (or of the dial loop that should produce one).
@@ -315,6 +329,10 @@ pub struct AppStats {
     pub bytes_sent: u64,
     /// Bytes received from the tunnel, since start.
     pub bytes_received: u64,
+    /// Streams refused since start because a limit was reached (inbound: the
+    /// peer's or the app's limit here; outbound: the listener's or the far
+    /// site's).
+    pub limited_streams: u64,
 }
 
 /// Events buffered per watcher before a slow watcher starts losing them

@@ -105,6 +105,10 @@ struct Sites {
 
 impl Sites {
     async fn new(apps: Vec<ExposedApp>) -> Self {
+        Self::with_exposed(ExposedApps::new(apps)).await
+    }
+
+    async fn with_exposed(exposed: ExposedApps) -> Self {
         init_tracing();
         let cert = rcgen::generate_simple_self_signed(vec!["far.test".to_owned()]).unwrap();
         let cert_der: CertificateDer<'static> = cert.cert.der().clone();
@@ -136,7 +140,7 @@ impl Sites {
         let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         client.set_default_client_config(client_config);
 
-        let exposed = Arc::new(ExposedApps::new(apps));
+        let exposed = Arc::new(exposed);
         let far_counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -208,6 +212,7 @@ impl Sites {
                 app: name(app),
                 local_socket: local,
                 app_socket: target,
+                max_connections: None,
             },
             self.opener.clone(),
             self.near_counters.clone(),
@@ -232,6 +237,7 @@ fn single(app: &str, socket: AppSocket) -> ExposedApp {
     ExposedApp {
         name: name(app),
         target: ExposedTarget::Single(socket),
+        max_connections: None,
     }
 }
 
@@ -245,6 +251,7 @@ fn range(app: &str, net: &str, ports: (u16, u16)) -> ExposedApp {
             }],
             addresses: vec![net.parse().unwrap()],
         },
+        max_connections: None,
     }
 }
 
@@ -467,6 +474,7 @@ async fn unconnected_site_closes_the_client_with_a_reset() {
             app: name("echo"),
             local_socket: AppSocket::Tcp("127.0.0.1:0".parse().unwrap()),
             app_socket: None,
+            max_connections: None,
         },
         sites.opener.clone(),
         sites.near_counters.clone(),
@@ -692,6 +700,118 @@ async fn closed_listener_lets_existing_connections_finish() {
     l.close();
     let back = round_trip(c, b"still piped".to_vec()).await;
     assert_eq!(back, b"still piped");
+}
+
+/// Connects a client through `addr` and proves it is being served (one echo).
+async fn served_client(addr: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    echo_on(&mut c, b"held").await;
+    c
+}
+
+#[tokio::test]
+async fn exposed_app_at_max_connections_refuses_the_next_client_at_once() {
+    let echo = tcp_echo().await;
+    let mut app = single("echo", AppSocket::Tcp(echo));
+    app.max_connections = Some(2);
+    let sites = Sites::new(vec![app]).await;
+    let (_l, addr) = sites.remote_tcp("echo", None);
+
+    let first = served_client(addr).await;
+    let mut second = served_client(addr).await;
+    assert_reset(TcpStream::connect(addr).await.unwrap()).await;
+    assert_eq!(get(&sites.far_counters.streams_limited), 1);
+    assert_eq!(get(&sites.far_counters.streams_refused), 1);
+    assert_eq!(get(&sites.near_counters.connections_limited), 1);
+    // Refusing did not disturb the clients being served.
+    echo_on(&mut second, b"still served").await;
+
+    // Once a client leaves, a new one is admitted.
+    drop(first);
+    eventually("the first stream to end", || {
+        sites.exposed.app_streams(&name("echo")) == 1
+    })
+    .await;
+    let mut third = served_client(addr).await;
+    echo_on(&mut third, b"admitted").await;
+    assert_eq!(get(&sites.far_counters.streams_limited), 1);
+}
+
+#[tokio::test]
+async fn a_peer_at_its_stream_limit_is_refused_on_every_app() {
+    let echo = tcp_echo().await;
+    let exposed = ExposedApps::new(vec![
+        single("one", AppSocket::Tcp(echo)),
+        single("two", AppSocket::Tcp(echo)),
+    ])
+    .with_peer_limit(2);
+    let sites = Sites::with_exposed(exposed).await;
+    let (_l1, one) = sites.remote_tcp("one", None);
+    let (_l2, two) = sites.remote_tcp("two", None);
+
+    let _a = served_client(one).await;
+    let b = served_client(two).await;
+    assert_reset(TcpStream::connect(one).await.unwrap()).await;
+    assert_reset(TcpStream::connect(two).await.unwrap()).await;
+    assert_eq!(get(&sites.far_counters.streams_limited), 2);
+
+    assert_eq!(sites.exposed.peer_streams(&site("near")), 2);
+    drop(b);
+    eventually("a stream to end", || {
+        sites.exposed.peer_streams(&site("near")) == 1
+    })
+    .await;
+    let _c = served_client(two).await;
+}
+
+#[tokio::test]
+async fn listener_at_max_connections_resets_the_next_client_without_a_stream() {
+    let echo = tcp_echo().await;
+    let sites = Sites::new(vec![single("echo", AppSocket::Tcp(echo))]).await;
+    let l = RemoteListener::open(
+        RemoteApp {
+            site: site("far"),
+            app: name("echo"),
+            local_socket: AppSocket::Tcp("127.0.0.1:0".parse().unwrap()),
+            app_socket: None,
+            max_connections: Some(1),
+        },
+        sites.opener.clone(),
+        sites.near_counters.clone(),
+        streams(),
+        sites.cancel.child_token(),
+        &sites.tracker,
+    )
+    .unwrap();
+    let AppSocket::Tcp(addr) = l.local_addr().clone() else {
+        panic!("not tcp")
+    };
+
+    let first = served_client(addr).await;
+    assert_reset(TcpStream::connect(addr).await.unwrap()).await;
+    assert_eq!(get(&sites.near_counters.connections_limited), 1);
+    // The refused client never reached the far site.
+    assert_eq!(get(&sites.far_counters.streams_opened), 1);
+    assert_eq!(get(&sites.far_counters.streams_limited), 0);
+
+    drop(first);
+    // The slot is given back just after the stream's guard drops: retry
+    // until a client is admitted (bounded by the deadline).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"again").await.unwrap();
+        let mut buf = [0u8; 5];
+        if let Ok(Ok(_)) = tokio::time::timeout(WAIT, c.read_exact(&mut buf)).await {
+            assert_eq!(&buf, b"again");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no client admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A fresh stream registry (these tests do not inspect it).

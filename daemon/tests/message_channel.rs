@@ -147,6 +147,8 @@ impl Node {
             apps: vec![],
             cert_sha256: "ab".repeat(32),
             reply,
+            // What the channel stamps on publishing.
+            epoch: self.channel.epoch(),
         })
     }
 
@@ -439,10 +441,20 @@ async fn lost_broker_connection_reconnects_and_asks_for_reannounce() {
     .unwrap();
     // Reconnected and resubscribed: the site is told to announce again.
     a.expect_connected().await;
-    // The cut connection's will reaches b (the broker saw no DISCONNECT).
-    assert!(matches!(b.next_message().await, Message::Depart(_)));
+    // The cut connection's will reaches b (the broker saw no DISCONNECT),
+    // carrying the epoch of that connection; what a announces on the new
+    // connection carries a higher one, so receivers can tell the will is
+    // older than the announcement (and ignore a replay of it).
+    let Message::Depart(will) = b.next_message().await else {
+        panic!("expected the will of the cut connection");
+    };
+    assert_eq!(will.epoch, 1);
     a.channel.broadcast(&a.announce(2, false)).await.unwrap();
-    assert_eq!(b.next_message().await, a.announce(2, false));
+    let Message::Announce(after) = b.next_message().await else {
+        panic!("expected the announcement");
+    };
+    assert!(after.epoch > will.epoch, "{} > {}", after.epoch, will.epoch);
+    assert_eq!(Message::Announce(after), a.announce(2, false));
     b.channel
         .unicast(&a.instance, &b.announce(1, false))
         .await

@@ -211,6 +211,7 @@ impl Pair {
             Arc::new(ExposedApps::new(vec![ExposedApp {
                 name: AppName::new("app").unwrap(),
                 target: ExposedTarget::Single(AppSocket::Tcp(app_addr)),
+                max_connections: None,
             }])),
             Arc::new(Counters::default()),
             Arc::new(StreamRegistry::new(Arc::default())),
@@ -244,6 +245,7 @@ impl Pair {
                 app: AppName::new("app").unwrap(),
                 local_socket: AppSocket::Tcp("127.0.0.1:0".parse().unwrap()),
                 app_socket: None,
+                max_connections: None,
             },
             Arc::new(Opener(near.clone())),
             Arc::new(Counters::default()),

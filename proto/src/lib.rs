@@ -26,6 +26,13 @@ pub mod paths {
 
     /// `$XDG_RUNTIME_DIR/wovenet` when set; otherwise `/run/wovenet` for root
     /// and `/tmp/wovenet-<uid>` for other users.
+    ///
+    /// The last one is predictable, so `wovenetd` trusts no directory blindly:
+    /// it creates a missing one with mode 0700, and refuses to start when the
+    /// socket's directory is a symbolic link, is not owned by its user or is
+    /// writable by group or others, or when a directory above it is owned by
+    /// another user than root or its own, or writable by others without the
+    /// sticky bit.
     pub fn default_socket_dir() -> PathBuf {
         match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wovenet"),

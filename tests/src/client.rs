@@ -163,46 +163,50 @@ pub async fn try_wait_forward_with_banner(
 ) -> Result<Duration, String> {
     let start = Instant::now();
     let mut attempt = 0u64;
-    loop {
+    crate::wait::retry(timeout, || {
         attempt += 1;
         let probe = format!("wovenet-e2e probe {attempt} to {local}\n");
-        let left = timeout.saturating_sub(start.elapsed());
-        let per_try = left
+        let per_try = timeout
+            .saturating_sub(start.elapsed())
             .min(Duration::from_secs(3))
             .max(Duration::from_millis(100));
-        let last = match echo_once_with_banner(local, banner, probe.as_bytes(), per_try).await {
-            Ok(()) => return Ok(start.elapsed()),
-            Err(e) => e,
-        };
-        if start.elapsed() >= timeout {
-            return Err(format!(
-                "no echo round trip through {local} within {timeout:?} ({attempt} attempts); last error: {last}"
-            ));
+        async move {
+            echo_once_with_banner(local, banner, probe.as_bytes(), per_try).await?;
+            Ok::<_, String>(start.elapsed())
         }
-        crate::wait::pause().await;
-    }
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "no echo round trip through {local} within {timeout:?} ({} attempts); last error: {}",
+            e.attempts, e.last
+        )
+    })
 }
 
 /// Retries connecting until it succeeds (a remote app's listener opens only once the tunnel
 /// is up), or returns the last error after `timeout`.
 pub async fn connect_eventually(sock: &Sock, timeout: Duration) -> Result<Stream, String> {
     let start = Instant::now();
-    loop {
+    crate::wait::retry(timeout, || {
         let left = timeout
             .saturating_sub(start.elapsed())
             .max(Duration::from_millis(100));
-        let last = match tokio::time::timeout(left, sock.connect()).await {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "connect timed out".to_owned(),
-        };
-        if start.elapsed() >= timeout {
-            return Err(format!(
-                "could not connect to {sock} within {timeout:?}; last error: {last}"
-            ));
+        async move {
+            match tokio::time::timeout(left, sock.connect()).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("connect timed out".to_owned()),
+            }
         }
-        crate::wait::pause().await;
-    }
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "could not connect to {sock} within {timeout:?}; last error: {}",
+            e.last
+        )
+    })
 }
 
 /// Whether something accepts connections at `sock` right now.
@@ -255,16 +259,16 @@ pub async fn expect_closed_without_data(sock: &Sock, timeout: Duration) -> Resul
 /// first moment it was seen open.
 pub async fn stays_closed(sock: &Sock, period: Duration) -> Result<(), String> {
     let start = Instant::now();
-    while start.elapsed() < period {
-        if is_listening(sock).await {
-            return Err(format!(
-                "{sock} accepted a connection {:?} into a period where it must stay closed",
-                start.elapsed()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    match crate::wait::poll(period, || async {
+        is_listening(sock).await.then(|| start.elapsed())
+    })
+    .await
+    {
+        Some(at) => Err(format!(
+            "{sock} accepted a connection {at:?} into a period where it must stay closed"
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -113,6 +113,58 @@ impl Ctl {
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e})\n{out}"))
     }
 
+    /// Polls `wovenetctl -o json args` until `check` holds and returns that document; after
+    /// `timeout` panics with `what`, the last output and `diag()`.
+    pub async fn json_until(
+        &self,
+        args: &[&str],
+        what: &str,
+        timeout: Duration,
+        diag: impl FnOnce() -> String,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let check = &check;
+        crate::wait::retry(timeout, || async move {
+            let v = self.json(args).await;
+            if check(&v) { Ok(v) } else { Err(v) }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "wovenetctl -o json {}: expected {what} within {timeout:?}, last output:\n{:#}\n{}",
+                args.join(" "),
+                e.last,
+                diag()
+            )
+        })
+    }
+
+    /// Polls `wovenetctl args` (table output) until its stdout satisfies `check`; after
+    /// `timeout` panics with `what`, the last output and `diag()`.
+    pub async fn table_until(
+        &self,
+        args: &[&str],
+        what: &str,
+        timeout: Duration,
+        diag: impl FnOnce() -> String,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let check = &check;
+        crate::wait::retry(timeout, || async move {
+            let out = self.ok(args).await;
+            if check(&out) { Ok(out) } else { Err(out) }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "wovenetctl {}: expected {what} within {timeout:?}, last output:\n{}\n{}",
+                args.join(" "),
+                e.last,
+                diag()
+            )
+        })
+    }
+
     /// Starts a long-running command with stdout piped (killed when dropped).
     pub fn spawn(&self, args: &[&str]) -> CtlChild {
         let mut child = self

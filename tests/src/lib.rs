@@ -15,8 +15,18 @@
 //! let b = net.site("b").expose("echo", echo.sock()).spawn().await;
 //! let a = net.site("a").remote("b", "echo", &local).spawn().await;
 //! wait_forward(&local, WAIT, &[&a, &b]).await;
+//! // Assert on API state, never on log text:
+//! let api = a.api().await;
+//! wait_for("a channel up to b", WAIT, || diag(&[&a, &b]), async || {
+//!     (!api.up_channels("b").await.is_empty()).then_some(())
+//! })
+//! .await;
 //! # }
 //! ```
+//!
+//! Most tests start from [`Pair`] (`b` runs the broker and exposes, `a` uses) or
+//! [`lone_site`]; [`wait`] is the one wait helper (`poll`, `eventually`, `wait_for`, `never`,
+//! `assert_eventually!`); [`api::Api`] reads peers, channels, apps, streams and counters.
 //!
 //! Environment:
 //! - `WOVENET_BIN_DIR=DIR` uses `DIR/wovenetd` and `DIR/wovenetctl` instead of running
@@ -28,19 +38,23 @@
 //! This crate is test support: its failure mode is a panic with a good message, so it panics
 //! freely (never `unwrap()`), and it must not contain wovenet logic of its own.
 
+pub mod api;
 pub mod binary;
 pub mod broker;
 pub mod client;
 pub mod ctl;
 pub mod data;
+pub mod detector;
 pub mod iptables;
 pub mod log;
+pub mod pair;
 pub mod process;
 pub mod server;
 pub mod site;
 pub mod sock;
 pub mod wait;
 
+pub use api::{Api, remote_app};
 pub use binary::{check_config, wovenet_tui, wovenetctl, wovenetd};
 pub use broker::{Broker, mosquitto_available, require_mosquitto};
 pub use client::{
@@ -50,9 +64,11 @@ pub use client::{
 };
 pub use ctl::{Ctl, CtlChild, CtlOutput};
 pub use data::{DataGen, Digest};
+pub use detector::{Answer, Detector};
 pub use iptables::IptablesDrop;
 pub use log::LogLine;
+pub use pair::{Pair, lone_site};
 pub use server::{EchoServer, ResettingServer, SinkReport, SinkServer, socket_dir};
 pub use site::{Net, Site, SiteBuilder, diag, random_topic, wait_forward, write_yaml};
 pub use sock::{Sock, Stream, free_tcp_port, free_udp_port};
-pub use wait::{WAIT, eventually};
+pub use wait::{Elapsed, WAIT, eventually, never, poll, retry, wait_for};

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running (or exited, not yet dropped) child process.
 #[derive(Debug)]
@@ -126,16 +126,11 @@ impl Process {
 
     /// Waits up to `timeout` for exit, polling without blocking the runtime.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.try_status() {
-                return Some(s);
-            }
-            if start.elapsed() >= timeout {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait::poll(timeout, || {
+            let status = self.try_status();
+            async move { status }
+        })
+        .await
     }
 
     /// SIGKILL and reap (blocking; a killed process is reaped at once).
@@ -213,11 +208,12 @@ mod tests {
     async fn peek_status_sees_exit_without_reaping() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = sh("exit 7", dir.path());
-        let start = Instant::now();
-        while p.peek_status().is_none() {
-            assert!(start.elapsed() < Duration::from_secs(5));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let seen = crate::wait::poll(Duration::from_secs(5), || {
+            let s = p.peek_status();
+            async move { s }
+        })
+        .await;
+        assert_eq!(seen.unwrap().code(), Some(7));
         assert_eq!(p.peek_status().unwrap().code(), Some(7));
         assert_eq!(
             p.try_status().unwrap().code(),

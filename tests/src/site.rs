@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -164,7 +164,7 @@ impl Site {
         self.dir().join("stdout.txt")
     }
 
-    fn stderr_path(&self) -> PathBuf {
+    pub(crate) fn stderr_path(&self) -> PathBuf {
         self.dir().join("stderr.txt")
     }
 
@@ -200,12 +200,19 @@ impl Site {
         self.runs += 1;
         let runtime_dir = self.dir().as_os_str().to_owned();
         let control = self.control_socket().into_os_string();
-        let env: [(&str, Option<&OsStr>); 3] = [
+        let env: [(&str, Option<&OsStr>); 9] = [
             // Per-site defaults for anything the daemon puts under the runtime dir.
             ("XDG_RUNTIME_DIR", Some(&runtime_dir)),
             ("WOVENET_CONTROL_SOCKET", Some(&control)),
             // A developer's WOVENET_LOG would override the config's level and format.
             ("WOVENET_LOG", None),
+            // Test detectors listen on loopback: no proxy may stand in between.
+            ("HTTP_PROXY", None),
+            ("http_proxy", None),
+            ("HTTPS_PROXY", None),
+            ("https_proxy", None),
+            ("ALL_PROXY", None),
+            ("all_proxy", None),
         ];
         let args = [
             OsStr::new("run"),
@@ -331,27 +338,32 @@ impl Site {
         count: usize,
         timeout: Duration,
     ) -> Vec<LogLine> {
-        let start = Instant::now();
-        loop {
+        // Stops early, with the status, when the process exits first.
+        let outcome = crate::wait::poll(timeout, || {
             let found = self.find_log(message, fields);
-            if found.len() >= count {
-                return found;
-            }
-            let exited = self.exit_status();
-            if exited.is_some() || start.elapsed() >= timeout {
-                let why = match exited {
-                    Some(s) => format!("the process exited ({})", process::describe(s)),
-                    None => format!("{timeout:?} passed"),
+            let done = if found.len() >= count {
+                Some(Ok(found))
+            } else {
+                self.exit_status().map(Err)
+            };
+            async move { done }
+        })
+        .await;
+        match outcome {
+            Some(Ok(found)) => found,
+            other => {
+                let why = match other {
+                    Some(Err(s)) => format!("the process exited ({})", process::describe(s)),
+                    _ => format!("{timeout:?} passed"),
                 };
                 panic!(
                     "site {}: expected {count} log line(s) with message containing {message:?} and fields \
                      {fields:?}, found {} before {why}\n{}",
                     self.name,
-                    found.len(),
+                    self.find_log(message, fields).len(),
                     self.diag()
                 );
             }
-            crate::wait::pause().await;
         }
     }
 

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::ffi::OsStr;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -20,63 +19,9 @@ use wovenet_e2e::*;
 use wovenet_proto::v1::{self, event::Kind, watch_events_response};
 use wovenet_tui::client::{Client, connect};
 
-/// Sites `a` (user) and `b` (exposer, hosting the embedded broker), spawned b first.
-struct Pair {
-    a: Site,
-    b: Site,
-}
-
-impl Pair {
-    async fn new(
-        b: impl FnOnce(SiteBuilder) -> SiteBuilder,
-        a: impl FnOnce(SiteBuilder) -> SiteBuilder,
-    ) -> Self {
-        let broker = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-        let net = Net::new(format!("mqtt://{broker}"));
-        let b = b(net.site("b").embedded_broker(broker)).spawn().await;
-        let a = a(net.site("a")).spawn().await;
-        Self { a, b }
-    }
-
-    fn diag(&self) -> String {
-        diag(&[&self.a, &self.b])
-    }
-}
-
-/// A site on its own, running its own broker.
-async fn lone_site(name: &str, f: impl FnOnce(SiteBuilder) -> SiteBuilder) -> Site {
-    let broker = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-    f(Site::builder(name)
-        .topic(random_topic())
-        .broker(format!("mqtt://{broker}"))
-        .embedded_broker(broker))
-    .spawn()
-    .await
-}
-
 /// A control client for `site`; panics with the site's log if it cannot connect.
 async fn ctl(site: &Site) -> Client {
-    connect(&site.control_socket())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", site.diag()))
-}
-
-/// Polls `f` until it returns `Some`, or panics after [`WAIT`] with `what` and the logs.
-async fn wait_for<T, F, Fut>(what: &str, sites: &[&Site], mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if start.elapsed() >= WAIT {
-            panic!("{what}: not seen within {WAIT:?}\n{}", diag(sites));
-        }
-        wait::pause().await;
-    }
+    site.api().await.client()
 }
 
 async fn apps(c: &Client) -> v1::ListAppsResponse {
@@ -87,23 +32,19 @@ async fn apps(c: &Client) -> v1::ListAppsResponse {
         .into_inner()
 }
 
-/// The remote app `app` of `site` in a `ListApps` answer.
-fn remote<'a>(apps: &'a v1::ListAppsResponse, site: &str, app: &str) -> Option<&'a v1::RemoteApp> {
-    apps.remote.iter().find(|r| {
-        r.spec
-            .as_ref()
-            .is_some_and(|s| s.site_name == site && s.app_name == app)
-    })
-}
-
 /// Waits until the remote app's listener is open and returns its reported address.
 async fn wait_listener_open(c: &Client, site: &str, app: &str, sites: &[&Site]) -> String {
-    wait_for(&format!("listener of {site}/{app} open"), sites, || async {
-        let apps = apps(c).await;
-        remote(&apps, site, app)
-            .filter(|r| r.listener_state() == v1::ListenerState::Open)
-            .map(|r| r.listen_addr.clone())
-    })
+    wait_for(
+        &format!("listener of {site}/{app} open"),
+        WAIT,
+        || diag(sites),
+        || async {
+            let apps = apps(c).await;
+            remote_app(&apps, site, app)
+                .filter(|r| r.listener_state() == v1::ListenerState::Open)
+                .map(|r| r.listen_addr.clone())
+        },
+    )
     .await
 }
 
@@ -130,6 +71,7 @@ fn remote_spec(site: &str, app: &str, local: impl ToString) -> v1::RemoteAppSpec
         app_name: app.into(),
         local_socket: local.to_string(),
         app_socket: String::new(),
+        ..Default::default()
     }
 }
 
@@ -145,11 +87,16 @@ async fn list_calls_and_stats_reflect_a_connected_pair_and_growing_traffic() {
     let sites = [&p.a, &p.b];
     let (a, b) = (ctl(&p.a).await, ctl(&p.b).await);
 
-    let site = wait_for("site a connected to the broker", &sites, || async {
-        let s = a.clone().get_site(v1::GetSiteRequest {}).await.unwrap();
-        let s = s.into_inner().site.unwrap();
-        (s.broker_state() == v1::BrokerState::Connected).then_some(s)
-    })
+    let site = wait_for(
+        "site a connected to the broker",
+        WAIT,
+        || diag(&sites),
+        || async {
+            let s = a.clone().get_site(v1::GetSiteRequest {}).await.unwrap();
+            let s = s.into_inner().site.unwrap();
+            (s.broker_state() == v1::BrokerState::Connected).then_some(s)
+        },
+    )
     .await;
     assert_eq!(site.name, "a");
     assert!(
@@ -172,28 +119,38 @@ async fn list_calls_and_stats_reflect_a_connected_pair_and_growing_traffic() {
         format!("127.0.0.1:{}", p.a.socket_ports()[0])
     );
 
-    let peer = wait_for("peer b connected on a", &sites, || async {
-        let peers = a.clone().list_peers(v1::ListPeersRequest {}).await.unwrap();
-        peers
-            .into_inner()
-            .peers
-            .into_iter()
-            .find(|p| p.name == "b" && p.state() == v1::PeerState::Connected)
-    })
+    let peer = wait_for(
+        "peer b connected on a",
+        WAIT,
+        || diag(&sites),
+        || async {
+            let peers = a.clone().list_peers(v1::ListPeersRequest {}).await.unwrap();
+            peers
+                .into_inner()
+                .peers
+                .into_iter()
+                .find(|p| p.name == "b" && p.state() == v1::PeerState::Connected)
+        },
+    )
     .await;
     assert_eq!(peer.apps, ["echo"]);
     assert!(peer.channels >= 1 && peer.instance.len() == 32, "{peer:?}");
 
-    let channel = wait_for("an up channel to b with an RTT", &sites, || async {
-        let chans = a.clone().list_channels(v1::ListChannelsRequest {}).await;
-        chans.unwrap().into_inner().channels.into_iter().find(|c| {
-            let rtt = c.rtt.unwrap_or_default();
-            c.peer == "b"
-                && c.state() == v1::ChannelState::Up
-                && c.id != 0
-                && (rtt.seconds > 0 || rtt.nanos > 0)
-        })
-    })
+    let channel = wait_for(
+        "an up channel to b with an RTT",
+        WAIT,
+        || diag(&sites),
+        || async {
+            let chans = a.clone().list_channels(v1::ListChannelsRequest {}).await;
+            chans.unwrap().into_inner().channels.into_iter().find(|c| {
+                let rtt = c.rtt.unwrap_or_default();
+                c.peer == "b"
+                    && c.state() == v1::ChannelState::Up
+                    && c.id != 0
+                    && (rtt.seconds > 0 || rtt.nanos > 0)
+            })
+        },
+    )
     .await;
     assert!(
         !channel.remote_addr.is_empty() && channel.cwnd > 0,
@@ -208,7 +165,7 @@ async fn list_calls_and_stats_reflect_a_connected_pair_and_growing_traffic() {
     assert_eq!(listen, local.to_string(), "listener address");
     let a_apps = apps(&a).await;
     assert!(
-        !remote(&a_apps, "b", "echo").unwrap().live,
+        !remote_app(&a_apps, "b", "echo").unwrap().live,
         "from config.yaml"
     );
     let b_apps = apps(&b).await;
@@ -236,33 +193,48 @@ async fn list_calls_and_stats_reflect_a_connected_pair_and_growing_traffic() {
     conn.ping(&data::bytes(1, 10_000), WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
-    let s1 = wait_for("a's stream with 10000 bytes each way", &sites, || async {
-        streams(&a)
-            .await
-            .into_iter()
-            .find(|s| s.bytes_sent >= 10_000 && s.bytes_received >= 10_000)
-    })
+    let s1 = wait_for(
+        "a's stream with 10000 bytes each way",
+        WAIT,
+        || diag(&sites),
+        || async {
+            streams(&a)
+                .await
+                .into_iter()
+                .find(|s| s.bytes_sent >= 10_000 && s.bytes_received >= 10_000)
+        },
+    )
     .await;
     assert_eq!((s1.app.as_str(), s1.peer.as_str()), ("echo", "b"));
     assert_eq!(s1.direction(), v1::StreamDirection::Outbound);
     assert!(s1.client_addr.starts_with("127.0.0.1:"), "{s1:?}");
-    let inbound = wait_for("b's inbound stream", &sites, || async {
-        streams(&b)
-            .await
-            .into_iter()
-            .find(|s| s.bytes_received >= 10_000)
-    })
+    let inbound = wait_for(
+        "b's inbound stream",
+        WAIT,
+        || diag(&sites),
+        || async {
+            streams(&b)
+                .await
+                .into_iter()
+                .find(|s| s.bytes_received >= 10_000)
+        },
+    )
     .await;
     assert_eq!(inbound.direction(), v1::StreamDirection::Inbound);
     assert_eq!(inbound.peer, "a");
 
     conn.ping(&data::bytes(2, 50_000), WAIT).await.unwrap();
-    let s2 = wait_for("a's stream bytes to grow", &sites, || async {
-        streams(&a)
-            .await
-            .into_iter()
-            .find(|s| s.id == s1.id && s.bytes_sent >= 60_000 && s.bytes_received >= 60_000)
-    })
+    let s2 = wait_for(
+        "a's stream bytes to grow",
+        WAIT,
+        || diag(&sites),
+        || async {
+            streams(&a)
+                .await
+                .into_iter()
+                .find(|s| s.id == s1.id && s.bytes_sent >= 60_000 && s.bytes_received >= 60_000)
+        },
+    )
     .await;
     let age = |s: &v1::Stream| Duration::try_from(s.age.unwrap()).unwrap();
     assert!(age(&s2) >= age(&s1), "ages: {s1:?} then {s2:?}");
@@ -303,9 +275,12 @@ async fn list_calls_and_stats_reflect_a_connected_pair_and_growing_traffic() {
         );
     }
     conn.finish(WAIT).await.unwrap();
-    wait_for("the stream to be gone", &sites, || async {
-        streams(&a).await.is_empty().then_some(())
-    })
+    wait_for(
+        "the stream to be gone",
+        WAIT,
+        || diag(&sites),
+        || async { streams(&a).await.is_empty().then_some(()) },
+    )
     .await;
 }
 
@@ -327,10 +302,15 @@ async fn exposed_app_added_live_opens_the_peers_listener_and_removing_it_closes_
     let p = Pair::new(|b| b, |a| a.remote("b", "later", &local)).await;
     let sites = [&p.a, &p.b];
     let (a, b) = (ctl(&p.a).await, ctl(&p.b).await);
-    wait_for("a to see b", &sites, || async {
-        let peers = a.clone().list_peers(v1::ListPeersRequest {}).await.unwrap();
-        peers.into_inner().peers.into_iter().find(|p| p.name == "b")
-    })
+    wait_for(
+        "a to see b",
+        WAIT,
+        || diag(&sites),
+        || async {
+            let peers = a.clone().list_peers(v1::ListPeersRequest {}).await.unwrap();
+            peers.into_inner().peers.into_iter().find(|p| p.name == "b")
+        },
+    )
     .await;
     assert!(
         !is_listening(&local).await,
@@ -380,12 +360,17 @@ async fn exposed_app_added_live_opens_the_peers_listener_and_removing_it_closes_
         .unwrap()
         .into_inner();
     assert_eq!(removed.app.unwrap().spec.unwrap().name, "later");
-    wait_for("a's listener to close", &sites, || async {
-        let apps = apps(&a).await;
-        let closed = remote(&apps, "b", "later")
-            .is_some_and(|r| r.listener_state() == v1::ListenerState::Waiting);
-        (closed && !is_listening(&local).await).then_some(())
-    })
+    wait_for(
+        "a's listener to close",
+        WAIT,
+        || diag(&sites),
+        || async {
+            let apps = apps(&a).await;
+            let closed = remote_app(&apps, "b", "later")
+                .is_some_and(|r| r.listener_state() == v1::ListenerState::Waiting);
+            (closed && !is_listening(&local).await).then_some(())
+        },
+    )
     .await;
     let err = b
         .clone()
@@ -435,7 +420,7 @@ async fn remote_app_added_live_carries_data_survives_a_restart_and_removal_close
     p.a.restart().await;
     let a = ctl(&p.a).await;
     let listed = apps(&a).await;
-    let r = remote(&listed, "b", "echo").unwrap_or_else(|| panic!("{listed:?}\n{}", p.diag()));
+    let r = remote_app(&listed, "b", "echo").unwrap_or_else(|| panic!("{listed:?}\n{}", p.diag()));
     assert!(r.live, "{r:?}");
     let e = listed
         .exposed
@@ -466,11 +451,14 @@ async fn remote_app_added_live_carries_data_survives_a_restart_and_removal_close
         removed[0].spec.as_ref().unwrap().local_socket,
         local.to_string()
     );
-    wait_for("the listener to close", &[&p.a, &p.b], || async {
-        (!is_listening(&local).await).then_some(())
-    })
+    wait_for(
+        "the listener to close",
+        WAIT,
+        || diag(&[&p.a, &p.b]),
+        || async { (!is_listening(&local).await).then_some(()) },
+    )
     .await;
-    assert!(remote(&apps(&a).await, "b", "echo").is_none());
+    assert!(remote_app(&apps(&a).await, "b", "echo").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,14 +593,19 @@ async fn watch_events_starts_with_a_snapshot_then_delivers_events_in_order() {
     let mut p = Pair::new(|b| b.expose("echo", echo.sock()), |a| a).await;
     let sites = [&p.a, &p.b];
     let a = ctl(&p.a).await;
-    wait_for("peer b connected on a", &sites, || async {
-        let peers = a.clone().list_peers(v1::ListPeersRequest {}).await.unwrap();
-        peers
-            .into_inner()
-            .peers
-            .into_iter()
-            .find(|p| p.name == "b" && p.state() == v1::PeerState::Connected)
-    })
+    wait_for(
+        "peer b connected on a",
+        WAIT,
+        || diag(&sites),
+        || async {
+            let peers = a.clone().list_peers(v1::ListPeersRequest {}).await.unwrap();
+            peers
+                .into_inner()
+                .peers
+                .into_iter()
+                .find(|p| p.name == "b" && p.state() == v1::PeerState::Connected)
+        },
+    )
     .await;
 
     let mut feed = a
@@ -808,11 +801,13 @@ async fn a_second_daemon_on_a_taken_socket_fails_clearly_and_a_stale_one_is_repl
         .await
         .unwrap();
 
-    // A second daemon told (by flag, over its config's own control.socket) to use the same path.
+    // A second daemon told (by flag, over its config's own control.socket) to use the same
+    // path, on the first's broker and topic: had it started its site, the first would see it.
     let dir = tempfile::tempdir().unwrap();
+    let mqtt = &first.config()["messageChannel"]["mqtt"];
     let config = Site::builder("second")
-        .topic(random_topic())
-        .broker("mqtt://127.0.0.1:1")
+        .topic(mqtt["topic"].as_str().unwrap())
+        .broker(mqtt["brokerServer"].as_str().unwrap())
         .write_config(dir.path());
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
     let mut second = Process::spawn(
@@ -842,11 +837,14 @@ async fn a_second_daemon_on_a_taken_socket_fails_clearly_and_a_stale_one_is_repl
         )),
         "{stderr}"
     );
-    let log = std::fs::read_to_string(dir.path().join("site.log")).unwrap_or_default();
-    assert!(
-        !log.contains("site started"),
-        "it gave up before starting: {log}"
-    );
+    let api = first.api().await;
+    never(
+        "the second daemon announced itself before giving up",
+        Duration::from_secs(2),
+        || first.diag(),
+        || async { api.peer("second").await.is_some() },
+    )
+    .await;
     let site = ctl(&first)
         .await
         .get_site(v1::GetSiteRequest {})
@@ -879,7 +877,7 @@ async fn metrics_endpoint_serves_prometheus_text_and_404_elsewhere() {
             .extra("metrics", json!({ "listen": format!("127.0.0.1:{port}") }))
     })
     .await;
-    site.wait_log("metrics listening", WAIT).await;
+    // Bound before the site starts, so connections queue until it serves.
 
     let get = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -892,7 +890,7 @@ async fn metrics_endpoint_serves_prometheus_text_and_404_elsewhere() {
         out
     };
     let ok = get("/metrics").await;
-    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}\n{}", site.diag());
     assert!(ok.contains("application/openmetrics-text"), "{ok}");
     assert!(ok.contains("\nwovenet_streams_opened_total 0\n"), "{ok}");
     assert!(

@@ -3,92 +3,10 @@
 //! for daemon errors and for no daemon at all.
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use wovenet_e2e::*;
-
-/// Sites `a` (user) and `b` (exposer, hosting the embedded broker), spawned b first.
-struct Pair {
-    a: Site,
-    b: Site,
-}
-
-impl Pair {
-    async fn new(
-        b: impl FnOnce(SiteBuilder) -> SiteBuilder,
-        a: impl FnOnce(SiteBuilder) -> SiteBuilder,
-    ) -> Self {
-        let broker = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-        let net = Net::new(format!("mqtt://{broker}"));
-        let b = b(net.site("b").embedded_broker(broker)).spawn().await;
-        let a = a(net.site("a")).spawn().await;
-        Self { a, b }
-    }
-
-    fn diag(&self) -> String {
-        diag(&[&self.a, &self.b])
-    }
-
-    fn ctl_a(&self) -> Ctl {
-        Ctl::site(&self.a)
-    }
-
-    fn ctl_b(&self) -> Ctl {
-        Ctl::site(&self.b)
-    }
-
-    /// Polls `wovenetctl -o json args` until `check` holds; returns that document.
-    async fn json_until(
-        &self,
-        ctl: &Ctl,
-        args: &[&str],
-        what: &str,
-        check: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = ctl.json(args).await;
-            if check(&v) {
-                return v;
-            }
-            if start.elapsed() >= WAIT {
-                panic!(
-                    "wovenetctl -o json {}: expected {what} within {WAIT:?}, last output:\n{v:#}\n{}",
-                    args.join(" "),
-                    self.diag()
-                );
-            }
-            wait::pause().await;
-        }
-    }
-
-    /// Polls `wovenetctl args` (table output) until its stdout satisfies `check`.
-    async fn table_until(
-        &self,
-        ctl: &Ctl,
-        args: &[&str],
-        what: &str,
-        check: impl Fn(&str) -> bool,
-    ) -> String {
-        let start = Instant::now();
-        loop {
-            let out = ctl.ok(args).await;
-            if check(&out) {
-                return out;
-            }
-            if start.elapsed() >= WAIT {
-                panic!(
-                    "wovenetctl {}: expected {what} within {WAIT:?}, last output:\n{out}\n{}",
-                    args.join(" "),
-                    self.diag()
-                );
-            }
-            wait::pause().await;
-        }
-    }
-}
 
 /// The rows of a table whose first column is `first`.
 fn rows<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
@@ -105,22 +23,9 @@ fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or_else(|| panic!("{key} is not an array in {v:#}"))
 }
 
-/// An echo app on `b`, served on `a` at `local`, with the tunnel up.
-async fn echo_pair() -> (Pair, EchoServer, Sock) {
-    let echo = EchoServer::tcp().await;
-    let local = Sock::free_tcp();
-    let p = Pair::new(
-        |b| b.expose("echo", echo.sock()),
-        |a| a.remote("b", "echo", &local),
-    )
-    .await;
-    wait_forward(&local, WAIT, &[&p.a, &p.b]).await;
-    (p, echo, local)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_names_the_site_in_both_formats() {
-    let (p, _echo, _local) = echo_pair().await;
+    let (p, _echo, _local) = Pair::echo().await;
     let table = p.ctl_a().ok(&["status"]).await;
     assert!(
         table
@@ -156,7 +61,7 @@ async fn status_names_the_site_in_both_formats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_show_the_other_site_connected() {
-    let (p, _echo, _local) = echo_pair().await;
+    let (p, _echo, _local) = Pair::echo().await;
     let v = p
         .json_until(&p.ctl_a(), &["peers"], "peer b connected", |v| {
             v["peers"].as_array().is_some_and(|ps| {
@@ -188,7 +93,7 @@ async fn peers_show_the_other_site_connected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_list_a_live_data_channel() {
-    let (p, _echo, _local) = echo_pair().await;
+    let (p, _echo, _local) = Pair::echo().await;
     let v = p
         .json_until(&p.ctl_a(), &["channels"], "an up channel to b", |v| {
             v["channels"]
@@ -222,7 +127,7 @@ async fn channels_list_a_live_data_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_show_a_connection_while_it_is_held_open() {
-    let (p, _echo, local) = echo_pair().await;
+    let (p, _echo, local) = Pair::echo().await;
     let mut conn = EchoConn::connect(&local, WAIT).await.unwrap();
     conn.ping(&[7u8; 4096], WAIT)
         .await
@@ -281,7 +186,7 @@ async fn streams_show_a_connection_while_it_is_held_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_show_exposed_and_remote_apps_with_open_listener() {
-    let (p, echo, local) = echo_pair().await;
+    let (p, echo, local) = Pair::echo().await;
     let v = p
         .json_until(
             &p.ctl_a(),
@@ -454,7 +359,7 @@ async fn remote_add_serves_an_app_and_remote_rm_stops_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_app_socket_exits_1_with_the_config_message() {
-    let (p, _echo, _local) = echo_pair().await;
+    let (p, _echo, _local) = Pair::echo().await;
     for format in ["table", "json"] {
         let out = p
             .ctl_b()
@@ -505,7 +410,7 @@ async fn no_daemon_exits_2_with_a_message_naming_the_socket() {
     );
 
     // A site that stopped: its socket is gone or dead; either way exit 2.
-    let (mut p, _echo, _local) = echo_pair().await;
+    let (mut p, _echo, _local) = Pair::echo().await;
     let ctl = p.ctl_b();
     p.b.stop().await;
     let out = ctl.run(&["-o", "json", "peers"]).await;
@@ -577,7 +482,7 @@ async fn events_print_a_line_when_a_listener_opens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_print_one_sample_or_follow() {
-    let (p, _echo, local) = echo_pair().await;
+    let (p, _echo, local) = Pair::echo().await;
     echo_once(&local, &[1u8; 8192], WAIT).await.unwrap();
     let table = p.ctl_a().ok(&["stats", "--interval", "200ms"]).await;
     assert!(table.starts_with("stats at "), "{table}");

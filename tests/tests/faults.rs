@@ -3,11 +3,11 @@
 //! streams is `channel_cut.rs`.
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use wovenet_e2e::*;
+use wovenet_proto::v1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_with_the_wrong_key_is_locked_out() {
@@ -36,18 +36,19 @@ async fn site_with_the_wrong_key_is_locked_out() {
         .await;
     let all = || diag(&[&a, &b, &evil]);
     for good in [&a, &b] {
-        // Only the logs can show that evil's messages arrived and were thrown away.
-        if !eventually(WAIT, || async {
-            good.count_log("dropped undecryptable mqtt message", &[]) > 0
-        })
-        .await
-        {
-            panic!(
-                "site {} never logged 'dropped undecryptable mqtt message' for evil's announcements\n{}",
-                good.name(),
-                all()
-            );
-        }
+        // evil's announcements arrive and are thrown away: counted, never acted on.
+        let api = good.api().await;
+        wait_for(
+            format!(
+                "site {} counting evil's undecryptable messages",
+                good.name()
+            ),
+            WAIT,
+            all,
+            || async { (api.counter("messages_undecryptable").await > 0).then_some(()) },
+        )
+        .await;
+        assert!(api.peer("evil").await.is_none(), "{}", all());
     }
     stays_closed(&evil_local, Duration::from_secs(3))
         .await
@@ -55,16 +56,16 @@ async fn site_with_the_wrong_key_is_locked_out() {
     stays_closed(&bait_local, Duration::from_millis(500))
         .await
         .unwrap_or_else(|e| panic!("a got a listener for evil's app: {e}\n{}", all()));
+    let evil_api = evil.api().await;
     assert_eq!(
-        evil.count_log("remote app listener opened", &[]),
-        0,
+        evil_api.listener_state("b", "echo").await,
+        Some(v1::ListenerState::Waiting),
         "{}",
         all()
     );
-    assert_eq!(
-        evil.count_log("channel up", &[]),
-        0,
-        "evil has a channel\n{}",
+    assert!(
+        evil_api.peers().await.is_empty() && evil_api.channels().await.is_empty(),
+        "evil knows a peer or has a channel\n{}",
         all()
     );
     assert_eq!(bait.accepted(), 0, "{}", all());
@@ -90,25 +91,19 @@ async fn two_channel_pair(broker: &Broker) -> (Site, Site, Sock, EchoServer) {
     (a, b, local, echo)
 }
 
-/// Waits until `a` has logged `channel up` for peer `b` on at least two distinct channel ids.
-async fn wait_two_channels(a: &Site, b: &Site) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let ok = eventually(WAIT, || {
-        ids = a
-            .find_log("channel up", &[("peer.site", "b")])
-            .iter()
-            .filter_map(|l| l.field("channel.id").map(str::to_owned))
-            .collect();
-        let n = ids.len();
-        async move { n >= 2 }
-    })
-    .await;
-    assert!(
-        ok,
-        "expected >= 2 dataChannels a<->b (b has two localSockets), saw channel ids {ids:?}\n{}",
-        diag(&[a, b])
-    );
-    ids
+/// Waits until `a` reports at least two dataChannels up to `b`; returns their ids.
+async fn wait_two_channels(a: &Site, b: &Site) -> Vec<u64> {
+    let api = a.api().await;
+    wait_for(
+        "two dataChannels a<->b (b has two localSockets)",
+        WAIT,
+        || diag(&[a, b]),
+        || async {
+            let ids = api.up_channels("b").await;
+            (ids.len() >= 2).then_some(ids)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,24 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use wovenet_e2e::*;
+use wovenet_proto::v1;
+
+/// The site's broker connection state, from `GetSite`.
+async fn broker_state(site: &Site) -> v1::BrokerState {
+    site.api().await.site().await.broker_state()
+}
+
+/// Waits until the site reports `state` for its broker connection.
+async fn wait_broker_state(site: &Site, state: v1::BrokerState, diag: &str) {
+    let api = site.api().await;
+    wait_for(
+        format!("site {}: broker {state:?}", site.name()),
+        WAIT,
+        || diag.to_owned(),
+        || async { (api.site().await.broker_state() == state).then_some(()) },
+    )
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_find_each_other_through_mosquitto() {
@@ -19,7 +37,12 @@ async fn two_sites_find_each_other_through_mosquitto() {
     let b = net.site("b").expose("echo", echo.sock()).spawn().await;
     let a = net.site("a").remote("b", "echo", &local).spawn().await;
     wait_forward(&local, WAIT, &[&a, &b]).await;
-    a.wait_log("connected to mqtt broker", WAIT).await;
+    assert_eq!(
+        broker_state(&a).await,
+        v1::BrokerState::Connected,
+        "{}",
+        diag(&[&a, &b])
+    );
     echo_once(&local, &data::bytes(5, 256 * 1024), WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", diag(&[&a, &b]), broker.diag()));
@@ -65,17 +88,17 @@ async fn broker_restart_keeps_tunnels_and_discovery_resumes() {
     });
 
     broker.stop().await;
-    a.wait_log("lost connection to mqtt broker", WAIT).await;
-    b.wait_log("lost connection to mqtt broker", WAIT).await;
+    for site in [&a, &b] {
+        wait_broker_state(site, v1::BrokerState::Reconnecting, &all(&broker)).await;
+    }
     echo_once(&local, b"new connection while the broker is down", WAIT)
         .await
         .unwrap_or_else(|e| panic!("tunnel should not need the broker: {e}\n{}", all(&broker)));
 
     broker.start().await;
-    a.wait_log_count("connected to mqtt broker", &[], 2, WAIT)
-        .await;
-    b.wait_log_count("connected to mqtt broker", &[], 2, WAIT)
-        .await;
+    for site in [&a, &b] {
+        wait_broker_state(site, v1::BrokerState::Connected, &all(&broker)).await;
+    }
 
     let _ = stop_tx.send(());
     let (pings, conn) = pinger

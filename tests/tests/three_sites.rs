@@ -75,10 +75,15 @@ async fn every_site_reaches_the_apps_of_both_others() {
         }
     }
     for me in NAMES {
+        let api = m.sites[me].api().await;
         for other in NAMES.into_iter().filter(|o| *o != me) {
-            m.sites[me]
-                .wait_log_with("channel up", &[("peer.site", other)], WAIT)
-                .await;
+            wait_for(
+                format!("{me}: a channel up to {other}"),
+                WAIT,
+                || m.diag(),
+                || async { (!api.up_channels(other).await.is_empty()).then_some(()) },
+            )
+            .await;
         }
     }
     // All six directions at once, with more data.

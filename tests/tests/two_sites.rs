@@ -3,39 +3,13 @@
 //! apps and refusals.
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use wovenet_e2e::*;
-
-/// Sites `a` (user) and `b` (exposer, hosting the embedded broker), spawned b first.
-struct Pair {
-    a: Site,
-    b: Site,
-}
-
-impl Pair {
-    async fn new(
-        b: impl FnOnce(SiteBuilder) -> SiteBuilder,
-        a: impl FnOnce(SiteBuilder) -> SiteBuilder,
-    ) -> Self {
-        let broker = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-        let net = Net::new(format!("mqtt://{broker}"));
-        let b = b(net.site("b").embedded_broker(broker)).spawn().await;
-        let a = a(net.site("a")).spawn().await;
-        Self { a, b }
-    }
-
-    fn diag(&self) -> String {
-        diag(&[&self.a, &self.b])
-    }
-
-    async fn wait_forward(&self, local: &Sock) {
-        wait_forward(local, WAIT, &[&self.a, &self.b]).await;
-    }
-}
+use wovenet_proto::v1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_comes_up_and_echo_works() {
@@ -51,32 +25,33 @@ async fn tunnel_comes_up_and_echo_works() {
     echo_once(&local, b"hello through the tunnel", WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
-    // What only the logs can show: who saw whom, over which channel, and the listener event.
-    p.a.wait_log_with("peer discovered", &[("peer.site", "b")], WAIT)
-        .await;
-    p.b.wait_log_with("peer discovered", &[("peer.site", "a")], WAIT)
-        .await;
-    let up =
-        p.a.wait_log_with("channel up", &[("peer.site", "b")], WAIT)
-            .await;
-    assert!(
-        up.field("channel.id").is_some(),
-        "channel up without channel.id: {}",
-        up.raw
-    );
-    let opened =
-        p.a.wait_log_with(
-            "remote app listener opened",
-            &[("app.name", "echo"), ("peer.site", "b")],
+    // Who saw whom, over which channel, and the listener: as the control API reports them.
+    let (a, b) = (p.a.api().await, p.b.api().await);
+    for (api, peer) in [(&a, "b"), (&b, "a")] {
+        wait_for(
+            format!("peer {peer} connected"),
             WAIT,
+            || p.diag(),
+            || async {
+                api.peer(peer)
+                    .await
+                    .filter(|x| x.state() == v1::PeerState::Connected && x.channels >= 1)
+            },
         )
         .await;
+    }
+    let up = a.up_channels("b").await;
     assert!(
-        opened
-            .field("local")
-            .is_some_and(|l| l.contains(&local.tcp_addr().unwrap().port().to_string())),
-        "listener opened line should name the local socket {local}: {}",
-        opened.raw
+        !up.is_empty() && up.iter().all(|id| *id != 0),
+        "channel ids {up:?}\n{}",
+        p.diag()
+    );
+    let apps = a.apps().await;
+    let echo_app = remote_app(&apps, "b", "echo").unwrap();
+    assert_eq!(
+        (echo_app.listener_state(), echo_app.listen_addr.as_str()),
+        (v1::ListenerState::Open, local.to_string().as_str()),
+        "{apps:?}"
     );
     assert!(
         echo.accepted() >= 2,
@@ -327,10 +302,15 @@ async fn remote_app_missing_on_the_far_site_never_gets_a_listener() {
     stays_closed(&missing, Duration::from_secs(3))
         .await
         .unwrap_or_else(|e| panic!("b does not offer 'nope': {e}\n{}", p.diag()));
+    let a = p.a.api().await;
     assert_eq!(
-        p.a.count_log("remote app listener opened", &[("app.name", "nope")]),
-        0,
-        "a logged a listener for an app b does not offer\n{}",
+        a.listener_state("b", "nope").await,
+        Some(v1::ListenerState::Waiting),
+        "a opened a listener for an app b does not offer\n{}",
         p.diag()
+    );
+    assert_eq!(
+        a.listener_state("b", "echo").await,
+        Some(v1::ListenerState::Open)
     );
 }

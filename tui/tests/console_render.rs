@@ -130,6 +130,33 @@ fn populated_sites_tab_shows_header_and_peer() {
 }
 
 #[test]
+fn a_peer_in_a_name_conflict_shows_it_in_the_table_and_the_detail_pane() {
+    let mut s = populated();
+    s.model.apply_stats(pb::WatchStatsResponse {
+        peers: vec![pb::PeerStats {
+            peer: "site-b".into(),
+            conflicting_instances: vec!["feedface".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 100, 24);
+    assert!(out.contains("conflict"), "{out}");
+    assert!(out.contains("instance feedface"), "{out}");
+    // Cleared by the next sample once the duplicate is gone.
+    s.model.apply_stats(pb::WatchStatsResponse {
+        peers: vec![pb::PeerStats {
+            peer: "site-b".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let out = draw(&s, 100, 24);
+    assert!(!out.contains("feedface"), "{out}");
+}
+
+#[test]
 fn tunnels_tab_shows_rtt_and_loss() {
     let mut s = populated();
     tab(&mut s, Tab::Tunnels);
@@ -218,4 +245,97 @@ fn help_overlay_lists_every_bound_key() {
     for k in ["quit", "add app", "remove app", "filter streams"] {
         assert!(out.contains(k), "{k} missing: {out}");
     }
+}
+
+/// A snapshot whose peers, channels and events carry a line feed, a bidi override and a
+/// zero-width space, as a daemon of another version might report them.
+fn hostile() -> State {
+    let names = ["evil\nbeta", "gamma\u{202e}ateb", "beta\u{200b}"];
+    let mut s = State::default();
+    let snap = pb::Snapshot {
+        site: Some(pb::SiteInfo {
+            name: "site\u{2066}-a".into(),
+            ..Default::default()
+        }),
+        peers: names
+            .iter()
+            .map(|n| pb::Peer {
+                name: (*n).into(),
+                state: pb::PeerState::Connected as i32,
+                apps: vec![format!("app\u{202e}{n}")],
+                ..Default::default()
+            })
+            .collect(),
+        channels: names
+            .iter()
+            .zip(1..)
+            .map(|(n, id)| pb::Channel {
+                id,
+                peer: (*n).into(),
+                state: pb::ChannelState::Up as i32,
+                ..Default::default()
+            })
+            .collect(),
+        next_seq: 1,
+        ..Default::default()
+    };
+    s.update(
+        Action::Feed(Feed::Snapshot(Box::new(snap))),
+        SystemTime::now(),
+    );
+    s.update(
+        Action::Feed(Feed::Event(Box::new(pb::Event {
+            seq: 1,
+            at: None,
+            kind: Some(pb::event::Kind::PeerDisconnected(pb::PeerEvent {
+                site: names[1].into(),
+                reason: "closed\r\nforged line".into(),
+            })),
+        }))),
+        SystemTime::now(),
+    );
+    s
+}
+
+/// No cell of the screen holds a character that is invisible or moves text around.
+fn assert_no_hidden(out: &str) {
+    for line in out.lines() {
+        assert!(
+            !line
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '\u{200b}' | '\u{202e}' | '\u{2066}')),
+            "unescaped character in {line:?}"
+        );
+    }
+}
+
+/// Regression: names and reasons were drawn as received: a bidi override reordered the
+/// rest of a row and a zero-width space made two peers look alike.
+#[test]
+fn hostile_strings_are_shown_escaped_one_row_per_record() {
+    let mut s = hostile();
+    let out = draw(&s, 120, 24);
+    assert_no_hidden(&out);
+    assert!(out.contains("site\\u{2066}-a"), "{out}");
+    // Peer rows are the lines with traffic columns.
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("0 B")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows[0].contains("evil\\u{a}beta"), "{out}");
+    assert!(rows[1].contains("gamma\\u{202e}ateb"), "{out}");
+    assert!(rows[1].contains("app\\u{202e}gamma\\u{202e}ateb"), "{out}");
+    assert!(rows[2].contains("beta\\u{200b}"), "{out}");
+
+    tab(&mut s, Tab::Tunnels);
+    let out = draw(&s, 120, 24);
+    assert_no_hidden(&out);
+    assert!(out.contains("evil\\u{a}beta"), "{out}");
+    assert!(out.contains("gamma\\u{202e}ateb"), "{out}");
+
+    tab(&mut s, Tab::Events);
+    let out = draw(&s, 160, 24);
+    assert_no_hidden(&out);
+    assert!(
+        out.contains("gamma\\u{202e}ateb: closed\\u{d}\\u{a}forged line"),
+        "{out}"
+    );
 }

@@ -31,7 +31,18 @@ struct Fake {
     seen: Arc<Mutex<Vec<String>>>,
     /// End the event feed after its two messages instead of holding it open.
     end_feed: bool,
+    /// List peers and channels whose names and errors carry line feeds, bidi overrides
+    /// and zero-width characters (as a daemon of another version might send).
+    hostile: bool,
 }
+
+/// Peer names a hostile or older daemon could report: a forged row, a bidi override that
+/// reverses the rest of the row, a zero-width space that makes "beta" look like another.
+const HOSTILE_NAMES: [&str; 3] = [
+    "evil\nbeta      connected",
+    "gamma\u{202e}detcennoc",
+    "beta\u{200b}",
+];
 
 impl Fake {
     fn saw(&self, what: String) {
@@ -59,6 +70,7 @@ fn site() -> SiteInfo {
             listen: "0.0.0.0:40001".into(),
             public: "127.0.0.1:40001".into(),
             auto_detect: false,
+            ..Default::default()
         }],
     }
 }
@@ -69,6 +81,7 @@ fn remote_spec() -> RemoteAppSpec {
         app_name: "echo".into(),
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
+        max_connections: None,
     }
 }
 
@@ -85,6 +98,18 @@ impl ControlService for Fake {
         &self,
         _: Request<ListPeersRequest>,
     ) -> Result<Response<ListPeersResponse>, Status> {
+        if self.hostile {
+            let peers = HOSTILE_NAMES
+                .iter()
+                .map(|n| Peer {
+                    name: (*n).into(),
+                    state: PeerState::Connected as i32,
+                    apps: vec![format!("app\u{2066}{n}")],
+                    ..Default::default()
+                })
+                .collect();
+            return Ok(Response::new(ListPeersResponse { peers }));
+        }
         Ok(Response::new(ListPeersResponse {
             peers: vec![Peer {
                 name: "beta".into(),
@@ -100,6 +125,20 @@ impl ControlService for Fake {
         &self,
         _: Request<ListChannelsRequest>,
     ) -> Result<Response<ListChannelsResponse>, Status> {
+        if self.hostile {
+            let channels = HOSTILE_NAMES
+                .iter()
+                .zip(1..)
+                .map(|(n, id)| Channel {
+                    id,
+                    peer: (*n).into(),
+                    state: ChannelState::Up as i32,
+                    last_error: format!("closed by peer: {n}\r\n\u{1b}[2Jcleared"),
+                    ..Default::default()
+                })
+                .collect();
+            return Ok(Response::new(ListChannelsResponse { channels }));
+        }
         Ok(Response::new(ListChannelsResponse {
             channels: vec![Channel {
                 id: 1,
@@ -371,6 +410,52 @@ async fn lists_print_tables_and_json() {
     assert_eq!(
         json(&run(&d.path, &["-o", "json", "apps"]).await)["remote"][0]["listener_state"],
         "open"
+    );
+}
+
+/// Regression: table cells were printed as received, so a peer name with a line feed
+/// added a forged row and a bidi override reordered what followed it on the line.
+#[tokio::test]
+async fn hostile_strings_are_escaped_one_row_per_record() {
+    let d = Daemon::start(Fake {
+        hostile: true,
+        ..Fake::default()
+    })
+    .await;
+    for (args, header) in [(&["peers"][..], "NAME"), (&["channels"][..], "PEER")] {
+        let out = ok(&run(&d.path, args).await);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1 + HOSTILE_NAMES.len(), "{out}");
+        assert!(lines[0].starts_with(header), "{out}");
+        for line in &lines {
+            assert!(
+                !line
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '\u{200b}' | '\u{202e}' | '\u{2066}')),
+                "unescaped character in {line:?}"
+            );
+        }
+        assert!(
+            lines[1].starts_with("evil\\u{a}beta      connected"),
+            "{out}"
+        );
+        assert!(lines[2].starts_with("gamma\\u{202e}detcennoc"), "{out}");
+        assert!(lines[3].starts_with("beta\\u{200b}"), "{out}");
+    }
+    let peers = ok(&run(&d.path, &["peers"]).await);
+    assert!(
+        peers.contains("app\\u{2066}gamma\\u{202e}detcennoc"),
+        "{peers}"
+    );
+    let channels = ok(&run(&d.path, &["channels"]).await);
+    assert!(
+        channels.contains("closed by peer: beta\\u{200b}\\u{d}\\u{a}\\u{1b}[2Jcleared"),
+        "{channels}"
+    );
+    // Scripts get the daemon's strings unchanged.
+    assert_eq!(
+        json(&run(&d.path, &["-o", "json", "peers"]).await)["peers"][1]["name"],
+        HOSTILE_NAMES[1]
     );
 }
 

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use ipnet::{IpNet, Ipv6Net};
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -22,25 +23,75 @@ use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code
 use super::{StreamRegistry, StreamServer, TunnelStream};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
 use crate::counters::Counters;
+use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
+use crate::throttle::SharedThrottle;
 use crate::view::StreamDirection;
 
-/// The live set of exposed apps, keyed by name.
+/// The live set of exposed apps, keyed by name, and the streams held open
+/// against their limits (per peer and per app).
 ///
 /// Changes take effect for new streams only: a removed app takes no new
-/// streams while its existing streams run to their end.
-#[derive(Debug, Default)]
+/// streams while its existing streams run to their end, and a changed limit
+/// applies to new streams while the open ones keep their slots.
+#[derive(Debug)]
 pub struct ExposedApps {
     // Held only for map operations, never across an await.
     apps: RwLock<HashMap<AppName, ExposedApp>>,
+    /// `tunnel.maxStreamsPerPeer`.
+    per_peer: usize,
+    /// Streams open per peer, over all its dataChannels and all apps.
+    peers: Limiter<SiteName>,
+    /// Streams open per app, from all peers.
+    open: Limiter<AppName>,
+    /// Refusals over a limit come in bursts: their log lines are throttled.
+    refusal_log: SharedThrottle,
+}
+
+impl Default for ExposedApps {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl ExposedApps {
     /// A registry holding `apps`; a later duplicate name replaces an earlier
-    /// one (config validation already rejects duplicates).
+    /// one (config validation already rejects duplicates). Peers get the
+    /// default `tunnel.maxStreamsPerPeer` (see [`Self::with_peer_limit`]).
     pub fn new(apps: Vec<ExposedApp>) -> Self {
         Self {
             apps: RwLock::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
+            per_peer: DEFAULT_STREAMS_PER_PEER as usize,
+            peers: Limiter::new(),
+            open: Limiter::new(),
+            refusal_log: SharedThrottle::default(),
         }
+    }
+
+    /// Lets each peer have at most `limit` streams open here at once.
+    pub fn with_peer_limit(mut self, limit: u32) -> Self {
+        self.per_peer = limit as usize;
+        self
+    }
+
+    /// Takes one of `peer`'s stream slots, held for the stream's whole life.
+    pub fn admit_peer(&self, peer: &SiteName) -> Result<Permit<SiteName>, LimitReached> {
+        self.peers.try_acquire(peer.clone(), self.per_peer)
+    }
+
+    /// Streams `peer` has open here now (held slots).
+    pub fn peer_streams(&self, peer: &SiteName) -> usize {
+        self.peers.count(peer)
+    }
+
+    /// Streams open to the app called `app` now (held slots).
+    pub fn app_streams(&self, app: &AppName) -> usize {
+        self.open.count(app)
+    }
+
+    /// Takes one of `app`'s stream slots (its `maxConnections`).
+    pub fn admit_app(&self, app: &ExposedApp) -> Result<Permit<AppName>, LimitReached> {
+        self.open
+            .try_acquire(app.name.clone(), app.connection_limit())
     }
 
     /// Adds an app; fails if one with the same name exists.
@@ -104,9 +155,9 @@ impl Refusal {
 /// allowed, and where to connect.
 ///
 /// Single apps take no target (a target is [`Status::NotAllowed`]). Range apps
-/// need a target whose IP lies in one of the app's address nets and whose port
-/// lies in one of its port ranges; IPv4-mapped IPv6 targets are treated as
-/// IPv4.
+/// need a target whose IP lies in one of the app's address nets (see
+/// `net_admits`: families are never mixed) and whose port lies in one of its
+/// port ranges; IPv4-mapped IPv6 targets are treated as IPv4.
 pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, Refusal> {
     let name = &app.name;
     match (&app.target, target) {
@@ -120,17 +171,9 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
             format!("app '{name}' is a range app and needs a target address"),
         )),
         (ExposedTarget::Range { ports, addresses }, Some(t)) => {
+            // `[::ffff:a.b.c.d]` reaches the IPv4 host a.b.c.d: judge it as one.
             let ip = t.ip().to_canonical();
-            // A net written as IPv4-mapped IPv6 (::ffff:a.b.c.d/n) must still
-            // match the plain IPv4 form of the same address.
-            let mapped = match ip {
-                IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-                IpAddr::V6(_) => None,
-            };
-            let in_nets = addresses
-                .iter()
-                .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)));
-            if !in_nets {
+            if !addresses.iter().any(|net| net_admits(net, ip)) {
                 return Err(Refusal::new(
                     Status::NotAllowed,
                     format!("target '{t}' is outside the address range of app '{name}'"),
@@ -197,14 +240,18 @@ impl ExposedServer {
         } = stream;
         let admitted = async {
             tokio::select! {
-                r = self.admit(&mut send, &mut recv) => r,
+                r = self.admit(&mut send, &mut recv, peer) => r,
                 () = self.cancel.cancelled() => Err(Some(code::SHUTDOWN)),
             }
         }
         .instrument(span.clone())
         .await;
         match admitted {
-            Ok((app, local)) => {
+            Ok(Admitted {
+                app,
+                local,
+                permits,
+            }) => {
                 let ticket = self.streams.open(
                     app,
                     peer.clone(),
@@ -218,6 +265,7 @@ impl ExposedServer {
                     .await;
                 // The tunnel counts the stream as open until this drops.
                 drop(guard);
+                drop(permits);
                 span.in_scope(|| log_outcome(&outcome, ticket.stats()));
             }
             Err(Some(code)) => abandon(send, recv, code),
@@ -233,8 +281,12 @@ impl ExposedServer {
         &self,
         send: &mut SendStream,
         recv: &mut RecvStream,
-    ) -> Result<(AppName, AnyLocal), Option<quinn::VarInt>> {
+        peer: &SiteName,
+    ) -> Result<Admitted, Option<quinn::VarInt>> {
         let counters = &self.counters;
+        // Taken before the preamble, so streams that stall it count too; a
+        // refusal still waits for the request, so the reply can name the app.
+        let peer_slot = self.apps.admit_peer(peer);
         let read = read_preamble::<Request>(recv);
         let request = match tokio::time::timeout(PREAMBLE_TIMEOUT, read).await {
             Ok(Ok(request)) => request,
@@ -272,17 +324,44 @@ impl ExposedServer {
         };
         Span::current().record("app.name", request.app.as_str());
 
-        let admitted = match self.apps.get(&request.app) {
-            None => Err(Refusal::new(
-                Status::NoSuchApp,
-                format!("no app named '{}' is exposed", request.app),
-            )),
-            Some(app) => admit(&app, request.target),
+        let app = self.apps.get(&request.app);
+        let peer_slot = match peer_slot {
+            Ok(slot) => slot,
+            Err(LimitReached { limit }) => {
+                let reason = format!(
+                    "site '{peer}' already has {limit} streams open here (tunnel.maxStreamsPerPeer)"
+                );
+                let known = app.map(|a| a.name);
+                self.limited(send, recv, peer, known, reason).await;
+                return Err(None);
+            }
         };
-        let socket = match admitted {
+        let Some(app) = app else {
+            let reason = format!("no app named '{}' is exposed", request.app);
+            refuse(
+                send,
+                recv,
+                counters,
+                Refusal::new(Status::NoSuchApp, reason),
+            )
+            .await;
+            return Err(None);
+        };
+        let socket = match admit(&app, request.target) {
             Ok(socket) => socket,
             Err(refusal) => {
                 refuse(send, recv, counters, refusal).await;
+                return Err(None);
+            }
+        };
+        let app_slot = match self.apps.admit_app(&app) {
+            Ok(slot) => slot,
+            Err(LimitReached { limit }) => {
+                let reason = format!(
+                    "app '{}' already has {limit} streams open (maxConnections)",
+                    app.name
+                );
+                self.limited(send, recv, peer, Some(app.name), reason).await;
                 return Err(None);
             }
         };
@@ -303,8 +382,43 @@ impl ExposedServer {
         }
         Counters::bump(&counters.streams_opened);
         debug!(app.socket = %socket, "stream admitted");
-        Ok((request.app, local))
+        Ok(Admitted {
+            app: request.app,
+            local,
+            permits: (peer_slot, app_slot),
+        })
     }
+
+    /// Refuses with the `limit reached` status: counted site-wide (refused
+    /// and limited) and, when `app` exists, per app; logged throttled.
+    async fn limited(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        peer: &SiteName,
+        app: Option<AppName>,
+        reason: String,
+    ) {
+        Counters::bump(&self.counters.streams_refused);
+        Counters::bump(&self.counters.streams_limited);
+        if let Some(app) = app {
+            self.streams
+                .limited(app, peer.clone(), StreamDirection::Inbound);
+        }
+        if let Some(held_back) = self.apps.refusal_log.allow(std::time::Instant::now()) {
+            info!(reason = %reason, held_back, "stream refused: limit reached");
+        }
+        let response = Response::new(Status::LimitReached, reason);
+        reply_and_close(send, recv, &response, code::REFUSED).await;
+    }
+}
+
+/// A stream that passed admission: its app, the connected app socket, and
+/// the peer's and the app's limit slots, held until the pipe ends.
+struct Admitted {
+    app: AppName,
+    local: AnyLocal,
+    permits: (Permit<SiteName>, Permit<AppName>),
 }
 
 impl StreamServer for ExposedServer {
@@ -316,6 +430,28 @@ impl StreamServer for ExposedServer {
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let this = self.clone();
         Box::pin(async move { this.serve_stream(stream, &peer, origin).await })
+    }
+}
+
+/// `::ffff:0:0/96`, where IPv6 writes IPv4 addresses (RFC 4291 section 2.5.5.2).
+const IPV4_MAPPED: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+
+/// Whether `net` admits the canonical target address `ip`.
+///
+/// Like the original, IPv4 targets match IPv4 nets and IPv6 targets IPv6 nets:
+/// an IPv6 net such as `::/0` or `::/64` covers the mapped forms of every IPv4
+/// address, and must not open the IPv4 side (loopback included) to an operator
+/// who only meant IPv6. The one way to name IPv4 targets with an IPv6 net is a
+/// net inside `::ffff:0:0/96` (e.g. `::ffff:10.0.0.0/104`): it admits the IPv4
+/// addresses whose mapped forms it contains.
+fn net_admits(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(net), IpAddr::V4(ip)) => net.contains(&ip),
+        (IpNet::V6(net), IpAddr::V6(ip)) => net.contains(&ip),
+        (IpNet::V6(net), IpAddr::V4(ip)) => {
+            IPV4_MAPPED.contains(net) && net.contains(&ip.to_ipv6_mapped())
+        }
+        (IpNet::V4(_), IpAddr::V6(_)) => false,
     }
 }
 
@@ -393,9 +529,10 @@ fn abandon(mut send: SendStream, mut recv: RecvStream, code: quinn::VarInt) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::config::PortRange;
-    use ipnet::IpNet;
 
     fn name(s: &str) -> AppName {
         AppName::new(s).unwrap()
@@ -405,6 +542,7 @@ mod tests {
         ExposedApp {
             name: name(n),
             target: ExposedTarget::Single(socket.parse().unwrap()),
+            max_connections: None,
         }
     }
 
@@ -418,6 +556,7 @@ mod tests {
                     .collect(),
                 addresses: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
             },
+            max_connections: None,
         }
     }
 
@@ -427,6 +566,31 @@ mod tests {
 
     fn refused(r: Result<AppSocket, Refusal>) -> Refusal {
         r.expect_err("should be refused")
+    }
+
+    #[test]
+    fn streams_are_limited_per_peer_over_all_apps_and_per_app_over_all_peers() {
+        let mut small = single("small", "tcp:127.0.0.1:1");
+        small.max_connections = Some(1);
+        let big = single("big", "tcp:127.0.0.1:2");
+        let apps = ExposedApps::new(vec![small.clone(), big.clone()]).with_peer_limit(2);
+        let (a, b) = (SiteName::new("a").unwrap(), SiteName::new("b").unwrap());
+
+        let a1 = apps.admit_peer(&a).expect("a's first");
+        let _a2 = apps.admit_peer(&a).expect("a's second");
+        assert_eq!(apps.admit_peer(&a).unwrap_err().limit, 2);
+        // Another peer has its own budget.
+        let _b1 = apps.admit_peer(&b).expect("b's first");
+        assert_eq!(apps.peer_streams(&a), 2);
+
+        let s1 = apps.admit_app(&small).expect("small's only slot");
+        assert_eq!(apps.admit_app(&small).unwrap_err().limit, 1);
+        let _g = apps.admit_app(&big).expect("big has the default");
+        assert_eq!(apps.app_streams(&small.name), 1);
+
+        drop((a1, s1));
+        assert!(apps.admit_peer(&a).is_ok());
+        assert!(apps.admit_app(&small).is_ok());
     }
 
     #[test]
@@ -529,6 +693,48 @@ mod tests {
         assert!(admit(&app, t("[2001:db8::1]:1")).is_err());
     }
 
+    /// Regression: `::/0` admitted `127.0.0.1` (and every other IPv4 target)
+    /// through its mapped form `::ffff:127.0.0.1`, so an app meant for IPv6
+    /// hosts opened this site's IPv4 loopback services to every peer.
+    #[test]
+    fn ipv6_nets_do_not_admit_ipv4_targets() {
+        for (net, v6) in [
+            ("::/0", "[2001:db8::1]:22"),
+            ("::/64", "[::1]:22"),
+            ("::/80", "[::1]:22"),
+            ("::ffff:0:0/95", "[::fffe:0:1]:22"),
+        ] {
+            let app = range(&[net], &[(1, 65535)]);
+            for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22", "10.0.0.1:80"] {
+                let r = refused(admit(&app, t(target)));
+                assert_eq!(r.status, Status::NotAllowed, "{net} {target}");
+                assert!(r.reason.contains("address range"), "{}", r.reason);
+            }
+            assert!(admit(&app, t(v6)).is_ok(), "{net} {v6}");
+        }
+    }
+
+    #[test]
+    fn the_ipv4_mapped_net_opts_in_ipv4_targets() {
+        let app = range(&["::ffff:0:0/96"], &[(22, 22)]);
+        for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22"] {
+            assert_eq!(
+                admit(&app, t(target)),
+                Ok(AppSocket::Tcp("127.0.0.1:22".parse().unwrap())),
+                "{target}"
+            );
+        }
+        assert!(admit(&app, t("[2001:db8::1]:22")).is_err());
+    }
+
+    #[test]
+    fn ipv4_nets_do_not_admit_ipv6_targets() {
+        let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
+        for target in ["[::1]:22", "[::7f00:1]:22", "[64:ff9b::7f00:1]:22"] {
+            assert!(admit(&app, t(target)).is_err(), "{target}");
+        }
+    }
+
     #[test]
     fn registry_refuses_duplicate_names_and_forgets_removed_apps() {
         let apps = ExposedApps::new(vec![single("b", "tcp:127.0.0.1:2")]);
@@ -546,5 +752,101 @@ mod tests {
         assert_eq!(apps.get(&name("a")), None);
         assert_eq!(apps.remove(&name("a")), None);
         assert_eq!(apps.names(), vec![name("b")]);
+    }
+
+    fn any_net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, p)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), p).unwrap().trunc())),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, p)| IpNet::V6(Ipv6Net::new(a.into(), p).unwrap().trunc())),
+            // Nets inside ::ffff:0:0/96, which do opt in IPv4 targets.
+            (any::<u32>(), 96u8..=128).prop_map(|(a, p)| IpNet::V6(
+                Ipv6Net::new(std::net::Ipv4Addr::from(a).to_ipv6_mapped(), p)
+                    .unwrap()
+                    .trunc()
+            )),
+        ]
+    }
+
+    fn range_of(nets: Vec<IpNet>) -> ExposedApp {
+        ExposedApp {
+            name: name("lan"),
+            target: ExposedTarget::Range {
+                ports: vec![PortRange {
+                    start: 1,
+                    end: 65535,
+                }],
+                addresses: nets,
+            },
+            max_connections: None,
+        }
+    }
+
+    proptest! {
+        /// No IPv6 net outside `::ffff:0:0/96` admits an IPv4 target, whether
+        /// the target is written plain or IPv4-mapped.
+        #[test]
+        fn ipv6_nets_outside_the_mapped_range_never_admit_ipv4(
+            bits in any::<u128>(),
+            prefix in 0u8..=128,
+            v4 in any::<u32>(),
+            port in 1u16..,
+        ) {
+            let net = Ipv6Net::new(bits.into(), prefix).unwrap().trunc();
+            prop_assume!(!IPV4_MAPPED.contains(&net));
+            let app = range_of(vec![IpNet::V6(net)]);
+            let v4 = std::net::Ipv4Addr::from(v4);
+            prop_assert!(admit(&app, Some(SocketAddr::new(v4.into(), port))).is_err());
+            let mapped = SocketAddr::new(v4.to_ipv6_mapped().into(), port);
+            prop_assert!(admit(&app, Some(mapped)).is_err());
+        }
+
+        /// A plain IPv4 target and its mapped form get the same answer, and an
+        /// admitted one always connects to the plain IPv4 address.
+        #[test]
+        fn plain_and_mapped_ipv4_targets_are_judged_alike(
+            nets in proptest::collection::vec(any_net(), 1..4),
+            v4 in any::<u32>(),
+            port in 1u16..,
+        ) {
+            let app = range_of(nets);
+            let v4 = std::net::Ipv4Addr::from(v4);
+            let plain = admit(&app, Some(SocketAddr::new(v4.into(), port)));
+            let mapped = admit(&app, Some(SocketAddr::new(v4.to_ipv6_mapped().into(), port)));
+            prop_assert_eq!(plain.is_ok(), mapped.is_ok());
+            prop_assert_eq!(plain.as_ref().err().map(|r| r.status), mapped.as_ref().err().map(|r| r.status));
+            if let Ok(socket) = plain {
+                prop_assert_eq!(mapped, Ok(socket.clone()));
+                prop_assert_eq!(socket, AppSocket::Tcp(SocketAddr::new(v4.into(), port)));
+            }
+        }
+
+        /// An admitted target lies in a net of its own family (or, for IPv4,
+        /// in a net inside `::ffff:0:0/96` that contains its mapped form).
+        #[test]
+        fn admitted_targets_lie_in_a_net_of_their_family(
+            nets in proptest::collection::vec(any_net(), 1..4),
+            target in prop_oneof![
+                any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+                any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+            ],
+            port in 1u16..,
+        ) {
+            let app = range_of(nets.clone());
+            if let Ok(AppSocket::Tcp(addr)) = admit(&app, Some(SocketAddr::new(target, port))) {
+                let ok = nets.iter().any(|n| match (n, addr.ip()) {
+                    (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
+                    (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+                    (IpNet::V6(n), IpAddr::V4(a)) => {
+                        n.prefix_len() >= 96
+                            && IPV4_MAPPED.contains(&n.network())
+                            && n.contains(&a.to_ipv6_mapped())
+                    }
+                    (IpNet::V4(_), IpAddr::V6(_)) => false,
+                });
+                prop_assert!(ok, "{} admitted by {:?}", addr, nets);
+            }
+        }
     }
 }

@@ -24,13 +24,12 @@ use super::{
     AppError, OpenError, PREAMBLE_TIMEOUT, ReadPreambleError, StreamOpener, TunnelStream, code,
     exposed::log_outcome, read_preamble,
 };
+use crate::accept::{self, AcceptBackoff};
 use crate::config::{AppSocket, RemoteApp};
 use crate::counters::Counters;
+use crate::limit::{LimitReached, Limiter, Permit};
+use crate::throttle::SharedThrottle;
 use crate::view::StreamDirection;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
-/// does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// A bound local socket serving one remote app.
 ///
@@ -51,8 +50,10 @@ pub struct RemoteListener {
 impl RemoteListener {
     /// Binds `app.local_socket` now and spawns the accept loop on `tracker`.
     ///
-    /// Client connections are served on `tracker` too and are torn down when
-    /// `cancel` fires. Must be called inside a tokio runtime.
+    /// At most `app.max_connections` clients are served at once; one more is
+    /// reset as soon as it is accepted. Client connections are served on
+    /// `tracker` too and are torn down when `cancel` fires. Must be called
+    /// inside a tokio runtime.
     pub fn open<O: StreamOpener>(
         app: RemoteApp,
         opener: Arc<O>,
@@ -98,11 +99,14 @@ impl RemoteListener {
             local.socket = %local_addr,
         );
         let client = Arc::new(Client {
+            limit: app.connection_limit(),
             app: app.clone(),
             opener,
             counters,
             streams,
             cancel,
+            open: Limiter::new(),
+            refusal_log: SharedThrottle::default(),
         });
         tracker.spawn(
             accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
@@ -231,6 +235,12 @@ struct Client<O> {
     streams: Arc<StreamRegistry>,
     /// The listener owner's token: fires on shutdown, not on close.
     cancel: CancellationToken,
+    /// Clients served now, at most `limit`.
+    open: Limiter<()>,
+    /// `maxConnections`.
+    limit: usize,
+    /// Refusals over a limit come in bursts: their log lines are throttled.
+    refusal_log: SharedThrottle,
 }
 
 async fn accept_loop<O: StreamOpener>(
@@ -239,6 +249,7 @@ async fn accept_loop<O: StreamOpener>(
     accept_cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut backoff = AcceptBackoff::new();
     loop {
         let accepted = tokio::select! {
             () = accept_cancel.cancelled() => break,
@@ -246,6 +257,16 @@ async fn accept_loop<O: StreamOpener>(
         };
         match accepted {
             Ok((local, client_addr)) => {
+                accept::on_success(&mut backoff, "remote app");
+                let slot = match client.open.try_acquire((), client.limit) {
+                    Ok(slot) => slot,
+                    Err(LimitReached { limit }) => {
+                        // Reset at once: the client sees a refusal, not a hang.
+                        local.abort();
+                        client.limited(&client_addr, &format!("maxConnections ({limit}) reached"));
+                        continue;
+                    }
+                };
                 let span = tracing::info_span!(
                     "stream",
                     peer.site = %client.app.site,
@@ -254,18 +275,34 @@ async fn accept_loop<O: StreamOpener>(
                     channel.id = tracing::field::Empty,
                 );
                 let addr = client_addr.to_string();
-                tracker.spawn(serve_client(local, addr, client.clone()).instrument(span));
+                tracker.spawn(serve_client(local, addr, client.clone(), slot).instrument(span));
             }
             Err(e) => {
-                warn!(error = %e, "cannot accept a client connection");
+                let pause = accept::on_error(&mut backoff, &client.counters, "remote app", &e);
                 tokio::select! {
                     () = accept_cancel.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }
     }
     debug!("remote app listener closed");
+}
+
+impl<O> Client<O> {
+    /// Counts and logs (throttled) a client turned away over a limit: this
+    /// listener's or the far site's.
+    fn limited(&self, client_addr: &str, why: &str) {
+        Counters::bump(&self.counters.connections_limited);
+        self.streams.limited(
+            self.app.app.clone(),
+            self.app.site.clone(),
+            StreamDirection::Outbound,
+        );
+        if let Some(held_back) = self.refusal_log.allow(std::time::Instant::now()) {
+            info!(client.addr = %client_addr, reason = why, held_back, "client refused: limit reached");
+        }
+    }
 }
 
 /// Why a client could not be connected to the app.
@@ -277,13 +314,20 @@ enum HandshakeError {
     Write(#[from] quinn::WriteError),
     #[error("bad reply: {0}")]
     Reply(#[from] ReadPreambleError),
-    #[error("refused by peer ({status}): {reason}")]
+    /// `reason` is the far site's free text: escaped, so it cannot forge a log line.
+    #[error("refused by peer ({status}): {}", .reason.escape_debug())]
     Refused { status: Status, reason: String },
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
 }
 
-async fn serve_client<O: StreamOpener>(local: AnyLocal, addr: String, client: Arc<Client<O>>) {
+/// Serves one accepted client while it holds `_slot` of the listener's limit.
+async fn serve_client<O: StreamOpener>(
+    local: AnyLocal,
+    addr: String,
+    client: Arc<Client<O>>,
+    _slot: Permit<()>,
+) {
     let handshake = tokio::select! {
         r = handshake(&client) => r,
         () = client.cancel.cancelled() => {
@@ -299,6 +343,17 @@ async fn serve_client<O: StreamOpener>(local: AnyLocal, addr: String, client: Ar
                     Counters::bump(&client.counters.bad_preambles);
                     warn!(error = %e, "cannot connect client to remote app");
                 }
+                HandshakeError::Refused {
+                    status: Status::LimitReached,
+                    reason,
+                } => client.limited(
+                    &addr,
+                    &format!(
+                        "refused by site '{}': {}",
+                        client.app.site,
+                        reason.escape_debug()
+                    ),
+                ),
                 _ => info!(error = %e, "cannot connect client to remote app"),
             }
             // Reset rather than close so the client notices at once.
@@ -376,6 +431,20 @@ mod tests {
     use crate::config::{AppName, SiteName};
     use tokio::io::AsyncReadExt;
 
+    /// Regression: the far site's refusal text went into the log line as is,
+    /// so a line feed in it could forge a log line.
+    #[test]
+    fn a_refusal_reason_cannot_add_a_log_line() {
+        let e = HandshakeError::Refused {
+            status: Status::NotAllowed,
+            reason: "no\n2025-01-01T00:00:00Z  INFO forged line\u{1b}[2J\u{202e}".into(),
+        };
+        let text = e.to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        assert!(text.contains("no\\n2025"), "{text:?}");
+    }
+
     /// An opener with no connected sites.
     struct Nowhere;
 
@@ -391,6 +460,7 @@ mod tests {
             app: AppName::new("web").unwrap(),
             local_socket: local,
             app_socket: None,
+            max_connections: None,
         }
     }
 

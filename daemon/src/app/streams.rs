@@ -23,6 +23,7 @@ struct Totals {
     total: u64,
     bytes_sent: u64,
     bytes_received: u64,
+    limited: u64,
 }
 
 #[derive(Debug)]
@@ -122,6 +123,17 @@ impl StreamRegistry {
         }
     }
 
+    /// Counts a stream of `app` with `peer` refused because a limit was
+    /// reached. Callers pass only apps that exist here (a configured remote
+    /// app, an exposed app), so peer-chosen names cannot grow the totals.
+    pub fn limited(&self, app: AppName, peer: SiteName, direction: StreamDirection) {
+        self.lock()
+            .totals
+            .entry((app, peer, direction))
+            .or_default()
+            .limited += 1;
+    }
+
     /// Open streams, oldest first.
     pub fn snapshot(&self) -> Vec<StreamInfo> {
         let mut v: Vec<_> = self.lock().live.values().map(|e| e.info()).collect();
@@ -159,6 +171,7 @@ impl StreamRegistry {
                 total_streams: t.total,
                 bytes_sent: t.bytes_sent,
                 bytes_received: t.bytes_received,
+                limited_streams: t.limited,
             })
             .collect();
         v.sort_by(|a, b| (&a.app, &a.peer).cmp(&(&b.app, &b.peer)));
@@ -244,5 +257,24 @@ mod tests {
             Event::StreamClosed { stream } => assert_eq!(stream.bytes_received, 7),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn refusals_over_a_limit_are_counted_per_app_peer_and_direction() {
+        let reg = Arc::new(StreamRegistry::new(Arc::new(EventBus::default())));
+        let (app, peer) = (AppName::new("web").unwrap(), SiteName::new("b").unwrap());
+        reg.limited(app.clone(), peer.clone(), StreamDirection::Inbound);
+        reg.limited(app.clone(), peer.clone(), StreamDirection::Inbound);
+        reg.limited(app.clone(), peer.clone(), StreamDirection::Outbound);
+        let stats = reg.app_stats();
+        let of = |d| {
+            stats
+                .iter()
+                .find(|s| s.direction == d)
+                .map(|s| (s.limited_streams, s.total_streams, s.open_streams))
+        };
+        assert_eq!(of(StreamDirection::Inbound), Some((2, 0, 0)));
+        assert_eq!(of(StreamDirection::Outbound), Some((1, 0, 0)));
+        assert!(reg.is_empty());
     }
 }

@@ -185,6 +185,7 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("appSocket", Shape::Leaf),
     ("portRange", Shape::Leaf),
     ("addressRange", Shape::Leaf),
+    ("maxConnections", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[
@@ -192,6 +193,7 @@ const REMOTE_APP: &[(&str, Shape)] = &[
     ("appName", Shape::Leaf),
     ("localSocket", Shape::Leaf),
     ("appSocket", Shape::Leaf),
+    ("maxConnections", Shape::Leaf),
 ];
 
 const MQTT: &[(&str, Shape)] = &[
@@ -224,6 +226,7 @@ const TOP: &[(&str, Shape)] = &[
         Shape::Map(&[
             ("localSockets", Shape::List(&Shape::Map(LOCAL_SOCKET))),
             ("congestionControl", Shape::Leaf),
+            ("maxStreamsPerPeer", Shape::Leaf),
         ]),
     ),
     ("localExposedApps", Shape::List(&Shape::Map(EXPOSED_APP))),
@@ -310,7 +313,7 @@ mod tests {
     use super::*;
     use crate::config::{AppSocket, ExposedTarget, PortRange, SocketMode};
 
-    const BASE: &str = "siteName: site01\ncrypto:\n  key: \"unit-test-key-1\"\nmessageChannel:\n  mqtt:\n    brokerServer: mqtt://192.0.2.1:1883\n";
+    const BASE: &str = "siteName: site01\ncrypto:\n  key: \"unit-test-key-16\"\nmessageChannel:\n  mqtt:\n    brokerServer: mqtt://192.0.2.1:1883\n";
 
     fn ok(text: &str) -> Config {
         load_str(text).unwrap_or_else(|e| panic!("{e}"))
@@ -334,7 +337,7 @@ mod tests {
     #[test]
     fn keys_match_in_any_case_like_the_original() {
         let c = ok(
-            "SITENAME: s1\nCrypto:\n  Key: \"unit-test-key-1\"\nmessagechannel:\n  MQTT:\n    brokerserver: mqtt://h\ntunnel:\n  localsockets:\n  - Mode: dedicated-address\n    PublicAddress: 192.0.2.1\n    LISTENPORT: 4000\nlocalExposedApps:\n- appname: docker\n  appsocket: unix:/var/run/docker.sock\n",
+            "SITENAME: s1\nCrypto:\n  Key: \"unit-test-key-16\"\nmessagechannel:\n  MQTT:\n    brokerserver: mqtt://h\ntunnel:\n  localsockets:\n  - Mode: dedicated-address\n    PublicAddress: 192.0.2.1\n    LISTENPORT: 4000\nlocalExposedApps:\n- appname: docker\n  appsocket: unix:/var/run/docker.sock\n",
         );
         assert_eq!(c.site_name.as_str(), "s1");
         assert_eq!(c.tunnel.local_sockets[0].mode, SocketMode::DedicatedAddress);
@@ -426,7 +429,7 @@ mod tests {
     #[test]
     fn type_errors_name_the_field_and_do_not_hide_other_errors() {
         let e = invalid(
-            "siteName: site01\ncrypto:\n  key: \"unit-test-key-1\"\nlogger: [1]\ntunnel:\n  localSockets:\n  - mode: dedicated-address\n    httpDetector: https://ip.example.com\nremoteApps:\n- siteName: s2\n",
+            "siteName: site01\ncrypto:\n  key: \"unit-test-key-16\"\nlogger: [1]\ntunnel:\n  localSockets:\n  - mode: dedicated-address\n    httpDetector: https://ip.example.com\nremoteApps:\n- siteName: s2\n",
         );
         assert_eq!(
             e,
@@ -443,8 +446,8 @@ mod tests {
     #[test]
     fn a_wrongly_typed_secret_is_not_echoed() {
         let e = invalid(&BASE.replace(
-            "crypto:\n  key: \"unit-test-key-1\"",
-            "crypto: unit-test-key-1",
+            "crypto:\n  key: \"unit-test-key-16\"",
+            "crypto: unit-test-key-16",
         ));
         assert_eq!(
             e,

@@ -260,6 +260,8 @@ pub struct Tunnel {
     pub local_sockets: Option<Vec<LocalSocket>>,
     /// `cubic|bbr`.
     pub congestion_control: Option<Scalar>,
+    /// Streams one peer may have open at once (new in this implementation).
+    pub max_streams_per_peer: Option<Scalar>,
 }
 
 /// One `tunnel.localSockets[]` entry.
@@ -307,6 +309,8 @@ pub struct ExposedApp {
     /// IPs or CIDRs (range mode).
     #[serde(deserialize_with = "scalar_list")]
     pub address_range: Option<Vec<Scalar>>,
+    /// Streams open to the app at once (new in this implementation).
+    pub max_connections: Option<Scalar>,
 }
 
 /// One `remoteApps[]` entry; also what the control API builds from a live
@@ -322,6 +326,8 @@ pub struct RemoteApp {
     pub local_socket: Option<Scalar>,
     /// For range apps, the target on the remote side: `tcp:IP:PORT`.
     pub app_socket: Option<Scalar>,
+    /// Clients the local listener serves at once (new in this implementation).
+    pub max_connections: Option<Scalar>,
 }
 
 /// `control`.

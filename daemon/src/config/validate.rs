@@ -24,9 +24,10 @@ use super::raw::{self, Scalar};
 use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
-    LogLevel, LoggerConfig, MetricsConfig, MqttConfig, PortRange, PublicAddress, RemoteApp, Secret,
-    SiteName, SocketMode, TunnelConfig,
+    LogLevel, LoggerConfig, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig, PortRange, PublicAddress,
+    RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
 };
+use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
 /// Validates a whole config, collecting every error.
 ///
@@ -131,6 +132,21 @@ fn parse_port(s: &str) -> Result<u16, String> {
         Ok(_) => Err(format!("port '{s}' is out of range 1..=65535")),
         Err(_) => Err(format!("'{s}' is not a port number")),
     }
+}
+
+/// A concurrency limit (`maxConnections`, `tunnel.maxStreamsPerPeer`):
+/// a whole number 1..=[`MAX_LIMIT`].
+fn parse_limit(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if (1..=i64::from(MAX_LIMIT)).contains(&n) => Ok(n as u32),
+        Ok(_) => Err(format!("'{s}' is out of range 1..={MAX_LIMIT}")),
+        Err(_) => Err(format!("'{s}' is not a whole number (1..={MAX_LIMIT})")),
+    }
+}
+
+/// An optional limit at `path`, or an error there.
+fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
+    given(raw).and_then(|s| parse_limit(s).map_err(|e| r.err(path, e)).ok())
 }
 
 /// Checks a TCP target that will be dialled: port 0 cannot be dialled.
@@ -262,7 +278,39 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
     let crypto = crypto(raw.crypto.as_ref(), r);
     let logger = logger(raw.logger.as_ref(), r);
     let message_channel = message_channel(raw.message_channel.as_ref(), r);
+    if let (Some(c), Some(m)) = (&crypto, &message_channel)
+        && m.topic.is_none()
+        && let Some(why) = guessable_key(&c.key)
+    {
+        r.warn(
+            "crypto.key",
+            format_args!(
+                "{why}, and messageChannel.mqtt.topic is empty, so the topic is derived from \
+                 the key: anyone who can see the broker's topics can test guesses of the key \
+                 offline; use a key of at least {STRONG_KEY_LEN} random characters (e.g. \
+                 'openssl rand -base64 24'), and on a public broker set \
+                 messageChannel.mqtt.topic to a random value"
+            ),
+        );
+    }
     let tunnel = tunnel(raw.tunnel.as_ref(), r);
+    if let (Some(t), Some(m)) = (&tunnel, &message_channel)
+        && !m.is_host_local()
+    {
+        for (i, s) in t.local_sockets.iter().enumerate() {
+            if let PublicAddress::Fixed(ip) = s.public_address
+                && ip.to_canonical().is_loopback()
+            {
+                r.warn(
+                    &format!("tunnel.localSockets[{i}].publicAddress"),
+                    format_args!(
+                        "'{ip}' is a loopback address but the broker is not on this host \
+                         (messageChannel.mqtt), so other sites will not dial it"
+                    ),
+                );
+            }
+        }
+    }
 
     let mut exposed_apps = Vec::new();
     let mut names: HashMap<AppName, usize> = HashMap::new();
@@ -398,6 +446,30 @@ fn crypto(raw: Option<&raw::Crypto>, r: &mut Report) -> Option<CryptoConfig> {
             None
         }
     }
+}
+
+/// Keys shorter than this are worth a warning when the topic is derived
+/// from them: 16 random characters from a keyboard give about 100 bits.
+const STRONG_KEY_LEN: usize = 16;
+/// Fewer distinct characters than this (e.g. `aaaaaaaaaaaaaaaa`) make a
+/// long key as easy to guess as a short one.
+const STRONG_KEY_DISTINCT: usize = 8;
+
+/// Why `key` is easy to guess, if it is: too short, or too few distinct
+/// characters. A cheap, deliberately simple test (a dictionary phrase of 16
+/// characters passes it); the text never contains the key.
+fn guessable_key(key: &CryptoKey) -> Option<String> {
+    let bytes = key.expose();
+    if bytes.len() < STRONG_KEY_LEN {
+        return Some(format!("is only {} bytes long", bytes.len()));
+    }
+    let mut distinct = bytes.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < STRONG_KEY_DISTINCT {
+        return Some(format!("has only {} distinct characters", distinct.len()));
+    }
+    None
 }
 
 fn logger(raw: Option<&raw::Logger>, r: &mut Report) -> Option<LoggerConfig> {
@@ -576,14 +648,25 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
             }
         },
     };
+    let max_streams_per_peer = limit(
+        raw.map_or(&None, |t| &t.max_streams_per_peer),
+        "tunnel.maxStreamsPerPeer".into(),
+        r,
+    )
+    .unwrap_or(DEFAULT_STREAMS_PER_PEER);
     let mut local_sockets: Vec<LocalSocket> = Vec::new();
     let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
-    for (i, s) in raw
-        .and_then(|t| t.local_sockets.as_ref())
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    let raw_sockets = raw.and_then(|t| t.local_sockets.as_ref());
+    if let Some(n) = raw_sockets.map(Vec::len).filter(|&n| n > MAX_LOCAL_SOCKETS) {
+        r.err(
+            "tunnel.localSockets",
+            format!(
+                "has {n} entries, at most {MAX_LOCAL_SOCKETS} are allowed \
+                 (other sites dial no more sockets of one peer)"
+            ),
+        );
+    }
+    for (i, s) in raw_sockets.into_iter().flatten().enumerate() {
         let path = format!("tunnel.localSockets[{i}]");
         let Some(socket) = local_socket(s, &path, r) else {
             continue;
@@ -607,6 +690,7 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
     Some(TunnelConfig {
         local_sockets,
         congestion_control,
+        max_streams_per_peer,
     })
 }
 
@@ -675,6 +759,13 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
                     None
                 }
                 Ok(ip) => {
+                    if let Some(what) = never_a_peer(ip) {
+                        r.err(
+                            at("publicAddress"),
+                            format!("'{s}' is {what}, which other sites refuse to dial"),
+                        );
+                        return None;
+                    }
                     if detector_url.is_some() {
                         r.warn(
                             &at("httpDetector"),
@@ -796,6 +887,20 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
     })
 }
 
+/// What kind of address `ip` is, when other sites never dial it as a peer
+/// (they drop such announced sockets, see `message::announce::peer_address`).
+/// Loopback is fine here: sites sharing a host-local broker dial it.
+fn never_a_peer(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        ip if ip.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("a 'this network' address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        _ => None,
+    }
+}
+
 /// `http://…` or `https://…` with a host.
 fn check_http_url(url: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
@@ -894,6 +999,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
             Some(ExposedTarget::Range { ports, addresses })
         }
     };
+    let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
 
     if r.errors.len() > start {
         return None;
@@ -901,6 +1007,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
     Some(ExposedApp {
         name: name?,
         target: target?,
+        max_connections,
     })
 }
 
@@ -947,6 +1054,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
             }
         }
     });
+    let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
 
     if r.errors.len() > start {
         return None;
@@ -956,6 +1064,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         app: app?,
         local_socket: local_socket?,
         app_socket,
+        max_connections,
     })
 }
 
@@ -964,7 +1073,7 @@ mod tests {
     use super::*;
     use crate::config::load_str;
 
-    const KEY: &str = "unit-test-key-1";
+    const KEY: &str = "unit-test-key-16";
 
     /// A valid site plus `extra` (top-level YAML appended).
     fn yaml(extra: &str) -> String {
@@ -1078,6 +1187,50 @@ mod tests {
 
         let raw: raw::Config = serde_yaml::from_str(&yaml("")).expect("raw parse");
         assert!(!format!("{raw:?}").contains(KEY));
+    }
+
+    /// Regression: nothing said that a short key with an empty topic hands
+    /// everyone on the broker a topic to test key guesses against.
+    #[test]
+    fn a_guessable_key_with_a_derived_topic_is_warned_about() {
+        let with = |key: &str, topic: &str| {
+            let text = yaml("").replace(KEY, key);
+            let text = if topic.is_empty() {
+                text
+            } else {
+                text.replace(
+                    "brokerServer: mqtt://192.0.2.1:1883",
+                    &format!("brokerServer: mqtt://192.0.2.1:1883\n    topic: {topic}"),
+                )
+            };
+            load_str(&text).unwrap_or_else(|e| panic!("{e}")).warnings
+        };
+        for (key, why) in [
+            ("short-key-12", "is only 12 bytes long"),
+            ("your-own-key", "is only 12 bytes long"),
+            ("aaaaaaaaaaaaaaaaaaaa", "has only 1 distinct characters"),
+            ("abcabcabcabcabcabcab", "has only 3 distinct characters"),
+        ] {
+            let w = with(key, "");
+            assert_eq!(w.len(), 1, "{key}: {w:?}");
+            assert!(
+                w[0].starts_with(&format!(
+                    "crypto.key: {why}, and messageChannel.mqtt.topic is empty, so the topic is derived from the key"
+                )),
+                "{w:?}"
+            );
+            assert!(w[0].contains("set messageChannel.mqtt.topic to a random value"));
+            assert!(!w[0].contains(key), "{w:?}");
+            // A topic of its own: the key is still the secret, but nothing is derived from it.
+            assert_eq!(
+                with(key, "example.org/net-7f3a9c"),
+                Vec::<String>::new(),
+                "{key}"
+            );
+        }
+        for strong in ["Xk3p9LqZ2vR8wN5t", "change-me-to-a-long-random-key"] {
+            assert_eq!(with(strong, ""), Vec::<String>::new(), "{strong}");
+        }
     }
 
     #[test]
@@ -1488,6 +1641,62 @@ mod tests {
     }
 
     #[test]
+    fn public_addresses_other_sites_refuse_are_errors() {
+        for (addr, what) in [
+            ("224.0.0.1", "a multicast address"),
+            ("ff02::1", "a multicast address"),
+            ("255.255.255.255", "the broadcast address"),
+            ("0.1.2.3", "a 'this network' address"),
+            ("169.254.1.1", "a link-local address"),
+            ("fe80::1", "a link-local address"),
+        ] {
+            assert_eq!(
+                socket_errs(&format!(
+                    "mode: dedicated-address\npublicAddress: \"{addr}\"\npublicPort: 4000"
+                )),
+                [format!(
+                    "tunnel.localSockets[0].publicAddress: '{addr}' is {what}, which other sites refuse to dial"
+                )]
+            );
+        }
+        // Loopback stays usable: sites sharing a host-local broker dial it.
+        socket("mode: dedicated-address\npublicAddress: 127.0.0.1\npublicPort: 4000");
+    }
+
+    #[test]
+    fn a_loopback_public_address_with_a_remote_broker_is_warned_about() {
+        let loopback = "tunnel:\n  localSockets:\n  - mode: dedicated-address\n    publicAddress: 127.0.0.1\n    publicPort: 4000\n";
+        assert_eq!(
+            ok(loopback).warnings,
+            [
+                "tunnel.localSockets[0].publicAddress: '127.0.0.1' is a loopback address but the broker is not on this host (messageChannel.mqtt), so other sites will not dial it"
+            ]
+        );
+        let local_broker = yaml(loopback).replace("mqtt://192.0.2.1:1883", "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            load_str(&local_broker).unwrap().warnings,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn at_most_16_local_sockets() {
+        let list = |n: u16| -> String {
+            (0..n)
+                .map(|i| format!("  - mode: dedicated-address\n    listenAddress: 192.0.2.1\n    listenPort: {}\n", 4000 + i))
+                .collect()
+        };
+        let c = ok(&format!("tunnel:\n  localSockets:\n{}", list(16)));
+        assert_eq!(c.tunnel.local_sockets.len(), 16);
+        assert_eq!(
+            errs(&format!("tunnel:\n  localSockets:\n{}", list(17))),
+            [
+                "tunnel.localSockets: has 17 entries, at most 16 are allowed (other sites dial no more sockets of one peer)"
+            ]
+        );
+    }
+
+    #[test]
     fn congestion_control_defaults_to_bbr() {
         assert_eq!(ok("").tunnel.congestion_control, CongestionControl::Bbr);
         assert_eq!(
@@ -1524,6 +1733,7 @@ mod tests {
             app_socket: socket.map(Scalar::from),
             port_range: list(ports),
             address_range: list(addrs),
+            ..Default::default()
         }
     }
 
@@ -1568,6 +1778,69 @@ mod tests {
             messages(exposed_app(&exposed(Some("many"), None, &[], &[]), "x").expect_err("mode")),
             ["x.mode: 'many' is not a mode, expected 'single' or 'range'"]
         );
+    }
+
+    /// Regression: names with bidi controls or zero-width characters were
+    /// accepted, so a peer could show up as another site's name or reorder
+    /// the columns of a row in the console, `wovenetctl` and logs.
+    #[test]
+    fn names_with_invisible_or_bidi_characters_are_refused() {
+        for c in [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{061C}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{E0041}',
+        ] {
+            let name = format!("site{c}b");
+            let text = yaml("").replace("siteName: site01", &format!("siteName: \"{name}\""));
+            assert_eq!(
+                errors_of(&text),
+                [format!(
+                    "siteName: site name must not contain invisible or text-direction characters, found U+{:04X}",
+                    u32::from(c)
+                )],
+                "{name:?}"
+            );
+            let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);
+            raw.app_name = Some(name.clone().into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[0]").expect_err("invisible")),
+                [format!(
+                    "localExposedApps[0].appName: app name must not contain invisible or text-direction characters, found U+{:04X}",
+                    u32::from(c)
+                )]
+            );
+            let raw = remote(&name, "app", "tcp:127.0.0.1:9", None);
+            assert_eq!(
+                messages(remote_app(&raw, "remoteApps[0]").expect_err("invisible")),
+                [format!(
+                    "remoteApps[0].siteName: site name must not contain invisible or text-direction characters, found U+{:04X}",
+                    u32::from(c)
+                )]
+            );
+        }
+        // Visible non-ASCII stays allowed.
+        for ok in ["café", "东京-1", "Ωmega", "x\",a=\"b"] {
+            assert_eq!(SiteName::new(ok).map(|n| n.to_string()), Ok(ok.to_owned()));
+            assert_eq!(AppName::new(ok).map(|n| n.to_string()), Ok(ok.to_owned()));
+        }
     }
 
     #[test]
@@ -1690,6 +1963,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn limits_default_when_unset_and_parse_when_set() {
+        let c = ok("");
+        assert_eq!(c.tunnel.max_streams_per_peer, DEFAULT_STREAMS_PER_PEER);
+        let c = ok(
+            "tunnel:\n  maxStreamsPerPeer: 64\nlocalExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  maxConnections: \"2\"\n- appName: b\n  appSocket: tcp:127.0.0.1:1\nremoteApps:\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:2\n  MAXCONNECTIONS: 1000000\n",
+        );
+        assert_eq!(c.tunnel.max_streams_per_peer, 64);
+        assert_eq!(c.exposed_apps[0].max_connections, Some(2));
+        assert_eq!(c.exposed_apps[0].connection_limit(), 2);
+        assert_eq!(c.exposed_apps[1].max_connections, None);
+        assert_eq!(
+            c.exposed_apps[1].connection_limit(),
+            crate::limit::DEFAULT_CONNECTIONS as usize
+        );
+        assert_eq!(c.remote_apps[0].max_connections, Some(MAX_LIMIT));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn limits_must_be_whole_numbers_from_1_to_a_million() {
+        assert_eq!(
+            errs("tunnel:\n  maxStreamsPerPeer: 0\n"),
+            ["tunnel.maxStreamsPerPeer: '0' is out of range 1..=1000000"]
+        );
+        assert_eq!(
+            errs(
+                "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  maxConnections: 1000001\nremoteApps:\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:2\n  maxConnections: many\n- siteName: s2\n  appName: a\n  localSocket: tcp:127.0.0.1:3\n  maxConnections: 1.5\n"
+            ),
+            [
+                "localExposedApps[0].maxConnections: '1000001' is out of range 1..=1000000",
+                "remoteApps[0].maxConnections: 'many' is not a whole number (1..=1000000)",
+                "remoteApps[1].maxConnections: '1.5' is not a whole number (1..=1000000)",
+            ]
+        );
+        let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);
+        raw.max_connections = Some("-3".into());
+        assert_eq!(
+            messages(exposed_app(&raw, "").expect_err("negative")),
+            ["maxConnections: '-3' is out of range 1..=1000000"]
+        );
+        let mut raw = remote("s2", "web", "tcp:127.0.0.1:1", None);
+        raw.max_connections = Some("".into());
+        assert_eq!(
+            remote_app(&raw, "")
+                .expect("empty means unset")
+                .max_connections,
+            None
+        );
+    }
+
     // --- remote apps -----------------------------------------------------------
 
     fn remote(site: &str, app: &str, local: &str, app_socket: Option<&str>) -> raw::RemoteApp {
@@ -1699,6 +2023,7 @@ mod tests {
             app_name: opt(app),
             local_socket: opt(local),
             app_socket: app_socket.map(Scalar::from),
+            ..Default::default()
         }
     }
 

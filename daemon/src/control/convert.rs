@@ -83,6 +83,12 @@ impl From<&SocketInfo> for v1::TunnelSocket {
             listen: s.listen.to_string(),
             public: opt_text(s.public),
             auto_detect: s.auto_detect,
+            detect_error: s
+                .detect_error
+                .as_ref()
+                .map(|f| f.error.clone())
+                .unwrap_or_default(),
+            detect_error_at: s.detect_error.as_ref().map(|f| timestamp(f.at)),
         }
     }
 }
@@ -115,6 +121,7 @@ impl From<&PeerInfo> for v1::Peer {
             streams: count32(p.streams),
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            conflicting_instances: p.conflicts.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -192,6 +199,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 name: a.name.to_string(),
                 mode: "single".to_owned(),
                 app_socket: socket.to_string(),
+                max_connections: a.max_connections,
                 ..Self::default()
             },
             ExposedTarget::Range { ports, addresses } => Self {
@@ -200,6 +208,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 app_socket: String::new(),
                 port_range: ports.iter().map(ToString::to_string).collect(),
                 address_range: addresses.iter().map(ToString::to_string).collect(),
+                max_connections: a.max_connections,
             },
         }
     }
@@ -221,6 +230,7 @@ impl From<&RemoteApp> for v1::RemoteAppSpec {
             app_name: a.app.to_string(),
             local_socket: a.local_socket.to_string(),
             app_socket: opt_text(a.app_socket.map(|t| format!("tcp:{t}"))),
+            max_connections: a.max_connections,
         }
     }
 }
@@ -365,6 +375,7 @@ pub(crate) fn stats_message(
                     bytes_received: a.bytes_received,
                     send_rate: r.send,
                     receive_rate: r.receive,
+                    limited_streams: a.limited_streams,
                 }
             })
             .collect(),
@@ -380,6 +391,7 @@ pub(crate) fn stats_message(
                     bytes_received: p.bytes_received,
                     send_rate: r.send,
                     receive_rate: r.receive,
+                    conflicting_instances: p.conflicts.iter().map(ToString::to_string).collect(),
                 }
             })
             .collect(),
@@ -433,6 +445,7 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
             app_socket: scalar(s.app_socket),
             port_range: scalars(s.port_range),
             address_range: scalars(s.address_range),
+            max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
         }
     }
 }
@@ -445,6 +458,7 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
             app_name: scalar(s.app_name),
             local_socket: scalar(s.local_socket),
             app_socket: scalar(s.app_socket),
+            max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
         }
     }
 }
@@ -463,6 +477,7 @@ mod tests {
     use crate::config::{AppName, AppSocket, SiteName, validate};
     use crate::message::announce::InstanceId;
     use crate::types::{ChannelId, ChannelStats};
+    use crate::view::DetectFailure;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
@@ -501,6 +516,10 @@ mod tests {
                 listen: addr("0.0.0.0:4000"),
                 public: None,
                 auto_detect: true,
+                detect_error: Some(DetectFailure {
+                    error: "'http://d.test/' answered HTTP 500".into(),
+                    at: start + Duration::from_secs(30),
+                }),
             }],
         };
         let p = site(&s, start + Duration::from_secs(61));
@@ -512,6 +531,11 @@ mod tests {
         assert_eq!(p.sockets[0].listen, "0.0.0.0:4000");
         assert_eq!(p.sockets[0].public, "");
         assert!(p.sockets[0].auto_detect);
+        assert_eq!(
+            p.sockets[0].detect_error,
+            "'http://d.test/' answered HTTP 500"
+        );
+        assert_eq!(p.sockets[0].detect_error_at.expect("at").seconds, 1030);
     }
 
     #[test]
@@ -522,6 +546,7 @@ mod tests {
                 mode: Some("range".into()),
                 port_range: Some(vec!["5900".into(), "6000-6010".into()]),
                 address_range: Some(vec!["10.0.0.0/24".into()]),
+                max_connections: Some("5".into()),
                 ..Default::default()
             },
             "",
@@ -531,6 +556,7 @@ mod tests {
         assert_eq!(spec.mode, "range");
         assert_eq!(spec.port_range, ["5900", "6000-6010"]);
         assert_eq!(spec.address_range, ["10.0.0.0/24"]);
+        assert_eq!(spec.max_connections, Some(5));
         // Round trip through the validator gives the same app.
         let back = validate::exposed_app(&raw::ExposedApp::from(spec), "").expect("valid");
         assert_eq!(back, range);
@@ -540,6 +566,7 @@ mod tests {
             app: AppName::new("vnc").expect("name"),
             local_socket: AppSocket::Unix(PathBuf::from("/tmp/v.sock")),
             app_socket: Some(addr("10.0.0.5:5900")),
+            max_connections: Some(9),
         };
         let info = RemoteAppInfo {
             app: remote.clone(),
@@ -550,6 +577,7 @@ mod tests {
         let spec = p.spec.clone().expect("spec");
         assert_eq!(spec.local_socket, "unix:/tmp/v.sock");
         assert_eq!(spec.app_socket, "tcp:10.0.0.5:5900");
+        assert_eq!(spec.max_connections, Some(9));
         assert_eq!(p.listener_state(), v1::ListenerState::Failed);
         assert_eq!(p.listener_error, "in use");
         assert!(p.live);
@@ -566,6 +594,7 @@ mod tests {
         assert_eq!(raw.mode, None);
         assert_eq!(raw.app_socket, None);
         assert_eq!(raw.port_range, None);
+        assert_eq!(raw.max_connections, None);
         let errs = validate::exposed_app(&raw, "").expect_err("no socket");
         assert_eq!(
             errs[0].to_string(),
@@ -630,5 +659,29 @@ mod tests {
         assert_eq!(m.channels.len(), 1);
         assert_eq!(m.channels[0].id, 7);
         assert_eq!(m.counters.get("auth_failures"), Some(&2));
+    }
+
+    #[test]
+    fn a_name_conflict_lists_the_refused_instances_in_hex_in_peers_and_stats() {
+        let p = PeerInfo {
+            site: SiteName::new("b").expect("name"),
+            instance: InstanceId::from_bytes([0xb1; 16]),
+            state: PeerState::Connected,
+            apps: Vec::new(),
+            last_seen: SystemTime::UNIX_EPOCH,
+            channels: 1,
+            streams: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            conflicts: vec![InstanceId::from_bytes([0xb2; 16])],
+        };
+        let hex = vec!["b2".repeat(16)];
+        assert_eq!(v1::Peer::from(&p).conflicting_instances, hex);
+        let s = StatsSnapshot {
+            peers: vec![p],
+            ..StatsSnapshot::default()
+        };
+        let m = stats_message(&s, &StatsRates::default(), SystemTime::UNIX_EPOCH);
+        assert_eq!(m.peers[0].conflicting_instances, hex);
     }
 }

@@ -5,6 +5,10 @@
 //! [`render`] is pure (snapshot in, text out) and tested alone; the HTTP side
 //! is a minimal hyper 1 HTTP/1.1 server whose connections stop with the
 //! daemon. It keeps no metrics state of its own: every scrape asks the site.
+//!
+//! Label values are names other sites chose; prometheus-client writes label
+//! values as given, so `LabelText` escapes them as OpenMetrics requires, or
+//! one peer named `x",a="b` would make every site's `/metrics` unparseable.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -21,6 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -144,13 +149,48 @@ async fn answer(
     })
 }
 
-type Labels = Vec<(&'static str, String)>;
+/// A label value, escaped when encoded: `\` as `\\`, `"` as `\"` and a
+/// line feed as `\n` (the only escapes OpenMetrics and the Prometheus text
+/// format define). Other control characters have no escape and would end the
+/// line for some parsers; names cannot contain them (see `config`), and any
+/// that still arrive are written as U+FFFD.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LabelText(String);
 
-fn direction(d: StreamDirection) -> String {
-    match d {
-        StreamDirection::Outbound => "outbound".to_owned(),
-        StreamDirection::Inbound => "inbound".to_owned(),
+impl LabelText {
+    fn of(value: impl fmt::Display) -> Self {
+        Self(value.to_string())
     }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        use std::fmt::Write as _;
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(|c: char| c == '\\' || c == '"' || c.is_control()) {
+            let (plain, tail) = rest.split_at(i);
+            encoder.write_str(plain)?;
+            let mut chars = tail.chars();
+            match chars.next() {
+                Some('\\') => encoder.write_str("\\\\")?,
+                Some('"') => encoder.write_str("\\\"")?,
+                Some('\n') => encoder.write_str("\\n")?,
+                Some(_) => encoder.write_char(char::REPLACEMENT_CHARACTER)?,
+                None => {}
+            }
+            rest = chars.as_str();
+        }
+        encoder.write_str(rest)
+    }
+}
+
+type Labels = Vec<(&'static str, LabelText)>;
+
+fn direction(d: StreamDirection) -> LabelText {
+    LabelText::of(match d {
+        StreamDirection::Outbound => "outbound",
+        StreamDirection::Inbound => "inbound",
+    })
 }
 
 /// A counter family registered under `name` (`_total` is appended).
@@ -182,10 +222,15 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
     );
     let app_streams = counters(&mut reg, "app_streams", "Streams opened since start");
     let app_open = gauges(&mut reg, "app_open_streams", "Streams open now");
+    let app_limited = counters(
+        &mut reg,
+        "app_limited_streams",
+        "Streams refused because a limit was reached",
+    );
     for a in &s.apps {
         let l: Labels = vec![
-            ("app", a.app.to_string()),
-            ("peer", a.peer.to_string()),
+            ("app", LabelText::of(&a.app)),
+            ("peer", LabelText::of(&a.peer)),
             ("direction", direction(a.direction)),
         ];
         app_sent.get_or_create(&l).inc_by(a.bytes_sent);
@@ -194,6 +239,7 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         app_open
             .get_or_create(&l)
             .set(i64::try_from(a.open_streams).unwrap_or(i64::MAX));
+        app_limited.get_or_create(&l).inc_by(a.limited_streams);
     }
 
     let peer_sent = counters(
@@ -208,7 +254,7 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
     );
     let peer_channels = gauges(&mut reg, "peer_channels", "Live dataChannels per peer");
     for p in &s.peers {
-        let l: Labels = vec![("peer", p.site.to_string())];
+        let l: Labels = vec![("peer", LabelText::of(&p.site))];
         peer_sent.get_or_create(&l).inc_by(p.bytes_sent);
         peer_received.get_or_create(&l).inc_by(p.bytes_received);
         peer_channels
@@ -234,7 +280,10 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
     );
     for c in &s.channels {
         let Some(id) = c.id else { continue };
-        let l: Labels = vec![("peer", c.peer.to_string()), ("channel", id.to_string())];
+        let l: Labels = vec![
+            ("peer", LabelText::of(&c.peer)),
+            ("channel", LabelText::of(id)),
+        ];
         ch_sent.get_or_create(&l).inc_by(c.path.bytes_sent);
         ch_received.get_or_create(&l).inc_by(c.path.bytes_received);
         ch_sent_packets
@@ -281,6 +330,7 @@ mod tests {
                 total_streams: 5,
                 bytes_sent: 1234,
                 bytes_received: 99,
+                limited_streams: 4,
             }],
             counters: vec![("auth_failures", 3)],
             ..StatsSnapshot::default()
@@ -291,6 +341,7 @@ mod tests {
             "wovenet_app_received_bytes_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 99",
             "wovenet_app_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 5",
             "wovenet_app_open_streams{app=\"echo\",peer=\"b\",direction=\"outbound\"} 2",
+            "wovenet_app_limited_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 4",
             "wovenet_auth_failures_total 3",
             "# EOF",
         ] {
@@ -298,6 +349,117 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
+        }
+    }
+
+    /// One parsed sample: metric family, labels sorted by name, value.
+    type Parsed = (String, Vec<(String, String)>, f64);
+
+    /// Every sample of an exposition, parsed by a real OpenMetrics parser.
+    fn samples(text: &str) -> Vec<Parsed> {
+        use openmetrics_parser::{OpenMetricsValue, openmetrics::parse_openmetrics};
+        let parsed = parse_openmetrics(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mut out = Vec::new();
+        for family in parsed.families.values() {
+            for sample in family.iter_samples() {
+                let labels = sample.get_labelset().expect("labelset");
+                let mut labels: Vec<_> =
+                    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                labels.sort();
+                let value = match &sample.value {
+                    OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                    OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
+                    other => panic!("unexpected sample {other:?}"),
+                };
+                out.push((family.family_name.clone(), labels, value));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    /// Label pairs, sorted by name like [`samples`] returns them.
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut l: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        l.sort();
+        l
+    }
+
+    /// Regression: a peer named `x",a="b` (a valid name) was written into
+    /// label values as is, and every site's `/metrics` became unparseable
+    /// (or, with luck, parsed into labels the peer chose).
+    #[test]
+    fn hostile_names_are_escaped_and_parse_back_exactly() {
+        let hostile = [r#"x",a="b"#, r"back\slash", r#"}{"#, "end\\"];
+        let s = StatsSnapshot {
+            apps: hostile
+                .iter()
+                .map(|n| AppStats {
+                    app: AppName::new(*n).expect("name"),
+                    peer: SiteName::new(*n).expect("name"),
+                    direction: StreamDirection::Inbound,
+                    open_streams: 1,
+                    total_streams: 2,
+                    bytes_sent: 3,
+                    bytes_received: 4,
+                    limited_streams: 5,
+                })
+                .collect(),
+            counters: vec![("auth_failures", 3)],
+            ..StatsSnapshot::default()
+        };
+        let text = render(&s).expect("encode");
+        let got = samples(&text);
+        let mut want = vec![("wovenet_auth_failures".to_owned(), labels(&[]), 3.0)];
+        for n in hostile {
+            let l = labels(&[("app", n), ("peer", n), ("direction", "inbound")]);
+            for (family, value) in [
+                ("wovenet_app_sent_bytes", 3.0),
+                ("wovenet_app_received_bytes", 4.0),
+                ("wovenet_app_streams", 2.0),
+                ("wovenet_app_open_streams", 1.0),
+                ("wovenet_app_limited_streams", 5.0),
+            ] {
+                want.push((family.to_owned(), l.clone(), value));
+            }
+        }
+        want.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        assert_eq!(got, want, "{text}");
+    }
+
+    #[test]
+    fn label_text_escapes_what_openmetrics_escapes() {
+        let mut reg = Registry::default();
+        let f = Family::<Labels, Counter>::default();
+        reg.register("x", "x", f.clone());
+        for v in ["a\nb", "q\"", "b\\s", "cr\rx", "plain", "ünï"] {
+            f.get_or_create(&vec![("v", LabelText::of(v))]).inc();
+        }
+        let mut text = String::new();
+        encode(&mut text, &reg).expect("encode");
+        for line in [
+            r#"x_total{v="a\nb"} 1"#,
+            r#"x_total{v="q\""} 1"#,
+            r#"x_total{v="b\\s"} 1"#,
+            "x_total{v=\"cr\u{FFFD}x\"} 1",
+            r#"x_total{v="plain"} 1"#,
+            r#"x_total{v="ünï"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let values: Vec<String> = samples(&text)
+            .into_iter()
+            .map(|(_, l, _)| l[0].1.clone())
+            .collect();
+        assert_eq!(values.len(), 6);
+        for v in ["a\nb", "q\"", "b\\s", "plain", "ünï"] {
+            assert!(values.iter().any(|x| x == v), "{v:?} not in {values:?}");
         }
     }
 }

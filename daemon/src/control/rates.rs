@@ -149,6 +149,7 @@ mod tests {
             streams: 0,
             bytes_sent: sent,
             bytes_received: received,
+            conflicts: Vec::new(),
         }
     }
 
@@ -161,6 +162,7 @@ mod tests {
             total_streams: 1,
             bytes_sent: sent,
             bytes_received: received,
+            limited_streams: 0,
         }
     }
 

@@ -3,15 +3,19 @@
 //! JSON with camelCase keys and a `type` tag. Forward compatible by design:
 //! unknown fields are ignored and optional fields default, so a newer site can
 //! add fields without breaking older ones. [`decode`] never panics. This module
-//! owns only the wire shape; deciding what a message means is the site's job.
+//! owns the wire shape and which announced sockets may ever be dialled
+//! ([`decode_checked`]: any key holder can announce anything, and every socket
+//! kept becomes a UDP socket and a dial loop on every site); deciding what a
+//! message means is the site's job.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{AppName, SiteName};
+use crate::config::{AppName, MAX_LOCAL_SOCKETS, MqttConfig, SiteName};
 
 /// Version of the discovery protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -140,6 +144,10 @@ pub struct Announce {
     /// Receivers answer with their own `Announce`, unicast to the sender.
     #[serde(default)]
     pub reply: bool,
+    /// The sender's broker-connection counter when this was published (see
+    /// [`Depart::epoch`]); 0 from senders that predate it.
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// One public QUIC address of an instance.
@@ -160,6 +168,13 @@ pub struct Depart {
     pub site: SiteName,
     /// The departing process.
     pub instance: InstanceId,
+    /// The broker connection this departure belongs to: the MQTT last will
+    /// of connection `n` carries `n`. Receivers accept a departure only if its
+    /// epoch is at least that of the instance's latest announcement, so a
+    /// will replayed from an earlier connection changes nothing. 0 from
+    /// senders that predate it.
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// A request for a unicast re-announce, e.g. after dialling a stale dynamic address failed.
@@ -186,8 +201,205 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 
 /// Decodes JSON bytes; unknown types, missing required fields and invalid
 /// names are errors. Never panics.
+///
+/// An announcement keeps only the sockets [`check_sockets`] keeps with
+/// loopback allowed; the message channel uses [`decode_checked`], which also
+/// reports what was dropped and applies its [`LoopbackPeers`] rule.
 pub fn decode(body: &[u8]) -> Result<Message, DecodeError> {
-    Ok(serde_json::from_slice(body)?)
+    decode_checked(body, LoopbackPeers::Allowed).map(|d| d.message)
+}
+
+/// Most sockets kept from one announcement: a site never has more
+/// `tunnel.localSockets`, so a longer list is not from a well-behaved site.
+pub const MAX_ANNOUNCED_SOCKETS: usize = MAX_LOCAL_SOCKETS;
+
+/// Whether announced loopback addresses (127.0.0.0/8, `::1`) are dialled.
+///
+/// A loopback address names the host that dials it. Dialled on a peer's
+/// word, it would make this site send QUIC packets to its own local UDP
+/// services (DNS stubs, other daemons) that no outside host can reach. Only
+/// sites that all run on one host (the demo, tests, trying wovenet out) have
+/// a use for it, and those share a broker on that host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopbackPeers {
+    /// The message channel is host-local, so every peer runs on this host.
+    Allowed,
+    /// Peers may be elsewhere: a loopback address can only mean this host.
+    Refused,
+}
+
+impl LoopbackPeers {
+    /// [`LoopbackPeers::Allowed`] when the message channel is host-local
+    /// ([`MqttConfig::is_host_local`]: the broker is dialled at a loopback
+    /// address or `localhost`, and any embedded broker of this site listens on
+    /// loopback only). Anything else (a LAN or public broker, an embedded
+    /// broker other hosts reach) means peers may be remote, and their
+    /// loopback addresses are refused.
+    ///
+    /// A broker on another host reached through a local port forward (e.g.
+    /// `ssh -L`) looks host-local: sites set up that way accept loopback
+    /// addresses from every peer of the network.
+    pub fn for_channel(cfg: &MqttConfig) -> Self {
+        if cfg.is_host_local() {
+            Self::Allowed
+        } else {
+            Self::Refused
+        }
+    }
+}
+
+/// Why an announced socket is not dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SocketRefusal {
+    /// `0.0.0.0` or `::`.
+    #[error("unspecified address")]
+    Unspecified,
+    /// `0.0.0.0/8` ("this network"), never a destination.
+    #[error("'this network' address")]
+    ThisNetwork,
+    /// Port 0 cannot be dialled.
+    #[error("port 0")]
+    PortZero,
+    /// A multicast group is not a peer.
+    #[error("multicast address")]
+    Multicast,
+    /// `255.255.255.255`.
+    #[error("broadcast address")]
+    Broadcast,
+    /// `169.254.0.0/16` or `fe80::/10`: only valid on a link the announcer
+    /// cannot know this site shares (and, for IPv6, the dialler's interface).
+    #[error("link-local address")]
+    LinkLocal,
+    /// Loopback while peers may be remote (see [`LoopbackPeers`]).
+    #[error("loopback address from a network whose peers may be remote")]
+    Loopback,
+    /// A socket id already listed earlier in the same announcement.
+    #[error("duplicate socket id")]
+    DuplicateId,
+    /// An address already listed earlier in the same announcement.
+    #[error("duplicate address")]
+    DuplicateAddress,
+    /// Beyond the first [`MAX_ANNOUNCED_SOCKETS`] usable sockets.
+    #[error("more than {MAX_ANNOUNCED_SOCKETS} sockets announced")]
+    TooMany,
+}
+
+/// The address to dial for an announced `addr`, or why it can never be a peer.
+///
+/// IPv4-mapped IPv6 addresses are judged (and dialled) as the IPv4 address
+/// they map, so `::ffff:127.0.0.1` is loopback; the IPv6 scope id and flow
+/// label are dropped, since a peer cannot choose this host's interface.
+pub fn peer_address(
+    addr: SocketAddr,
+    loopback: LoopbackPeers,
+) -> Result<SocketAddr, SocketRefusal> {
+    let ip = addr.ip().to_canonical();
+    if addr.port() == 0 {
+        return Err(SocketRefusal::PortZero);
+    }
+    if ip.is_unspecified() {
+        return Err(SocketRefusal::Unspecified);
+    }
+    if ip.is_multicast() {
+        return Err(SocketRefusal::Multicast);
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_broadcast() {
+                return Err(SocketRefusal::Broadcast);
+            }
+            if v4.octets()[0] == 0 {
+                return Err(SocketRefusal::ThisNetwork);
+            }
+            if v4.is_link_local() {
+                return Err(SocketRefusal::LinkLocal);
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unicast_link_local() {
+                return Err(SocketRefusal::LinkLocal);
+            }
+        }
+    }
+    if ip.is_loopback() && loopback == LoopbackPeers::Refused {
+        return Err(SocketRefusal::Loopback);
+    }
+    Ok(SocketAddr::new(ip, addr.port()))
+}
+
+/// What [`check_sockets`] kept and dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketsChecked {
+    /// The sockets to dial, in announced order, at most [`MAX_ANNOUNCED_SOCKETS`].
+    pub kept: Vec<AnnouncedSocket>,
+    /// How many were dropped.
+    pub dropped: usize,
+    /// The first one dropped and why (for a log line).
+    pub first_dropped: Option<(AnnouncedSocket, SocketRefusal)>,
+}
+
+/// Keeps the announced sockets that can be a peer: each one's address
+/// passes [`peer_address`] (and is replaced by it), its id and address were
+/// not listed before, and at most [`MAX_ANNOUNCED_SOCKETS`] are kept. The
+/// others are dropped, not the whole announcement: the rest of it (apps,
+/// certificate, other sockets) is still good.
+pub fn check_sockets(sockets: Vec<AnnouncedSocket>, loopback: LoopbackPeers) -> SocketsChecked {
+    let mut out = SocketsChecked::default();
+    let mut ids = HashSet::new();
+    let mut addrs = HashSet::new();
+    for socket in sockets {
+        let checked = peer_address(socket.addr, loopback).and_then(|addr| {
+            if !ids.insert(socket.id) {
+                Err(SocketRefusal::DuplicateId)
+            } else if !addrs.insert(addr) {
+                Err(SocketRefusal::DuplicateAddress)
+            } else if out.kept.len() >= MAX_ANNOUNCED_SOCKETS {
+                Err(SocketRefusal::TooMany)
+            } else {
+                Ok(addr)
+            }
+        });
+        match checked {
+            Ok(addr) => out.kept.push(AnnouncedSocket {
+                id: socket.id,
+                addr,
+            }),
+            Err(why) => {
+                out.dropped += 1;
+                out.first_dropped.get_or_insert((socket, why));
+            }
+        }
+    }
+    out
+}
+
+/// A decoded message whose announced sockets passed [`check_sockets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The message, with only dialable sockets left in an `Announce`.
+    pub message: Message,
+    /// How many announced sockets were dropped (0 for other messages).
+    pub dropped_sockets: usize,
+    /// The first one dropped and why (for a log line).
+    pub first_dropped: Option<(AnnouncedSocket, SocketRefusal)>,
+}
+
+/// Decodes JSON bytes like [`decode`], then runs [`check_sockets`] on an
+/// announcement: what the message channel hands to the site. Never panics.
+pub fn decode_checked(body: &[u8], loopback: LoopbackPeers) -> Result<Decoded, DecodeError> {
+    let mut message: Message = serde_json::from_slice(body)?;
+    let (mut dropped_sockets, mut first_dropped) = (0, None);
+    if let Message::Announce(a) = &mut message {
+        let checked = check_sockets(std::mem::take(&mut a.sockets), loopback);
+        a.sockets = checked.kept;
+        dropped_sockets = checked.dropped;
+        first_dropped = checked.first_dropped;
+    }
+    Ok(Decoded {
+        message,
+        dropped_sockets,
+        first_dropped,
+    })
 }
 
 #[cfg(test)]
@@ -213,6 +425,7 @@ mod tests {
             apps: vec![AppName::new("ssh").unwrap()],
             cert_sha256: "00".repeat(32),
             reply: true,
+            epoch: 3,
         })
     }
 
@@ -223,6 +436,7 @@ mod tests {
         assert!(text.contains(r#""type":"announce""#), "{text}");
         assert!(text.contains(r#""protocolVersion":1"#), "{text}");
         assert!(text.contains(r#""certSha256""#), "{text}");
+        assert!(text.contains(r#""epoch":3"#), "{text}");
         assert!(text.contains(&"ab".repeat(16)), "{text}");
         assert_eq!(decode(&bytes).unwrap(), announce());
     }
@@ -234,6 +448,7 @@ mod tests {
             Message::Depart(Depart {
                 site: site(),
                 instance: i,
+                epoch: 2,
             }),
             Message::Query(Query {
                 site: site(),
@@ -255,8 +470,20 @@ mod tests {
             panic!("not an announce");
         };
         assert_eq!(a.protocol_version, 9);
-        assert_eq!(a.seq, 0);
+        assert_eq!((a.seq, a.epoch), (0, 0));
         assert!(a.sockets.is_empty() && a.apps.is_empty() && !a.reply);
+    }
+
+    #[test]
+    fn a_depart_without_an_epoch_from_an_older_sender_parses_as_epoch_0() {
+        let json = format!(
+            r#"{{"type":"depart","site":"b","instance":"{}"}}"#,
+            "01".repeat(16)
+        );
+        let Message::Depart(d) = decode(json.as_bytes()).unwrap() else {
+            panic!("not a depart");
+        };
+        assert_eq!(d.epoch, 0);
     }
 
     #[test]
@@ -274,6 +501,21 @@ mod tests {
         }
     }
 
+    /// Regression: names from the network could hide characters that
+    /// spoof rows wherever they are shown; they are refused like in config.
+    #[test]
+    fn names_with_invisible_characters_are_decode_errors() {
+        let id = "01".repeat(16);
+        for name in ["a\u{202E}b", "a\u{200B}", "\u{2066}x\u{2069}"] {
+            let json = serde_json::json!({"type": "depart", "site": name, "instance": id});
+            assert!(decode(json.to_string().as_bytes()).is_err(), "{name:?}");
+            let json = serde_json::json!({
+                "type": "announce", "site": "ok", "instance": id, "apps": ["fine", name],
+            });
+            assert!(decode(json.to_string().as_bytes()).is_err(), "{name:?}");
+        }
+    }
+
     #[test]
     fn instance_id_parses_its_display() {
         let i = InstanceId::new_random();
@@ -282,7 +524,315 @@ mod tests {
         assert!("zz".parse::<InstanceId>().is_err());
     }
 
+    /// An announcement from `site-b` listing `sockets` as `(id, "addr")`.
+    fn announce_json(sockets: &[(u32, String)]) -> Vec<u8> {
+        let list: Vec<String> = sockets
+            .iter()
+            .map(|(id, addr)| format!(r#"{{"id":{id},"addr":"{addr}"}}"#))
+            .collect();
+        format!(
+            r#"{{"type":"announce","site":"site-b","instance":"{}","sockets":[{}]}}"#,
+            "01".repeat(16),
+            list.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn sockets_of(m: &Message) -> Vec<(u32, SocketAddr)> {
+        let Message::Announce(a) = m else {
+            panic!("not an announce: {m:?}");
+        };
+        a.sockets.iter().map(|s| (s.id, s.addr)).collect()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Regression: every announced address was dialled, however many and
+    /// whatever they were: one announcement could make every site open
+    /// thousands of UDP sockets and dial loops, towards multicast groups,
+    /// the broadcast address or port 0.
+    #[test]
+    fn an_announcement_keeps_at_most_16_sockets() {
+        let many: Vec<(u32, String)> = (0..1000u32)
+            .map(|i| (i, format!("198.51.100.{}:{}", i % 250 + 1, 1000 + i)))
+            .collect();
+        let body = announce_json(&many);
+        let kept = sockets_of(&decode(&body).unwrap());
+        assert_eq!(kept.len(), 16);
+        // The first ones, in announced order.
+        assert_eq!(kept[0], (0, sa("198.51.100.1:1000")));
+        assert_eq!(kept[15], (15, sa("198.51.100.16:1015")));
+    }
+
+    /// Regression (same as above): unusable addresses and duplicate ids went
+    /// straight to the dialler.
+    #[test]
+    fn decode_drops_unusable_addresses_and_duplicate_ids() {
+        let body = announce_json(&[
+            (0, "0.0.0.0:4000".into()),
+            (1, "203.0.113.1:0".into()),
+            (2, "224.0.0.251:5353".into()),
+            (3, "255.255.255.255:4000".into()),
+            (4, "[ff02::1]:4000".into()),
+            (5, "[fe80::1]:4000".into()),
+            (6, "203.0.113.1:4000".into()),
+            (6, "203.0.113.2:4000".into()),
+            (7, "127.0.0.1:4000".into()),
+        ]);
+        assert_eq!(
+            sockets_of(&decode(&body).unwrap()),
+            [(6, sa("203.0.113.1:4000")), (7, sa("127.0.0.1:4000"))]
+        );
+    }
+
+    #[test]
+    fn sockets_beyond_the_cap_are_counted_as_dropped() {
+        let many: Vec<(u32, String)> = (0..1000u32)
+            .map(|i| (i, format!("198.51.100.{}:{}", i % 250 + 1, 1000 + i)))
+            .collect();
+        assert_eq!(MAX_ANNOUNCED_SOCKETS, 16);
+        let d = decode_checked(&announce_json(&many), LoopbackPeers::Refused).unwrap();
+        assert_eq!(sockets_of(&d.message).len(), 16);
+        assert_eq!(d.dropped_sockets, 1000 - 16);
+        assert_eq!(
+            d.first_dropped,
+            Some((
+                AnnouncedSocket {
+                    id: 16,
+                    addr: sa("198.51.100.17:1016")
+                },
+                SocketRefusal::TooMany
+            ))
+        );
+    }
+
+    #[test]
+    fn addresses_that_can_never_be_a_peer_are_dropped() {
+        let cases = [
+            ("0.0.0.0:4000", SocketRefusal::Unspecified),
+            ("[::]:4000", SocketRefusal::Unspecified),
+            ("203.0.113.1:0", SocketRefusal::PortZero),
+            ("224.0.0.251:5353", SocketRefusal::Multicast),
+            ("239.1.2.3:4000", SocketRefusal::Multicast),
+            ("[ff02::1]:4000", SocketRefusal::Multicast),
+            ("[::ffff:224.0.0.1]:4000", SocketRefusal::Multicast),
+            ("255.255.255.255:4000", SocketRefusal::Broadcast),
+            ("0.1.2.3:4000", SocketRefusal::ThisNetwork),
+            ("169.254.169.254:4000", SocketRefusal::LinkLocal),
+            ("[fe80::1]:4000", SocketRefusal::LinkLocal),
+        ];
+        for (addr, why) in cases {
+            for loopback in [LoopbackPeers::Allowed, LoopbackPeers::Refused] {
+                assert_eq!(peer_address(sa(addr), loopback), Err(why), "{addr}");
+            }
+        }
+        let mut list: Vec<(u32, String)> = cases
+            .iter()
+            .zip(0..)
+            .map(|((addr, _), id)| (id, (*addr).to_owned()))
+            .collect();
+        list.push((99, "203.0.113.1:4000".to_owned()));
+        let d = decode_checked(&announce_json(&list), LoopbackPeers::Allowed).unwrap();
+        assert_eq!(sockets_of(&d.message), [(99, sa("203.0.113.1:4000"))]);
+        assert_eq!(d.dropped_sockets, cases.len());
+        assert_eq!(
+            d.first_dropped.map(|(s, why)| (s.id, why)),
+            Some((0, SocketRefusal::Unspecified))
+        );
+    }
+
+    #[test]
+    fn ordinary_peer_addresses_are_kept() {
+        for addr in [
+            "203.0.113.1:4000",
+            "10.1.2.3:4000",
+            "192.168.1.10:65535",
+            "100.64.0.1:4000",
+            "[2001:db8::1]:4000",
+            "[fd00::1]:4000",
+            "[64:ff9b::cb00:7101]:4000",
+        ] {
+            assert_eq!(
+                peer_address(sa(addr), LoopbackPeers::Refused),
+                Ok(sa(addr)),
+                "{addr}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_is_kept_only_when_peers_share_this_host() {
+        for addr in [
+            "127.0.0.1:4000",
+            "127.1.2.3:4000",
+            "[::1]:4000",
+            "[::ffff:127.0.0.1]:4000",
+        ] {
+            assert_eq!(
+                peer_address(sa(addr), LoopbackPeers::Refused),
+                Err(SocketRefusal::Loopback),
+                "{addr}"
+            );
+            let kept = peer_address(sa(addr), LoopbackPeers::Allowed).unwrap();
+            assert!(kept.ip().is_loopback(), "{addr} -> {kept}");
+        }
+        // The mapped form is dialled as the IPv4 address it maps.
+        assert_eq!(
+            peer_address(sa("[::ffff:127.0.0.1]:4000"), LoopbackPeers::Allowed),
+            Ok(sa("127.0.0.1:4000"))
+        );
+        let body = announce_json(&[(0, "127.0.0.1:4000".into()), (1, "203.0.113.1:4000".into())]);
+        let d = decode_checked(&body, LoopbackPeers::Refused).unwrap();
+        assert_eq!(sockets_of(&d.message), [(1, sa("203.0.113.1:4000"))]);
+        assert_eq!(d.dropped_sockets, 1);
+    }
+
+    #[test]
+    fn scope_ids_are_not_taken_from_peers() {
+        let addr = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "2001:db8::1".parse().unwrap(),
+            4000,
+            7,
+            3,
+        ));
+        let kept = peer_address(addr, LoopbackPeers::Refused).unwrap();
+        let SocketAddr::V6(v6) = kept else {
+            panic!("{kept}")
+        };
+        assert_eq!((v6.scope_id(), v6.flowinfo()), (0, 0));
+    }
+
+    #[test]
+    fn duplicate_ids_and_addresses_are_dropped() {
+        let body = announce_json(&[
+            (0, "203.0.113.1:4000".into()),
+            (0, "203.0.113.2:4000".into()),
+            (1, "203.0.113.1:4000".into()),
+            (2, "[::ffff:203.0.113.1]:4000".into()),
+            (3, "203.0.113.3:4000".into()),
+        ]);
+        let d = decode_checked(&body, LoopbackPeers::Refused).unwrap();
+        assert_eq!(
+            sockets_of(&d.message),
+            [(0, sa("203.0.113.1:4000")), (3, sa("203.0.113.3:4000"))]
+        );
+        assert_eq!(d.dropped_sockets, 3);
+        assert_eq!(
+            d.first_dropped.map(|(s, why)| (s.id, why)),
+            Some((0, SocketRefusal::DuplicateId))
+        );
+    }
+
+    #[test]
+    fn other_messages_drop_nothing() {
+        let m = Message::Query(Query {
+            site: site(),
+            instance: InstanceId::from_bytes([2; 16]),
+        });
+        let d = decode_checked(&encode(&m), LoopbackPeers::Refused).unwrap();
+        assert_eq!(
+            (d.message, d.dropped_sockets, d.first_dropped),
+            (m, 0, None)
+        );
+    }
+
+    fn mqtt(broker_host: &str, embedded: Option<&str>) -> MqttConfig {
+        MqttConfig {
+            broker: crate::config::BrokerUrl {
+                tls: false,
+                host: broker_host.to_owned(),
+                port: 1883,
+            },
+            topic: None,
+            username: None,
+            password: None,
+            embedded_broker: embedded.map(|l| crate::config::EmbeddedBroker {
+                listen: l.parse().unwrap(),
+            }),
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn loopback_peers_are_allowed_only_on_a_host_local_message_channel() {
+        for (host, embedded, want) in [
+            ("127.0.0.1", None, LoopbackPeers::Allowed),
+            ("::1", None, LoopbackPeers::Allowed),
+            ("LocalHost", None, LoopbackPeers::Allowed),
+            ("127.0.0.1", Some("127.0.0.1:1883"), LoopbackPeers::Allowed),
+            // Other hosts reach this embedded broker: peers may be remote.
+            ("127.0.0.1", Some("0.0.0.0:1883"), LoopbackPeers::Refused),
+            ("127.0.0.1", Some("192.0.2.7:1883"), LoopbackPeers::Refused),
+            ("192.0.2.7", None, LoopbackPeers::Refused),
+            ("broker.example.com", None, LoopbackPeers::Refused),
+            ("localhost.example.com", None, LoopbackPeers::Refused),
+        ] {
+            assert_eq!(
+                LoopbackPeers::for_channel(&mqtt(host, embedded)),
+                want,
+                "{host} {embedded:?}"
+            );
+        }
+    }
+
+    fn any_socket() -> impl Strategy<Value = AnnouncedSocket> {
+        let ip = prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+            any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+            // Few distinct values, so duplicates and special addresses occur.
+            prop::sample::select(vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0, 0, 0, 0]),
+                IpAddr::from([255, 255, 255, 255]),
+                IpAddr::from([224, 0, 0, 1]),
+                IpAddr::from([203, 0, 113, 1]),
+                "::ffff:127.0.0.1".parse().unwrap(),
+                "::1".parse().unwrap(),
+            ]),
+        ];
+        (
+            0u32..40,
+            ip,
+            prop_oneof![Just(0u16), Just(4000u16), any::<u16>()],
+        )
+            .prop_map(|(id, ip, port)| AnnouncedSocket {
+                id,
+                addr: SocketAddr::new(ip, port),
+            })
+    }
+
     proptest! {
+        /// Whatever is announced, the kept sockets are at most 16, have
+        /// distinct ids and addresses, each passes `peer_address`, they come
+        /// in announced order, and kept + dropped accounts for every one.
+        #[test]
+        fn checked_sockets_are_few_distinct_and_dialable(
+            sockets in proptest::collection::vec(any_socket(), 0..100),
+            allow in any::<bool>(),
+        ) {
+            let loopback = if allow { LoopbackPeers::Allowed } else { LoopbackPeers::Refused };
+            let c = check_sockets(sockets.clone(), loopback);
+            prop_assert!(c.kept.len() <= MAX_ANNOUNCED_SOCKETS);
+            prop_assert_eq!(c.kept.len() + c.dropped, sockets.len());
+            prop_assert_eq!(c.first_dropped.is_some(), c.dropped > 0);
+            let ids: HashSet<u32> = c.kept.iter().map(|s| s.id).collect();
+            let addrs: HashSet<SocketAddr> = c.kept.iter().map(|s| s.addr).collect();
+            prop_assert_eq!(ids.len(), c.kept.len());
+            prop_assert_eq!(addrs.len(), c.kept.len());
+            let mut rest = sockets.iter();
+            for k in &c.kept {
+                prop_assert_eq!(peer_address(k.addr, loopback), Ok(k.addr));
+                prop_assert!(!k.addr.ip().is_unspecified() && !k.addr.ip().is_multicast());
+                prop_assert!(k.addr.port() != 0);
+                prop_assert!(allow || !k.addr.ip().is_loopback());
+                // A subsequence of the input, ids unchanged.
+                prop_assert!(rest.any(|s| s.id == k.id
+                    && peer_address(s.addr, loopback) == Ok(k.addr)));
+            }
+        }
+
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&bytes);

@@ -169,57 +169,95 @@ pub enum Rejected {
     /// This message id was already accepted.
     #[error("message replayed")]
     Replayed,
+    /// Dated in the future while the window already holds as many
+    /// future-dated messages as it may (a sender's clock is ahead, or a flood).
+    #[error("too many future-dated messages pending")]
+    FutureBacklog,
 }
 
 /// Rejects stale, future-dated and repeated messages with bounded memory.
 ///
 /// Each accepted id is remembered until the moment it would be rejected as
 /// stale anyway (`sent_at + max_age`), so memory is proportional to the recent
-/// message rate. When the cap is reached the entry expiring first is evicted
-/// and the window raises a floor: any later message that would expire no later
-/// than the evicted one is refused as stale, so eviction never reopens a replay
-/// hole. Age-exempt messages are remembered for `max_age` after arrival; a
-/// replay after that is accepted again (acceptable for `Depart`, whose effect
-/// is only to forget an instance until it announces again).
+/// message rate.
+///
+/// Messages dated no later than now ("present") share one budget of `cap`
+/// ids. When it is exceeded the entry expiring first is evicted and the window
+/// raises a floor: any later message that would expire no later than the
+/// evicted one is refused as stale, so eviction never reopens a replay hole.
+///
+/// Messages dated after now (at most `max_skew` ahead) have a budget of their
+/// own and are never evicted: when it is full, further future-dated messages
+/// are refused ([`Rejected::FutureBacklog`]). Evicting one would have to raise
+/// the floor to its expiry, up to `now + max_skew + max_age`, and so refuse
+/// every present message for up to `max_skew`; keeping them apart means a
+/// burst of future-dated messages can never make the window refuse a present
+/// one.
+///
+/// Age-exempt messages are remembered for `max_age` after arrival; a replay
+/// after that is accepted again (acceptable for `Depart`, whose effect is only
+/// to forget an instance until it announces again).
 #[derive(Debug, Clone)]
 pub struct ReplayWindow {
     max_age_ms: u64,
     max_skew_ms: u64,
     cap: usize,
+    future_cap: usize,
     seen: HashSet<[u8; ID_LEN]>,
-    by_expiry: BTreeSet<(u64, [u8; ID_LEN])>,
+    /// Present entries by expiry: the eviction order.
+    present: BTreeSet<(u64, [u8; ID_LEN])>,
+    /// Entries that were future-dated on arrival, by expiry; only ever expire.
+    future: BTreeSet<(u64, [u8; ID_LEN])>,
     floor_ms: u64,
 }
 
 impl Default for ReplayWindow {
     fn default() -> Self {
         Self::new(Self::MAX_AGE, Self::MAX_SKEW, Self::DEFAULT_CAP)
+            .with_future_cap(Self::DEFAULT_FUTURE_CAP)
     }
 }
 
 impl ReplayWindow {
     /// Default maximum age of an accepted message.
     pub const MAX_AGE: Duration = Duration::from_secs(120);
-    /// Default tolerated clock skew into the future.
-    pub const MAX_SKEW: Duration = Duration::from_secs(120);
-    /// Default number of remembered ids (about 34 messages per second
-    /// sustained over the default age before eviction starts).
+    /// Default tolerated clock skew into the future. Hosts kept in time by
+    /// NTP differ by milliseconds; ten seconds also covers a free-running
+    /// clock (about 2 s of drift a day) for days, while keeping short how long
+    /// a future-dated message occupies the future budget.
+    pub const MAX_SKEW: Duration = Duration::from_secs(10);
+    /// Default number of remembered present ids (about 34 messages per
+    /// second sustained over the default age before eviction starts).
     pub const DEFAULT_CAP: usize = 4096;
+    /// Default number of remembered future-dated ids.
+    pub const DEFAULT_FUTURE_CAP: usize = 1024;
 
-    /// A window with explicit limits; `cap` is at least 1.
+    /// A window with explicit limits: `cap` present ids (at least 1) and, until
+    /// [`ReplayWindow::with_future_cap`] says otherwise, a quarter as many
+    /// future-dated ones (at least 1).
     pub fn new(max_age: Duration, max_skew: Duration, cap: usize) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let cap = cap.max(1);
         Self {
             max_age_ms: ms(max_age),
             max_skew_ms: ms(max_skew),
-            cap: cap.max(1),
+            cap,
+            future_cap: (cap / 4).max(1),
             seen: HashSet::new(),
-            by_expiry: BTreeSet::new(),
+            present: BTreeSet::new(),
+            future: BTreeSet::new(),
             floor_ms: 0,
         }
     }
 
-    /// Number of remembered ids.
+    /// Sets how many future-dated ids are remembered (at least 1).
+    #[must_use]
+    pub fn with_future_cap(mut self, future_cap: usize) -> Self {
+        self.future_cap = future_cap.max(1);
+        self
+    }
+
+    /// Number of remembered ids; never more than `cap + future_cap`.
     pub fn len(&self) -> usize {
         self.seen.len()
     }
@@ -254,10 +292,18 @@ impl ReplayWindow {
         if self.seen.contains(&id) {
             return Err(Rejected::Replayed);
         }
+        if sent_at_ms > now_ms {
+            if self.future.len() >= self.future_cap {
+                return Err(Rejected::FutureBacklog);
+            }
+            self.seen.insert(id);
+            self.future.insert((expiry, id));
+            return Ok(());
+        }
         self.seen.insert(id);
-        self.by_expiry.insert((expiry, id));
-        while self.seen.len() > self.cap {
-            let Some((evicted_expiry, evicted_id)) = self.by_expiry.pop_first() else {
+        self.present.insert((expiry, id));
+        while self.present.len() > self.cap {
+            let Some((evicted_expiry, evicted_id)) = self.present.pop_first() else {
                 break;
             };
             self.seen.remove(&evicted_id);
@@ -267,12 +313,14 @@ impl ReplayWindow {
     }
 
     fn expire(&mut self, now_ms: u64) {
-        while let Some(&(expiry, id)) = self.by_expiry.first() {
-            if expiry > now_ms {
-                break;
+        for entries in [&mut self.present, &mut self.future] {
+            while let Some(&(expiry, id)) = entries.first() {
+                if expiry > now_ms {
+                    break;
+                }
+                entries.pop_first();
+                self.seen.remove(&id);
             }
-            self.by_expiry.pop_first();
-            self.seen.remove(&id);
         }
     }
 }
@@ -413,20 +461,91 @@ mod tests {
         assert!(w.is_empty());
     }
 
+    /// Regression: the tolerated skew into the future was the whole age
+    /// window (120 s), so a message could be dated two minutes ahead.
     #[test]
-    fn message_beyond_clock_skew_is_from_the_future() {
+    fn future_skew_is_bounded_separately_from_the_age_window() {
         let mut w = ReplayWindow::default();
+        assert_eq!(ReplayWindow::MAX_SKEW, Duration::from_secs(10));
         assert_eq!(
-            w.check(at(0), unix_ms(at(121)), [1; 16], Freshness::Required),
+            w.check(at(0), unix_ms(at(11)), [1; 16], Freshness::Required),
             Err(Rejected::Future)
         );
         assert_eq!(
-            w.check(at(0), unix_ms(at(120)), [1; 16], Freshness::Required),
+            w.check(at(0), unix_ms(at(60)), [1; 16], Freshness::Required),
+            Err(Rejected::Future)
+        );
+        assert_eq!(
+            w.check(at(0), unix_ms(at(10)), [1; 16], Freshness::Required),
             Ok(())
         );
         assert_eq!(
             w.check(at(0), u64::MAX, [2; 16], Freshness::Exempt),
             Err(Rejected::Future)
+        );
+    }
+
+    /// Regression: future-dated ids were evicted like present ones, raising
+    /// the floor up to `now + skew + max_age`; a burst of them made the
+    /// window (on every site) refuse every legitimate message for as long as
+    /// the skew.
+    #[test]
+    fn a_burst_of_future_dated_messages_does_not_block_present_ones() {
+        let mut w = ReplayWindow::new(Duration::from_secs(120), Duration::from_secs(10), 8);
+        let now = at(100);
+        for i in 0..64u8 {
+            let _ = w.check(now, unix_ms(at(109)), [i; 16], Freshness::Required);
+            assert!(w.len() <= 8 + 2, "{}", w.len());
+        }
+        // Messages sent now and a little earlier are still accepted, at once
+        // and later.
+        for (i, (arrive, sent)) in [(100, 100), (100, 99), (101, 100), (105, 104), (108, 50)]
+            .into_iter()
+            .enumerate()
+        {
+            let id = [200 + u8::try_from(i).unwrap(); 16];
+            assert_eq!(
+                w.check(at(arrive), unix_ms(at(sent)), id, Freshness::Required),
+                Ok(()),
+                "sent {sent} arriving {arrive}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_future_budget_refuses_only_future_dated_messages() {
+        let mut w = ReplayWindow::new(Duration::from_secs(120), Duration::from_secs(10), 8)
+            .with_future_cap(2);
+        let now = at(0);
+        let ahead = unix_ms(at(5));
+        assert_eq!(w.check(now, ahead, [1; 16], Freshness::Required), Ok(()));
+        assert_eq!(w.check(now, ahead, [2; 16], Freshness::Required), Ok(()));
+        assert_eq!(
+            w.check(now, ahead, [3; 16], Freshness::Required),
+            Err(Rejected::FutureBacklog)
+        );
+        assert_eq!(
+            w.check(now, ahead, [1; 16], Freshness::Required),
+            Err(Rejected::Replayed)
+        );
+        assert_eq!(
+            w.check(now, unix_ms(now), [4; 16], Freshness::Required),
+            Ok(())
+        );
+        // Future-dated entries are remembered until they are stale: a replay
+        // once they are no longer future-dated is still refused.
+        assert_eq!(
+            w.check(at(60), ahead, [2; 16], Freshness::Required),
+            Err(Rejected::Replayed)
+        );
+        // And they free their budget when they expire.
+        assert_eq!(
+            w.check(at(126), unix_ms(at(130)), [5; 16], Freshness::Required),
+            Ok(())
+        );
+        assert_eq!(
+            w.check(at(126), unix_ms(at(130)), [6; 16], Freshness::Required),
+            Ok(())
         );
     }
 
@@ -446,7 +565,7 @@ mod tests {
 
     #[test]
     fn memory_is_capped_and_eviction_does_not_reopen_replays() {
-        let mut w = ReplayWindow::new(Duration::from_secs(120), Duration::from_secs(120), 8);
+        let mut w = ReplayWindow::new(Duration::from_secs(120), Duration::from_secs(10), 8);
         let now = at(60);
         for i in 0..32u8 {
             // Each message is sent a little later than the previous one.
@@ -490,22 +609,25 @@ mod tests {
             prop_assert!(open(keys_a(), TOPIC, &bytes).is_err());
         }
 
-        /// Whatever the sequence and however small the cap, a sealed message
-        /// (an id with its authenticated send time) accepted once is never
-        /// accepted again, before or after eviction.
+        /// Whatever the sequence (present and future-dated, fresh and
+        /// replayed) and however small the caps, a sealed message (an id with
+        /// its authenticated send time) accepted once is never accepted
+        /// again, before or after eviction, and memory stays capped.
         #[test]
         fn replay_window_never_accepts_a_sealed_message_twice(
-            steps in proptest::collection::vec((0u64..5_000, 0u8..12, 0u64..200_000), 1..200),
+            steps in proptest::collection::vec((0u64..5_000, 0u8..12, -15_000i64..200_000), 1..200),
             cap in 1usize..16,
+            future_cap in 1usize..6,
         ) {
             let max_age = 120_000u64;
-            let mut w = ReplayWindow::new(Duration::from_millis(max_age), Duration::from_secs(120), cap);
+            let mut w = ReplayWindow::new(Duration::from_millis(max_age), Duration::from_secs(10), cap)
+                .with_future_cap(future_cap);
             let base = unix_ms(at(0));
             let mut now = base + 200_000;
             let mut accepted: Vec<(u8, u64)> = Vec::new();
             for (advance, id, back) in steps {
                 now += advance;
-                let sent = now - back;
+                let sent = now.checked_add_signed(-back).unwrap();
                 let t = UNIX_EPOCH + Duration::from_millis(now);
                 if w.check(t, sent, [id; 16], Freshness::Required).is_ok() {
                     for &(prev_id, prev_sent) in &accepted {
@@ -514,7 +636,48 @@ mod tests {
                     }
                     accepted.push((id, sent));
                 }
-                prop_assert!(w.len() <= cap);
+                prop_assert!(w.len() <= cap + future_cap);
+            }
+        }
+
+        /// An attacker holding the key floods future-dated messages (any
+        /// number, any date up to and beyond the skew) between legitimate
+        /// ones. Each legitimate message (dated at or before its arrival,
+        /// within the age window, fresh id) gets exactly the answer it gets
+        /// from a window that never saw the attacker; while the legitimate
+        /// traffic alone fits the cap, that answer is "accepted".
+        #[test]
+        fn future_dated_bursts_never_cause_a_legitimate_message_to_be_rejected(
+            steps in proptest::collection::vec(
+                (0u64..3_000, 0u64..119_000, proptest::collection::vec(1u64..200_000, 0..40)),
+                1..60,
+            ),
+            cap in 1usize..80,
+        ) {
+            let skew = Duration::from_secs(10);
+            let mut attacked = ReplayWindow::new(ReplayWindow::MAX_AGE, skew, cap);
+            let mut quiet = ReplayWindow::new(ReplayWindow::MAX_AGE, skew, cap);
+            let mut now = unix_ms(at(0));
+            let mut next_id = 0u64;
+            let mut id = || {
+                next_id += 1;
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&next_id.to_be_bytes());
+                b
+            };
+            for (i, (advance, age, burst)) in steps.iter().enumerate() {
+                now += advance;
+                let t = UNIX_EPOCH + Duration::from_millis(now);
+                for ahead in burst {
+                    let _ = attacked.check(t, now + ahead, id(), Freshness::Required);
+                }
+                let (legit, sent) = (id(), now - age);
+                let a = attacked.check(t, sent, legit, Freshness::Required);
+                let q = quiet.check(t, sent, legit, Freshness::Required);
+                prop_assert_eq!(a, q, "legitimate message {} (sent {} ms ago)", i, age);
+                if i < cap {
+                    prop_assert_eq!(a, Ok(()), "legitimate message {} (sent {} ms ago)", i, age);
+                }
             }
         }
     }

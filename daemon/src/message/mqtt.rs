@@ -12,6 +12,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -26,11 +27,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::MessageError;
-use super::announce::{self, Depart, InstanceId, Message};
+use super::announce::{self, Depart, InstanceId, LoopbackPeers, Message};
 use super::envelope::{self, Freshness, ReplayWindow};
 use crate::config::{MqttConfig, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
+use crate::warn_limit::WarnLimiter;
 
 /// Largest sealed payload we publish. The embedded broker accepts 64 KiB;
 /// refusing bigger messages here keeps rumqttc from tearing the connection
@@ -48,8 +50,6 @@ const INBOUND_CAPACITY: usize = 256;
 const DEPART_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
-/// At most one `warn!` per kind of bad input per this interval; the rest go to `debug!`.
-const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Connection to the broker, as seen by the site and the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,8 @@ struct Inner {
     state_rx: watch::Receiver<BrokerState>,
     /// Cancelled when the event loop task has ended.
     stopped: CancellationToken,
+    /// The current broker-connection epoch (shared with the driver).
+    epoch: Arc<AtomicU32>,
 }
 
 impl fmt::Debug for MessageChannel {
@@ -157,7 +159,8 @@ impl MessageChannel {
                 Arc::new(tls),
             )));
         }
-        opts.set_last_will(last_will(&keys, &broadcast, &site, &instance));
+        let epoch = Arc::new(AtomicU32::new(FIRST_EPOCH));
+        opts.set_last_will(last_will(&keys, &broadcast, &site, &instance, FIRST_EPOCH));
 
         let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
         let (state_tx, state_rx) = watch::channel(BrokerState::Connecting);
@@ -173,13 +176,16 @@ impl MessageChannel {
             own_topic,
             counters,
             window: ReplayWindow::default(),
+            loopback: LoopbackPeers::for_channel(cfg),
             state_tx,
             inbound_tx,
             cancel: shutdown.child_token(),
             attempt: 0,
+            epoch: Arc::clone(&epoch),
             undecryptable_warn: WarnLimiter::default(),
             malformed_warn: WarnLimiter::default(),
             stale_warn: WarnLimiter::default(),
+            sockets_warn: WarnLimiter::default(),
         };
         let span = info_span!("mqtt", mqtt.broker = %cfg.broker, mqtt.topic = %broadcast);
         let done = stopped.clone();
@@ -200,6 +206,7 @@ impl MessageChannel {
                 broadcast,
                 state_rx,
                 stopped,
+                epoch,
             }),
         };
         Ok((channel, inbound_rx))
@@ -228,6 +235,13 @@ impl MessageChannel {
         self.publish(&unicast_topic(&self.inner.broadcast, to), msg)
     }
 
+    /// The current broker-connection epoch: 1 for the first connection
+    /// attempt, one more for each later attempt. Stamped on every
+    /// announcement and departure (see [`Depart::epoch`]).
+    pub fn epoch(&self) -> u32 {
+        self.inner.epoch.load(Ordering::Relaxed)
+    }
+
     /// Watches the broker connection state.
     pub fn state(&self) -> watch::Receiver<BrokerState> {
         self.inner.state_rx.clone()
@@ -241,6 +255,7 @@ impl MessageChannel {
         let msg = Message::Depart(Depart {
             site: self.inner.site.clone(),
             instance: self.inner.instance,
+            epoch: self.epoch(),
         });
         if let Err(e) = self.publish(&self.inner.broadcast, &msg) {
             debug!(error = %e, "cannot queue depart message");
@@ -257,7 +272,7 @@ impl MessageChannel {
     }
 
     fn publish(&self, topic: &str, msg: &Message) -> Result<(), MessageError> {
-        let body = announce::encode(msg);
+        let body = announce::encode(&stamped(msg, self.epoch()));
         let sealed = envelope::seal(&self.inner.keys, topic, &body, SystemTime::now());
         if sealed.len() > MAX_PAYLOAD {
             return Err(MessageError::TooLarge {
@@ -281,12 +296,36 @@ impl MessageChannel {
     }
 }
 
-/// A sealed `Depart`, registered as the MQTT last will. Sealed anew before
-/// every connection attempt so each will has its own message id.
-fn last_will(keys: &Keys, broadcast: &str, site: &SiteName, instance: &InstanceId) -> LastWill {
+/// Epoch of the first connection attempt (0 means "sender without epochs").
+const FIRST_EPOCH: u32 = 1;
+
+/// `msg` with the epoch of the connection it is published on. The epoch
+/// only grows after the connection it belonged to failed, so a message never
+/// carries a higher epoch than the will of the connection that delivers it.
+fn stamped(msg: &Message, epoch: u32) -> Message {
+    let mut msg = msg.clone();
+    match &mut msg {
+        Message::Announce(a) => a.epoch = epoch,
+        Message::Depart(d) => d.epoch = epoch,
+        Message::Query(_) => {}
+    }
+    msg
+}
+
+/// A sealed `Depart` of connection `epoch`, registered as the MQTT last
+/// will. Sealed anew before every connection attempt so each will has its
+/// own message id and its connection's epoch.
+fn last_will(
+    keys: &Keys,
+    broadcast: &str,
+    site: &SiteName,
+    instance: &InstanceId,
+    epoch: u32,
+) -> LastWill {
     let body = announce::encode(&Message::Depart(Depart {
         site: site.clone(),
         instance: *instance,
+        epoch,
     }));
     let sealed = envelope::seal(keys, broadcast, &body, SystemTime::now());
     LastWill::new(broadcast, sealed, QoS::AtLeastOnce, false)
@@ -339,29 +378,6 @@ fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
         .clamp(BACKOFF_MIN, BACKOFF_MAX)
 }
 
-/// Lets one `warn!` through per interval and counts what it held back.
-#[derive(Debug, Default)]
-struct WarnLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    /// `Some(suppressed since the last warning)` when a warning may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.duration_since(last) < WARN_INTERVAL => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// Whether the driver keeps running.
 enum Flow {
     Continue,
@@ -378,14 +394,19 @@ struct Driver {
     own_topic: String,
     counters: Arc<Counters>,
     window: ReplayWindow,
+    /// Whether announced loopback addresses are kept.
+    loopback: LoopbackPeers,
     state_tx: watch::Sender<BrokerState>,
     inbound_tx: mpsc::Sender<Inbound>,
     cancel: CancellationToken,
     /// Consecutive failed attempts, for the backoff.
     attempt: u32,
+    /// Broker-connection epoch, one per connection attempt.
+    epoch: Arc<AtomicU32>,
     undecryptable_warn: WarnLimiter,
     malformed_warn: WarnLimiter,
     stale_warn: WarnLimiter,
+    sockets_warn: WarnLimiter,
 }
 
 impl Driver {
@@ -476,13 +497,21 @@ impl Driver {
             }
         });
         // Drop the connection (a refused subscription leaves it open) and
-        // make sure the next connection carries a freshly sealed will.
+        // make sure the next connection carries a freshly sealed will of
+        // the next epoch: this connection's will may still fire, and must
+        // then be older than anything announced from now on.
         self.eventloop.clean();
+        let next = |e: u32| Some(e.saturating_add(1));
+        let epoch = self
+            .epoch
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, next)
+            .map_or(u32::MAX, |e| e.saturating_add(1));
         self.eventloop.mqtt_options.set_last_will(last_will(
             &self.keys,
             &self.broadcast,
             &self.site,
             &self.instance,
+            epoch,
         ));
         let delay = backoff_delay(self.attempt, rand::random());
         self.attempt = self.attempt.saturating_add(1);
@@ -516,6 +545,30 @@ impl Driver {
         }
     }
 
+    /// Counts (and logs, rate-limited) the sockets dropped from an announcement.
+    fn dropped_sockets(&mut self, topic: &str, d: &announce::Decoded) {
+        let Some((socket, why)) = d.first_dropped else {
+            return;
+        };
+        Counters::add(
+            &self.counters.announced_sockets_dropped,
+            u64::try_from(d.dropped_sockets).unwrap_or(u64::MAX),
+        );
+        let site = d.message.site();
+        match self.sockets_warn.allow(Instant::now()) {
+            Some(suppressed) => warn!(
+                mqtt.topic = %topic, peer.site = %site, dropped = d.dropped_sockets,
+                socket.id = socket.id, socket.addr = %socket.addr, reason = %why, suppressed,
+                "dropped announced sockets that cannot be dialled"
+            ),
+            None => debug!(
+                mqtt.topic = %topic, peer.site = %site, dropped = d.dropped_sockets,
+                socket.id = socket.id, socket.addr = %socket.addr, reason = %why,
+                "dropped announced sockets that cannot be dialled"
+            ),
+        }
+    }
+
     /// Opens, decodes and freshness-checks one payload; `None` when dropped.
     fn accept(&mut self, topic: &str, payload: &[u8]) -> Option<Message> {
         if topic != self.broadcast && topic != self.own_topic {
@@ -538,8 +591,8 @@ impl Driver {
                 return None;
             }
         };
-        let msg = match announce::decode(&opened.body) {
-            Ok(m) => m,
+        let decoded = match announce::decode_checked(&opened.body, self.loopback) {
+            Ok(d) => d,
             Err(e) => {
                 Counters::bump(&self.counters.messages_malformed);
                 match self.malformed_warn.allow(Instant::now()) {
@@ -554,6 +607,7 @@ impl Driver {
                 return None;
             }
         };
+        let msg = &decoded.message;
         if *msg.instance() == self.instance {
             return None;
         }
@@ -582,7 +636,8 @@ impl Driver {
         }
         Counters::bump(&self.counters.messages_received);
         debug!(mqtt.topic = %topic, peer.site = %msg.site(), message.kind = msg.kind(), "received mqtt message");
-        Some(msg)
+        self.dropped_sockets(topic, &decoded);
+        Some(decoded.message)
     }
 }
 
@@ -609,21 +664,41 @@ mod tests {
     }
 
     #[test]
+    fn announcements_and_departures_carry_the_connection_epoch() {
+        let site = SiteName::new("a").unwrap();
+        let instance = InstanceId::from_bytes([5; 16]);
+        let depart = Message::Depart(Depart {
+            site: site.clone(),
+            instance,
+            epoch: 0,
+        });
+        let Message::Depart(d) = stamped(&depart, 7) else {
+            panic!("kind changed");
+        };
+        assert_eq!(d.epoch, 7);
+        let query = Message::Query(announce::Query { site, instance });
+        assert_eq!(stamped(&query, 7), query);
+    }
+
+    #[test]
+    fn the_last_will_is_a_sealed_depart_of_its_connection_epoch() {
+        let keys = Keys::derive(&crate::config::CryptoKey::new("will-key-123").unwrap());
+        let site = SiteName::new("a").unwrap();
+        let instance = InstanceId::from_bytes([5; 16]);
+        let will = last_will(&keys, "t", &site, &instance, 4);
+        let opened = envelope::open(&keys, "t", &will.message).unwrap();
+        let Message::Depart(d) = announce::decode(&opened.body).unwrap() else {
+            panic!("the will is not a depart");
+        };
+        assert_eq!((d.site, d.instance, d.epoch), (site, instance, 4));
+    }
+
+    #[test]
     fn backoff_grows_then_caps() {
         assert_eq!(backoff_delay(0, 0.999_999), BACKOFF_MIN);
         assert!(backoff_delay(3, 0.999) > backoff_delay(1, 0.999));
         assert_eq!(backoff_delay(40, 1.0), BACKOFF_MAX);
         assert_eq!(backoff_delay(u32::MAX, f64::NAN), BACKOFF_MAX / 2);
-    }
-
-    #[test]
-    fn warn_limiter_lets_one_through_per_interval_and_counts_the_rest() {
-        let mut l = WarnLimiter::default();
-        let t0 = Instant::now();
-        assert_eq!(l.allow(t0), Some(0));
-        assert_eq!(l.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(l.allow(t0 + Duration::from_secs(2)), None);
-        assert_eq!(l.allow(t0 + WARN_INTERVAL), Some(2));
     }
 
     #[test]

@@ -17,8 +17,11 @@ use crate::message::announce::InstanceId;
 
 /// QUIC application close code for a failed key proof.
 pub const AUTH_FAILED: u32 = 0x5741;
-/// How long each side waits for the other's hello.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// One deadline for the QUIC handshake plus both proofs, on either side; the
+/// callers enforce it around [`client`] and [`server`] (which do not time out
+/// on their own). A few round trips on any real path, and the longest a keyless
+/// peer can hold a connection open.
+pub const DEADLINE: Duration = Duration::from_secs(5);
 
 const VERSION: u8 = 1;
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-wovenet-channel-auth-v1";
@@ -44,8 +47,8 @@ pub enum AuthError {
     /// The hello was not well formed.
     #[error("malformed hello: {0}")]
     Malformed(&'static str),
-    /// The peer did not answer in time.
-    #[error("no hello within {0:?}")]
+    /// The handshake and both proofs were not done by the deadline.
+    #[error("no key proof within {0:?} of the first packet")]
     Timeout(Duration),
     /// The TLS session offers no exporter (cannot happen with TLS 1.3).
     #[error("TLS exporter unavailable")]
@@ -146,12 +149,6 @@ async fn read_hello(
     decode_hello(keys, role, exporter, &fixed, &site)
 }
 
-async fn with_timeout<T>(f: impl Future<Output = Result<T, AuthError>>) -> Result<T, AuthError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, f)
-        .await
-        .map_err(|_| AuthError::Timeout(HANDSHAKE_TIMEOUT))?
-}
-
 /// Dialer side: prove ourselves, then check the listener's proof.
 pub async fn client(
     conn: &quinn::Connection,
@@ -159,16 +156,13 @@ pub async fn client(
     me: &PeerId,
 ) -> Result<PeerId, AuthError> {
     let exp = exporter(conn)?;
-    with_timeout(async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(AuthError::Connection)?;
-        send.write_all(&encode_hello(keys, Role::Client, &exp, me))
-            .await
-            .map_err(AuthError::Write)?;
-        let peer = read_hello(&mut recv, keys, Role::Server, &exp).await?;
-        let _ = send.finish();
-        Ok(peer)
-    })
-    .await
+    let (mut send, mut recv) = conn.open_bi().await.map_err(AuthError::Connection)?;
+    send.write_all(&encode_hello(keys, Role::Client, &exp, me))
+        .await
+        .map_err(AuthError::Write)?;
+    let peer = read_hello(&mut recv, keys, Role::Server, &exp).await?;
+    let _ = send.finish();
+    Ok(peer)
 }
 
 /// Listener side: check the dialer's proof first, and only then prove ourselves
@@ -179,16 +173,13 @@ pub async fn server(
     me: &PeerId,
 ) -> Result<PeerId, AuthError> {
     let exp = exporter(conn)?;
-    with_timeout(async {
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(AuthError::Connection)?;
-        let peer = read_hello(&mut recv, keys, Role::Client, &exp).await?;
-        send.write_all(&encode_hello(keys, Role::Server, &exp, me))
-            .await
-            .map_err(AuthError::Write)?;
-        let _ = send.finish();
-        Ok(peer)
-    })
-    .await
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(AuthError::Connection)?;
+    let peer = read_hello(&mut recv, keys, Role::Client, &exp).await?;
+    send.write_all(&encode_hello(keys, Role::Server, &exp, me))
+        .await
+        .map_err(AuthError::Write)?;
+    let _ = send.finish();
+    Ok(peer)
 }
 
 #[cfg(test)]

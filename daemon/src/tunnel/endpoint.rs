@@ -1,5 +1,6 @@
 //! quinn endpoints: UDP sockets sized for throughput and the transport
-//! parameters every dataChannel uses. Knows nothing of sites or apps.
+//! parameters every dataChannel uses, small until the key proof passed
+//! ([`grant_after_auth`] opens them up). Knows nothing of sites or apps.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -57,17 +58,40 @@ pub fn next_stream_credit(current: u32, open: usize) -> u32 {
     }
 }
 
-/// Transport parameters for every dataChannel.
+/// Connection-level receive window of an authenticated dataChannel.
+pub const RECEIVE_WINDOW: u32 = 64 << 20;
+
+/// Connection-level receive window until the key proof passed: all the peer
+/// may have in flight to us, over every stream, before it proved the key. A
+/// hello is under 300 bytes; this bounds what a keyless peer makes us buffer.
+///
+/// The per-stream window cannot serve as that bound: quinn sends it in the
+/// handshake and has no way to raise it on a live connection, so it stays
+/// sized for throughput and this connection-level window (which quinn can
+/// raise: `Connection::set_receive_window`) is the one that is small.
+pub const PREAUTH_RECEIVE_WINDOW: u32 = 64 << 10;
+
+/// Which end of dataChannels a transport config is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Accepts channels: the dialer opens the hello stream.
+    Listener,
+    /// Dials channels: the listener needs no stream of its own to answer.
+    Dialer,
+}
+
+/// Transport parameters for every dataChannel on `side`.
 ///
 /// Windows are sized for high bandwidth-delay paths (e.g. 1 Gbit/s at 100 ms
 /// needs ~12 MiB in flight); they are limits, not allocations, so idle streams
-/// cost nothing.
-pub fn transport_config(cc: CongestionControl) -> Arc<TransportConfig> {
+/// cost nothing. Until [`grant_after_auth`], the peer gets only what the key
+/// proof needs (`preauth_limits`).
+pub fn transport_config(cc: CongestionControl, side: Side) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(STREAM_RECEIVE_WINDOW)
-        .receive_window(VarInt::from_u32(64 << 20))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
         .send_window(64 << 20)
         .keep_alive_interval(Some(KEEP_ALIVE))
         .enable_segmentation_offload(true);
@@ -81,7 +105,42 @@ pub fn transport_config(cc: CongestionControl) -> Arc<TransportConfig> {
         // Ours, not quinn's experimental BBR: see the congestion module.
         CongestionControl::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
     };
+    preauth_limits(&mut t, side);
     Arc::new(t)
+}
+
+/// Limits a new connection starts with, before the peer proved the key: the
+/// hello stream the dialer opens (none for a listener to open toward a
+/// dialer) and [`PREAUTH_RECEIVE_WINDOW`] in all.
+fn preauth_limits(t: &mut TransportConfig, side: Side) {
+    let streams = match side {
+        Side::Listener => 1u32,
+        Side::Dialer => 0,
+    };
+    t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
+        .receive_window(VarInt::from_u32(PREAUTH_RECEIVE_WINDOW));
+}
+
+/// Opens a connection up once the peer passed the key proof: the full
+/// connection window and the first stream credit (grown later with
+/// [`next_stream_credit`]). quinn sends the new limits at once.
+pub fn grant_after_auth(conn: &quinn::Connection) {
+    conn.set_receive_window(VarInt::from_u32(RECEIVE_WINDOW));
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT));
+}
+
+/// Connection attempts quinn queues for the accept loop before it decided on
+/// them (each holds its first datagrams). The loop decides without waiting, so
+/// the queue is short unless the daemon is starved; this bounds it then.
+const MAX_INCOMING: usize = 4096;
+
+/// Bounds what a listener buffers for connection attempts not yet decided on
+/// (quinn's defaults allow 65 536 of them and 100 MiB).
+pub fn limit_incoming(server: &mut quinn::ServerConfig) {
+    server
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(8 << 20);
 }
 
 /// Binds a UDP socket with large buffers and wraps it in a quinn endpoint.
@@ -149,6 +208,106 @@ fn force_buffer(sock: &socket2::Socket, opt: libc::c_int) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::tls::{self, Identity};
+
+    /// A listener and a dialer on loopback with the real configs of `listener`
+    /// and `dialer`, and an established connection between them.
+    async fn pair(
+        listener: Side,
+        dialer: Side,
+    ) -> (quinn::Endpoint, quinn::Connection, quinn::Connection) {
+        let id = Identity::generate().unwrap();
+        let server = id
+            .server_config(transport_config(CongestionControl::Cubic, listener))
+            .unwrap();
+        let ep = bind((Ipv4Addr::LOCALHOST, 0).into(), Some(server)).unwrap();
+        let client = tls::client_config(
+            &Identity::generate().unwrap(),
+            id.fingerprint(),
+            transport_config(CongestionControl::Cubic, dialer),
+        )
+        .unwrap();
+        let dialer_ep = bind((Ipv4Addr::LOCALHOST, 0).into(), None).unwrap();
+        let addr = ep.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(
+            async {
+                dialer_ep
+                    .connect_with(client, addr, tls::SERVER_NAME)
+                    .unwrap()
+                    .await
+                    .unwrap()
+            },
+            async { ep.accept().await.unwrap().await.unwrap() }
+        );
+        (ep, dialed, accepted)
+    }
+
+    /// Writes to `send` until flow control blocks it (nothing accepted for
+    /// 300 ms) or `limit` bytes went; returns how many were accepted.
+    async fn push(send: &mut quinn::SendStream, limit: u64) -> u64 {
+        let chunk = [0x5a; 4096];
+        let mut written = 0;
+        while written < limit {
+            match tokio::time::timeout(Duration::from_millis(300), send.write(&chunk)).await {
+                Ok(Ok(n)) => written += n as u64,
+                Ok(Err(e)) => panic!("write failed: {e}"),
+                Err(_) => break,
+            }
+        }
+        written
+    }
+
+    async fn blocked<T>(f: impl Future<Output = T>) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), f)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn before_the_proof_a_dialer_gets_one_stream_and_the_small_window() {
+        let (_ep, dialer, listener) = pair(Side::Listener, Side::Dialer).await;
+        let (mut hello, _r) = dialer.open_bi().await.unwrap();
+        assert!(
+            blocked(dialer.open_bi()).await,
+            "a second stream before the proof"
+        );
+        let early = push(&mut hello, 1 << 20).await;
+        assert!(
+            early <= u64::from(PREAUTH_RECEIVE_WINDOW),
+            "the listener took {early} bytes before the proof"
+        );
+        grant_after_auth(&listener);
+        let (mut more, _r2) = tokio::time::timeout(Duration::from_secs(5), dialer.open_bi())
+            .await
+            .expect("streams after the grant")
+            .unwrap();
+        let later = push(&mut more, 1 << 20).await;
+        assert_eq!(later, 1 << 20, "full windows after the grant");
+    }
+
+    #[tokio::test]
+    async fn before_the_proof_a_listener_gets_no_stream_and_the_small_window() {
+        let (_ep, dialer, listener) = pair(Side::Listener, Side::Dialer).await;
+        // The hello stream the dialer opens is the listener's only way to send.
+        let (mut d_send, _d_recv) = dialer.open_bi().await.unwrap();
+        d_send.write_all(&[1]).await.unwrap();
+        let (mut l_send, _l_recv) = listener.accept_bi().await.unwrap();
+        assert!(
+            blocked(listener.open_bi()).await,
+            "a listener stream before the proof"
+        );
+        let early = push(&mut l_send, 1 << 20).await;
+        assert!(
+            early <= u64::from(PREAUTH_RECEIVE_WINDOW),
+            "the dialer took {early} bytes before the proof"
+        );
+        grant_after_auth(&dialer);
+        let (mut more, _r) = tokio::time::timeout(Duration::from_secs(5), listener.open_bi())
+            .await
+            .expect("streams after the grant")
+            .unwrap();
+        assert_eq!(push(&mut more, 1 << 20).await, 1 << 20);
+    }
 
     /// quinn's limit on the disjoint chunks one stream's receive buffer may
     /// hold (`MAX_CHUNKS` in quinn-proto's assembler, not configurable).

@@ -48,6 +48,8 @@ pub struct SiteBuilder {
     broker: Option<String>,
     embedded_broker: Option<SocketAddr>,
     pub(crate) sockets: Vec<u16>,
+    /// `httpDetector.url` of the socket on that port (else `publicAddress: 127.0.0.1`).
+    detectors: Vec<(u16, String)>,
     exposed: Vec<Value>,
     remotes: Vec<Value>,
     congestion: Option<String>,
@@ -67,6 +69,7 @@ impl SiteBuilder {
             broker: None,
             embedded_broker: None,
             sockets: Vec::new(),
+            detectors: Vec::new(),
             exposed: Vec::new(),
             remotes: Vec::new(),
             congestion: None,
@@ -105,6 +108,14 @@ impl SiteBuilder {
     /// Without any, [`Self::document`] adds one on a free UDP port.
     pub fn socket(mut self, port: u16) -> Self {
         self.sockets.push(port);
+        self
+    }
+
+    /// Adds a `tunnel.localSockets` entry on 127.0.0.1:`port` whose public address is
+    /// detected over HTTP (`publicAddress: autoHttpDetect`, `httpDetector.url: url`).
+    pub fn detected_socket(mut self, port: u16, url: impl Display) -> Self {
+        self.sockets.push(port);
+        self.detectors.push((port, url.to_string()));
         self
     }
 
@@ -218,10 +229,15 @@ impl SiteBuilder {
         let local_sockets: Vec<Value> = sockets
             .iter()
             .map(|p| {
-                json!({
+                let mut socket = json!({
                     "mode": "dedicated-address", "transportProtocol": "quic",
                     "publicAddress": "127.0.0.1", "listenPort": p,
-                })
+                });
+                if let Some((_, url)) = self.detectors.iter().find(|(d, _)| d == p) {
+                    socket["publicAddress"] = json!("autoHttpDetect");
+                    socket["httpDetector"] = json!({ "url": url });
+                }
+                socket
             })
             .collect();
         let mut tunnel = Map::new();
@@ -313,6 +329,21 @@ mod tests {
         assert_eq!(doc["remoteApps"][1]["appSocket"], "tcp:127.0.0.1:25000");
         assert_eq!(doc["control"]["socket"], "/d/control.sock");
         assert_eq!(doc["metrics"]["listen"], "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn a_detected_socket_asks_its_detector_for_the_public_address() {
+        let mut d = SiteBuilder::new("d")
+            .topic("t")
+            .broker("mqtt://127.0.0.1:1")
+            .socket(4001)
+            .detected_socket(4002, "http://127.0.0.1:9/ip");
+        let doc = d.document(Path::new("/d"));
+        let socks = &doc["tunnel"]["localSockets"];
+        assert_eq!(socks[0]["publicAddress"], "127.0.0.1");
+        assert_eq!(socks[1]["publicAddress"], "autoHttpDetect");
+        assert_eq!(socks[1]["httpDetector"]["url"], "http://127.0.0.1:9/ip");
+        assert_eq!(socks[1]["listenPort"], 4002);
     }
 
     #[test]

@@ -133,6 +133,8 @@ impl Form {
                     app_socket: app_socket.trim().to_owned(),
                     port_range: list(ports),
                     address_range: list(addrs),
+                    // Not in the form yet: the daemon's default applies.
+                    max_connections: None,
                 })
             }
             Kind::Remote => {
@@ -142,6 +144,7 @@ impl Form {
                     app_name: app.trim().to_owned(),
                     local_socket: local.trim().to_owned(),
                     app_socket: app_socket.trim().to_owned(),
+                    max_connections: None,
                 })
             }
         }

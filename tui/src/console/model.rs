@@ -258,6 +258,7 @@ impl Model {
             if let Some(p) = self.peers.iter_mut().find(|p| p.name == ps.peer) {
                 p.bytes_sent = ps.bytes_sent;
                 p.bytes_received = ps.bytes_received;
+                p.conflicting_instances = ps.conflicting_instances.clone();
             }
         }
         for st in s.streams {

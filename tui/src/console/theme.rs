@@ -67,7 +67,7 @@ impl Theme {
         match word {
             "connected" | "up" | "open" => self.good(),
             "connecting" | "reconnecting" | "discovered" | "waiting" => self.warn(),
-            "gone" | "failed" | "disconnected" => self.bad(),
+            "gone" | "failed" | "disconnected" | "conflict" => self.bad(),
             _ => Style::new(),
         }
     }

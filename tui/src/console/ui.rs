@@ -1,6 +1,7 @@
 //! Pure rendering: `render(model, view, theme, now, frame)` draws the header, tab bar, the
 //! current tab (with its detail pane), the footer and any overlay. Nothing here mutates
-//! state or does I/O; tables build only the rows that fit.
+//! state or does I/O; tables build only the rows that fit. Strings from the daemon are drawn
+//! through [`visible`] (hidden characters escaped, one line per row).
 
 pub mod apps;
 pub mod events;
@@ -20,6 +21,7 @@ use super::keymap;
 use super::model::{Link, Model};
 use super::theme::Theme;
 use super::view::{Tab, ViewState, window};
+use crate::ctl::escape::{visible, visible_owned};
 use crate::ctl::units;
 
 /// Everything a view needs, borrowed for one frame.
@@ -102,7 +104,7 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
     spans.push(Span::raw("  "));
     match &cx.model.site {
         Some(s) => {
-            spans.push(Span::styled(s.name.clone(), t.title()));
+            spans.push(Span::styled(visible_owned(s.name.clone()), t.title()));
             spans.push(Span::raw(format!(" v{}", s.version)));
             let up = s
                 .started_at
@@ -115,7 +117,17 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
             spans.push(Span::raw("  broker "));
             spans.push(Span::styled(b.clone(), t.state(&b)));
             if !s.broker_reason.is_empty() && b != "connected" {
-                spans.push(Span::styled(format!(" ({})", s.broker_reason), t.dim()));
+                spans.push(Span::styled(
+                    format!(" ({})", visible(&s.broker_reason)),
+                    t.dim(),
+                ));
+            }
+            // Why a socket announces no address: the first failing detection.
+            if let Some(d) = s.sockets.iter().find(|d| !d.detect_error.is_empty()) {
+                spans.push(Span::styled(
+                    format!("  address detection failed: {}", d.detect_error),
+                    t.bad(),
+                ));
             }
         }
         None => spans.push(Span::styled("wovenet (no site yet)", t.dim())),
@@ -239,6 +251,51 @@ pub fn spark<'a>(
 pub(crate) fn kv(theme: Theme, key: &str, value: String) -> Line<'static> {
     Line::from(vec![
         Span::styled(format!("{key:>14}: "), theme.dim()),
-        Span::raw(value),
+        Span::raw(visible_owned(value)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wovenet_proto::v1 as pb;
+
+    fn text(line: &Line<'_>) -> String {
+        line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn header_says_why_address_detection_failed() {
+        let mut model = Model::default();
+        let view = ViewState::default();
+        let mut site = pb::SiteInfo {
+            name: "alpha".into(),
+            version: "0.1.0".into(),
+            broker_state: pb::BrokerState::Connected as i32,
+            sockets: vec![pb::TunnelSocket {
+                listen: "0.0.0.0:4000".into(),
+                auto_detect: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        model.site = Some(site.clone());
+        fn cx<'a>(model: &'a Model, view: &'a ViewState) -> Ctx<'a> {
+            Ctx {
+                model,
+                view,
+                theme: Theme::new(false),
+                now: SystemTime::UNIX_EPOCH,
+            }
+        }
+        assert!(!text(&header_line(cx(&model, &view))).contains("detection"));
+        site.sockets[0].detect_error = "'http://ip.test/' answered HTTP 500".into();
+        model.site = Some(site);
+        assert!(
+            text(&header_line(cx(&model, &view)))
+                .ends_with("  address detection failed: 'http://ip.test/' answered HTTP 500"),
+            "{}",
+            text(&header_line(cx(&model, &view)))
+        );
+    }
 }

@@ -142,6 +142,10 @@ pub struct ExposeAdd {
         requires = "port_range"
     )]
     pub address_range: Vec<String>,
+    /// Streams open to the app at once, from all sites (1..1000000; the daemon's
+    /// default when not given). Further ones are refused with "limit reached".
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 }
 
 impl ExposeAdd {
@@ -180,6 +184,10 @@ pub struct RemoteAdd {
     /// Range apps: the target on the remote side.
     #[arg(long, value_name = "tcp:IP:PORT")]
     pub app_socket: Option<String>,
+    /// Clients served on the local socket at once (1..1000000; the daemon's
+    /// default when not given). One more is reset as soon as it connects.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 }
 
 /// `remote rm`.
@@ -378,6 +386,58 @@ mod tests {
     }
 
     #[test]
+    fn max_connections_is_optional_and_a_number_the_daemon_range_checks() {
+        let cli = parse(&[
+            "expose",
+            "add",
+            "--name",
+            "x",
+            "--socket",
+            "tcp:127.0.0.1:1",
+            "--max-connections",
+            "0",
+        ])
+        .unwrap();
+        let Command::Expose(ExposeCommand::Add(add)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        // 0 is passed on: the daemon refuses it with the config file's message.
+        assert_eq!(add.max_connections, Some(0));
+        let cli = parse(&[
+            "remote",
+            "add",
+            "--site",
+            "b",
+            "--app",
+            "x",
+            "--local",
+            "tcp:127.0.0.1:2",
+            "--max-connections",
+            "2",
+        ])
+        .unwrap();
+        let Command::Remote(RemoteCommand::Add(add)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(add.max_connections, Some(2));
+        assert_eq!(
+            kind(&[
+                "remote",
+                "add",
+                "--site",
+                "b",
+                "--app",
+                "x",
+                "--local",
+                "tcp:127.0.0.1:2",
+                "--max-connections",
+                "many"
+            ]),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
     fn app_sockets_are_not_checked_here_so_the_daemon_reports_them() {
         let cli = parse(&["expose", "add", "--name", "x", "--socket", "tcp:nope"]).unwrap();
         let Command::Expose(ExposeCommand::Add(add)) = cli.command else {
@@ -429,6 +489,7 @@ mod tests {
                 app: "vnc".into(),
                 local: "tcp:127.0.0.1:5900".into(),
                 app_socket: Some("tcp:10.0.0.6:5900".into()),
+                max_connections: None,
             }))
         );
         let cli = parse(&["remote", "rm", "--site", "b", "--app", "vnc"]).unwrap();

@@ -204,6 +204,7 @@ pub async fn execute(
                 app_socket: add.socket.clone().unwrap_or_default(),
                 port_range: add.port_range.clone(),
                 address_range: add.address_range.clone(),
+                max_connections: add.max_connections,
             };
             let app = control.add_exposed_app(spec).await.map_err(st)?;
             let json = json::ExposedAppChange { app: (&app).into() };
@@ -220,6 +221,7 @@ pub async fn execute(
                 app_name: add.app.clone(),
                 local_socket: add.local.clone(),
                 app_socket: add.app_socket.clone().unwrap_or_default(),
+                max_connections: add.max_connections,
             };
             let app = control.add_remote_app(spec).await.map_err(st)?;
             let json = json::RemoteAppAdded { app: (&app).into() };

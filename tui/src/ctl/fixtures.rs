@@ -43,11 +43,13 @@ pub(crate) fn site() -> pb::SiteInfo {
                 listen: "0.0.0.0:40001".into(),
                 public: "203.0.113.7:40001".into(),
                 auto_detect: false,
+                ..Default::default()
             },
             pb::TunnelSocket {
                 listen: "[::]:40002".into(),
                 public: String::new(),
                 auto_detect: true,
+                ..Default::default()
             },
         ],
     }
@@ -65,6 +67,7 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             streams: 1,
             bytes_sent: 1536,
             bytes_received: 5 << 20,
+            conflicting_instances: vec![],
         },
         pb::Peer {
             name: "gamma-site".into(),
@@ -76,6 +79,7 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             streams: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            conflicting_instances: vec![],
         },
     ]
 }
@@ -146,6 +150,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             app_socket: "tcp:127.0.0.1:7".into(),
             port_range: vec![],
             address_range: vec![],
+            max_connections: None,
         }),
         live: false,
     }
@@ -159,6 +164,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             app_socket: String::new(),
             port_range: vec!["5900".into(), "5901-5990".into()],
             address_range: vec!["10.0.2.0/24".into()],
+            max_connections: Some(50),
         }),
         live: true,
     }
@@ -170,6 +176,7 @@ pub(crate) fn remote_spec() -> pb::RemoteAppSpec {
         app_name: "echo".into(),
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
+        max_connections: None,
     }
 }
 
@@ -190,6 +197,7 @@ pub(crate) fn remote_failed() -> pb::RemoteApp {
             app_name: "vnc".into(),
             local_socket: "unix:/run/vnc.sock".into(),
             app_socket: "tcp:10.0.2.9:5900".into(),
+            max_connections: Some(4),
         }),
         listener_state: pb::ListenerState::Failed as i32,
         listen_addr: String::new(),
@@ -240,6 +248,7 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             bytes_received: 1_024,
             send_rate: 1_536.0,
             receive_rate: 0.0,
+            limited_streams: 3,
         }],
         peers: vec![pb::PeerStats {
             peer: "beta".into(),
@@ -247,6 +256,7 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             bytes_received: 20 << 20,
             send_rate: 1_048_576.0,
             receive_rate: 512.0,
+            conflicting_instances: vec![],
         }],
         channels: vec![pb::ChannelStats {
             id: 3,

@@ -59,6 +59,8 @@ pub struct TunnelSocket {
     listen: String,
     public: String,
     auto_detect: bool,
+    detect_error: String,
+    detect_error_at: Option<String>,
 }
 
 impl From<&pb::TunnelSocket> for TunnelSocket {
@@ -67,6 +69,8 @@ impl From<&pb::TunnelSocket> for TunnelSocket {
             listen: s.listen.clone(),
             public: s.public.clone(),
             auto_detect: s.auto_detect,
+            detect_error: s.detect_error.clone(),
+            detect_error_at: ts(s.detect_error_at.as_ref()),
         }
     }
 }
@@ -90,6 +94,7 @@ pub struct Peer {
     streams: u32,
     bytes_sent: u64,
     bytes_received: u64,
+    conflicting_instances: Vec<String>,
 }
 
 impl From<&pb::Peer> for Peer {
@@ -104,6 +109,7 @@ impl From<&pb::Peer> for Peer {
             streams: p.streams,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            conflicting_instances: p.conflicting_instances.clone(),
         }
     }
 }
@@ -222,6 +228,8 @@ pub struct ExposedAppSpec {
     app_socket: String,
     port_range: Vec<String>,
     address_range: Vec<String>,
+    /// `null` when not set (the daemon's default applies).
+    max_connections: Option<u32>,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -236,6 +244,7 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
             app_socket: s.app_socket.clone(),
             port_range: s.port_range.clone(),
             address_range: s.address_range.clone(),
+            max_connections: s.max_connections,
         }
     }
 }
@@ -263,6 +272,8 @@ pub struct RemoteAppSpec {
     app_name: String,
     local_socket: String,
     app_socket: String,
+    /// `null` when not set (the daemon's default applies).
+    max_connections: Option<u32>,
 }
 
 impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
@@ -272,6 +283,7 @@ impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
             app_name: s.app_name.clone(),
             local_socket: s.local_socket.clone(),
             app_socket: s.app_socket.clone(),
+            max_connections: s.max_connections,
         }
     }
 }
@@ -532,6 +544,7 @@ pub struct AppStats {
     bytes_received: u64,
     send_rate: f64,
     receive_rate: f64,
+    limited_streams: u64,
 }
 
 impl From<&pb::AppStats> for AppStats {
@@ -546,6 +559,7 @@ impl From<&pb::AppStats> for AppStats {
             bytes_received: a.bytes_received,
             send_rate: a.send_rate,
             receive_rate: a.receive_rate,
+            limited_streams: a.limited_streams,
         }
     }
 }
@@ -632,8 +646,11 @@ mod tests {
 
     #[test]
     fn status_is_the_site_with_proto_field_names_in_proto_order() {
+        let mut site = fx::site();
+        site.sockets[1].detect_error = "'http://ip.test/' answered HTTP 500".into();
+        site.sockets[1].detect_error_at = Some(fx::at(fx::T0, 0));
         let out = GetSite {
-            site: (&fx::site()).into(),
+            site: (&site).into(),
         };
         assert_eq!(
             value(&out),
@@ -647,8 +664,11 @@ mod tests {
                 "broker_state": "reconnecting",
                 "broker_reason": "connection refused",
                 "sockets": [
-                    {"listen": "0.0.0.0:40001", "public": "203.0.113.7:40001", "auto_detect": false},
-                    {"listen": "[::]:40002", "public": "", "auto_detect": true}
+                    {"listen": "0.0.0.0:40001", "public": "203.0.113.7:40001", "auto_detect": false,
+                     "detect_error": "", "detect_error_at": null},
+                    {"listen": "[::]:40002", "public": "", "auto_detect": true,
+                     "detect_error": "'http://ip.test/' answered HTTP 500",
+                     "detect_error_at": "2024-05-01T10:00:00Z"}
                 ]
             }})
         );
@@ -678,11 +698,25 @@ mod tests {
             json!({"peers": [
                 {"name": "beta", "instance": "0badc0de", "state": "connected",
                  "apps": ["echo", "vnc"], "last_seen": "2024-05-01T10:59:57Z",
-                 "channels": 2, "streams": 1, "bytes_sent": 1536, "bytes_received": 5242880},
+                 "channels": 2, "streams": 1, "bytes_sent": 1536, "bytes_received": 5242880,
+                 "conflicting_instances": []},
                 {"name": "gamma-site", "instance": "", "state": "gone", "apps": [],
                  "last_seen": null, "channels": 0, "streams": 0, "bytes_sent": 0,
-                 "bytes_received": 0}
+                 "bytes_received": 0, "conflicting_instances": []}
             ]})
+        );
+    }
+
+    #[test]
+    fn a_peer_in_a_name_conflict_lists_the_refused_instances() {
+        let mut peers = fx::peers();
+        peers[0].conflicting_instances = vec!["feedface".into()];
+        let out = ListPeers {
+            peers: peers.iter().map(Into::into).collect(),
+        };
+        assert_eq!(
+            value(&out)["peers"][0]["conflicting_instances"],
+            json!(["feedface"])
         );
     }
 
@@ -725,8 +759,9 @@ mod tests {
         assert_eq!(
             out["exposed"][0],
             json!({"spec": {"name": "echo", "mode": "single", "app_socket": "tcp:127.0.0.1:7",
-                "port_range": [], "address_range": []}, "live": false})
+                "port_range": [], "address_range": [], "max_connections": null}, "live": false})
         );
+        assert_eq!(out["exposed"][1]["spec"]["max_connections"], 50);
         assert_eq!(out["exposed"][1]["spec"]["mode"], "range");
         assert_eq!(
             out["exposed"][1]["spec"]["port_range"],
@@ -736,10 +771,11 @@ mod tests {
         assert_eq!(
             out["remote"][0],
             json!({"spec": {"site_name": "beta", "app_name": "echo",
-                "local_socket": "tcp:127.0.0.1:6000", "app_socket": ""},
+                "local_socket": "tcp:127.0.0.1:6000", "app_socket": "", "max_connections": null},
                 "listener_state": "open", "listen_addr": "127.0.0.1:6000",
                 "listener_error": "", "live": false})
         );
+        assert_eq!(out["remote"][1]["spec"]["max_connections"], 4);
         assert_eq!(out["remote"][1]["listener_state"], "failed");
         assert_eq!(out["remote"][1]["listener_error"], "permission denied");
     }
@@ -793,7 +829,8 @@ mod tests {
             json!({"event": {"seq": 43, "at": "2024-05-01T10:00:00.123Z",
                 "kind": "listener_opened",
                 "listener_opened": {"site_name": "beta", "app_name": "echo",
-                    "local_socket": "tcp:127.0.0.1:6000", "app_socket": ""}}})
+                    "local_socket": "tcp:127.0.0.1:6000", "app_socket": "",
+                    "max_connections": null}}})
         );
         let down = Event::from(&fx::event(
             44,
@@ -863,7 +900,7 @@ mod tests {
             v["apps"][0],
             json!({"app": "echo", "peer": "beta", "direction": "inbound", "open_streams": 1,
                 "total_streams": 9, "bytes_sent": 2048, "bytes_received": 1024,
-                "send_rate": 1536.0, "receive_rate": 0.0})
+                "send_rate": 1536.0, "receive_rate": 0.0, "limited_streams": 3})
         );
         assert_eq!(
             v["peers"][0],

@@ -1,6 +1,8 @@
 //! Aligned plain-text tables for people: upper-case headers, columns two spaces apart,
-//! numbers right-aligned, `-` in empty cells, no trailing spaces. Knows nothing of the API.
+//! numbers right-aligned, `-` in empty cells, no trailing spaces, and every cell on one line
+//! (hidden characters escaped, see [`escape`](super::escape)). Knows nothing of the API.
 
+use super::escape::visible_owned;
 use super::units::EMPTY;
 
 /// How a column's cells line up.
@@ -50,7 +52,9 @@ impl Table {
         }
     }
 
-    /// Adds a row; missing cells are empty, extra cells are dropped, empty cells show `-`.
+    /// Adds a row; missing cells are empty, extra cells are dropped, empty cells show `-`,
+    /// hidden characters (a line feed, a bidi override) are escaped so a cell can neither
+    /// add a line nor reorder one.
     pub fn row<I, S>(&mut self, cells: I) -> &mut Self
     where
         I: IntoIterator<Item = S>,
@@ -60,7 +64,13 @@ impl Table {
             .into_iter()
             .take(self.align.len())
             .map(Into::into)
-            .map(|c| if c.is_empty() { EMPTY.to_owned() } else { c })
+            .map(|c| {
+                if c.is_empty() {
+                    EMPTY.to_owned()
+                } else {
+                    visible_owned(c)
+                }
+            })
             .collect();
         row.resize(self.align.len(), EMPTY.to_owned());
         self.rows.push(row);

@@ -7,10 +7,12 @@ use std::time::SystemTime;
 
 use wovenet_proto::v1::{self as pb, event, watch_events_response};
 
+use super::escape::visible;
 use super::table::Table;
 use super::units::{self, or_empty, yes_no};
 
-/// `status`: a key/value block, then the tunnel sockets.
+/// `status`: a key/value block, then the tunnel sockets, then why public address detection
+/// failed, if it did.
 pub fn status(s: &pb::SiteInfo) -> String {
     let mut kv = Table::plain(2);
     let broker_state = units::broker_state(s.broker_state);
@@ -40,7 +42,9 @@ pub fn status(s: &pb::SiteInfo) -> String {
     for t in &s.sockets {
         sockets.row([
             t.listen.as_str(),
-            if t.public.is_empty() && t.auto_detect {
+            if t.public.is_empty() && !t.detect_error.is_empty() {
+                "detection failed"
+            } else if t.public.is_empty() && t.auto_detect {
                 "detecting"
             } else {
                 t.public.as_str()
@@ -52,6 +56,17 @@ pub fn status(s: &pb::SiteInfo) -> String {
         out.push_str("no tunnel sockets\n");
     } else {
         out.push_str(&sockets.render());
+    }
+    for t in s.sockets.iter().filter(|t| !t.detect_error.is_empty()) {
+        let at = t
+            .detect_error_at
+            .as_ref()
+            .map_or_else(String::new, |at| format!(" at {}", units::timestamp(at)));
+        let _ = writeln!(
+            out,
+            "public address detection for {} failed{at}: {}",
+            t.listen, t.detect_error
+        );
     }
     out
 }
@@ -83,7 +98,21 @@ pub fn peers(peers: &[pb::Peer], now: SystemTime) -> String {
             p.apps.join(","),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    // Only when two running sites share a name: which one is used, which refused.
+    let mut c = Table::new(&["NAME", "INSTANCE", "REFUSED-INSTANCE"]);
+    let mut any = false;
+    for p in peers {
+        for other in &p.conflicting_instances {
+            any = true;
+            c.row([p.name.clone(), p.instance.clone(), other.clone()]);
+        }
+    }
+    if any {
+        out.push_str("\nNAME CONFLICTS (two running sites share a siteName; rename one)\n");
+        out.push_str(&c.render());
+    }
+    out
 }
 
 /// `channels`.
@@ -187,13 +216,14 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
     if apps.exposed.is_empty() {
         out.push_str("none\n");
     } else {
-        let mut t = Table::new(&["NAME", "MODE", "TARGET", "LIVE"]);
+        let mut t = Table::new(&["NAME", "MODE", "TARGET", ">MAX-CONN", "LIVE"]);
         for a in &apps.exposed {
             let spec = a.spec.clone().unwrap_or_default();
             t.row([
                 spec.name.clone(),
                 exposed_mode(&spec).to_owned(),
                 exposed_target(&spec),
+                max_connections(spec.max_connections),
                 yes_no(a.live).to_owned(),
             ]);
         }
@@ -208,6 +238,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
             "APP",
             "LOCAL",
             "APP-SOCKET",
+            ">MAX-CONN",
             "LISTENER",
             "ADDRESS",
             "LIVE",
@@ -220,6 +251,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 spec.app_name,
                 spec.local_socket,
                 spec.app_socket,
+                max_connections(spec.max_connections),
                 units::cell(units::listener_state(a.listener_state)),
                 a.listen_addr.clone(),
                 yes_no(a.live).to_owned(),
@@ -229,6 +261,11 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+/// A `maxConnections` cell: the number, or `default` when not set.
+fn max_connections(n: Option<u32>) -> String {
+    n.map_or_else(|| "default".to_owned(), |n| n.to_string())
 }
 
 /// `site/app on local` (and `-> app_socket` for range apps).
@@ -248,7 +285,7 @@ fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
 pub fn exposed_added(a: &pb::ExposedApp) -> String {
     format!(
         "added exposed app {}\n",
-        exposed_spec(&a.spec.clone().unwrap_or_default())
+        visible(&exposed_spec(&a.spec.clone().unwrap_or_default()))
     )
 }
 
@@ -256,7 +293,7 @@ pub fn exposed_added(a: &pb::ExposedApp) -> String {
 pub fn exposed_removed(a: &pb::ExposedApp) -> String {
     format!(
         "removed exposed app {}; open connections finish\n",
-        exposed_spec(&a.spec.clone().unwrap_or_default())
+        visible(&exposed_spec(&a.spec.clone().unwrap_or_default()))
     )
 }
 
@@ -276,8 +313,8 @@ fn listener(a: &pb::RemoteApp) -> String {
 pub fn remote_added(a: &pb::RemoteApp) -> String {
     format!(
         "added remote app {}; {}\n",
-        remote_spec(&a.spec.clone().unwrap_or_default()),
-        listener(a)
+        visible(&remote_spec(&a.spec.clone().unwrap_or_default())),
+        visible(&listener(a))
     )
 }
 
@@ -291,7 +328,7 @@ pub fn remote_removed(removed: &[pb::RemoteApp]) -> String {
         .map(|a| {
             format!(
                 "removed remote app {}\n",
-                remote_spec(&a.spec.clone().unwrap_or_default())
+                visible(&remote_spec(&a.spec.clone().unwrap_or_default()))
             )
         })
         .collect()
@@ -302,7 +339,7 @@ pub fn snapshot(s: &pb::Snapshot) -> String {
     let site = s.site.clone().unwrap_or_default();
     format!(
         "site {} ({}): {}, {}, {}, {}, {}; following events from #{} (Ctrl-C to stop)\n",
-        or_empty(&site.name),
+        visible(or_empty(&site.name)),
         units::broker_state(site.broker_state),
         units::plural(s.peers.len(), "peer"),
         units::plural(s.channels.len(), "channel"),
@@ -325,6 +362,7 @@ pub fn event(e: &pb::Event) -> String {
     let at =
         e.at.as_ref()
             .map_or_else(|| "-".to_owned(), units::timestamp);
+    let detail = visible(&detail);
     let line = format!("{at}  #{}  {name:<EVENT_NAME_WIDTH$}  {detail}", e.seq);
     format!("{}\n", line.trim_end())
 }
@@ -401,6 +439,7 @@ pub fn stats(s: &pb::WatchStatsResponse) -> String {
         "DIRECTION",
         ">OPEN",
         ">TOTAL",
+        ">LIMITED",
         ">SENT",
         ">RECEIVED",
         ">SEND-RATE",
@@ -413,6 +452,7 @@ pub fn stats(s: &pb::WatchStatsResponse) -> String {
             units::cell(units::stream_direction(a.direction)),
             a.open_streams.to_string(),
             a.total_streams.to_string(),
+            a.limited_streams.to_string(),
             units::bytes(a.bytes_sent),
             units::bytes(a.bytes_received),
             units::rate(a.send_rate),
@@ -510,6 +550,26 @@ mod tests {
     }
 
     #[test]
+    fn status_says_why_detection_failed() {
+        let mut site = fx::site();
+        site.sockets[1].detect_error =
+            "'http://ip.test/' answered 'nope' (content type 'text/html'), which is not an IP address"
+                .into();
+        site.sockets[1].detect_error_at = Some(fx::at(fx::T0, 0));
+        let out = status(&site);
+        assert!(
+            out.ends_with(
+                "LISTEN         PUBLIC             AUTO-DETECT\n\
+                 0.0.0.0:40001  203.0.113.7:40001  no\n\
+                 [::]:40002     detection failed   yes\n\
+                 public address detection for [::]:40002 failed at 2024-05-01T10:00:00Z: \
+                 'http://ip.test/' answered 'nope' (content type 'text/html'), which is not an IP address\n"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn peers_table_aligns_columns_with_human_units() {
         let out = peers(&fx::peers(), fx::now());
         assert_eq!(
@@ -519,6 +579,21 @@ mod tests {
              gamma-site  gone              0        0      0 B       0 B  -          -\n"
         );
         assert_eq!(peers(&[], fx::now()), "no peers\n");
+    }
+
+    #[test]
+    fn peers_in_a_name_conflict_get_a_section_naming_both_instances() {
+        let mut ps = fx::peers();
+        ps[0].conflicting_instances = vec!["feedface".into()];
+        let out = peers(&ps, fx::now());
+        assert!(
+            out.ends_with(
+                "\nNAME CONFLICTS (two running sites share a siteName; rename one)\n\
+                 NAME  INSTANCE  REFUSED-INSTANCE\n\
+                 beta  0badc0de  feedface\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -581,14 +656,14 @@ mod tests {
         assert_eq!(
             apps(&fx::apps()),
             "EXPOSED APPS\n\
-             NAME  MODE    TARGET                               LIVE\n\
-             echo  single  tcp:127.0.0.1:7                      no\n\
-             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24  yes\n\
+             NAME  MODE    TARGET                               MAX-CONN  LIVE\n\
+             echo  single  tcp:127.0.0.1:7                       default  no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  yes\n\
              \n\
              REMOTE APPS\n\
-             SITE  APP   LOCAL               APP-SOCKET         LISTENER  ADDRESS         LIVE  ERROR\n\
-             beta  echo  tcp:127.0.0.1:6000  -                  open      127.0.0.1:6000  no    -\n\
-             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900  failed    -               yes   permission denied\n"
+             SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LISTENER  ADDRESS         LIVE  ERROR\n\
+             beta  echo  tcp:127.0.0.1:6000  -                   default  open      127.0.0.1:6000  no    -\n\
+             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900         4  failed    -               yes   permission denied\n"
         );
         assert_eq!(
             apps(&pb::ListAppsResponse::default()),
@@ -684,8 +759,8 @@ mod tests {
             "stats at 2024-05-01T10:00:00Z\n\
              \n\
              APPS\n\
-             APP   PEER  DIRECTION  OPEN  TOTAL     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
-             echo  beta  inbound       1      9  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
+             APP   PEER  DIRECTION  OPEN  TOTAL  LIMITED     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
+             echo  beta  inbound       1      9        3  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
              \n\
              PEERS\n\
              PEER      SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\

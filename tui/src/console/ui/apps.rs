@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row};
 
 use super::{Ctx, kv, table};
+use crate::ctl::escape::visible_owned;
 use crate::ctl::units;
 
 /// Draws the apps table; returns the detail lines for the selected app.
@@ -35,8 +36,8 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
                 let (open, sent, recv) = m.app_traffic(&s.name);
                 Row::new(vec![
                     Cell::from("exposed"),
-                    Cell::from(s.name),
-                    Cell::from(s.app_socket),
+                    Cell::from(visible_owned(s.name)),
+                    Cell::from(visible_owned(s.app_socket)),
                     Cell::from(Span::styled("serving", cx.theme.good())),
                     Cell::from(open.to_string()),
                     Cell::from(units::bytes(sent)),
@@ -49,8 +50,8 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
                 let st = units::listener_state(r.listener_state);
                 Row::new(vec![
                     Cell::from("remote"),
-                    Cell::from(format!("{}/{}", s.site_name, s.app_name)),
-                    Cell::from(s.local_socket),
+                    Cell::from(visible_owned(format!("{}/{}", s.site_name, s.app_name))),
+                    Cell::from(visible_owned(s.local_socket)),
                     Cell::from(Span::styled(st.clone(), cx.theme.state(&st))),
                     Cell::from(open.to_string()),
                     Cell::from(units::bytes(sent)),

@@ -10,6 +10,7 @@ use super::Ctx;
 use crate::console::form::Kind;
 use crate::console::keymap::BINDINGS;
 use crate::console::view::Confirm;
+use crate::ctl::escape::visible;
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
@@ -96,7 +97,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>) {
         frame.render_widget(Clear, r);
         frame.render_widget(
             Paragraph::new(vec![
-                Line::from(format!("remove {what}?")),
+                Line::from(format!("remove {}?", visible(&what))),
                 Line::styled("y remove   n/Esc keep", t.title()),
             ])
             .wrap(Wrap { trim: false })

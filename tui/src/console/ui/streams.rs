@@ -8,6 +8,7 @@ use ratatui::widgets::Row;
 
 use super::{Ctx, kv, table};
 use crate::console::update::visible_streams;
+use crate::ctl::escape::visible_owned;
 use crate::ctl::units;
 
 /// Draws the streams table; returns the detail lines for the selected stream.
@@ -38,10 +39,10 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             let s = streams[i];
             Row::new(vec![
                 s.id.to_string(),
-                s.app.clone(),
-                s.peer.clone(),
+                visible_owned(s.app.clone()),
+                visible_owned(s.peer.clone()),
                 units::stream_direction(s.direction),
-                s.client_addr.clone(),
+                visible_owned(s.client_addr.clone()),
                 units::bytes(s.bytes_sent),
                 units::bytes(s.bytes_received),
                 units::proto_duration(s.age.as_ref()),

@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row};
 
 use super::{Ctx, kv, spark, table};
+use crate::ctl::escape::visible_owned;
 use crate::ctl::units;
 use wovenet_proto::v1 as pb;
 
@@ -51,7 +52,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             let h = cx.model.history.get(&c.id).unwrap_or(&empty);
             let st = units::channel_state(c.state);
             Row::new(vec![
-                Cell::from(c.peer.clone()),
+                Cell::from(visible_owned(c.peer.clone())),
                 Cell::from(c.id.to_string()),
                 Cell::from(Span::styled(st.clone(), cx.theme.state(&st))),
                 Cell::from(units::proto_duration(c.rtt.as_ref())),
