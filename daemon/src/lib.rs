@@ -26,7 +26,6 @@ pub mod message;
 pub mod site;
 pub mod store;
 pub mod telemetry;
-pub mod throttle;
 pub mod tunnel;
 pub mod types;
 pub mod view;

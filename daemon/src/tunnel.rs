@@ -36,7 +36,7 @@ use crate::config::{CongestionControl, LocalSocket, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
 use crate::error::Chain;
-use crate::warn_limit::WarnLimiter;
+use crate::warn_limit::{SharedWarnLimiter, WarnLimiter};
 use admission::Verdict;
 use auth::{AuthError, PeerId};
 use backoff::Backoff;
@@ -361,7 +361,7 @@ struct Ctx {
     tracker: TaskTracker,
     /// Failed key proofs are logged at most once a minute (a flood would
     /// otherwise write a line per connection).
-    auth_warn: Arc<Mutex<WarnLimiter>>,
+    auth_warn: Arc<SharedWarnLimiter>,
 }
 
 /// The tunnel manager of one site: listeners, dial loops and the registry.
@@ -625,7 +625,7 @@ async fn inbound(
 /// Counts a failed key proof (either direction) and logs it, rate-limited.
 fn auth_failed(ctx: &Ctx, e: &AuthError) {
     Counters::bump(&ctx.counters.auth_failures);
-    let allowed = lock(&ctx.auth_warn).allow(Instant::now());
+    let allowed = ctx.auth_warn.allow(Instant::now());
     match allowed {
         Some(suppressed) => {
             warn!(error = %Chain(e), suppressed, "channel authentication failed")

@@ -2,11 +2,16 @@
 //! (undecryptable messages, failed key proofs, refused connections): one
 //! `warn!` per interval, with a count of what was held back. Pure bookkeeping
 //! on a caller-supplied `now`; it does not log or read the clock itself.
+//! [`SharedWarnLimiter`] is the same for tasks that share one.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Default interval between two warnings of one kind.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// Interval for refusals over a limit: an operator tuning a limit wants to
+/// see them sooner than once a minute.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Lets one warning through per interval and counts what it held back.
 #[derive(Debug)]
@@ -47,6 +52,26 @@ impl WarnLimiter {
     }
 }
 
+/// A [`WarnLimiter`] shared by tasks.
+#[derive(Debug, Default)]
+pub struct SharedWarnLimiter(Mutex<WarnLimiter>);
+
+impl SharedWarnLimiter {
+    /// One warning per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self(Mutex::new(WarnLimiter::new(interval)))
+    }
+
+    /// See [`WarnLimiter::allow`].
+    pub fn allow(&self, now: Instant) -> Option<u64> {
+        // One field update that cannot panic halfway: poisoning is harmless.
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +85,23 @@ mod tests {
         assert_eq!(l.allow(t0 + Duration::from_secs(2)), None);
         assert_eq!(l.allow(t0 + WARN_INTERVAL), Some(2));
         assert_eq!(l.allow(t0 + WARN_INTERVAL), None);
+    }
+
+    #[test]
+    fn a_clock_going_backwards_holds_warnings_back() {
+        let mut l = WarnLimiter::default();
+        let t0 = Instant::now() + WARN_INTERVAL;
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0 - Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn the_shared_form_behaves_the_same() {
+        let t0 = Instant::now();
+        let l = SharedWarnLimiter::new(Duration::from_secs(5));
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0), None);
+        assert_eq!(l.allow(t0 + Duration::from_secs(5)), Some(1));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use super::{StreamRegistry, StreamServer, TunnelStream};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
 use crate::counters::Counters;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
-use crate::throttle::SharedThrottle;
 use crate::view::StreamDirection;
+use crate::warn_limit::{REFUSAL_LOG_INTERVAL, SharedWarnLimiter};
 
 /// The live set of exposed apps, keyed by name, and the streams held open
 /// against their limits (per peer and per app).
@@ -44,7 +44,7 @@ pub struct ExposedApps {
     /// Streams open per app, from all peers.
     open: Limiter<AppName>,
     /// Refusals over a limit come in bursts: their log lines are throttled.
-    refusal_log: SharedThrottle,
+    refusal_log: SharedWarnLimiter,
 }
 
 impl Default for ExposedApps {
@@ -63,7 +63,7 @@ impl ExposedApps {
             per_peer: DEFAULT_STREAMS_PER_PEER as usize,
             peers: Limiter::new(),
             open: Limiter::new(),
-            refusal_log: SharedThrottle::default(),
+            refusal_log: SharedWarnLimiter::new(REFUSAL_LOG_INTERVAL),
         }
     }
 

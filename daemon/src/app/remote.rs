@@ -28,8 +28,8 @@ use crate::accept::{self, AcceptBackoff};
 use crate::config::{AppSocket, RemoteApp};
 use crate::counters::Counters;
 use crate::limit::{LimitReached, Limiter, Permit};
-use crate::throttle::SharedThrottle;
 use crate::view::StreamDirection;
+use crate::warn_limit::{REFUSAL_LOG_INTERVAL, SharedWarnLimiter};
 
 /// A bound local socket serving one remote app.
 ///
@@ -106,7 +106,7 @@ impl RemoteListener {
             streams,
             cancel,
             open: Limiter::new(),
-            refusal_log: SharedThrottle::default(),
+            refusal_log: SharedWarnLimiter::new(REFUSAL_LOG_INTERVAL),
         });
         tracker.spawn(
             accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
@@ -240,7 +240,7 @@ struct Client<O> {
     /// `maxConnections`.
     limit: usize,
     /// Refusals over a limit come in bursts: their log lines are throttled.
-    refusal_log: SharedThrottle,
+    refusal_log: SharedWarnLimiter,
 }
 
 async fn accept_loop<O: StreamOpener>(

@@ -74,6 +74,7 @@ use crate::tunnel::auth::PeerId;
 use crate::tunnel::tls::Fingerprint;
 use crate::tunnel::{ChannelId, Direction};
 use crate::view::PeerState;
+use crate::warn_limit::WarnLimiter;
 
 /// Every site re-announces this often, so a lost message or a new broker
 /// subscriber heals without anyone asking.
@@ -102,8 +103,6 @@ pub const MAX_PENDING_CHANNELS: usize = 256;
 const MAX_TOMBSTONES: usize = 8;
 /// Most other instances of this site's own name reported.
 const MAX_OWN_CONFLICTS: usize = 16;
-/// At most one rate-limited warning of each kind per this interval.
-const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a claim (an announcement or an inbound channel) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,28 +417,6 @@ struct Pending {
     instance: InstanceId,
     cert: Fingerprint,
     deadline: Instant,
-}
-
-/// Lets one report through per interval and counts what it held back.
-#[derive(Debug, Default, Clone)]
-struct WarnLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < WARN_INTERVAL => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
 }
 
 /// The actions produced so far, and the rate limiters of reports.
