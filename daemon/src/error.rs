@@ -40,15 +40,10 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// The same characters names may not contain ([`crate::config::invisible`]),
+/// plus control characters.
 fn must_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200b}'..='\u{200f}' // zero-width space/joiners, LRM, RLM
-            | '\u{2028}'..='\u{202e}' // line/paragraph separators, bidi embeddings and overrides
-            | '\u{2060}'..='\u{2069}' // word joiner, invisible operators, bidi isolates
-            | '\u{061c}' // Arabic letter mark
-            | '\u{feff}' // zero-width no-break space
-        )
+    c.is_control() || crate::config::invisible(c)
 }
 
 #[cfg(test)]
