@@ -4,83 +4,26 @@
 //! confirms it, and a dialer whose channels are refused backs off.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns are test code too
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use common::{SHARED_KEY, Side, echo_server};
+use wovenet_daemon::app::OpenError;
+use wovenet_daemon::app::StreamOpener;
 use wovenet_daemon::app::preamble::{Request, Response, Status};
-use wovenet_daemon::app::{ExposedApps, ExposedServer, OpenError, StreamOpener};
-use wovenet_daemon::config::{
-    AppName, AppSocket, CongestionControl, CryptoKey, ExposedApp, ExposedTarget, LocalSocket,
-    PublicAddress, SiteName, SocketMode,
-};
-use wovenet_daemon::counters::Counters;
-use wovenet_daemon::crypto::Keys;
-use wovenet_daemon::message::announce::InstanceId;
+use wovenet_daemon::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
 use wovenet_daemon::tunnel::auth::PeerId;
 use wovenet_daemon::tunnel::tls::Fingerprint;
-use wovenet_daemon::tunnel::{CLOSE_REFUSED, ChannelId, Direction, Setup, TunnelEvent, Tunnels};
-
-fn keys() -> Arc<Keys> {
-    static K: OnceLock<Arc<Keys>> = OnceLock::new();
-    K.get_or_init(|| Arc::new(Keys::derive(&CryptoKey::new("the-shared-key").unwrap())))
-        .clone()
-}
-
-struct Side {
-    tunnels: Tunnels,
-    id: PeerId,
-    events: mpsc::Receiver<TunnelEvent>,
-    cancel: CancellationToken,
-}
+use wovenet_daemon::tunnel::{CLOSE_REFUSED, ChannelId, Direction, TunnelEvent};
 
 fn side(name: &str, apps: Vec<ExposedApp>) -> Side {
-    let (tx, events) = mpsc::channel(256);
-    let cancel = CancellationToken::new();
-    let id = PeerId {
-        site: SiteName::new(name).unwrap(),
-        instance: InstanceId::new_random(),
-    };
-    let counters = Arc::new(Counters::default());
-    let server = ExposedServer::new(
-        Arc::new(ExposedApps::new(apps)),
-        counters.clone(),
-        Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::default())),
-        cancel.clone(),
-    );
-    let tunnels = Tunnels::new(
-        Setup {
-            me: id.clone(),
-            keys: keys(),
-            congestion: CongestionControl::Cubic,
-            server: Arc::new(server),
-            counters,
-            events_tx: tx,
-        },
-        cancel.clone(),
-        TaskTracker::new(),
-    )
-    .unwrap();
-    Side {
-        tunnels,
-        id,
-        events,
-        cancel,
-    }
+    Side::new(name, SHARED_KEY, apps)
 }
 
 fn listen(s: &Side) -> SocketAddr {
-    s.tunnels
-        .listen(&LocalSocket {
-            mode: SocketMode::DedicatedAddress,
-            public_address: PublicAddress::Fixed("127.0.0.1".parse().unwrap()),
-            public_port: 0,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        })
-        .unwrap()
+    s.listen()
 }
 
 async fn channel_up(s: &mut Side) -> (PeerId, ChannelId, Direction, Fingerprint) {
@@ -96,21 +39,6 @@ async fn channel_up(s: &mut Side) -> (PeerId, ChannelId, Direction, Fingerprint)
             other => panic!("expected ChannelUp, got {other:?}"),
         }
     }
-}
-
-/// A TCP echo server; returns its address.
-async fn echo_server() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 /// Opens a stream from `from` to `to`'s app `echo` and waits up to `wait` for its verdict.

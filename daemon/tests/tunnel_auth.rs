@@ -2,90 +2,29 @@
 //! `crypto.key` (and presents the announced certificate) gets a channel.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns are test code too
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use wovenet_daemon::app::{ExposedApps, ExposedServer};
-use wovenet_daemon::config::{
-    CongestionControl, CryptoKey, LocalSocket, PublicAddress, SiteName, SocketMode,
-};
-use wovenet_daemon::counters::Counters;
-use wovenet_daemon::crypto::Keys;
+use common::{SHARED_KEY, Side};
 use wovenet_daemon::message::announce::InstanceId;
+use wovenet_daemon::tunnel::TunnelEvent;
 use wovenet_daemon::tunnel::auth::PeerId;
 use wovenet_daemon::tunnel::tls::Fingerprint;
-use wovenet_daemon::tunnel::{Setup, TunnelEvent, Tunnels};
-
-fn keys(good: bool) -> Arc<Keys> {
-    static GOOD: OnceLock<Arc<Keys>> = OnceLock::new();
-    static BAD: OnceLock<Arc<Keys>> = OnceLock::new();
-    let (cell, k) = if good {
-        (&GOOD, "the-shared-key")
-    } else {
-        (&BAD, "a-guessed-key")
-    };
-    cell.get_or_init(|| Arc::new(Keys::derive(&CryptoKey::new(k).unwrap())))
-        .clone()
-}
-
-struct Side {
-    tunnels: Tunnels,
-    id: PeerId,
-    events: mpsc::Receiver<TunnelEvent>,
-    counters: Arc<Counters>,
-    cancel: CancellationToken,
-}
 
 fn side(name: &str, good_key: bool) -> Side {
-    let (tx, events) = mpsc::channel(64);
-    let counters = Arc::new(Counters::default());
-    let cancel = CancellationToken::new();
-    let id = PeerId {
-        site: SiteName::new(name).unwrap(),
-        instance: InstanceId::new_random(),
+    let passphrase = if good_key {
+        SHARED_KEY
+    } else {
+        "a-guessed-key"
     };
-    let server = ExposedServer::new(
-        Arc::new(ExposedApps::new(vec![])),
-        counters.clone(),
-        Arc::new(wovenet_daemon::app::StreamRegistry::new(Arc::default())),
-        CancellationToken::new(),
-    );
-    let tunnels = Tunnels::new(
-        Setup {
-            me: id.clone(),
-            keys: keys(good_key),
-            congestion: CongestionControl::Cubic,
-            server: Arc::new(server),
-            counters: counters.clone(),
-            events_tx: tx,
-        },
-        cancel.clone(),
-        TaskTracker::new(),
-    )
-    .unwrap();
-    Side {
-        tunnels,
-        id,
-        events,
-        counters,
-        cancel,
-    }
+    Side::new(name, passphrase, vec![])
 }
 
 fn listen(s: &Side) -> SocketAddr {
-    s.tunnels
-        .listen(&LocalSocket {
-            mode: SocketMode::DedicatedAddress,
-            public_address: PublicAddress::Fixed("127.0.0.1".parse().unwrap()),
-            public_port: 0,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        })
-        .unwrap()
+    s.listen()
 }
 
 async fn next_event(s: &mut Side, within: Duration) -> Option<TunnelEvent> {
