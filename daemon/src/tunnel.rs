@@ -17,7 +17,9 @@ pub mod congestion;
 pub mod endpoint;
 pub mod pick;
 pub mod stats;
+pub mod stun;
 pub mod tls;
+pub mod udp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -443,7 +445,7 @@ impl Tunnels {
     pub fn listen(&self, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
         let mut server = self.identity.server_config(self.listen_transport.clone())?;
         endpoint::limit_incoming(&mut server);
-        let ep = endpoint::bind(socket.listen, Some(server))?;
+        let (ep, _aux) = endpoint::bind(socket.listen, Some(server))?;
         let local = ep.local_addr().map_err(|e| TunnelError::Bind {
             addr: socket.listen,
             source: e,
@@ -681,7 +683,7 @@ async fn dial_attempts(
     };
     // One endpoint (UDP socket) per dial target, so each dataChannel has its
     // own socket and its own driver: channels do not share a receive path.
-    let ep = match endpoint::bind(endpoint::dial_address(addr), None) {
+    let (ep, _aux) = match endpoint::bind(endpoint::dial_address(addr), None) {
         Ok(ep) => ep,
         Err(e) => {
             warn!(error = %e, "cannot bind dial socket");

@@ -10,6 +10,7 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use super::TunnelError;
 use super::congestion::BbrConfig;
+use super::udp::{self, Aux, Demux};
 use crate::config::CongestionControl;
 
 /// A keep-alive every this often keeps NAT bindings open and lets a dead path
@@ -143,12 +144,13 @@ pub fn limit_incoming(server: &mut quinn::ServerConfig) {
         .incoming_buffer_size_total(8 << 20);
 }
 
-/// Binds a UDP socket with large buffers and wraps it in a quinn endpoint.
+/// Binds a UDP socket with large buffers and wraps it in a quinn endpoint
+/// whose socket also carries STUN and punch packets (its [`Aux`] side).
 /// `server` is `Some` for listening sockets.
 pub fn bind(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
-) -> Result<quinn::Endpoint, TunnelError> {
+) -> Result<(quinn::Endpoint, Arc<Aux>), TunnelError> {
     let bind_err = |e: std::io::Error| TunnelError::Bind { addr, source: e };
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
@@ -168,13 +170,11 @@ pub fn bind(
     sock.bind(&addr.into()).map_err(bind_err)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TunnelError::Tls("no async runtime for quinn".into()))?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        sock.into(),
-        runtime,
-    )
-    .map_err(bind_err)
+    let (demux, aux) = Demux::new(sock.into()).map_err(bind_err)?;
+    let ep =
+        quinn::Endpoint::new_with_abstract_socket(udp::endpoint_config(), server, demux, runtime)
+            .map_err(bind_err)?;
+    Ok((ep, aux))
 }
 
 /// An unbound local address of the same family as `peer`, for dialing.
@@ -220,14 +220,14 @@ mod tests {
         let server = id
             .server_config(transport_config(CongestionControl::Cubic, listener))
             .unwrap();
-        let ep = bind((Ipv4Addr::LOCALHOST, 0).into(), Some(server)).unwrap();
+        let (ep, _) = bind((Ipv4Addr::LOCALHOST, 0).into(), Some(server)).unwrap();
         let client = tls::client_config(
             &Identity::generate().unwrap(),
             id.fingerprint(),
             transport_config(CongestionControl::Cubic, dialer),
         )
         .unwrap();
-        let dialer_ep = bind((Ipv4Addr::LOCALHOST, 0).into(), None).unwrap();
+        let (dialer_ep, _) = bind((Ipv4Addr::LOCALHOST, 0).into(), None).unwrap();
         let addr = ep.local_addr().unwrap();
         let (dialed, accepted) = tokio::join!(
             async {

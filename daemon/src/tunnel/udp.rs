@@ -1,0 +1,479 @@
+//! The UDP socket under every quinn endpoint, shared with STUN and punch
+//! packets: one socket, so the NAT mapping STUN learns is the one QUIC uses.
+//!
+//! [`Demux`] wraps quinn's own socket. Received datagrams are sorted by their
+//! first byte ([`classify`]): QUIC goes to quinn, STUN (RFC 8489: top two bits
+//! clear, magic cookie) is handled here — a Binding success answers a waiting
+//! probe ([`Aux::binding`]'s caller, see `stun`), a Binding indication is a
+//! peer's punch packet — and anything else is dropped and counted. QUIC never
+//! sets those two bits to zero as long as the fixed bit is not greased, which
+//! [`endpoint_config`] turns off. This module owns no policy: when to probe
+//! and whom to punch toward is decided elsewhere.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use stun_types::attribute::XorMappedAddress;
+use stun_types::message::{BINDING, Message, MessageClass, TransactionId};
+use tokio::sync::oneshot;
+
+use crate::counters::Counters;
+
+/// The STUN magic cookie (RFC 8489 §5), bytes 4..8 of every STUN message.
+const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+/// A STUN header is 20 bytes.
+const STUN_HEADER: usize = 20;
+/// Most STUN transactions one socket waits on at once; more are refused
+/// (probes are a handful per socket and minute).
+pub const MAX_PENDING: usize = 64;
+/// Sources of punch packets remembered per socket (newest kept).
+const MAX_PUNCH_SOURCES: usize = 32;
+
+/// What a received datagram is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A QUIC packet (long header, or short header with the fixed bit).
+    Quic,
+    /// A STUN message.
+    Stun,
+    /// Neither: dropped.
+    Other,
+}
+
+/// Sorts one datagram by its first bytes. QUIC packets have the long-header
+/// bit or the fixed bit set (quinn does not grease the fixed bit on our
+/// endpoints, see [`endpoint_config`]); STUN messages have both clear, a
+/// length that is a multiple of 4 and the magic cookie.
+pub fn classify(d: &[u8]) -> Kind {
+    match d.first() {
+        None => Kind::Other,
+        Some(b) if b & 0xc0 != 0 => Kind::Quic,
+        Some(_)
+            if d.len() >= STUN_HEADER
+                && d.len().is_multiple_of(4)
+                && d[4..8] == MAGIC_COOKIE
+                && usize::from(u16::from_be_bytes([d[2], d[3]])) == d.len() - STUN_HEADER =>
+        {
+            Kind::Stun
+        }
+        Some(_) => Kind::Other,
+    }
+}
+
+/// quinn's endpoint settings for sockets that carry STUN as well: the fixed
+/// bit is never greased, so [`classify`] cannot mistake QUIC for STUN.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut c = quinn::EndpointConfig::default();
+    c.grease_quic_bit(false);
+    c
+}
+
+/// What the non-QUIC side of one socket saw, for diagnostics and counters.
+#[derive(Debug, Default)]
+pub struct AuxStats {
+    /// Binding successes that answered a waiting probe.
+    pub stun_answers: AtomicU64,
+    /// STUN messages dropped: unknown transaction, wrong source, requests
+    /// (this is no STUN server), malformed.
+    pub stun_dropped: AtomicU64,
+    /// Punch packets (Binding indications) received.
+    pub punches_received: AtomicU64,
+    /// Datagrams that were neither QUIC nor STUN.
+    pub other_dropped: AtomicU64,
+}
+
+/// A probe waiting for its Binding success.
+struct Waiter {
+    server: SocketAddr,
+    reply: oneshot::Sender<SocketAddr>,
+}
+
+/// The socket's non-QUIC side: sends raw datagrams and routes STUN answers.
+pub struct Aux {
+    inner: Arc<dyn AsyncUdpSocket>,
+    local: SocketAddr,
+    pending: Mutex<HashMap<TransactionId, Waiter>>,
+    /// Recent sources of punch packets, with when each was last seen.
+    punch_sources: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Counts of what was seen.
+    pub stats: AuxStats,
+}
+
+impl fmt::Debug for Aux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aux").field("local", &self.local).finish()
+    }
+}
+
+/// A registered STUN transaction; dropping it stops waiting.
+pub struct Transaction<'a> {
+    aux: &'a Aux,
+    id: TransactionId,
+    /// Resolves with the mapped address the server saw.
+    pub answer: oneshot::Receiver<SocketAddr>,
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        lock(&self.aux.pending).remove(&self.id);
+    }
+}
+
+/// Why a raw datagram could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The socket refused it (buffer full, unreachable, …).
+    #[error("cannot send to {to}")]
+    Io {
+        /// Destination.
+        to: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// [`MAX_PENDING`] transactions are already waiting.
+    #[error("too many STUN transactions waiting on this socket")]
+    TooManyPending,
+}
+
+impl Aux {
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends one datagram from the socket (not through quinn), waiting for
+    /// the socket to be writable if its buffer is full.
+    pub async fn send(&self, to: SocketAddr, contents: &[u8]) -> Result<(), SendError> {
+        // A dual-stack IPv6 socket sends to IPv4 peers at their mapped address.
+        let destination = match (self.local.ip(), to.ip()) {
+            (IpAddr::V6(_), IpAddr::V4(v4)) => {
+                SocketAddr::new(v4.to_ipv6_mapped().into(), to.port())
+            }
+            _ => to,
+        };
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        let mut poller = None;
+        loop {
+            match self.inner.try_send(&transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness is only known after the first poll (and is
+                    // lost when the buffer fills): wait for it, then retry.
+                    let p = poller.get_or_insert_with(|| self.inner.clone().create_io_poller());
+                    std::future::poll_fn(|cx| p.as_mut().poll_writable(cx))
+                        .await
+                        .map_err(|source| SendError::Io { to, source })?;
+                }
+                r => return r.map_err(|source| SendError::Io { to, source }),
+            }
+        }
+    }
+
+    /// Registers a STUN transaction `id` sent to `server`; the answer arrives
+    /// on the returned transaction's `answer` (only from `server`).
+    pub fn expect(
+        &self,
+        id: TransactionId,
+        server: SocketAddr,
+    ) -> Result<Transaction<'_>, SendError> {
+        let (reply, answer) = oneshot::channel();
+        let mut pending = lock(&self.pending);
+        if pending.len() >= MAX_PENDING {
+            return Err(SendError::TooManyPending);
+        }
+        pending.insert(
+            id,
+            Waiter {
+                server: canonical(server),
+                reply,
+            },
+        );
+        Ok(Transaction {
+            aux: self,
+            id,
+            answer,
+        })
+    }
+
+    /// Whether a punch packet from `from` arrived at or after `since`.
+    pub fn punched_by(&self, from: SocketAddr, since: Instant) -> bool {
+        lock(&self.punch_sources)
+            .get(&canonical(from))
+            .is_some_and(|&t| t >= since)
+    }
+
+    /// Handles one STUN datagram from `from`.
+    fn on_stun(&self, from: SocketAddr, d: &[u8]) {
+        let from = canonical(from);
+        let Ok(msg) = Message::from_bytes(d) else {
+            Counters::bump(&self.stats.stun_dropped);
+            return;
+        };
+        if msg.method() != BINDING {
+            Counters::bump(&self.stats.stun_dropped);
+            return;
+        }
+        match msg.class() {
+            MessageClass::Indication => {
+                Counters::bump(&self.stats.punches_received);
+                let mut sources = lock(&self.punch_sources);
+                if sources.len() >= MAX_PUNCH_SOURCES && !sources.contains_key(&from) {
+                    // Forget the oldest: only recent punches matter.
+                    if let Some(oldest) = sources.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                        sources.remove(&oldest);
+                    }
+                }
+                sources.insert(from, Instant::now());
+            }
+            MessageClass::Success => {
+                let id = msg.transaction_id();
+                // RFC 5389 and later servers answer with XOR-MAPPED-ADDRESS.
+                let mapped = msg.attribute::<XorMappedAddress>().map(|a| a.addr(id));
+                let mut pending = lock(&self.pending);
+                match (pending.get(&id), mapped) {
+                    (Some(w), Ok(mapped)) if w.server == from => {
+                        if let Some(w) = pending.remove(&id) {
+                            let _ = w.reply.send(canonical(mapped));
+                            Counters::bump(&self.stats.stun_answers);
+                        }
+                    }
+                    _ => Counters::bump(&self.stats.stun_dropped),
+                }
+            }
+            // Requests (we serve no STUN) and error answers (a probe times
+            // out and tries the next server instead).
+            _ => Counters::bump(&self.stats.stun_dropped),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as the IPv4 address they map.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// quinn's socket with STUN and punch packets taken out of its receive path.
+pub struct Demux {
+    inner: Arc<dyn AsyncUdpSocket>,
+    aux: Arc<Aux>,
+}
+
+impl fmt::Debug for Demux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Demux")
+            .field("local", &self.aux.local)
+            .finish()
+    }
+}
+
+impl Demux {
+    /// Wraps quinn's socket for `sock`; returns it and its non-QUIC side.
+    pub fn new(sock: std::net::UdpSocket) -> io::Result<(Arc<Self>, Arc<Aux>)> {
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| io::Error::other("no async runtime for quinn"))?;
+        let local = sock.local_addr()?;
+        let inner = runtime.wrap_udp_socket(sock)?;
+        let aux = Arc::new(Aux {
+            inner: inner.clone(),
+            local,
+            pending: Mutex::default(),
+            punch_sources: Mutex::default(),
+            stats: AuxStats::default(),
+        });
+        Ok((
+            Arc::new(Self {
+                inner,
+                aux: aux.clone(),
+            }),
+            aux,
+        ))
+    }
+
+    /// Takes the non-QUIC datagrams out of `buf` (one receive, `stride`-sized
+    /// segments, the last possibly shorter) and returns the length of what is
+    /// left for quinn, compacted to the front in the same order.
+    fn filter(&self, from: SocketAddr, buf: &mut [u8], stride: usize) -> usize {
+        let stride = if stride == 0 { buf.len() } else { stride };
+        // Fast path: every segment is QUIC (all but never, once connected).
+        if buf.chunks(stride).all(|s| classify(s) == Kind::Quic) {
+            return buf.len();
+        }
+        let (mut read, mut write) = (0, 0);
+        while read < buf.len() {
+            let end = (read + stride).min(buf.len());
+            match classify(&buf[read..end]) {
+                Kind::Quic => {
+                    buf.copy_within(read..end, write);
+                    write += end - read;
+                }
+                Kind::Stun => self.aux.on_stun(from, &buf[read..end]),
+                Kind::Other => Counters::bump(&self.aux.stats.other_dropped),
+            }
+            read = end;
+        }
+        write
+    }
+}
+
+impl AsyncUdpSocket for Demux {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
+            let mut kept = 0;
+            for i in 0..n {
+                let m = meta[i];
+                let len = self.filter(m.addr, &mut bufs[i][..m.len], m.stride);
+                if len == 0 {
+                    continue;
+                }
+                if kept != i {
+                    // Only after a STUN datagram in the same batch: move the
+                    // QUIC data down so quinn sees `kept` contiguous entries.
+                    let (head, tail) = bufs.split_at_mut(i);
+                    head[kept][..len].copy_from_slice(&tail[0][..len]);
+                }
+                meta[kept] = RecvMeta { len, ..m };
+                kept += 1;
+            }
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
+            }
+            // Everything was STUN: poll again (registers the waker if empty).
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use stun_types::message::MessageWriteVec;
+    use stun_types::prelude::*;
+
+    use super::*;
+
+    fn binding_request() -> Vec<u8> {
+        Message::builder_request(BINDING, MessageWriteVec::new()).finish()
+    }
+
+    #[test]
+    fn quic_and_stun_never_overlap() {
+        // Long header (Initial), short header with the fixed bit.
+        assert_eq!(classify(&[0xc3, 0, 0, 0, 1]), Kind::Quic);
+        assert_eq!(classify(&[0x41, 1, 2, 3]), Kind::Quic);
+        // A long header whose fixed bit is clear (version negotiation) is still quinn's.
+        assert_eq!(classify(&[0x80, 0, 0, 0, 0]), Kind::Quic);
+        assert_eq!(classify(&binding_request()), Kind::Stun);
+        let ind = Message::builder_indication(BINDING, MessageWriteVec::new()).finish();
+        assert_eq!(classify(&ind), Kind::Stun);
+        // Top bits clear without the cookie, a wrong length, or empty: dropped.
+        let mut no_cookie = binding_request();
+        no_cookie[4] = 0;
+        assert_eq!(classify(&no_cookie), Kind::Other);
+        let mut long = binding_request();
+        long.extend_from_slice(&[0; 4]);
+        assert_eq!(classify(&long), Kind::Other);
+        assert_eq!(classify(&[]), Kind::Other);
+        assert_eq!(classify(&[0x00; 19]), Kind::Other);
+    }
+
+    #[tokio::test]
+    async fn stun_is_taken_out_of_a_batch_and_quic_kept_in_order() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (demux, aux) = Demux::new(sock).unwrap();
+        let ind = Message::builder_indication(BINDING, MessageWriteVec::new()).finish();
+        let stride = ind.len();
+        let from: SocketAddr = "192.0.2.1:5".parse().unwrap();
+        // Three segments of one GRO batch: QUIC, a punch packet, short QUIC.
+        let mut buf = vec![0x41; stride];
+        buf.extend_from_slice(&ind);
+        buf.extend_from_slice(&[0x42, 7, 7]);
+        let left = demux.filter(from, &mut buf, stride);
+        assert_eq!(left, stride + 3);
+        assert!(buf[..stride].iter().all(|&b| b == 0x41));
+        assert_eq!(&buf[stride..stride + 3], &[0x42, 7, 7]);
+        assert_eq!(aux.stats.punches_received.load(Ordering::Relaxed), 1);
+        assert!(aux.punched_by(from, Instant::now() - std::time::Duration::from_secs(1)));
+        // Garbage is counted, not handed to quinn.
+        let mut junk = vec![0x00; 8];
+        assert_eq!(demux.filter(from, &mut junk, 0), 0);
+        assert_eq!(aux.stats.other_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_taken_only_from_the_server_asked() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (demux, aux) = Demux::new(sock).unwrap();
+        let server: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+        let request = binding_request();
+        let req = Message::from_bytes(&request).unwrap();
+        let mut tx = aux.expect(req.transaction_id(), server).unwrap();
+        let mapped: SocketAddr = "198.51.100.7:4242".parse().unwrap();
+        let mut answer = Message::builder_success(&req, MessageWriteVec::new());
+        answer
+            .add_attribute(&XorMappedAddress::new(mapped, req.transaction_id()))
+            .unwrap();
+        let mut answer = answer.finish();
+        // From elsewhere: dropped, still waiting.
+        let mut copy = answer.clone();
+        assert_eq!(
+            demux.filter("192.0.2.9:3478".parse().unwrap(), &mut copy, 0),
+            0
+        );
+        assert_eq!(aux.stats.stun_dropped.load(Ordering::Relaxed), 1);
+        // From the server (as a dual-stack socket reports it): answered.
+        let v6: SocketAddr = "[::ffff:192.0.2.1]:3478".parse().unwrap();
+        assert_eq!(demux.filter(v6, &mut answer, 0), 0);
+        assert_eq!((&mut tx.answer).await.unwrap(), mapped);
+        assert_eq!(aux.stats.stun_answers.load(Ordering::Relaxed), 1);
+        assert!(lock(&aux.pending).is_empty());
+    }
+}
