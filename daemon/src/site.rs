@@ -276,6 +276,7 @@ impl Site {
                     Some(AnnouncedSocket {
                         id: i as u32,
                         addr: s.public_addr()?,
+                        punch: None,
                     })
                 })
                 .collect(),
@@ -314,6 +315,7 @@ impl Site {
                 self.detect_all();
                 self.peers.on_query(&q.site, q.instance, now);
             }
+            Inbound::Message(Message::Punch(_) | Message::PunchAck(_)) => {}
         }
         self.apply().await;
     }

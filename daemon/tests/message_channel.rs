@@ -143,6 +143,7 @@ impl Node {
             sockets: vec![AnnouncedSocket {
                 id: 0,
                 addr: "198.51.100.1:29090".parse().unwrap(),
+                punch: None,
             }],
             apps: vec![],
             cert_sha256: "ab".repeat(32),

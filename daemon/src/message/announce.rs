@@ -16,6 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{AppName, MAX_LOCAL_SOCKETS, MqttConfig, SiteName};
+use crate::tunnel::stun::NatMapping;
 
 /// Version of the discovery protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -87,6 +88,10 @@ pub enum Message {
     Depart(Depart),
     /// "Please re-announce to me (unicast)."
     Query(Query),
+    /// "Open your NAT toward me, I am about to dial this socket" (unicast).
+    Punch(Punch),
+    /// "Opened; dial me here" (unicast answer to a [`Punch`]).
+    PunchAck(PunchAck),
 }
 
 impl Message {
@@ -96,6 +101,8 @@ impl Message {
             Self::Announce(a) => &a.instance,
             Self::Depart(d) => &d.instance,
             Self::Query(q) => &q.instance,
+            Self::Punch(p) => &p.instance,
+            Self::PunchAck(p) => &p.instance,
         }
     }
 
@@ -105,6 +112,8 @@ impl Message {
             Self::Announce(a) => &a.site,
             Self::Depart(d) => &d.site,
             Self::Query(q) => &q.site,
+            Self::Punch(p) => &p.site,
+            Self::PunchAck(p) => &p.site,
         }
     }
 
@@ -114,6 +123,8 @@ impl Message {
             Self::Announce(_) => "announce",
             Self::Depart(_) => "depart",
             Self::Query(_) => "query",
+            Self::Punch(_) => "punch",
+            Self::PunchAck(_) => "punchAck",
         }
     }
 }
@@ -151,13 +162,69 @@ pub struct Announce {
 }
 
 /// One public QUIC address of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnnouncedSocket {
     /// Index of the entry in the sender's `tunnel.localSockets`.
     pub id: u32,
-    /// Public address other sites dial.
+    /// Public address other sites dial (for a punched socket: the address
+    /// and port its NAT maps it to, as STUN saw them).
     pub addr: SocketAddr,
+    /// Set for a `hole-punching` socket: dial it only through a rendezvous
+    /// ([`Punch`]); a plain dial would be dropped by the owner's NAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub punch: Option<PunchInfo>,
+}
+
+/// What a dialer needs to punch toward an announced socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PunchInfo {
+    /// How the owner's NAT maps the socket.
+    #[serde(default)]
+    pub nat: NatMapping,
+    /// STUN servers (`host:port`) the owner uses: a dialer with none of its
+    /// own learns its mapping from these. At most [`MAX_PUNCH_STUN`] are
+    /// kept, each checked like a dial address before use.
+    #[serde(default)]
+    pub stun: Vec<String>,
+}
+
+/// Most STUN servers kept from one announced socket.
+pub const MAX_PUNCH_STUN: usize = 4;
+
+/// A dialer's request to the owner of a punched socket: send punch packets
+/// from that socket to `from`, then answer with a [`PunchAck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Punch {
+    /// The dialing site.
+    pub site: SiteName,
+    /// The dialing process.
+    pub instance: InstanceId,
+    /// `AnnouncedSocket::id` of the owner's socket to punch from.
+    pub socket: u32,
+    /// The dialer's public address and port, as STUN saw its dial socket.
+    pub from: SocketAddr,
+    /// Echoed in the answer, matching it to this attempt.
+    pub nonce: u64,
+}
+
+/// The owner's answer to a [`Punch`]: its socket now sends toward the
+/// dialer, whose QUIC handshake can pass the owner's NAT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PunchAck {
+    /// The owner site.
+    pub site: SiteName,
+    /// The owner process.
+    pub instance: InstanceId,
+    /// The socket punched from.
+    pub socket: u32,
+    /// The socket's current public address (fresher than the announcement).
+    pub at: SocketAddr,
+    /// The request's nonce.
+    pub nonce: u64,
 }
 
 /// An instance leaving the network.
@@ -189,8 +256,14 @@ pub struct Query {
 
 /// Why a body is not a message we understand.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed message: {0}")]
-pub struct DecodeError(#[from] serde_json::Error);
+pub enum DecodeError {
+    /// Not JSON of a known message.
+    #[error("malformed message")]
+    Json(#[from] serde_json::Error),
+    /// A punch message names an address no packet may be sent to.
+    #[error("punch message names a refused address")]
+    Address(#[source] SocketRefusal),
+}
 
 /// Encodes a message as JSON.
 pub fn encode(msg: &Message) -> Vec<u8> {
@@ -363,6 +436,10 @@ pub fn check_sockets(sockets: Vec<AnnouncedSocket>, loopback: LoopbackPeers) -> 
             Ok(addr) => out.kept.push(AnnouncedSocket {
                 id: socket.id,
                 addr,
+                punch: socket.punch.map(|mut p| {
+                    p.stun.truncate(MAX_PUNCH_STUN);
+                    p
+                }),
             }),
             Err(why) => {
                 out.dropped += 1;
@@ -389,11 +466,22 @@ pub struct Decoded {
 pub fn decode_checked(body: &[u8], loopback: LoopbackPeers) -> Result<Decoded, DecodeError> {
     let mut message: Message = serde_json::from_slice(body)?;
     let (mut dropped_sockets, mut first_dropped) = (0, None);
-    if let Message::Announce(a) = &mut message {
-        let checked = check_sockets(std::mem::take(&mut a.sockets), loopback);
-        a.sockets = checked.kept;
-        dropped_sockets = checked.dropped;
-        first_dropped = checked.first_dropped;
+    match &mut message {
+        Message::Announce(a) => {
+            let checked = check_sockets(std::mem::take(&mut a.sockets), loopback);
+            a.sockets = checked.kept;
+            dropped_sockets = checked.dropped;
+            first_dropped = checked.first_dropped;
+        }
+        // Both name where punch packets and QUIC go: the same rules as an
+        // announced socket.
+        Message::Punch(p) => {
+            p.from = peer_address(p.from, loopback).map_err(DecodeError::Address)?
+        }
+        Message::PunchAck(p) => {
+            p.at = peer_address(p.at, loopback).map_err(DecodeError::Address)?
+        }
+        Message::Depart(_) | Message::Query(_) => {}
     }
     Ok(Decoded {
         message,
@@ -421,6 +509,7 @@ mod tests {
             sockets: vec![AnnouncedSocket {
                 id: 0,
                 addr: "203.0.113.5:29090".parse().unwrap(),
+                punch: None,
             }],
             apps: vec![AppName::new("ssh").unwrap()],
             cert_sha256: "00".repeat(32),
@@ -601,7 +690,8 @@ mod tests {
             Some((
                 AnnouncedSocket {
                     id: 16,
-                    addr: sa("198.51.100.17:1016")
+                    addr: sa("198.51.100.17:1016"),
+                    punch: None,
                 },
                 SocketRefusal::TooMany
             ))
@@ -800,6 +890,7 @@ mod tests {
             .prop_map(|(id, ip, port)| AnnouncedSocket {
                 id,
                 addr: SocketAddr::new(ip, port),
+                punch: None,
             })
     }
 

@@ -307,7 +307,7 @@ fn stamped(msg: &Message, epoch: u32) -> Message {
     match &mut msg {
         Message::Announce(a) => a.epoch = epoch,
         Message::Depart(d) => d.epoch = epoch,
-        Message::Query(_) => {}
+        Message::Query(_) | Message::Punch(_) | Message::PunchAck(_) => {}
     }
     msg
 }
@@ -547,7 +547,7 @@ impl Driver {
 
     /// Counts (and logs, rate-limited) the sockets dropped from an announcement.
     fn dropped_sockets(&mut self, topic: &str, d: &announce::Decoded) {
-        let Some((socket, why)) = d.first_dropped else {
+        let Some((socket, why)) = &d.first_dropped else {
             return;
         };
         Counters::add(
@@ -614,7 +614,9 @@ impl Driver {
         let freshness = match msg {
             // Brokers publish the will long after it was sealed.
             Message::Depart(_) => Freshness::Exempt,
-            Message::Announce(_) | Message::Query(_) => Freshness::Required,
+            Message::Announce(_) | Message::Query(_) | Message::Punch(_) | Message::PunchAck(_) => {
+                Freshness::Required
+            }
         };
         if let Err(e) =
             self.window

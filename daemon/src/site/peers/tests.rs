@@ -105,6 +105,7 @@ impl Sim {
                 vec![AnnouncedSocket {
                     id: 0,
                     addr: SocketAddr::from(([192, 0, 2, n.instance.as_bytes()[0]], 29090)),
+                    punch: None,
                 }]
             } else {
                 Vec::new()
