@@ -367,6 +367,27 @@ pub enum SocketMode {
     DedicatedAddress,
     /// A NAT gateway forwards `publicAddress:publicPort` to `listenPort` here.
     PortForwarding,
+    /// Behind a NAT with no port forward (`hole-punching`): the public address
+    /// and port are learned by STUN from this very socket, and other sites
+    /// reach it by punching through the NAT.
+    HolePunching,
+}
+
+impl SocketMode {
+    /// The config spelling: `dedicated-address`, `port-forwarding` or `hole-punching`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DedicatedAddress => "dedicated-address",
+            Self::PortForwarding => "port-forwarding",
+            Self::HolePunching => "hole-punching",
+        }
+    }
+}
+
+impl fmt::Display for SocketMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where the public address comes from.
@@ -379,6 +400,59 @@ pub enum PublicAddress {
         /// `httpDetector.url`.
         url: String,
     },
+    /// Learned by STUN from the socket itself (`autoStunDetect`, any case),
+    /// asking the servers in [`LocalSocket::stun_servers`].
+    AutoStunDetect,
+}
+
+impl PublicAddress {
+    /// The config spelling: the IP, `autoHttpDetect` or `autoStunDetect`.
+    pub fn config_value(&self) -> String {
+        match self {
+            Self::Fixed(ip) => ip.to_string(),
+            Self::AutoHttpDetect { .. } => "autoHttpDetect".to_owned(),
+            Self::AutoStunDetect => "autoStunDetect".to_owned(),
+        }
+    }
+}
+
+/// Port a STUN server listens on when `stunDetector.servers[]` names none (RFC 8489).
+pub const DEFAULT_STUN_PORT: u16 = 3478;
+
+/// Most `stunDetector.servers` one socket may list.
+pub const MAX_STUN_SERVERS: usize = 8;
+
+/// One `stunDetector.servers[]` entry: `host:port` or `host` (port
+/// [`DEFAULT_STUN_PORT`]).
+///
+/// `host` is an IP literal in its canonical text (no brackets; never the
+/// unspecified, a multicast or the broadcast address) or a syntactically valid
+/// DNS name in lower case. Config loading never resolves or contacts it: only
+/// the daemon does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StunServer {
+    /// IP literal (canonical, without brackets) or lower-case DNS name.
+    pub host: String,
+    /// UDP port, 1..=65535.
+    pub port: u16,
+}
+
+impl StunServer {
+    /// The host as an IP address when it is an IP literal; `None` for a DNS
+    /// name, which the daemon resolves.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for StunServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// One `tunnel.localSockets[]` entry after the original's defaulting rules.
@@ -388,10 +462,19 @@ pub struct LocalSocket {
     pub mode: SocketMode,
     /// Address announced to other sites.
     pub public_address: PublicAddress,
-    /// Port announced to other sites.
+    /// Port announced to other sites. 0 means learned at run time: in
+    /// `hole-punching` mode always (the port the NAT maps, found by STUN); in
+    /// a programmatic config (the demo, tests), the port actually bound.
     pub public_port: u16,
     /// Address the QUIC endpoint binds (unspecified address when not given).
+    /// Port 0 (only in `hole-punching` mode, or programmatic configs) binds any
+    /// free port.
     pub listen: SocketAddr,
+    /// `stunDetector.servers`, in config order, without duplicates, at most
+    /// [`MAX_STUN_SERVERS`]. Non-empty exactly when `public_address` is
+    /// [`PublicAddress::AutoStunDetect`] (always so in `hole-punching` mode);
+    /// empty otherwise (an ignored `stunDetector` is warned about).
+    pub stun_servers: Vec<StunServer>,
 }
 
 /// A local or app socket: `tcp:IP:PORT` or `unix:PATH`.

@@ -117,6 +117,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         public_address: PublicAddress::Fixed(LOOPBACK.into()),
         public_port: 0,
         listen: (LOOPBACK, 0).into(),
+        stun_servers: Vec::new(),
     });
     server.exposed_apps.push(ExposedApp {
         name: app_name.clone(),

@@ -58,6 +58,9 @@ struct OwnSocket {
 impl OwnSocket {
     /// The announced address, once the public IP is known. Port 0 in a
     /// programmatic config (the demo) means "whatever was bound".
+    // issue 10: STUN detection is the lead's (engine); in hole-punching mode
+    // the port is 0 too, and the public port is the one STUN maps, not the
+    // bound one (no IP is known yet, so nothing is announced).
     fn public_addr(&self) -> Option<SocketAddr> {
         let port = match self.config.public_port {
             0 => self.bound.port(),
@@ -187,6 +190,9 @@ impl Site {
                 public_ip: match &config.public_address {
                     PublicAddress::Fixed(ip) => Some(*ip),
                     PublicAddress::AutoHttpDetect { .. } => None,
+                    // issue 10: STUN detection is the lead's (engine). Until it
+                    // answers, no address is known and nothing is announced.
+                    PublicAddress::AutoStunDetect => None,
                 },
                 config,
                 bound,
@@ -565,6 +571,8 @@ impl Site {
 
     fn detect_all(&self) {
         for (index, s) in self.sockets.iter().enumerate() {
+            // issue 10: STUN detection is the lead's (engine); autoStunDetect
+            // sockets are skipped here and stay without an address.
             let PublicAddress::AutoHttpDetect { url } = &s.config.public_address else {
                 continue;
             };

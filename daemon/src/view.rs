@@ -42,7 +42,8 @@ pub struct SocketInfo {
     pub listen: SocketAddr,
     /// Announced address (`None` while detection has not succeeded).
     pub public: Option<SocketAddr>,
-    /// Whether the public address is detected over HTTP.
+    /// Whether the public address is detected at run time (`autoHttpDetect`,
+    /// or by STUN: `autoStunDetect` and `hole-punching` mode).
     pub auto_detect: bool,
     /// The latest detection, if it failed (`None` once one succeeds).
     pub detect_error: Option<DetectFailure>,

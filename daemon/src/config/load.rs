@@ -177,6 +177,7 @@ const LOCAL_SOCKET: &[(&str, Shape)] = &[
     ("listenAddress", Shape::Leaf),
     ("listenPort", Shape::Leaf),
     ("httpDetector", Shape::Map(&[("url", Shape::Leaf)])),
+    ("stunDetector", Shape::Map(&[("servers", Shape::Leaf)])),
 ];
 
 const EXPOSED_APP: &[(&str, Shape)] = &[
@@ -356,6 +357,24 @@ mod tests {
         ));
         assert_eq!(c.exposed_apps.len(), 1);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn stun_detector_keys_are_known_in_any_case() {
+        let c = ok(&format!(
+            "{BASE}tunnel:\n  localSockets:\n  - mode: hole-punching\n    StunDetector:\n      SERVERS: [stun.example.com]\n  - mode: port-forwarding\n    publicAddress: autoStunDetect\n    publicPort: 1\n    listenPort: 2\n    stundetector:\n      Servers: [\"192.0.2.9:3479\"]\n      extra: 1\n"
+        ));
+        assert_eq!(
+            c.warnings,
+            ["unknown key 'tunnel.localSockets[1].stunDetector.extra' ignored"]
+        );
+        let hosts: Vec<String> = c
+            .tunnel
+            .local_sockets
+            .iter()
+            .flat_map(|s| s.stun_servers.iter().map(ToString::to_string))
+            .collect();
+        assert_eq!(hosts, ["stun.example.com:3478", "192.0.2.9:3479"]);
     }
 
     #[test]

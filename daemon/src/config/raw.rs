@@ -268,11 +268,11 @@ pub struct Tunnel {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LocalSocket {
-    /// `dedicated-address|port-forwarding`.
+    /// `dedicated-address|port-forwarding|hole-punching`.
     pub mode: Option<Scalar>,
     /// Only `quic`.
     pub transport_protocol: Option<Scalar>,
-    /// An IP, or `autoHttpDetect`.
+    /// An IP, `autoHttpDetect` or `autoStunDetect`.
     pub public_address: Option<Scalar>,
     /// Port announced to other sites.
     pub public_port: Option<Scalar>,
@@ -282,6 +282,18 @@ pub struct LocalSocket {
     pub listen_port: Option<Scalar>,
     /// Used with `publicAddress: autoHttpDetect`.
     pub http_detector: Option<HttpDetector>,
+    /// Used with `publicAddress: autoStunDetect` and in `hole-punching` mode
+    /// (new in this implementation).
+    pub stun_detector: Option<StunDetector>,
+}
+
+/// `tunnel.localSockets[].stunDetector`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StunDetector {
+    /// `host:port` or `host` entries; a single comma-separated string works too.
+    #[serde(deserialize_with = "scalar_list")]
+    pub servers: Option<Vec<Scalar>>,
 }
 
 /// `tunnel.localSockets[].httpDetector`.

@@ -27,6 +27,7 @@ use super::{
     LogLevel, LoggerConfig, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig, PortRange, PublicAddress,
     RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
 };
+use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
 /// Validates a whole config, collecting every error.
@@ -671,7 +672,10 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
         let Some(socket) = local_socket(s, &path, r) else {
             continue;
         };
-        if let Some(first) = listens.get(&socket.listen) {
+        // Two sockets on port 0 (any free port, hole-punching) bind different ports.
+        if socket.listen.port() != 0
+            && let Some(first) = listens.get(&socket.listen)
+        {
             r.err(
                 path,
                 format!(
@@ -694,7 +698,8 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
     })
 }
 
-/// One socket, with the original's defaulting rules.
+/// One socket, with the original's defaulting rules (and the new
+/// `hole-punching` mode and `autoStunDetect`).
 fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<LocalSocket> {
     let start = r.errors.len();
     let at = |field: &str| join(path, field);
@@ -711,79 +716,103 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
         None => {
             r.err(
                 at("mode"),
-                "is required: 'dedicated-address' or 'port-forwarding'",
+                "is required: 'dedicated-address', 'port-forwarding' or 'hole-punching'",
             );
             None
         }
         Some(m) => match m.to_ascii_lowercase().as_str() {
             "dedicated-address" => Some(SocketMode::DedicatedAddress),
             "port-forwarding" => Some(SocketMode::PortForwarding),
+            "hole-punching" => Some(SocketMode::HolePunching),
             _ => {
                 r.err(
                     at("mode"),
                     format!(
-                        "'{m}' is not a mode, expected 'dedicated-address' or 'port-forwarding'"
+                        "'{m}' is not a mode, expected 'dedicated-address', 'port-forwarding' \
+                         or 'hole-punching'"
                     ),
                 );
                 None
             }
         },
     };
+    // In hole-punching mode the public address and port are learned, never
+    // configured: the mode's own arm below judges those fields.
+    let hole_punching = mode == Some(SocketMode::HolePunching);
 
     let detector_url = raw.http_detector.as_ref().and_then(|h| given(&h.url));
-    let public_address = given(&raw.public_address).and_then(|s| {
-        if s.eq_ignore_ascii_case("autoHttpDetect") {
-            let Some(url) = detector_url else {
-                r.err(
-                    at("httpDetector.url"),
-                    "is required when publicAddress is 'autoHttpDetect'",
-                );
-                return None;
-            };
-            match check_http_url(url) {
-                Ok(()) => Some(PublicAddress::AutoHttpDetect {
-                    url: url.to_owned(),
-                }),
-                Err(e) => {
-                    r.err(at("httpDetector.url"), e);
-                    None
-                }
-            }
-        } else {
-            match s.parse::<IpAddr>() {
-                Ok(ip) if ip.is_unspecified() => {
-                    r.err(
-                        at("publicAddress"),
-                        format!("'{s}' is the unspecified address, which other sites cannot dial"),
+    let stun_listed = raw
+        .stun_detector
+        .as_ref()
+        .and_then(|d| d.servers.as_ref())
+        .is_some_and(|l| !l.is_empty());
+    let public_address = given(&raw.public_address)
+        .filter(|_| !hole_punching)
+        .and_then(|s| {
+            if s.eq_ignore_ascii_case("autoStunDetect") {
+                if detector_url.is_some() {
+                    r.warn(
+                        &at("httpDetector"),
+                        "ignored because publicAddress is 'autoStunDetect'",
                     );
-                    None
                 }
-                Ok(ip) => {
-                    if let Some(what) = never_a_peer(ip) {
+                Some(PublicAddress::AutoStunDetect)
+            } else if s.eq_ignore_ascii_case("autoHttpDetect") {
+                let Some(url) = detector_url else {
+                    r.err(
+                        at("httpDetector.url"),
+                        "is required when publicAddress is 'autoHttpDetect'",
+                    );
+                    return None;
+                };
+                match check_http_url(url) {
+                    Ok(()) => Some(PublicAddress::AutoHttpDetect {
+                        url: url.to_owned(),
+                    }),
+                    Err(e) => {
+                        r.err(at("httpDetector.url"), e);
+                        None
+                    }
+                }
+            } else {
+                match s.parse::<IpAddr>() {
+                    Ok(ip) if ip.is_unspecified() => {
                         r.err(
                             at("publicAddress"),
-                            format!("'{s}' is {what}, which other sites refuse to dial"),
+                            format!(
+                                "'{s}' is the unspecified address, which other sites cannot dial"
+                            ),
                         );
-                        return None;
+                        None
                     }
-                    if detector_url.is_some() {
-                        r.warn(
-                            &at("httpDetector"),
-                            "ignored because publicAddress is a fixed IP",
+                    Ok(ip) => {
+                        if let Some(what) = never_a_peer(ip) {
+                            r.err(
+                                at("publicAddress"),
+                                format!("'{s}' is {what}, which other sites refuse to dial"),
+                            );
+                            return None;
+                        }
+                        if detector_url.is_some() {
+                            r.warn(
+                                &at("httpDetector"),
+                                "ignored because publicAddress is a fixed IP",
+                            );
+                        }
+                        Some(PublicAddress::Fixed(ip))
+                    }
+                    Err(_) => {
+                        r.err(
+                            at("publicAddress"),
+                            format!(
+                                "'{s}' is not an IP address, 'autoHttpDetect' or 'autoStunDetect'"
+                            ),
                         );
+                        None
                     }
-                    Some(PublicAddress::Fixed(ip))
-                }
-                Err(_) => {
-                    r.err(
-                        at("publicAddress"),
-                        format!("'{s}' is not an IP address or 'autoHttpDetect'"),
-                    );
-                    None
                 }
             }
-        }
-    });
+        });
     let listen_address = given(&raw.listen_address).and_then(|s| match s.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
@@ -791,11 +820,18 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
             None
         }
     });
-    let mut port = |field: &str, v: &Option<Scalar>| {
-        given(v).and_then(|s| parse_port(s).map_err(|e| r.err(at(field), e)).ok())
-    };
-    let public_port = port("publicPort", &raw.public_port);
-    let listen_port = port("listenPort", &raw.listen_port);
+    let public_port = given(&raw.public_port)
+        .filter(|_| !hole_punching)
+        .and_then(|s| parse_port(s).map_err(|e| r.err(at("publicPort"), e)).ok());
+    // Port 0 (any free port) only makes sense where nobody dials the port
+    // as configured: in hole-punching mode, where it is learned.
+    let listen_port = given(&raw.listen_port).and_then(|s| {
+        let parsed = match s.trim().parse::<i64>() {
+            Ok(0) if hole_punching => Ok(0),
+            _ => parse_port(s),
+        };
+        parsed.map_err(|e| r.err(at("listenPort"), e)).ok()
+    });
 
     let has_public = given(&raw.public_address).is_some();
     let has_listen = given(&raw.listen_address).is_some();
@@ -809,7 +845,8 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
 
-    let (public_address, public_port, listen) = match mode? {
+    let mode = mode?;
+    let (public_address, public_port, listen) = match mode {
         SocketMode::DedicatedAddress => {
             if !has_public && !has_listen {
                 r.err(
@@ -874,17 +911,265 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
                 listen_port.map(|p| SocketAddr::new(listen_ip, p)),
             )
         }
+        SocketMode::HolePunching => {
+            if let Some(s) = given(&raw.public_address)
+                && !s.eq_ignore_ascii_case("autoStunDetect")
+            {
+                r.err(
+                    at("publicAddress"),
+                    format!(
+                        "is learned by STUN in hole-punching mode; remove '{s}' \
+                         (or write 'autoStunDetect')"
+                    ),
+                );
+            }
+            if let Some(s) = given(&raw.public_port) {
+                r.err(
+                    at("publicPort"),
+                    format!("is learned by STUN in hole-punching mode; remove '{s}'"),
+                );
+            }
+            if detector_url.is_some() {
+                r.warn(&at("httpDetector"), "ignored in hole-punching mode");
+            }
+            let listen_ip = listen_address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            (
+                Some(PublicAddress::AutoStunDetect),
+                // Learned at run time.
+                Some(0),
+                Some(SocketAddr::new(listen_ip, listen_port.unwrap_or(0))),
+            )
+        }
+    };
+
+    let stun_servers = match &public_address {
+        Some(PublicAddress::AutoStunDetect) => {
+            let why = if hole_punching {
+                "in hole-punching mode"
+            } else {
+                "when publicAddress is 'autoStunDetect'"
+            };
+            stun_servers(raw, path, why, listen.map(|l| l.ip()), r)
+        }
+        other => {
+            if stun_listed {
+                let why = match other {
+                    Some(PublicAddress::Fixed(_)) if has_public => "publicAddress is a fixed IP",
+                    Some(PublicAddress::AutoHttpDetect { .. }) => {
+                        "publicAddress is 'autoHttpDetect'"
+                    }
+                    _ => "publicAddress is not 'autoStunDetect'",
+                };
+                r.warn(&at("stunDetector"), format_args!("ignored because {why}"));
+            }
+            Vec::new()
+        }
     };
 
     if r.errors.len() > start {
         return None;
     }
     Some(LocalSocket {
-        mode: mode?,
+        mode,
         public_address: public_address?,
         public_port: public_port?,
         listen: listen?,
+        stun_servers,
     })
+}
+
+/// The `stunDetector.servers` of a socket that uses them (`why` says when
+/// they are required): each entry parsed, at most [`MAX_STUN_SERVERS`], no
+/// duplicates, and, when the socket's `listen` address is known, each IP
+/// literal of an address family that socket can send to.
+fn stun_servers(
+    raw: &raw::LocalSocket,
+    path: &str,
+    why: &str,
+    listen: Option<IpAddr>,
+    r: &mut Report,
+) -> Vec<StunServer> {
+    let at = join(path, "stunDetector.servers");
+    let list = raw
+        .stun_detector
+        .as_ref()
+        .and_then(|d| d.servers.as_deref())
+        .unwrap_or_default();
+    if list.is_empty() {
+        r.err(at, format!("is required {why}"));
+        return Vec::new();
+    }
+    if list.len() > MAX_STUN_SERVERS {
+        r.err(
+            &at,
+            format!(
+                "has {} entries, at most {MAX_STUN_SERVERS} are allowed",
+                list.len()
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    let mut seen: HashMap<StunServer, usize> = HashMap::new();
+    for (j, entry) in list.iter().enumerate() {
+        let here = format!("{at}[{j}]");
+        let server = match StunServer::from_str(entry.as_str()) {
+            Ok(s) => s,
+            Err(e) => {
+                r.err(here, e);
+                continue;
+            }
+        };
+        if let Some(first) = seen.get(&server) {
+            r.err(
+                here,
+                format!("'{server}' is already listed as {at}[{first}]"),
+            );
+            continue;
+        }
+        if let (Some(listen), Some(ip)) = (listen, server.ip())
+            && let Some(problem) = unreachable_from(listen, ip)
+        {
+            r.err(here, format!("'{server}' {problem}"));
+            continue;
+        }
+        seen.insert(server.clone(), j);
+        out.push(server);
+    }
+    out
+}
+
+/// Why a UDP socket bound to `listen` cannot send to `server`, if it cannot:
+/// an IPv4 socket cannot reach IPv6, and a socket bound to one IPv6 address
+/// cannot reach IPv4 (the unspecified `::` is bound dual-stack, see
+/// `tunnel::endpoint`).
+fn unreachable_from(listen: IpAddr, server: IpAddr) -> Option<String> {
+    match (listen, server.to_canonical()) {
+        (IpAddr::V4(l), IpAddr::V6(_)) => Some(format!(
+            "is an IPv6 address, which a socket listening on the IPv4 address '{l}' cannot \
+             reach; set listenAddress to '::' or an IPv6 address of this host"
+        )),
+        (IpAddr::V6(l), IpAddr::V4(_)) if !l.is_unspecified() && l.to_ipv4_mapped().is_none() => {
+            Some(format!(
+                "is an IPv4 address, which a socket listening on the IPv6 address '{l}' cannot \
+                 reach; set listenAddress to '::' or an IPv4 address of this host"
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl FromStr for StunServer {
+    type Err = String;
+
+    /// `host:port` or `host` (port [`DEFAULT_STUN_PORT`]): an IPv4 address,
+    /// an IPv6 address (in brackets when a port follows: `[2001:db8::1]:3478`)
+    /// or a DNS name. Checks syntax only; nothing is resolved.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("must not be empty: expected 'host:port' or 'host'".to_owned());
+        }
+        let (host, port) = if let Some(bracketed) = s.strip_prefix('[') {
+            let Some((host, after)) = bracketed.split_once(']') else {
+                return Err(format!("'{s}' has an unclosed '[' around the IPv6 address"));
+            };
+            if host.parse::<Ipv6Addr>().is_err() {
+                return Err(format!("'{s}': '{host}' is not an IPv6 address"));
+            }
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(p) => (host, Some(p)),
+                    None => return Err(format!("'{s}' has text after ']' that is not ':PORT'")),
+                },
+            }
+        } else if s.parse::<IpAddr>().is_ok() {
+            (s, None)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!(
+                        "'{s}' is not an IPv6 address; with a port, an IPv6 address is written \
+                         in brackets, e.g. '[2001:db8::1]:3478'"
+                    ));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            None => DEFAULT_STUN_PORT,
+            Some("") => return Err(format!("'{s}' has an empty port after ':'")),
+            Some(p) => parse_port(p).map_err(|e| format!("'{s}': {e}"))?,
+        };
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                let what = match ip.to_canonical() {
+                    ip if ip.is_unspecified() => Some("the unspecified address"),
+                    ip if ip.is_multicast() => Some("a multicast address"),
+                    IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+                    _ => None,
+                };
+                if let Some(what) = what {
+                    return Err(format!("'{s}': '{host}' is {what}, not a STUN server"));
+                }
+                ip.to_string()
+            }
+            Err(_) => {
+                dns_name(host).map_err(|e| format!("'{s}': {e}"))?;
+                host.to_ascii_lowercase()
+            }
+        };
+        Ok(Self { host, port })
+    }
+}
+
+/// Checks the syntax of a DNS host name: dot-separated labels of 1 to 63
+/// letters, digits and '-', not starting or ending with '-', 253 characters
+/// at most, and a last label that is not all digits (which would be a
+/// mistyped IPv4 address, and which resolvers may read as one).
+fn dns_name(host: &str) -> Result<(), String> {
+    if host.len() > 253 {
+        return Err(format!(
+            "the host name is {} characters long, at most 253 are allowed",
+            host.len()
+        ));
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err(format!("'{host}' has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "'{host}' has a label of {} characters, at most 63 are allowed",
+                label.len()
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Err(format!(
+                "'{host}' is not an IP address or a host name: '{}' is not allowed \
+                 (letters, digits, '-' and '.' only)",
+                c.escape_debug()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "'{host}' has the label '{label}', which starts or ends with '-'"
+            ));
+        }
+    }
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "'{host}' is neither an IP address nor a host name (its last label is all digits)"
+        ));
+    }
+    Ok(())
 }
 
 /// What kind of address `ip` is, when other sites never dial it as a peer
@@ -1468,6 +1753,7 @@ mod tests {
                 public_address: PublicAddress::Fixed("192.0.2.10".parse().expect("ip")),
                 public_port: 25890,
                 listen: sa("192.0.2.10:25890"),
+                stun_servers: Vec::new(),
             }
         );
     }
@@ -1605,7 +1891,19 @@ mod tests {
     fn socket_mode_is_required() {
         assert_eq!(
             socket_errs("publicAddress: 192.0.2.1\npublicPort: 1"),
-            ["tunnel.localSockets[0].mode: is required: 'dedicated-address' or 'port-forwarding'"]
+            [
+                "tunnel.localSockets[0].mode: is required: 'dedicated-address', 'port-forwarding' or 'hole-punching'"
+            ]
+        );
+        assert_eq!(
+            socket_errs(
+                "mode: floating-ip
+publicAddress: 192.0.2.1
+publicPort: 1"
+            ),
+            [
+                "tunnel.localSockets[0].mode: 'floating-ip' is not a mode, expected 'dedicated-address', 'port-forwarding' or 'hole-punching'"
+            ]
         );
     }
 
@@ -1714,6 +2012,520 @@ mod tests {
         assert_eq!(
             errs("tunnel:\n  congestionControl: vegas\n"),
             ["tunnel.congestionControl: 'vegas' is not supported, expected 'cubic' or 'bbr'"]
+        );
+    }
+
+    // --- STUN detection and hole punching (issue 10) -------------------------
+
+    fn stun(host: &str, port: u16) -> StunServer {
+        StunServer {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// `stunDetector.servers` as a YAML flow list of quoted entries.
+    fn servers(list: &[&str]) -> String {
+        let quoted: Vec<String> = list.iter().map(|s| format!("\"{s}\"")).collect();
+        format!("stunDetector:\n  servers: [{}]", quoted.join(", "))
+    }
+
+    #[test]
+    fn hole_punching_needs_only_stun_servers_and_binds_any_port_of_0_0_0_0() {
+        let s = socket(&format!(
+            "mode: hole-punching\n{}",
+            servers(&["192.0.2.50"])
+        ));
+        assert_eq!(
+            s,
+            LocalSocket {
+                mode: SocketMode::HolePunching,
+                public_address: PublicAddress::AutoStunDetect,
+                public_port: 0,
+                listen: sa("0.0.0.0:0"),
+                stun_servers: vec![stun("192.0.2.50", 3478)],
+            }
+        );
+        let s = socket(&format!(
+            "mode: Hole-Punching\nlistenPort: 0\npublicAddress: AUTOSTUNDETECT\n{}",
+            servers(&["192.0.2.50"])
+        ));
+        assert_eq!((s.listen, s.public_port), (sa("0.0.0.0:0"), 0));
+        assert_eq!(s.public_address, PublicAddress::AutoStunDetect);
+        let s = socket(&format!(
+            "mode: hole-punching\nlistenAddress: 192.0.2.3\nlistenPort: 40000\n{}",
+            servers(&["192.0.2.50"])
+        ));
+        assert_eq!((s.listen, s.public_port), (sa("192.0.2.3:40000"), 0));
+        let s = socket(&format!(
+            "mode: hole-punching\nlistenAddress: \"::\"\n{}",
+            servers(&["192.0.2.50", "[2001:db8::50]:3479"])
+        ));
+        assert_eq!(s.listen, sa("[::]:0"));
+        assert_eq!(
+            s.stun_servers,
+            [stun("192.0.2.50", 3478), stun("2001:db8::50", 3479)]
+        );
+    }
+
+    #[test]
+    fn hole_punching_requires_stun_servers() {
+        for detector in ["", "\nstunDetector:", "\nstunDetector:\n  servers: []"] {
+            assert_eq!(
+                socket_errs(&format!("mode: hole-punching{detector}")),
+                ["tunnel.localSockets[0].stunDetector.servers: is required in hole-punching mode"],
+                "{detector:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hole_punching_refuses_a_configured_public_address_or_port() {
+        assert_eq!(
+            socket_errs(&format!(
+                "mode: hole-punching\npublicAddress: 203.0.113.1\npublicPort: 4000\n{}",
+                servers(&["192.0.2.50"])
+            )),
+            [
+                "tunnel.localSockets[0].publicAddress: is learned by STUN in hole-punching mode; remove '203.0.113.1' (or write 'autoStunDetect')",
+                "tunnel.localSockets[0].publicPort: is learned by STUN in hole-punching mode; remove '4000'",
+            ]
+        );
+        for other in ["autoHttpDetect", "not-an-ip"] {
+            assert_eq!(
+                socket_errs(&format!(
+                    "mode: hole-punching\npublicAddress: {other}\n{}",
+                    servers(&["192.0.2.50"])
+                )),
+                [format!(
+                    "tunnel.localSockets[0].publicAddress: is learned by STUN in hole-punching mode; remove '{other}' (or write 'autoStunDetect')"
+                )]
+            );
+        }
+        let c = ok(&one_socket(&format!(
+            "mode: hole-punching\nhttpDetector:\n  url: https://ip.example.com\n{}",
+            servers(&["192.0.2.50"])
+        )));
+        assert_eq!(
+            c.warnings,
+            ["tunnel.localSockets[0].httpDetector: ignored in hole-punching mode"]
+        );
+    }
+
+    #[test]
+    fn listen_port_0_is_only_accepted_in_hole_punching_mode() {
+        assert_eq!(
+            socket_errs(
+                "mode: port-forwarding\npublicAddress: 203.0.113.9\npublicPort: 1\nlistenPort: 0"
+            ),
+            ["tunnel.localSockets[0].listenPort: port '0' is out of range 1..=65535"]
+        );
+        assert_eq!(
+            socket_errs(&format!(
+                "mode: hole-punching\nlistenPort: 65536\n{}",
+                servers(&["192.0.2.50"])
+            )),
+            ["tunnel.localSockets[0].listenPort: port '65536' is out of range 1..=65535"]
+        );
+    }
+
+    #[test]
+    fn auto_stun_detect_works_in_dedicated_address_and_port_forwarding_modes() {
+        let s = socket(&format!(
+            "mode: dedicated-address\npublicAddress: autoStunDetect\nlistenPort: 4000\n{}",
+            servers(&["stun.example.com:3478", "192.0.2.50:19302"])
+        ));
+        assert_eq!(
+            s,
+            LocalSocket {
+                mode: SocketMode::DedicatedAddress,
+                public_address: PublicAddress::AutoStunDetect,
+                public_port: 4000,
+                listen: sa("0.0.0.0:4000"),
+                stun_servers: vec![stun("stun.example.com", 3478), stun("192.0.2.50", 19302)],
+            }
+        );
+        let s = socket(&format!(
+            "mode: port-forwarding\npublicAddress: autostundetect\npublicPort: 36092\nlistenPort: 26098\nlistenAddress: 192.0.2.3\n{}",
+            servers(&["stun.example.com"])
+        ));
+        assert_eq!(s.mode, SocketMode::PortForwarding);
+        assert_eq!(s.public_address, PublicAddress::AutoStunDetect);
+        assert_eq!((s.public_port, s.listen), (36092, sa("192.0.2.3:26098")));
+        assert_eq!(s.stun_servers, [stun("stun.example.com", 3478)]);
+    }
+
+    #[test]
+    fn auto_stun_detect_requires_stun_servers_and_still_a_port() {
+        assert_eq!(
+            socket_errs(
+                "mode: port-forwarding\npublicAddress: autoStunDetect\npublicPort: 1\nlistenPort: 2"
+            ),
+            [
+                "tunnel.localSockets[0].stunDetector.servers: is required when publicAddress is 'autoStunDetect'"
+            ]
+        );
+        assert_eq!(
+            socket_errs("mode: dedicated-address\npublicAddress: autoStunDetect"),
+            [
+                "tunnel.localSockets[0].publicPort: publicPort or listenPort is required in dedicated-address mode",
+                "tunnel.localSockets[0].stunDetector.servers: is required when publicAddress is 'autoStunDetect'",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_detector_that_does_not_apply_is_ignored_with_a_warning() {
+        let c = ok(&one_socket(&format!(
+            "mode: port-forwarding\npublicAddress: autoStunDetect\npublicPort: 1\nlistenPort: 2\nhttpDetector:\n  url: https://ip.example.com\n{}",
+            servers(&["192.0.2.50"])
+        )));
+        assert_eq!(
+            c.warnings,
+            [
+                "tunnel.localSockets[0].httpDetector: ignored because publicAddress is 'autoStunDetect'"
+            ]
+        );
+        assert_eq!(
+            c.tunnel.local_sockets[0].stun_servers,
+            [stun("192.0.2.50", 3478)]
+        );
+        for (public, why) in [
+            (
+                "publicAddress: 203.0.113.1\n",
+                "publicAddress is a fixed IP",
+            ),
+            (
+                "publicAddress: autoHttpDetect\nhttpDetector:\n  url: https://ip.example.com\n",
+                "publicAddress is 'autoHttpDetect'",
+            ),
+            (
+                "listenAddress: 192.0.2.3\n",
+                "publicAddress is not 'autoStunDetect'",
+            ),
+        ] {
+            let body = format!(
+                "mode: dedicated-address\n{public}publicPort: 4000\n{}",
+                servers(&["192.0.2.50"])
+            );
+            let c = ok(&one_socket(&body));
+            assert_eq!(
+                c.warnings,
+                [format!(
+                    "tunnel.localSockets[0].stunDetector: ignored because {why}"
+                )],
+                "{body}"
+            );
+            assert_eq!(c.tunnel.local_sockets[0].stun_servers, []);
+        }
+    }
+
+    #[test]
+    fn an_unknown_public_address_names_every_accepted_value() {
+        assert_eq!(
+            socket_errs("mode: dedicated-address\npublicAddress: autoDetect\npublicPort: 1"),
+            [
+                "tunnel.localSockets[0].publicAddress: 'autoDetect' is not an IP address, 'autoHttpDetect' or 'autoStunDetect'"
+            ]
+        );
+    }
+
+    #[test]
+    fn stun_servers_parse_with_the_default_port_and_display_as_host_port() {
+        for (text, host, port, shown) in [
+            (
+                "stun.example.com",
+                "stun.example.com",
+                3478,
+                "stun.example.com:3478",
+            ),
+            (
+                "Stun.Example.COM:19302",
+                "stun.example.com",
+                19302,
+                "stun.example.com:19302",
+            ),
+            ("localhost:1", "localhost", 1, "localhost:1"),
+            ("x-1.example", "x-1.example", 3478, "x-1.example:3478"),
+            ("192.0.2.1", "192.0.2.1", 3478, "192.0.2.1:3478"),
+            ("127.0.0.1:65535", "127.0.0.1", 65535, "127.0.0.1:65535"),
+            ("2001:db8::1", "2001:db8::1", 3478, "[2001:db8::1]:3478"),
+            ("[2001:DB8:0::1]", "2001:db8::1", 3478, "[2001:db8::1]:3478"),
+            ("[::1]:5349", "::1", 5349, "[::1]:5349"),
+            (
+                "[::ffff:192.0.2.1]:1",
+                "::ffff:192.0.2.1",
+                1,
+                "[::ffff:192.0.2.1]:1",
+            ),
+        ] {
+            let s = StunServer::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(s, stun(host, port), "{text}");
+            assert_eq!(s.to_string(), shown, "{text}");
+            assert_eq!(StunServer::from_str(shown).as_ref(), Ok(&s), "{shown}");
+        }
+        assert_eq!(
+            StunServer::from_str("[2001:db8::1]:3478").map(|s| s.ip()),
+            Ok(Some("2001:db8::1".parse().expect("ip")))
+        );
+        assert_eq!(
+            StunServer::from_str("stun.example.com").map(|s| s.ip()),
+            Ok(None)
+        );
+        // Through the loader, a comma-separated string works like a list.
+        let s = socket(
+            "mode: hole-punching\nstunDetector:\n  servers: \"stun1.example.com, stun2.example.com:3479\"",
+        );
+        assert_eq!(
+            s.stun_servers,
+            [
+                stun("stun1.example.com", 3478),
+                stun("stun2.example.com", 3479)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_stun_server_entries_are_refused_with_reasons() {
+        let label64 = "a".repeat(64);
+        let long = format!("{}.example", vec!["a".repeat(63); 4].join("."));
+        for (entry, reason) in [
+            ("", "must not be empty: expected 'host:port' or 'host'"),
+            (
+                "0.0.0.0",
+                "'0.0.0.0': '0.0.0.0' is the unspecified address, not a STUN server",
+            ),
+            (
+                "[::]:3478",
+                "'[::]:3478': '::' is the unspecified address, not a STUN server",
+            ),
+            (
+                "::",
+                "'::': '::' is the unspecified address, not a STUN server",
+            ),
+            (
+                "[::ffff:0.0.0.0]",
+                "'[::ffff:0.0.0.0]': '::ffff:0.0.0.0' is the unspecified address, not a STUN server",
+            ),
+            (
+                "224.0.0.1:3478",
+                "'224.0.0.1:3478': '224.0.0.1' is a multicast address, not a STUN server",
+            ),
+            (
+                "255.255.255.255",
+                "'255.255.255.255': '255.255.255.255' is the broadcast address, not a STUN server",
+            ),
+            (
+                "stun.example.com:0",
+                "'stun.example.com:0': port '0' is out of range 1..=65535",
+            ),
+            (
+                "stun.example.com:65536",
+                "'stun.example.com:65536': port '65536' is out of range 1..=65535",
+            ),
+            (
+                "stun.example.com:stun",
+                "'stun.example.com:stun': 'stun' is not a port number",
+            ),
+            (
+                "stun.example.com:",
+                "'stun.example.com:' has an empty port after ':'",
+            ),
+            (
+                "2001:db8::zz:3478",
+                "'2001:db8::zz:3478' is not an IPv6 address; with a port, an IPv6 address is written in brackets, e.g. '[2001:db8::1]:3478'",
+            ),
+            (
+                "[2001:db8::1",
+                "'[2001:db8::1' has an unclosed '[' around the IPv6 address",
+            ),
+            (
+                "[192.0.2.1]:3478",
+                "'[192.0.2.1]:3478': '192.0.2.1' is not an IPv6 address",
+            ),
+            (
+                "[2001:db8::1]3478",
+                "'[2001:db8::1]3478' has text after ']' that is not ':PORT'",
+            ),
+            (
+                "-stun.example.com",
+                "'-stun.example.com': '-stun.example.com' has the label '-stun', which starts or ends with '-'",
+            ),
+            (
+                "stun-.example.com",
+                "'stun-.example.com': 'stun-.example.com' has the label 'stun-', which starts or ends with '-'",
+            ),
+            (
+                "stun..example.com",
+                "'stun..example.com': 'stun..example.com' has an empty label",
+            ),
+            (
+                "stun.example.com.",
+                "'stun.example.com.': 'stun.example.com.' has an empty label",
+            ),
+            (
+                "stun_1.example.com",
+                "'stun_1.example.com': 'stun_1.example.com' is not an IP address or a host name: '_' is not allowed (letters, digits, '-' and '.' only)",
+            ),
+            (
+                "stun example",
+                "'stun example': 'stun example' is not an IP address or a host name: ' ' is not allowed (letters, digits, '-' and '.' only)",
+            ),
+            (
+                "1.2.3",
+                "'1.2.3': '1.2.3' is neither an IP address nor a host name (its last label is all digits)",
+            ),
+            (
+                "300.1.1.1:3478",
+                "'300.1.1.1:3478': '300.1.1.1' is neither an IP address nor a host name (its last label is all digits)",
+            ),
+        ] {
+            assert_eq!(
+                StunServer::from_str(entry),
+                Err(reason.to_owned()),
+                "{entry:?}"
+            );
+            assert_eq!(
+                socket_errs(&format!("mode: hole-punching\n{}", servers(&[entry]))),
+                [format!(
+                    "tunnel.localSockets[0].stunDetector.servers[0]: {reason}"
+                )],
+                "{entry:?}"
+            );
+        }
+        // Label and name lengths: 63 and 253 pass, 64 and 254 do not.
+        assert!(StunServer::from_str(&format!("{}.example", "a".repeat(63))).is_ok());
+        assert_eq!(
+            StunServer::from_str(&format!("{label64}.example")),
+            Err(format!(
+                "'{label64}.example': '{label64}.example' has a label of 64 characters, at most 63 are allowed"
+            ))
+        );
+        assert_eq!(long.len(), 263);
+        let fits = &long[long.len() - 253..];
+        assert!(StunServer::from_str(fits.trim_start_matches('.')).is_ok());
+        let too_long = format!("b{}", &long[long.len() - 253..]);
+        assert_eq!(too_long.len(), 254);
+        assert_eq!(
+            StunServer::from_str(&too_long),
+            Err(format!(
+                "'{too_long}': the host name is 254 characters long, at most 253 are allowed"
+            ))
+        );
+    }
+
+    #[test]
+    fn at_most_8_stun_servers_each_listed_once() {
+        let names: Vec<String> = (1..=9).map(|i| format!("stun{i}.example.com")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let s = socket(&format!("mode: hole-punching\n{}", servers(&names[..8])));
+        assert_eq!(s.stun_servers.len(), 8);
+        assert_eq!(
+            socket_errs(&format!("mode: hole-punching\n{}", servers(&names))),
+            ["tunnel.localSockets[0].stunDetector.servers: has 9 entries, at most 8 are allowed"]
+        );
+        assert_eq!(
+            socket_errs(&format!(
+                "mode: hole-punching\nlistenAddress: \"::\"\n{}",
+                servers(&[
+                    "stun.example.com",
+                    "192.0.2.1",
+                    "STUN.example.com:3478",
+                    "[2001:db8::1]:3478",
+                    "2001:db8:0::1",
+                    "stun.example.com:3479",
+                ])
+            )),
+            [
+                "tunnel.localSockets[0].stunDetector.servers[2]: 'stun.example.com:3478' is already listed as tunnel.localSockets[0].stunDetector.servers[0]",
+                "tunnel.localSockets[0].stunDetector.servers[4]: '[2001:db8::1]:3478' is already listed as tunnel.localSockets[0].stunDetector.servers[3]",
+            ]
+        );
+    }
+
+    #[test]
+    fn stun_server_addresses_must_be_reachable_from_the_listen_address() {
+        assert_eq!(
+            socket_errs(&format!(
+                "mode: hole-punching\n{}",
+                servers(&["[2001:db8::1]"])
+            )),
+            [
+                "tunnel.localSockets[0].stunDetector.servers[0]: '[2001:db8::1]:3478' is an IPv6 address, which a socket listening on the IPv4 address '0.0.0.0' cannot reach; set listenAddress to '::' or an IPv6 address of this host"
+            ]
+        );
+        assert_eq!(
+            socket_errs(&format!(
+                "mode: port-forwarding\npublicAddress: autoStunDetect\npublicPort: 1\nlistenPort: 2\nlistenAddress: 2001:db8::5\n{}",
+                servers(&[
+                    "192.0.2.1",
+                    "[::ffff:192.0.2.2]",
+                    "2001:db8::1",
+                    "stun.example.com"
+                ])
+            )),
+            [
+                "tunnel.localSockets[0].stunDetector.servers[0]: '192.0.2.1:3478' is an IPv4 address, which a socket listening on the IPv6 address '2001:db8::5' cannot reach; set listenAddress to '::' or an IPv4 address of this host",
+                "tunnel.localSockets[0].stunDetector.servers[1]: '[::ffff:192.0.2.2]:3478' is an IPv4 address, which a socket listening on the IPv6 address '2001:db8::5' cannot reach; set listenAddress to '::' or an IPv4 address of this host",
+            ]
+        );
+        // `::` is bound dual-stack; host names are resolved by the daemon.
+        let s = socket(&format!(
+            "mode: hole-punching\nlistenAddress: \"::\"\n{}",
+            servers(&["192.0.2.1", "2001:db8::1", "stun.example.com"])
+        ));
+        assert_eq!(s.stun_servers.len(), 3);
+    }
+
+    #[test]
+    fn sockets_on_any_port_share_an_address_but_fixed_ports_do_not() {
+        let two = |port: &str| {
+            format!(
+                "tunnel:\n  localSockets:\n  - mode: hole-punching\n    {port}stunDetector:\n      servers: [stun.example.com]\n  - mode: hole-punching\n    {port}stunDetector:\n      servers: [stun.example.com]\n"
+            )
+        };
+        let c = ok(&two(""));
+        assert_eq!(c.tunnel.local_sockets.len(), 2);
+        assert!(
+            c.tunnel
+                .local_sockets
+                .iter()
+                .all(|s| s.listen == sa("0.0.0.0:0"))
+        );
+        assert_eq!(
+            ok(&two("listenPort: 0\n    ")).tunnel.local_sockets.len(),
+            2
+        );
+        assert_eq!(
+            errs(&two("listenPort: 40000\n    ")),
+            [
+                "tunnel.localSockets[1]: listen address '0.0.0.0:40000' is already used by tunnel.localSockets[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn socket_mode_and_public_address_show_their_config_spelling() {
+        assert_eq!(
+            SocketMode::DedicatedAddress.to_string(),
+            "dedicated-address"
+        );
+        assert_eq!(SocketMode::PortForwarding.to_string(), "port-forwarding");
+        assert_eq!(SocketMode::HolePunching.to_string(), "hole-punching");
+        assert_eq!(
+            PublicAddress::AutoStunDetect.config_value(),
+            "autoStunDetect"
+        );
+        assert_eq!(
+            PublicAddress::AutoHttpDetect {
+                url: "http://x".into()
+            }
+            .config_value(),
+            "autoHttpDetect"
+        );
+        assert_eq!(
+            PublicAddress::Fixed("2001:db8::1".parse().expect("ip")).config_value(),
+            "2001:db8::1"
         );
     }
 

@@ -116,9 +116,11 @@ impl Site {
                 .map(|s| SocketInfo {
                     listen: s.bound,
                     public: s.public_addr(),
+                    // issue 10: STUN detection is the lead's (engine); an
+                    // autoStunDetect socket shows as detecting until then.
                     auto_detect: matches!(
                         s.config.public_address,
-                        PublicAddress::AutoHttpDetect { .. }
+                        PublicAddress::AutoHttpDetect { .. } | PublicAddress::AutoStunDetect
                     ),
                     detect_error: s.detect_error.clone(),
                 })

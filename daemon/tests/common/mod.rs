@@ -89,6 +89,7 @@ impl Side {
                 public_address: PublicAddress::Fixed("127.0.0.1".parse().unwrap()),
                 public_port: 0,
                 listen: "127.0.0.1:0".parse().unwrap(),
+                stun_servers: Vec::new(),
             })
             .unwrap()
     }
