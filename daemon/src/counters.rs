@@ -53,6 +53,10 @@ pub struct Counters {
     /// Incoming QUIC connections asked to prove their address (QUIC Retry)
     /// because the listener held many unauthenticated connections.
     pub preauth_retried: AtomicU64,
+    /// Punch requests not served: from an instance that does not hold its
+    /// site name, for a socket that is not `hole-punching` or whose public
+    /// mapping is unknown, or beyond the cap on punch sprays.
+    pub punch_refused: AtomicU64,
 }
 
 impl Counters {

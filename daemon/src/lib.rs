@@ -44,7 +44,7 @@ use crate::app::ExposedApps;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::crypto::Keys;
-use crate::message::announce::InstanceId;
+use crate::message::announce::{InstanceId, LoopbackPeers};
 use crate::message::mqtt::MessageChannel;
 use crate::tunnel::Tunnels;
 use crate::tunnel::auth::PeerId;
@@ -154,6 +154,7 @@ impl Daemon {
                 server: Arc::new(server),
                 counters: counters.clone(),
                 events_tx: tunnel_tx,
+                loopback: LoopbackPeers::for_channel(&config.message_channel),
             },
             shutdown.child_token(),
             tracker.clone(),
@@ -164,7 +165,7 @@ impl Daemon {
             let bound = {
                 let _g = span.enter();
                 tunnels
-                    .listen(s)
+                    .listen(index as u32, s)
                     .map_err(|source| DaemonError::Tunnel { index, source })?
             };
             info!(parent: &span, local = %bound, "tunnel socket listening");

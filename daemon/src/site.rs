@@ -26,13 +26,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::app::{ExposedApps, RemoteListener, StreamRegistry};
-use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName};
+use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName, SocketMode};
 use crate::counters::Counters;
 use crate::message::announce::{
-    Announce, AnnouncedSocket, InstanceId, Message, PROTOCOL_VERSION, Query,
+    Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, PROTOCOL_VERSION, Punch,
+    PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::store::{State, Store};
+use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
 use crate::view::{Event, EventBus};
 use handle::Command;
@@ -53,20 +55,38 @@ struct OwnSocket {
     public_ip: Option<IpAddr>,
     /// The latest detection, if it failed.
     detect_error: Option<crate::view::DetectFailure>,
+    /// The NAT mapping STUN saw (`autoStunDetect` and `hole-punching`).
+    mapping: Option<Mapping>,
 }
 
 impl OwnSocket {
-    /// The announced address, once the public IP is known. Port 0 in a
-    /// programmatic config (the demo) means "whatever was bound".
-    // issue 10: STUN detection is the lead's (engine); in hole-punching mode
-    // the port is 0 too, and the public port is the one STUN maps, not the
-    // bound one (no IP is known yet, so nothing is announced).
+    /// The announced address, once the public IP is known: in
+    /// `hole-punching` mode the address and port the NAT maps the socket
+    /// to; otherwise the public IP with the configured port (port 0 in a
+    /// programmatic config, the demo, means "whatever was bound").
     fn public_addr(&self) -> Option<SocketAddr> {
+        if self.config.mode == SocketMode::HolePunching {
+            return self.mapping?.public;
+        }
         let port = match self.config.public_port {
             0 => self.bound.port(),
             p => p,
         };
         Some(SocketAddr::new(self.public_ip?, port))
+    }
+
+    /// What dialers need to punch toward this socket (`hole-punching` only).
+    fn punch_info(&self) -> Option<PunchInfo> {
+        (self.config.mode == SocketMode::HolePunching).then(|| PunchInfo {
+            nat: self.mapping.map(|m| m.nat).unwrap_or_default(),
+            stun: self
+                .config
+                .stun_servers
+                .iter()
+                .take(MAX_PUNCH_STUN)
+                .map(ToString::to_string)
+                .collect(),
+        })
     }
 }
 
@@ -184,23 +204,27 @@ impl Site {
             .cloned()
             .collect();
         let (detect_tx, mut detect_rx) = mpsc::channel(16);
+        let sockets_punchable = sockets
+            .iter()
+            .any(|(c, _)| c.mode == SocketMode::HolePunching);
         let sockets = sockets
             .into_iter()
             .map(|(config, bound)| OwnSocket {
                 public_ip: match &config.public_address {
                     PublicAddress::Fixed(ip) => Some(*ip),
-                    PublicAddress::AutoHttpDetect { .. } => None,
-                    // issue 10: STUN detection is the lead's (engine). Until it
-                    // answers, no address is known and nothing is announced.
-                    PublicAddress::AutoStunDetect => None,
+                    // Nothing is announced until detection answers.
+                    PublicAddress::AutoHttpDetect { .. } | PublicAddress::AutoStunDetect => None,
                 },
                 config,
                 bound,
                 detect_error: None,
+                mapping: None,
             })
             .collect();
+        let mut peers = Peers::new(name.clone(), instance);
+        peers.set_punchable(sockets_punchable);
         let mut site = Self {
-            peers: Peers::new(name.clone(), instance),
+            peers,
             name,
             instance,
             tunnels,
@@ -282,7 +306,7 @@ impl Site {
                     Some(AnnouncedSocket {
                         id: i as u32,
                         addr: s.public_addr()?,
-                        punch: None,
+                        punch: s.punch_info(),
                     })
                 })
                 .collect(),
@@ -321,7 +345,12 @@ impl Site {
                 self.detect_all();
                 self.peers.on_query(&q.site, q.instance, now);
             }
-            Inbound::Message(Message::Punch(_) | Message::PunchAck(_)) => {}
+            Inbound::Message(Message::Punch(p)) => self.on_punch(p).await,
+            Inbound::Message(Message::PunchAck(p)) => {
+                if !self.tunnels.punch_answered(p.nonce, p.at) {
+                    debug!(peer.site = %p.site, "punch answer nobody waits for");
+                }
+            }
         }
         self.apply().await;
     }
@@ -350,6 +379,24 @@ impl Site {
             } => self
                 .peers
                 .on_channel_down(&peer.site, channel, &reason, now),
+            TunnelEvent::Mapped { socket, result } => self.on_mapped(socket, result).await,
+            TunnelEvent::PunchRequest {
+                peer,
+                socket,
+                from,
+                nonce,
+            } => {
+                let msg = Message::Punch(Punch {
+                    site: self.name.clone(),
+                    instance: self.instance,
+                    socket,
+                    from,
+                    nonce,
+                });
+                if let Err(e) = self.messages.unicast(&peer.instance, &msg).await {
+                    debug!(peer.site = %peer.site, error = %e, "punch request not sent");
+                }
+            }
             TunnelEvent::DialFailed {
                 peer,
                 socket,
@@ -406,6 +453,7 @@ impl Site {
                 peer,
                 socket,
                 addr,
+                punch,
                 pin,
             } => {
                 let cancel = self.cancel.child_token();
@@ -415,7 +463,12 @@ impl Site {
                 {
                     old.cancel();
                 }
-                self.tunnels.dial(peer, socket, addr, pin, cancel);
+                match punch {
+                    None => self.tunnels.dial(peer, socket, addr, pin, cancel),
+                    Some(info) => self
+                        .tunnels
+                        .dial_punched(peer, socket, addr, info, pin, cancel),
+                }
             }
             Action::Query(to) => {
                 let q = Message::Query(Query {
@@ -585,6 +638,62 @@ impl Site {
                 };
                 let _ = tx.send(Detected { index, result }).await;
             });
+        }
+    }
+
+    /// A peer about to dial one of our `hole-punching` sockets: punch toward
+    /// it and tell it where to dial. Only the live holder of a site name is
+    /// served, only for a punched socket whose mapping is known, and the
+    /// sprays are capped ([`crate::tunnel::punch::MAX_SPRAYS`]); anything
+    /// else is counted and ignored.
+    async fn on_punch(&mut self, p: Punch) {
+        let at = self
+            .sockets
+            .get(p.socket as usize)
+            .filter(|s| s.config.mode == SocketMode::HolePunching)
+            .and_then(OwnSocket::public_addr);
+        let holder = self.peers.holder(&p.site) == Some(p.instance);
+        let Some(at) = at.filter(|_| holder && self.tunnels.spray(p.socket, p.from)) else {
+            Counters::bump(&self.counters.punch_refused);
+            debug!(peer.site = %p.site, socket = p.socket, holder, "punch request refused");
+            return;
+        };
+        debug!(peer.site = %p.site, socket = p.socket, to = %p.from, "punching toward a peer");
+        let ack = Message::PunchAck(PunchAck {
+            site: self.name.clone(),
+            instance: self.instance,
+            socket: p.socket,
+            at,
+            nonce: p.nonce,
+        });
+        if let Err(e) = self.messages.unicast(&p.instance, &ack).await {
+            debug!(error = %e, "punch answer not sent");
+        }
+    }
+
+    /// A STUN round of socket `index` finished.
+    async fn on_mapped(&mut self, index: u32, result: Result<Mapping, String>) {
+        let Some(s) = self.sockets.get_mut(index as usize) else {
+            return;
+        };
+        match result {
+            Ok(m) => {
+                s.detect_error = None;
+                let before = (s.public_addr(), s.punch_info());
+                s.mapping = Some(m);
+                s.public_ip = m.public.map(|a| a.ip());
+                if (s.public_addr(), s.punch_info()) != before {
+                    info!(socket = index, public.address = ?s.public_addr(), nat = m.nat.text(), "public address detected by STUN");
+                    self.seq += 1;
+                    self.announce(false).await;
+                }
+            }
+            Err(e) => {
+                s.detect_error = Some(crate::view::DetectFailure {
+                    error: e,
+                    at: SystemTime::now(),
+                });
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod congestion;
 pub mod endpoint;
 pub mod pick;
+pub mod punch;
 pub mod stats;
 pub mod stun;
 pub mod tls;
@@ -34,15 +35,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
-use crate::config::{CongestionControl, LocalSocket, SiteName};
+use crate::config::{CongestionControl, LocalSocket, PublicAddress, SiteName, SocketMode};
 use crate::counters::Counters;
 use crate::crypto::Keys;
 use crate::error::Chain;
+use crate::message::announce::{LoopbackPeers, PunchInfo};
 use crate::warn_limit::{SharedWarnLimiter, WarnLimiter};
 use admission::Verdict;
 use auth::{AuthError, PeerId};
 use backoff::Backoff;
+use punch::{CannotPunch, MappingSlot, Sprays, Waiters};
+use stun::Mapping;
 use tls::{Fingerprint, Identity};
+use udp::Aux;
 
 /// QUIC application close code for an orderly close (shutdown, peer replaced).
 pub const CLOSE_NORMAL: u32 = 0;
@@ -66,7 +71,7 @@ pub enum TunnelError {
     Tls(String),
 }
 
-pub use crate::types::{ChannelId, Direction};
+pub use crate::types::{ChannelId, ChannelPath, Direction};
 
 /// Why one dial attempt produced no authenticated channel.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +88,15 @@ pub enum DialError {
     /// The key proof failed.
     #[error("key proof failed")]
     Auth(#[source] AuthError),
+    /// This site's own public mapping is not known (STUN got no answer).
+    #[error("own public mapping unknown: {0}")]
+    NoMapping(String),
+    /// Punching toward this socket cannot work (see [`punch::cannot_punch`]).
+    #[error(transparent)]
+    CannotPunch(CannotPunch),
+    /// The socket's owner did not answer the rendezvous in time.
+    #[error("no punch answer from the peer within {0:?}")]
+    NoPunchAnswer(Duration),
     /// The listener proved a different site or instance than announced.
     #[error(
         "expected site '{}' instance {}, found site '{}' instance {}",
@@ -119,6 +133,26 @@ pub enum TunnelEvent {
         channel: ChannelId,
         /// Why, for logs and the event feed.
         reason: String,
+    },
+    /// A socket's public mapping was learned (or re-learned) by STUN, or
+    /// learning it failed.
+    Mapped {
+        /// Index of the socket in `tunnel.localSockets`.
+        socket: u32,
+        /// The mapping, or why there is none.
+        result: Result<Mapping, String>,
+    },
+    /// A dial loop asks the owner of a punched socket to open its NAT:
+    /// the site sends the [`Punch`](crate::message::announce::Punch) message.
+    PunchRequest {
+        /// The owner.
+        peer: PeerId,
+        /// Its `AnnouncedSocket::id`.
+        socket: u32,
+        /// Our public address for that dial.
+        from: SocketAddr,
+        /// Matches the answer ([`Tunnels::punch_answered`]).
+        nonce: u64,
     },
     /// Dialling one of a peer's sockets failed again.
     DialFailed {
@@ -157,6 +191,8 @@ pub struct Channel {
     /// SHA-256 of the peer's TLS certificate (outbound: the pinned one;
     /// inbound: the client certificate it proved it holds the key of).
     pub cert: Fingerprint,
+    /// How its packets travel.
+    pub path: ChannelPath,
     /// Whether the site let it carry streams (see [`Registry::confirm`]).
     confirmed: watch::Sender<bool>,
 }
@@ -207,6 +243,8 @@ pub struct DialStatus {
     pub last_error: Option<String>,
     /// When the loop started.
     pub since: Instant,
+    /// Punched through a rendezvous, or dialled directly.
+    pub path: ChannelPath,
 }
 
 impl Registry {
@@ -364,6 +402,29 @@ struct Ctx {
     /// Failed key proofs are logged at most once a minute (a flood would
     /// otherwise write a line per connection).
     auth_warn: Arc<SharedWarnLimiter>,
+    /// Dial loops waiting for a punch answer.
+    waiters: Arc<Waiters>,
+    /// Punch packets being sent for peers' rendezvous.
+    sprays: Arc<Sprays>,
+    /// Whether loopback STUN servers announced by peers may be used.
+    loopback: LoopbackPeers,
+    /// Our first `hole-punching` socket: punched dials leave from it, so
+    /// its learned mapping is the one the owner punches toward.
+    punch_socket: Arc<Mutex<Option<PunchSocket>>>,
+}
+
+/// A `hole-punching` socket's endpoint, shared with dial loops.
+#[derive(Clone)]
+struct PunchSocket {
+    ep: quinn::Endpoint,
+    aux: Arc<Aux>,
+    mapping: Arc<MappingSlot>,
+}
+
+/// One of our sockets, for punch sprays and early STUN refreshes.
+struct OwnSocket {
+    aux: Arc<Aux>,
+    mapping: Arc<MappingSlot>,
 }
 
 /// The tunnel manager of one site: listeners, dial loops and the registry.
@@ -373,6 +434,7 @@ pub struct Tunnels {
     listen_transport: Arc<quinn::TransportConfig>,
     dial_transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
+    own: Mutex<HashMap<u32, OwnSocket>>,
     cancel: CancellationToken,
 }
 
@@ -390,6 +452,9 @@ pub struct Setup {
     pub counters: Arc<Counters>,
     /// Where channel changes are reported.
     pub events_tx: mpsc::Sender<TunnelEvent>,
+    /// Whether STUN servers at loopback addresses that peers announce may be
+    /// asked (see [`LoopbackPeers`]).
+    pub loopback: LoopbackPeers,
 }
 
 impl Tunnels {
@@ -407,6 +472,7 @@ impl Tunnels {
             server,
             counters,
             events_tx,
+            loopback,
         } = setup;
         let identity = Arc::new(Identity::generate()?);
         Ok(Self {
@@ -421,11 +487,16 @@ impl Tunnels {
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
                 auth_warn: Arc::default(),
+                waiters: Arc::default(),
+                sprays: Arc::default(),
+                loopback,
+                punch_socket: Arc::default(),
             },
             identity,
             listen_transport: endpoint::transport_config(cc, endpoint::Side::Listener),
             dial_transport: endpoint::transport_config(cc, endpoint::Side::Dialer),
             endpoints: Mutex::default(),
+            own: Mutex::default(),
             cancel,
         })
     }
@@ -440,23 +511,80 @@ impl Tunnels {
         self.identity.fingerprint()
     }
 
-    /// Binds a listening endpoint for one `tunnel.localSockets` entry and
-    /// accepts dataChannels on it until shutdown. Returns the bound address.
-    pub fn listen(&self, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
+    /// Binds a listening endpoint for `tunnel.localSockets[index]` and
+    /// accepts dataChannels on it until shutdown; learns its public mapping
+    /// by STUN when the socket asks for it ([`TunnelEvent::Mapped`]).
+    /// Returns the bound address.
+    pub fn listen(&self, index: u32, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
         let mut server = self.identity.server_config(self.listen_transport.clone())?;
         endpoint::limit_incoming(&mut server);
-        let (ep, _aux) = endpoint::bind(socket.listen, Some(server))?;
+        let (ep, aux) = endpoint::bind(socket.listen, Some(server))?;
         let local = ep.local_addr().map_err(|e| TunnelError::Bind {
             addr: socket.listen,
             source: e,
         })?;
         lock(&self.endpoints).push(ep.clone());
+        let mapping = Arc::new(MappingSlot::default());
+        let span = info_span!("listener", socket = index, local = %local);
+        if socket.public_address == PublicAddress::AutoStunDetect {
+            self.ctx.tracker.spawn(
+                punch::refresh(
+                    aux.clone(),
+                    socket.stun_servers.clone(),
+                    index,
+                    mapping.clone(),
+                    self.ctx.events_tx.clone(),
+                    self.cancel.child_token(),
+                )
+                .instrument(span.clone()),
+            );
+        }
+        let path = if socket.mode == SocketMode::HolePunching {
+            lock(&self.ctx.punch_socket).get_or_insert_with(|| PunchSocket {
+                ep: ep.clone(),
+                aux: aux.clone(),
+                mapping: mapping.clone(),
+            });
+            ChannelPath::Punched
+        } else {
+            ChannelPath::Direct
+        };
+        lock(&self.own).insert(index, OwnSocket { aux, mapping });
         let ctx = self.ctx.clone();
         let cancel = self.cancel.child_token();
         self.ctx
             .tracker
-            .spawn(accept_loop(ep, ctx, cancel).instrument(info_span!("listener", local = %local)));
+            .spawn(accept_loop(ep, ctx, path, cancel).instrument(span));
         Ok(local)
+    }
+
+    /// Sends punch packets from socket `index` toward `to` (a peer asked,
+    /// about to dial it from there). False when the socket is unknown or
+    /// too many sprays run.
+    pub fn spray(&self, index: u32, to: SocketAddr) -> bool {
+        let Some(aux) = lock(&self.own).get(&index).map(|o| o.aux.clone()) else {
+            return false;
+        };
+        self.ctx
+            .sprays
+            .start(aux, to, &self.ctx.tracker, self.cancel.child_token())
+    }
+
+    /// Socket `index`'s public mapping as last learned by STUN.
+    pub fn mapping(&self, index: u32) -> Option<Mapping> {
+        lock(&self.own).get(&index).and_then(|o| o.mapping.get())
+    }
+
+    /// Re-learns every STUN socket's mapping now (a NAT may have changed).
+    pub fn refresh_mappings(&self) {
+        for o in lock(&self.own).values() {
+            o.mapping.poke.notify_one();
+        }
+    }
+
+    /// Hands a punch answer to the dial loop waiting on `nonce`.
+    pub fn punch_answered(&self, nonce: u64, at: SocketAddr) -> bool {
+        self.ctx.waiters.answer(nonce, at)
     }
 
     /// Starts a dial loop to one socket of a peer: dial, prove, carry streams
@@ -469,12 +597,44 @@ impl Tunnels {
         pinned: Fingerprint,
         cancel: CancellationToken,
     ) {
+        self.dial_target(peer, socket, addr, None, pinned, cancel);
+    }
+
+    /// Starts a dial loop to a `hole-punching` socket of a peer: each
+    /// attempt is a rendezvous ([`punch`]) followed by the dial.
+    pub fn dial_punched(
+        &self,
+        peer: PeerId,
+        socket: u32,
+        addr: SocketAddr,
+        info: PunchInfo,
+        pinned: Fingerprint,
+        cancel: CancellationToken,
+    ) {
+        self.dial_target(peer, socket, addr, Some(info), pinned, cancel);
+    }
+
+    fn dial_target(
+        &self,
+        peer: PeerId,
+        socket: u32,
+        addr: SocketAddr,
+        punch: Option<PunchInfo>,
+        pinned: Fingerprint,
+        cancel: CancellationToken,
+    ) {
         let ctx = self.ctx.clone();
         let transport = self.dial_transport.clone();
-        let span = info_span!("dial", peer.site = %peer.site, remote = %addr);
+        let span =
+            info_span!("dial", peer.site = %peer.site, remote = %addr, punched = punch.is_some());
+        let target = Target {
+            socket,
+            addr,
+            punch,
+        };
         self.ctx
             .tracker
-            .spawn(dial_loop(ctx, transport, peer, socket, addr, pinned, cancel).instrument(span));
+            .spawn(dial_loop(ctx, transport, peer, target, pinned, cancel).instrument(span));
     }
 
     /// Closes every channel and waits (bounded) for the close to reach peers,
@@ -498,7 +658,7 @@ impl Tunnels {
 
 /// Accepts a listener's connections, executing the [`admission`] decision for
 /// each before any state is kept for it.
-async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
+async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, path: ChannelPath, cancel: CancellationToken) {
     let local = ep.local_addr().ok();
     let gate = admission::Gate::new(admission::Limits::default());
     let mut crowded_warn = WarnLimiter::default();
@@ -514,7 +674,7 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, cancel: CancellationToken) {
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
                 ctx.tracker.spawn(
-                    inbound(ctx2, incoming, slot, cancel, local)
+                    inbound(ctx2, incoming, slot, cancel, local, path)
                         .instrument(info_span!("inbound", remote = %remote)),
                 );
             }
@@ -570,6 +730,7 @@ async fn inbound(
     slot: admission::Slot,
     cancel: CancellationToken,
     local: Option<SocketAddr>,
+    path: ChannelPath,
 ) {
     let deadline = tokio::time::Instant::from_std(slot.deadline());
     let connecting = match incoming.accept() {
@@ -603,18 +764,15 @@ async fn inbound(
     match proof {
         Ok(peer) => {
             endpoint::grant_after_auth(&conn);
-            let reason = run_channel(
-                &ctx,
-                conn,
-                peer,
-                Direction::Inbound,
-                0,
-                &cancel,
-                None,
+            let origin = Origin {
+                direction: Direction::Inbound,
+                attempts: 0,
+                dial_id: None,
                 local,
                 cert,
-            )
-            .await;
+                path,
+            };
+            let reason = run_channel(&ctx, conn, peer, origin, &cancel).await;
             debug!(%reason, "inbound channel ended");
         }
         Err(e) => {
@@ -636,12 +794,30 @@ fn auth_failed(ctx: &Ctx, e: &AuthError) {
     }
 }
 
+/// One announced socket of a peer, as a dial loop targets it.
+struct Target {
+    /// `AnnouncedSocket::id`.
+    socket: u32,
+    /// The announced address.
+    addr: SocketAddr,
+    /// Set for a `hole-punching` socket: dial through a rendezvous.
+    punch: Option<PunchInfo>,
+}
+
+/// Where a dial loop sends from.
+struct DialSocket {
+    ep: quinn::Endpoint,
+    aux: Arc<Aux>,
+    /// Our punched socket's mapping when dialling from it; `None` for a
+    /// socket of the loop's own (which learns its mapping per attempt).
+    shared: Option<Arc<MappingSlot>>,
+}
+
 async fn dial_loop(
     ctx: Ctx,
     transport: Arc<quinn::TransportConfig>,
     peer: PeerId,
-    socket: u32,
-    addr: SocketAddr,
+    target: Target,
     pinned: Fingerprint,
     cancel: CancellationToken,
 ) {
@@ -651,25 +827,50 @@ async fn dial_loop(
         dial_id,
         DialStatus {
             peer: peer.site.clone(),
-            remote: addr,
+            remote: target.addr,
             channel: None,
             attempts: 0,
             last_error: None,
             since: Instant::now(),
+            path: if target.punch.is_some() {
+                ChannelPath::Punched
+            } else {
+                ChannelPath::Direct
+            },
         },
     );
-    dial_attempts(&ctx, dial_id, transport, peer, socket, addr, pinned, cancel).await;
+    dial_attempts(&ctx, dial_id, transport, peer, &target, pinned, cancel).await;
     lock(&registry.dials).remove(&dial_id);
 }
 
-#[allow(clippy::too_many_arguments)] // the dial loop's own state, passed once
+/// The socket a dial loop sends from: for a punched target, our own
+/// `hole-punching` socket if we have one (its mapping is known and kept
+/// fresh); otherwise one socket of the loop's own, so each dataChannel has
+/// its own socket and its own driver (channels do not share a receive path).
+fn dial_socket(ctx: &Ctx, target: &Target) -> Result<DialSocket, TunnelError> {
+    if target.punch.is_some()
+        && let Some(p) = lock(&ctx.punch_socket).clone()
+    {
+        return Ok(DialSocket {
+            ep: p.ep,
+            aux: p.aux,
+            shared: Some(p.mapping),
+        });
+    }
+    let (ep, aux) = endpoint::bind(endpoint::dial_address(target.addr), None)?;
+    Ok(DialSocket {
+        ep,
+        aux,
+        shared: None,
+    })
+}
+
 async fn dial_attempts(
     ctx: &Ctx,
     dial_id: u64,
     transport: Arc<quinn::TransportConfig>,
     peer: PeerId,
-    socket: u32,
-    addr: SocketAddr,
+    target: &Target,
     pinned: Fingerprint,
     cancel: CancellationToken,
 ) {
@@ -681,40 +882,48 @@ async fn dial_attempts(
             return;
         }
     };
-    // One endpoint (UDP socket) per dial target, so each dataChannel has its
-    // own socket and its own driver: channels do not share a receive path.
-    let (ep, _aux) = match endpoint::bind(endpoint::dial_address(addr), None) {
-        Ok(ep) => ep,
+    let sock = match dial_socket(ctx, target) {
+        Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "cannot bind dial socket");
             return;
         }
     };
+    let path = match target.punch {
+        Some(_) => ChannelPath::Punched,
+        None => ChannelPath::Direct,
+    };
     loop {
+        let attempt = async {
+            match &target.punch {
+                None => connect(&sock.ep, &client, target.addr, ctx, &peer).await,
+                Some(info) => punched(ctx, &sock, &client, &peer, target.socket, info).await,
+            }
+        };
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = connect(&ep, &client, addr, ctx, &peer) => r,
+            r = attempt => r,
         };
         let result = result.map_err(|e| Chain(&e).to_string());
         match result {
             Ok(conn) => {
-                let attempts = backoff.attempts();
-                let reason = run_channel(
-                    ctx,
-                    conn.clone(),
-                    peer.clone(),
-                    Direction::Outbound,
-                    attempts,
-                    &cancel,
-                    Some(dial_id),
-                    ep.local_addr().ok(),
-                    pinned,
-                )
-                .await;
+                let origin = Origin {
+                    direction: Direction::Outbound,
+                    attempts: backoff.attempts(),
+                    dial_id: Some(dial_id),
+                    local: sock.ep.local_addr().ok(),
+                    cert: pinned,
+                    path,
+                };
+                let reason = run_channel(ctx, conn.clone(), peer.clone(), origin, &cancel).await;
                 // A channel the peer refused (it holds another instance of
                 // that name) counts as a failed attempt: keep backing off.
                 if !refused(&conn) {
                     backoff.reset();
+                }
+                if let Some(m) = &sock.shared {
+                    // The NAT may have dropped or moved the mapping.
+                    m.poke.notify_one();
                 }
                 ctx.registry.dial_update(dial_id, |d| {
                     d.channel = None;
@@ -741,7 +950,7 @@ async fn dial_attempts(
                     .events_tx
                     .send(TunnelEvent::DialFailed {
                         peer: peer.clone(),
-                        socket,
+                        socket: target.socket,
                         attempts,
                     })
                     .await;
@@ -753,7 +962,71 @@ async fn dial_attempts(
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    ep.close(CLOSE_NORMAL.into(), b"dial stopped");
+    if sock.shared.is_none() {
+        sock.ep.close(CLOSE_NORMAL.into(), b"dial stopped");
+    }
+}
+
+/// One punched dial: learn our public address, ask the owner to punch
+/// toward it, then dial where the owner says.
+async fn punched(
+    ctx: &Ctx,
+    sock: &DialSocket,
+    client: &quinn::ClientConfig,
+    peer: &PeerId,
+    socket: u32,
+    info: &PunchInfo,
+) -> Result<quinn::Connection, DialError> {
+    let mine = match &sock.shared {
+        Some(slot) => slot.get().ok_or_else(|| {
+            DialError::NoMapping("no STUN answer for the hole-punching socket yet".into())
+        })?,
+        None => {
+            let family = Some(sock.aux.local_addr().ip());
+            let servers = punch::resolve_announced(&info.stun, ctx.loopback, family).await;
+            if servers.is_empty() {
+                return Err(DialError::NoMapping(
+                    "the peer announced no usable STUN server and this site has no hole-punching socket".into(),
+                ));
+            }
+            let m = Mapping::of(
+                &stun::probe_all(&sock.aux, &servers)
+                    .await
+                    .into_iter()
+                    .map(|p| (p.server, p.result.ok()))
+                    .collect::<Vec<_>>(),
+            );
+            if m.public.is_none() {
+                return Err(DialError::NoMapping("no STUN server answered".into()));
+            }
+            m
+        }
+    };
+    let Some(from) = mine.public else {
+        return Err(DialError::NoMapping("no STUN server answered".into()));
+    };
+    if let Some(why) = punch::cannot_punch(mine.nat, info.nat) {
+        return Err(DialError::CannotPunch(why));
+    }
+    let nonce: u64 = rand::random();
+    let Some(mut wait) = ctx.waiters.register(nonce) else {
+        return Err(DialError::NoPunchAnswer(Duration::ZERO));
+    };
+    let _ = ctx
+        .events_tx
+        .send(TunnelEvent::PunchRequest {
+            peer: peer.clone(),
+            socket,
+            from,
+            nonce,
+        })
+        .await;
+    let at = match tokio::time::timeout(punch::ACK_TIMEOUT, &mut wait.answer).await {
+        Ok(Ok(at)) => at,
+        _ => return Err(DialError::NoPunchAnswer(punch::ACK_TIMEOUT)),
+    };
+    debug!(%from, %at, nat = mine.nat.text(), "owner punched, dialling");
+    connect(&sock.ep, client, at, ctx, peer).await
 }
 
 /// Dials `addr` and runs the key proof, both by one deadline; opens the
@@ -796,20 +1069,37 @@ async fn connect(
     }
 }
 
+/// How an authenticated channel came to be.
+struct Origin {
+    direction: Direction,
+    /// Redials it took (outbound).
+    attempts: u32,
+    /// The dial loop that made it (outbound).
+    dial_id: Option<u64>,
+    /// Local address of its endpoint.
+    local: Option<SocketAddr>,
+    /// The certificate the peer presented.
+    cert: Fingerprint,
+    path: ChannelPath,
+}
+
 /// Registers an authenticated channel, serves the peer's streams on it and
 /// returns why it ended.
-#[allow(clippy::too_many_arguments)] // the channel's identity, passed once
 async fn run_channel(
     ctx: &Ctx,
     conn: quinn::Connection,
     peer: PeerId,
-    direction: Direction,
-    attempts: u32,
+    origin: Origin,
     cancel: &CancellationToken,
-    dial_id: Option<u64>,
-    local: Option<SocketAddr>,
-    cert: Fingerprint,
 ) -> String {
+    let Origin {
+        direction,
+        attempts,
+        dial_id,
+        local,
+        cert,
+        path,
+    } = origin;
     let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let ch = Arc::new(Channel {
         id,
@@ -822,9 +1112,10 @@ async fn run_channel(
         responsive: AtomicBool::new(true),
         attempts,
         cert,
+        path,
         confirmed: watch::channel(direction == Direction::Outbound).0,
     });
-    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, remote = %conn.remote_address());
+    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, remote = %conn.remote_address());
     async {
         ctx.registry.insert(ch.clone());
         if let Some(d) = dial_id {

@@ -36,6 +36,32 @@ impl fmt::Display for Direction {
     }
 }
 
+/// How a dataChannel's packets travel between the two sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelPath {
+    /// Dialled at an address the listener announced as reachable.
+    #[default]
+    Direct,
+    /// Through NATs opened by a rendezvous (`hole-punching` sockets).
+    Punched,
+}
+
+impl ChannelPath {
+    /// Lower-case word for tables and logs.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Punched => "punched",
+        }
+    }
+}
+
+impl fmt::Display for ChannelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// A snapshot of one dataChannel's path and counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelStats {

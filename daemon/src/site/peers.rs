@@ -69,7 +69,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{AppName, SiteName};
-use crate::message::announce::{Announce, Depart, InstanceId};
+use crate::message::announce::{Announce, AnnouncedSocket, Depart, InstanceId, PunchInfo};
 use crate::tunnel::auth::PeerId;
 use crate::tunnel::tls::Fingerprint;
 use crate::tunnel::{ChannelId, Direction};
@@ -295,6 +295,8 @@ pub enum Action {
         socket: u32,
         /// Where.
         addr: SocketAddr,
+        /// Set for a `hole-punching` socket: dial through a rendezvous.
+        punch: Option<PunchInfo>,
         /// The certificate it must present.
         pin: Fingerprint,
     },
@@ -391,8 +393,8 @@ struct Peer {
     tombstones: HashMap<InstanceId, Tombstone>,
     /// The holder's confirmed, live channels.
     channels: HashMap<ChannelId, Direction>,
-    /// Running dial loops by announced socket id.
-    dials: HashMap<u32, SocketAddr>,
+    /// Running dial loops by announced socket id, with what they dial.
+    dials: HashMap<u32, AnnouncedSocket>,
     /// When the holder was queried because a claimant appeared.
     probe: Option<Instant>,
     /// The holder was heard since the probe was sent.
@@ -515,20 +517,51 @@ pub struct Peers {
     sites: HashMap<SiteName, Peer>,
     pending: HashMap<ChannelId, Pending>,
     own_conflicts: HashSet<InstanceId>,
+    rule: DialRule,
     out: Outbox,
+}
+
+/// Which announced sockets this site dials.
+#[derive(Debug, Clone)]
+struct DialRule {
+    me: SiteName,
+    /// This site has a `hole-punching` socket of its own.
+    punchable: bool,
+}
+
+impl DialRule {
+    /// Whether to dial `socket` of `site`. Every plain socket is dialled.
+    /// Between two sites that both have `hole-punching` sockets, only the
+    /// one whose name sorts first dials the other's punched sockets (each
+    /// rendezvous makes one channel, so exactly one is made, not two racing
+    /// through the same NAT mappings); a site without one always dials.
+    fn wants(&self, site: &SiteName, socket: &AnnouncedSocket) -> bool {
+        socket.punch.is_none() || !self.punchable || self.me < *site
+    }
 }
 
 impl Peers {
     /// Bookkeeping for site `me`, running as `my_instance`.
     pub fn new(me: SiteName, my_instance: InstanceId) -> Self {
+        let me_for_rule = me.clone();
         Self {
             me,
             my_instance,
             sites: HashMap::new(),
             pending: HashMap::new(),
             own_conflicts: HashSet::new(),
+            rule: DialRule {
+                me: me_for_rule,
+                punchable: false,
+            },
             out: Outbox::default(),
         }
+    }
+
+    /// Tells the bookkeeping whether this site has a `hole-punching` socket
+    /// (see [`DialRule`]); applies from the next announcement on.
+    pub fn set_punchable(&mut self, punchable: bool) {
+        self.rule.punchable = punchable;
     }
 
     /// The actions decided since the last call, in order.
@@ -564,7 +597,7 @@ impl Peers {
             let reply = a.reply && a.seq >= peer.holder.announce.seq;
             peer.holder.heard(a, now);
             peer.answered = peer.probe.is_some();
-            reconcile_dials(&site, peer, &mut self.out);
+            reconcile_dials(&site, peer, &self.rule, &mut self.out);
             if reply {
                 self.out.push(Action::AnnounceTo(peer.holder.id));
             }
@@ -628,7 +661,7 @@ impl Peers {
             // site that really leaves closes its channels itself, while a
             // last will fired by a broker hiccup must not cut a working
             // tunnel. Redialling stops once the channels are gone.
-            reconcile_dials(&d.site, peer, &mut self.out);
+            reconcile_dials(&d.site, peer, &self.rule, &mut self.out);
         } else if let Some(c) = peer.claimants.get(&d.instance) {
             if !c.instance.accepts(d) {
                 self.out.count(Tally::Stale);
@@ -779,7 +812,7 @@ impl Peers {
                 site: site.clone(),
                 reason: reason.to_string(),
             });
-            reconcile_dials(site, peer, &mut self.out);
+            reconcile_dials(site, peer, &self.rule, &mut self.out);
         }
         self.settle(site, now);
     }
@@ -928,7 +961,7 @@ impl Peers {
         };
         let peer = self.sites.entry(site.clone()).or_insert(peer);
         report_discovered(&site, peer, &mut self.out);
-        reconcile_dials(&site, peer, &mut self.out);
+        reconcile_dials(&site, peer, &self.rule, &mut self.out);
         if reply {
             self.out.push(Action::AnnounceTo(peer.holder.id));
         }
@@ -1018,7 +1051,7 @@ impl Peers {
             });
         }
         report_discovered(site, peer, &mut self.out);
-        reconcile_dials(site, peer, &mut self.out);
+        reconcile_dials(site, peer, &self.rule, &mut self.out);
         self.out.push(Action::AnnounceTo(next));
         confirm_pending(site, peer, &mut self.pending, &mut self.out, now);
     }
@@ -1069,12 +1102,16 @@ fn add_channel(
 
 /// Makes the dial loops match the holder's announced sockets: none once it
 /// departed and its channels are gone, none without a usable certificate.
-fn reconcile_dials(site: &SiteName, peer: &mut Peer, out: &mut Outbox) {
+fn reconcile_dials(site: &SiteName, peer: &mut Peer, rule: &DialRule, out: &mut Outbox) {
     let h = &peer.holder;
-    let wanted: HashMap<u32, SocketAddr> = match h.cert {
-        Some(_) if h.departed.is_none() || !peer.channels.is_empty() => {
-            h.announce.sockets.iter().map(|s| (s.id, s.addr)).collect()
-        }
+    let wanted: HashMap<u32, AnnouncedSocket> = match h.cert {
+        Some(_) if h.departed.is_none() || !peer.channels.is_empty() => h
+            .announce
+            .sockets
+            .iter()
+            .filter(|s| rule.wants(site, s))
+            .map(|s| (s.id, s.clone()))
+            .collect(),
         _ => HashMap::new(),
     };
     let mut stop: Vec<u32> = peer
@@ -1094,20 +1131,21 @@ fn reconcile_dials(site: &SiteName, peer: &mut Peer, out: &mut Outbox) {
     let Some(pin) = h.cert else {
         return;
     };
-    let mut start: Vec<(u32, SocketAddr)> = wanted
+    let mut start: Vec<(u32, AnnouncedSocket)> = wanted
         .into_iter()
         .filter(|(id, _)| !peer.dials.contains_key(id))
         .collect();
-    start.sort_unstable();
-    for (socket, addr) in start {
-        peer.dials.insert(socket, addr);
+    start.sort_unstable_by_key(|(id, _)| *id);
+    for (socket, s) in start {
+        peer.dials.insert(socket, s.clone());
         out.push(Action::Dial {
             peer: PeerId {
                 site: site.clone(),
                 instance: h.id,
             },
             socket,
-            addr,
+            addr: s.addr,
+            punch: s.punch,
             pin,
         });
     }

@@ -17,7 +17,7 @@ use wovenet_daemon::config::{
 };
 use wovenet_daemon::counters::Counters;
 use wovenet_daemon::crypto::Keys;
-use wovenet_daemon::message::announce::InstanceId;
+use wovenet_daemon::message::announce::{InstanceId, LoopbackPeers};
 use wovenet_daemon::tunnel::auth::PeerId;
 use wovenet_daemon::tunnel::{Setup, TunnelEvent, Tunnels};
 
@@ -67,6 +67,7 @@ impl Side {
                 server: Arc::new(server),
                 counters: counters.clone(),
                 events_tx: tx,
+                loopback: LoopbackPeers::Allowed,
             },
             cancel.clone(),
             TaskTracker::new(),
@@ -84,13 +85,16 @@ impl Side {
     /// Listens on a loopback port; returns it.
     pub fn listen(&self) -> SocketAddr {
         self.tunnels
-            .listen(&LocalSocket {
-                mode: SocketMode::DedicatedAddress,
-                public_address: PublicAddress::Fixed("127.0.0.1".parse().unwrap()),
-                public_port: 0,
-                listen: "127.0.0.1:0".parse().unwrap(),
-                stun_servers: Vec::new(),
-            })
+            .listen(
+                0,
+                &LocalSocket {
+                    mode: SocketMode::DedicatedAddress,
+                    public_address: PublicAddress::Fixed("127.0.0.1".parse().unwrap()),
+                    public_port: 0,
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    stun_servers: Vec::new(),
+                },
+            )
             .unwrap()
     }
 }

@@ -250,6 +250,7 @@ impl Sim {
                     peer,
                     socket,
                     addr: _,
+                    punch: _,
                     pin,
                 } => {
                     self.nodes[i]
@@ -984,4 +985,66 @@ proptest! {
             prop_assert_eq!(s.restarts(a), 0);
         }
     }
+}
+
+/// An announcement of `site` with one plain and one `hole-punching` socket.
+fn announce_with_punch(site: &str, tag: u8) -> Announce {
+    Announce {
+        site: name(site),
+        instance: InstanceId::from_bytes([tag; 16]),
+        protocol_version: PROTOCOL_VERSION,
+        seq: 1,
+        epoch: 1,
+        sockets: vec![
+            AnnouncedSocket {
+                id: 0,
+                addr: SocketAddr::from(([192, 0, 2, tag], 29090)),
+                punch: None,
+            },
+            AnnouncedSocket {
+                id: 1,
+                addr: SocketAddr::from(([198, 18, 0, tag], 40000)),
+                punch: Some(PunchInfo {
+                    nat: crate::tunnel::stun::NatMapping::EndpointIndependent,
+                    stun: vec!["198.18.0.2:3478".into()],
+                }),
+            },
+        ],
+        apps: vec![],
+        cert_sha256: Fingerprint([tag; 32]).to_string(),
+        reply: false,
+    }
+}
+
+/// The sockets `me` starts dialling when `peer` announces, and whether each
+/// goes through a rendezvous.
+fn dialled(me: &str, punchable: bool, peer: Announce) -> Vec<(u32, bool)> {
+    let mut p = Peers::new(name(me), InstanceId::from_bytes([0xee; 16]));
+    p.set_punchable(punchable);
+    p.on_announce(peer, Instant::now());
+    p.take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Dial { socket, punch, .. } => Some((socket, punch.is_some())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn only_one_of_two_punchable_sites_dials_the_others_punched_socket() {
+    // Both have hole-punching sockets: the name sorting first dials.
+    assert_eq!(
+        dialled("a", true, announce_with_punch("b", 2)),
+        [(0, false), (1, true)]
+    );
+    assert_eq!(
+        dialled("c", true, announce_with_punch("b", 2)),
+        [(0, false)]
+    );
+    // A site without one (dial-only, or only public sockets) always dials.
+    assert_eq!(
+        dialled("c", false, announce_with_punch("b", 2)),
+        [(0, false), (1, true)]
+    );
 }
