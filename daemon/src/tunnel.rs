@@ -1021,9 +1021,8 @@ async fn punched(
             nonce,
         })
         .await;
-    let at = match tokio::time::timeout(punch::ACK_TIMEOUT, &mut wait.answer).await {
-        Ok(Ok(at)) => at,
-        _ => return Err(DialError::NoPunchAnswer(punch::ACK_TIMEOUT)),
+    let Ok(Ok(at)) = tokio::time::timeout(punch::ACK_TIMEOUT, &mut wait.answer).await else {
+        return Err(DialError::NoPunchAnswer(punch::ACK_TIMEOUT));
     };
     debug!(%from, %at, nat = mine.nat.text(), "owner punched, dialling");
     connect(&sock.ep, client, at, ctx, peer).await
