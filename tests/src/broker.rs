@@ -1,5 +1,7 @@
 //! MQTT brokers for tests: a broker-only wovenetd (its `embeddedBroker`) or a real mosquitto
-//! on a free 127.0.0.1 port; both can be stopped and started again on the same port.
+//! on a free 127.0.0.1 port, or on a given address inside a network namespace (the NAT rig's
+//! servers namespace, see [`crate::natrig`]); all can be stopped and started again on the
+//! same port.
 
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::natrig::Netns;
 use crate::process::{self, Process, file_tail};
 use crate::site::{Site, random_topic, unique_suffix};
 use crate::sock::{Sock, free_tcp_port};
@@ -60,10 +63,12 @@ enum Kind {
     },
 }
 
-/// A running (or stopped) MQTT broker on 127.0.0.1.
+/// A running (or stopped) MQTT broker on 127.0.0.1 (or in a namespace).
 pub struct Broker {
     addr: SocketAddr,
     kind: Kind,
+    /// The namespace it runs in (`None`: the test's own).
+    netns: Option<Netns>,
 }
 
 impl Broker {
@@ -71,15 +76,28 @@ impl Broker {
     /// key and topic. Waits until the port accepts connections.
     pub async fn embedded() -> Self {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-        let site = Site::builder(&format!("broker-{}", unique_suffix()))
+        Self::embedded_at(None, addr).await
+    }
+
+    /// A broker-only wovenetd listening on `addr` inside `ns` (e.g. the NAT rig's servers
+    /// namespace). Waits until it accepts connections there.
+    pub async fn embedded_in(ns: &Netns, addr: SocketAddr) -> Self {
+        Self::embedded_at(Some(ns.clone()), addr).await
+    }
+
+    async fn embedded_at(netns: Option<Netns>, addr: SocketAddr) -> Self {
+        let mut builder = Site::builder(&format!("broker-{}", unique_suffix()))
             .key("broker-only-key-0")
             .topic(format!("wovenet-e2e-broker-only/{}", random_topic()))
-            .embedded_broker(addr)
-            .spawn()
-            .await;
+            .embedded_broker(addr);
+        if let Some(ns) = &netns {
+            builder = builder.netns(ns);
+        }
+        let site = builder.spawn().await;
         let broker = Self {
             addr,
             kind: Kind::Embedded(Box::new(site)),
+            netns,
         };
         broker.wait_accepting().await;
         broker
@@ -88,17 +106,23 @@ impl Broker {
     /// A real mosquitto on a free port, or `None` when it is not installed and not required
     /// (see [`require_mosquitto`]). Waits until the port accepts connections.
     pub async fn mosquitto() -> Option<Self> {
-        let bin = require_mosquitto()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        Self::mosquitto_at(None, addr).await
+    }
+
+    /// A real mosquitto listening on `addr` inside `ns`, or `None` as for [`Self::mosquitto`].
+    pub async fn mosquitto_in(ns: &Netns, addr: SocketAddr) -> Option<Self> {
+        Self::mosquitto_at(Some(ns.clone()), addr).await
+    }
+
+    async fn mosquitto_at(netns: Option<Netns>, addr: SocketAddr) -> Option<Self> {
+        let bin = require_mosquitto()?;
         let dir = tempfile::Builder::new()
             .prefix("wovenet-e2e-mosquitto-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create tempdir: {e}"));
-        std::fs::write(
-            dir.path().join("mosquitto.conf"),
-            mosquitto_conf(addr.port()),
-        )
-        .unwrap_or_else(|e| panic!("cannot write mosquitto.conf: {e}"));
+        std::fs::write(dir.path().join("mosquitto.conf"), mosquitto_conf(addr))
+            .unwrap_or_else(|e| panic!("cannot write mosquitto.conf: {e}"));
         let mut broker = Self {
             addr,
             kind: Kind::Mosquitto {
@@ -106,12 +130,13 @@ impl Broker {
                 dir,
                 process: None,
             },
+            netns,
         };
         broker.start().await;
         Some(broker)
     }
 
-    /// `mqtt://127.0.0.1:PORT`.
+    /// `mqtt://IP:PORT` (127.0.0.1 unless it runs in a namespace).
     pub fn url(&self) -> String {
         format!("mqtt://{}", self.addr)
     }
@@ -135,8 +160,7 @@ impl Broker {
             }
             Kind::Mosquitto { process: None, .. } => {}
         }
-        let sock = Sock::Tcp(self.addr);
-        if !eventually(WAIT, || async { !crate::client::is_listening(&sock).await }).await {
+        if !eventually(WAIT, || async { !self.accepts().await }).await {
             panic!(
                 "broker at {} still accepts connections after stop\n{}",
                 self.addr,
@@ -156,8 +180,14 @@ impl Broker {
                 let conf = dir.path().join("mosquitto.conf");
                 let args = [OsStr::new("-c"), conf.as_os_str()];
                 let out = dir.path().join("mosquitto.out");
-                let p = Process::spawn(bin, args, &[], &out, &out)
-                    .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+                let p = match &self.netns {
+                    None => Process::spawn(bin, args, &[], &out, &out),
+                    Some(ns) => {
+                        let (ip, all) = ns.wrap(bin, args);
+                        Process::spawn(&ip, all, &[], &out, &out)
+                    }
+                }
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
                 *process = Some(p);
             }
         }
@@ -170,9 +200,24 @@ impl Broker {
         self.start().await;
     }
 
+    /// Whether a TCP connection to it succeeds now (made inside its namespace, if any).
+    pub async fn accepts(&self) -> bool {
+        match &self.netns {
+            None => crate::client::is_listening(&Sock::Tcp(self.addr)).await,
+            Some(ns) => ns
+                .tcp_connect(self.addr, Duration::from_secs(1))
+                .await
+                .is_ok(),
+        }
+    }
+
+    /// The namespace it runs in (`None`: the test's own).
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_ref()
+    }
+
     async fn wait_accepting(&self) {
-        let sock = Sock::Tcp(self.addr);
-        if !eventually(WAIT, || async { crate::client::is_listening(&sock).await }).await {
+        if !eventually(WAIT, || async { self.accepts().await }).await {
             panic!(
                 "broker at {} does not accept connections after {WAIT:?}\n{}",
                 self.addr,
@@ -217,11 +262,12 @@ impl Broker {
     }
 }
 
-/// mosquitto 2.x config: one plain listener on loopback, anonymous clients, no persistence,
+/// mosquitto 2.x config: one plain listener on `addr`, anonymous clients, no persistence,
 /// logging to stderr (captured by the harness).
-fn mosquitto_conf(port: u16) -> String {
+fn mosquitto_conf(addr: SocketAddr) -> String {
+    let (port, ip) = (addr.port(), addr.ip());
     format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+        "listener {port} {ip}\nallow_anonymous true\npersistence false\n\
          log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
          connection_messages true\n"
     )
@@ -248,7 +294,7 @@ mod tests {
 
     #[test]
     fn mosquitto_conf_listens_on_loopback_anonymously() {
-        let c = mosquitto_conf(18883);
+        let c = mosquitto_conf(SocketAddr::from((Ipv4Addr::LOCALHOST, 18883)));
         assert!(c.contains("listener 18883 127.0.0.1\n"));
         assert!(c.contains("allow_anonymous true\n"));
     }

@@ -33,6 +33,10 @@
 //!   `cargo build -p wovenet-daemon -p wovenet-tui --bins`.
 //! - `WOVENET_REQUIRE_MOSQUITTO=1` makes the mosquitto tests fail, not skip, without mosquitto.
 //! - The iptables tests (`faults.rs`, `iptables.rs`) need root and iptables, and fail without.
+//! - The NAT rig ([`natrig`]: namespaces, nftables NATs, coturn STUN/TURN, brokers and sites
+//!   inside namespaces; self-test `nat_rig.rs`) needs root, `ip`, `nft`, `conntrack` and
+//!   coturn. Without them its tests skip, unless `WOVENET_REQUIRE_ROOT=1` (root and the
+//!   networking tools) or `WOVENET_REQUIRE_COTURN=1` (coturn) makes that a failure.
 //! - A failing test keeps its sites' tempdirs (config, JSON log, stderr) and prints their paths.
 //!
 //! This crate is test support: its failure mode is a panic with a good message, so it panics
@@ -47,6 +51,7 @@ pub mod data;
 pub mod detector;
 pub mod iptables;
 pub mod log;
+pub mod natrig;
 pub mod pair;
 pub mod process;
 pub mod server;

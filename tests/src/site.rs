@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 use crate::client;
 use crate::log::{self, LogLine};
+use crate::natrig::Netns;
 use crate::process::{self, Process, file_tail};
 use crate::sock::Sock;
 use crate::wait::WAIT;
@@ -77,6 +78,7 @@ pub struct Site {
     process: Option<Process>,
     runs: u32,
     keep_on_panic: bool,
+    netns: Option<Netns>,
 }
 
 impl SiteBuilder {
@@ -110,6 +112,7 @@ impl SiteBuilder {
             process: None,
             runs: 0,
             keep_on_panic: self.keep_on_panic,
+            netns: self.netns.clone(),
         }
     }
 }
@@ -143,6 +146,11 @@ impl Site {
     /// The config document it runs with.
     pub fn config(&self) -> &Value {
         &self.config
+    }
+
+    /// The network namespace it runs in (`None`: the test's own).
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_ref()
     }
 
     /// UDP ports of its `localSockets`.
@@ -219,13 +227,14 @@ impl Site {
             OsStr::new("--config"),
             self.config_path.as_os_str(),
         ];
-        let p = Process::spawn(
-            &self.binary,
-            args,
-            &env,
-            &self.stdout_path(),
-            &self.stderr_path(),
-        )
+        let (stdout, stderr) = (self.stdout_path(), self.stderr_path());
+        let p = match &self.netns {
+            None => Process::spawn(&self.binary, args, &env, &stdout, &stderr),
+            Some(ns) => {
+                let (ip, all) = ns.wrap(&self.binary, args);
+                Process::spawn(&ip, all, &env, &stdout, &stderr)
+            }
+        }
         .unwrap_or_else(|e| {
             panic!(
                 "site {}: cannot start {}: {e}",
@@ -374,11 +383,14 @@ impl Site {
 
     /// Log tail, stderr (and stdout, if any) tail and process state, for panic messages.
     pub fn diag(&self) -> String {
-        let state = match (self.pid(), self.exit_status()) {
+        let mut state = match (self.pid(), self.exit_status()) {
             (None, _) => "never started".to_owned(),
             (Some(pid), None) => format!("pid {pid} running"),
             (Some(pid), Some(s)) => format!("pid {pid} exited ({})", process::describe(s)),
         };
+        if let Some(ns) = &self.netns {
+            state.push_str(&format!(" in netns {}", ns.name()));
+        }
         let mut out = format!(
             "--- site {} ({state}, run {}, config {}) log tail:\n{}--- site {} stderr tail:\n{}",
             self.name,

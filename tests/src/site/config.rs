@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use crate::natrig::Netns;
 use crate::sock::free_udp_port;
 
 /// The key every test site uses unless told otherwise.
@@ -57,6 +58,8 @@ pub struct SiteBuilder {
     extra: Vec<(String, Value)>,
     pub(crate) binary: Option<PathBuf>,
     pub(crate) keep_on_panic: bool,
+    /// Run wovenetd inside this network namespace (NAT rig).
+    pub(crate) netns: Option<Netns>,
 }
 
 impl SiteBuilder {
@@ -77,6 +80,7 @@ impl SiteBuilder {
             extra: Vec::new(),
             binary: None,
             keep_on_panic: true,
+            netns: None,
         }
     }
 
@@ -181,6 +185,16 @@ impl SiteBuilder {
     /// Runs this program instead of the built `wovenetd` (harness self-tests use a fake).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
+        self
+    }
+
+    /// Runs wovenetd inside network namespace `ns` (`ip netns exec`; see [`crate::natrig`]).
+    /// Everything else stays the same: files and the control socket are on the shared
+    /// filesystem, so [`crate::Api`] and [`crate::Ctl`] work from the test process. TCP
+    /// addresses in the config (app sockets, listeners) are the namespace's own, so prefer
+    /// `unix:` app sockets, or make sockets there with [`Netns::tcp_listener`].
+    pub fn netns(mut self, ns: &Netns) -> Self {
+        self.netns = Some(ns.clone());
         self
     }
 
