@@ -71,7 +71,7 @@ pub enum TunnelError {
     Tls(String),
 }
 
-pub use crate::types::{ChannelId, ChannelPath, Direction};
+pub use crate::types::{ChannelId, ChannelRoute, Direction};
 
 /// Why one dial attempt produced no authenticated channel.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,7 @@ pub struct Channel {
     /// inbound: the client certificate it proved it holds the key of).
     pub cert: Fingerprint,
     /// How its packets travel.
-    pub path: ChannelPath,
+    pub route: ChannelRoute,
     /// Whether the site let it carry streams (see [`Registry::confirm`]).
     confirmed: watch::Sender<bool>,
 }
@@ -244,7 +244,7 @@ pub struct DialStatus {
     /// When the loop started.
     pub since: Instant,
     /// Punched through a rendezvous, or dialled directly.
-    pub path: ChannelPath,
+    pub route: ChannelRoute,
 }
 
 impl Registry {
@@ -545,9 +545,9 @@ impl Tunnels {
                 aux: aux.clone(),
                 mapping: mapping.clone(),
             });
-            ChannelPath::Punched
+            ChannelRoute::Punched
         } else {
-            ChannelPath::Direct
+            ChannelRoute::Direct
         };
         lock(&self.own).insert(index, OwnSocket { aux, mapping });
         let ctx = self.ctx.clone();
@@ -658,7 +658,7 @@ impl Tunnels {
 
 /// Accepts a listener's connections, executing the [`admission`] decision for
 /// each before any state is kept for it.
-async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, path: ChannelPath, cancel: CancellationToken) {
+async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, path: ChannelRoute, cancel: CancellationToken) {
     let local = ep.local_addr().ok();
     let gate = admission::Gate::new(admission::Limits::default());
     let mut crowded_warn = WarnLimiter::default();
@@ -730,7 +730,7 @@ async fn inbound(
     slot: admission::Slot,
     cancel: CancellationToken,
     local: Option<SocketAddr>,
-    path: ChannelPath,
+    path: ChannelRoute,
 ) {
     let deadline = tokio::time::Instant::from_std(slot.deadline());
     let connecting = match incoming.accept() {
@@ -832,10 +832,10 @@ async fn dial_loop(
             attempts: 0,
             last_error: None,
             since: Instant::now(),
-            path: if target.punch.is_some() {
-                ChannelPath::Punched
+            route: if target.punch.is_some() {
+                ChannelRoute::Punched
             } else {
-                ChannelPath::Direct
+                ChannelRoute::Direct
             },
         },
     );
@@ -890,8 +890,8 @@ async fn dial_attempts(
         }
     };
     let path = match target.punch {
-        Some(_) => ChannelPath::Punched,
-        None => ChannelPath::Direct,
+        Some(_) => ChannelRoute::Punched,
+        None => ChannelRoute::Direct,
     };
     loop {
         let attempt = async {
@@ -1079,7 +1079,7 @@ struct Origin {
     local: Option<SocketAddr>,
     /// The certificate the peer presented.
     cert: Fingerprint,
-    path: ChannelPath,
+    path: ChannelRoute,
 }
 
 /// Registers an authenticated channel, serves the peer's streams on it and
@@ -1111,7 +1111,7 @@ async fn run_channel(
         responsive: AtomicBool::new(true),
         attempts,
         cert,
-        path,
+        route: path,
         confirmed: watch::channel(direction == Direction::Outbound).0,
     });
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, remote = %conn.remote_address());

@@ -36,9 +36,9 @@ impl fmt::Display for Direction {
     }
 }
 
-/// How a dataChannel's packets travel between the two sites.
+/// How a dataChannel's packets travel between the two sites (its route).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ChannelPath {
+pub enum ChannelRoute {
     /// Dialled at an address the listener announced as reachable.
     #[default]
     Direct,
@@ -46,7 +46,7 @@ pub enum ChannelPath {
     Punched,
 }
 
-impl ChannelPath {
+impl ChannelRoute {
     /// Lower-case word for tables and logs.
     pub fn text(self) -> &'static str {
         match self {
@@ -56,7 +56,7 @@ impl ChannelPath {
     }
 }
 
-impl fmt::Display for ChannelPath {
+impl fmt::Display for ChannelRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.text())
     }

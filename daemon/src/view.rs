@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName};
 use crate::message::announce::InstanceId;
 use crate::message::mqtt::BrokerState;
-use crate::types::{ChannelId, ChannelStats, Direction};
+use crate::types::{ChannelId, ChannelRoute, ChannelStats, Direction};
 
 /// The site itself.
 #[derive(Debug, Clone)]
@@ -131,6 +131,8 @@ pub struct ChannelInfo {
     pub reconnect_attempts: u32,
     /// Last dial or close error.
     pub last_error: Option<String>,
+    /// Direct, or punched through NATs.
+    pub route: ChannelRoute,
 }
 
 /// Which way a stream goes.

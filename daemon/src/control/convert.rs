@@ -14,7 +14,7 @@ use wovenet_proto::v1;
 use crate::config::raw::{self, Scalar};
 use crate::config::{ExposedApp, ExposedTarget, RemoteApp};
 use crate::message::mqtt::BrokerState;
-use crate::types::Direction;
+use crate::types::{ChannelRoute, Direction};
 use crate::view::{
     AppsInfo, ChannelInfo, ChannelState, Event, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
     RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot, StreamDirection, StreamInfo,
@@ -135,6 +135,15 @@ impl From<Direction> for v1::Direction {
     }
 }
 
+impl From<ChannelRoute> for v1::ChannelRoute {
+    fn from(r: ChannelRoute) -> Self {
+        match r {
+            ChannelRoute::Direct => Self::Direct,
+            ChannelRoute::Punched => Self::Punched,
+        }
+    }
+}
+
 impl From<ChannelState> for v1::ChannelState {
     fn from(s: ChannelState) -> Self {
         match s {
@@ -163,6 +172,7 @@ impl From<&ChannelInfo> for v1::Channel {
             age: Some(duration(c.age)),
             reconnect_attempts: c.reconnect_attempts,
             last_error: c.last_error.clone().unwrap_or_default(),
+            route: v1::ChannelRoute::from(c.route).into(),
         }
     }
 }
@@ -649,6 +659,7 @@ mod tests {
             age: Duration::ZERO,
             reconnect_attempts: 0,
             last_error: None,
+            route: ChannelRoute::Direct,
         };
         let s = StatsSnapshot {
             channels: vec![chan(None), chan(Some(7))],

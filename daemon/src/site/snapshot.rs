@@ -76,6 +76,7 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 age: c.since.elapsed(),
                 reconnect_attempts: c.attempts,
                 last_error: dial.and_then(|d| d.last_error.clone()),
+                route: c.route,
             }
         })
         .collect();
@@ -95,6 +96,7 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 age: d.since.elapsed(),
                 reconnect_attempts: d.attempts,
                 last_error: d.last_error.clone(),
+                route: d.route,
             }),
     );
     v.sort_by(|a, b| (&a.peer, a.id).cmp(&(&b.peer, b.id)));

@@ -60,6 +60,8 @@ pub struct SiteBuilder {
     pub(crate) keep_on_panic: bool,
     /// Run wovenetd inside this network namespace (NAT rig).
     pub(crate) netns: Option<Netns>,
+    /// `tunnel.localSockets` as given, instead of loopback sockets on `sockets`.
+    raw_sockets: Option<Vec<Value>>,
 }
 
 impl SiteBuilder {
@@ -73,6 +75,7 @@ impl SiteBuilder {
             embedded_broker: None,
             sockets: Vec::new(),
             detectors: Vec::new(),
+            raw_sockets: None,
             exposed: Vec::new(),
             remotes: Vec::new(),
             congestion: None,
@@ -120,6 +123,13 @@ impl SiteBuilder {
     pub fn detected_socket(mut self, port: u16, url: impl Display) -> Self {
         self.sockets.push(port);
         self.detectors.push((port, url.to_string()));
+        self
+    }
+
+    /// `tunnel.localSockets` exactly as given (e.g. `hole-punching` entries, or `[]` for a
+    /// dial-only site), instead of the loopback sockets of [`Self::socket`].
+    pub fn local_sockets(mut self, sockets: Vec<Value>) -> Self {
+        self.raw_sockets = Some(sockets);
         self
     }
 
@@ -206,7 +216,7 @@ impl SiteBuilder {
 
     /// Adds a local socket on a free UDP port if none was configured; returns the ports.
     pub(crate) fn ensure_socket(&mut self) -> Vec<u16> {
-        if self.sockets.is_empty() {
+        if self.sockets.is_empty() && self.raw_sockets.is_none() {
             self.sockets.push(free_udp_port());
         }
         self.sockets.clone()
@@ -240,20 +250,23 @@ impl SiteBuilder {
                 json!({ "listen": addr.to_string() }),
             );
         }
-        let local_sockets: Vec<Value> = sockets
-            .iter()
-            .map(|p| {
-                let mut socket = json!({
-                    "mode": "dedicated-address", "transportProtocol": "quic",
-                    "publicAddress": "127.0.0.1", "listenPort": p,
-                });
-                if let Some((_, url)) = self.detectors.iter().find(|(d, _)| d == p) {
-                    socket["publicAddress"] = json!("autoHttpDetect");
-                    socket["httpDetector"] = json!({ "url": url });
-                }
-                socket
-            })
-            .collect();
+        let local_sockets: Vec<Value> = match &self.raw_sockets {
+            Some(raw) => raw.clone(),
+            None => sockets
+                .iter()
+                .map(|p| {
+                    let mut socket = json!({
+                        "mode": "dedicated-address", "transportProtocol": "quic",
+                        "publicAddress": "127.0.0.1", "listenPort": p,
+                    });
+                    if let Some((_, url)) = self.detectors.iter().find(|(d, _)| d == p) {
+                        socket["publicAddress"] = json!("autoHttpDetect");
+                        socket["httpDetector"] = json!({ "url": url });
+                    }
+                    socket
+                })
+                .collect(),
+        };
         let mut tunnel = Map::new();
         tunnel.insert("localSockets".into(), Value::Array(local_sockets));
         if let Some(cc) = &self.congestion {

@@ -106,6 +106,7 @@ pub(crate) fn channels() -> Vec<pb::Channel> {
             age: Some(secs(125, 0)),
             reconnect_attempts: 0,
             last_error: String::new(),
+            route: pb::ChannelRoute::Punched.into(),
         },
         pb::Channel {
             id: 0,
@@ -124,6 +125,7 @@ pub(crate) fn channels() -> Vec<pb::Channel> {
             age: Some(secs(0, 350)),
             reconnect_attempts: 4,
             last_error: "timed out".into(),
+            route: pb::ChannelRoute::Direct.into(),
         },
     ]
 }

@@ -127,6 +127,7 @@ pub struct Channel {
     id: u64,
     peer: String,
     direction: String,
+    route: String,
     local_addr: String,
     remote_addr: String,
     state: String,
@@ -148,6 +149,7 @@ impl From<&pb::Channel> for Channel {
             id: c.id,
             peer: c.peer.clone(),
             direction: units::direction(c.direction),
+            route: units::channel_route(c.route),
             local_addr: c.local_addr.clone(),
             remote_addr: c.remote_addr.clone(),
             state: units::channel_state(c.state),
@@ -727,7 +729,7 @@ mod tests {
         };
         assert_eq!(
             value(&out)["channels"][0],
-            json!({"id": 3, "peer": "beta", "direction": "outbound",
+            json!({"id": 3, "peer": "beta", "direction": "outbound", "route": "punched",
                    "local_addr": "10.0.0.1:40001", "remote_addr": "10.0.0.2:40001",
                    "state": "up", "rtt": 0.00035, "cwnd": 12000, "lost_packets": 2,
                    "sent_packets": 1200, "bytes_sent": 2048, "bytes_received": 4096,
@@ -738,6 +740,7 @@ mod tests {
         assert_eq!(pending["rtt"], Value::Null);
         assert_eq!(pending["age"], 0.35);
         assert_eq!(pending["last_error"], "timed out");
+        assert_eq!(pending["route"], "direct");
     }
 
     #[test]

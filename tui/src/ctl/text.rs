@@ -124,6 +124,7 @@ pub fn channels(channels: &[pb::Channel]) -> String {
         "PEER",
         ">ID",
         "DIRECTION",
+        "ROUTE",
         "STATE",
         "LOCAL",
         "REMOTE",
@@ -146,6 +147,7 @@ pub fn channels(channels: &[pb::Channel]) -> String {
                 c.id.to_string()
             },
             units::cell(units::direction(c.direction)),
+            units::cell(units::channel_route(c.route)),
             units::cell(units::channel_state(c.state)),
             c.local_addr.clone(),
             c.remote_addr.clone(),
@@ -602,7 +604,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         assert!(
-            lines[0].starts_with("PEER        ID  DIRECTION  STATE"),
+            lines[0].starts_with("PEER        ID  DIRECTION  ROUTE    STATE"),
             "{out}"
         );
         let up: Vec<&str> = lines[1].split_whitespace().collect();
@@ -612,6 +614,7 @@ mod tests {
                 "beta",
                 "3",
                 "outbound",
+                "punched",
                 "up",
                 "10.0.0.1:40001",
                 "10.0.0.2:40001",
@@ -630,7 +633,7 @@ mod tests {
             ]
         );
         assert!(
-            lines[2].starts_with("gamma-site   -  outbound   connecting  -"),
+            lines[2].starts_with("gamma-site   -  outbound   direct   connecting  -"),
             "{out}"
         );
         assert!(lines[2].ends_with("350ms        4  timed out"), "{out}");

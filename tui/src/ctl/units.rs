@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use wovenet_proto::v1::{
-    BrokerState, ChannelState, Direction, ListenerState, PeerState, StreamDirection,
+    BrokerState, ChannelRoute, ChannelState, Direction, ListenerState, PeerState, StreamDirection,
 };
 
 /// Shown in a table cell that has no value.
@@ -148,6 +148,14 @@ pub fn direction(v: i32) -> String {
         Direction::try_from(v).ok().map(|e| e.as_str_name()),
         "DIRECTION_",
     )
+}
+
+/// `direct`, `punched`, or `direct` from a daemon that predates routes.
+pub fn channel_route(v: i32) -> String {
+    match ChannelRoute::try_from(v) {
+        Ok(ChannelRoute::Unspecified) => "direct".to_owned(),
+        r => enum_name(r.ok().map(|e| e.as_str_name()), "CHANNEL_ROUTE_"),
+    }
 }
 
 /// `up`, `connecting`, `unspecified` or `unknown`.

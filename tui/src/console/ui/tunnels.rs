@@ -104,6 +104,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         kv(t, "last error", units::or_empty(&c.last_error).to_owned()),
         kv(t, "cwnd", units::bytes(c.cwnd)),
         kv(t, "direction", units::direction(c.direction)),
+        kv(t, "route", units::channel_route(c.route)),
         kv(t, "local", c.local_addr.clone()),
         kv(t, "remote", c.remote_addr.clone()),
         kv(t, "age", units::proto_duration(c.age.as_ref())),
