@@ -8,6 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Locally unique id of a dataChannel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u64);
@@ -33,6 +35,33 @@ impl fmt::Display for Direction {
             Self::Outbound => "outbound",
             Self::Inbound => "inbound",
         })
+    }
+}
+
+/// How a NAT maps one local socket toward different destinations (RFC 4787).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NatMapping {
+    /// The same public address and port toward every destination (or no NAT
+    /// at all): a peer can be told where to send.
+    EndpointIndependent,
+    /// A new public port per destination ("symmetric"): what STUN saw is not
+    /// what a peer will see; punching toward it cannot work.
+    PerDestination,
+    /// Fewer than two servers answered: not known.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl NatMapping {
+    /// Lower-case words for status and logs.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::EndpointIndependent => "endpoint-independent",
+            Self::PerDestination => "per-destination",
+            Self::Unknown => "unknown",
+        }
     }
 }
 

@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
-use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName};
+use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName, SocketMode};
 use crate::message::announce::InstanceId;
 use crate::message::mqtt::BrokerState;
-use crate::types::{ChannelId, ChannelRoute, ChannelStats, Direction};
+use crate::types::{ChannelId, ChannelRoute, ChannelStats, Direction, NatMapping};
 
 /// The site itself.
 #[derive(Debug, Clone)]
@@ -47,6 +47,10 @@ pub struct SocketInfo {
     pub auto_detect: bool,
     /// The latest detection, if it failed (`None` once one succeeds).
     pub detect_error: Option<DetectFailure>,
+    /// `tunnel.localSockets[].mode`.
+    pub mode: SocketMode,
+    /// How its NAT maps it, as STUN saw (`None` without STUN detection).
+    pub nat: Option<NatMapping>,
 }
 
 /// A failed public address detection.

@@ -209,6 +209,19 @@ impl SinkServer {
         }
     }
 
+    /// On a unix socket at `path` (reachable from every network namespace).
+    pub async fn unix(path: impl AsRef<Path>, send_len: u64, send_seed: u64) -> Self {
+        let listener = Listener::bind_unix(path.as_ref());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let running = Running::spawn(listener, move |stream| {
+            sink(stream, send_len, send_seed, tx.clone())
+        });
+        Self {
+            running,
+            reports: Mutex::new(rx),
+        }
+    }
+
     /// Where it listens.
     pub fn sock(&self) -> &Sock {
         &self.running.sock

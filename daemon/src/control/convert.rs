@@ -89,6 +89,8 @@ impl From<&SocketInfo> for v1::TunnelSocket {
                 .map(|f| f.error.clone())
                 .unwrap_or_default(),
             detect_error_at: s.detect_error.as_ref().map(|f| timestamp(f.at)),
+            mode: s.mode.as_str().to_owned(),
+            nat_mapping: s.nat.map(|n| n.text().to_owned()).unwrap_or_default(),
         }
     }
 }
@@ -530,6 +532,8 @@ mod tests {
                     error: "'http://d.test/' answered HTTP 500".into(),
                     at: start + Duration::from_secs(30),
                 }),
+                mode: crate::config::SocketMode::DedicatedAddress,
+                nat: None,
             }],
         };
         let p = site(&s, start + Duration::from_secs(61));

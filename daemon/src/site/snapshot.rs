@@ -125,6 +125,8 @@ impl Site {
                         PublicAddress::AutoHttpDetect { .. } | PublicAddress::AutoStunDetect
                     ),
                     detect_error: s.detect_error.clone(),
+                    mode: s.config.mode,
+                    nat: s.mapping.map(|m| m.nat),
                 })
                 .collect(),
         }

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use stun_types::message::{BINDING, Message, MessageWriteVec};
 use stun_types::prelude::*;
 
@@ -30,32 +29,7 @@ pub const RETRANSMITS: [Duration; 4] = [
 /// How long after the first send a probe gives up.
 pub const GIVE_UP: Duration = Duration::from_millis(5_500);
 
-/// How a NAT maps one local socket toward different destinations (RFC 4787).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum NatMapping {
-    /// The same public address and port toward every destination (or no NAT
-    /// at all): a peer can be told where to send.
-    EndpointIndependent,
-    /// A new public port per destination ("symmetric"): what STUN saw is not
-    /// what a peer will see; punching toward it cannot work.
-    PerDestination,
-    /// Fewer than two servers answered: not known.
-    #[default]
-    #[serde(other)]
-    Unknown,
-}
-
-impl NatMapping {
-    /// Lower-case words for status and logs.
-    pub fn text(self) -> &'static str {
-        match self {
-            Self::EndpointIndependent => "endpoint-independent",
-            Self::PerDestination => "per-destination",
-            Self::Unknown => "unknown",
-        }
-    }
-}
+pub use crate::types::NatMapping;
 
 /// Why one server gave no mapping.
 #[derive(Debug, thiserror::Error)]

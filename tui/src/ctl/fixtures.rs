@@ -43,12 +43,15 @@ pub(crate) fn site() -> pb::SiteInfo {
                 listen: "0.0.0.0:40001".into(),
                 public: "203.0.113.7:40001".into(),
                 auto_detect: false,
+                mode: "hole-punching".into(),
+                nat_mapping: "endpoint-independent".into(),
                 ..Default::default()
             },
             pb::TunnelSocket {
                 listen: "[::]:40002".into(),
                 public: String::new(),
                 auto_detect: true,
+                mode: "port-forwarding".into(),
                 ..Default::default()
             },
         ],

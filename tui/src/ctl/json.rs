@@ -61,6 +61,8 @@ pub struct TunnelSocket {
     auto_detect: bool,
     detect_error: String,
     detect_error_at: Option<String>,
+    mode: String,
+    nat_mapping: String,
 }
 
 impl From<&pb::TunnelSocket> for TunnelSocket {
@@ -71,6 +73,8 @@ impl From<&pb::TunnelSocket> for TunnelSocket {
             auto_detect: s.auto_detect,
             detect_error: s.detect_error.clone(),
             detect_error_at: ts(s.detect_error_at.as_ref()),
+            mode: s.mode.clone(),
+            nat_mapping: s.nat_mapping.clone(),
         }
     }
 }
@@ -667,10 +671,12 @@ mod tests {
                 "broker_reason": "connection refused",
                 "sockets": [
                     {"listen": "0.0.0.0:40001", "public": "203.0.113.7:40001", "auto_detect": false,
-                     "detect_error": "", "detect_error_at": null},
+                     "detect_error": "", "detect_error_at": null, "mode": "hole-punching",
+                     "nat_mapping": "endpoint-independent"},
                     {"listen": "[::]:40002", "public": "", "auto_detect": true,
                      "detect_error": "'http://ip.test/' answered HTTP 500",
-                     "detect_error_at": "2024-05-01T10:00:00Z"}
+                     "detect_error_at": "2024-05-01T10:00:00Z", "mode": "port-forwarding",
+                     "nat_mapping": ""}
                 ]
             }})
         );

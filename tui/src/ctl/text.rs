@@ -38,10 +38,11 @@ pub fn status(s: &pb::SiteInfo) -> String {
         .row(["broker state".to_owned(), broker]);
     let mut out = kv.render();
     out.push('\n');
-    let mut sockets = Table::new(&["LISTEN", "PUBLIC", "AUTO-DETECT"]);
+    let mut sockets = Table::new(&["LISTEN", "MODE", "PUBLIC", "AUTO-DETECT", "NAT"]);
     for t in &s.sockets {
         sockets.row([
             t.listen.as_str(),
+            or_empty(&t.mode),
             if t.public.is_empty() && !t.detect_error.is_empty() {
                 "detection failed"
             } else if t.public.is_empty() && t.auto_detect {
@@ -50,6 +51,7 @@ pub fn status(s: &pb::SiteInfo) -> String {
                 t.public.as_str()
             },
             yes_no(t.auto_detect),
+            or_empty(&t.nat_mapping),
         ]);
     }
     if sockets.is_empty() {
@@ -545,9 +547,9 @@ mod tests {
              broker        mqtt://127.0.0.1:1883\n\
              broker state  reconnecting (connection refused)\n\
              \n\
-             LISTEN         PUBLIC             AUTO-DETECT\n\
-             0.0.0.0:40001  203.0.113.7:40001  no\n\
-             [::]:40002     detecting          yes\n"
+             LISTEN         MODE             PUBLIC             AUTO-DETECT  NAT\n\
+             0.0.0.0:40001  hole-punching    203.0.113.7:40001  no           endpoint-independent\n\
+             [::]:40002     port-forwarding  detecting          yes          -\n"
         );
     }
 
@@ -561,9 +563,9 @@ mod tests {
         let out = status(&site);
         assert!(
             out.ends_with(
-                "LISTEN         PUBLIC             AUTO-DETECT\n\
-                 0.0.0.0:40001  203.0.113.7:40001  no\n\
-                 [::]:40002     detection failed   yes\n\
+                "LISTEN         MODE             PUBLIC             AUTO-DETECT  NAT\n\
+                 0.0.0.0:40001  hole-punching    203.0.113.7:40001  no           endpoint-independent\n\
+                 [::]:40002     port-forwarding  detection failed   yes          -\n\
                  public address detection for [::]:40002 failed at 2024-05-01T10:00:00Z: \
                  'http://ip.test/' answered 'nope' (content type 'text/html'), which is not an IP address\n"
             ),

@@ -1,0 +1,251 @@
+//! Sites behind real NATs (the `natrig` rig: namespaces, nftables masquerade, coturn STUN)
+//! connect by hole punching: `hole-punching` sockets learn their mapping by STUN from the
+//! QUIC socket itself, announce it, and meet through a rendezvous on the message channel.
+//! Needs root, nft, conntrack and coturn (fails instead of skipping in CI).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use wovenet_e2e::natrig::{Host, NatKind, Rig, StunServer};
+use wovenet_e2e::*;
+use wovenet_proto::v1;
+
+/// A `hole-punching` local socket asking the rig's STUN servers.
+fn punch_socket(stun: &StunServer) -> Value {
+    json!({ "mode": "hole-punching", "stunDetector": { "servers": stun.servers() } })
+}
+
+/// The routes of the channels of `api` that are up toward `peer`.
+async fn up_routes(api: &Api, peer: &str) -> Vec<v1::ChannelRoute> {
+    api.channels()
+        .await
+        .into_iter()
+        .filter(|c| c.peer == peer && c.state() == v1::ChannelState::Up)
+        .map(|c| c.route())
+        .collect()
+}
+
+/// Two sites behind NATs of `kinds`, both with a hole-punching socket; `b` exposes a sink
+/// (64 MiB down) and `a` uses it on a unix socket.
+struct Behind {
+    rig: Rig,
+    stun: StunServer,
+    hosts: [Host; 2],
+    a: Site,
+    b: Site,
+    local: Sock,
+    sink: SinkServer,
+    _dir: tempfile::TempDir,
+    _broker: Broker,
+}
+
+const LEN: u64 = 64 << 20;
+const DOWN_SEED: u64 = 0x5eed_0102;
+const UP_SEED: u64 = 0x5eed_0101;
+
+impl Behind {
+    async fn new(kinds: [NatKind; 2]) -> Option<Self> {
+        let rig = Rig::new()?;
+        let stun = rig.stun().await;
+        let broker = rig.embedded_broker().await;
+        let nats = [rig.nat(kinds[0]), rig.nat(kinds[1])];
+        let hosts = [rig.site_behind(&nats[0]), rig.site_behind(&nats[1])];
+        let dir = socket_dir();
+        let sink = SinkServer::unix(dir.path().join("sink.sock"), LEN, DOWN_SEED).await;
+        let local = Sock::unix(dir.path().join("a-sink.sock"));
+        let net = Net::new(broker.url());
+        let b = net
+            .site("b")
+            .netns(hosts[1].netns())
+            .local_sockets(vec![punch_socket(&stun)])
+            .expose("sink", sink.sock())
+            .spawn()
+            .await;
+        let a = net
+            .site("a")
+            .netns(hosts[0].netns())
+            .local_sockets(vec![punch_socket(&stun)])
+            .remote("b", "sink", &local)
+            .spawn()
+            .await;
+        Some(Self {
+            rig,
+            stun,
+            hosts,
+            a,
+            b,
+            local,
+            sink,
+            _dir: dir,
+            _broker: broker,
+        })
+    }
+
+    fn diag(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            diag(&[&self.a, &self.b]),
+            self.rig.diag(),
+            self.stun.diag()
+        )
+    }
+}
+
+/// Sends 64 MiB up through `local` while the sink sends 64 MiB down; asserts both byte-exact.
+async fn transfer_64_mib(t: &Behind) -> Duration {
+    let expected = tokio::task::spawn_blocking(|| {
+        (
+            data::sha256_of(UP_SEED, LEN),
+            data::sha256_of(DOWN_SEED, LEN),
+        )
+    });
+    let stream = connect_eventually(&t.local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
+    let start = Instant::now();
+    let (mut r, mut w) = tokio::io::split(stream);
+    let send = async {
+        data::write_stream(&mut w, UP_SEED, LEN).await?;
+        w.shutdown().await
+    };
+    let limit = Duration::from_secs(120);
+    let (sent, received) = tokio::time::timeout(limit, async {
+        tokio::join!(send, data::hash_to_end(&mut r))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("64 MiB each way not done in {limit:?}\n{}", t.diag()));
+    let took = start.elapsed();
+    let (up_hash, down_hash) = expected.await.unwrap();
+    sent.unwrap_or_else(|e| panic!("sending failed: {e}\n{}", t.diag()));
+    let (n, got) = received
+        .unwrap_or_else(|(n, e)| panic!("receiving failed after {n} bytes: {e}\n{}", t.diag()));
+    assert_eq!(
+        (n, got),
+        (LEN, down_hash),
+        "downstream differs\n{}",
+        t.diag()
+    );
+    let report = t.sink.next_report(WAIT).await;
+    assert_eq!(
+        (report.received, report.sha256),
+        (LEN, Some(up_hash)),
+        "upstream differs: {report:?}\n{}",
+        t.diag()
+    );
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_independent_nats_punch_a_direct_channel_and_carry_64_mib_each_way() {
+    let rig_start = Instant::now();
+    let Some(t) = Behind::new([NatKind::EndpointIndependent, NatKind::EndpointIndependent]).await
+    else {
+        return;
+    };
+    let start = Instant::now();
+    eprintln!(
+        "nat_punch: rig and both sites up in {:?}",
+        start - rig_start
+    );
+    let (api_a, api_b) = (t.a.api().await, t.b.api().await);
+    // Each learned its NAT's public address (not its private one) and the kind of mapping.
+    for (api, host) in [(&api_a, &t.hosts[0]), (&api_b, &t.hosts[1])] {
+        let public = host.nat().expect("behind a NAT").public_addr();
+        wait_for(
+            "the public address learned by STUN",
+            WAIT,
+            || t.diag(),
+            async || {
+                let site = api.site().await;
+                let s = site.sockets.first()?;
+                (s.public.starts_with(&format!("{public}:"))
+                    && s.mode == "hole-punching"
+                    && s.nat_mapping == "endpoint-independent")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // Exactly one punched channel: "a" sorts first, so only it dials b's punched socket.
+    let first = wait_for(
+        "a punched channel a -> b",
+        WAIT,
+        || t.diag(),
+        async || {
+            let routes = up_routes(&api_a, "b").await;
+            (!routes.is_empty()).then_some(routes)
+        },
+    )
+    .await;
+    let to_first_channel = start.elapsed();
+    assert_eq!(first, [v1::ChannelRoute::Punched], "{}", t.diag());
+    assert_eq!(
+        up_routes(&api_b, "a").await,
+        [v1::ChannelRoute::Punched],
+        "{}",
+        t.diag()
+    );
+    let took = transfer_64_mib(&t).await;
+    eprintln!(
+        "nat_punch: first punched channel {to_first_channel:?} after both sites started; 64 MiB each way in {took:?}"
+    );
+    // Still one channel each way, and the owner refused no rendezvous.
+    assert_eq!(up_routes(&api_a, "b").await.len(), 1, "{}", t.diag());
+    assert_eq!(api_b.counter("punch_refused").await, 0, "{}", t.diag());
+    // A punched path survives its NAT forgetting the mapping (conntrack flushed): the
+    // keep-alives re-create it, or the channel is re-punched; new connections succeed.
+    t.hosts[1].nat().expect("NAT").flush_conntrack();
+    t.hosts[0].nat().expect("NAT").flush_conntrack();
+    let mut s = connect_eventually(&t.local, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("no connection after the conntrack flush: {e}\n{}", t.diag()));
+    s.write_all(b"x").await.unwrap();
+    drop(s);
+    wait_for(
+        "a channel up again after the flush",
+        Duration::from_secs(30),
+        || t.diag(),
+        async || (!up_routes(&api_a, "b").await.is_empty()).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_destination_nats_are_reported_as_unpunchable_without_spinning() {
+    let Some(t) = Behind::new([NatKind::PerDestination, NatKind::PerDestination]).await else {
+        return;
+    };
+    let api_a = t.a.api().await;
+    // a dials b's punched socket and says why it cannot.
+    let dial = wait_for(
+        "a dial to b that reports it cannot punch",
+        WAIT,
+        || t.diag(),
+        async || {
+            api_a
+                .channels()
+                .await
+                .into_iter()
+                .find(|c| c.peer == "b" && c.last_error.contains("cannot punch"))
+        },
+    )
+    .await;
+    assert_eq!(dial.route(), v1::ChannelRoute::Punched, "{}", t.diag());
+    assert_eq!(dial.state(), v1::ChannelState::Connecting, "{}", t.diag());
+    // Backing off, not spinning: over 10 s the attempts grow slowly.
+    let attempts = |c: &[v1::Channel]| {
+        c.iter()
+            .find(|c| c.peer == "b")
+            .map_or(0, |c| c.reconnect_attempts)
+    };
+    let before = attempts(&api_a.channels().await);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = attempts(&api_a.channels().await);
+    assert!(
+        after > before && after - before <= 6,
+        "attempts went from {before} to {after} in 10 s\n{}",
+        t.diag()
+    );
+    assert!(up_routes(&api_a, "b").await.is_empty(), "{}", t.diag());
+}
