@@ -76,8 +76,8 @@
 
 use std::net::Ipv4Addr;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 pub mod coturn;
 pub mod nat;
@@ -281,9 +281,19 @@ impl Rig {
         if !require() {
             return None;
         }
-        static FIRST: AtomicBool = AtomicBool::new(true);
+        // The first sweep of a process also removes namespaces carrying its own pid (left by a
+        // dead process that had the same pid); every other thread waits for it to finish, so
+        // it can never remove a rig this process is building.
+        static FIRST_SWEEP: Once = Once::new();
         static NEXT_ID: AtomicU8 = AtomicU8::new(0);
-        netns::sweep(FIRST.swap(false, Ordering::SeqCst));
+        let mut first = false;
+        FIRST_SWEEP.call_once(|| {
+            netns::sweep(true);
+            first = true;
+        });
+        if !first {
+            netns::sweep(false);
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let mut made = Made::default();
         let internet = create(&mut made, id, "i");
