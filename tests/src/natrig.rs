@@ -14,9 +14,9 @@
 //!  198.18.0.4  TURN            │ lan0 (bridge)          │ lan0
 //!                             10.1.0.1/24             10.2.0.1/24
 //!                            ┌─┴──────────┐           ┌─┴──────────┐
-//!                           site `…s00`  site …      site `…s01`   …
+//!                           site `…s00`  site …      site `…s01`   …   (sites: `…sNN`,
 //!                           10.1.0.2     10.1.0.3    10.2.0.2
-//!                           default via 10.1.0.1     default via 10.2.0.1
+//!                           default via 10.1.0.1     default via 10.2.0.1   in creation order)
 //! ```
 //!
 //! - Every namespace is `wnr<pid hex>-<rig hex><role>` (≤ 15 bytes; see [`netns`]); the
@@ -297,22 +297,33 @@ impl Rig {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let mut made = Made::default();
         let internet = create(&mut made, id, "i");
-        internet.ip_batch(&[
+        // From here on the rig owns what exists, so a failing step still cleans up.
+        let mut rig = Self {
+            id,
+            servers: internet.clone(),
+            internet,
+            made: Mutex::new(made),
+            renumbered: Arc::new(AtomicU32::new(0)),
+        };
+        rig.internet.ip_batch(&[
             format!("link add {BRIDGE} type bridge"),
             format!("link set {BRIDGE} up"),
         ]);
         // If br_netfilter is loaded on the host, bridged frames would also pass this
         // namespace's netfilter hooks; the switch must stay a plain switch.
-        let _ =
-            internet.run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"));
-        let servers = attach(&internet, &mut made, id, "v", "wan0", &plan::SERVERS);
-        Some(Self {
+        let _ = rig
+            .internet
+            .run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"));
+        let servers = attach(
+            &rig.internet,
+            &mut rig.made(),
             id,
-            internet,
-            servers,
-            made: Mutex::new(made),
-            renumbered: Arc::new(AtomicU32::new(0)),
-        })
+            "v",
+            "wan0",
+            &plan::SERVERS,
+        );
+        rig.servers = servers;
+        Some(rig)
     }
 
     fn made(&self) -> MutexGuard<'_, Made> {

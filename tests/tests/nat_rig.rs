@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::net::UdpSocket;
-use wovenet_e2e::natrig::{Host, NatKind, Rig, netns, plan, stun};
+use wovenet_e2e::natrig::{self, Host, NatKind, Rig, netns, plan, stun};
 use wovenet_e2e::process::Process;
 use wovenet_e2e::*;
 
@@ -114,8 +114,18 @@ async fn stun_sees_one_mapping_per_socket_or_one_per_destination() {
     let sock = socket(&host_ei);
     let (m1, m2) = (mapped(&sock, s1, diag).await, mapped(&sock, s2, diag).await);
     assert_eq!(m1, m2, "one mapping for both destinations\n{}", diag());
-    assert_eq!(m1.ip(), ei.public_addr(), "mapped to the NAT's address\n{}", diag());
-    assert_eq!(m1.port(), local_port(&sock), "the free local port is kept\n{}", diag());
+    assert_eq!(
+        m1.ip(),
+        ei.public_addr(),
+        "mapped to the NAT's address\n{}",
+        diag()
+    );
+    assert_eq!(
+        m1.port(),
+        local_port(&sock),
+        "the free local port is kept\n{}",
+        diag()
+    );
 
     let sock = socket(&host_pd);
     let (m1, m2) = (mapped(&sock, s1, diag).await, mapped(&sock, s2, diag).await);
@@ -202,12 +212,27 @@ async fn an_endpoint_independent_nat_filters_until_its_side_sends_too() {
     );
     // Only a sends: b's NAT has a mapping (towards the STUN server) but admits nothing else.
     let (_, got_b) = punch(&sa, Some(mb), &sb, None, CLOSED_FOR).await;
-    assert_eq!(got_b, None, "b's NAT let unsolicited packets in\n{}", rig.diag());
+    assert_eq!(
+        got_b,
+        None,
+        "b's NAT let unsolicited packets in\n{}",
+        rig.diag()
+    );
     // The path itself works: once b sends too, both hear each other (and a's earlier
     // unsolicited packets left nothing behind in b's NAT that would change b's port).
     let (got_a, got_b) = punch(&sa, Some(mb), &sb, Some(ma), Duration::from_secs(5)).await;
-    assert_eq!(got_a, Some((b"punch from b".to_vec(), mb)), "{}", rig.diag());
-    assert_eq!(got_b, Some((b"punch from a".to_vec(), ma)), "{}", rig.diag());
+    assert_eq!(
+        got_a,
+        Some((b"punch from b".to_vec(), mb)),
+        "{}",
+        rig.diag()
+    );
+    assert_eq!(
+        got_b,
+        Some((b"punch from a".to_vec(), ma)),
+        "{}",
+        rig.diag()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,11 +247,21 @@ async fn flushing_and_readdressing_a_nat_change_what_stun_sees() {
 
     let sock = socket(&host_pd);
     let before = mapped(&sock, s1, diag).await;
-    assert_eq!(mapped(&sock, s1, diag).await, before, "stable until flushed\n{}", diag());
+    assert_eq!(
+        mapped(&sock, s1, diag).await,
+        before,
+        "stable until flushed\n{}",
+        diag()
+    );
     pd.flush_conntrack();
     let after = mapped(&sock, s1, diag).await;
     assert_eq!(after.ip(), before.ip(), "{}", diag());
-    assert_ne!(after.port(), before.port(), "a flushed mapping is made anew\n{}", diag());
+    assert_ne!(
+        after.port(),
+        before.port(),
+        "a flushed mapping is made anew\n{}",
+        diag()
+    );
 
     for (nat, host) in [(&pd, &host_pd), (&ei, &host_ei)] {
         let sock = socket(host);
@@ -256,9 +291,18 @@ async fn cutting_udp_through_a_nat_stops_stun_until_restored() {
     nat.cut_udp();
     nat.cut_udp(); // idempotent
     let cut = stun::binding(&sock, s1, Duration::from_secs(1)).await;
-    assert!(cut.is_err(), "STUN answered through a cut NAT: {cut:?}\n{}", rig.diag());
+    assert!(
+        cut.is_err(),
+        "STUN answered through a cut NAT: {cut:?}\n{}",
+        rig.diag()
+    );
     nat.restore_udp();
-    assert_eq!(mapped(&sock, s1, || rig.diag()).await, before, "{}", rig.diag());
+    assert_eq!(
+        mapped(&sock, s1, || rig.diag()).await,
+        before,
+        "{}",
+        rig.diag()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +362,11 @@ fn ip_netns_list() -> Vec<String> {
 
 fn none_left(names: &[String]) -> Vec<String> {
     let listed = ip_netns_list();
-    names.iter().filter(|n| listed.contains(n)).cloned().collect()
+    names
+        .iter()
+        .filter(|n| listed.contains(n))
+        .cloned()
+        .collect()
 }
 
 /// Starts `sleep 60` inside `ns` outside any harness guard: only the rig can stop it.
@@ -346,7 +394,11 @@ async fn dropping_the_rig_removes_its_namespaces_and_processes() {
     let host = rig.site_behind(&nat);
     let public = rig.public_site();
     let names = rig.names();
-    assert_eq!(names.len(), 5, "internet, servers, NAT, two sites: {names:?}");
+    assert_eq!(
+        names.len(),
+        5,
+        "internet, servers, NAT, two sites: {names:?}"
+    );
     assert!(names.iter().all(|n| n.len() <= 15), "{names:?}");
     assert_eq!(none_left(&names), names, "all listed while the rig lives");
     let mut sleeper = stray_sleeper(&host);
@@ -361,7 +413,7 @@ async fn dropping_the_rig_removes_its_namespaces_and_processes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_test_still_removes_its_rig() {
-    if Rig::new().is_none() {
+    if !natrig::require() {
         return;
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -378,13 +430,17 @@ async fn a_panicking_test_still_removes_its_rig() {
     assert!(err.is_panic());
     let (names, mut sleeper, stun_diag) = rx.recv().unwrap();
     assert!(stun_diag.contains("running"), "{stun_diag}");
-    assert_eq!(none_left(&names), Vec::<String>::new(), "left after a panic");
+    assert_eq!(
+        none_left(&names),
+        Vec::<String>::new(),
+        "left after a panic"
+    );
     assert!(killed_within(&mut sleeper, WAIT).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_rig_removes_namespaces_of_dead_test_processes_only() {
-    if Rig::new().is_none() {
+    if !natrig::require() {
         return;
     }
     let ip = netns::tool("ip").unwrap();
@@ -395,18 +451,28 @@ async fn a_new_rig_removes_namespaces_of_dead_test_processes_only() {
     let stale = netns::name(dead_pid, 0xee, "i");
     let live = netns::name(alive.id(), 0xee, "i");
     for n in [&stale, &live] {
-        let st = Command::new(&ip).args(["netns", "add", n]).status().unwrap();
+        let st = Command::new(&ip)
+            .args(["netns", "add", n])
+            .status()
+            .unwrap();
         assert!(st.success(), "ip netns add {n}");
     }
     let rig = Rig::new().unwrap();
     let listed = ip_netns_list();
     let (stale_left, live_left) = (listed.contains(&stale), listed.contains(&live));
-    let _ = Command::new(&ip).args(["netns", "del", &live]).status();
-    let _ = Command::new(&ip).args(["netns", "del", &stale]).status();
+    for n in [&live, &stale] {
+        let _ = Command::new(&ip)
+            .args(["netns", "del", n])
+            .stderr(Stdio::null())
+            .status();
+    }
     alive.kill().unwrap();
     alive.wait().unwrap();
     drop(rig);
-    assert!(!stale_left, "{stale} (pid {dead_pid} is dead) was not swept");
+    assert!(
+        !stale_left,
+        "{stale} (pid {dead_pid} is dead) was not swept"
+    );
     assert!(live_left, "{live} (its creator lives) was swept");
 }
 
@@ -427,10 +493,17 @@ async fn turn_relays_for_a_site_behind_a_per_destination_nat() {
     let peer_addr = SocketAddr::from((peer_host.addr(), 3480));
     let (ip, args) = peer_host.wrap(
         &peer_bin,
-        ["-L".to_owned(), peer_addr.ip().to_string(), "-p".into(), "3480".into()],
+        [
+            "-L".to_owned(),
+            peer_addr.ip().to_string(),
+            "-p".into(),
+            "3480".into(),
+        ],
     );
     let _peer = Process::spawn(&ip, args, &[], &out, &out).unwrap();
-    let probe = rig.servers().udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    let probe = rig
+        .servers()
+        .udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
     assert!(
         eventually(WAIT, || async {
             let mut buf = [0u8; 16];
@@ -461,7 +534,10 @@ async fn turn_relays_for_a_site_behind_a_per_destination_nat() {
         })
     };
     let refused = run("wrong-password".into()).await.unwrap();
-    assert!(refused.is_err(), "an allocation with a wrong password succeeded: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "an allocation with a wrong password succeeded: {refused:?}"
+    );
 
     let output = run(creds.password.clone())
         .await
@@ -474,7 +550,12 @@ async fn turn_relays_for_a_site_behind_a_per_destination_nat() {
         .lines()
         .rev()
         .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
-        .unwrap_or_else(|| panic!("no summary from turnutils_uclient:\n{text}\n{}", turn.diag()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary from turnutils_uclient:\n{text}\n{}",
+                turn.diag()
+            )
+        });
     assert!(
         summary.ends_with("tot_send_msgs=3, tot_recv_msgs=3"),
         "every message went to the peer through the relay and came back: {summary}\n{text}\n{}",
@@ -519,7 +600,11 @@ async fn wovenetd_runs_behind_a_nat_with_the_broker_in_the_servers_namespace() {
     wait_forward(&local, WAIT, &[&a, &b]).await;
     // The control API answers from the test process (unix socket on the shared filesystem).
     let api = a.api().await;
-    assert!(!api.up_channels("b").await.is_empty(), "{}", diag(&[&a, &b]));
+    assert!(
+        !api.up_channels("b").await.is_empty(),
+        "{}",
+        diag(&[&a, &b])
+    );
     // b saw a coming from the NAT's public address: the tunnel crossed the NAT.
     let mappings = nat.mappings();
     assert!(
@@ -527,4 +612,50 @@ async fn wovenetd_runs_behind_a_nat_with_the_broker_in_the_servers_namespace() {
         "no NAT mapping towards b's QUIC socket:\n{mappings}\n{}",
         rig.diag()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_udp_timeouts_make_an_idle_mapping_expire() {
+    let Some(rig) = Rig::new() else { return };
+    let nat = rig.nat(NatKind::PerDestination);
+    let host = rig.site_behind(&nat);
+    let _stun = rig.stun().await;
+    nat.set_udp_timeouts(Duration::from_secs(1), Duration::from_secs(1));
+    let [s1, _] = plan::stun_servers();
+    let sock = socket(&host);
+    let before = mapped(&sock, s1, || rig.diag()).await;
+    assert_eq!(
+        mapped(&sock, s1, || rig.diag()).await,
+        before,
+        "{}",
+        rig.diag()
+    );
+    // Idle past the timeout: nothing to poll for, the point is that nothing is sent.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = mapped(&sock, s1, || rig.diag()).await;
+    assert_ne!(
+        after.port(),
+        before.port(),
+        "the idle mapping expired\n{}",
+        rig.diag()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_in_the_servers_namespace_is_reachable_from_behind_a_nat() {
+    let Some(rig) = Rig::new() else { return };
+    let Some(mut broker) = rig.mosquitto().await else {
+        return;
+    };
+    let nat = rig.nat(NatKind::PerDestination);
+    let host = rig.site_behind(&nat);
+    assert_eq!(broker.url(), "mqtt://198.18.0.2:1883");
+    assert!(broker.accepts().await, "{}", broker.diag());
+    let addr = broker.addr();
+    let reach = || host.tcp_connect(addr, Duration::from_secs(5));
+    assert!(reach().await.is_ok(), "{}\n{}", broker.diag(), rig.diag());
+    broker.stop().await;
+    assert!(reach().await.is_err(), "still reachable after stop");
+    broker.start().await;
+    assert!(reach().await.is_ok(), "{}", broker.diag());
 }
