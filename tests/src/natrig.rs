@@ -128,12 +128,12 @@ pub fn decide(
         )
     });
     match (root, coturn) {
-        (Some(why), _) if require_root => {
-            Decision::Fail(format!("{why}, and {REQUIRE_ROOT_ENV}=1"))
-        }
-        (_, Some(why)) if require_coturn => {
-            Decision::Fail(format!("{why}, and {REQUIRE_COTURN_ENV}=1"))
-        }
+        (Some(why), _) if require_root => Decision::Fail(format!(
+            "{why} ({REQUIRE_ROOT_ENV}=1 is set: failing instead of skipping)"
+        )),
+        (_, Some(why)) if require_coturn => Decision::Fail(format!(
+            "{why} ({REQUIRE_COTURN_ENV}=1 is set: failing instead of skipping)"
+        )),
         (Some(why), _) => Decision::Skip(format!(
             "{why} (set {REQUIRE_ROOT_ENV}=1 to make this an error)"
         )),
@@ -239,6 +239,13 @@ pub struct Rig {
 /// The bridge of the internet namespace.
 const BRIDGE: &str = "br0";
 
+/// If br_netfilter is loaded on the host, bridged frames would also pass the netfilter hooks of
+/// the namespace holding the bridge; a switch must stay a plain switch. Best effort: without
+/// br_netfilter the file does not exist and there is nothing to turn off.
+fn plain_bridges(ns: &Netns) {
+    let _ = ns.run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"));
+}
+
 /// A new namespace for `role`, recorded in `made`.
 fn create(made: &mut Made, id: u8, role: &str) -> Netns {
     let ns = Netns::create(netns::name(std::process::id(), id, role));
@@ -309,11 +316,7 @@ impl Rig {
             format!("link add {BRIDGE} type bridge"),
             format!("link set {BRIDGE} up"),
         ]);
-        // If br_netfilter is loaded on the host, bridged frames would also pass this
-        // namespace's netfilter hooks; the switch must stay a plain switch.
-        let _ = rig
-            .internet
-            .run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"));
+        plain_bridges(&rig.internet);
         let servers = attach(
             &rig.internet,
             &mut rig.made(),
@@ -372,6 +375,7 @@ impl Rig {
             format!("link set {} up", nat::LAN),
         ]);
         ns.sysctl("net/ipv4/ip_forward", "1");
+        plain_bridges(&ns);
         let nat = Nat::new(ns, k, kind, self.renumbered.clone());
         nat.load_rules();
         self.made().nats_made.push(nat.clone());
@@ -395,6 +399,11 @@ impl Rig {
         let k = nat.index();
         let j = {
             let mut made = self.made();
+            assert!(
+                made.namespaces.contains(nat.netns()),
+                "NAT {} is not part of this rig",
+                nat.netns().name()
+            );
             let j = made.behind[usize::from(k) - 1];
             made.behind[usize::from(k) - 1] += 1;
             j
