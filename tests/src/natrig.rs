@@ -14,9 +14,9 @@
 //!  198.18.0.4  TURN            │ lan0 (bridge)          │ lan0
 //!                             10.1.0.1/24             10.2.0.1/24
 //!                            ┌─┴──────────┐           ┌─┴──────────┐
-//!                           site `…s00`  site …      site `…s01`   …
+//!                           site `…s00`  site …      site `…s01`   …   (sites: `…sNN`,
 //!                           10.1.0.2     10.1.0.3    10.2.0.2
-//!                           default via 10.1.0.1     default via 10.2.0.1
+//!                           default via 10.1.0.1     default via 10.2.0.1   in creation order)
 //! ```
 //!
 //! - Every namespace is `wnr<pid hex>-<rig hex><role>` (≤ 15 bytes; see [`netns`]); the
@@ -76,8 +76,8 @@
 
 use std::net::Ipv4Addr;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 pub mod coturn;
 pub mod nat;
@@ -128,12 +128,12 @@ pub fn decide(
         )
     });
     match (root, coturn) {
-        (Some(why), _) if require_root => {
-            Decision::Fail(format!("{why}, and {REQUIRE_ROOT_ENV}=1"))
-        }
-        (_, Some(why)) if require_coturn => {
-            Decision::Fail(format!("{why}, and {REQUIRE_COTURN_ENV}=1"))
-        }
+        (Some(why), _) if require_root => Decision::Fail(format!(
+            "{why} ({REQUIRE_ROOT_ENV}=1 is set: failing instead of skipping)"
+        )),
+        (_, Some(why)) if require_coturn => Decision::Fail(format!(
+            "{why} ({REQUIRE_COTURN_ENV}=1 is set: failing instead of skipping)"
+        )),
         (Some(why), _) => Decision::Skip(format!(
             "{why} (set {REQUIRE_ROOT_ENV}=1 to make this an error)"
         )),
@@ -239,6 +239,13 @@ pub struct Rig {
 /// The bridge of the internet namespace.
 const BRIDGE: &str = "br0";
 
+/// If br_netfilter is loaded on the host, bridged frames would also pass the netfilter hooks of
+/// the namespace holding the bridge; a switch must stay a plain switch. Best effort: without
+/// br_netfilter the file does not exist and there is nothing to turn off.
+fn plain_bridges(ns: &Netns) {
+    let _ = ns.run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"));
+}
+
 /// A new namespace for `role`, recorded in `made`.
 fn create(made: &mut Made, id: u8, role: &str) -> Netns {
     let ns = Netns::create(netns::name(std::process::id(), id, role));
@@ -281,28 +288,45 @@ impl Rig {
         if !require() {
             return None;
         }
-        static FIRST: AtomicBool = AtomicBool::new(true);
+        // The first sweep of a process also removes namespaces carrying its own pid (left by a
+        // dead process that had the same pid); every other thread waits for it to finish, so
+        // it can never remove a rig this process is building.
+        static FIRST_SWEEP: Once = Once::new();
         static NEXT_ID: AtomicU8 = AtomicU8::new(0);
-        netns::sweep(FIRST.swap(false, Ordering::SeqCst));
+        let mut first = false;
+        FIRST_SWEEP.call_once(|| {
+            netns::sweep(true);
+            first = true;
+        });
+        if !first {
+            netns::sweep(false);
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let mut made = Made::default();
         let internet = create(&mut made, id, "i");
-        internet.ip_batch(&[
+        // From here on the rig owns what exists, so a failing step still cleans up.
+        let mut rig = Self {
+            id,
+            servers: internet.clone(),
+            internet,
+            made: Mutex::new(made),
+            renumbered: Arc::new(AtomicU32::new(0)),
+        };
+        rig.internet.ip_batch(&[
             format!("link add {BRIDGE} type bridge"),
             format!("link set {BRIDGE} up"),
         ]);
-        // If br_netfilter is loaded on the host, bridged frames would also pass this
-        // namespace's netfilter hooks; the switch must stay a plain switch.
-        let _ =
-            internet.run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"));
-        let servers = attach(&internet, &mut made, id, "v", "wan0", &plan::SERVERS);
-        Some(Self {
+        plain_bridges(&rig.internet);
+        let servers = attach(
+            &rig.internet,
+            &mut rig.made(),
             id,
-            internet,
-            servers,
-            made: Mutex::new(made),
-            renumbered: Arc::new(AtomicU32::new(0)),
-        })
+            "v",
+            "wan0",
+            &plan::SERVERS,
+        );
+        rig.servers = servers;
+        Some(rig)
     }
 
     fn made(&self) -> MutexGuard<'_, Made> {
@@ -351,6 +375,7 @@ impl Rig {
             format!("link set {} up", nat::LAN),
         ]);
         ns.sysctl("net/ipv4/ip_forward", "1");
+        plain_bridges(&ns);
         let nat = Nat::new(ns, k, kind, self.renumbered.clone());
         nat.load_rules();
         self.made().nats_made.push(nat.clone());
@@ -374,6 +399,11 @@ impl Rig {
         let k = nat.index();
         let j = {
             let mut made = self.made();
+            assert!(
+                made.namespaces.contains(nat.netns()),
+                "NAT {} is not part of this rig",
+                nat.netns().name()
+            );
             let j = made.behind[usize::from(k) - 1];
             made.behind[usize::from(k) - 1] += 1;
             j
