@@ -337,7 +337,12 @@ impl Site {
         match inbound {
             // Every (re)connect may follow a broker restart that lost what
             // others knew of us: announce and ask everyone to answer.
-            Inbound::Connected => self.announce(true).await,
+            // A new `seq` too: it tells peers this announcement was sent after
+            // any last will the broker fired for us (see `peers`, epochs).
+            Inbound::Connected => {
+                self.seq += 1;
+                self.announce(true).await;
+            }
             Inbound::Message(Message::Announce(a)) => self.peers.on_announce(a, now),
             Inbound::Message(Message::Depart(d)) => self.peers.on_depart(&d, now),
             Inbound::Message(Message::Query(q)) => {
@@ -376,9 +381,13 @@ impl Site {
                 peer,
                 channel,
                 reason,
-            } => self
-                .peers
-                .on_channel_down(&peer.site, channel, &reason, now),
+            } => {
+                // A NAT that forgot or moved our mapping kills channels
+                // first: learn the mapping again now, not at the next refresh.
+                self.tunnels.refresh_mappings();
+                self.peers
+                    .on_channel_down(&peer.site, channel, &reason, now);
+            }
             TunnelEvent::Mapped { socket, result } => self.on_mapped(socket, result).await,
             TunnelEvent::PunchRequest {
                 peer,

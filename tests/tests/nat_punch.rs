@@ -46,6 +46,11 @@ const UP_SEED: u64 = 0x5eed_0101;
 
 impl Behind {
     async fn new(kinds: [NatKind; 2]) -> Option<Self> {
+        Self::with(kinds, true).await
+    }
+
+    /// `a_punchable`: whether `a` has a hole-punching socket too (else it only dials).
+    async fn with(kinds: [NatKind; 2], a_punchable: bool) -> Option<Self> {
         let rig = Rig::new()?;
         let stun = rig.stun().await;
         let broker = rig.embedded_broker().await;
@@ -62,10 +67,15 @@ impl Behind {
             .expose("sink", sink.sock())
             .spawn()
             .await;
+        let a_sockets = if a_punchable {
+            vec![punch_socket(&stun)]
+        } else {
+            vec![]
+        };
         let a = net
             .site("a")
             .netns(hosts[0].netns())
-            .local_sockets(vec![punch_socket(&stun)])
+            .local_sockets(a_sockets)
             .remote("b", "sink", &local)
             .spawn()
             .await;
@@ -248,4 +258,109 @@ async fn per_destination_nats_are_reported_as_unpunchable_without_spinning() {
         t.diag()
     );
     assert!(up_routes(&api_a, "b").await.is_empty(), "{}", t.diag());
+}
+
+/// Waits until `a` has a punched channel up to `b`; returns how long it took.
+async fn punched_channel(t: &Behind, api_a: &Api, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(
+        "a punched channel a -> b",
+        timeout,
+        || t.diag(),
+        async || {
+            up_routes(api_a, "b")
+                .await
+                .contains(&v1::ChannelRoute::Punched)
+                .then_some(())
+        },
+    )
+    .await;
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_only_site_behind_a_nat_reaches_a_punched_site() {
+    let Some(t) = Behind::with(
+        [NatKind::EndpointIndependent, NatKind::EndpointIndependent],
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let api_a = t.a.api().await;
+    // No socket of its own: its dial socket learns its mapping from b's announced STUN servers.
+    assert!(api_a.site().await.sockets.is_empty(), "{}", t.diag());
+    let took = punched_channel(&t, &api_a, WAIT).await;
+    eprintln!("nat_punch: dial-only site punched in {took:?}");
+    let mut s = connect_eventually(&t.local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
+    s.write_all(b"ping").await.unwrap();
+    s.shutdown().await.unwrap();
+    let (n, _) = data::hash_to_end(&mut s)
+        .await
+        .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
+    assert_eq!(n, LEN, "{}", t.diag());
+    let report = t.sink.next_report(WAIT).await;
+    assert_eq!(report.received, 4, "{report:?}\n{}", t.diag());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nat_that_changes_its_public_address_is_followed() {
+    let Some(t) = Behind::new([NatKind::EndpointIndependent, NatKind::EndpointIndependent]).await
+    else {
+        return;
+    };
+    let (api_a, api_b) = (t.a.api().await, t.b.api().await);
+    punched_channel(&t, &api_a, WAIT).await;
+    let nat_b = t.hosts[1].nat().expect("NAT");
+    let new_ip = nat_b.change_public_addr();
+    let changed = Instant::now();
+    // b learns its new address by STUN and announces it; a punches toward it.
+    wait_for(
+        "b's new public address",
+        Duration::from_secs(60),
+        || t.diag(),
+        async || {
+            let site = api_b.site().await;
+            site.sockets
+                .first()
+                .is_some_and(|s| s.public.starts_with(&format!("{new_ip}:")))
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "a channel to b through b's new address",
+        Duration::from_secs(60),
+        || t.diag(),
+        async || {
+            api_a
+                .channels()
+                .await
+                .into_iter()
+                .find(|c| {
+                    c.peer == "b"
+                        && c.state() == v1::ChannelState::Up
+                        && c.remote_addr.starts_with(&format!("{new_ip}:"))
+                })
+                .map(|_| ())
+        },
+    )
+    .await;
+    eprintln!(
+        "nat_punch: re-punched through a new public address in {:?}",
+        changed.elapsed()
+    );
+    let mut s = connect_eventually(&t.local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
+    s.write_all(b"pong").await.unwrap();
+    s.shutdown().await.unwrap();
+    let (n, _) = data::hash_to_end(&mut s)
+        .await
+        .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
+    assert_eq!(n, LEN, "{}", t.diag());
+    assert_eq!(t.sink.next_report(WAIT).await.received, 4, "{}", t.diag());
 }

@@ -45,7 +45,12 @@
 //! valid only if its epoch is at least the highest epoch of that instance's
 //! announcements: a will replayed from an earlier connection is ignored and
 //! counted as stale. A departed holder that announces a newer epoch (epoch 0
-//! is a sender without epochs) is back. A replaced holder that had departed
+//! is a sender without epochs) is back, and so is one that announces the
+//! same epoch with a higher `seq` than any seen before its departure: a site
+//! raises `seq` on every broker (re)connection, so that announcement was sent
+//! after the will fired. That is how a will fired for a live connection is
+//! undone (brokers that see a client reconnect before they noticed its old
+//! connection died publish the will they hold, the new connection's). A replaced holder that had departed
 //! is remembered for [`TOMBSTONE_TTL`]; its announcements up to the epoch of
 //! its departure are ignored, so a late one cannot claim the name again.
 //!
@@ -334,8 +339,9 @@ struct Instance {
     /// `None` when the announced fingerprint does not parse.
     cert: Option<Fingerprint>,
     max_epoch: u32,
-    /// Epoch of its accepted `Depart`.
-    departed: Option<u32>,
+    /// Epoch of its accepted `Depart`, and the highest `seq` announced
+    /// before it.
+    departed: Option<(u32, u64)>,
     last_heard: Instant,
 }
 
@@ -355,8 +361,8 @@ impl Instance {
     fn heard(&mut self, a: Announce, now: Instant) {
         self.last_heard = now;
         self.max_epoch = self.max_epoch.max(a.epoch);
-        if let Some(d) = self.departed
-            && (a.epoch > d || a.epoch == 0)
+        if let Some((d, seq)) = self.departed
+            && (a.epoch > d || a.epoch == 0 || (a.epoch == d && a.seq > seq))
         {
             self.departed = None;
         }
@@ -652,7 +658,7 @@ impl Peers {
             if peer.holder.departed.is_some() {
                 return;
             }
-            peer.holder.departed = Some(d.epoch);
+            peer.holder.departed = Some((d.epoch, peer.holder.announce.seq));
             self.out.report(Report::Departed {
                 site: d.site.clone(),
                 instance: d.instance,
@@ -1019,7 +1025,7 @@ impl Peers {
             return;
         };
         let old = std::mem::replace(&mut peer.holder, c.instance);
-        if let Some(epoch) = old.departed {
+        if let Some((epoch, _)) = old.departed {
             bury(peer, old.id, epoch, now);
         }
         peer.probe = None;

@@ -1048,3 +1048,85 @@ fn only_one_of_two_punchable_sites_dials_the_others_punched_socket() {
         [(0, false), (1, true)]
     );
 }
+
+#[test]
+fn a_holder_whose_will_fired_is_dialled_again_once_it_announces_on_its_new_connection() {
+    let me = InstanceId::from_bytes([0xee; 16]);
+    let mut p = Peers::new(name("a"), me);
+    let now = Instant::now();
+    let mut b = announce_with_punch("b", 2);
+    b.sockets.truncate(1);
+    p.on_announce(b.clone(), now);
+    let dial = p.take_actions().into_iter().find_map(|a| match a {
+        Action::Dial { peer, .. } => Some(peer),
+        _ => None,
+    });
+    let peer = dial.expect("dialled");
+    p.on_channel_up(
+        ChannelUp {
+            peer: peer.clone(),
+            channel: ChannelId(1),
+            direction: Direction::Outbound,
+            cert: Fingerprint([2; 32]),
+        },
+        now,
+    );
+    // The broker lost b's connection: its will (epoch 1) arrives while the channel lives.
+    p.on_depart(
+        &Depart {
+            site: name("b"),
+            instance: peer.instance,
+            epoch: 1,
+        },
+        now,
+    );
+    p.on_channel_down(&name("b"), ChannelId(1), "idle timeout", now);
+    p.take_actions();
+    // b reconnected (epoch 2) and announces again.
+    b.epoch = 2;
+    b.seq = 2;
+    p.on_announce(b, now + Duration::from_secs(1));
+    let actions = p.take_actions();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Dial { socket: 0, .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_will_fired_for_a_live_connection_is_undone_by_the_reconnect_announcement() {
+    let mut p = Peers::new(name("a"), InstanceId::from_bytes([0xee; 16]));
+    let now = Instant::now();
+    let mut b = announce_with_punch("b", 2);
+    b.sockets.truncate(1);
+    b.epoch = 2;
+    b.seq = 5;
+    p.on_announce(b.clone(), now);
+    let holder = b.instance;
+    let state = |p: &Peers| p.views().find(|v| v.site == &name("b")).map(|v| v.departed);
+    // The broker fires the will of connection 2 although it lives (takeover race).
+    p.on_depart(
+        &Depart {
+            site: name("b"),
+            instance: holder,
+            epoch: 2,
+        },
+        now,
+    );
+    assert_eq!(state(&p), Some(true));
+    // Periodic announcements of the same epoch and seq: could predate the will.
+    p.on_announce(b.clone(), now);
+    assert_eq!(state(&p), Some(true));
+    // The announcement b sends on (re)connecting has a higher seq: alive.
+    b.seq = 6;
+    p.take_actions();
+    p.on_announce(b, now);
+    assert_eq!(state(&p), Some(false));
+    assert!(
+        p.take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Dial { .. }))
+    );
+}
