@@ -347,6 +347,64 @@ pub struct TunnelConfig {
     /// [`limit::MAX_LIMIT`]: crate::limit::MAX_LIMIT
     /// [`limit::DEFAULT_STREAMS_PER_PEER`]: crate::limit::DEFAULT_STREAMS_PER_PEER
     pub max_streams_per_peer: u32,
+    /// `tunnel.relay`: where this site's hole-punching sockets take a relayed
+    /// address when punching cannot work. Kept (with a warning) when no
+    /// socket is in `hole-punching` mode, though nothing then uses it.
+    pub relay: Option<RelayConfig>,
+}
+
+/// `tunnel.relay`: a relay both sites of a channel can reach, used when the
+/// NATs between them cannot be punched. It forwards the QUIC datagrams, whose
+/// TLS session stays end to end between the two sites, so it can neither read
+/// nor alter the traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// `tunnel.relay.turn`.
+    pub turn: TurnServer,
+}
+
+/// Port a TURN server listens on when `tunnel.relay.turn.url` names none
+/// (RFC 7065, RFC 8656).
+pub const DEFAULT_TURN_PORT: u16 = 3478;
+
+/// `tunnel.relay.turn`: a TURN server (RFC 8656, e.g. coturn) reached over
+/// UDP, with long-term credentials (RFC 8489 §9.2).
+///
+/// `host` follows the rules of [`StunServer::host`]: an IP literal in its
+/// canonical text (no brackets; never the unspecified, a multicast or the
+/// broadcast address) or a syntactically valid DNS name in lower case, never
+/// resolved or contacted by config loading. `Debug` masks the password and
+/// `Display` never shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnServer {
+    /// Host of `url`: IP literal (canonical, no brackets) or lower-case DNS name.
+    pub host: String,
+    /// Port of `url`, 1..=65535 (default [`DEFAULT_TURN_PORT`]).
+    pub port: u16,
+    /// `username`: 1..=255 bytes, no control characters.
+    pub username: String,
+    /// `password`: 1..=255 bytes; `Debug` shows `MASKED`.
+    pub password: Secret,
+}
+
+impl TurnServer {
+    /// The host as an IP address when it is an IP literal; `None` for a DNS
+    /// name, which the daemon resolves.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for TurnServer {
+    /// `turn:host:port` (`turn:[2001:db8::1]:3478` for IPv6); never the
+    /// credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "turn:[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "turn:{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// QUIC congestion controller.

@@ -119,7 +119,12 @@ fn type_error(e: &serde_path_to_error::Error<serde_yaml::Error>) -> FieldError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     // The value inside a wrong-typed secret section could be the secret itself.
-    let secret = path == "crypto" || path.starts_with("crypto.") || path.ends_with("password");
+    // So could a TURN section written as one string (`turn: turn:user:pass@host`).
+    let secret = path == "crypto"
+        || path.starts_with("crypto.")
+        || path.ends_with("password")
+        || path == "tunnel.relay"
+        || path == "tunnel.relay.turn";
     let reason = if secret {
         "has the wrong type (value not shown because it may be secret)".to_owned()
     } else {
@@ -206,6 +211,12 @@ const MQTT: &[(&str, Shape)] = &[
     ("embeddedBroker", Shape::Map(&[("listen", Shape::Leaf)])),
 ];
 
+const TURN: &[(&str, Shape)] = &[
+    ("url", Shape::Leaf),
+    ("username", Shape::Leaf),
+    ("password", Shape::Leaf),
+];
+
 /// Every key this implementation knows, in its canonical spelling.
 const TOP: &[(&str, Shape)] = &[
     ("siteName", Shape::Leaf),
@@ -228,6 +239,7 @@ const TOP: &[(&str, Shape)] = &[
             ("localSockets", Shape::List(&Shape::Map(LOCAL_SOCKET))),
             ("congestionControl", Shape::Leaf),
             ("maxStreamsPerPeer", Shape::Leaf),
+            ("relay", Shape::Map(&[("turn", Shape::Map(TURN))])),
         ]),
     ),
     ("localExposedApps", Shape::List(&Shape::Map(EXPOSED_APP))),
@@ -375,6 +387,24 @@ mod tests {
             .flat_map(|s| s.stun_servers.iter().map(ToString::to_string))
             .collect();
         assert_eq!(hosts, ["stun.example.com:3478", "192.0.2.9:3479"]);
+    }
+
+    #[test]
+    fn relay_keys_are_known_in_any_case() {
+        let c = ok(&format!(
+            "{BASE}tunnel:\n  localSockets:\n  - mode: hole-punching\n    stunDetector:\n      servers: [stun.example.com]\n  RELAY:\n    Turn:\n      URL: turn:relay.example.com:3479\n      userName: wovenet\n      PASSWORD: pass-word-42\n      extra: 1\n    serve: true\n"
+        ));
+        assert_eq!(
+            c.warnings,
+            [
+                "unknown key 'tunnel.relay.turn.extra' ignored",
+                "unknown key 'tunnel.relay.serve' ignored"
+            ]
+        );
+        let turn = &c.tunnel.relay.as_ref().expect("a relay").turn;
+        assert_eq!(turn.to_string(), "turn:relay.example.com:3479");
+        assert_eq!(turn.username, "wovenet");
+        assert_eq!(turn.password.0.as_str(), "pass-word-42");
     }
 
     #[test]

@@ -262,6 +262,29 @@ pub struct Tunnel {
     pub congestion_control: Option<Scalar>,
     /// Streams one peer may have open at once (new in this implementation).
     pub max_streams_per_peer: Option<Scalar>,
+    /// Where hole-punching sockets relay when punching fails (new in this
+    /// implementation).
+    pub relay: Option<Relay>,
+}
+
+/// `tunnel.relay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Relay {
+    /// The TURN server.
+    pub turn: Option<Turn>,
+}
+
+/// `tunnel.relay.turn`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Turn {
+    /// `turn:HOST[:PORT][?transport=udp]` (RFC 7065).
+    pub url: Option<Scalar>,
+    /// Long-term credential username.
+    pub username: Option<Scalar>,
+    /// Long-term credential password.
+    pub password: Option<SecretScalar>,
 }
 
 /// One `tunnel.localSockets[]` entry.

@@ -8,8 +8,8 @@
 //! live-added apps with [`exposed_app`] and [`remote_app`] so its messages match
 //! the loader's.
 //!
-//! Must not do I/O, and must never put the passphrase or the MQTT password in
-//! an error or a warning.
+//! Must not do I/O, and must never put the passphrase, the MQTT password or
+//! the TURN password in an error or a warning.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,6 +28,7 @@ use super::{
     RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
+use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
 /// Validates a whole config, collecting every error.
@@ -657,6 +658,8 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
     .unwrap_or(DEFAULT_STREAMS_PER_PEER);
     let mut local_sockets: Vec<LocalSocket> = Vec::new();
     let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
+    // (index, listen IP) of the hole-punching sockets, which use the relay.
+    let mut hole_punchers: Vec<(usize, IpAddr)> = Vec::new();
     let raw_sockets = raw.and_then(|t| t.local_sockets.as_ref());
     if let Some(n) = raw_sockets.map(Vec::len).filter(|&n| n > MAX_LOCAL_SOCKETS) {
         r.err(
@@ -686,7 +689,34 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
             continue;
         }
         listens.insert(socket.listen, i);
+        if socket.mode == SocketMode::HolePunching {
+            hole_punchers.push((i, socket.listen.ip()));
+        }
         local_sockets.push(socket);
+    }
+    let relay = relay(raw.and_then(|t| t.relay.as_ref()), r);
+    if let Some(turn) = relay.as_ref().map(|relay| &relay.turn) {
+        if hole_punchers.is_empty() {
+            r.warn(
+                "tunnel.relay",
+                "ignored because no localSockets entry is in hole-punching mode",
+            );
+        }
+        // Every hole-punching socket allocates its relayed address from this
+        // very socket, so each must be able to send to the server.
+        for (i, listen) in &hole_punchers {
+            if let Some(ip) = turn.ip()
+                && let Some(problem) = unreachable_from(*listen, ip)
+            {
+                r.err(
+                    "tunnel.relay.turn.url",
+                    format!(
+                        "'{turn}' {problem} (tunnel.localSockets[{i}] is in hole-punching \
+                         mode and takes its relayed address from this server)"
+                    ),
+                );
+            }
+        }
     }
     if r.errors.len() > start {
         return None;
@@ -695,6 +725,7 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
         local_sockets,
         congestion_control,
         max_streams_per_peer,
+        relay,
     })
 }
 
@@ -1068,59 +1099,198 @@ impl FromStr for StunServer {
         if s.is_empty() {
             return Err("must not be empty: expected 'host:port' or 'host'".to_owned());
         }
-        let (host, port) = if let Some(bracketed) = s.strip_prefix('[') {
-            let Some((host, after)) = bracketed.split_once(']') else {
-                return Err(format!("'{s}' has an unclosed '[' around the IPv6 address"));
-            };
-            if host.parse::<Ipv6Addr>().is_err() {
-                return Err(format!("'{s}': '{host}' is not an IPv6 address"));
-            }
-            match after {
-                "" => (host, None),
-                _ => match after.strip_prefix(':') {
-                    Some(p) => (host, Some(p)),
-                    None => return Err(format!("'{s}' has text after ']' that is not ':PORT'")),
-                },
-            }
-        } else if s.parse::<IpAddr>().is_ok() {
-            (s, None)
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, _)) if h.contains(':') => {
-                    return Err(format!(
-                        "'{s}' is not an IPv6 address; with a port, an IPv6 address is written \
-                         in brackets, e.g. '[2001:db8::1]:3478'"
-                    ));
-                }
-                Some((h, p)) => (h, Some(p)),
-                None => (s, None),
-            }
-        };
-        let port = match port {
-            None => DEFAULT_STUN_PORT,
-            Some("") => return Err(format!("'{s}' has an empty port after ':'")),
-            Some(p) => parse_port(p).map_err(|e| format!("'{s}': {e}"))?,
-        };
-        let host = match host.parse::<IpAddr>() {
-            Ok(ip) => {
-                let what = match ip.to_canonical() {
-                    ip if ip.is_unspecified() => Some("the unspecified address"),
-                    ip if ip.is_multicast() => Some("a multicast address"),
-                    IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
-                    _ => None,
-                };
-                if let Some(what) = what {
-                    return Err(format!("'{s}': '{host}' is {what}, not a STUN server"));
-                }
-                ip.to_string()
-            }
-            Err(_) => {
-                dns_name(host).map_err(|e| format!("'{s}': {e}"))?;
-                host.to_ascii_lowercase()
-            }
-        };
+        let (host, port) = server_host_port(s, s, DEFAULT_STUN_PORT, "a STUN server")?;
         Ok(Self { host, port })
     }
+}
+
+/// The `host[:port]` of a server this site sends UDP to (a STUN server, the
+/// TURN server), with `default_port` when none is written: an IPv4 address,
+/// an IPv6 address (in brackets when a port follows) or a DNS name; never the
+/// unspecified, a multicast or the broadcast address. Returns the host in
+/// canonical form (IP text without brackets, or the name in lower case) and
+/// the port. Errors quote `shown` (the whole entry or URL) and say the host is
+/// not `role`. Checks syntax only; nothing is resolved.
+fn server_host_port(
+    s: &str,
+    shown: &str,
+    default_port: u16,
+    role: &str,
+) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(bracketed) = s.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return Err(format!(
+                "'{shown}' has an unclosed '[' around the IPv6 address"
+            ));
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("'{shown}': '{host}' is not an IPv6 address"));
+        }
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => {
+                    return Err(format!("'{shown}' has text after ']' that is not ':PORT'"));
+                }
+            },
+        }
+    } else if s.parse::<IpAddr>().is_ok() {
+        (s, None)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(format!(
+                    "'{shown}' is not an IPv6 address; with a port, an IPv6 address is written \
+                     in brackets, e.g. '[2001:db8::1]:3478'"
+                ));
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => default_port,
+        Some("") => return Err(format!("'{shown}' has an empty port after ':'")),
+        Some(p) => parse_port(p).map_err(|e| format!("'{shown}': {e}"))?,
+    };
+    let host = match host.parse::<IpAddr>() {
+        Ok(ip) => {
+            let what = match ip.to_canonical() {
+                ip if ip.is_unspecified() => Some("the unspecified address"),
+                ip if ip.is_multicast() => Some("a multicast address"),
+                IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                return Err(format!("'{shown}': '{host}' is {what}, not {role}"));
+            }
+            ip.to_string()
+        }
+        Err(_) => {
+            dns_name(host).map_err(|e| format!("'{shown}': {e}"))?;
+            host.to_ascii_lowercase()
+        }
+    };
+    Ok((host, port))
+}
+
+/// The host and port of a `tunnel.relay.turn.url`: a TURN URI of RFC 7065,
+/// `turn:HOST[:PORT][?transport=udp]` (scheme and parameter in any case), the
+/// host and port read like a STUN server's ([`server_host_port`], default port
+/// [`DEFAULT_TURN_PORT`]). `turns:` and transports other than UDP are refused:
+/// the relayed QUIC is already encrypted end to end, and QUIC runs over UDP.
+/// A URL holding `@` (credentials) is refused without being quoted, since it
+/// may hold the password.
+fn turn_url(url: &str) -> Result<(String, u16), String> {
+    const FORM: &str = "expected 'turn:HOST[:PORT]', e.g. 'turn:relay.example.com:3478'";
+    if url.contains('@') {
+        return Err(
+            "must not hold credentials ('user@' or 'user:password@'): set \
+             tunnel.relay.turn.username and tunnel.relay.turn.password instead (the URL \
+             is not shown because it may hold the password)"
+                .to_owned(),
+        );
+    }
+    let rest = match url.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("turn") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("turns") => {
+            return Err(format!(
+                "'{url}': 'turns:' (TLS to the TURN server) is not supported: the relayed \
+                 QUIC traffic is already encrypted end to end; use 'turn:'"
+            ));
+        }
+        _ => return Err(format!("'{url}' is not a TURN URL: {FORM}")),
+    };
+    if rest.starts_with("//") {
+        return Err(format!(
+            "'{url}' has '//' after the scheme, which TURN URLs do not (RFC 7065): {FORM}"
+        ));
+    }
+    let (host_port, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    if let Some(query) = query {
+        match query.split_once('=') {
+            Some((key, value)) if key.eq_ignore_ascii_case("transport") && !value.contains('&') => {
+                if !value.eq_ignore_ascii_case("udp") {
+                    return Err(format!(
+                        "'{url}' asks for transport '{value}': only UDP relays are supported \
+                         (write '?transport=udp' or nothing)"
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "'{url}' has the query '?{query}'; the only one accepted is '?transport=udp'"
+                ));
+            }
+        }
+    }
+    if host_port.is_empty() {
+        return Err(format!("'{url}' has no host: {FORM}"));
+    }
+    server_host_port(host_port, url, DEFAULT_TURN_PORT, "a TURN server")
+}
+
+/// `tunnel.relay`, when given: `None` when absent or invalid (every problem
+/// is recorded in `r`). The password is never put in an error.
+fn relay(raw: Option<&raw::Relay>, r: &mut Report) -> Option<RelayConfig> {
+    const P: &str = "tunnel.relay.turn";
+    let start = r.errors.len();
+    let Some(turn) = raw?.turn.as_ref() else {
+        r.err(
+            P,
+            "is required: a TURN server with url, username and password",
+        );
+        return None;
+    };
+    let server = required(&turn.url, format!("{P}.url"), r)
+        .and_then(|url| turn_url(url).map_err(|e| r.err(format!("{P}.url"), e)).ok());
+    let username = required(&turn.username, format!("{P}.username"), r).and_then(|u| {
+        let problem = if u.len() > 255 {
+            Some(format!("must be at most 255 bytes, got {}", u.len()))
+        } else if u.chars().any(char::is_control) {
+            Some("must not contain control characters".to_owned())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => {
+                r.err(format!("{P}.username"), p);
+                None
+            }
+            None => Some(u.to_owned()),
+        }
+    });
+    // The password itself must never appear in an error: only its length.
+    let password = match turn.password.as_ref().filter(|p| !p.0.is_empty()) {
+        None => {
+            r.err(format!("{P}.password"), "is required");
+            None
+        }
+        Some(p) if p.0.len() > 255 => {
+            r.err(
+                format!("{P}.password"),
+                format!("must be at most 255 bytes, got {} bytes", p.0.len()),
+            );
+            None
+        }
+        Some(p) => Some(Secret(Zeroizing::new(p.0.as_str().to_owned()))),
+    };
+    if r.errors.len() > start {
+        return None;
+    }
+    let (host, port) = server?;
+    Some(RelayConfig {
+        turn: TurnServer {
+            host,
+            port,
+            username: username?,
+            password: password?,
+        },
+    })
 }
 
 /// Checks the syntax of a DNS host name: dot-separated labels of 1 to 63
@@ -1356,7 +1526,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_str;
+    use crate::config::{ConfigError, load_str};
 
     const KEY: &str = "unit-test-key-16";
 
@@ -1375,9 +1545,7 @@ mod tests {
     fn errors_of(text: &str) -> Vec<String> {
         match load_str(text) {
             Ok(_) => panic!("config loaded but should not:\n{text}"),
-            Err(crate::config::ConfigError::Invalid(errs)) => {
-                errs.iter().map(ToString::to_string).collect()
-            }
+            Err(ConfigError::Invalid(errs)) => errs.iter().map(ToString::to_string).collect(),
             Err(e) => panic!("not a field error: {e}"),
         }
     }
@@ -2526,6 +2694,449 @@ publicPort: 1"
         assert_eq!(
             PublicAddress::Fixed("2001:db8::1".parse().expect("ip")).config_value(),
             "2001:db8::1"
+        );
+    }
+
+    // --- TURN relay (issue 10) -------------------------------------------------
+
+    /// `tunnel:` with one hole-punching socket (bound to `listen`, when given)
+    /// and `relay` appended at the level of `tunnel`'s keys.
+    fn relayed(listen: Option<&str>, relay: &str) -> String {
+        let listen = listen.map_or(String::new(), |l| format!("    listenAddress: \"{l}\"\n"));
+        format!(
+            "tunnel:\n  localSockets:\n  - mode: hole-punching\n{listen}    stunDetector:\n      servers: [stun.example.com]\n  {}\n",
+            relay.trim_end().replace('\n', "\n  ")
+        )
+    }
+
+    fn turn_yaml(url: &str, username: &str, password: &str) -> String {
+        format!(
+            "relay:\n  turn:\n    url: \"{url}\"\n    username: \"{username}\"\n    password: \"{password}\""
+        )
+    }
+
+    fn turn_server(host: &str, port: u16, username: &str, password: &str) -> TurnServer {
+        TurnServer {
+            host: host.into(),
+            port,
+            username: username.into(),
+            password: Secret(Zeroizing::new(password.into())),
+        }
+    }
+
+    fn relay_of(c: &Config) -> &TurnServer {
+        &c.tunnel.relay.as_ref().expect("a relay").turn
+    }
+
+    #[test]
+    fn a_turn_relay_parses_with_the_default_port_and_displays_without_credentials() {
+        let c = ok(&relayed(
+            None,
+            &turn_yaml("turn:Relay.Example.COM", "wovenet", "pass-word-42"),
+        ));
+        assert_eq!(
+            c.tunnel.relay,
+            Some(RelayConfig {
+                turn: turn_server("relay.example.com", 3478, "wovenet", "pass-word-42")
+            })
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(relay_of(&c).to_string(), "turn:relay.example.com:3478");
+        assert_eq!(relay_of(&c).ip(), None);
+
+        for (url, host, port, shown) in [
+            (
+                "TURN:192.0.2.7:3479?transport=udp",
+                "192.0.2.7",
+                3479,
+                "turn:192.0.2.7:3479",
+            ),
+            (
+                "turn:[2001:DB8::7]",
+                "2001:db8::7",
+                3478,
+                "turn:[2001:db8::7]:3478",
+            ),
+            (
+                "Turn:[2001:db8::7]:5349?Transport=UDP",
+                "2001:db8::7",
+                5349,
+                "turn:[2001:db8::7]:5349",
+            ),
+            (
+                "turn:2001:db8::7",
+                "2001:db8::7",
+                3478,
+                "turn:[2001:db8::7]:3478",
+            ),
+            (
+                "turn:relay-1.example.com:65535",
+                "relay-1.example.com",
+                65535,
+                "turn:relay-1.example.com:65535",
+            ),
+            ("turn:127.0.0.1:1", "127.0.0.1", 1, "turn:127.0.0.1:1"),
+        ] {
+            let c = ok(&relayed(Some("::"), &turn_yaml(url, "u", "p")));
+            let turn = relay_of(&c);
+            assert_eq!(*turn, turn_server(host, port, "u", "p"), "{url}");
+            assert_eq!(turn.to_string(), shown, "{url}");
+            assert_eq!(turn.ip(), host.parse().ok(), "{url}");
+        }
+        // Numbers are text like everywhere else in the config.
+        let c = ok(&relayed(
+            None,
+            "relay:\n  turn:\n    url: turn:relay.example.com\n    username: 1234\n    password: 5678",
+        ));
+        assert_eq!(
+            *relay_of(&c),
+            turn_server("relay.example.com", 3478, "1234", "5678")
+        );
+    }
+
+    #[test]
+    fn a_relay_needs_a_turn_server_with_url_username_and_password() {
+        for relay in ["relay: {}", "relay:\n  turn:", "relay:\n  turn: ~"] {
+            assert_eq!(
+                errs(&relayed(None, relay)),
+                ["tunnel.relay.turn: is required: a TURN server with url, username and password"],
+                "{relay:?}"
+            );
+        }
+        let all_three = [
+            "tunnel.relay.turn.url: is required",
+            "tunnel.relay.turn.username: is required",
+            "tunnel.relay.turn.password: is required",
+        ];
+        assert_eq!(errs(&relayed(None, "relay:\n  turn: {}")), all_three);
+        // An empty value is no value, as everywhere in the config.
+        assert_eq!(errs(&relayed(None, &turn_yaml("", "", ""))), all_three);
+        assert_eq!(
+            errs(&relayed(
+                None,
+                "relay:\n  turn:\n    url: turn:relay.example.com\n    password: p"
+            )),
+            ["tunnel.relay.turn.username: is required"]
+        );
+        // `relay:` with nothing under it is not set.
+        let c = ok(&relayed(None, "relay:"));
+        assert_eq!(c.tunnel.relay, None);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(ok("").tunnel.relay, None);
+    }
+
+    #[test]
+    fn bad_turn_urls_are_refused_with_reasons() {
+        let form = "expected 'turn:HOST[:PORT]', e.g. 'turn:relay.example.com:3478'";
+        let turns = "'turns:' (TLS to the TURN server) is not supported: the relayed QUIC \
+                     traffic is already encrypted end to end; use 'turn:'";
+        let udp = "only UDP relays are supported (write '?transport=udp' or nothing)";
+        for (url, reason) in [
+            ("turns:relay.example.com", format!("'turns:relay.example.com': {turns}")),
+            (
+                "TURNS:relay.example.com:5349?transport=tcp",
+                format!("'TURNS:relay.example.com:5349?transport=tcp': {turns}"),
+            ),
+            (
+                "stun:relay.example.com",
+                format!("'stun:relay.example.com' is not a TURN URL: {form}"),
+            ),
+            (
+                "relay.example.com:3478",
+                format!("'relay.example.com:3478' is not a TURN URL: {form}"),
+            ),
+            (
+                "[2001:db8::1]:3478",
+                format!("'[2001:db8::1]:3478' is not a TURN URL: {form}"),
+            ),
+            (
+                "turn://relay.example.com:3478",
+                format!(
+                    "'turn://relay.example.com:3478' has '//' after the scheme, which TURN URLs do not (RFC 7065): {form}"
+                ),
+            ),
+            (
+                "turn:relay.example.com?transport=tcp",
+                format!("'turn:relay.example.com?transport=tcp' asks for transport 'tcp': {udp}"),
+            ),
+            (
+                "turn:relay.example.com?TRANSPORT=tls",
+                format!("'turn:relay.example.com?TRANSPORT=tls' asks for transport 'tls': {udp}"),
+            ),
+            (
+                "turn:relay.example.com?transport=",
+                format!("'turn:relay.example.com?transport=' asks for transport '': {udp}"),
+            ),
+            (
+                "turn:relay.example.com?transport=udp&ttl=1",
+                "'turn:relay.example.com?transport=udp&ttl=1' has the query '?transport=udp&ttl=1'; the only one accepted is '?transport=udp'".to_owned(),
+            ),
+            (
+                "turn:relay.example.com?",
+                "'turn:relay.example.com?' has the query '?'; the only one accepted is '?transport=udp'".to_owned(),
+            ),
+            ("turn:", format!("'turn:' has no host: {form}")),
+            ("turn:?transport=udp", format!("'turn:?transport=udp' has no host: {form}")),
+            // The host and port follow the STUN server rules.
+            (
+                "turn:0.0.0.0",
+                "'turn:0.0.0.0': '0.0.0.0' is the unspecified address, not a TURN server".to_owned(),
+            ),
+            (
+                "turn:[::]:3478",
+                "'turn:[::]:3478': '::' is the unspecified address, not a TURN server".to_owned(),
+            ),
+            (
+                "turn:224.0.0.1",
+                "'turn:224.0.0.1': '224.0.0.1' is a multicast address, not a TURN server".to_owned(),
+            ),
+            (
+                "turn:255.255.255.255:3478",
+                "'turn:255.255.255.255:3478': '255.255.255.255' is the broadcast address, not a TURN server".to_owned(),
+            ),
+            (
+                "turn:relay.example.com:0",
+                "'turn:relay.example.com:0': port '0' is out of range 1..=65535".to_owned(),
+            ),
+            (
+                "turn:relay.example.com:65536",
+                "'turn:relay.example.com:65536': port '65536' is out of range 1..=65535".to_owned(),
+            ),
+            (
+                "turn:relay.example.com:",
+                "'turn:relay.example.com:' has an empty port after ':'".to_owned(),
+            ),
+            (
+                "turn:relay.example.com:udp",
+                "'turn:relay.example.com:udp': 'udp' is not a port number".to_owned(),
+            ),
+            (
+                "turn:2001:db8::zz:3478",
+                "'turn:2001:db8::zz:3478' is not an IPv6 address; with a port, an IPv6 address is written in brackets, e.g. '[2001:db8::1]:3478'".to_owned(),
+            ),
+            (
+                "turn:[2001:db8::1",
+                "'turn:[2001:db8::1' has an unclosed '[' around the IPv6 address".to_owned(),
+            ),
+            (
+                "turn:[2001:db8::1]3478",
+                "'turn:[2001:db8::1]3478' has text after ']' that is not ':PORT'".to_owned(),
+            ),
+            (
+                "turn:[relay.example.com]:3478",
+                "'turn:[relay.example.com]:3478': 'relay.example.com' is not an IPv6 address".to_owned(),
+            ),
+            (
+                "turn:relay_1.example.com",
+                "'turn:relay_1.example.com': 'relay_1.example.com' is not an IP address or a host name: '_' is not allowed (letters, digits, '-' and '.' only)".to_owned(),
+            ),
+            (
+                "turn:relay.example.com/turn",
+                "'turn:relay.example.com/turn': 'relay.example.com/turn' is not an IP address or a host name: '/' is not allowed (letters, digits, '-' and '.' only)".to_owned(),
+            ),
+            (
+                "turn:10.0.0.256",
+                "'turn:10.0.0.256': '10.0.0.256' is neither an IP address nor a host name (its last label is all digits)".to_owned(),
+            ),
+        ] {
+            assert_eq!(
+                errs(&relayed(Some("::"), &turn_yaml(url, "u", "p"))),
+                [format!("tunnel.relay.turn.url: {reason}")],
+                "{url:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn turn_username_and_password_are_bounded() {
+        let max = "a".repeat(255);
+        let c = ok(&relayed(
+            None,
+            &turn_yaml("turn:relay.example.com", &max, &max),
+        ));
+        assert_eq!(relay_of(&c).username, max);
+        assert_eq!(relay_of(&c).password.0.as_str(), max);
+
+        let over = "a".repeat(256);
+        assert_eq!(
+            errs(&relayed(
+                None,
+                &turn_yaml("turn:relay.example.com", &over, &over)
+            )),
+            [
+                "tunnel.relay.turn.username: must be at most 255 bytes, got 256",
+                "tunnel.relay.turn.password: must be at most 255 bytes, got 256 bytes",
+            ]
+        );
+        // Bytes, not characters: 128 two-byte characters are 256 bytes.
+        let wide = "é".repeat(128);
+        assert_eq!(
+            errs(&relayed(
+                None,
+                &turn_yaml("turn:relay.example.com", &wide, "p")
+            )),
+            ["tunnel.relay.turn.username: must be at most 255 bytes, got 256"]
+        );
+        for name in ["wove\\tnet", "wovenet\\n", "\\x7fwovenet", "wove\\u0085net"] {
+            assert_eq!(
+                errs(&relayed(
+                    None,
+                    &turn_yaml("turn:relay.example.com", name, "p")
+                )),
+                ["tunnel.relay.turn.username: must not contain control characters"],
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_turn_password_never_appears_in_errors_warnings_or_debug_output() {
+        const SECRET: &str = "S3cr3t-Turn";
+        let mut failures: Vec<(String, ConfigError)> = Vec::new();
+        let mut fail = |text: String| {
+            let e = load_str(&yaml(&text)).expect_err("must fail");
+            failures.push((text, e));
+        };
+        // Too long.
+        fail(relayed(
+            None,
+            &turn_yaml("turn:relay.example.com", "u", &SECRET.repeat(30)),
+        ));
+        // Credentials written into the URL.
+        for url in [
+            format!("turn:wovenet:{SECRET}@relay.example.com"),
+            format!("turns:wovenet:{SECRET}@relay.example.com"),
+            format!("turn://{SECRET}@relay.example.com"),
+        ] {
+            fail(relayed(None, &turn_yaml(&url, "u", "p")));
+        }
+        // A URL-with-credentials string where a section belongs, a password
+        // that is not a single value.
+        fail(relayed(
+            None,
+            &format!("relay:\n  turn: turn:wovenet:{SECRET}@relay.example.com"),
+        ));
+        fail(relayed(
+            None,
+            &format!("relay: turn:wovenet:{SECRET}@relay.example.com"),
+        ));
+        fail(relayed(
+            None,
+            &format!(
+                "relay:\n  turn:\n    url: turn:relay.example.com\n    username: u\n    password: [{SECRET}]"
+            ),
+        ));
+        for (text, e) in &failures {
+            assert!(!e.to_string().contains(SECRET), "{text}\n{e}");
+            assert!(!format!("{e:?}").contains(SECRET), "{text}\n{e:?}");
+        }
+        let messages: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
+        let hidden = "must not hold credentials ('user@' or 'user:password@'): set \
+                      tunnel.relay.turn.username and tunnel.relay.turn.password instead (the \
+                      URL is not shown because it may hold the password)";
+        assert_eq!(
+            messages,
+            [
+                "tunnel.relay.turn.password: must be at most 255 bytes, got 330 bytes".to_owned(),
+                format!("tunnel.relay.turn.url: {hidden}"),
+                format!("tunnel.relay.turn.url: {hidden}"),
+                format!("tunnel.relay.turn.url: {hidden}"),
+                "tunnel.relay.turn: has the wrong type (value not shown because it may be secret)"
+                    .to_owned(),
+                "tunnel.relay: has the wrong type (value not shown because it may be secret)"
+                    .to_owned(),
+                "tunnel.relay.turn.password: has the wrong type (value not shown because it may be secret)"
+                    .to_owned(),
+            ]
+        );
+
+        // Loaded: not in Debug, Display or warnings, neither validated nor raw.
+        for text in [
+            relayed(None, &turn_yaml("turn:relay.example.com", "u", SECRET)),
+            format!(
+                "tunnel:\n  {}\n",
+                turn_yaml("turn:relay.example.com", "u", SECRET).replace('\n', "\n  ")
+            ),
+        ] {
+            let c = ok(&text);
+            assert_eq!(relay_of(&c).password.0.as_str(), SECRET);
+            assert!(!format!("{c:?}").contains(SECRET), "{c:?}");
+            assert!(!relay_of(&c).to_string().contains(SECRET));
+            assert!(c.warnings.iter().all(|w| !w.contains(SECRET)));
+            let raw: raw::Config = serde_yaml::from_str(&yaml(&text)).expect("raw parse");
+            assert!(!format!("{raw:?}").contains(SECRET));
+        }
+    }
+
+    #[test]
+    fn a_relay_without_a_hole_punching_socket_is_kept_with_a_warning() {
+        let warning =
+            "tunnel.relay: ignored because no localSockets entry is in hole-punching mode";
+        let relay = turn_yaml("turn:[2001:db8::1]", "u", "p").replace('\n', "\n  ");
+        // A dial-only site, and a site whose only socket has a fixed port
+        // forward: neither punches, so neither relays (whatever the family).
+        for text in [
+            format!("tunnel:\n  {relay}\n"),
+            format!(
+                "tunnel:\n  localSockets:\n  - mode: port-forwarding\n    publicAddress: 192.0.2.9\n    publicPort: 1\n    listenPort: 2\n  {relay}\n"
+            ),
+        ] {
+            let c = ok(&text);
+            assert_eq!(c.warnings, [warning], "{text}");
+            assert_eq!(*relay_of(&c), turn_server("2001:db8::1", 3478, "u", "p"));
+        }
+    }
+
+    #[test]
+    fn a_turn_server_address_must_be_reachable_from_every_hole_punching_socket() {
+        let tail = "(tunnel.localSockets[0] is in hole-punching mode and takes its relayed address from this server)";
+        assert_eq!(
+            errs(&relayed(None, &turn_yaml("turn:[2001:db8::1]", "u", "p"))),
+            [format!(
+                "tunnel.relay.turn.url: 'turn:[2001:db8::1]:3478' is an IPv6 address, which a socket listening on the IPv4 address '0.0.0.0' cannot reach; set listenAddress to '::' or an IPv6 address of this host {tail}"
+            )]
+        );
+        assert_eq!(
+            errs(&relayed(
+                Some("2001:db8::5"),
+                &turn_yaml("turn:[::ffff:192.0.2.1]", "u", "p")
+            )),
+            [format!(
+                "tunnel.relay.turn.url: 'turn:[::ffff:192.0.2.1]:3478' is an IPv4 address, which a socket listening on the IPv6 address '2001:db8::5' cannot reach; set listenAddress to '::' or an IPv4 address of this host {tail}"
+            )]
+        );
+        // `::` is bound dual-stack; host names are resolved by the daemon.
+        for url in [
+            "turn:192.0.2.1",
+            "turn:[2001:db8::1]",
+            "turn:relay.example.com",
+        ] {
+            assert!(
+                ok(&relayed(Some("::"), &turn_yaml(url, "u", "p")))
+                    .tunnel
+                    .relay
+                    .is_some()
+            );
+        }
+        assert!(
+            ok(&relayed(
+                Some("2001:db8::5"),
+                &turn_yaml("turn:relay.example.com", "u", "p")
+            ))
+            .tunnel
+            .relay
+            .is_some()
+        );
+        // Each hole-punching socket is checked, other modes are not.
+        let relay = turn_yaml("turn:[2001:db8::1]", "u", "p").replace('\n', "\n  ");
+        let text = format!(
+            "tunnel:\n  localSockets:\n  - mode: dedicated-address\n    listenAddress: 192.0.2.3\n    listenPort: 1\n  - mode: hole-punching\n    stunDetector:\n      servers: [stun.example.com]\n  - mode: hole-punching\n    listenAddress: \"::\"\n    stunDetector:\n      servers: [stun.example.com]\n  {relay}\n"
+        );
+        assert_eq!(
+            errs(&text),
+            [
+                "tunnel.relay.turn.url: 'turn:[2001:db8::1]:3478' is an IPv6 address, which a socket listening on the IPv4 address '0.0.0.0' cannot reach; set listenAddress to '::' or an IPv6 address of this host (tunnel.localSockets[1] is in hole-punching mode and takes its relayed address from this server)"
+            ]
         );
     }
 
