@@ -155,6 +155,7 @@ impl Daemon {
                 counters: counters.clone(),
                 events_tx: tunnel_tx,
                 loopback: LoopbackPeers::for_channel(&config.message_channel),
+                relay: config.tunnel.relay.clone(),
             },
             shutdown.child_token(),
             tracker.clone(),

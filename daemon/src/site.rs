@@ -34,6 +34,7 @@ use crate::message::announce::{
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::store::{State, Store};
+use crate::tunnel::relay::RelayState;
 use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
 use crate::view::{Event, EventBus};
@@ -57,6 +58,8 @@ struct OwnSocket {
     detect_error: Option<crate::view::DetectFailure>,
     /// The NAT mapping STUN saw (`autoStunDetect` and `hole-punching`).
     mapping: Option<Mapping>,
+    /// Its TURN relay (`hole-punching` with `tunnel.relay`).
+    relay: Option<RelayState>,
 }
 
 impl OwnSocket {
@@ -86,6 +89,10 @@ impl OwnSocket {
                 .take(MAX_PUNCH_STUN)
                 .map(ToString::to_string)
                 .collect(),
+            relay: match self.relay {
+                Some(RelayState::Allocated(at)) => Some(at),
+                _ => None,
+            },
         })
     }
 }
@@ -219,6 +226,7 @@ impl Site {
                 bound,
                 detect_error: None,
                 mapping: None,
+                relay: None,
             })
             .collect();
         let mut peers = Peers::new(name.clone(), instance);
@@ -389,11 +397,13 @@ impl Site {
                     .on_channel_down(&peer.site, channel, &reason, now);
             }
             TunnelEvent::Mapped { socket, result } => self.on_mapped(socket, result).await,
+            TunnelEvent::Relayed { socket, state } => self.on_relayed(socket, state).await,
             TunnelEvent::PunchRequest {
                 peer,
                 socket,
                 from,
                 nonce,
+                relay,
             } => {
                 let msg = Message::Punch(Punch {
                     site: self.name.clone(),
@@ -401,6 +411,7 @@ impl Site {
                     socket,
                     from,
                     nonce,
+                    relay,
                 });
                 if let Err(e) = self.messages.unicast(&peer.instance, &msg).await {
                     debug!(peer.site = %peer.site, error = %e, "punch request not sent");
@@ -662,6 +673,30 @@ impl Site {
             .filter(|s| s.config.mode == SocketMode::HolePunching)
             .and_then(OwnSocket::public_addr);
         let holder = self.peers.holder(&p.site) == Some(p.instance);
+        if p.relay && holder && at.is_some() {
+            // Waiting for the TURN server must not hold up the actor.
+            let permit = self.tunnels.permit_relay(p.socket, p.from.ip());
+            let (messages, counters) = (self.messages.clone(), self.counters.clone());
+            let (site, instance) = (self.name.clone(), self.instance);
+            self.tracker.spawn(async move {
+                let Some(at) = permit.await else {
+                    Counters::bump(&counters.punch_refused);
+                    debug!(peer.site = %p.site, socket = p.socket, "no relay permission for a peer");
+                    return;
+                };
+                let ack = Message::PunchAck(PunchAck {
+                    site,
+                    instance,
+                    socket: p.socket,
+                    at,
+                    nonce: p.nonce,
+                });
+                if let Err(e) = messages.unicast(&p.instance, &ack).await {
+                    debug!(error = %e, "relay answer not sent");
+                }
+            });
+            return;
+        }
         let Some(at) = at.filter(|_| holder && self.tunnels.spray(p.socket, p.from)) else {
             Counters::bump(&self.counters.punch_refused);
             debug!(peer.site = %p.site, socket = p.socket, holder, "punch request refused");
@@ -677,6 +712,19 @@ impl Site {
         });
         if let Err(e) = self.messages.unicast(&p.instance, &ack).await {
             debug!(error = %e, "punch answer not sent");
+        }
+    }
+
+    /// The TURN relay of socket `index` changed state.
+    async fn on_relayed(&mut self, index: u32, state: RelayState) {
+        let Some(s) = self.sockets.get_mut(index as usize) else {
+            return;
+        };
+        let before = s.punch_info();
+        s.relay = Some(state);
+        if s.punch_info() != before {
+            self.seq += 1;
+            self.announce(false).await;
         }
     }
 

@@ -17,6 +17,7 @@ pub mod congestion;
 pub mod endpoint;
 pub mod pick;
 pub mod punch;
+pub mod relay;
 pub mod stats;
 pub mod stun;
 pub mod tls;
@@ -35,7 +36,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
-use crate::config::{CongestionControl, LocalSocket, PublicAddress, SiteName, SocketMode};
+use crate::config::{
+    CongestionControl, LocalSocket, PublicAddress, RelayConfig, SiteName, SocketMode,
+};
 use crate::counters::Counters;
 use crate::crypto::Keys;
 use crate::error::Chain;
@@ -45,6 +48,7 @@ use admission::Verdict;
 use auth::{AuthError, PeerId};
 use backoff::Backoff;
 use punch::{CannotPunch, MappingSlot, Sprays, Waiters};
+use relay::{Relay, RelayState};
 use stun::Mapping;
 use tls::{Fingerprint, Identity};
 use udp::Aux;
@@ -153,6 +157,15 @@ pub enum TunnelEvent {
         from: SocketAddr,
         /// Matches the answer ([`Tunnels::punch_answered`]).
         nonce: u64,
+        /// Ask for the owner's TURN relay instead of punch packets.
+        relay: bool,
+    },
+    /// The TURN relay of a `hole-punching` socket changed state.
+    Relayed {
+        /// Index of the socket in `tunnel.localSockets`.
+        socket: u32,
+        /// Allocated (with the relayed address), allocating, or failed.
+        state: RelayState,
     },
     /// Dialling one of a peer's sockets failed again.
     DialFailed {
@@ -435,6 +448,7 @@ pub struct Tunnels {
     dial_transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     own: Mutex<HashMap<u32, OwnSocket>>,
+    relay: Option<RelayConfig>,
     cancel: CancellationToken,
 }
 
@@ -455,6 +469,8 @@ pub struct Setup {
     /// Whether STUN servers at loopback addresses that peers announce may be
     /// asked (see [`LoopbackPeers`]).
     pub loopback: LoopbackPeers,
+    /// `tunnel.relay`: the TURN server `hole-punching` sockets allocate on.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Tunnels {
@@ -473,6 +489,7 @@ impl Tunnels {
             counters,
             events_tx,
             loopback,
+            relay,
         } = setup;
         let identity = Arc::new(Identity::generate()?);
         Ok(Self {
@@ -497,6 +514,7 @@ impl Tunnels {
             dial_transport: endpoint::transport_config(cc, endpoint::Side::Dialer),
             endpoints: Mutex::default(),
             own: Mutex::default(),
+            relay,
             cancel,
         })
     }
@@ -540,6 +558,19 @@ impl Tunnels {
             );
         }
         let path = if socket.mode == SocketMode::HolePunching {
+            if let Some(cfg) = &self.relay {
+                self.ctx.tracker.spawn(
+                    relay_setup(
+                        aux.clone(),
+                        cfg.clone(),
+                        index,
+                        self.ctx.events_tx.clone(),
+                        self.cancel.child_token(),
+                        self.ctx.tracker.clone(),
+                    )
+                    .instrument(span.clone()),
+                );
+            }
             lock(&self.ctx.punch_socket).get_or_insert_with(|| PunchSocket {
                 ep: ep.clone(),
                 aux: aux.clone(),
@@ -549,12 +580,18 @@ impl Tunnels {
         } else {
             ChannelRoute::Direct
         };
-        lock(&self.own).insert(index, OwnSocket { aux, mapping });
+        lock(&self.own).insert(
+            index,
+            OwnSocket {
+                aux: aux.clone(),
+                mapping,
+            },
+        );
         let ctx = self.ctx.clone();
         let cancel = self.cancel.child_token();
         self.ctx
             .tracker
-            .spawn(accept_loop(ep, ctx, path, cancel).instrument(span));
+            .spawn(accept_loop(ep, aux, ctx, path, cancel).instrument(span));
         Ok(local)
     }
 
@@ -568,6 +605,26 @@ impl Tunnels {
         self.ctx
             .sprays
             .start(aux, to, &self.ctx.tracker, self.cancel.child_token())
+    }
+
+    /// Lets `peer`'s IP send through socket `index`'s TURN relay; the relayed
+    /// address to dial once the server installed the permission, `None` when
+    /// the socket has no allocation or the server refused.
+    pub fn permit_relay(
+        &self,
+        index: u32,
+        peer: std::net::IpAddr,
+    ) -> impl Future<Output = Option<SocketAddr>> + Send + 'static {
+        let relay = lock(&self.own)
+            .get(&index)
+            .and_then(|o| o.aux.relay().cloned());
+        async move {
+            let relay = relay?;
+            let RelayState::Allocated(at) = relay.state().borrow().clone() else {
+                return None;
+            };
+            relay.permit(peer).await.then_some(at)
+        }
     }
 
     /// Socket `index`'s public mapping as last learned by STUN.
@@ -658,7 +715,13 @@ impl Tunnels {
 
 /// Accepts a listener's connections, executing the [`admission`] decision for
 /// each before any state is kept for it.
-async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, path: ChannelRoute, cancel: CancellationToken) {
+async fn accept_loop(
+    ep: quinn::Endpoint,
+    aux: Arc<Aux>,
+    ctx: Ctx,
+    path: ChannelRoute,
+    cancel: CancellationToken,
+) {
     let local = ep.local_addr().ok();
     let gate = admission::Gate::new(admission::Limits::default());
     let mut crowded_warn = WarnLimiter::default();
@@ -674,7 +737,7 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, path: ChannelRoute, cancel: 
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
                 ctx.tracker.spawn(
-                    inbound(ctx2, incoming, slot, cancel, local, path)
+                    inbound(ctx2, incoming, slot, cancel, local, path, aux.clone())
                         .instrument(info_span!("inbound", remote = %remote)),
                 );
             }
@@ -697,6 +760,68 @@ async fn accept_loop(ep: quinn::Endpoint, ctx: Ctx, path: ChannelRoute, cancel: 
         }
     }
     ep.close(CLOSE_NORMAL.into(), b"site shutting down");
+}
+
+/// Allocates a relayed address for a `hole-punching` socket on the TURN
+/// server and reports the allocation's state to the site until `cancel`.
+async fn relay_setup(
+    aux: Arc<Aux>,
+    cfg: RelayConfig,
+    index: u32,
+    events: mpsc::Sender<TunnelEvent>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let turn = &cfg.turn;
+    let family = Some(aux.local_addr().ip());
+    let server = loop {
+        if let Some(s) = punch::resolve_host(&turn.host, turn.port, family).await {
+            break s;
+        }
+        let state = RelayState::Failed(format!(
+            "the TURN server {turn} has no address this socket can reach"
+        ));
+        if events
+            .send(TunnelEvent::Relayed {
+                socket: index,
+                state,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            () = tokio::time::sleep(relay::RETRY) => {}
+        }
+    };
+    let relay = Arc::new(Relay::new(
+        aux.local_addr(),
+        server,
+        &turn.username,
+        turn.password.0.as_str(),
+    ));
+    aux.set_relay(relay.clone());
+    let mut state = relay.state();
+    tracker.spawn(relay::run(relay, aux, cancel.clone()).in_current_span());
+    loop {
+        let s = state.borrow_and_update().clone();
+        if events
+            .send(TunnelEvent::Relayed {
+                socket: index,
+                state: s,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = state.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 /// Counts and logs (rate-limited) a connection refused or ignored before its proof.
@@ -731,6 +856,7 @@ async fn inbound(
     cancel: CancellationToken,
     local: Option<SocketAddr>,
     path: ChannelRoute,
+    aux: Arc<Aux>,
 ) {
     let deadline = tokio::time::Instant::from_std(slot.deadline());
     let connecting = match incoming.accept() {
@@ -761,6 +887,11 @@ async fn inbound(
         .await
         .unwrap_or(Err(AuthError::Timeout(auth::DEADLINE)));
     drop(slot);
+    // A punched socket also takes channels its TURN relay forwards.
+    let relayed = aux
+        .relay()
+        .is_some_and(|r| r.relays_for(conn.remote_address()));
+    let path = if relayed { ChannelRoute::Relayed } else { path };
     match proof {
         Ok(peer) => {
             endpoint::grant_after_auth(&conn);
@@ -889,15 +1020,27 @@ async fn dial_attempts(
             return;
         }
     };
-    let path = match target.punch {
-        Some(_) => ChannelRoute::Punched,
-        None => ChannelRoute::Direct,
-    };
     loop {
+        // Punching that keeps failing for reasons STUN could not foresee
+        // (filtering, a NAT that changed) falls back to the owner's relay.
+        let prefer_relay = backoff.attempts() >= RELAY_AFTER_FAILURES;
         let attempt = async {
             match &target.punch {
-                None => connect(&sock.ep, &client, target.addr, ctx, &peer).await,
-                Some(info) => punched(ctx, &sock, &client, &peer, target.socket, info).await,
+                None => connect(&sock.ep, &client, target.addr, ctx, &peer)
+                    .await
+                    .map(|c| (c, ChannelRoute::Direct)),
+                Some(info) => {
+                    punched(
+                        ctx,
+                        &sock,
+                        &client,
+                        &peer,
+                        target.socket,
+                        info,
+                        prefer_relay,
+                    )
+                    .await
+                }
             }
         };
         let result = tokio::select! {
@@ -906,7 +1049,8 @@ async fn dial_attempts(
         };
         let result = result.map_err(|e| Chain(&e).to_string());
         match result {
-            Ok(conn) => {
+            Ok((conn, path)) => {
+                ctx.registry.dial_update(dial_id, |d| d.route = path);
                 let origin = Origin {
                     direction: Direction::Outbound,
                     attempts: backoff.attempts(),
@@ -967,8 +1111,13 @@ async fn dial_attempts(
     }
 }
 
+/// Failed punched dials after which the owner's relay is tried instead.
+const RELAY_AFTER_FAILURES: u32 = 3;
+
 /// One punched dial: learn our public address, ask the owner to punch
-/// toward it, then dial where the owner says.
+/// toward it (or, when punching cannot work or kept failing and the owner
+/// has a TURN relay, to let us through the relay), then dial where the
+/// owner says.
 async fn punched(
     ctx: &Ctx,
     sock: &DialSocket,
@@ -976,7 +1125,8 @@ async fn punched(
     peer: &PeerId,
     socket: u32,
     info: &PunchInfo,
-) -> Result<quinn::Connection, DialError> {
+    prefer_relay: bool,
+) -> Result<(quinn::Connection, ChannelRoute), DialError> {
     let mine = match &sock.shared {
         Some(slot) => slot.get().ok_or_else(|| {
             DialError::NoMapping("no STUN answer for the hole-punching socket yet".into())
@@ -1005,9 +1155,11 @@ async fn punched(
     let Some(from) = mine.public else {
         return Err(DialError::NoMapping("no STUN server answered".into()));
     };
-    if let Some(why) = punch::cannot_punch(mine.nat, info.nat) {
-        return Err(DialError::CannotPunch(why));
-    }
+    let relay = match (punch::cannot_punch(mine.nat, info.nat), info.relay) {
+        (Some(why), None) => return Err(DialError::CannotPunch(why)),
+        (Some(_), Some(_)) => true,
+        (None, relay) => prefer_relay && relay.is_some(),
+    };
     let nonce: u64 = rand::random();
     let Some(mut wait) = ctx.waiters.register(nonce) else {
         return Err(DialError::NoPunchAnswer(Duration::ZERO));
@@ -1019,13 +1171,21 @@ async fn punched(
             socket,
             from,
             nonce,
+            relay,
         })
         .await;
     let Ok(Ok(at)) = tokio::time::timeout(punch::ACK_TIMEOUT, &mut wait.answer).await else {
         return Err(DialError::NoPunchAnswer(punch::ACK_TIMEOUT));
     };
-    debug!(%from, %at, nat = mine.nat.text(), "owner punched, dialling");
-    connect(&sock.ep, client, at, ctx, peer).await
+    let route = if relay {
+        ChannelRoute::Relayed
+    } else {
+        ChannelRoute::Punched
+    };
+    debug!(%from, %at, nat = mine.nat.text(), %route, "owner answered, dialling");
+    connect(&sock.ep, client, at, ctx, peer)
+        .await
+        .map(|c| (c, route))
 }
 
 /// Dials `addr` and runs the key proof, both by one deadline; opens the

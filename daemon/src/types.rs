@@ -73,6 +73,8 @@ pub enum ChannelRoute {
     Direct,
     /// Through NATs opened by a rendezvous (`hole-punching` sockets).
     Punched,
+    /// Through the listener's TURN relay (punching cannot work).
+    Relayed,
 }
 
 impl ChannelRoute {
@@ -81,6 +83,7 @@ impl ChannelRoute {
         match self {
             Self::Direct => "direct",
             Self::Punched => "punched",
+            Self::Relayed => "relayed",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use wovenet_e2e::natrig::{Host, NatKind, Rig, StunServer};
+use wovenet_e2e::natrig::{Host, NatKind, Rig, StunServer, TurnServer};
 use wovenet_e2e::*;
 use wovenet_proto::v1;
 
@@ -39,6 +39,7 @@ struct Behind {
     sink: SinkServer,
     _dir: tempfile::TempDir,
     _broker: Broker,
+    _turn: Option<TurnServer>,
 }
 
 const LEN: u64 = 64 << 20;
@@ -47,12 +48,14 @@ const UP_SEED: u64 = 0x5eed_0101;
 
 impl Behind {
     async fn new(kinds: [NatKind; 2]) -> Option<Self> {
-        Self::with(kinds, true).await
+        Self::with(kinds, true, false).await
     }
 
-    /// `a_punchable`: whether `a` has a hole-punching socket too (else it only dials).
-    async fn with(kinds: [NatKind; 2], a_punchable: bool) -> Option<Self> {
+    /// `a_punchable`: whether `a` has a hole-punching socket too (else it only dials);
+    /// `relay`: whether `b` (whose punched socket `a` dials) has a TURN relay.
+    async fn with(kinds: [NatKind; 2], a_punchable: bool, relay: bool) -> Option<Self> {
         let rig = Rig::new()?;
+        let turn = if relay { Some(rig.turn().await) } else { None };
         let stun = rig.stun().await;
         let broker = rig.embedded_broker().await;
         let nats = [rig.nat(kinds[0]), rig.nat(kinds[1])];
@@ -61,8 +64,15 @@ impl Behind {
         let sink = SinkServer::unix(dir.path().join("sink.sock"), LEN, DOWN_SEED).await;
         let local = Sock::unix(dir.path().join("a-sink.sock"));
         let net = Net::new(broker.url());
-        let b = net
-            .site("b")
+        let mut b = net.site("b");
+        if let Some(turn) = &turn {
+            let c = turn.credentials();
+            b = b.tunnel_option(
+                "relay",
+                json!({ "turn": { "url": turn.url(), "username": c.username, "password": c.password } }),
+            );
+        }
+        let b = b
             .netns(hosts[1].netns())
             .local_sockets(vec![punch_socket(&stun)])
             .expose("sink", sink.sock())
@@ -90,6 +100,7 @@ impl Behind {
             sink,
             _dir: dir,
             _broker: broker,
+            _turn: turn,
         })
     }
 
@@ -284,6 +295,7 @@ async fn a_dial_only_site_behind_a_nat_reaches_a_punched_site() {
     let Some(t) = Behind::with(
         [NatKind::EndpointIndependent, NatKind::EndpointIndependent],
         false,
+        false,
     )
     .await
     else {
@@ -364,4 +376,46 @@ async fn a_nat_that_changes_its_public_address_is_followed() {
         .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
     assert_eq!(n, LEN, "{}", t.diag());
     assert_eq!(t.sink.next_report(WAIT).await.received, 4, "{}", t.diag());
+}
+
+/// A relayed channel comes up where punching cannot work, carries 64 MiB each way
+/// byte-exact, and is shown as relayed on both sides.
+async fn relays_when_punching_cannot_work(kinds: [NatKind; 2]) {
+    let Some(t) = Behind::with(kinds, true, true).await else {
+        return;
+    };
+    let (api_a, api_b) = (t.a.api().await, t.b.api().await);
+    let start = Instant::now();
+    wait_for(
+        "a relayed channel a -> b",
+        WAIT,
+        || t.diag(),
+        async || {
+            up_routes(&api_a, "b")
+                .await
+                .contains(&v1::ChannelRoute::Relayed)
+                .then_some(())
+        },
+    )
+    .await;
+    let first = start.elapsed();
+    assert_eq!(
+        up_routes(&api_b, "a").await,
+        [v1::ChannelRoute::Relayed],
+        "{}",
+        t.diag()
+    );
+    let took = transfer_64_mib(&t).await;
+    eprintln!("nat_relay {kinds:?}: first relayed channel {first:?}; 64 MiB each way in {took:?}");
+    assert_eq!(api_b.counter("punch_refused").await, 0, "{}", t.diag());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_destination_nats_on_both_sides_relay_through_turn() {
+    relays_when_punching_cannot_work([NatKind::PerDestination, NatKind::PerDestination]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_per_destination_nat_relays_through_turn() {
+    relays_when_punching_cannot_work([NatKind::EndpointIndependent, NatKind::PerDestination]).await;
 }

@@ -142,6 +142,7 @@ impl From<ChannelRoute> for v1::ChannelRoute {
         match r {
             ChannelRoute::Direct => Self::Direct,
             ChannelRoute::Punched => Self::Punched,
+            ChannelRoute::Relayed => Self::Relayed,
         }
     }
 }

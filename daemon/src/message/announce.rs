@@ -188,6 +188,11 @@ pub struct PunchInfo {
     /// kept, each checked like a dial address before use.
     #[serde(default)]
     pub stun: Vec<String>,
+    /// The socket's relayed address on its TURN server, when it has one: a
+    /// dialer that cannot punch dials this after asking for a permission
+    /// ([`Punch::relay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<SocketAddr>,
 }
 
 /// Most STUN servers kept from one announced socket.
@@ -208,6 +213,10 @@ pub struct Punch {
     pub from: SocketAddr,
     /// Echoed in the answer, matching it to this attempt.
     pub nonce: u64,
+    /// Dial through the owner's TURN relay instead: let `from`'s IP send to
+    /// the relayed address (a TURN permission) rather than punch.
+    #[serde(default)]
+    pub relay: bool,
 }
 
 /// The owner's answer to a [`Punch`]: its socket now sends toward the
@@ -438,6 +447,8 @@ pub fn check_sockets(sockets: Vec<AnnouncedSocket>, loopback: LoopbackPeers) -> 
                 addr,
                 punch: socket.punch.map(|mut p| {
                     p.stun.truncate(MAX_PUNCH_STUN);
+                    // Dialled like the socket itself: the same rules.
+                    p.relay = p.relay.and_then(|r| peer_address(r, loopback).ok());
                     p
                 }),
             }),

@@ -565,7 +565,7 @@ impl Peers {
     }
 
     /// Tells the bookkeeping whether this site has a `hole-punching` socket
-    /// (see [`DialRule`]); applies from the next announcement on.
+    /// (only the site whose name sorts first dials between two punchable sites); applies from the next announcement on.
     pub fn set_punchable(&mut self, punchable: bool) {
         self.rule.punchable = punchable;
     }

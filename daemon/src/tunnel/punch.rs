@@ -193,18 +193,24 @@ pub async fn resolve_announced(
 pub async fn resolve_configured(servers: &[StunServer], family: Option<IpAddr>) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for s in servers {
-        if let Some(ip) = s.ip() {
-            if same_family(family, ip) {
-                out.push(SocketAddr::new(ip, s.port));
-            }
-            continue;
-        }
-        match tokio::net::lookup_host((s.host.as_str(), s.port)).await {
-            Ok(addrs) => out.extend(addrs.filter(|a| same_family(family, a.ip())).take(1)),
-            Err(e) => debug!(server = %s, error = %e, "STUN server does not resolve"),
-        }
+        out.extend(resolve_host(&s.host, s.port, family).await);
     }
     out
+}
+
+/// A configured server's address of `family` (`host` an IP literal or a
+/// name for the system resolver); `None` when it has none.
+pub async fn resolve_host(host: &str, port: u16, family: Option<IpAddr>) -> Option<SocketAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return same_family(family, ip).then_some(SocketAddr::new(ip, port));
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(mut addrs) => addrs.find(|a| same_family(family, a.ip())),
+        Err(e) => {
+            debug!(%host, error = %e, "server does not resolve");
+            None
+        }
+    }
 }
 
 /// Whether a socket bound to `local` (`None`: any) can send to `ip`: a

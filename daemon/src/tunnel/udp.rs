@@ -4,7 +4,7 @@
 //! [`Demux`] wraps quinn's own socket. Received datagrams are sorted by their
 //! first byte ([`classify`]): QUIC goes to quinn, STUN (RFC 8489: top two bits
 //! clear, magic cookie) is handled here — a Binding success answers a waiting
-//! probe ([`Aux::binding`]'s caller, see `stun`), a Binding indication is a
+//! probe (`stun::binding`, registered with [`Aux::expect`]), a Binding indication is a
 //! peer's punch packet — and anything else is dropped and counted. QUIC never
 //! sets those two bits to zero as long as the fixed bit is not greased, which
 //! [`endpoint_config`] turns off. This module owns no policy: when to probe
@@ -16,7 +16,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -26,6 +26,7 @@ use stun_types::attribute::XorMappedAddress;
 use stun_types::message::{BINDING, Message, MessageClass, TransactionId};
 use tokio::sync::oneshot;
 
+use super::relay::Relay;
 use crate::counters::Counters;
 
 /// The STUN magic cookie (RFC 8489 §5), bytes 4..8 of every STUN message.
@@ -101,6 +102,9 @@ struct Waiter {
 pub struct Aux {
     inner: Arc<dyn AsyncUdpSocket>,
     local: SocketAddr,
+    /// The socket's TURN relay, once one is set up: datagrams from its
+    /// server are TURN's, and QUIC to the peers it relays for goes through it.
+    relay: OnceLock<Arc<Relay>>,
     pending: Mutex<HashMap<TransactionId, Waiter>>,
     /// Recent sources of punch packets, with when each was last seen.
     punch_sources: Mutex<HashMap<SocketAddr, Instant>>,
@@ -149,6 +153,16 @@ impl Aux {
     /// The socket's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Routes TURN traffic of this socket through `relay` from now on (once).
+    pub fn set_relay(&self, relay: Arc<Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// The socket's relay, if any.
+    pub fn relay(&self) -> Option<&Arc<Relay>> {
+        self.relay.get()
     }
 
     /// Sends one datagram from the socket (not through quinn), waiting for
@@ -295,6 +309,7 @@ impl Demux {
         let aux = Arc::new(Aux {
             inner: inner.clone(),
             local,
+            relay: OnceLock::new(),
             pending: Mutex::default(),
             punch_sources: Mutex::default(),
             stats: AuxStats::default(),
@@ -334,13 +349,84 @@ impl Demux {
     }
 }
 
+impl Demux {
+    /// Sends quinn's datagrams for a relayed peer to the TURN server, one
+    /// wrapped message per segment.
+    fn send_relayed(&self, relay: &Relay, transmit: &Transmit<'_>) -> io::Result<()> {
+        let size = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        let server = match (self.aux.local.ip(), relay.server().ip()) {
+            (IpAddr::V6(_), IpAddr::V4(v4)) => {
+                SocketAddr::new(v4.to_ipv6_mapped().into(), relay.server().port())
+            }
+            _ => relay.server(),
+        };
+        for (i, segment) in transmit.contents.chunks(size).enumerate() {
+            // No permission (yet, or any more): quinn's loss recovery copes.
+            let Some(wrapped) = relay.wrap(transmit.destination, segment) else {
+                continue;
+            };
+            let r = self.inner.try_send(&Transmit {
+                destination: server,
+                ecn: None,
+                contents: &wrapped,
+                segment_size: None,
+                src_ip: transmit.src_ip,
+            });
+            match r {
+                // Nothing went yet: quinn waits for the socket and retries.
+                Err(e) if i == 0 => return Err(e),
+                // Part went: the rest is lost like any dropped packet.
+                Err(_) => return Ok(()),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves relayed datagrams waiting in the relay into `bufs`; returns how many.
+    fn drain_relayed(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let Some(relay) = self.aux.relay.get() else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let Some((peer, data)) = relay.take_queued() else {
+                break;
+            };
+            let buf = &mut bufs[n];
+            if data.len() > buf.len() {
+                Counters::bump(&self.aux.stats.other_dropped);
+                continue;
+            }
+            buf[..data.len()].copy_from_slice(&data);
+            meta[n] = RecvMeta {
+                addr: peer,
+                len: data.len(),
+                stride: data.len(),
+                ecn: None,
+                dst_ip: None,
+            };
+            n += 1;
+        }
+        n
+    }
+}
+
 impl AsyncUdpSocket for Demux {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         self.inner.clone().create_io_poller()
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
-        self.inner.try_send(transmit)
+        match self.aux.relay.get() {
+            Some(relay) if relay.relays_for(transmit.destination) => {
+                self.send_relayed(relay, transmit)
+            }
+            _ => self.inner.try_send(transmit),
+        }
     }
 
     fn poll_recv(
@@ -350,10 +436,25 @@ impl AsyncUdpSocket for Demux {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
+            let relayed = self.drain_relayed(bufs, meta);
+            if relayed > 0 {
+                return Poll::Ready(Ok(relayed));
+            }
             let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
             let mut kept = 0;
+            let relay = self.aux.relay.get();
             for i in 0..n {
                 let m = meta[i];
+                if let Some(relay) = relay
+                    && canonical(m.addr) == relay.server()
+                {
+                    // TURN's: answers and relayed peers' packets (queued).
+                    let stride = if m.stride == 0 { m.len } else { m.stride };
+                    for segment in bufs[i][..m.len].chunks(stride) {
+                        relay.recv(relay.server(), self.aux.local, segment);
+                    }
+                    continue;
+                }
                 let len = self.filter(m.addr, &mut bufs[i][..m.len], m.stride);
                 if len == 0 {
                     continue;

@@ -68,6 +68,7 @@ impl Side {
                 counters: counters.clone(),
                 events_tx: tx,
                 loopback: LoopbackPeers::Allowed,
+                relay: None,
             },
             cancel.clone(),
             TaskTracker::new(),

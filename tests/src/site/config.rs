@@ -54,6 +54,8 @@ pub struct SiteBuilder {
     exposed: Vec<Value>,
     remotes: Vec<Value>,
     congestion: Option<String>,
+    /// Other `tunnel.*` keys (e.g. `relay`).
+    tunnel_extra: Vec<(String, Value)>,
     log_level: String,
     extra: Vec<(String, Value)>,
     pub(crate) binary: Option<PathBuf>,
@@ -79,6 +81,7 @@ impl SiteBuilder {
             exposed: Vec::new(),
             remotes: Vec::new(),
             congestion: None,
+            tunnel_extra: Vec::new(),
             log_level: "debug".to_owned(),
             extra: Vec::new(),
             binary: None,
@@ -179,6 +182,12 @@ impl SiteBuilder {
         self
     }
 
+    /// Sets `tunnel.KEY` (e.g. `relay`) to `value`.
+    pub fn tunnel_option(mut self, key: &str, value: Value) -> Self {
+        self.tunnel_extra.push((key.to_owned(), value));
+        self
+    }
+
     /// `logger.level` (default `debug`).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_owned();
@@ -271,6 +280,9 @@ impl SiteBuilder {
         tunnel.insert("localSockets".into(), Value::Array(local_sockets));
         if let Some(cc) = &self.congestion {
             tunnel.insert("congestionControl".into(), json!(cc));
+        }
+        for (k, v) in &self.tunnel_extra {
+            tunnel.insert(k.clone(), v.clone());
         }
         let mut doc = json!({
             "siteName": self.name,

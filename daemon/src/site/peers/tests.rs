@@ -1007,6 +1007,7 @@ fn announce_with_punch(site: &str, tag: u8) -> Announce {
                 punch: Some(PunchInfo {
                     nat: crate::tunnel::stun::NatMapping::EndpointIndependent,
                     stun: vec!["198.18.0.2:3478".into()],
+                    relay: None,
                 }),
             },
         ],
