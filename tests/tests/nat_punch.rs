@@ -419,3 +419,38 @@ async fn per_destination_nats_on_both_sides_relay_through_turn() {
 async fn one_per_destination_nat_relays_through_turn() {
     relays_when_punching_cannot_work([NatKind::EndpointIndependent, NatKind::PerDestination]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_stun_detect_finds_a_public_sites_own_address() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    let stun = rig.stun().await;
+    let broker = rig.embedded_broker().await;
+    let host = rig.public_site();
+    let port = free_udp_port();
+    let net = Net::new(broker.url());
+    let site = net
+        .site("p")
+        .netns(host.netns())
+        .local_sockets(vec![json!({
+            "mode": "dedicated-address", "publicAddress": "autoStunDetect",
+            "listenPort": port, "stunDetector": { "servers": stun.servers() }
+        })])
+        .spawn()
+        .await;
+    let api = site.api().await;
+    let expected = format!("{}:{port}", host.addr());
+    wait_for(
+        "the address STUN saw",
+        WAIT,
+        || diag(&[&site]),
+        async || {
+            let s = api.site().await.sockets.into_iter().next()?;
+            // No NAT: the mapping is the socket itself, the same toward both servers.
+            (s.public == expected && s.nat_mapping == "endpoint-independent" && s.auto_detect)
+                .then_some(())
+        },
+    )
+    .await;
+}
