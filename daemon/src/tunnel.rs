@@ -206,6 +206,9 @@ pub struct Channel {
     pub cert: Fingerprint,
     /// How its packets travel.
     pub route: ChannelRoute,
+    /// Replaced by a better channel: takes no new streams and closes once
+    /// the ones it carries have finished.
+    pub draining: AtomicBool,
     /// Whether the site let it carry streams (see [`Registry::confirm`]).
     confirmed: watch::Sender<bool>,
 }
@@ -336,7 +339,9 @@ impl Registry {
             healthy: c.conn.close_reason().is_none()
                 && c.is_confirmed()
                 && c.responsive.load(Ordering::Relaxed)
+                && !c.draining.load(Ordering::Relaxed)
                 && !skip.contains(&c.id),
+            relayed: c.route == ChannelRoute::Relayed,
         }))?;
         chans.into_iter().nth(idx)
     }
@@ -1030,16 +1035,8 @@ async fn dial_attempts(
                     .await
                     .map(|c| (c, ChannelRoute::Direct)),
                 Some(info) => {
-                    punched(
-                        ctx,
-                        &sock,
-                        &client,
-                        &peer,
-                        target.socket,
-                        info,
-                        prefer_relay,
-                    )
-                    .await
+                    let how = Punch::Either { prefer_relay };
+                    punched(ctx, &sock, &client, &peer, target.socket, info, how).await
                 }
             }
         };
@@ -1059,7 +1056,21 @@ async fn dial_attempts(
                     cert: pinned,
                     path,
                 };
-                let reason = run_channel(ctx, conn.clone(), peer.clone(), origin, &cancel).await;
+                let reason = match &target.punch {
+                    Some(info) if path == ChannelRoute::Relayed => {
+                        let dial = DialCtx {
+                            ctx,
+                            dial_id,
+                            client: &client,
+                            peer: &peer,
+                            socket: target.socket,
+                            info,
+                            cancel: &cancel,
+                        };
+                        run_relayed(&dial, conn.clone(), origin).await
+                    }
+                    _ => run_channel(ctx, conn.clone(), peer.clone(), origin, &cancel).await,
+                };
                 // A channel the peer refused (it holds another instance of
                 // that name) counts as a failed attempt: keep backing off.
                 if !refused(&conn) {
@@ -1113,6 +1124,129 @@ async fn dial_attempts(
 
 /// Failed punched dials after which the owner's relay is tried instead.
 const RELAY_AFTER_FAILURES: u32 = 3;
+/// How often a dial loop on a relayed channel tries to punch a direct one.
+const UPGRADE_EVERY: Duration = Duration::from_secs(30);
+
+/// How a punched dial may reach the owner.
+#[derive(Debug, Clone, Copy)]
+enum Punch {
+    /// Punch, or the owner's relay when punching cannot work (or
+    /// `prefer_relay`, after repeated failures).
+    Either { prefer_relay: bool },
+    /// Only a punched channel (replacing a relayed one).
+    Only,
+}
+
+/// A punched dial loop's fixed state, for [`run_relayed`].
+struct DialCtx<'a> {
+    ctx: &'a Ctx,
+    dial_id: u64,
+    client: &'a quinn::ClientConfig,
+    peer: &'a PeerId,
+    socket: u32,
+    info: &'a PunchInfo,
+    cancel: &'a CancellationToken,
+}
+
+/// Carries a relayed channel while trying, every [`UPGRADE_EVERY`], to punch
+/// a direct one (a NAT that failed to punch may since have changed, or the
+/// failures were passing). Once one is punched it takes every new stream,
+/// and the relayed channel drains: it closes when its last stream ends.
+/// Returns why the channel the loop ends with went down.
+async fn run_relayed(d: &DialCtx<'_>, conn: quinn::Connection, origin: Origin) -> String {
+    let cert = origin.cert;
+    let relayed = run_channel(d.ctx, conn.clone(), d.peer.clone(), origin, d.cancel);
+    tokio::pin!(relayed);
+    // Punched from a socket of its own: the owner's socket tells relayed
+    // peers from direct ones by address, and the relayed channel keeps ours.
+    let fresh = match endpoint::bind(endpoint::dial_address(conn.remote_address()), None) {
+        Ok((ep, aux)) => DialSocket {
+            ep,
+            aux,
+            shared: None,
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot bind a socket to punch from; staying on the relay");
+            return relayed.await;
+        }
+    };
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + UPGRADE_EVERY, UPGRADE_EVERY);
+    let direct = loop {
+        let upgrade = async {
+            tick.tick().await;
+            punched(
+                d.ctx,
+                &fresh,
+                d.client,
+                d.peer,
+                d.socket,
+                d.info,
+                Punch::Only,
+            )
+            .await
+        };
+        tokio::select! {
+            reason = &mut relayed => return reason,
+            r = upgrade => match r {
+                Ok((c, _)) => break c,
+                Err(e) => debug!(error = %Chain(&e), "no punched channel yet, staying on the relay"),
+            },
+        }
+    };
+    info!("punched a direct channel; the relayed one drains");
+    d.ctx
+        .registry
+        .dial_update(d.dial_id, |s| s.route = ChannelRoute::Punched);
+    drain(d.ctx, &d.peer.site, &conn);
+    let origin = Origin {
+        direction: Direction::Outbound,
+        attempts: 0,
+        dial_id: Some(d.dial_id),
+        local: fresh.ep.local_addr().ok(),
+        cert,
+        path: ChannelRoute::Punched,
+    };
+    let direct = run_channel(d.ctx, direct, d.peer.clone(), origin, d.cancel);
+    tokio::pin!(direct);
+    let mut relayed_done = false;
+    loop {
+        tokio::select! {
+            reason = &mut direct => {
+                if !relayed_done {
+                    // The relayed channel is not the loop's any more: close it
+                    // and let its task unregister it before redialling.
+                    conn.close(CLOSE_NORMAL.into(), b"punched channel lost");
+                    relayed.await;
+                }
+                fresh.ep.close(CLOSE_NORMAL.into(), b"dial stopped");
+                return reason;
+            }
+            _ = &mut relayed, if !relayed_done => relayed_done = true,
+        }
+    }
+}
+
+/// Stops giving `conn`'s channel new streams and closes it once the ones it
+/// carries have ended.
+fn drain(ctx: &Ctx, site: &SiteName, conn: &quinn::Connection) {
+    let Some(ch) = ctx
+        .registry
+        .channels(site)
+        .into_iter()
+        .find(|c| c.conn.stable_id() == conn.stable_id())
+    else {
+        return;
+    };
+    ch.draining.store(true, Ordering::Relaxed);
+    ctx.tracker.spawn(async move {
+        while ch.open_streams.load(Ordering::Relaxed) > 0 && ch.conn.close_reason().is_none() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ch.conn
+            .close(CLOSE_NORMAL.into(), b"replaced by a punched channel");
+    });
+}
 
 /// One punched dial: learn our public address, ask the owner to punch
 /// toward it (or, when punching cannot work or kept failing and the owner
@@ -1125,7 +1259,7 @@ async fn punched(
     peer: &PeerId,
     socket: u32,
     info: &PunchInfo,
-    prefer_relay: bool,
+    how: Punch,
 ) -> Result<(quinn::Connection, ChannelRoute), DialError> {
     let mine = match &sock.shared {
         Some(slot) => slot.get().ok_or_else(|| {
@@ -1155,10 +1289,13 @@ async fn punched(
     let Some(from) = mine.public else {
         return Err(DialError::NoMapping("no STUN server answered".into()));
     };
-    let relay = match (punch::cannot_punch(mine.nat, info.nat), info.relay) {
-        (Some(why), None) => return Err(DialError::CannotPunch(why)),
-        (Some(_), Some(_)) => true,
-        (None, relay) => prefer_relay && relay.is_some(),
+    let relay = match (punch::cannot_punch(mine.nat, info.nat), info.relay, how) {
+        (Some(why), None, _) | (Some(why), _, Punch::Only) => {
+            return Err(DialError::CannotPunch(why));
+        }
+        (Some(_), Some(_), Punch::Either { .. }) => true,
+        (None, relay, Punch::Either { prefer_relay }) => prefer_relay && relay.is_some(),
+        (None, _, Punch::Only) => false,
     };
     let nonce: u64 = rand::random();
     let Some(mut wait) = ctx.waiters.register(nonce) else {
@@ -1272,6 +1409,7 @@ async fn run_channel(
         attempts,
         cert,
         route: path,
+        draining: AtomicBool::new(false),
         confirmed: watch::channel(direction == Direction::Outbound).0,
     });
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, remote = %conn.remote_address());

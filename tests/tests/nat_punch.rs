@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use wovenet_e2e::natrig::{Host, NatKind, Rig, StunServer, TurnServer};
+use wovenet_e2e::natrig::{self, Host, Nat, NatKind, Rig, StunServer, TurnServer};
 use wovenet_e2e::*;
 use wovenet_proto::v1;
 
@@ -453,4 +453,74 @@ async fn auto_stun_detect_finds_a_public_sites_own_address() {
         },
     )
     .await;
+}
+
+/// Drops UDP from `from` arriving at `nat` (before conntrack sees it), or lifts that.
+fn block_udp_from(nat: &Nat, from: std::net::Ipv4Addr, block: bool) {
+    let nft = natrig::netns::tool("nft").expect("nft");
+    let script = if block {
+        format!(
+            "add table ip cut\nadd chain ip cut pre {{ type filter hook prerouting priority -300; }}\n\
+             add rule ip cut pre ip saddr {from} meta l4proto udp drop\n"
+        )
+    } else {
+        "delete table ip cut\n".to_owned()
+    };
+    let ns = nat.netns();
+    ns.try_exec(&nft, &["-f", "-"], Some(script.as_bytes()))
+        .unwrap_or_else(|e| panic!("nft in {}: {e}", ns.name()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_channel_gives_way_to_a_punched_one_once_punching_works() {
+    let Some(t) = Behind::with(
+        [NatKind::EndpointIndependent, NatKind::EndpointIndependent],
+        true,
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    let (nat_a, nat_b) = (
+        t.hosts[0].nat().expect("NAT"),
+        t.hosts[1].nat().expect("NAT"),
+    );
+    // The direct path between the two NATs is cut; the relay still reaches both.
+    block_udp_from(nat_b, nat_a.public_addr(), true);
+    let api_a = t.a.api().await;
+    // Punching fails (handshake timeouts) three times, then the relay carries the channel.
+    let start = Instant::now();
+    wait_for(
+        "a relayed channel after failed punches",
+        Duration::from_secs(60),
+        || t.diag(),
+        async || (up_routes(&api_a, "b").await == [v1::ChannelRoute::Relayed]).then_some(()),
+    )
+    .await;
+    let relayed_after = start.elapsed();
+    // The path heals: within one upgrade period a punched channel takes over and the
+    // idle relayed one closes.
+    block_udp_from(nat_b, nat_a.public_addr(), false);
+    let healed = Instant::now();
+    wait_for(
+        "the punched channel replacing the relayed one",
+        Duration::from_secs(60),
+        || t.diag(),
+        async || (up_routes(&api_a, "b").await == [v1::ChannelRoute::Punched]).then_some(()),
+    )
+    .await;
+    eprintln!(
+        "nat_relay: relayed after {relayed_after:?} of failed punching; punched again {:?} after the path healed",
+        healed.elapsed()
+    );
+    let mut s = connect_eventually(&t.local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
+    s.write_all(b"up").await.unwrap();
+    s.shutdown().await.unwrap();
+    let (n, _) = data::hash_to_end(&mut s)
+        .await
+        .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
+    assert_eq!(n, LEN, "{}", t.diag());
 }

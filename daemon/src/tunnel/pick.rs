@@ -1,7 +1,9 @@
 //! Which dataChannel carries a new stream (sans-IO).
 //!
 //! Least loaded wins, not random: a channel that already carries many streams
-//! (or whose path is slow) should not get more while a sibling idles.
+//! (or whose path is slow) should not get more while a sibling idles. A
+//! channel through a TURN relay is used only when no other is healthy: the
+//! relay is a fallback with its own capacity and an extra hop.
 
 use std::time::Duration;
 
@@ -16,15 +18,18 @@ pub struct Candidate {
     pub rtt: Duration,
     /// Whether the channel is authenticated and not closing.
     pub healthy: bool,
+    /// Whether it goes through a TURN relay.
+    pub relayed: bool,
 }
 
-/// The healthy candidate with the fewest open streams; ties go to the lower
-/// RTT, then to the lower index (stable, so tests are deterministic).
+/// The healthy candidate with the fewest open streams, not relayed if any
+/// is not; ties go to the lower RTT, then to the lower index (stable, so
+/// tests are deterministic).
 pub fn pick(candidates: impl IntoIterator<Item = Candidate>) -> Option<usize> {
     candidates
         .into_iter()
         .filter(|c| c.healthy)
-        .min_by_key(|c| (c.open_streams, c.rtt, c.index))
+        .min_by_key(|c| (c.relayed, c.open_streams, c.rtt, c.index))
         .map(|c| c.index)
 }
 
@@ -39,7 +44,25 @@ mod tests {
             open_streams,
             rtt: Duration::from_millis(rtt_ms),
             healthy,
+            relayed: false,
         }
+    }
+
+    #[test]
+    fn a_relayed_channel_carries_streams_only_when_nothing_else_is_healthy() {
+        let relayed = |mut c: Candidate| {
+            c.relayed = true;
+            c
+        };
+        // Busier and slower, the punched channel still wins over an idle relay.
+        assert_eq!(
+            pick([relayed(c(0, 0, 1, true)), c(1, 9, 80, true)]),
+            Some(1)
+        );
+        assert_eq!(
+            pick([relayed(c(0, 0, 1, true)), c(1, 0, 1, false)]),
+            Some(0)
+        );
     }
 
     #[test]
@@ -63,13 +86,23 @@ mod tests {
 
     proptest! {
         #[test]
-        fn picked_channel_is_healthy_and_minimal(v in proptest::collection::vec((0usize..10, 0u64..100, any::<bool>()), 0..16)) {
-            let cands: Vec<_> = v.iter().enumerate().map(|(i, &(o, r, h))| c(i, o, r, h)).collect();
+        fn picked_channel_is_healthy_and_minimal(v in proptest::collection::vec((0usize..10, 0u64..100, any::<bool>(), any::<bool>()), 0..16)) {
+            let cands: Vec<_> = v
+                .iter()
+                .enumerate()
+                .map(|(i, &(o, r, h, relayed))| Candidate { relayed, ..c(i, o, r, h) })
+                .collect();
             match pick(cands.clone()) {
                 None => prop_assert!(cands.iter().all(|c| !c.healthy)),
                 Some(i) => {
-                    prop_assert!(cands[i].healthy);
-                    prop_assert!(cands.iter().filter(|c| c.healthy).all(|c| c.open_streams >= cands[i].open_streams));
+                    let p = cands[i];
+                    prop_assert!(p.healthy);
+                    // Relayed only when no healthy channel is direct or punched.
+                    prop_assert!(!p.relayed || cands.iter().all(|c| !c.healthy || c.relayed));
+                    prop_assert!(cands
+                        .iter()
+                        .filter(|c| c.healthy && c.relayed == p.relayed)
+                        .all(|c| c.open_streams >= p.open_streams));
                 }
             }
         }

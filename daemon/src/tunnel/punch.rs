@@ -127,8 +127,8 @@ pub struct Sprays {
 }
 
 impl Sprays {
-    /// Starts sending punch packets from `aux` to `to`, unless the same
-    /// spray runs already or [`MAX_SPRAYS`] do (then false).
+    /// Sends punch packets from `aux` to `to`: true if they go (a new spray,
+    /// or the same one running already), false when [`MAX_SPRAYS`] run.
     pub fn start(
         self: &Arc<Self>,
         aux: Arc<Aux>,
@@ -139,7 +139,10 @@ impl Sprays {
         let key = (aux.local_addr(), to);
         {
             let mut targets = lock(&self.targets);
-            if targets.contains(&key) || self.active.load(Ordering::Relaxed) >= MAX_SPRAYS {
+            if targets.contains(&key) {
+                return true;
+            }
+            if self.active.load(Ordering::Relaxed) >= MAX_SPRAYS {
                 return false;
             }
             targets.insert(key);
@@ -352,10 +355,9 @@ mod tests {
         let tracker = tokio_util::task::TaskTracker::new();
         let cancel = CancellationToken::new();
         assert!(sprays.start(aux.clone(), to, &tracker, cancel.clone()));
-        assert!(
-            !sprays.start(aux.clone(), to, &tracker, cancel.clone()),
-            "same target twice"
-        );
+        // The same target again joins the running spray (no second one).
+        assert!(sprays.start(aux.clone(), to, &tracker, cancel.clone()));
+        assert_eq!(sprays.active.load(Ordering::Relaxed), 1);
         tracker.close();
         tracker.wait().await;
         let mut buf = [0u8; 64];
