@@ -122,6 +122,15 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
                     t.dim(),
                 ));
             }
+            // A socket behind NAT, and whether its NAT can be punched.
+            if let Some(p) = s.sockets.iter().find(|d| d.mode == "hole-punching") {
+                let nat = if p.nat_mapping.is_empty() {
+                    "mapping not known yet"
+                } else {
+                    p.nat_mapping.as_str()
+                };
+                spans.push(Span::raw(format!("  behind NAT ({})", visible(nat))));
+            }
             // Why a socket announces no address: the first failing detection.
             if let Some(d) = s.sockets.iter().find(|d| !d.detect_error.is_empty()) {
                 spans.push(Span::styled(
@@ -289,6 +298,16 @@ mod tests {
             }
         }
         assert!(!text(&header_line(cx(&model, &view))).contains("detection"));
+        assert!(!text(&header_line(cx(&model, &view))).contains("NAT"));
+        let mut punched = site.clone();
+        punched.sockets[0].mode = "hole-punching".into();
+        punched.sockets[0].nat_mapping = "per-destination".into();
+        model.site = Some(punched);
+        assert!(
+            text(&header_line(cx(&model, &view))).ends_with("  behind NAT (per-destination)"),
+            "{}",
+            text(&header_line(cx(&model, &view)))
+        );
         site.sockets[0].detect_error = "'http://ip.test/' answered HTTP 500".into();
         model.site = Some(site);
         assert!(
