@@ -17,16 +17,19 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wovenet_e2e::natrig::{Host, NatKind, Rig, StunServer, TurnCredentials, TurnServer, plan};
+use wovenet_e2e::natrig::{
+    BRIDGE, Host, NatKind, Rig, StunServer, TurnCredentials, TurnServer, plan,
+};
 use wovenet_proto::v1::ChannelRoute;
 
 use crate::control::{self, Channels};
 use crate::daemon::{APP_NAME, Broker, SiteProcess, SiteSpec, TurnRelay};
 use crate::error::{BenchError, IoContext};
 use crate::load::{BenchServer, Target};
+use crate::wanem::{ADDR_A, ADDR_B, Wanem, WanemConfig};
 
 /// Site `b`'s QUIC port on a public host (dedicated-address socket).
 const QUIC_PORT: u16 = 4433;
@@ -181,6 +184,8 @@ pub async fn guard_task<T: Send + 'static>(
 /// 198.18.0.2:1883. Dropping it stops them and deletes every namespace of the rig.
 pub struct NatNet {
     topic_tag: u64,
+    /// WAN links inserted so far (numbers their addresses and devices).
+    wans: AtomicU8,
     stun: StunServer,
     turn: TurnServer,
     broker: SiteProcess,
@@ -251,6 +256,7 @@ impl NatNet {
         }
         Ok(Some(Self {
             topic_tag: rand::random(),
+            wans: AtomicU8::new(0),
             stun,
             turn,
             broker,
@@ -302,15 +308,105 @@ impl NatNet {
         )
     }
 
+    /// Puts an emulated WAN link ([`Wanem`] with `config`) between `host`'s side of the
+    /// internet (the host itself when public, else its NAT) and the rest of the rig:
+    ///
+    /// ```text
+    /// side ── uplink ── [emulator ns A] ═ emulated link ═ [ns B] ── wanN ── internet bridge
+    /// ```
+    ///
+    /// The side keeps its address and its on-link /15: ns A answers its ARP for the rest of
+    /// the internet (proxy ARP) and routes it over the link; ns B does the same for the
+    /// side's address on the bridge. Everything the side exchanges (QUIC, MQTT, STUN, TURN)
+    /// crosses the link. Dropping the returned emulator removes the link (and the side's
+    /// uplink with it).
+    fn insert_wan(&self, host: &Host, config: &WanemConfig) -> Result<Wanem, BenchError> {
+        let (side, side_addr) = match host.nat() {
+            Some(nat) => (nat.netns().clone(), nat.public_addr()),
+            None => (host.netns().clone(), host.addr()),
+        };
+        let port = guard("finding the uplink", || self.rig.uplink(&side))?.ok_or_else(|| {
+            BenchError::Rig(format!(
+                "{} has no link to the internet bridge",
+                side.name()
+            ))
+        })?;
+        let n = self.wans.fetch_add(1, Ordering::Relaxed);
+        // 198.18.4.0/24 is not in the rig's plan: addresses of the emulator's two ends.
+        let (addr_a, addr_b) = (
+            Ipv4Addr::new(198, 18, 4, n.wrapping_mul(2).wrapping_add(1)),
+            Ipv4Addr::new(198, 18, 4, n.wrapping_mul(2).wrapping_add(2)),
+        );
+        let wan = Wanem::start(config.clone())?;
+        let (ns_a, ns_b) = (wan.ns_a(), wan.ns_b());
+        let (to_b, from_b) = (format!("to-w{n:02x}"), format!("wan{n:02x}"));
+        let internet = self.rig.internet().clone();
+        guard("moving the uplink into the emulator", || {
+            internet.ip_batch(&[
+                format!("link set {port} netns {}", ns_a.name()),
+                format!(
+                    "link add {to_b} type veth peer name {from_b} netns {}",
+                    ns_b.name()
+                ),
+                format!("link set {to_b} master {BRIDGE} up"),
+            ]);
+        })?;
+        ns_a.ip(&["addr", "add", &format!("{addr_a}/32"), "dev", &port])?;
+        ns_a.ip(&["link", "set", &port, "up"])?;
+        ns_a.ip(&["route", "add", &format!("{side_addr}/32"), "dev", &port])?;
+        ns_a.ip(&["route", "add", "198.18.0.0/15", "via", &ADDR_B.to_string()])?;
+        ns_b.ip(&[
+            "addr",
+            "add",
+            &format!("{addr_b}/{}", plan::INTERNET_PREFIX),
+            "dev",
+            &from_b,
+        ])?;
+        ns_b.ip(&["link", "set", &from_b, "up"])?;
+        ns_b.ip(&[
+            "route",
+            "add",
+            &format!("{side_addr}/32"),
+            "via",
+            &ADDR_A.to_string(),
+        ])?;
+        for (ns, dev) in [(ns_a, &port), (ns_b, &from_b)] {
+            let keys = [
+                ("net/ipv4/ip_forward".to_owned(), "1"),
+                (format!("net/ipv4/conf/{dev}/proxy_arp"), "1"),
+                ("net/ipv4/conf/all/rp_filter".to_owned(), "0"),
+                (format!("net/ipv4/conf/{dev}/rp_filter"), "0"),
+                // Proxy ARP answers after a random delay of up to 0.8 s by default: that
+                // would be counted in the time to the first channel.
+                (format!("net/ipv4/neigh/{dev}/proxy_delay"), "0"),
+            ];
+            ns.run(|| {
+                keys.iter().try_for_each(|(k, v)| {
+                    std::fs::write(Path::new("/proc/sys").join(k), v)
+                        .map_err(|e| format!("{k}: {e}"))
+                })
+            })?
+            .map_err(|why| BenchError::Rig(format!("{}: {why}", ns.name())))?;
+        }
+        Ok(wan)
+    }
+
     /// Starts the two sites of `path` (`bin` for both) and the app server, and waits until
-    /// the tunnel is ready (see the module doc), up to `ready`.
+    /// the tunnel is ready (see the module doc), up to `ready`. With `wan`, the dialling
+    /// site's side of the internet reaches the rest through an emulated link first (see
+    /// [`NatNet::insert_wan`]).
     pub async fn tunnel(
         &self,
         bin: &Path,
         path: NatPath,
+        wan: Option<&WanemConfig>,
         ready: Duration,
     ) -> Result<NatTunnel, BenchError> {
         let [host_a, host_b] = self.hosts(path)?;
+        let wan = match wan {
+            Some(config) => Some(self.insert_wan(&host_a, config)?),
+            None => None,
+        };
         let (ns_a, ns_b) = (host_a.name().to_owned(), host_b.name().to_owned());
         let server =
             BenchServer::bind_in(&ns_b, SocketAddr::from((Ipv4Addr::UNSPECIFIED, APP_PORT)))
@@ -370,6 +466,7 @@ impl NatNet {
             first_channel: Duration::ZERO,
             a,
             b,
+            _wan: wan,
         };
         match tunnel.wait_ready(start, ready).await {
             Ok(first) => {
@@ -402,6 +499,8 @@ pub struct NatTunnel {
     plain: Option<Target>,
     server: BenchServer,
     first_channel: Duration,
+    // After the sites (fields drop in order): the link goes once they are stopped.
+    _wan: Option<Wanem>,
 }
 
 impl NatTunnel {

@@ -338,9 +338,39 @@ fn wan_pivot(records: &[Record], failures: &[Failure]) -> String {
     md
 }
 
-/// The `nat` scenario as one row per figure and one column per path, with the punched and
-/// relayed tunnels against the direct one (ratios; for latency also the difference).
+/// The `nat` scenario as one table per set (`wan` parameter: the emulated link, `none` for
+/// the rig as it is), one row per figure and one column per path, with the punched and
+/// relayed tunnels against the direct one (ratios, and the difference).
 fn nat_pivot(records: &[Record]) -> String {
+    let text = |r: &Record, k: &str| r.params.get(k).map_or(String::new(), params_value);
+    let mut sets: Vec<String> = Vec::new();
+    for r in records.iter().filter(|r| r.scenario == "nat") {
+        let w = text(r, "wan");
+        if !sets.contains(&w) {
+            sets.push(w);
+        }
+    }
+    let mut md = String::new();
+    for w in &sets {
+        let mine: Vec<Record> = records
+            .iter()
+            .filter(|r| r.scenario == "nat" && text(r, "wan") == *w)
+            .cloned()
+            .collect();
+        let link = if w == "none" {
+            "the rig as it is (no emulated link)".to_owned()
+        } else {
+            format!("across the emulated link `{w}`")
+        };
+        let _ = writeln!(md, "Behind NAT, {link}:\n");
+        md.push_str(&nat_table(&mine));
+        md.push('\n');
+    }
+    md
+}
+
+/// One set of [`nat_pivot`].
+fn nat_table(records: &[Record]) -> String {
     let rows: [(&str, &str, Option<&str>); 5] = [
         ("time to first channel", "first_channel", None),
         ("throughput, upload", "throughput", Some("upload")),
@@ -503,11 +533,25 @@ mod tests {
             rec("rtt_p50", "direct", 120.0, "µs"),
             rec("rtt_p50", "relayed", 300.0, "µs"),
         ];
-        let md = nat_pivot(&recs);
+        let wan: Vec<Record> = recs
+            .iter()
+            .map(|r| r.clone().param("wan", "20ms-100Mbit/s"))
+            .collect();
+        let rig: Vec<Record> = recs.into_iter().map(|r| r.param("wan", "none")).collect();
+        let md = nat_pivot(&[rig, wan[..1].to_vec()].concat());
         assert!(
             md.contains("| time to first channel | ms | — | 400 | 800 | — | 2.00× | — | — |"),
             "{md}"
         );
+        let (first, second) = md
+            .split_once("across the emulated link `20ms-100Mbit/s`")
+            .expect("a table per set");
+        assert!(first.contains("the rig as it is"), "{md}");
+        assert!(
+            second.contains("| time to first channel | ms | — | 400 | — | — | — | — | — |"),
+            "{md}"
+        );
+        assert!(!second.contains("throughput"), "{md}");
         assert!(
             md.contains(
                 "| throughput, upload | Mbit/s | 4000 | 1000 | 900 | 250 | 0.90× | 0.25× | -750 Mbit/s |"

@@ -1,6 +1,7 @@
 //! The `nat` scenario in a tiny mode against debug binaries: on the real-NAT rig, the direct,
 //! punched and relayed tunnels each come up with their route (checked through the control
-//! API) and carry a positive figure next to the right baseline. Needs root, ip, nft,
+//! API) and carry a positive figure next to the right baseline; across the emulated WAN link
+//! the direct and punched ones take its delay and its cap. Needs root, ip, nft,
 //! conntrack and coturn: skipped without them, failing instead when `WOVENET_REQUIRE_ROOT=1`
 //! or `WOVENET_REQUIRE_COTURN=1` is set (as in CI).
 #![allow(clippy::unwrap_used)]
@@ -38,22 +39,36 @@ async fn direct_punched_and_relayed_tunnels_are_measured_side_by_side() {
         plain_tcp: true,
         rounds: 1,
         first_channel_runs: 1,
+        wan: Some(nat::WanSet {
+            cell: nat::WanCell {
+                rtt_ms: 20,
+                loss_pct: 0.0,
+                cap_mbps: Some(100),
+            },
+            paths: vec![NatPath::Direct, NatPath::Punched],
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_millis(300),
+        }),
     };
     let start = Instant::now();
     let mut report = Report::default();
     nat::run(&env, &opts, &mut report).await.unwrap();
     eprintln!("nat scenario (tiny) took {:?}", start.elapsed());
 
-    let find = |metric: &str, path: &str, direction: Option<&str>| -> &Record {
+    let find_in = |wan: &str, metric: &str, path: &str, direction: Option<&str>| -> &Record {
         report
             .records
             .iter()
             .find(|r| {
                 r.metric == metric
+                    && r.params["wan"] == wan
                     && r.params["path"] == path
                     && direction.is_none_or(|d| r.params["direction"] == d)
             })
-            .unwrap_or_else(|| panic!("no {metric} for {path}: {:?}", report.records))
+            .unwrap_or_else(|| panic!("no {metric} for {path}, wan={wan}: {:?}", report.records))
+    };
+    let find = |metric: &str, path: &str, direction: Option<&str>| {
+        find_in("none", metric, path, direction)
     };
     let baseline = |r: &Record| r.baseline.as_ref().map(|b| b.name.clone());
     for path in ["direct", "punched", "relayed"] {
@@ -70,6 +85,22 @@ async fn direct_punched_and_relayed_tunnels_are_measured_side_by_side() {
     }
     let added = find("added_p50", "relayed", None);
     assert_eq!(added.unit, "µs", "{added:?}");
+    // Across the emulated link (20 ms between the dialling side and the internet), the
+    // ping-pong takes at least that long, and the punched tunnel is still punched.
+    let wan = "20ms-100Mbit/s";
+    for path in ["direct", "punched"] {
+        let p50 = find_in(wan, "rtt_p50", path, None);
+        assert!(p50.value >= 20_000.0, "{p50:?}");
+        let r = find_in(wan, "throughput", path, Some("upload"));
+        assert!(
+            r.value > 0.0 && r.value < 150.0,
+            "capped at 100 Mbit/s: {r:?}"
+        );
+    }
     let md = report.markdown();
     assert!(md.contains("| throughput, upload | Mbit/s |"), "{md}");
+    assert!(
+        md.contains("across the emulated link `20ms-100Mbit/s`"),
+        "{md}"
+    );
 }

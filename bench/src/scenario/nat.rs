@@ -4,11 +4,16 @@
 //! TURN relay). Per path: time to the first channel, bulk throughput of one stream each way
 //! (the `loopback` generator) and 64-byte ping-pong latency p50/p99 (the `latency` one).
 //!
-//! The three tunnels are up at once (idle ones only exchange keep-alives), so every figure is
-//! measured back to back: plain TCP across the rig (public hosts, no tunnel), then the direct
-//! tunnel, then the punched one, then the relayed one. Baseline of the direct tunnel: plain
-//! TCP; of the punched and relayed tunnels: the direct tunnel. Each tunnel's route is checked
-//! through the control API before (it is part of being ready) and again after measuring.
+//! The tunnels of a set are up at once (idle ones only exchange keep-alives), so every figure
+//! is measured back to back: plain TCP across the rig (public hosts, no tunnel), then the
+//! direct tunnel, then the punched one, then the relayed one, in rounds. Baseline of the
+//! direct tunnel: plain TCP; of the punched and relayed tunnels: the direct tunnel. Each
+//! tunnel's route is checked through the control API before (it is part of being ready) and
+//! again after measuring.
+//!
+//! Two sets: on the rig as it is (`wan=none`: veths and bridges, no delay), then with the WAN
+//! emulator between the dialling site's side of the internet and the rest ([`WanCell`], e.g.
+//! 20 ms and 100 Mbit/s: `wan=20ms-100Mbit/s`), on fresh hosts and NATs.
 
 use std::time::Duration;
 
@@ -22,6 +27,7 @@ use crate::load::throughput::{self, Direction, Spec, quiesce};
 use crate::natnet::{NatNet, NatPath, NatTunnel, Packets, settled};
 use crate::report::{Record, Report, num};
 use crate::stats::{Summary, quantile};
+use crate::wanem::WanemConfig;
 
 /// The scenario's name in reports.
 pub const NAME: &str = "nat";
@@ -47,12 +53,64 @@ pub struct Opts {
     /// Starts per path timed to the first channel (each on fresh hosts and NATs; the last
     /// one is measured); the median is reported.
     pub first_channel_runs: usize,
+    /// The WAN set; `None`: none.
+    pub wan: Option<WanSet>,
 }
+
+/// The paths measured across an emulated link, with throughput windows long enough for it
+/// (slow start at the link's RTT).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WanSet {
+    /// The link.
+    pub cell: WanCell,
+    /// The paths.
+    pub paths: Vec<NatPath>,
+    /// Warm-up before each throughput window.
+    pub warmup: Duration,
+    /// Each throughput window.
+    pub duration: Duration,
+}
+
+/// The emulated link of the WAN set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WanCell {
+    /// Round-trip time added, ms.
+    pub rtt_ms: u64,
+    /// Loss per direction, percent.
+    pub loss_pct: f64,
+    /// Rate cap per direction, Mbit/s; `None`: uncapped.
+    pub cap_mbps: Option<u64>,
+}
+
+impl WanCell {
+    /// The emulator settings.
+    pub fn config(&self) -> WanemConfig {
+        WanemConfig::new(Duration::from_millis(self.rtt_ms), self.loss_pct / 100.0)
+            .with_rate(self.cap_mbps.map(|m| m * 1_000_000))
+    }
+
+    /// `20ms-100Mbit/s`, `100ms-1%-uncapped`: the `wan` parameter of its records.
+    pub fn label(&self) -> String {
+        let loss = if self.loss_pct > 0.0 {
+            format!("-{}%", self.loss_pct)
+        } else {
+            String::new()
+        };
+        let cap = self
+            .cap_mbps
+            .map_or("uncapped".to_owned(), |c| format!("{c}Mbit/s"));
+        format!("{}ms{loss}-{cap}", self.rtt_ms)
+    }
+}
+
+/// The `wan` parameter of the set without an emulated link.
+pub const NO_WAN: &str = "none";
 
 impl Opts {
     /// Quick: the `loopback` and `latency` scenarios' quick windows, one round, one start per
     /// path; full: theirs too (1 s warm-up and 5 s per throughput window, 30 000 ping-pongs
-    /// or 5 s), 3 rounds, 5 starts per path.
+    /// or 5 s), 3 rounds, 5 starts per path. Both: the WAN set at 20 ms, 100 Mbit/s, every
+    /// path, with the `wan` scenario's windows (quick 0.5 + 1.5 s, full 2 + 5 s).
     pub fn for_env(env: &Env) -> Self {
         Self {
             paths: NatPath::ALL.to_vec(),
@@ -67,6 +125,17 @@ impl Opts {
             plain_tcp: true,
             rounds: env.pick(1, 3),
             first_channel_runs: env.pick(1, 5),
+            wan: Some(WanSet {
+                cell: WanCell {
+                    rtt_ms: 20,
+                    loss_pct: 0.0,
+                    cap_mbps: Some(100),
+                },
+                paths: NatPath::ALL.to_vec(),
+                // The `wan` scenario's windows.
+                warmup: env.wan.warmup,
+                duration: env.wan.duration,
+            }),
         }
     }
 }
@@ -169,30 +238,55 @@ pub async fn run(env: &Env, opts: &Opts, report: &mut Report) -> Result<(), Benc
             "skipped: needs root, ip, nft, conntrack and coturn's turnserver (why: above)".into(),
         ));
     };
-    let mut tunnels: Vec<NatTunnel> = Vec::new();
-    let result = measure(env, opts, &net, &mut tunnels, report).await;
-    let mut stopped = Ok(());
-    for t in tunnels {
-        stopped = stopped.and(t.stop().await);
+    let mut sets: Vec<Option<&WanSet>> = vec![None];
+    if let Some(set) = &opts.wan {
+        sets.push(Some(set));
+    }
+    let mut result = Ok(());
+    for set in sets {
+        let mut tunnels: Vec<NatTunnel> = Vec::new();
+        let measured = measure(env, opts, &net, set, &mut tunnels, report).await;
+        let cell = set.map(|s| s.cell);
+        let mut stopped = Ok(());
+        for t in tunnels {
+            stopped = stopped.and(t.stop().await);
+        }
+        // One set failing does not cost the other; the first error is the scenario's.
+        if let Err(e) = measured.and(stopped) {
+            eprintln!(
+                "bench: nat, wan={}: {e}",
+                cell.map_or(NO_WAN.to_owned(), |c| c.label())
+            );
+            result = result.and(Err(e));
+        }
     }
     drop(net);
-    result.and(stopped)
+    result
 }
 
+/// Measures one set: `opts.paths` on the rig as it is, or those of `wan` across its link.
 async fn measure(
     env: &Env,
     opts: &Opts,
     net: &NatNet,
+    wan: Option<&WanSet>,
     tunnels: &mut Vec<NatTunnel>,
     report: &mut Report,
 ) -> Result<(), BenchError> {
+    let label = wan.map_or(NO_WAN.to_owned(), |w| w.cell.label());
+    let config = wan.map(|w| w.cell.config());
+    let paths = wan.map_or(&opts.paths, |w| &w.paths);
+    let (warmup, duration) = wan.map_or((opts.warmup, opts.duration), |w| (w.warmup, w.duration));
+    let mut push = |r: Record| report.push(r.param("wan", label.as_str()));
     // One at a time, so each first channel is timed alone; the last start of each path
     // stays up for the measurements.
     let mut direct_first = None;
-    for &path in &opts.paths {
+    for &path in paths {
         let mut samples = Vec::new();
         for run in 1..=opts.first_channel_runs.max(1) {
-            let t = net.tunnel(&env.wovenetd, path, READY).await?;
+            let t = net
+                .tunnel(&env.wovenetd, path, config.as_ref(), READY)
+                .await?;
             samples.push(t.first_channel().as_secs_f64() * 1e3);
             if run < opts.first_channel_runs {
                 t.stop().await?;
@@ -204,7 +298,7 @@ async fn measure(
             if path == NatPath::Direct {
                 direct_first = Some(r.value);
             }
-            report.push(r);
+            push(r);
         }
     }
     // Plain TCP goes to the direct tunnel's app server (public hosts only).
@@ -218,8 +312,8 @@ async fn measure(
         let spec = Spec {
             streams: 1,
             direction,
-            warmup: opts.warmup,
-            duration: opts.duration,
+            warmup,
+            duration,
         };
         let what = |p: &str| format!("{p} 1x{}", direction.as_str());
         let mut plain_mbps = Vec::new();
@@ -278,7 +372,7 @@ async fn measure(
                 .param("streams", 1)
                 .param("rounds", tally.mbps.len())
                 .note(tally.note());
-            report.push(compared(r, t.path(), plain_median, direct));
+            push(compared(r, t.path(), plain_median, direct));
         }
     }
 
@@ -313,7 +407,7 @@ async fn measure(
             direct_rtt = Some(s);
         }
         for r in latency_records(t.path(), &s, plain_rtt.as_ref(), direct_rtt.as_ref()) {
-            report.push(r);
+            push(r);
         }
     }
 
@@ -325,8 +419,8 @@ async fn measure(
             return Err(BenchError::Site {
                 site: crate::natnet::SITE_A.into(),
                 reason: format!(
-                    "{} tunnel: after measuring, the channels up to {} are {} (expected exactly \
-                     one {}); the figures of this path may mix routes",
+                    "{} tunnel (wan={label}): after measuring, the channels up to {} are {} \
+                     (expected exactly one {}); the figures of this path may mix routes",
                     t.path().name(),
                     crate::natnet::SITE_B,
                     control::routes_text(&up),
@@ -477,6 +571,25 @@ mod tests {
         assert_eq!(one.value, 420.0);
         assert!(one.baseline.is_none());
         assert!(first_channel_record(NatPath::Direct, &[], None).is_none());
+    }
+
+    #[test]
+    fn a_wan_cell_names_its_settings() {
+        let cell = WanCell {
+            rtt_ms: 20,
+            loss_pct: 0.0,
+            cap_mbps: Some(100),
+        };
+        assert_eq!(cell.label(), "20ms-100Mbit/s");
+        assert_eq!(cell.config().rate_bps, Some(100_000_000));
+        assert_eq!(cell.config().rtt, Duration::from_millis(20));
+        let lossy = WanCell {
+            rtt_ms: 100,
+            loss_pct: 1.0,
+            cap_mbps: None,
+        };
+        assert_eq!(lossy.label(), "100ms-1%-uncapped");
+        assert_eq!(lossy.config().loss, 0.01);
     }
 
     #[test]
