@@ -48,6 +48,7 @@ async fn direct_punched_and_relayed_tunnels_are_measured_side_by_side() {
             paths: vec![NatPath::Direct, NatPath::Punched],
             warmup: Duration::from_millis(200),
             duration: Duration::from_millis(300),
+            rounds: 1,
         }),
     };
     let start = Instant::now();

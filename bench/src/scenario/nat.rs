@@ -69,6 +69,9 @@ pub struct WanSet {
     pub warmup: Duration,
     /// Each throughput window.
     pub duration: Duration,
+    /// Rounds of every throughput and latency measurement (at the link's cap they differ
+    /// little, so fewer than on the rig as it is).
+    pub rounds: usize,
 }
 
 /// The emulated link of the WAN set.
@@ -107,20 +110,21 @@ impl WanCell {
 pub const NO_WAN: &str = "none";
 
 impl Opts {
-    /// Quick: the `loopback` and `latency` scenarios' quick windows, one round, one start per
-    /// path; full: theirs too (1 s warm-up and 5 s per throughput window, 30 000 ping-pongs
-    /// or 5 s), 3 rounds, 5 starts per path. Both: the WAN set at 20 ms, 100 Mbit/s, every
-    /// path, with the `wan` scenario's windows (quick 0.5 + 1.5 s, full 2 + 5 s).
+    /// Quick (~1 min): the `loopback` and `latency` scenarios' quick windows, one round, one
+    /// start per path. Full (~5 min): 1 s warm-up and 3 s per throughput window, 30 000
+    /// ping-pongs or 3 s, 3 rounds, 5 starts per path. Both: the WAN set at 20 ms,
+    /// 100 Mbit/s, every path, with the `wan` scenario's warm-up (quick 0.5 + 1.5 s, one
+    /// round; full 2 + 3 s, two rounds).
     pub fn for_env(env: &Env) -> Self {
         Self {
             paths: NatPath::ALL.to_vec(),
             directions: vec![Direction::Upload, Direction::Download],
             warmup: env.pick(Duration::from_millis(300), Duration::from_secs(1)),
-            duration: env.pick(Duration::from_millis(700), Duration::from_secs(5)),
+            duration: env.pick(Duration::from_millis(700), Duration::from_secs(3)),
             latency: LatencySpec {
                 warmup: env.pick(200, 1000),
                 iterations: env.pick(3000, 30_000),
-                max_time: env.pick(Duration::from_secs(1), Duration::from_secs(5)),
+                max_time: env.pick(Duration::from_secs(1), Duration::from_secs(3)),
             },
             plain_tcp: true,
             rounds: env.pick(1, 3),
@@ -132,9 +136,10 @@ impl Opts {
                     cap_mbps: Some(100),
                 },
                 paths: NatPath::ALL.to_vec(),
-                // The `wan` scenario's windows.
+                // The `wan` scenario's warm-up (slow start at 20 ms).
                 warmup: env.wan.warmup,
-                duration: env.wan.duration,
+                duration: env.pick(env.wan.duration, Duration::from_secs(3)),
+                rounds: env.pick(1, 2),
             }),
         }
     }
@@ -306,7 +311,7 @@ async fn measure(
         .iter()
         .find_map(|t| Some((t.plain_tcp()?.clone(), t.sink())))
         .filter(|_| opts.plain_tcp);
-    let rounds = opts.rounds.max(1);
+    let rounds = wan.map_or(opts.rounds, |w| w.rounds).max(1);
 
     for &direction in &opts.directions {
         let spec = Spec {
