@@ -794,6 +794,52 @@ mod tests {
     }
 
     #[test]
+    fn a_site_behind_a_nat_punches_from_one_socket_and_may_offer_a_turn_relay() {
+        let spec = SiteSpec {
+            name: "b".into(),
+            topic: "t".into(),
+            broker: Broker::At("198.18.0.2:1883".parse().unwrap()),
+            sockets: vec![],
+            exposed: vec![],
+            remotes: vec![],
+            congestion: None,
+            log_level: "info".into(),
+            metrics: None,
+            hole_punching: Some(vec![
+                "198.18.0.2:3478".parse().unwrap(),
+                "198.18.0.3:3478".parse().unwrap(),
+            ]),
+            turn: Some(TurnRelay {
+                url: "turn:198.18.0.4:3478".into(),
+                username: "u".into(),
+                password: "p".into(),
+            }),
+        };
+        let doc = spec.document(Path::new("/d"));
+        let socks = doc["tunnel"]["localSockets"].as_array().unwrap();
+        assert_eq!(socks.len(), 1);
+        assert_eq!(socks[0]["mode"], "hole-punching");
+        assert_eq!(
+            socks[0]["stunDetector"]["servers"],
+            json!(["198.18.0.2:3478", "198.18.0.3:3478"])
+        );
+        assert!(socks[0].get("listenPort").is_none(), "any port");
+        assert_eq!(
+            doc["tunnel"]["relay"]["turn"],
+            json!({ "url": "turn:198.18.0.4:3478", "username": "u", "password": "p" })
+        );
+        assert_eq!(doc["control"]["socket"], "/d/control.sock");
+        let plain = SiteSpec {
+            hole_punching: None,
+            turn: None,
+            ..spec
+        };
+        let doc = plain.document(Path::new("/d"));
+        assert!(doc["tunnel"].get("localSockets").is_none());
+        assert!(doc["tunnel"].get("relay").is_none());
+    }
+
+    #[test]
     fn free_udp_ports_are_distinct() {
         let ports = free_udp_ports(4).unwrap();
         let mut unique = ports.clone();

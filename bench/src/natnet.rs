@@ -393,8 +393,9 @@ impl NatNet {
 
     /// Starts the two sites of `path` (`bin` for both) and the app server, and waits until
     /// the tunnel is ready (see the module doc), up to `ready`. With `wan`, the dialling
-    /// site's side of the internet reaches the rest through an emulated link first (see
-    /// [`NatNet::insert_wan`]).
+    /// site's side of the internet (the site when public, else its NAT) reaches the rest
+    /// through an emulated link first: its uplink moves into the emulator's namespace A,
+    /// namespace B joins the internet bridge, and both answer ARP for the other side.
     pub async fn tunnel(
         &self,
         bin: &Path,
