@@ -29,11 +29,11 @@ async fn direct_punched_and_relayed_tunnels_are_measured_side_by_side() {
     let opts = nat::Opts {
         paths: NatPath::ALL.to_vec(),
         directions: vec![Direction::Upload, Direction::Download],
-        warmup: Duration::from_millis(200),
-        duration: Duration::from_millis(300),
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(200),
         latency: LatencySpec {
             warmup: 20,
-            iterations: 200,
+            iterations: 100,
             max_time: Duration::from_millis(300),
         },
         plain_tcp: true,
@@ -47,7 +47,7 @@ async fn direct_punched_and_relayed_tunnels_are_measured_side_by_side() {
             },
             paths: vec![NatPath::Direct, NatPath::Punched],
             warmup: Duration::from_millis(200),
-            duration: Duration::from_millis(300),
+            duration: Duration::from_millis(200),
             rounds: 1,
         }),
     };
