@@ -25,6 +25,9 @@ use crate::wanem::{ADDR_B, CONTROL_B};
 /// Env var naming a directory holding a `wovenetd` to use as is (no build).
 pub const BIN_DIR_ENV: &str = "WOVENET_BIN_DIR";
 
+/// The control socket's file name in a site's tempdir.
+const CONTROL_SOCKET: &str = "control.sock";
+
 /// The passphrase every benchmark site shares.
 const KEY: &str = "wovenet-bench-key";
 
@@ -194,6 +197,22 @@ pub struct SiteSpec {
     pub log_level: String,
     /// `metrics.listen`: where `GET /metrics` is served; `None`: not served.
     pub metrics: Option<SocketAddr>,
+    /// One `hole-punching` local socket (any port) learning its NAT mapping from these STUN
+    /// servers, after the `sockets`; `None`: no such socket.
+    pub hole_punching: Option<Vec<SocketAddr>>,
+    /// `tunnel.relay.turn`: the TURN relay peers use when punching cannot work.
+    pub turn: Option<TurnRelay>,
+}
+
+/// A TURN relay a site offers its peers (`tunnel.relay.turn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnRelay {
+    /// `turn:IP:PORT`.
+    pub url: String,
+    /// Long-term credential user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
 }
 
 impl SiteSpec {
@@ -207,20 +226,38 @@ impl SiteSpec {
             Broker::At(addr) => mqtt["brokerServer"] = json!(format!("mqtt://{addr}")),
         }
         let mut tunnel = json!({});
-        if !self.sockets.is_empty() {
-            tunnel["localSockets"] = self
-                .sockets
-                .iter()
-                .map(|(public, listen)| {
-                    json!({
-                        "mode": "dedicated-address",
-                        "transportProtocol": "quic",
-                        "publicAddress": public.to_string(),
-                        "listenAddress": listen.ip().to_string(),
-                        "listenPort": listen.port(),
-                    })
+        let mut sockets: Vec<Value> = self
+            .sockets
+            .iter()
+            .map(|(public, listen)| {
+                json!({
+                    "mode": "dedicated-address",
+                    "transportProtocol": "quic",
+                    "publicAddress": public.to_string(),
+                    "listenAddress": listen.ip().to_string(),
+                    "listenPort": listen.port(),
                 })
-                .collect();
+            })
+            .collect();
+        if let Some(stun) = &self.hole_punching {
+            let servers: Vec<String> = stun.iter().map(ToString::to_string).collect();
+            sockets.push(json!({
+                "mode": "hole-punching",
+                "transportProtocol": "quic",
+                "stunDetector": { "servers": servers },
+            }));
+        }
+        if !sockets.is_empty() {
+            tunnel["localSockets"] = Value::Array(sockets);
+        }
+        if let Some(turn) = &self.turn {
+            tunnel["relay"] = json!({
+                "turn": {
+                    "url": turn.url,
+                    "username": turn.username,
+                    "password": turn.password,
+                }
+            });
         }
         if let Some(cc) = &self.congestion {
             tunnel["congestionControl"] = json!(cc);
@@ -235,7 +272,7 @@ impl SiteSpec {
             },
             "messageChannel": { "protocol": "mqtt", "mqtt": mqtt },
             "tunnel": tunnel,
-            "control": { "socket": dir.join("control.sock").display().to_string() },
+            "control": { "socket": dir.join(CONTROL_SOCKET).display().to_string() },
         });
         if !self.exposed.is_empty() {
             doc["localExposedApps"] = self
@@ -324,6 +361,11 @@ impl SiteProcess {
     /// The site name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its control socket (a unix socket: reachable from any network namespace).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.path().join(CONTROL_SOCKET)
     }
 
     /// The daemon's pid.
@@ -551,6 +593,8 @@ impl Tunnel {
             congestion: opts.congestion.clone(),
             log_level: "info".into(),
             metrics: None,
+            hole_punching: None,
+            turn: None,
         };
         let spec_a = SiteSpec {
             name: "bench-a".into(),
@@ -562,6 +606,8 @@ impl Tunnel {
             congestion: opts.congestion.clone(),
             log_level: "info".into(),
             metrics: opts.metrics.then_some(metrics),
+            hole_punching: None,
+            turn: None,
         };
         let b = SiteProcess::spawn(bin, &spec_b, ns_b)?;
         let a = SiteProcess::spawn(bin, &spec_a, ns_a)?;
@@ -690,6 +736,8 @@ mod tests {
             congestion: Some("bbr".into()),
             log_level: "info".into(),
             metrics: None,
+            hole_punching: None,
+            turn: None,
         };
         let doc = spec.document(Path::new("/tmp/x"));
         assert_eq!(
@@ -723,6 +771,8 @@ mod tests {
             congestion: None,
             log_level: "info".into(),
             metrics: Some("127.0.0.1:9100".parse().unwrap()),
+            hole_punching: None,
+            turn: None,
         };
         let doc = spec.document(Path::new("/d"));
         let mqtt = &doc["messageChannel"]["mqtt"];
@@ -741,6 +791,52 @@ mod tests {
         );
         assert!(doc["tunnel"].get("congestionControl").is_none());
         assert_eq!(doc["metrics"]["listen"], "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn a_site_behind_a_nat_punches_from_one_socket_and_may_offer_a_turn_relay() {
+        let spec = SiteSpec {
+            name: "b".into(),
+            topic: "t".into(),
+            broker: Broker::At("198.18.0.2:1883".parse().unwrap()),
+            sockets: vec![],
+            exposed: vec![],
+            remotes: vec![],
+            congestion: None,
+            log_level: "info".into(),
+            metrics: None,
+            hole_punching: Some(vec![
+                "198.18.0.2:3478".parse().unwrap(),
+                "198.18.0.3:3478".parse().unwrap(),
+            ]),
+            turn: Some(TurnRelay {
+                url: "turn:198.18.0.4:3478".into(),
+                username: "u".into(),
+                password: "p".into(),
+            }),
+        };
+        let doc = spec.document(Path::new("/d"));
+        let socks = doc["tunnel"]["localSockets"].as_array().unwrap();
+        assert_eq!(socks.len(), 1);
+        assert_eq!(socks[0]["mode"], "hole-punching");
+        assert_eq!(
+            socks[0]["stunDetector"]["servers"],
+            json!(["198.18.0.2:3478", "198.18.0.3:3478"])
+        );
+        assert!(socks[0].get("listenPort").is_none(), "any port");
+        assert_eq!(
+            doc["tunnel"]["relay"]["turn"],
+            json!({ "url": "turn:198.18.0.4:3478", "username": "u", "password": "p" })
+        );
+        assert_eq!(doc["control"]["socket"], "/d/control.sock");
+        let plain = SiteSpec {
+            hole_punching: None,
+            turn: None,
+            ..spec
+        };
+        let doc = plain.document(Path::new("/d"));
+        assert!(doc["tunnel"].get("localSockets").is_none());
+        assert!(doc["tunnel"].get("relay").is_none());
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum BenchError {
     /// rathole (the comparison of `loopback` and `latency`) could not be run.
     #[error("rathole: {0}")]
     Rathole(String),
+    /// The real-NAT rig (`wovenet_e2e::natrig`) is missing a tool or could not be set up.
+    #[error("NAT rig: {0}")]
+    Rig(String),
     /// Results could not be written.
     #[error("cannot write results: {0}")]
     Report(String),

@@ -10,16 +10,23 @@
 //! - [`wanem`]: the emulator (sans-IO link model in `wanem::link`, namespaces, TUN I/O).
 //! - [`load`]: the app server and the throughput, latency, connection-rate and probe clients.
 //! - [`daemon`]: finding/building `wovenetd`, site configs, processes, the two-site [`daemon::Tunnel`].
+//! - [`natnet`]: two-site tunnels on the e2e crate's real-NAT rig (direct, punched, relayed);
+//!   [`control`]: a site's channels and their routes, read through its control API;
+//!   [`cpu`]: CPU time of the processes on a path over a measurement.
 //! - [`rathole`]: the external reference the loopback and latency targets compare with.
 //! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`;
 //!   [`plot`]: the `wan` throughput-vs-loss SVG.
 //!
-//! This crate measures wovenet from the outside; it must not depend on the daemon's code.
+//! This crate measures wovenet from the outside; it must not depend on the daemon's code
+//! (the control API's client and types, and the e2e crate's NAT rig, are outside it).
 
+pub mod control;
+pub mod cpu;
 pub mod daemon;
 pub mod error;
 pub mod helper;
 pub mod load;
+pub mod natnet;
 pub mod plot;
 pub mod rathole;
 pub mod report;

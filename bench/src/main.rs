@@ -19,8 +19,8 @@ use wovenet_bench::wanem::{Wanem, WanemConfig, netns};
 ///
 /// Run it with `cargo run --release -p wovenet-bench -- [--quick] [--out DIR] [SCENARIO...]`.
 /// It benchmarks target/release/wovenetd, running `cargo build --release -p
-/// wovenet-daemon` first (a no-op when up to date). The emulator and wan scenarios need
-/// root (network namespaces, TUN devices).
+/// wovenet-daemon` first (a no-op when up to date). The emulator, wan, channels and nat
+/// scenarios need root (network namespaces, TUN devices; nat also nft, conntrack, coturn).
 #[derive(Parser, Debug)]
 #[command(name = "wovenet-bench", args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -114,6 +114,10 @@ fn main() -> ExitCode {
         Some(Command::Wanem { rtt, loss, cap }) => rt.block_on(wanem(rtt, loss, cap)),
         Some(Command::Cleanup) => {
             for name in netns::sweep_stale() {
+                println!("deleted namespace {name}");
+            }
+            // The NAT rig's namespaces (`nat` scenario) whose creating process is dead.
+            for name in wovenet_e2e::natrig::netns::sweep(false) {
                 println!("deleted namespace {name}");
             }
             Ok(ExitCode::SUCCESS)

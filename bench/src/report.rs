@@ -180,6 +180,10 @@ impl Report {
                 md.push_str(&wan_pivot(&self.records, &self.failures));
                 md.push('\n');
             }
+            if s == "nat" {
+                md.push_str(&nat_pivot(&self.records));
+                md.push('\n');
+            }
             md.push_str("| metric | parameters | value | baseline | ratio | note |\n");
             md.push_str("|---|---|---:|---:|---:|---|\n");
             for r in self.records.iter().filter(|r| r.scenario == s) {
@@ -334,6 +338,98 @@ fn wan_pivot(records: &[Record], failures: &[Failure]) -> String {
     md
 }
 
+/// The `nat` scenario as one table per set (`wan` parameter: the emulated link, `none` for
+/// the rig as it is), one row per figure and one column per path, with the punched and
+/// relayed tunnels against the direct one (ratios, and the difference).
+fn nat_pivot(records: &[Record]) -> String {
+    let text = |r: &Record, k: &str| r.params.get(k).map_or(String::new(), params_value);
+    let mut sets: Vec<String> = Vec::new();
+    for r in records.iter().filter(|r| r.scenario == "nat") {
+        let w = text(r, "wan");
+        if !sets.contains(&w) {
+            sets.push(w);
+        }
+    }
+    let mut md = String::new();
+    for w in &sets {
+        let mine: Vec<Record> = records
+            .iter()
+            .filter(|r| r.scenario == "nat" && text(r, "wan") == *w)
+            .cloned()
+            .collect();
+        let link = if w == "none" {
+            "the rig as it is (no emulated link)".to_owned()
+        } else {
+            format!("across the emulated link `{w}`")
+        };
+        let _ = writeln!(md, "Behind NAT, {link}:\n");
+        md.push_str(&nat_table(&mine));
+        md.push('\n');
+    }
+    md
+}
+
+/// One set of [`nat_pivot`].
+fn nat_table(records: &[Record]) -> String {
+    let rows: [(&str, &str, Option<&str>); 5] = [
+        ("time to first channel", "first_channel", None),
+        ("throughput, upload", "throughput", Some("upload")),
+        ("throughput, download", "throughput", Some("download")),
+        ("latency p50", "rtt_p50", None),
+        ("latency p99", "rtt_p99", None),
+    ];
+    let mut md = String::from(
+        "| figure | unit | plain TCP | direct | punched | relayed | punched / direct | \
+         relayed / direct | relayed − direct |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let text = |r: &Record, k: &str| r.params.get(k).map_or(String::new(), params_value);
+    for (label, metric, direction) in rows {
+        let find = |path: &str| {
+            records.iter().find(|r| {
+                r.scenario == "nat"
+                    && r.metric == metric
+                    && text(r, "path") == path
+                    && direction.is_none_or(|d| text(r, "direction") == d)
+            })
+        };
+        let (direct, punched, relayed) = (find("direct"), find("punched"), find("relayed"));
+        let Some(unit) = [direct, punched, relayed]
+            .into_iter()
+            .flatten()
+            .map(|r| r.unit.as_str())
+            .next()
+        else {
+            continue;
+        };
+        let plain = direct
+            .and_then(|r| r.baseline.as_ref())
+            .filter(|b| b.name == "tcp")
+            .map(|b| b.value);
+        let value = |r: Option<&Record>| r.map(|r| r.value);
+        let cell = |v: Option<f64>| v.map_or("—".to_owned(), num);
+        let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
+            (Some(v), Some(b)) if b != 0.0 => format!("{:.2}×", v / b),
+            _ => "—".to_owned(),
+        };
+        let (d, p, r) = (value(direct), value(punched), value(relayed));
+        let diff = match (r, d) {
+            (Some(r), Some(d)) => format!("{} {unit}", num(r - d)),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {unit} | {} | {} | {} | {} | {} | {} | {diff} |",
+            cell(plain),
+            cell(d),
+            cell(p),
+            cell(r),
+            ratio(p, d),
+            ratio(r, d),
+        );
+    }
+    md
+}
+
 fn params_value(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -419,6 +515,55 @@ mod tests {
             md.contains("| 100 | 1.00 | none | 2.00 | 40.0 | 20.0 | **failed** | 10.00× | 0.50× |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_nat_pivot_puts_the_paths_side_by_side_against_the_direct_tunnel() {
+        let rec = |metric: &str, path: &str, v: f64, unit: &str| {
+            Record::new("nat", metric, v, unit).param("path", path)
+        };
+        let up =
+            |path: &str, v: f64| rec("throughput", path, v, "Mbit/s").param("direction", "upload");
+        let recs = vec![
+            rec("first_channel", "direct", 400.0, "ms"),
+            rec("first_channel", "punched", 800.0, "ms"),
+            up("direct", 1000.0).baseline("tcp", 4000.0),
+            up("punched", 900.0).baseline("direct", 1000.0),
+            up("relayed", 250.0).baseline("direct", 1000.0),
+            rec("rtt_p50", "direct", 120.0, "µs"),
+            rec("rtt_p50", "relayed", 300.0, "µs"),
+        ];
+        let wan: Vec<Record> = recs
+            .iter()
+            .map(|r| r.clone().param("wan", "20ms-100Mbit/s"))
+            .collect();
+        let rig: Vec<Record> = recs.into_iter().map(|r| r.param("wan", "none")).collect();
+        let md = nat_pivot(&[rig, wan[..1].to_vec()].concat());
+        assert!(
+            md.contains("| time to first channel | ms | — | 400 | 800 | — | 2.00× | — | — |"),
+            "{md}"
+        );
+        let (first, second) = md
+            .split_once("across the emulated link `20ms-100Mbit/s`")
+            .expect("a table per set");
+        assert!(first.contains("the rig as it is"), "{md}");
+        assert!(
+            second.contains("| time to first channel | ms | — | 400 | — | — | — | — | — |"),
+            "{md}"
+        );
+        assert!(!second.contains("throughput"), "{md}");
+        assert!(
+            md.contains(
+                "| throughput, upload | Mbit/s | 4000 | 1000 | 900 | 250 | 0.90× | 0.25× | -750 Mbit/s |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| latency p50 | µs | — | 120 | — | 300 | — | 2.50× | 180 µs |"),
+            "{md}"
+        );
+        assert!(!md.contains("download"), "no row without records: {md}");
+        assert!(!md.contains("p99"), "{md}");
     }
 
     #[test]

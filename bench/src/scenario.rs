@@ -17,6 +17,7 @@ pub mod emulator;
 pub mod latency;
 pub mod loopback;
 pub mod memory;
+pub mod nat;
 pub mod wan;
 
 /// A scenario the runner can run.
@@ -36,11 +37,14 @@ pub enum Scenario {
     Wan,
     /// The same upload through 1, 2 and 4 dataChannels, and 4 with one on a worse path.
     Channels,
+    /// Behind NAT: direct vs punched vs relayed tunnels on the real-NAT rig (throughput,
+    /// latency, time to first channel).
+    Nat,
 }
 
 impl Scenario {
     /// Every scenario, in the order a full run does them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Loopback,
         Self::Latency,
         Self::Connrate,
@@ -48,6 +52,7 @@ impl Scenario {
         Self::Emulator,
         Self::Wan,
         Self::Channels,
+        Self::Nat,
     ];
 
     /// Its name in reports and on the command line.
@@ -60,12 +65,16 @@ impl Scenario {
             Self::Emulator => "emulator",
             Self::Wan => "wan",
             Self::Channels => "channels",
+            Self::Nat => nat::NAME,
         }
     }
 
-    /// Whether it needs root (network namespaces and TUN devices).
+    /// Whether it needs root (network namespaces, TUN devices, nftables).
     pub fn needs_root(self) -> bool {
-        matches!(self, Self::Emulator | Self::Wan | Self::Channels)
+        matches!(
+            self,
+            Self::Emulator | Self::Wan | Self::Channels | Self::Nat
+        )
     }
 }
 
@@ -152,6 +161,7 @@ pub async fn run(scenario: Scenario, env: &Env, report: &mut Report) -> Result<(
         Scenario::Emulator => emulator::run(env, report).await,
         Scenario::Wan => wan::run(env, report).await,
         Scenario::Channels => channels::run(env, report).await,
+        Scenario::Nat => nat::run(env, &nat::Opts::for_env(env), report).await,
     }
 }
 

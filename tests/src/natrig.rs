@@ -237,7 +237,7 @@ pub struct Rig {
 }
 
 /// The bridge of the internet namespace.
-const BRIDGE: &str = "br0";
+pub const BRIDGE: &str = "br0";
 
 /// If br_netfilter is loaded on the host, bridged frames would also pass the netfilter hooks of
 /// the namespace holding the bridge; a switch must stay a plain switch. Best effort: without
@@ -453,6 +453,27 @@ impl Rig {
             addr,
             nat: None,
         }
+    }
+
+    /// The internet namespace's end of the veth that links `ns` (a NAT, a public site or the
+    /// servers namespace of this rig) to the internet bridge, e.g. to move it elsewhere and put
+    /// something (a WAN emulator) into that link. `None` for a namespace of another rig or
+    /// one that is not on the internet segment (a site behind a NAT).
+    pub fn uplink(&self, ns: &Netns) -> Option<String> {
+        if !self.made().namespaces.contains(ns) {
+            return None;
+        }
+        let role = ns
+            .name()
+            .strip_prefix(&netns::name(std::process::id(), self.id, ""))?;
+        let port = format!("to-{role}");
+        // `ip -o link show` lines: `7: to-s00@if2: <BROADCAST,…> …`.
+        let links = self.internet.ip(&["-o", "link", "show"]);
+        links
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .any(|name| name.trim().split('@').next() == Some(port.as_str()))
+            .then_some(port)
     }
 
     /// A STUN-only coturn on 198.18.0.2:3478 and 198.18.0.3:3478 (one process, both

@@ -237,6 +237,11 @@ impl TurnServer {
         self.coturn.addrs[0]
     }
 
+    /// The relay's process id (`ip netns exec` execs it), e.g. to read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.coturn.process.pid()
+    }
+
     /// Its IP (also the relay address peers see).
     pub fn ip(&self) -> IpAddr {
         self.addr().ip()
