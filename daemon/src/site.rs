@@ -42,6 +42,11 @@ use handle::Command;
 pub use peers::ANNOUNCE_INTERVAL;
 use peers::{Action, ChannelUp, CloseReason, Peers, Report, Tally};
 
+/// Punch requests held until their sender's announcement arrives, at most.
+const MAX_PENDING_PUNCHES: usize = 16;
+/// How long a punch request waits for its sender's announcement.
+const PUNCH_HOLD: Duration = Duration::from_secs(2);
+
 /// How often public addresses from `autoHttpDetect` are re-checked.
 const DETECT_INTERVAL: Duration = Duration::from_secs(300);
 /// Housekeeping tick: expiry and retrying listeners that failed to bind.
@@ -155,6 +160,8 @@ pub struct Site {
     peers: Peers,
     /// Running dial loops, as [`peers`] asked for them.
     dials: HashMap<(SiteName, u32), CancellationToken>,
+    /// Punch requests from instances not (yet) known, with when they came.
+    pending_punches: Vec<(Instant, Punch)>,
     seq: u64,
     counters: Arc<Counters>,
     streams: Arc<StreamRegistry>,
@@ -243,6 +250,7 @@ impl Site {
             remote_apps,
             listeners: HashMap::new(),
             dials: HashMap::new(),
+            pending_punches: Vec::new(),
             seq: 1,
             counters,
             streams,
@@ -351,7 +359,14 @@ impl Site {
                 self.seq += 1;
                 self.announce(true).await;
             }
-            Inbound::Message(Message::Announce(a)) => self.peers.on_announce(a, now),
+            Inbound::Message(Message::Announce(a)) => {
+                self.peers.on_announce(a, now);
+                if !self.pending_punches.is_empty() {
+                    // Apply first, so a new holder is known.
+                    self.apply().await;
+                    self.retry_pending_punches().await;
+                }
+            }
             Inbound::Message(Message::Depart(d)) => self.peers.on_depart(&d, now),
             Inbound::Message(Message::Query(q)) => {
                 debug!(peer.site = %q.site, "peer asked for a fresh announcement");
@@ -431,6 +446,7 @@ impl Site {
 
     async fn housekeeping(&mut self) {
         self.peers.on_timeout(Instant::now());
+        self.retry_pending_punches().await;
         // Idempotent and cheap: also retries listeners that failed to bind.
         self.apply().await;
     }
@@ -667,12 +683,48 @@ impl Site {
     /// sprays are capped ([`crate::tunnel::punch::MAX_SPRAYS`]); anything
     /// else is counted and ignored.
     async fn on_punch(&mut self, p: Punch) {
+        let holder = self.peers.holder(&p.site) == Some(p.instance);
+        if !holder && self.peers.holder(&p.site).is_none() {
+            // The dialer acted on our announcement before its own reached
+            // us (another topic, another path through the broker): hold the
+            // request a moment and ask for the announcement.
+            if self.pending_punches.len() < MAX_PENDING_PUNCHES {
+                let to = p.instance;
+                self.pending_punches.push((Instant::now(), p));
+                let q = Message::Query(Query {
+                    site: self.name.clone(),
+                    instance: self.instance,
+                });
+                if let Err(e) = self.messages.unicast(&to, &q).await {
+                    debug!(error = %e, "query not sent");
+                }
+                return;
+            }
+        }
+        self.serve_punch(p, holder).await;
+    }
+
+    /// Serves the punch requests held for their sender's announcement once
+    /// it holds its name, and refuses those older than [`PUNCH_HOLD`].
+    async fn retry_pending_punches(&mut self) {
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.pending_punches);
+        for (at, p) in pending {
+            let holder = self.peers.holder(&p.site) == Some(p.instance);
+            if holder || now.saturating_duration_since(at) >= PUNCH_HOLD {
+                self.serve_punch(p, holder).await;
+            } else {
+                self.pending_punches.push((at, p));
+            }
+        }
+    }
+
+    async fn serve_punch(&mut self, p: Punch, holder: bool) {
         let at = self
             .sockets
             .get(p.socket as usize)
             .filter(|s| s.config.mode == SocketMode::HolePunching)
             .and_then(OwnSocket::public_addr);
-        let holder = self.peers.holder(&p.site) == Some(p.instance);
         if p.relay && holder && at.is_some() {
             // Waiting for the TURN server must not hold up the actor.
             let permit = self.tunnels.permit_relay(p.socket, p.from.ip());
