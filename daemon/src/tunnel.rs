@@ -22,6 +22,7 @@ pub mod stats;
 pub mod stun;
 pub mod tls;
 pub mod udp;
+pub mod waiters;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,11 +48,12 @@ use crate::warn_limit::{SharedWarnLimiter, WarnLimiter};
 use admission::Verdict;
 use auth::{AuthError, PeerId};
 use backoff::Backoff;
-use punch::{CannotPunch, MappingSlot, Sprays, Waiters};
+use punch::{CannotPunch, MappingSlot, Sprays};
 use relay::{Relay, RelayState};
 use stun::Mapping;
 use tls::{Fingerprint, Identity};
 use udp::Aux;
+use waiters::Waiters;
 
 /// QUIC application close code for an orderly close (shutdown, peer replaced).
 pub const CLOSE_NORMAL: u32 = 0;
@@ -421,7 +423,7 @@ struct Ctx {
     /// otherwise write a line per connection).
     auth_warn: Arc<SharedWarnLimiter>,
     /// Dial loops waiting for a punch answer.
-    waiters: Arc<Waiters>,
+    waiters: Arc<Waiters<u64, SocketAddr>>,
     /// Punch packets being sent for peers' rendezvous.
     sprays: Arc<Sprays>,
     /// Whether loopback STUN servers announced by peers may be used.
@@ -509,7 +511,7 @@ impl Tunnels {
                 next_id: Arc::new(AtomicU64::new(1)),
                 tracker,
                 auth_warn: Arc::default(),
-                waiters: Arc::default(),
+                waiters: Arc::new(Waiters::new(punch::MAX_WAITERS)),
                 sprays: Arc::default(),
                 loopback,
                 punch_socket: Arc::default(),
@@ -646,7 +648,7 @@ impl Tunnels {
 
     /// Hands a punch answer to the dial loop waiting on `nonce`.
     pub fn punch_answered(&self, nonce: u64, at: SocketAddr) -> bool {
-        self.ctx.waiters.answer(nonce, at)
+        self.ctx.waiters.answer(&nonce, at)
     }
 
     /// Starts a dial loop to one socket of a peer: dial, prove, carry streams

@@ -6,7 +6,7 @@
 //! public mapping (its own punched socket's, kept fresh by [`refresh`], or a
 //! STUN probe from its dial socket), asks the owner over the message channel
 //! to send punch packets toward that address ([`TunnelEvent::PunchRequest`]),
-//! and once the owner answered ([`Waiters`]) sends its QUIC handshake to the
+//! and once the owner answered (a nonce in [`Waiters`]) sends its QUIC handshake to the
 //! address the owner gave. The owner's punch packets opened its NAT for
 //! exactly that source, and the handshake opens the dialer's. What follows
 //! is an ordinary dataChannel: same key proof, same admission.
@@ -14,18 +14,20 @@
 //! [`cannot_punch`] is the pure rule for when not to try. This module does
 //! not send messages (the site does) and keeps no per-peer state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::stun::{self, Mapping, NatMapping};
 use super::udp::Aux;
+#[cfg(doc)]
+use super::waiters::Waiters;
 use super::{TunnelEvent, lock};
 use crate::config::StunServer;
 use crate::error::Chain;
@@ -73,49 +75,6 @@ pub fn cannot_punch(mine: NatMapping, theirs: NatMapping) -> Option<CannotPunch>
         (_, NatMapping::PerDestination) => Some(CannotPunch::PeerMapsPerDestination),
         (NatMapping::PerDestination, _) => Some(CannotPunch::OwnMapsPerDestination),
         _ => None,
-    }
-}
-
-/// Dial loops waiting for the owner's answer, by nonce.
-#[derive(Debug, Default)]
-pub struct Waiters(Mutex<HashMap<u64, oneshot::Sender<SocketAddr>>>);
-
-/// A registered wait; dropping it forgets the nonce.
-pub struct Wait<'a> {
-    waiters: &'a Waiters,
-    nonce: u64,
-    /// The owner's answer: where to dial.
-    pub answer: oneshot::Receiver<SocketAddr>,
-}
-
-impl Drop for Wait<'_> {
-    fn drop(&mut self) {
-        lock(&self.waiters.0).remove(&self.nonce);
-    }
-}
-
-impl Waiters {
-    /// Waits for the answer to `nonce`; `None` when [`MAX_WAITERS`] wait.
-    pub fn register(&self, nonce: u64) -> Option<Wait<'_>> {
-        let mut map = lock(&self.0);
-        if map.len() >= MAX_WAITERS {
-            return None;
-        }
-        let (tx, answer) = oneshot::channel();
-        map.insert(nonce, tx);
-        Some(Wait {
-            waiters: self,
-            nonce,
-            answer,
-        })
-    }
-
-    /// Hands `at` to the dial loop waiting on `nonce`; false if none waits
-    /// (late, duplicate or forged answers).
-    pub fn answer(&self, nonce: u64, at: SocketAddr) -> bool {
-        lock(&self.0)
-            .remove(&nonce)
-            .is_some_and(|tx| tx.send(at).is_ok())
     }
 }
 
@@ -323,26 +282,6 @@ mod tests {
             cannot_punch(PerDestination, PerDestination),
             Some(CannotPunch::PeerMapsPerDestination)
         );
-    }
-
-    #[test]
-    fn an_answer_reaches_only_its_waiter_once() {
-        let w = Waiters::default();
-        let at: SocketAddr = "198.18.0.11:4000".parse().unwrap();
-        let mut wait = w.register(7).unwrap();
-        assert!(!w.answer(8, at), "no one waits on 8");
-        assert!(w.answer(7, at));
-        assert!(!w.answer(7, at), "answered already");
-        assert_eq!(wait.answer.try_recv().unwrap(), at);
-        drop(wait);
-        assert!(lock(&w.0).is_empty());
-        // Bounded.
-        let held: Vec<_> = (0..MAX_WAITERS as u64)
-            .map(|n| w.register(n).unwrap())
-            .collect();
-        assert!(w.register(u64::MAX).is_none());
-        drop(held);
-        assert!(w.register(1).is_some());
     }
 
     #[tokio::test]

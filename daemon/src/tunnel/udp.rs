@@ -10,23 +10,21 @@
 //! [`endpoint_config`] turns off. This module owns no policy: when to probe
 //! and whom to punch toward is decided elsewhere.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use stun_types::attribute::XorMappedAddress;
 use stun_types::message::{BINDING, Message, MessageClass, TransactionId};
-use tokio::sync::oneshot;
 
 use super::relay::Relay;
+use super::waiters::{Wait, Waiters};
 use crate::counters::Counters;
 
 /// The STUN magic cookie (RFC 8489 §5), bytes 4..8 of every STUN message.
@@ -36,8 +34,6 @@ const STUN_HEADER: usize = 20;
 /// Most STUN transactions one socket waits on at once; more are refused
 /// (probes are a handful per socket and minute).
 pub const MAX_PENDING: usize = 64;
-/// Sources of punch packets remembered per socket (newest kept).
-const MAX_PUNCH_SOURCES: usize = 32;
 
 /// What a received datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +88,6 @@ pub struct AuxStats {
     pub other_dropped: AtomicU64,
 }
 
-/// A probe waiting for its Binding success.
-struct Waiter {
-    server: SocketAddr,
-    reply: oneshot::Sender<SocketAddr>,
-}
-
 /// The socket's non-QUIC side: sends raw datagrams and routes STUN answers.
 pub struct Aux {
     inner: Arc<dyn AsyncUdpSocket>,
@@ -105,9 +95,9 @@ pub struct Aux {
     /// The socket's TURN relay, once one is set up: datagrams from its
     /// server are TURN's, and QUIC to the peers it relays for goes through it.
     relay: OnceLock<Arc<Relay>>,
-    pending: Mutex<HashMap<TransactionId, Waiter>>,
-    /// Recent sources of punch packets, with when each was last seen.
-    punch_sources: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Probes waiting for their Binding success, by transaction and the
+    /// server asked (only it may answer).
+    pending: Waiters<(TransactionId, SocketAddr), SocketAddr>,
     /// Counts of what was seen.
     pub stats: AuxStats,
 }
@@ -118,19 +108,9 @@ impl fmt::Debug for Aux {
     }
 }
 
-/// A registered STUN transaction; dropping it stops waiting.
-pub struct Transaction<'a> {
-    aux: &'a Aux,
-    id: TransactionId,
-    /// Resolves with the mapped address the server saw.
-    pub answer: oneshot::Receiver<SocketAddr>,
-}
-
-impl Drop for Transaction<'_> {
-    fn drop(&mut self) {
-        lock(&self.aux.pending).remove(&self.id);
-    }
-}
+/// A registered STUN transaction; dropping it stops waiting. Its `answer`
+/// resolves with the mapped address the server saw.
+pub type Transaction<'a> = Wait<'a, (TransactionId, SocketAddr), SocketAddr>;
 
 /// Why a raw datagram could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -205,30 +185,9 @@ impl Aux {
         id: TransactionId,
         server: SocketAddr,
     ) -> Result<Transaction<'_>, SendError> {
-        let (reply, answer) = oneshot::channel();
-        let mut pending = lock(&self.pending);
-        if pending.len() >= MAX_PENDING {
-            return Err(SendError::TooManyPending);
-        }
-        pending.insert(
-            id,
-            Waiter {
-                server: canonical(server),
-                reply,
-            },
-        );
-        Ok(Transaction {
-            aux: self,
-            id,
-            answer,
-        })
-    }
-
-    /// Whether a punch packet from `from` arrived at or after `since`.
-    pub fn punched_by(&self, from: SocketAddr, since: Instant) -> bool {
-        lock(&self.punch_sources)
-            .get(&canonical(from))
-            .is_some_and(|&t| t >= since)
+        self.pending
+            .register((id, canonical(server)))
+            .ok_or(SendError::TooManyPending)
     }
 
     /// Handles one STUN datagram from `from`.
@@ -245,26 +204,14 @@ impl Aux {
         match msg.class() {
             MessageClass::Indication => {
                 Counters::bump(&self.stats.punches_received);
-                let mut sources = lock(&self.punch_sources);
-                if sources.len() >= MAX_PUNCH_SOURCES && !sources.contains_key(&from) {
-                    // Forget the oldest: only recent punches matter.
-                    if let Some(oldest) = sources.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
-                        sources.remove(&oldest);
-                    }
-                }
-                sources.insert(from, Instant::now());
             }
             MessageClass::Success => {
                 let id = msg.transaction_id();
                 // RFC 5389 and later servers answer with XOR-MAPPED-ADDRESS.
                 let mapped = msg.attribute::<XorMappedAddress>().map(|a| a.addr(id));
-                let mut pending = lock(&self.pending);
-                match (pending.get(&id), mapped) {
-                    (Some(w), Ok(mapped)) if w.server == from => {
-                        if let Some(w) = pending.remove(&id) {
-                            let _ = w.reply.send(canonical(mapped));
-                            Counters::bump(&self.stats.stun_answers);
-                        }
+                match mapped {
+                    Ok(mapped) if self.pending.answer(&(id, from), canonical(mapped)) => {
+                        Counters::bump(&self.stats.stun_answers);
                     }
                     _ => Counters::bump(&self.stats.stun_dropped),
                 }
@@ -279,10 +226,6 @@ impl Aux {
 /// IPv4-mapped IPv6 addresses as the IPv4 address they map.
 fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// quinn's socket with STUN and punch packets taken out of its receive path.
@@ -310,8 +253,7 @@ impl Demux {
             inner: inner.clone(),
             local,
             relay: OnceLock::new(),
-            pending: Mutex::default(),
-            punch_sources: Mutex::default(),
+            pending: Waiters::new(MAX_PENDING),
             stats: AuxStats::default(),
         });
         Ok((
@@ -542,7 +484,6 @@ mod tests {
         assert!(buf[..stride].iter().all(|&b| b == 0x41));
         assert_eq!(&buf[stride..stride + 3], &[0x42, 7, 7]);
         assert_eq!(aux.stats.punches_received.load(Ordering::Relaxed), 1);
-        assert!(aux.punched_by(from, Instant::now() - std::time::Duration::from_secs(1)));
         // Garbage is counted, not handed to quinn.
         let mut junk = vec![0x00; 8];
         assert_eq!(demux.filter(from, &mut junk, 0), 0);
@@ -575,6 +516,6 @@ mod tests {
         assert_eq!(demux.filter(v6, &mut answer, 0), 0);
         assert_eq!((&mut tx.answer).await.unwrap(), mapped);
         assert_eq!(aux.stats.stun_answers.load(Ordering::Relaxed), 1);
-        assert!(lock(&aux.pending).is_empty());
+        assert!(aux.pending.is_empty());
     }
 }
