@@ -114,6 +114,27 @@ impl Behind {
     }
 }
 
+/// One short connection through `local`: `msg` up, the sink's 64 MiB down; asserts
+/// both arrived whole.
+async fn exchange(t: &Behind, msg: &[u8]) {
+    let mut s = connect_eventually(&t.local, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
+    s.write_all(msg).await.unwrap();
+    s.shutdown().await.unwrap();
+    let (n, _) = data::hash_to_end(&mut s)
+        .await
+        .unwrap_or_else(|(n, e)| panic!("{n}: {e}\n{}", t.diag()));
+    assert_eq!(n, LEN, "{}", t.diag());
+    let report = t.sink.next_report(WAIT).await;
+    assert_eq!(
+        report.received,
+        msg.len() as u64,
+        "{report:?}\n{}",
+        t.diag()
+    );
+}
+
 /// Sends 64 MiB up through `local` while the sink sends 64 MiB down; asserts both byte-exact.
 async fn transfer_64_mib(t: &Behind) -> Duration {
     let expected = tokio::task::spawn_blocking(|| {
@@ -306,17 +327,7 @@ async fn a_dial_only_site_behind_a_nat_reaches_a_punched_site() {
     assert!(api_a.site().await.sockets.is_empty(), "{}", t.diag());
     let took = punched_channel(&t, &api_a, WAIT).await;
     eprintln!("nat_punch: dial-only site punched in {took:?}");
-    let mut s = connect_eventually(&t.local, WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
-    s.write_all(b"ping").await.unwrap();
-    s.shutdown().await.unwrap();
-    let (n, _) = data::hash_to_end(&mut s)
-        .await
-        .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
-    assert_eq!(n, LEN, "{}", t.diag());
-    let report = t.sink.next_report(WAIT).await;
-    assert_eq!(report.received, 4, "{report:?}\n{}", t.diag());
+    exchange(&t, b"ping").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,16 +377,7 @@ async fn a_nat_that_changes_its_public_address_is_followed() {
         "nat_punch: re-punched through a new public address in {:?}",
         changed.elapsed()
     );
-    let mut s = connect_eventually(&t.local, WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
-    s.write_all(b"pong").await.unwrap();
-    s.shutdown().await.unwrap();
-    let (n, _) = data::hash_to_end(&mut s)
-        .await
-        .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
-    assert_eq!(n, LEN, "{}", t.diag());
-    assert_eq!(t.sink.next_report(WAIT).await.received, 4, "{}", t.diag());
+    exchange(&t, b"pong").await;
 }
 
 /// A relayed channel comes up where punching cannot work, carries 64 MiB each way
@@ -514,13 +516,5 @@ async fn a_relayed_channel_gives_way_to_a_punched_one_once_punching_works() {
         "nat_relay: relayed after {relayed_after:?} of failed punching; punched again {:?} after the path healed",
         healed.elapsed()
     );
-    let mut s = connect_eventually(&t.local, WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
-    s.write_all(b"up").await.unwrap();
-    s.shutdown().await.unwrap();
-    let (n, _) = data::hash_to_end(&mut s)
-        .await
-        .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
-    assert_eq!(n, LEN, "{}", t.diag());
+    exchange(&t, b"up").await;
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::net::UdpSocket;
-use wovenet_e2e::natrig::{self, Host, NatKind, Rig, netns, plan, stun};
+use wovenet_e2e::natrig::{self, Host, NatKind, Rig, StunServer, netns, plan, stun};
 use wovenet_e2e::process::Process;
 use wovenet_e2e::*;
 
@@ -27,6 +27,42 @@ const STUN_WAIT: Duration = Duration::from_secs(5);
 /// A UDP socket on any port inside `host`.
 fn socket(host: &Host) -> UdpSocket {
     host.udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+}
+
+/// Two site namespaces behind two NATs of one kind, each with a UDP socket whose mapping
+/// (towards the first STUN server) is known.
+struct MappedPair {
+    rig: Rig,
+    _hosts: [Host; 2],
+    _stun: StunServer,
+    sa: UdpSocket,
+    sb: UdpSocket,
+    ma: SocketAddr,
+    mb: SocketAddr,
+}
+
+impl MappedPair {
+    async fn new(kind: NatKind) -> Option<Self> {
+        let rig = Rig::new()?;
+        let (nat_a, nat_b) = (rig.nat(kind), rig.nat(kind));
+        let hosts = [rig.site_behind(&nat_a), rig.site_behind(&nat_b)];
+        let stun = rig.stun().await;
+        let [s1, _] = plan::stun_servers();
+        let (sa, sb) = (socket(&hosts[0]), socket(&hosts[1]));
+        let (ma, mb) = (
+            mapped(&sa, s1, || rig.diag()).await,
+            mapped(&sb, s1, || rig.diag()).await,
+        );
+        Some(Self {
+            rig,
+            _hosts: hosts,
+            _stun: stun,
+            sa,
+            sb,
+            ma,
+            mb,
+        })
+    }
 }
 
 async fn mapped(sock: &UdpSocket, server: SocketAddr, diag: impl FnOnce() -> String) -> SocketAddr {
@@ -143,19 +179,17 @@ async fn stun_sees_one_mapping_per_socket_or_one_per_destination() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_endpoint_independent_nats_punch_when_both_sides_send() {
-    let Some(rig) = Rig::new() else { return };
-    let (nat_a, nat_b) = (
-        rig.nat(NatKind::EndpointIndependent),
-        rig.nat(NatKind::EndpointIndependent),
-    );
-    let (a, b) = (rig.site_behind(&nat_a), rig.site_behind(&nat_b));
-    let _stun = rig.stun().await;
-    let [s1, _] = plan::stun_servers();
-    let (sa, sb) = (socket(&a), socket(&b));
-    let (ma, mb) = (
-        mapped(&sa, s1, || rig.diag()).await,
-        mapped(&sb, s1, || rig.diag()).await,
-    );
+    let Some(MappedPair {
+        rig,
+        sa,
+        sb,
+        ma,
+        mb,
+        ..
+    }) = MappedPair::new(NatKind::EndpointIndependent).await
+    else {
+        return;
+    };
     let (got_a, got_b) = punch(&sa, Some(mb), &sb, Some(ma), Duration::from_secs(5)).await;
     assert_eq!(
         got_a,
@@ -173,19 +207,17 @@ async fn two_endpoint_independent_nats_punch_when_both_sides_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_per_destination_nats_cannot_be_punched() {
-    let Some(rig) = Rig::new() else { return };
-    let (nat_a, nat_b) = (
-        rig.nat(NatKind::PerDestination),
-        rig.nat(NatKind::PerDestination),
-    );
-    let (a, b) = (rig.site_behind(&nat_a), rig.site_behind(&nat_b));
-    let _stun = rig.stun().await;
-    let [s1, _] = plan::stun_servers();
-    let (sa, sb) = (socket(&a), socket(&b));
-    let (ma, mb) = (
-        mapped(&sa, s1, || rig.diag()).await,
-        mapped(&sb, s1, || rig.diag()).await,
-    );
+    let Some(MappedPair {
+        rig,
+        sa,
+        sb,
+        ma,
+        mb,
+        ..
+    }) = MappedPair::new(NatKind::PerDestination).await
+    else {
+        return;
+    };
     let (got_a, got_b) = punch(&sa, Some(mb), &sb, Some(ma), CLOSED_FOR).await;
     assert_eq!(
         (got_a, got_b),
@@ -197,19 +229,17 @@ async fn two_per_destination_nats_cannot_be_punched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_independent_nat_filters_until_its_side_sends_too() {
-    let Some(rig) = Rig::new() else { return };
-    let (nat_a, nat_b) = (
-        rig.nat(NatKind::EndpointIndependent),
-        rig.nat(NatKind::EndpointIndependent),
-    );
-    let (a, b) = (rig.site_behind(&nat_a), rig.site_behind(&nat_b));
-    let _stun = rig.stun().await;
-    let [s1, _] = plan::stun_servers();
-    let (sa, sb) = (socket(&a), socket(&b));
-    let (ma, mb) = (
-        mapped(&sa, s1, || rig.diag()).await,
-        mapped(&sb, s1, || rig.diag()).await,
-    );
+    let Some(MappedPair {
+        rig,
+        sa,
+        sb,
+        ma,
+        mb,
+        ..
+    }) = MappedPair::new(NatKind::EndpointIndependent).await
+    else {
+        return;
+    };
     // Only a sends: b's NAT has a mapping (towards the STUN server) but admits nothing else.
     let (_, got_b) = punch(&sa, Some(mb), &sb, None, CLOSED_FOR).await;
     assert_eq!(
