@@ -677,26 +677,39 @@ impl Tunnel {
     /// Keeps both sites' files and describes them with their log tails: for an error
     /// message after a measurement through the tunnel failed.
     pub fn post_mortem(&mut self) -> String {
-        let (da, db) = (self.a.keep_files(), self.b.keep_files());
         let cause = [&self.a, &self.b]
             .iter()
             .find_map(|s| first_channel_down(&s.log()))
             .unwrap_or_else(|| "no channel went down".to_owned());
         format!(
-            "first channel down: {cause}; site files kept in {} and {}\n{}\n{}",
-            da.display(),
-            db.display(),
-            self.a.log_tail(15),
-            self.b.log_tail(15)
+            "first channel down: {cause}; {}",
+            keep_both(&mut self.a, &mut self.b)
         )
     }
 
     /// Stops both sites cleanly.
     pub async fn stop(self) -> Result<(), BenchError> {
-        let ra = self.a.stop().await;
-        let rb = self.b.stop().await;
-        ra.and(rb)
+        stop_both(self.a, self.b).await
     }
+}
+
+/// Keeps the files of the two sites of a tunnel and says where, with their log tails.
+pub fn keep_both(a: &mut SiteProcess, b: &mut SiteProcess) -> String {
+    let (da, db) = (a.keep_files(), b.keep_files());
+    format!(
+        "site files kept in {} and {}\n{}\n{}",
+        da.display(),
+        db.display(),
+        a.log_tail(15),
+        b.log_tail(15)
+    )
+}
+
+/// Stops the two sites of a tunnel cleanly; the first failure, if any.
+pub async fn stop_both(a: SiteProcess, b: SiteProcess) -> Result<(), BenchError> {
+    let ra = a.stop().await;
+    let rb = b.stop().await;
+    ra.and(rb)
 }
 
 #[cfg(test)]

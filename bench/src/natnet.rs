@@ -26,7 +26,7 @@ use wovenet_e2e::natrig::{
 use wovenet_proto::v1::ChannelRoute;
 
 use crate::control::{self, Channels};
-use crate::daemon::{APP_NAME, Broker, SiteProcess, SiteSpec, TurnRelay};
+use crate::daemon::{self, APP_NAME, Broker, SiteProcess, SiteSpec, TurnRelay};
 use crate::error::{BenchError, IoContext};
 use crate::load::{BenchServer, Target};
 use crate::wanem::{ADDR_A, ADDR_B, Wanem, WanemConfig};
@@ -613,21 +613,12 @@ impl NatTunnel {
 
     /// Keeps both sites' files and describes them with their log tails.
     pub fn post_mortem(&mut self) -> String {
-        let (da, db) = (self.a.keep_files(), self.b.keep_files());
-        format!(
-            "site files kept in {} and {}\n{}\n{}",
-            da.display(),
-            db.display(),
-            self.a.log_tail(15),
-            self.b.log_tail(15)
-        )
+        daemon::keep_both(&mut self.a, &mut self.b)
     }
 
     /// Stops both sites cleanly.
     pub async fn stop(self) -> Result<(), BenchError> {
-        let ra = self.a.stop().await;
-        let rb = self.b.stop().await;
-        ra.and(rb)
+        daemon::stop_both(self.a, self.b).await
     }
 }
 
