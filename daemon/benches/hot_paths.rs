@@ -15,6 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use wovenet_daemon::app::preamble::{Request, Response, Status};
 use wovenet_daemon::config::{AppName, CryptoKey};
 use wovenet_daemon::crypto::Keys;
+use wovenet_daemon::identity::SiteKey;
 use wovenet_daemon::message::envelope;
 use wovenet_daemon::tunnel::pick::{Candidate, pick};
 
@@ -23,15 +24,16 @@ const TOPIC: &str = "wovenet/0123456789abcdef0123456789abcdef";
 fn envelope_benches(c: &mut Criterion) {
     // Derived once: Argon2 is deliberately slow and not part of the per-message path.
     let keys = Keys::derive(&CryptoKey::new("bench passphrase").unwrap());
+    let id = SiteKey::generate().unwrap();
     let now = SystemTime::now();
     let mut g = c.benchmark_group("envelope");
     // An announce of a site with a few apps, and one of a site with many.
     for size in [256usize, 4096] {
         let body = vec![0x5a; size];
-        let sealed = envelope::seal(&keys, TOPIC, &body, now);
+        let sealed = envelope::seal(&keys, &id, TOPIC, &body, now);
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::new("seal", size), &body, |b, body| {
-            b.iter(|| envelope::seal(&keys, black_box(TOPIC), black_box(body), now));
+            b.iter(|| envelope::seal(&keys, &id, black_box(TOPIC), black_box(body), now));
         });
         g.bench_with_input(BenchmarkId::new("open", size), &sealed, |b, sealed| {
             b.iter(|| envelope::open(&keys, black_box(TOPIC), black_box(sealed)).unwrap());

@@ -88,6 +88,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Which identities may use which site names.
+    pub trust: TrustConfig,
     /// Things accepted but worth telling the user (ignored legacy sections, unknown keys).
     pub warnings: Vec<String>,
 }
@@ -671,4 +673,47 @@ pub struct ControlConfig {
 pub struct MetricsConfig {
     /// Where `GET /metrics` is served (Prometheus text format); `None`: not served.
     pub listen: Option<SocketAddr>,
+}
+
+/// `trust` section: which identity may use which site name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// How identities are accepted.
+    pub mode: TrustMode,
+    /// Sites whose identity is fixed by the config (in `strict` mode, the
+    /// only sites admitted), in config order, names unique.
+    pub sites: Vec<TrustedSite>,
+}
+
+/// `trust.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrustMode {
+    /// The first identity seen for a site name is remembered and required
+    /// from then on (like SSH's known_hosts); `trust.sites` are pinned from the start.
+    #[default]
+    Pinned,
+    /// Only the sites listed in `trust.sites`, each with its identity.
+    Strict,
+    /// Any identity may use any name (the original's behaviour).
+    Open,
+}
+
+impl TrustMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pinned => "pinned",
+            Self::Strict => "strict",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// One `trust.sites[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedSite {
+    /// The site name.
+    pub site: SiteName,
+    /// The identity it must present.
+    pub identity: crate::identity::Fingerprint,
 }

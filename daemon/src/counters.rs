@@ -57,6 +57,15 @@ pub struct Counters {
     /// site name, for a socket that is not `hole-punching` or whose public
     /// mapping is unknown, or beyond the cap on punch sprays.
     pub punch_refused: AtomicU64,
+    /// MQTT payloads sealed with the network key whose identity signature
+    /// did not verify: a member forging or altering another site's message.
+    pub messages_forged: AtomicU64,
+    /// Messages and dataChannels refused because their identity is not the
+    /// one pinned (or listed in `trust.sites`) for the site name they claim.
+    pub identities_refused: AtomicU64,
+    /// Messages refused in `trust.mode: strict` from a site name that
+    /// `trust.sites` does not list.
+    pub sites_not_allowed: AtomicU64,
 }
 
 impl Counters {

@@ -104,6 +104,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
             remote_apps: vec![],
             control: ControlConfig::default(),
             metrics: Default::default(),
+            trust: Default::default(),
             warnings: vec![],
         })
     };

@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod demo;
 pub mod detect;
 pub mod error;
+pub mod identity;
 pub mod limit;
 pub mod message;
 pub mod site;
@@ -75,6 +76,9 @@ pub enum DaemonError {
     /// The state file of live changes could not be read.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The site's identity key could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// How a site is started beyond its config.
@@ -127,6 +131,8 @@ impl Daemon {
                 .await
                 .map_err(DaemonError::KeyDerivation)?,
         );
+        let site_key = Arc::new(load_identity(options.store.as_ref(), &span)?);
+        let identity = site_key.public().fingerprint();
         let instance = InstanceId::new_random();
         let counters = Arc::new(Counters::default());
         let exposed = Arc::new(
@@ -181,7 +187,10 @@ impl Daemon {
                 &config.message_channel,
                 config.site_name.clone(),
                 instance,
-                keys,
+                message::mqtt::Credentials {
+                    keys,
+                    identity: site_key,
+                },
                 counters.clone(),
                 messages_stop.clone(),
                 &tracker,
@@ -208,6 +217,8 @@ impl Daemon {
             store: options.store,
             state,
             broker_url: config.message_channel.broker.to_string(),
+            identity,
+            trust: config.trust.clone(),
         };
         let site_task = tokio::spawn(
             site::Site::run(parts, shutdown.child_token(), tracker.clone())
@@ -225,6 +236,28 @@ impl Daemon {
             _broker: broker,
         })
     }
+}
+
+/// The site's identity: the key file beside the state file (created on
+/// first start), or a fresh key kept in memory when nothing is persisted.
+fn load_identity(
+    store: Option<&store::Store>,
+    span: &tracing::Span,
+) -> Result<identity::SiteKey, DaemonError> {
+    let Some(store) = store else {
+        let key = identity::SiteKey::generate()?;
+        info!(parent: span, identity = %key.public().fingerprint(), "site identity (in memory only: no state file)");
+        return Ok(key);
+    };
+    let path = identity::path_beside(store.path());
+    let (key, created) = identity::SiteKey::load_or_create(&path)?;
+    let fp = key.public().fingerprint();
+    if created {
+        info!(parent: span, identity = %fp, path = %path.display(), "site identity created");
+    } else {
+        info!(parent: span, identity = %fp, path = %path.display(), "site identity loaded");
+    }
+    Ok(key)
 }
 
 /// A started site.

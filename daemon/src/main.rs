@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use wovenet_daemon::config::{self, ConfigError};
 use wovenet_daemon::control::{Control, socket};
 use wovenet_daemon::store::Store;
-use wovenet_daemon::{Daemon, Options, demo, telemetry};
+use wovenet_daemon::{Daemon, Options, demo, identity, telemetry};
 
 /// Exit code for a bad configuration (EX_USAGE, like linkerd).
 const EXIT_CONFIG: u8 = 64;
@@ -24,7 +24,9 @@ struct Cli {
     /// Configuration file (runs the site when no command is given).
     #[arg(long, short = 'c', global = true, env = "WOVENET_CONFIG")]
     config: Option<PathBuf>,
-    /// State file for apps added or removed live (default: `<config dir>/<config stem>.state.json`).
+    /// State file for apps added or removed live and pinned site identities
+    /// (default: `<config dir>/<config stem>.state.json`). The site's identity
+    /// key is kept beside it (`<stem>.identity.key`).
     #[arg(long, global = true, env = "WOVENET_STATE")]
     state: Option<PathBuf>,
     /// Control socket (overrides `control.socket`; without either,
@@ -41,6 +43,9 @@ enum Command {
     Run,
     /// Validate the configuration without touching the network.
     Check,
+    /// Print the site's name and identity fingerprint (creating the identity
+    /// key beside the state file if there is none yet), as a `trust.sites` entry.
+    Identity,
     /// Run a self-contained demo on loopback: a broker and two sites in one process.
     Demo {
         /// Local port where the demo's remote app is served.
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
+        Command::Identity => identity(cli.config.as_deref(), cli.state),
         Command::Run => run_site(cli.config.as_deref(), cli.state, cli.control_socket),
         Command::Demo { port } => with_runtime(async move { Ok(demo::run(port).await?) }),
     }
@@ -96,6 +102,39 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
+/// Where live changes and pins are kept: the flag, else beside the config.
+fn store_for(state: Option<PathBuf>, config: Option<&Path>) -> Option<Store> {
+    match (state, config) {
+        (Some(file), _) => Some(Store::at(file)),
+        (None, Some(config)) => Some(Store::beside(config)),
+        (None, None) => None,
+    }
+}
+
+fn identity(path: Option<&Path>, state: Option<PathBuf>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(store) = store_for(state, path) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let file = identity::path_beside(store.path());
+    match identity::SiteKey::load_or_create(&file) {
+        Ok((key, created)) => {
+            let what = if created { "created" } else { "loaded" };
+            eprintln!("identity key {what}: {}", file.display());
+            println!("siteName: {}", cfg.site_name);
+            println!("identity: {}", key.public().fingerprint());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf>) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
@@ -112,11 +151,7 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
     let path = path.map(Path::to_path_buf);
     let path = path.as_deref();
     with_runtime(async move {
-        let store = match (state, path) {
-            (Some(file), _) => Some(Store::at(file)),
-            (None, Some(config)) => Some(Store::beside(config)),
-            (None, None) => None,
-        };
+        let store = store_for(state, path);
         // The config key wins over the environment but not over the flag.
         let env = std::env::var_os(wovenet_proto::paths::ENV_SOCKET).map(PathBuf::from);
         let socket = socket::resolve(

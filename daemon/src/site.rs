@@ -14,6 +14,7 @@ mod commands;
 pub mod handle;
 pub mod peers;
 mod snapshot;
+pub mod trust;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -26,8 +27,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::app::{ExposedApps, RemoteListener, StreamRegistry};
-use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName, SocketMode};
+use crate::config::{
+    AppName, LocalSocket, PublicAddress, RemoteApp, SiteName, SocketMode, TrustConfig,
+};
 use crate::counters::Counters;
+use crate::identity::{Fingerprint, PublicKey};
 use crate::message::announce::{
     Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, PROTOCOL_VERSION, Punch,
     PunchAck, PunchInfo, Query,
@@ -38,9 +42,11 @@ use crate::tunnel::relay::RelayState;
 use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
 use crate::view::{Event, EventBus};
+use crate::warn_limit::WarnLimiter;
 use handle::Command;
 pub use peers::ANNOUNCE_INTERVAL;
 use peers::{Action, ChannelUp, CloseReason, Peers, Report, Tally};
+use trust::{Refusal, Trust, Verdict};
 
 /// Punch requests held until their sender's announcement arrives, at most.
 const MAX_PENDING_PUNCHES: usize = 16;
@@ -144,6 +150,10 @@ pub struct Parts {
     pub state: State,
     /// Broker address, for display.
     pub broker_url: String,
+    /// This site's identity.
+    pub identity: Fingerprint,
+    /// `trust`.
+    pub trust: TrustConfig,
 }
 
 /// The site actor.
@@ -173,6 +183,10 @@ pub struct Site {
     config_remote: HashSet<RemoteApp>,
     listener_errors: HashMap<RemoteApp, String>,
     broker_url: String,
+    identity: Fingerprint,
+    trust: Trust,
+    /// Rate limit of identity refusal warnings (a member can mint identities).
+    trust_warn: WarnLimiter,
     started_at: SystemTime,
     http: reqwest::Client,
     detect_tx: mpsc::Sender<Detected>,
@@ -201,7 +215,19 @@ impl Site {
             store,
             state,
             broker_url,
+            identity,
+            trust,
         } = parts;
+        let (trust, trust_warnings) = Trust::new(
+            trust.mode,
+            name.clone(),
+            identity,
+            &trust.sites,
+            &state.known_sites,
+        );
+        for w in trust_warnings {
+            warn!("{w}");
+        }
         let config_exposed = exposed
             .names()
             .into_iter()
@@ -261,12 +287,18 @@ impl Site {
             config_remote,
             listener_errors: HashMap::new(),
             broker_url,
+            identity,
+            trust,
+            trust_warn: WarnLimiter::default(),
             started_at: SystemTime::now(),
             http: reqwest::Client::new(),
             detect_tx,
             cancel: cancel.clone(),
             tracker,
         };
+        if let Some(known) = site.trust.take_changed() {
+            site.save_known_sites(known);
+        }
         site.detect_all();
         let mut announce_tick = tokio::time::interval(ANNOUNCE_INTERVAL);
         announce_tick.tick().await; // the first tick fires at once; the broker ConnAck triggers the first announce
@@ -359,7 +391,77 @@ impl Site {
                 self.seq += 1;
                 self.announce(true).await;
             }
-            Inbound::Message(Message::Announce(a)) => {
+            Inbound::Message(msg, signer) => {
+                if self.admit(&msg, &signer, now) {
+                    self.on_message(msg, now).await;
+                }
+            }
+        }
+        self.apply().await;
+    }
+
+    /// Whether the identity that signed `msg` may speak for the site name it
+    /// claims (see [`trust`]); a refused message is counted and dropped
+    /// before anything else sees it.
+    fn admit(&mut self, msg: &Message, signer: &PublicKey, now: Instant) -> bool {
+        let site = msg.site();
+        let who = signer.fingerprint();
+        let wall = crate::message::envelope::unix_ms(SystemTime::now());
+        match self.trust.check(site, *msg.instance(), who, now, wall) {
+            Verdict::Accepted(_) => {
+                if let Some(known) = self.trust.take_changed() {
+                    info!(peer.site = %site, identity = %who, "new site identity pinned");
+                    self.save_known_sites(known);
+                }
+                true
+            }
+            Verdict::Refused { why, first } => {
+                Counters::bump(match why {
+                    Refusal::NotListed | Refusal::TooManyPins => &self.counters.sites_not_allowed,
+                    Refusal::Conflict { .. } => &self.counters.identities_refused,
+                });
+                let warn_now = first.then(|| self.trust_warn.allow(now)).flatten();
+                if let Some(suppressed) = warn_now {
+                    let site_shown = site.as_str().escape_debug().to_string();
+                    match why {
+                        Refusal::Conflict { pinned } if *site == self.name => error!(
+                            identity.presented = %who, identity.own = %pinned, suppressed,
+                            "another identity announces this site's own siteName; refused"
+                        ),
+                        Refusal::Conflict { pinned } => warn!(
+                            peer.site = %site, identity.pinned = %pinned, identity.presented = %who, suppressed,
+                            "refused: site '{site_shown}' is pinned to identity {pinned}, but identity {who} claims it; \
+                             if that site was reinstalled, accept its new identity with `wovenetctl peers forget {site_shown}`"
+                        ),
+                        Refusal::NotListed => warn!(
+                            peer.site = %site, identity.presented = %who, suppressed,
+                            "refused: site '{site_shown}' is not in trust.sites (trust.mode is strict)"
+                        ),
+                        Refusal::TooManyPins => warn!(
+                            peer.site = %site, identity.presented = %who, suppressed, max = trust::MAX_PINS,
+                            "refused: too many pinned site identities"
+                        ),
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Persists the pinned identities (a failure is logged: the pins still
+    /// hold in memory until the next start).
+    fn save_known_sites(&mut self, known: Vec<crate::store::KnownSite>) {
+        self.state.known_sites = known;
+        if let Some(store) = &self.store
+            && let Err(e) = store.save(&self.state)
+        {
+            warn!(error = %e, "pinned site identities not persisted");
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message, now: Instant) {
+        match msg {
+            Message::Announce(a) => {
                 self.peers.on_announce(a, now);
                 if !self.pending_punches.is_empty() {
                     // Apply first, so a new holder is known.
@@ -367,20 +469,19 @@ impl Site {
                     self.retry_pending_punches().await;
                 }
             }
-            Inbound::Message(Message::Depart(d)) => self.peers.on_depart(&d, now),
-            Inbound::Message(Message::Query(q)) => {
+            Message::Depart(d) => self.peers.on_depart(&d, now),
+            Message::Query(q) => {
                 debug!(peer.site = %q.site, "peer asked for a fresh announcement");
                 self.detect_all();
                 self.peers.on_query(&q.site, q.instance, now);
             }
-            Inbound::Message(Message::Punch(p)) => self.on_punch(p).await,
-            Inbound::Message(Message::PunchAck(p)) => {
+            Message::Punch(p) => self.on_punch(p).await,
+            Message::PunchAck(p) => {
                 if !self.tunnels.punch_answered(p.nonce, p.at) {
                     debug!(peer.site = %p.site, "punch answer nobody waits for");
                 }
             }
         }
-        self.apply().await;
     }
 
     async fn on_tunnel(&mut self, ev: TunnelEvent) {
@@ -470,7 +571,7 @@ impl Site {
             } => {
                 let code = match reason {
                     CloseReason::Refused(_) => CLOSE_REFUSED,
-                    CloseReason::Superseded => CLOSE_NORMAL,
+                    CloseReason::Superseded | CloseReason::Forgotten => CLOSE_NORMAL,
                 };
                 debug!(peer.site = %site, channel.id = %channel, reason = reason.text(), "closing channel");
                 self.tunnels

@@ -63,6 +63,23 @@ pub struct State {
     /// Config-file remote apps removed at run time (config schema).
     #[serde(default)]
     pub remote_removed: Vec<Value>,
+    /// The identity pinned per site name (`trust.mode: pinned`), like SSH's
+    /// known_hosts; `wovenetctl peers forget NAME` removes one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_sites: Vec<KnownSite>,
+}
+
+/// One pinned site identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnownSite {
+    /// The site name.
+    pub site_name: String,
+    /// Its identity fingerprint.
+    pub identity: String,
+    /// When it was first seen (unix milliseconds).
+    #[serde(default)]
+    pub first_seen: u64,
 }
 
 /// The config-file form of an exposed app.

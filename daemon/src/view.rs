@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
-use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName, SocketMode};
+use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName, SocketMode, TrustMode};
+use crate::identity::Fingerprint;
 use crate::message::announce::InstanceId;
 use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelId, ChannelRoute, ChannelStats, Direction, NatMapping};
@@ -33,6 +34,10 @@ pub struct SiteInfo {
     pub broker: BrokerState,
     /// Tunnel sockets, in config order.
     pub sockets: Vec<SocketInfo>,
+    /// This site's identity fingerprint.
+    pub identity: Fingerprint,
+    /// `trust.mode`.
+    pub trust_mode: TrustMode,
 }
 
 /// One `tunnel.localSockets` entry at run time.
@@ -73,6 +78,24 @@ pub enum PeerState {
     Connected,
     /// Departed or silent; kept until forgotten.
     Gone,
+    /// An identity refused for this name (see [`TrustState`]); nothing of
+    /// it is used.
+    Refused,
+}
+
+/// Where a peer's identity stands (`trust.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustState {
+    /// It matches the identity pinned earlier or listed in `trust.sites`.
+    Pinned,
+    /// Pinned on first sight during this run.
+    New,
+    /// Another identity is pinned for this name: refused.
+    Conflict,
+    /// `trust.mode: strict` and the name is not listed: refused.
+    NotAllowed,
+    /// `trust.mode: open`: not checked.
+    Unpinned,
 }
 
 /// A remote site.
@@ -99,6 +122,14 @@ pub struct PeerInfo {
     /// Other running instances that announce this site name and were
     /// refused because `instance` holds it (sorted; empty normally).
     pub conflicts: Vec<InstanceId>,
+    /// The identity it presented (`None` before any accepted message).
+    pub identity: Option<Fingerprint>,
+    /// Where that identity stands.
+    pub trust: TrustState,
+    /// For a refused identity: the one the name is pinned to.
+    pub pinned_identity: Option<Fingerprint>,
+    /// For a refused identity: how many of its messages were refused.
+    pub refused_messages: u64,
 }
 
 /// State of a dataChannel (or of the dial loop that should produce one).

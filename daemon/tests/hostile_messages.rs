@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use wovenet_daemon::config::{BrokerUrl, CryptoKey, MqttConfig, SiteName};
 use wovenet_daemon::counters::Counters;
 use wovenet_daemon::crypto::Keys;
+use wovenet_daemon::identity::SiteKey;
 use wovenet_daemon::message::announce::{self, Announce, AnnouncedSocket, PROTOCOL_VERSION, Query};
+use wovenet_daemon::message::mqtt::Credentials;
 use wovenet_daemon::message::{
     EmbeddedBroker, Inbound, InstanceId, Message, MessageChannel, broker, envelope,
 };
@@ -30,6 +32,11 @@ fn keys() -> Arc<Keys> {
     Arc::new(Keys::derive(
         &CryptoKey::new("hostile messages test key").unwrap(),
     ))
+}
+
+/// The attacker's own identity: a key holder signs with its own key.
+fn attacker_id() -> SiteKey {
+    SiteKey::generate().expect("key")
 }
 
 async fn start_broker() -> EmbeddedBroker {
@@ -73,7 +80,10 @@ impl Victim {
             cfg,
             SiteName::new("victim").unwrap(),
             InstanceId::new_random(),
-            keys,
+            Credentials {
+                keys,
+                identity: Arc::new(SiteKey::generate().unwrap()),
+            },
             Arc::clone(&counters),
             shutdown.clone(),
             &tracker,
@@ -95,7 +105,7 @@ impl Victim {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Inbound::Message(m))) if m.site().as_str() == site => return m,
+                Ok(Some(Inbound::Message(m, _))) if m.site().as_str() == site => return m,
                 Ok(Some(_)) => {}
                 other => panic!(
                     "no message from {site}: {other:?}; counters {:?}",
@@ -179,6 +189,7 @@ async fn an_announcement_of_a_thousand_sockets_reaches_the_site_with_sixteen() {
     let topic = victim.channel.broadcast_topic().to_owned();
     let sealed = envelope::seal(
         &keys,
+        &attacker_id(),
         &topic,
         &announce::encode(&announcement),
         SystemTime::now(),
@@ -231,7 +242,7 @@ async fn a_burst_of_future_dated_messages_does_not_block_the_next_legitimate_one
         async move {
             for _ in 0..BURST {
                 let body = announce::encode(&query("mallory"));
-                let sealed = envelope::seal(&keys, &topic, &body, ahead);
+                let sealed = envelope::seal(&keys, &attacker_id(), &topic, &body, ahead);
                 mallory
                     .publish(&topic, QoS::AtLeastOnce, false, sealed)
                     .await
@@ -260,7 +271,7 @@ async fn a_burst_of_future_dated_messages_does_not_block_the_next_legitimate_one
     }
 
     let body = announce::encode(&query("legit"));
-    let sealed = envelope::seal(&keys, &topic, &body, SystemTime::now());
+    let sealed = envelope::seal(&keys, &attacker_id(), &topic, &body, SystemTime::now());
     mallory
         .publish(&topic, QoS::AtLeastOnce, false, sealed)
         .await

@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use wovenet_daemon::config::{BrokerUrl, CryptoKey, MqttConfig, SiteName};
 use wovenet_daemon::counters::Counters;
 use wovenet_daemon::crypto::Keys;
+use wovenet_daemon::identity::SiteKey;
 use wovenet_daemon::message::announce::{Announce, AnnouncedSocket, PROTOCOL_VERSION, Query};
+use wovenet_daemon::message::mqtt::Credentials;
 use wovenet_daemon::message::{
     BrokerState, EmbeddedBroker, Inbound, InstanceId, Message, MessageChannel, MessageError,
     broker, envelope,
@@ -83,7 +85,10 @@ impl Node {
             cfg,
             site.clone(),
             instance,
-            keys,
+            Credentials {
+                keys,
+                identity: Arc::new(SiteKey::generate().unwrap()),
+            },
             Arc::clone(&counters),
             shutdown.clone(),
             &tracker,
@@ -120,7 +125,7 @@ impl Node {
     async fn next_message(&mut self) -> Message {
         loop {
             match tokio::time::timeout(WAIT, self.rx.recv()).await {
-                Ok(Some(Inbound::Message(m))) => return m,
+                Ok(Some(Inbound::Message(m, _))) => return m,
                 Ok(Some(Inbound::Connected)) => {}
                 other => panic!("no message: {other:?}"),
             }
@@ -305,6 +310,7 @@ async fn garbage_and_replayed_payloads_are_dropped_and_counted() {
     // A correctly sealed body that is not a message counts as malformed.
     let sealed = envelope::seal(
         &keys_a(),
+        &SiteKey::generate().unwrap(),
         &topic,
         b"{\"type\":\"teleport\"}",
         SystemTime::now(),

@@ -133,6 +133,29 @@ impl Site {
         self.dir.path()
     }
 
+    /// The site's identity key file (created by the daemon on first start,
+    /// beside the state file: `site.identity.key`).
+    pub fn identity_file(&self) -> PathBuf {
+        self.dir().join("site.identity.key")
+    }
+
+    /// Gives this site (not running) the identity of `other`: a copy of its
+    /// key file, as when a site's config directory is copied whole.
+    pub fn copy_identity_from(&self, other: &Self) {
+        assert!(
+            self.process.is_none(),
+            "site {}: copy_identity_from() while running",
+            self.name
+        );
+        std::fs::copy(other.identity_file(), self.identity_file()).unwrap_or_else(|e| {
+            panic!(
+                "cannot copy {} to {}: {e}",
+                other.identity_file().display(),
+                self.identity_file().display()
+            )
+        });
+    }
+
     /// `unix:<dir>/<file>`, a unix socket path inside the site's tempdir.
     pub fn unix_sock(&self, file: &str) -> Sock {
         Sock::unix(self.dir().join(file))

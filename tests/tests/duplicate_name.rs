@@ -1,6 +1,8 @@
-//! Two running sites with the same siteName: the first keeps its name, its channels and its
-//! streams; the second is refused by the others and shown as a conflict in their `peers`; a
-//! genuine restart (clean or after a crash) is still taken over within seconds.
+//! Two running sites with the same siteName and the same identity (a copied config
+//! directory): the first keeps its name, its channels and its streams; the second is refused
+//! by the others and shown as a conflict in their `peers`; a genuine restart (clean or after a
+//! crash) is still taken over within seconds. (Another identity claiming the name is refused
+//! earlier, by its identity: see `identity.rs`.)
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::time::{Duration, Instant};
@@ -122,9 +124,12 @@ async fn a_second_site_with_the_same_name_is_refused_and_the_first_keeps_its_str
     let (stop_tx, stop_rx) = watch::channel(false);
     let pinger = keep_pinging(conn, stop_rx);
 
-    // B2: B's config (same siteName and app), another app server and its own UDP port.
+    // B2: B's config and identity (same siteName and app), another app server and its own
+    // UDP port.
     let echo2 = EchoServer::tcp().await;
-    let mut b2 = s.net.site(B).expose("echo", echo2.sock()).spawn().await;
+    let mut b2 = s.net.site(B).expose("echo", echo2.sock()).prepare();
+    b2.copy_identity_from(b);
+    b2.start().await;
     let b2_id = instance(&b2).await;
     assert_ne!(b_id, b2_id);
     assert_eventually_async!(

@@ -72,6 +72,7 @@ fn site() -> SiteInfo {
             auto_detect: false,
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -210,6 +211,17 @@ impl ControlService for Fake {
                 live: true,
                 ..Default::default()
             }),
+        }))
+    }
+
+    async fn forget_peer(
+        &self,
+        r: Request<ForgetPeerRequest>,
+    ) -> Result<Response<ForgetPeerResponse>, Status> {
+        let r = r.into_inner();
+        self.saw(format!("forget_peer {r:?}"));
+        Ok(Response::new(ForgetPeerResponse {
+            identity: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".into(),
         }))
     }
 

@@ -246,6 +246,19 @@ const TOP: &[(&str, Shape)] = &[
     ("remoteApps", Shape::List(&Shape::Map(REMOTE_APP))),
     ("control", Shape::Map(&[("socket", Shape::Leaf)])),
     ("metrics", Shape::Map(&[("listen", Shape::Leaf)])),
+    (
+        "trust",
+        Shape::Map(&[
+            ("mode", Shape::Leaf),
+            (
+                "sites",
+                Shape::List(&Shape::Map(&[
+                    ("siteName", Shape::Leaf),
+                    ("identity", Shape::Leaf),
+                ])),
+            ),
+        ]),
+    ),
     ("restfulApi", Shape::Opaque),
 ];
 

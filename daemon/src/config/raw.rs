@@ -190,6 +190,8 @@ pub struct Config {
     pub control: Option<Control>,
     /// `metrics` (new in this implementation).
     pub metrics: Option<Metrics>,
+    /// `trust` (new in this implementation).
+    pub trust: Option<Trust>,
     /// Whether the original's `restfulApi` section is present; its contents
     /// are never looked at, so nothing inside can make loading fail.
     #[serde(deserialize_with = "present")]
@@ -379,4 +381,24 @@ pub struct Control {
 pub struct Metrics {
     /// `IP:PORT` serving `GET /metrics`; empty means off.
     pub listen: Option<Scalar>,
+}
+
+/// `trust`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Trust {
+    /// `pinned` (default), `strict` or `open`.
+    pub mode: Option<Scalar>,
+    /// Sites and the identities they must present.
+    pub sites: Option<Vec<TrustedSite>>,
+}
+
+/// `trust.sites[]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TrustedSite {
+    /// The site's name.
+    pub site_name: Option<Scalar>,
+    /// Its identity fingerprint, as `wovenetd identity` prints it.
+    pub identity: Option<Scalar>,
 }

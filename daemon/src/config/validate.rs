@@ -25,10 +25,11 @@ use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
     LogLevel, LoggerConfig, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig, PortRange, PublicAddress,
-    RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
+    RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode, TrustedSite, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
+use crate::identity::Fingerprint;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
 /// Validates a whole config, collecting every error.
@@ -409,6 +410,8 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
             }),
     };
 
+    let trust = trust(raw.trust.as_ref(), r);
+
     if raw.restful_api {
         r.warn(
             "restfulApi",
@@ -427,8 +430,88 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
         remote_apps,
         control,
         metrics,
+        trust,
         warnings: std::mem::take(&mut r.warnings),
     })
+}
+
+/// Most `trust.sites` entries (a network larger than this lists its sites elsewhere).
+pub const MAX_TRUSTED_SITES: usize = 4096;
+
+fn trust(raw: Option<&raw::Trust>, r: &mut Report) -> TrustConfig {
+    let mode = match raw.and_then(|t| given(&t.mode)) {
+        None => TrustMode::Pinned,
+        Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "pinned" => TrustMode::Pinned,
+            "strict" => TrustMode::Strict,
+            "open" => TrustMode::Open,
+            _ => {
+                r.err(
+                    "trust.mode",
+                    format!("'{s}' is not a trust mode (pinned, strict or open)"),
+                );
+                TrustMode::Pinned
+            }
+        },
+    };
+    let raw_sites = raw.and_then(|t| t.sites.as_ref());
+    let mut sites: Vec<TrustedSite> = Vec::new();
+    let mut seen: HashMap<SiteName, usize> = HashMap::new();
+    if raw_sites.is_some_and(|s| s.len() > MAX_TRUSTED_SITES) {
+        r.err(
+            "trust.sites",
+            format!("has more than {MAX_TRUSTED_SITES} entries"),
+        );
+    }
+    for (i, entry) in raw_sites
+        .into_iter()
+        .flatten()
+        .take(MAX_TRUSTED_SITES)
+        .enumerate()
+    {
+        let path = format!("trust.sites[{i}]");
+        let site = required(&entry.site_name, join(&path, "siteName"), r).and_then(|s| {
+            SiteName::new(s)
+                .map_err(|e| r.err(join(&path, "siteName"), e))
+                .ok()
+        });
+        let identity = required(&entry.identity, join(&path, "identity"), r).and_then(|s| {
+            s.parse::<Fingerprint>()
+                .map_err(|e| r.err(join(&path, "identity"), format!("'{s}' is {e}")))
+                .ok()
+        });
+        let (Some(site), Some(identity)) = (site, identity) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&site) {
+            r.err(
+                join(&path, "siteName"),
+                format!("'{site}' is already listed in trust.sites[{first}]"),
+            );
+            continue;
+        }
+        seen.insert(site.clone(), i);
+        sites.push(TrustedSite { site, identity });
+    }
+    match mode {
+        TrustMode::Strict if sites.is_empty() && raw_sites.is_none_or(Vec::is_empty) => r.err(
+            "trust.sites",
+            "is required when trust.mode is strict: list every site allowed to join \
+             (siteName and the identity `wovenetd identity` prints on that site)",
+        ),
+        TrustMode::Open => {
+            r.warn(
+                "trust.mode",
+                "open: site identities are not checked, so anyone holding crypto.key can \
+                 announce any siteName and receive its traffic; use pinned (the default) or strict",
+            );
+            if !sites.is_empty() {
+                r.warn("trust.sites", "ignored: trust.mode is open");
+            }
+        }
+        _ => {}
+    }
+    TrustConfig { mode, sites }
 }
 
 fn crypto(raw: Option<&raw::Crypto>, r: &mut Report) -> Option<CryptoConfig> {
@@ -3596,5 +3679,80 @@ publicPort: 1"
         let config = Config::try_from(raw).expect("valid");
         assert_eq!(config.site_name.as_str(), "site01");
         assert!(Config::try_from(raw::Config::default()).is_err());
+    }
+
+    const FP_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const FP_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn trust_defaults_to_pinned_with_no_sites() {
+        let c = ok("");
+        assert_eq!(c.trust.mode, TrustMode::Pinned);
+        assert!(c.trust.sites.is_empty());
+        assert!(c.warnings.iter().all(|w| !w.starts_with("trust")));
+    }
+
+    #[test]
+    fn trust_modes_and_sites_parse_in_any_case() {
+        let c = ok(&format!(
+            "TRUST:\n  Mode: Strict\n  sites:\n    - siteName: b\n      identity: {FP_A}\n    - SITENAME: c\n      Identity: \"{}\"\n",
+            FP_B.to_uppercase()
+        ));
+        assert_eq!(c.trust.mode, TrustMode::Strict);
+        let listed: Vec<(String, String)> = c
+            .trust
+            .sites
+            .iter()
+            .map(|s| (s.site.to_string(), s.identity.to_string()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("b".into(), FP_A.into()), ("c".into(), FP_B.into())]
+        );
+        assert_eq!(ok("trust:\n  mode: pinned\n").trust.mode, TrustMode::Pinned);
+    }
+
+    #[test]
+    fn trust_errors_name_the_field() {
+        assert_eq!(
+            errors_of(&yaml("trust:\n  mode: paranoid\n")),
+            ["trust.mode: 'paranoid' is not a trust mode (pinned, strict or open)"]
+        );
+        assert_eq!(
+            errors_of(&yaml("trust:\n  mode: strict\n")),
+            [
+                "trust.sites: is required when trust.mode is strict: list every site allowed to join (siteName and the identity `wovenetd identity` prints on that site)"
+            ]
+        );
+        let errs = errors_of(&yaml(&format!(
+            "trust:\n  sites:\n    - siteName: b\n      identity: nope\n    - identity: {FP_A}\n    - siteName: c\n      identity: {FP_A}\n    - siteName: c\n      identity: {FP_B}\n    - siteName: \"a/b\"\n      identity: {FP_B}\n"
+        )));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].starts_with("trust.sites[0].identity: 'nope' is not an identity fingerprint"),
+            "{errs:?}"
+        );
+        assert_eq!(errs[1], "trust.sites[1].siteName: is required");
+        assert_eq!(
+            errs[2],
+            "trust.sites[3].siteName: 'c' is already listed in trust.sites[2]"
+        );
+        assert!(errs[3].starts_with("trust.sites[4].siteName: "), "{errs:?}");
+    }
+
+    #[test]
+    fn open_trust_warns_at_start() {
+        let c = ok(&format!(
+            "trust:\n  mode: open\n  sites:\n    - siteName: b\n      identity: {FP_A}\n"
+        ));
+        assert_eq!(c.trust.mode, TrustMode::Open);
+        let trust: Vec<&String> = c
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("trust"))
+            .collect();
+        assert_eq!(trust.len(), 2, "{trust:?}");
+        assert!(trust[0].starts_with("trust.mode: open: site identities are not checked"));
+        assert_eq!(trust[1], "trust.sites: ignored: trust.mode is open");
     }
 }

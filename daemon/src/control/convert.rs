@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use wovenet_proto::v1;
 
 use crate::config::raw::{self, Scalar};
-use crate::config::{ExposedApp, ExposedTarget, RemoteApp};
+use crate::config::{ExposedApp, ExposedTarget, RemoteApp, TrustMode};
 use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelRoute, Direction};
 use crate::view::{
     AppsInfo, ChannelInfo, ChannelState, Event, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
     RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot, StreamDirection, StreamInfo,
+    TrustState,
 };
 
 use super::rates::StatsRates;
@@ -74,6 +75,25 @@ pub fn site(s: &SiteInfo, now: SystemTime) -> v1::SiteInfo {
         broker_state: state.into(),
         broker_reason: reason,
         sockets: s.sockets.iter().map(Into::into).collect(),
+        identity: s.identity.to_string(),
+        trust_mode: match s.trust_mode {
+            TrustMode::Pinned => v1::TrustMode::Pinned,
+            TrustMode::Strict => v1::TrustMode::Strict,
+            TrustMode::Open => v1::TrustMode::Open,
+        }
+        .into(),
+    }
+}
+
+impl From<TrustState> for v1::TrustState {
+    fn from(s: TrustState) -> Self {
+        match s {
+            TrustState::Pinned => Self::Pinned,
+            TrustState::New => Self::New,
+            TrustState::Conflict => Self::Conflict,
+            TrustState::NotAllowed => Self::NotAllowed,
+            TrustState::Unpinned => Self::Unpinned,
+        }
     }
 }
 
@@ -102,6 +122,7 @@ impl From<PeerState> for v1::PeerState {
             PeerState::Connecting => Self::Connecting,
             PeerState::Connected => Self::Connected,
             PeerState::Gone => Self::Gone,
+            PeerState::Refused => Self::Refused,
         }
     }
 }
@@ -124,6 +145,10 @@ impl From<&PeerInfo> for v1::Peer {
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
             conflicting_instances: p.conflicts.iter().map(ToString::to_string).collect(),
+            identity: opt_text(p.identity),
+            trust: v1::TrustState::from(p.trust).into(),
+            pinned_identity: opt_text(p.pinned_identity),
+            refused_messages: p.refused_messages,
         }
     }
 }
@@ -536,8 +561,12 @@ mod tests {
                 mode: crate::config::SocketMode::DedicatedAddress,
                 nat: None,
             }],
+            identity: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".parse().expect("fp"),
+            trust_mode: TrustMode::Strict,
         };
         let p = site(&s, start + Duration::from_secs(61));
+        assert_eq!(p.identity, "hfqku7jmljxqcy44vv6js2nuzo7hxo4u");
+        assert_eq!(p.trust_mode(), v1::TrustMode::Strict);
         assert_eq!(p.name, "a");
         assert_eq!(p.instance, "ab".repeat(16));
         assert_eq!(p.uptime.expect("uptime").seconds, 61);
@@ -690,9 +719,28 @@ mod tests {
             bytes_sent: 0,
             bytes_received: 0,
             conflicts: vec![InstanceId::from_bytes([0xb2; 16])],
+            identity: None,
+            trust: TrustState::Pinned,
+            pinned_identity: None,
+            refused_messages: 0,
         };
         let hex = vec!["b2".repeat(16)];
         assert_eq!(v1::Peer::from(&p).conflicting_instances, hex);
+        assert_eq!(v1::Peer::from(&p).identity, "");
+        let refused = PeerInfo {
+            state: PeerState::Refused,
+            identity: Some("hfqku7jmljxqcy44vv6js2nuzo7hxo4u".parse().expect("fp")),
+            trust: TrustState::Conflict,
+            pinned_identity: Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".parse().expect("fp")),
+            refused_messages: 3,
+            ..p.clone()
+        };
+        let r = v1::Peer::from(&refused);
+        assert_eq!(r.state(), v1::PeerState::Refused);
+        assert_eq!(r.trust(), v1::TrustState::Conflict);
+        assert_eq!(r.identity, "hfqku7jmljxqcy44vv6js2nuzo7hxo4u");
+        assert_eq!(r.pinned_identity, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        assert_eq!(r.refused_messages, 3);
         let s = StatsSnapshot {
             peers: vec![p],
             ..StatsSnapshot::default()

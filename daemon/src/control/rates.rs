@@ -150,6 +150,10 @@ mod tests {
             bytes_sent: sent,
             bytes_received: received,
             conflicts: Vec::new(),
+            identity: None,
+            trust: crate::view::TrustState::Pinned,
+            pinned_identity: None,
+            refused_messages: 0,
         }
     }
 

@@ -177,6 +177,17 @@ impl ControlService for Service {
         }))
     }
 
+    async fn forget_peer(
+        &self,
+        request: Request<v1::ForgetPeerRequest>,
+    ) -> Result<Response<v1::ForgetPeerResponse>, Status> {
+        let r = request.into_inner();
+        let identity = self.site.forget_peer(&r.site_name).await?;
+        Ok(Response::new(v1::ForgetPeerResponse {
+            identity: identity.to_string(),
+        }))
+    }
+
     type WatchEventsStream = Feed<v1::WatchEventsResponse>;
 
     async fn watch_events(

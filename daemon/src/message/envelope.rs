@@ -4,7 +4,14 @@
 //! XChaCha20-Poly1305 under the envelope subkey. The additional data is the
 //! version byte followed by the topic, so a payload cannot be moved to another
 //! topic (e.g. a unicast replayed as a broadcast). The plaintext is
-//! `[sent_at: u64 unix ms, big endian][message id: 16][body]`.
+//! `[sent_at: u64 unix ms, big endian][message id: 16][signer: 32][signature: 64][body]`.
+//!
+//! The network key only says "a member sealed this". The signature, by the
+//! sending site's identity (Ed25519, see [`crate::identity`]), covers the
+//! topic, the time, the id and the body, so a member cannot forge another
+//! site's message, nor replay one under a fresh time or id (the replay window
+//! below judges exactly the signed time and id). Which identity may speak for
+//! which site name is the receiver's business (`site::trust`).
 //!
 //! Everything here is pure: time is passed in, randomness only picks nonces and
 //! ids. This module must not log, touch the network, or put key material or
@@ -17,14 +24,18 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::crypto::Keys;
+use crate::identity::{PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, SiteKey};
 
-/// The only envelope version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The only envelope version this build writes and reads. Version 1 had no
+/// signature; its envelopes are refused as [`EnvelopeError::UnknownVersion`].
+pub const VERSION: u8 = 2;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const ID_LEN: usize = 16;
 const TIME_LEN: usize = 8;
-const INNER_HEADER_LEN: usize = TIME_LEN + ID_LEN;
+const INNER_HEADER_LEN: usize = TIME_LEN + ID_LEN + PUBLIC_KEY_LEN + SIGNATURE_LEN;
+/// Domain separation of the identity signature.
+const SIGN_LABEL: &[u8] = b"wovenet/v2/message-signature";
 /// Bytes a sealed envelope adds to its body.
 pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN + INNER_HEADER_LEN;
 
@@ -40,6 +51,10 @@ pub enum EnvelopeError {
     /// Authentication failed: wrong key, wrong topic, or tampered bytes.
     #[error("envelope cannot be decrypted (wrong key or topic, or tampered)")]
     Undecryptable,
+    /// Sealed with the network key, but the identity signature does not
+    /// verify: a member forged or altered another's message.
+    #[error("envelope signature does not verify")]
+    BadSignature,
 }
 
 /// An authenticated, decrypted envelope.
@@ -49,6 +64,8 @@ pub struct Opened {
     pub sent_at_ms: u64,
     /// Random per-message id, used for replay detection.
     pub id: [u8; ID_LEN],
+    /// The identity that signed it.
+    pub signer: PublicKey,
     /// The sealed body.
     pub body: Vec<u8>,
 }
@@ -70,10 +87,25 @@ fn cipher(keys: &Keys) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(keys.envelope_key().into())
 }
 
-/// Seals `body` for `topic` with a fresh random nonce and message id.
-pub fn seal(keys: &Keys, topic: &str, body: &[u8], now: SystemTime) -> Vec<u8> {
+fn signed_bytes(topic: &str, sent_at_ms: u64, id: &[u8; ID_LEN], body: &[u8]) -> Vec<u8> {
+    let mut v =
+        Vec::with_capacity(SIGN_LABEL.len() + 2 + topic.len() + TIME_LEN + ID_LEN + body.len());
+    v.extend_from_slice(SIGN_LABEL);
+    // Topics are far shorter than 64 KiB (MQTT caps them there).
+    v.extend_from_slice(&u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes());
+    v.extend_from_slice(topic.as_bytes());
+    v.extend_from_slice(&sent_at_ms.to_be_bytes());
+    v.extend_from_slice(id);
+    v.extend_from_slice(body);
+    v
+}
+
+/// Seals `body` for `topic`, signed by `signer`, with a fresh random nonce
+/// and message id.
+pub fn seal(keys: &Keys, signer: &SiteKey, topic: &str, body: &[u8], now: SystemTime) -> Vec<u8> {
     seal_with(
         keys,
+        signer,
         topic,
         body,
         unix_ms(now),
@@ -84,15 +116,19 @@ pub fn seal(keys: &Keys, topic: &str, body: &[u8], now: SystemTime) -> Vec<u8> {
 
 fn seal_with(
     keys: &Keys,
+    signer: &SiteKey,
     topic: &str,
     body: &[u8],
     sent_at_ms: u64,
     id: [u8; ID_LEN],
     nonce: [u8; NONCE_LEN],
 ) -> Vec<u8> {
+    let sig = signer.sign(&signed_bytes(topic, sent_at_ms, &id, body));
     let mut plain = Vec::with_capacity(INNER_HEADER_LEN + body.len());
     plain.extend_from_slice(&sent_at_ms.to_be_bytes());
     plain.extend_from_slice(&id);
+    plain.extend_from_slice(signer.public().as_bytes());
+    plain.extend_from_slice(&sig);
     plain.extend_from_slice(body);
     let aad = aad(topic);
     // Invariant: XChaCha20-Poly1305 only fails for plaintexts above 256 GiB,
@@ -137,12 +173,24 @@ pub fn open(keys: &Keys, topic: &str, bytes: &[u8]) -> Result<Opened, EnvelopeEr
     let (time, rest) = plain
         .split_first_chunk::<TIME_LEN>()
         .ok_or(EnvelopeError::TooShort)?;
-    let (id, body) = rest
+    let (id, rest) = rest
         .split_first_chunk::<ID_LEN>()
         .ok_or(EnvelopeError::TooShort)?;
+    let (signer, rest) = rest
+        .split_first_chunk::<PUBLIC_KEY_LEN>()
+        .ok_or(EnvelopeError::TooShort)?;
+    let (sig, body) = rest
+        .split_first_chunk::<SIGNATURE_LEN>()
+        .ok_or(EnvelopeError::TooShort)?;
+    let sent_at_ms = u64::from_be_bytes(*time);
+    let signer = PublicKey::from_bytes(*signer);
+    if !signer.verify(&signed_bytes(topic, sent_at_ms, id, body), sig) {
+        return Err(EnvelopeError::BadSignature);
+    }
     Ok(Opened {
-        sent_at_ms: u64::from_be_bytes(*time),
+        sent_at_ms,
         id: *id,
+        signer,
         body: body.to_vec(),
     })
 }
@@ -334,13 +382,111 @@ mod tests {
 
     const TOPIC: &str = "wovenet/test";
 
+    pub(crate) fn id_a() -> &'static SiteKey {
+        static K: std::sync::OnceLock<SiteKey> = std::sync::OnceLock::new();
+        K.get_or_init(|| SiteKey::generate().unwrap())
+    }
+
+    fn id_b() -> &'static SiteKey {
+        static K: std::sync::OnceLock<SiteKey> = std::sync::OnceLock::new();
+        K.get_or_init(|| SiteKey::generate().unwrap())
+    }
+
+    /// What a member holding the network key can build: any plaintext,
+    /// any claimed signer, any signature.
+    fn member_seals(
+        topic: &str,
+        sent_at_ms: u64,
+        id: [u8; ID_LEN],
+        signer: &PublicKey,
+        sig: &[u8; SIGNATURE_LEN],
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut plain = Vec::new();
+        plain.extend_from_slice(&sent_at_ms.to_be_bytes());
+        plain.extend_from_slice(&id);
+        plain.extend_from_slice(signer.as_bytes());
+        plain.extend_from_slice(sig);
+        plain.extend_from_slice(body);
+        let sealed = cipher(keys_a())
+            .encrypt(
+                XNonce::from_slice(&[3; NONCE_LEN]),
+                Payload {
+                    msg: &plain,
+                    aad: &aad(topic),
+                },
+            )
+            .unwrap();
+        let mut out = vec![VERSION];
+        out.extend_from_slice(&[3; NONCE_LEN]);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    #[test]
+    fn the_signer_is_reported_and_verified() {
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"hello", at(0));
+        assert_eq!(
+            open(keys_a(), TOPIC, &sealed).unwrap().signer,
+            id_a().public()
+        );
+        let sealed = seal(keys_a(), id_b(), TOPIC, b"hello", at(0));
+        assert_eq!(
+            open(keys_a(), TOPIC, &sealed).unwrap().signer,
+            id_b().public()
+        );
+    }
+
+    #[test]
+    fn a_member_cannot_speak_for_another_identity() {
+        let t = unix_ms(at(0));
+        let id = [5; ID_LEN];
+        // B signs, but claims to be A.
+        let sig = id_b().sign(&signed_bytes(TOPIC, t, &id, b"hi"));
+        let forged = member_seals(TOPIC, t, id, &id_a().public(), &sig, b"hi");
+        assert_eq!(
+            open(keys_a(), TOPIC, &forged),
+            Err(EnvelopeError::BadSignature)
+        );
+        // A's genuine signature, re-sealed with another time, id, topic or body.
+        let sig = id_a().sign(&signed_bytes(TOPIC, t, &id, b"hi"));
+        let a = id_a().public();
+        assert!(
+            open(
+                keys_a(),
+                TOPIC,
+                &member_seals(TOPIC, t, id, &a, &sig, b"hi")
+            )
+            .is_ok()
+        );
+        for bad in [
+            member_seals(TOPIC, t + 1, id, &a, &sig, b"hi"),
+            member_seals(TOPIC, t, [6; ID_LEN], &a, &sig, b"hi"),
+            member_seals(TOPIC, t, id, &a, &sig, b"ho"),
+        ] {
+            assert_eq!(
+                open(keys_a(), TOPIC, &bad),
+                Err(EnvelopeError::BadSignature)
+            );
+        }
+        let other = "wovenet/test/i/00";
+        assert_eq!(
+            open(
+                keys_a(),
+                other,
+                &member_seals(other, t, id, &a, &sig, b"hi")
+            ),
+            Err(EnvelopeError::BadSignature)
+        );
+    }
+
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
 
     #[test]
     fn sealed_body_opens_with_same_key_and_topic() {
-        let sealed = seal(keys_a(), TOPIC, b"hello", at(0));
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"hello", at(0));
         assert_eq!(sealed.len(), OVERHEAD + 5);
         assert_eq!(sealed[0], VERSION);
         let opened = open(keys_a(), TOPIC, &sealed).unwrap();
@@ -350,14 +496,14 @@ mod tests {
 
     #[test]
     fn empty_body_round_trips() {
-        let sealed = seal(keys_a(), TOPIC, b"", at(0));
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"", at(0));
         assert_eq!(open(keys_a(), TOPIC, &sealed).unwrap().body, b"");
     }
 
     #[test]
     fn each_seal_uses_fresh_nonce_and_id() {
-        let a = seal(keys_a(), TOPIC, b"x", at(0));
-        let b = seal(keys_a(), TOPIC, b"x", at(0));
+        let a = seal(keys_a(), id_a(), TOPIC, b"x", at(0));
+        let b = seal(keys_a(), id_a(), TOPIC, b"x", at(0));
         assert_ne!(a[1..25], b[1..25]);
         let (oa, ob) = (
             open(keys_a(), TOPIC, &a).unwrap(),
@@ -368,7 +514,7 @@ mod tests {
 
     #[test]
     fn flipping_any_byte_makes_it_undecryptable() {
-        let sealed = seal_with(keys_a(), TOPIC, b"body bytes", 42, [7; 16], [9; 24]);
+        let sealed = seal_with(keys_a(), id_a(), TOPIC, b"body bytes", 42, [7; 16], [9; 24]);
         for i in 1..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
@@ -379,16 +525,16 @@ mod tests {
             );
         }
         let mut bad = sealed;
-        bad[0] = 2;
+        bad[0] = 1;
         assert_eq!(
             open(keys_a(), TOPIC, &bad),
-            Err(EnvelopeError::UnknownVersion(2))
+            Err(EnvelopeError::UnknownVersion(1))
         );
     }
 
     #[test]
     fn wrong_key_cannot_open() {
-        let sealed = seal(keys_a(), TOPIC, b"secret", at(0));
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"secret", at(0));
         assert_eq!(
             open(keys_b(), TOPIC, &sealed),
             Err(EnvelopeError::Undecryptable)
@@ -397,7 +543,7 @@ mod tests {
 
     #[test]
     fn payload_moved_to_another_topic_cannot_open() {
-        let sealed = seal(keys_a(), TOPIC, b"secret", at(0));
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"secret", at(0));
         assert_eq!(
             open(keys_a(), "wovenet/test/i/00", &sealed),
             Err(EnvelopeError::Undecryptable)
@@ -406,14 +552,14 @@ mod tests {
 
     #[test]
     fn truncated_input_is_too_short() {
-        let sealed = seal(keys_a(), TOPIC, b"", at(0));
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"", at(0));
         assert_eq!(open(keys_a(), TOPIC, &[]), Err(EnvelopeError::TooShort));
         assert_eq!(
             open(keys_a(), TOPIC, &sealed[..OVERHEAD - 1]),
             Err(EnvelopeError::TooShort)
         );
         // Truncating a non-empty body keeps the length valid but breaks the tag.
-        let sealed = seal(keys_a(), TOPIC, b"abc", at(0));
+        let sealed = seal(keys_a(), id_a(), TOPIC, b"abc", at(0));
         assert_eq!(
             open(keys_a(), TOPIC, &sealed[..sealed.len() - 1]),
             Err(EnvelopeError::Undecryptable)

@@ -32,6 +32,7 @@ use super::envelope::{self, Freshness, ReplayWindow};
 use crate::config::{MqttConfig, SiteName};
 use crate::counters::Counters;
 use crate::crypto::Keys;
+use crate::identity::{PublicKey, SiteKey};
 use crate::warn_limit::WarnLimiter;
 
 /// Largest sealed payload we publish. The embedded broker accepts 64 KiB;
@@ -70,8 +71,10 @@ pub enum BrokerState {
 pub enum Inbound {
     /// (Re)connected and subscribed: the site should announce itself again.
     Connected,
-    /// An authenticated, fresh message from another instance.
-    Message(Message),
+    /// An authenticated, fresh message from another instance, with the
+    /// identity that signed it (whether that identity may use the site name
+    /// the message claims is the site's decision).
+    Message(Message, PublicKey),
 }
 
 /// Handle to the MQTT message channel; clones share one connection.
@@ -85,6 +88,7 @@ struct Inner {
     site: SiteName,
     instance: InstanceId,
     keys: Arc<Keys>,
+    identity: Arc<SiteKey>,
     broadcast: String,
     state_rx: watch::Receiver<BrokerState>,
     /// Cancelled when the event loop task has ended.
@@ -100,6 +104,16 @@ impl fmt::Debug for MessageChannel {
             .field("instance", &self.inner.instance)
             .finish_non_exhaustive()
     }
+}
+
+/// What seals (the network keys) and signs (the site's identity) every
+/// message this site sends.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Keys derived from `crypto.key`.
+    pub keys: Arc<Keys>,
+    /// The site's identity.
+    pub identity: Arc<SiteKey>,
 }
 
 /// The unicast topic of `instance` under `broadcast`.
@@ -128,11 +142,12 @@ impl MessageChannel {
         cfg: &MqttConfig,
         site: SiteName,
         instance: InstanceId,
-        keys: Arc<Keys>,
+        creds: Credentials,
         counters: Arc<Counters>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), MessageError> {
+        let Credentials { keys, identity } = creds;
         let broadcast = cfg.topic.clone().unwrap_or_else(|| keys.derived_topic());
         if broadcast.is_empty() || broadcast.contains(['+', '#']) {
             return Err(MessageError::InvalidTopic(broadcast));
@@ -160,7 +175,14 @@ impl MessageChannel {
             )));
         }
         let epoch = Arc::new(AtomicU32::new(FIRST_EPOCH));
-        opts.set_last_will(last_will(&keys, &broadcast, &site, &instance, FIRST_EPOCH));
+        opts.set_last_will(last_will(
+            &keys,
+            &identity,
+            &broadcast,
+            &site,
+            &instance,
+            FIRST_EPOCH,
+        ));
 
         let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
         let (state_tx, state_rx) = watch::channel(BrokerState::Connecting);
@@ -170,6 +192,7 @@ impl MessageChannel {
         let driver = Driver {
             eventloop,
             keys: Arc::clone(&keys),
+            identity: Arc::clone(&identity),
             site: site.clone(),
             instance,
             broadcast: broadcast.clone(),
@@ -183,6 +206,7 @@ impl MessageChannel {
             attempt: 0,
             epoch: Arc::clone(&epoch),
             undecryptable_warn: WarnLimiter::default(),
+            forged_warn: WarnLimiter::default(),
             malformed_warn: WarnLimiter::default(),
             stale_warn: WarnLimiter::default(),
             sockets_warn: WarnLimiter::default(),
@@ -203,6 +227,7 @@ impl MessageChannel {
                 site,
                 instance,
                 keys,
+                identity,
                 broadcast,
                 state_rx,
                 stopped,
@@ -273,7 +298,13 @@ impl MessageChannel {
 
     fn publish(&self, topic: &str, msg: &Message) -> Result<(), MessageError> {
         let body = announce::encode(&stamped(msg, self.epoch()));
-        let sealed = envelope::seal(&self.inner.keys, topic, &body, SystemTime::now());
+        let sealed = envelope::seal(
+            &self.inner.keys,
+            &self.inner.identity,
+            topic,
+            &body,
+            SystemTime::now(),
+        );
         if sealed.len() > MAX_PAYLOAD {
             return Err(MessageError::TooLarge {
                 size: sealed.len(),
@@ -317,6 +348,7 @@ fn stamped(msg: &Message, epoch: u32) -> Message {
 /// own message id and its connection's epoch.
 fn last_will(
     keys: &Keys,
+    identity: &SiteKey,
     broadcast: &str,
     site: &SiteName,
     instance: &InstanceId,
@@ -327,7 +359,7 @@ fn last_will(
         instance: *instance,
         epoch,
     }));
-    let sealed = envelope::seal(keys, broadcast, &body, SystemTime::now());
+    let sealed = envelope::seal(keys, identity, broadcast, &body, SystemTime::now());
     LastWill::new(broadcast, sealed, QoS::AtLeastOnce, false)
 }
 
@@ -388,6 +420,7 @@ enum Flow {
 struct Driver {
     eventloop: EventLoop,
     keys: Arc<Keys>,
+    identity: Arc<SiteKey>,
     site: SiteName,
     instance: InstanceId,
     broadcast: String,
@@ -404,6 +437,7 @@ struct Driver {
     /// Broker-connection epoch, one per connection attempt.
     epoch: Arc<AtomicU32>,
     undecryptable_warn: WarnLimiter,
+    forged_warn: WarnLimiter,
     malformed_warn: WarnLimiter,
     stale_warn: WarnLimiter,
     sockets_warn: WarnLimiter,
@@ -458,7 +492,7 @@ impl Driver {
             }
             Event::Incoming(Incoming::Publish(publish)) => {
                 match self.accept(&publish.topic, &publish.payload) {
-                    Some(msg) => self.deliver(Inbound::Message(msg)).await,
+                    Some((msg, signer)) => self.deliver(Inbound::Message(msg, signer)).await,
                     None => Flow::Continue,
                 }
             }
@@ -508,6 +542,7 @@ impl Driver {
             .map_or(u32::MAX, |e| e.saturating_add(1));
         self.eventloop.mqtt_options.set_last_will(last_will(
             &self.keys,
+            &self.identity,
             &self.broadcast,
             &self.site,
             &self.instance,
@@ -570,13 +605,24 @@ impl Driver {
     }
 
     /// Opens, decodes and freshness-checks one payload; `None` when dropped.
-    fn accept(&mut self, topic: &str, payload: &[u8]) -> Option<Message> {
+    fn accept(&mut self, topic: &str, payload: &[u8]) -> Option<(Message, PublicKey)> {
         if topic != self.broadcast && topic != self.own_topic {
             debug!(mqtt.topic = %topic, "ignoring message on unexpected topic");
             return None;
         }
         let opened = match envelope::open(&self.keys, topic, payload) {
             Ok(o) => o,
+            Err(e @ envelope::EnvelopeError::BadSignature) => {
+                Counters::bump(&self.counters.messages_forged);
+                match self.forged_warn.allow(Instant::now()) {
+                    Some(suppressed) => warn!(
+                        mqtt.topic = %topic, error = %e, suppressed,
+                        "dropped mqtt message with a forged or altered signature (a holder of crypto.key is misbehaving)"
+                    ),
+                    None => debug!(mqtt.topic = %topic, error = %e, "dropped forged mqtt message"),
+                }
+                return None;
+            }
             Err(e) => {
                 Counters::bump(&self.counters.messages_undecryptable);
                 match self.undecryptable_warn.allow(Instant::now()) {
@@ -639,7 +685,7 @@ impl Driver {
         Counters::bump(&self.counters.messages_received);
         debug!(mqtt.topic = %topic, peer.site = %msg.site(), message.kind = msg.kind(), "received mqtt message");
         self.dropped_sockets(topic, &decoded);
-        Some(decoded.message)
+        Some((decoded.message, opened.signer))
     }
 }
 
@@ -687,8 +733,10 @@ mod tests {
         let keys = Keys::derive(&crate::config::CryptoKey::new("will-key-123").unwrap());
         let site = SiteName::new("a").unwrap();
         let instance = InstanceId::from_bytes([5; 16]);
-        let will = last_will(&keys, "t", &site, &instance, 4);
+        let id = SiteKey::generate().unwrap();
+        let will = last_will(&keys, &id, "t", &site, &instance, 4);
         let opened = envelope::open(&keys, "t", &will.message).unwrap();
+        assert_eq!(opened.signer, id.public());
         let Message::Depart(d) = announce::decode(&opened.body).unwrap() else {
             panic!("the will is not a depart");
         };

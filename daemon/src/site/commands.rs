@@ -9,7 +9,9 @@ use tracing::{info, warn};
 
 use super::Site;
 use super::handle::{Command, ControlError};
-use crate::config::{AppName, ExposedApp, RemoteApp};
+use super::trust::ForgetError;
+use crate::config::{AppName, ExposedApp, RemoteApp, SiteName};
+use crate::identity::Fingerprint;
 use crate::view::Event;
 
 impl Site {
@@ -46,6 +48,9 @@ impl Site {
             }
             Command::AddRemoteApp(app, r) => {
                 let _ = r.send(self.add_remote(app));
+            }
+            Command::ForgetPeer(site, r) => {
+                let _ = r.send(self.forget_peer(&site).await);
             }
             Command::RemoveRemoteApp {
                 site,
@@ -96,6 +101,33 @@ impl Site {
         self.announce(false).await;
         self.persist()?;
         Ok(app)
+    }
+
+    async fn forget_peer(&mut self, site: &str) -> Result<Fingerprint, ControlError> {
+        let name = SiteName::new(site).map_err(|e| {
+            ControlError::Invalid(vec![crate::config::FieldError::new("siteName", e)])
+        })?;
+        let identity = self.trust.forget(&name).map_err(|e| match e {
+            ForgetError::NotPinned(_) => ControlError::NotFound(e.to_string()),
+            ForgetError::Listed(_) | ForgetError::OwnName(_) | ForgetError::Open => {
+                ControlError::Invalid(vec![crate::config::FieldError::new(
+                    "siteName",
+                    e.to_string(),
+                )])
+            }
+        })?;
+        warn!(peer.site = %name, identity = %identity, "site identity forgotten by the operator; the next identity announcing this name is pinned");
+        self.peers.forget(&name);
+        self.apply().await;
+        let persisted = self.trust.take_changed().map(|known| {
+            self.state.known_sites = known;
+            self.persist()
+        });
+        // Everyone answers with a fresh announcement: the site is learnt
+        // again (and its identity pinned) within a round trip.
+        self.announce(true).await;
+        persisted.unwrap_or(Ok(()))?;
+        Ok(identity)
     }
 
     fn add_remote(&mut self, app: RemoteApp) -> Result<(), ControlError> {

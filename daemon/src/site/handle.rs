@@ -7,6 +7,7 @@
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::{ExposedApp, FieldError, RemoteApp, raw, validate};
+use crate::identity::Fingerprint;
 use crate::view::{
     AppsInfo, ChannelInfo, PeerInfo, Sequenced, SiteInfo, StatsSnapshot, StreamInfo,
 };
@@ -57,6 +58,8 @@ pub enum Command {
         /// Reply: the removed entries.
         reply: oneshot::Sender<Result<Vec<RemoteApp>, ControlError>>,
     },
+    /// Forget the identity pinned for a site name, and the site.
+    ForgetPeer(String, oneshot::Sender<Result<Fingerprint, ControlError>>),
     /// Site summary.
     Site(oneshot::Sender<SiteInfo>),
     /// Counters and totals.
@@ -89,6 +92,13 @@ impl SiteHandle {
             .await
             .map_err(|_| ControlError::Unavailable)?;
         rx.await.map_err(|_| ControlError::Unavailable)
+    }
+
+    /// Forgets the identity pinned for `site` (and the site: its channels
+    /// close); returns that identity.
+    pub async fn forget_peer(&self, site: &str) -> Result<Fingerprint, ControlError> {
+        let site = site.to_owned();
+        self.ask(|r| Command::ForgetPeer(site, r)).await?
     }
 
     /// Site summary.

@@ -150,6 +150,8 @@ pub enum CloseReason {
     Refused(Refusal),
     /// It leads to an instance that no longer holds the name.
     Superseded,
+    /// The operator forgot the site (and its pinned identity).
+    Forgotten,
 }
 
 impl CloseReason {
@@ -158,6 +160,7 @@ impl CloseReason {
         match self {
             Self::Refused(r) => r.text(),
             Self::Superseded => "superseded by a newer instance",
+            Self::Forgotten => "the site was forgotten by the operator",
         }
     }
 }
@@ -870,6 +873,45 @@ impl Peers {
                 self.out.report(Report::Forgotten { site });
             }
         }
+    }
+
+    /// Drops everything known of `site`: its instances, dial loops and
+    /// channels (confirmed or waiting). It is learnt again from its next
+    /// announcement (after its identity was forgotten: possibly another one).
+    pub fn forget(&mut self, site: &SiteName) {
+        let pending: Vec<ChannelId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.site == *site)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pending {
+            self.pending.remove(&id);
+            self.out.push(Action::Close {
+                site: site.clone(),
+                channel: id,
+                reason: CloseReason::Forgotten,
+            });
+        }
+        let Some(peer) = self.sites.remove(site) else {
+            return;
+        };
+        for socket in peer.dials.keys() {
+            self.out.push(Action::StopDial {
+                site: site.clone(),
+                socket: *socket,
+            });
+        }
+        let mut channels: Vec<ChannelId> = peer.channels.keys().copied().collect();
+        channels.sort();
+        for channel in channels {
+            self.out.push(Action::Close {
+                site: site.clone(),
+                channel,
+                reason: CloseReason::Forgotten,
+            });
+        }
+        self.out.report(Report::Forgotten { site: site.clone() });
     }
 
     /// The next instant [`Self::on_timeout`] has something to do before the

@@ -10,18 +10,20 @@ use std::time::{Instant, SystemTime};
 
 use super::Site;
 use super::peers::Peers;
+use super::trust::{Refusal, Standing, Trust};
 use crate::config::PublicAddress;
 use crate::tunnel::stats::ChannelStats;
 use crate::tunnel::{Direction, Registry};
 use crate::view::{
-    AppsInfo, ChannelInfo, ChannelState, ExposedAppInfo, ListenerState, PeerInfo, RemoteAppInfo,
-    SiteInfo, SocketInfo, StatsSnapshot,
+    AppsInfo, ChannelInfo, ChannelState, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
+    RemoteAppInfo, SiteInfo, SocketInfo, StatsSnapshot, TrustState,
 };
 
 /// Every peer, sorted by name, with the traffic of its channels. `now` and
 /// `wall` are the same moment on the monotonic and the wall clock.
 pub(super) fn peer_infos(
     peers: &Peers,
+    trust: &Trust,
     registry: &Registry,
     now: Instant,
     wall: SystemTime,
@@ -37,6 +39,7 @@ pub(super) fn peer_infos(
                 streams += c.open_streams.load(Relaxed);
             }
             let ago = now.saturating_duration_since(p.last_heard);
+            let standing = trust.standing(p.site);
             PeerInfo {
                 site: p.site.clone(),
                 instance: p.instance,
@@ -48,9 +51,42 @@ pub(super) fn peer_infos(
                 bytes_sent: sent,
                 bytes_received: received,
                 conflicts: p.conflicts,
+                identity: standing.map(|s| s.0),
+                trust: match standing.map(|s| s.1) {
+                    Some(Standing::New) => TrustState::New,
+                    Some(Standing::Unpinned) => TrustState::Unpinned,
+                    Some(Standing::Pinned) | None => TrustState::Pinned,
+                },
+                pinned_identity: None,
+                refused_messages: 0,
             }
         })
         .collect();
+    // Refused identities are shown beside the peers they tried to pass for.
+    v.extend(trust.refused().into_iter().map(|r| {
+        let ago = now.saturating_duration_since(r.last);
+        let (trust, pinned) = match r.why {
+            Refusal::Conflict { pinned } => (TrustState::Conflict, Some(pinned)),
+            Refusal::NotListed | Refusal::TooManyPins => (TrustState::NotAllowed, None),
+        };
+        PeerInfo {
+            site: r.site,
+            instance: r.instance,
+            state: PeerState::Refused,
+            apps: Vec::new(),
+            last_seen: wall.checked_sub(ago).unwrap_or(wall),
+            channels: 0,
+            streams: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            conflicts: Vec::new(),
+            identity: Some(r.presented),
+            trust,
+            pinned_identity: pinned,
+            refused_messages: r.count,
+        }
+    }));
+    // Stable: a site's refused identities follow its accepted one.
     v.sort_by(|a, b| a.site.cmp(&b.site));
     v
 }
@@ -129,12 +165,15 @@ impl Site {
                     nat: s.mapping.map(|m| m.nat),
                 })
                 .collect(),
+            identity: self.identity,
+            trust_mode: self.trust.mode(),
         }
     }
 
     pub(super) fn peer_infos(&self) -> Vec<PeerInfo> {
         peer_infos(
             &self.peers,
+            &self.trust,
             &self.tunnels.registry(),
             Instant::now(),
             SystemTime::now(),
@@ -210,6 +249,9 @@ impl Site {
                 ("preauth_refused", c.preauth_refused.load(Relaxed)),
                 ("preauth_retried", c.preauth_retried.load(Relaxed)),
                 ("punch_refused", c.punch_refused.load(Relaxed)),
+                ("messages_forged", c.messages_forged.load(Relaxed)),
+                ("identities_refused", c.identities_refused.load(Relaxed)),
+                ("sites_not_allowed", c.sites_not_allowed.load(Relaxed)),
             ],
         }
     }
@@ -223,6 +265,13 @@ mod tests {
     use crate::config::{AppName, SiteName};
     use crate::message::announce::{Announce, InstanceId, PROTOCOL_VERSION};
     use crate::view::PeerState;
+
+    fn fp() -> crate::identity::Fingerprint {
+        crate::identity::SiteKey::generate()
+            .unwrap()
+            .public()
+            .fingerprint()
+    }
 
     fn announce(site: &str, tag: u8) -> Announce {
         Announce {
@@ -252,9 +301,35 @@ mod tests {
         peers.on_announce(announce("c", 0xc1), t0 + Duration::from_secs(1));
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let now = t0 + Duration::from_secs(11);
-        let v = peer_infos(&peers, &Registry::default(), now, wall);
+        let (mut trust, _) = Trust::new(
+            crate::config::TrustMode::Pinned,
+            SiteName::new("a").unwrap(),
+            fp(),
+            &[],
+            &[],
+        );
+        let (b_id, c_id, impostor) = (fp(), fp(), fp());
+        let b = SiteName::new("b").unwrap();
+        let some = InstanceId::from_bytes([0xee; 16]);
+        trust.check(&b, some, b_id, t0, 0);
+        trust.check(&SiteName::new("c").unwrap(), some, c_id, t0, 0);
+        trust.check(&b, some, impostor, t0 + Duration::from_secs(5), 0);
+        let v = peer_infos(&peers, &trust, &Registry::default(), now, wall);
         let names: Vec<&str> = v.iter().map(|p| p.site.as_str()).collect();
-        assert_eq!(names, ["b", "c"]);
+        assert_eq!(names, ["b", "b", "c"]);
+        assert_eq!((v[0].identity, v[0].trust), (Some(b_id), TrustState::New));
+        assert_eq!(v[1].state, PeerState::Refused);
+        assert_eq!(v[1].trust, TrustState::Conflict);
+        assert_eq!(
+            (v[1].identity, v[1].pinned_identity),
+            (Some(impostor), Some(b_id))
+        );
+        assert_eq!((v[1].instance, v[1].refused_messages), (some, 1));
+        assert_eq!(v[1].last_seen, wall - Duration::from_secs(6));
+        let v: Vec<PeerInfo> = v
+            .into_iter()
+            .filter(|p| p.state != PeerState::Refused)
+            .collect();
         assert_eq!(v[0].instance, InstanceId::from_bytes([0xb1; 16]));
         assert_eq!(v[0].conflicts, vec![InstanceId::from_bytes([0xb2; 16])]);
         assert!(v[1].conflicts.is_empty());
@@ -262,7 +337,7 @@ mod tests {
         assert_eq!(v[0].state, PeerState::Discovered);
         let later = t0 + Duration::from_secs(200);
         assert_eq!(
-            peer_infos(&peers, &Registry::default(), later, wall)[0].state,
+            peer_infos(&peers, &trust, &Registry::default(), later, wall)[0].state,
             PeerState::Gone
         );
     }

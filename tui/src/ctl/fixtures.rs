@@ -55,6 +55,7 @@ pub(crate) fn site() -> pb::SiteInfo {
                 ..Default::default()
             },
         ],
+        ..Default::default()
     }
 }
 
@@ -71,6 +72,7 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             bytes_sent: 1536,
             bytes_received: 5 << 20,
             conflicting_instances: vec![],
+            ..Default::default()
         },
         pb::Peer {
             name: "gamma-site".into(),
@@ -83,6 +85,7 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             bytes_sent: 0,
             bytes_received: 0,
             conflicting_instances: vec![],
+            ..Default::default()
         },
     ]
 }
