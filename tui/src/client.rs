@@ -16,8 +16,8 @@ use wovenet_proto::paths;
 use wovenet_proto::v1::control_service_client::ControlServiceClient;
 use wovenet_proto::v1::{
     AddExposedAppRequest, AddRemoteAppRequest, Channel as DataChannel, ExposedApp, ExposedAppSpec,
-    GetSiteRequest, ListAppsRequest, ListAppsResponse, ListChannelsRequest, ListPeersRequest,
-    ListStreamsRequest, Peer, RemoteApp, RemoteAppSpec, RemoveExposedAppRequest,
+    ForgetPeerRequest, GetSiteRequest, ListAppsRequest, ListAppsResponse, ListChannelsRequest,
+    ListPeersRequest, ListStreamsRequest, Peer, RemoteApp, RemoteAppSpec, RemoveExposedAppRequest,
     RemoveRemoteAppRequest, SiteInfo, Stream, WatchEventsRequest, WatchEventsResponse,
     WatchStatsRequest, WatchStatsResponse,
 };
@@ -259,6 +259,19 @@ impl Control {
             .await?
             .into_inner()
             .removed)
+    }
+
+    /// `ForgetPeer`: the identity that was pinned for `site`.
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn forget_peer(&mut self, site: &str) -> Result<String, Status> {
+        Ok(self
+            .client
+            .forget_peer(ForgetPeerRequest {
+                site_name: site.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .identity)
     }
 
     /// `WatchEvents`: a snapshot, then events.

@@ -21,6 +21,13 @@ use tonic::{Request, Response, Status};
 use wovenet_proto::v1::control_service_server::{ControlService, ControlServiceServer};
 use wovenet_proto::v1::*;
 
+/// This site's identity, as the fake reports it.
+const ALPHA_ID: &str = "a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i";
+/// beta's pinned identity.
+const BETA_ID: &str = "hfqku7jmljxqcy44vv6js2nuzo7hxo4u";
+/// Another identity claiming beta's name.
+const IMPOSTOR_ID: &str = "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i";
+
 const BAD_SOCKET: &str = "localExposedApps[0].appSocket: 'tcp:nope' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)";
 
 type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -72,7 +79,8 @@ fn site() -> SiteInfo {
             auto_detect: false,
             ..Default::default()
         }],
-        ..Default::default()
+        identity: ALPHA_ID.into(),
+        trust_mode: TrustMode::Strict.into(),
     }
 }
 
@@ -112,13 +120,26 @@ impl ControlService for Fake {
             return Ok(Response::new(ListPeersResponse { peers }));
         }
         Ok(Response::new(ListPeersResponse {
-            peers: vec![Peer {
-                name: "beta".into(),
-                state: PeerState::Connected as i32,
-                channels: 1,
-                bytes_sent: 4096,
-                ..Default::default()
-            }],
+            peers: vec![
+                Peer {
+                    name: "beta".into(),
+                    state: PeerState::Connected as i32,
+                    channels: 1,
+                    bytes_sent: 4096,
+                    identity: BETA_ID.into(),
+                    trust: TrustState::Pinned.into(),
+                    ..Default::default()
+                },
+                Peer {
+                    name: "beta".into(),
+                    state: PeerState::Refused as i32,
+                    identity: IMPOSTOR_ID.into(),
+                    trust: TrustState::Conflict.into(),
+                    pinned_identity: BETA_ID.into(),
+                    refused_messages: 2,
+                    ..Default::default()
+                },
+            ],
         }))
     }
 
@@ -220,9 +241,15 @@ impl ControlService for Fake {
     ) -> Result<Response<ForgetPeerResponse>, Status> {
         let r = r.into_inner();
         self.saw(format!("forget_peer {r:?}"));
-        Ok(Response::new(ForgetPeerResponse {
-            identity: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".into(),
-        }))
+        match r.site_name.as_str() {
+            "ghost" => Err(Status::not_found("no identity is pinned for site 'ghost'")),
+            "alpha" => Err(Status::invalid_argument(
+                "siteName: 'alpha' is this site's own name",
+            )),
+            _ => Ok(Response::new(ForgetPeerResponse {
+                identity: BETA_ID.into(),
+            })),
+        }
     }
 
     async fn remove_remote_app(
@@ -388,8 +415,16 @@ async fn status_prints_the_site_in_both_formats() {
     assert!(table.starts_with("site          alpha\n"), "{table}");
     assert!(table.contains("uptime        1m5s\n"), "{table}");
     assert!(table.contains("broker state  connected\n"), "{table}");
+    assert!(
+        table.contains(&format!(
+            "\nidentity      {ALPHA_ID}\ntrust mode    strict\n"
+        )),
+        "{table}"
+    );
     let v = json(&run(&d.path, &["-o", "json", "status"]).await);
     assert_eq!(v["site"]["name"], "alpha");
+    assert_eq!(v["site"]["identity"], ALPHA_ID);
+    assert_eq!(v["site"]["trust_mode"], "strict");
     assert_eq!(v["site"]["uptime"], 65.0);
     assert_eq!(v["site"]["broker_state"], "connected");
 }
@@ -402,10 +437,10 @@ async fn lists_print_tables_and_json() {
         peers.lines().nth(1).unwrap().starts_with("beta  connected"),
         "{peers}"
     );
-    assert_eq!(
-        json(&run(&d.path, &["peers", "-o", "json"]).await)["peers"][0]["bytes_sent"],
-        4096
-    );
+    let v = json(&run(&d.path, &["peers", "-o", "json"]).await);
+    assert_eq!(v["peers"][0]["bytes_sent"], 4096);
+    assert_eq!(v["peers"][0]["trust"], "pinned");
+    assert_eq!(v["peers"][0]["identity"], BETA_ID);
     let channels = ok(&run(&d.path, &["channels"]).await);
     assert!(channels.contains("inbound"), "{channels}");
     assert_eq!(
@@ -468,6 +503,85 @@ async fn hostile_strings_are_escaped_one_row_per_record() {
     assert_eq!(
         json(&run(&d.path, &["-o", "json", "peers"]).await)["peers"][1]["name"],
         HOSTILE_NAMES[1]
+    );
+}
+
+#[tokio::test]
+async fn peers_show_a_refused_identity_and_the_command_that_accepts_it() {
+    let d = Daemon::start(Fake::default()).await;
+    let out = ok(&run(&d.path, &["peers"]).await);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .take(3)
+        .map(|l| l.split_whitespace().take(4).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "STATE", "TRUST", "IDENTITY"],
+            vec!["beta", "connected", "pinned", BETA_ID],
+            vec!["beta", "refused", "conflict", IMPOSTOR_ID],
+        ],
+        "{out}"
+    );
+    // The command repeats how this one chose the daemon, so it can be pasted as is.
+    let command = format!(
+        "accept it with: wovenetctl --socket {} peers forget beta\n",
+        d.path.display()
+    );
+    assert!(out.ends_with(&command), "{out}");
+    assert!(
+        out.contains(&format!(
+            "beta is pinned to identity {BETA_ID} (2 messages refused)"
+        )),
+        "{out}"
+    );
+    let v = json(&run(&d.path, &["-o", "json", "peers"]).await);
+    assert_eq!(
+        v["peers"][1],
+        serde_json::json!({"name": "beta", "instance": "", "state": "refused", "apps": [],
+            "last_seen": null, "channels": 0, "streams": 0, "bytes_sent": 0,
+            "bytes_received": 0, "conflicting_instances": [], "identity": IMPOSTOR_ID,
+            "trust": "conflict", "pinned_identity": BETA_ID, "refused_messages": 2})
+    );
+}
+
+#[tokio::test]
+async fn peers_forget_sends_the_name_and_says_what_happens_next() {
+    let d = Daemon::start(Fake::default()).await;
+    let out = ok(&run(&d.path, &["peers", "forget", "beta"]).await);
+    assert_eq!(
+        out,
+        format!(
+            "forgot site beta: identity {BETA_ID} is no longer pinned and its dataChannels are \
+             closed\nthe next identity that announces beta is pinned: check that `wovenetctl \
+             peers` shows the one you expect\n"
+        )
+    );
+    assert_eq!(
+        json(&run(&d.path, &["-o", "json", "peers", "forget", "beta"]).await),
+        serde_json::json!({"identity": BETA_ID})
+    );
+    assert_eq!(
+        d.seen(),
+        [
+            r#"forget_peer ForgetPeerRequest { site_name: "beta" }"#,
+            r#"forget_peer ForgetPeerRequest { site_name: "beta" }"#
+        ]
+    );
+    // The daemon's refusals, unchanged, with exit status 1 and nothing on stdout.
+    for (name, message) in [
+        ("ghost", "no identity is pinned for site 'ghost'"),
+        ("alpha", "siteName: 'alpha' is this site's own name"),
+    ] {
+        let o = run(&d.path, &["peers", "forget", name]).await;
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(stderr(&o), format!("error: {message}\n"));
+        assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    }
+    assert_eq!(
+        d.seen().last().unwrap(),
+        r#"forget_peer ForgetPeerRequest { site_name: "alpha" }"#
     );
 }
 
@@ -760,6 +874,7 @@ async fn completions_need_no_daemon() {
     let script = ok(&o);
     assert!(script.contains("_wovenetctl()"), "{script}");
     assert!(script.contains("expose"), "{script}");
+    assert!(script.contains("forget"), "{script}");
     let o = ctl().args(["completions", "zsh"]).output().await.unwrap();
     assert!(ok(&o).contains("#compdef wovenetctl"));
 }

@@ -70,10 +70,12 @@ pub enum Format {
 /// The operations.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// The site: name, instance, version, uptime, broker state, tunnel sockets.
+    /// The site: name, identity, trust mode, instance, version, uptime, broker state, tunnel
+    /// sockets.
     Status,
-    /// Remote sites seen, their state and traffic.
-    Peers,
+    /// Remote sites seen: state, identity and trust, traffic; identities refused for a
+    /// site name are listed too. `peers forget NAME` accepts a reinstalled site.
+    Peers(PeersArgs),
     /// dataChannels (QUIC connections) and pending dials.
     Channels,
     /// Open forwarded connections.
@@ -95,6 +97,28 @@ pub enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `peers [forget NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PeersArgs {
+    /// Without one: list the peers.
+    #[command(subcommand)]
+    pub command: Option<PeersCommand>,
+}
+
+/// `peers …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum PeersCommand {
+    /// Forget the identity pinned for a site name (like removing its line from SSH's
+    /// known_hosts): its dataChannels close, and the next identity that announces the name
+    /// is pinned. For a site that was reinstalled and now shows as `conflict`. Refused for
+    /// sites listed in trust.sites (edit the config there) and when trust.mode is open.
+    Forget {
+        /// siteName of the peer.
+        name: String,
     },
 }
 
@@ -278,6 +302,7 @@ mod tests {
     fn socket_and_site_select_the_daemon_but_not_both() {
         let cli = parse(&["--socket", "/tmp/a.sock", "peers"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/tmp/a.sock")));
+        assert_eq!(cli.command, Command::Peers(PeersArgs { command: None }));
         let cli = parse(&["--site", "a", "peers"]).unwrap();
         assert_eq!(cli.site.as_deref(), Some("a"));
         assert_eq!(
@@ -444,6 +469,40 @@ mod tests {
             panic!("{:?}", cli.command)
         };
         assert_eq!(add.socket.as_deref(), Some("tcp:nope"));
+    }
+
+    #[test]
+    fn peers_forget_takes_one_name() {
+        let cli = parse(&["--site", "a", "peers", "forget", "beta", "-o", "json"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Peers(PeersArgs {
+                command: Some(PeersCommand::Forget {
+                    name: "beta".into()
+                })
+            })
+        );
+        assert_eq!(cli.output, Format::Json);
+        // A name that looks like an option goes after `--`, as the suggestions write it.
+        let cli = parse(&["peers", "forget", "--", "-x"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Peers(PeersArgs {
+                command: Some(PeersCommand::Forget { name: "-x".into() })
+            })
+        );
+        assert_eq!(
+            kind(&["peers", "forget"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["peers", "forget", "a", "b"]),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            kind(&["peers", "forgot", "a"]),
+            ErrorKind::InvalidSubcommand
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde::Serialize;
 use tonic::{Code, Status};
 use wovenet_proto::v1::{ExposedAppSpec, RemoteAppSpec};
 
-use super::args::{Cli, Command, ExposeCommand, Format, RemoteCommand, StatsArgs};
-use super::{json, text};
+use super::args::{Cli, Command, ExposeCommand, Format, PeersCommand, RemoteCommand, StatsArgs};
+use super::{json, shell, text};
 use crate::client::{self, ClientError, Control};
 
 /// Why a command failed.
@@ -103,7 +103,24 @@ pub async fn run(
     }
     let path = client::resolve(cli.socket.as_deref(), cli.site.as_deref())?;
     let mut control = Control::connect(&path).await?;
-    execute(&mut control, &path, &cli.command, cli.output, sinks, stop).await
+    let call = Call {
+        path: &path,
+        selection: shell::selection(cli.socket.as_deref(), cli.site.as_deref()),
+        format: cli.output,
+    };
+    execute(&mut control, &call, &cli.command, sinks, stop).await
+}
+
+/// How a command reaches and answers: the socket, how it was chosen (repeated in the
+/// commands suggested to the operator, see [`shell::selection`]) and the output format.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// The control socket.
+    pub path: &'a Path,
+    /// ` --site NAME`, ` --socket PATH` or nothing.
+    pub selection: String,
+    /// Output format.
+    pub format: Format,
 }
 
 /// Writes the completion script for `shell`.
@@ -153,13 +170,13 @@ fn emit_line(
 /// Runs one daemon command on a connected client.
 pub async fn execute(
     control: &mut Control,
-    path: &Path,
+    call: &Call<'_>,
     command: &Command,
-    format: Format,
     sinks: Sinks<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), CtlError> {
-    let st = |s: Status| CtlError::from_status(s, path);
+    let format = call.format;
+    let st = |s: Status| CtlError::from_status(s, call.path);
     let out = sinks.out;
     let now = SystemTime::now();
     match command {
@@ -170,13 +187,24 @@ pub async fn execute(
             };
             emit(out, format, &json, || text::status(&site))?;
         }
-        Command::Peers => {
-            let peers = control.peers().await.map_err(st)?;
-            let json = json::ListPeers {
-                peers: peers.iter().map(Into::into).collect(),
-            };
-            emit(out, format, &json, || text::peers(&peers, now))?;
-        }
+        Command::Peers(args) => match &args.command {
+            None => {
+                let peers = control.peers().await.map_err(st)?;
+                let json = json::ListPeers {
+                    peers: peers.iter().map(Into::into).collect(),
+                };
+                emit(out, format, &json, || {
+                    text::peers(&peers, now, &call.selection)
+                })?;
+            }
+            Some(PeersCommand::Forget { name }) => {
+                let identity = control.forget_peer(name).await.map_err(st)?;
+                let json = json::PeerForgotten {
+                    identity: identity.clone(),
+                };
+                emit(out, format, &json, || text::peer_forgotten(name, &identity))?;
+            }
+        },
         Command::Channels => {
             let channels = control.channels().await.map_err(st)?;
             let json = json::ListChannels {

@@ -55,10 +55,23 @@ pub(crate) fn site() -> pb::SiteInfo {
                 ..Default::default()
             },
         ],
-        ..Default::default()
+        identity: ALPHA_ID.into(),
+        trust_mode: pb::TrustMode::Pinned.into(),
     }
 }
 
+/// This site's identity.
+pub(crate) const ALPHA_ID: &str = "a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i";
+/// beta's pinned identity.
+pub(crate) const BETA_ID: &str = "hfqku7jmljxqcy44vv6js2nuzo7hxo4u";
+/// Another identity claiming to be beta.
+pub(crate) const IMPOSTOR_ID: &str = "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i";
+/// delta's identity, not in trust.sites.
+pub(crate) const DELTA_ID: &str = "mz4kq7v2nx6wfb3jle5rht2ocu7ypsia";
+/// gamma-site's identity, pinned on first sight.
+pub(crate) const GAMMA_ID: &str = "g5mna2qkx7wzr4tpfj6vlh3ed2cuyobs";
+
+/// As the daemon lists them: by name, a site's refused identities right after it.
 pub(crate) fn peers() -> Vec<pb::Peer> {
     vec![
         pb::Peer {
@@ -72,6 +85,30 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             bytes_sent: 1536,
             bytes_received: 5 << 20,
             conflicting_instances: vec![],
+            identity: BETA_ID.into(),
+            trust: pb::TrustState::Pinned.into(),
+            pinned_identity: String::new(),
+            refused_messages: 0,
+        },
+        pb::Peer {
+            name: "beta".into(),
+            instance: "feedbeef".into(),
+            state: pb::PeerState::Refused as i32,
+            last_seen: Some(at(T0 + 3_595, 0)),
+            identity: IMPOSTOR_ID.into(),
+            trust: pb::TrustState::Conflict.into(),
+            pinned_identity: BETA_ID.into(),
+            refused_messages: 3,
+            ..Default::default()
+        },
+        pb::Peer {
+            name: "delta".into(),
+            instance: "d317a000".into(),
+            state: pb::PeerState::Refused as i32,
+            last_seen: Some(at(T0 + 3_540, 0)),
+            identity: DELTA_ID.into(),
+            trust: pb::TrustState::NotAllowed.into(),
+            refused_messages: 1,
             ..Default::default()
         },
         pb::Peer {
@@ -85,7 +122,10 @@ pub(crate) fn peers() -> Vec<pb::Peer> {
             bytes_sent: 0,
             bytes_received: 0,
             conflicting_instances: vec![],
-            ..Default::default()
+            identity: GAMMA_ID.into(),
+            trust: pb::TrustState::New.into(),
+            pinned_identity: String::new(),
+            refused_messages: 0,
         },
     ]
 }

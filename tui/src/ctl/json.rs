@@ -35,6 +35,8 @@ pub struct Site {
     broker_state: String,
     broker_reason: String,
     sockets: Vec<TunnelSocket>,
+    identity: String,
+    trust_mode: String,
 }
 
 impl From<&pb::SiteInfo> for Site {
@@ -49,6 +51,8 @@ impl From<&pb::SiteInfo> for Site {
             broker_state: units::broker_state(s.broker_state),
             broker_reason: s.broker_reason.clone(),
             sockets: s.sockets.iter().map(TunnelSocket::from).collect(),
+            identity: s.identity.clone(),
+            trust_mode: units::trust_mode(s.trust_mode),
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct Peer {
     bytes_sent: u64,
     bytes_received: u64,
     conflicting_instances: Vec<String>,
+    identity: String,
+    trust: String,
+    pinned_identity: String,
+    refused_messages: u64,
 }
 
 impl From<&pb::Peer> for Peer {
@@ -114,8 +122,19 @@ impl From<&pb::Peer> for Peer {
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
             conflicting_instances: p.conflicting_instances.clone(),
+            identity: p.identity.clone(),
+            trust: units::trust_state(p.trust),
+            pinned_identity: p.pinned_identity.clone(),
+            refused_messages: p.refused_messages,
         }
     }
+}
+
+/// `peers forget`: `ForgetPeerResponse`.
+#[derive(Debug, Serialize)]
+pub struct PeerForgotten {
+    /// The identity that was pinned.
+    pub identity: String,
 }
 
 /// `channels`: `ListChannelsResponse`.
@@ -677,7 +696,9 @@ mod tests {
                      "detect_error": "'http://ip.test/' answered HTTP 500",
                      "detect_error_at": "2024-05-01T10:00:00Z", "mode": "port-forwarding",
                      "nat_mapping": ""}
-                ]
+                ],
+                "identity": "a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i",
+                "trust_mode": "pinned"
             }})
         );
         assert_eq!(
@@ -691,7 +712,9 @@ mod tests {
                 "broker_url",
                 "broker_state",
                 "broker_reason",
-                "sockets"
+                "sockets",
+                "identity",
+                "trust_mode"
             ]
         );
     }
@@ -707,11 +730,54 @@ mod tests {
                 {"name": "beta", "instance": "0badc0de", "state": "connected",
                  "apps": ["echo", "vnc"], "last_seen": "2024-05-01T10:59:57Z",
                  "channels": 2, "streams": 1, "bytes_sent": 1536, "bytes_received": 5242880,
-                 "conflicting_instances": []},
+                 "conflicting_instances": [], "identity": "hfqku7jmljxqcy44vv6js2nuzo7hxo4u",
+                 "trust": "pinned", "pinned_identity": "", "refused_messages": 0},
+                {"name": "beta", "instance": "feedbeef", "state": "refused", "apps": [],
+                 "last_seen": "2024-05-01T10:59:55Z", "channels": 0, "streams": 0,
+                 "bytes_sent": 0, "bytes_received": 0, "conflicting_instances": [],
+                 "identity": "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i", "trust": "conflict",
+                 "pinned_identity": "hfqku7jmljxqcy44vv6js2nuzo7hxo4u", "refused_messages": 3},
+                {"name": "delta", "instance": "d317a000", "state": "refused", "apps": [],
+                 "last_seen": "2024-05-01T10:59:00Z", "channels": 0, "streams": 0,
+                 "bytes_sent": 0, "bytes_received": 0, "conflicting_instances": [],
+                 "identity": "mz4kq7v2nx6wfb3jle5rht2ocu7ypsia", "trust": "not_allowed",
+                 "pinned_identity": "", "refused_messages": 1},
                 {"name": "gamma-site", "instance": "", "state": "gone", "apps": [],
                  "last_seen": null, "channels": 0, "streams": 0, "bytes_sent": 0,
-                 "bytes_received": 0, "conflicting_instances": []}
+                 "bytes_received": 0, "conflicting_instances": [],
+                 "identity": "g5mna2qkx7wzr4tpfj6vlh3ed2cuyobs", "trust": "new",
+                 "pinned_identity": "", "refused_messages": 0}
             ]})
+        );
+        assert_eq!(
+            keys(&out.peers[1]),
+            [
+                "name",
+                "instance",
+                "state",
+                "apps",
+                "last_seen",
+                "channels",
+                "streams",
+                "bytes_sent",
+                "bytes_received",
+                "conflicting_instances",
+                "identity",
+                "trust",
+                "pinned_identity",
+                "refused_messages"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forgotten_peer_is_the_identity_that_was_pinned() {
+        let out = PeerForgotten {
+            identity: fx::BETA_ID.into(),
+        };
+        assert_eq!(
+            value(&out),
+            json!({"identity": "hfqku7jmljxqcy44vv6js2nuzo7hxo4u"})
         );
     }
 

@@ -8,10 +8,12 @@ use std::time::SystemTime;
 use wovenet_proto::v1::{self as pb, event, watch_events_response};
 
 use super::escape::visible;
+use super::shell;
 use super::table::Table;
 use super::units::{self, or_empty, yes_no};
 
-/// `status`: a key/value block, then the tunnel sockets, then why public address detection
+/// `status`: a key/value block (this site's identity whole: it is what other sites pin and
+/// list in `trust.sites`), then the tunnel sockets, then why public address detection
 /// failed, if it did.
 pub fn status(s: &pb::SiteInfo) -> String {
     let mut kv = Table::plain(2);
@@ -21,7 +23,14 @@ pub fn status(s: &pb::SiteInfo) -> String {
     } else {
         format!("{broker_state} ({})", s.broker_reason)
     };
+    let mode = units::trust_mode(s.trust_mode);
+    let trust = match mode.as_str() {
+        "open" => "open (identities are not checked)".to_owned(),
+        _ => units::cell(mode),
+    };
     kv.row(["site", s.name.as_str()])
+        .row(["identity", s.identity.as_str()])
+        .row(["trust mode".to_owned(), trust])
         .row(["instance", s.instance.as_str()])
         .row(["version", s.version.as_str()])
         .row([
@@ -73,14 +82,22 @@ pub fn status(s: &pb::SiteInfo) -> String {
     out
 }
 
-/// `peers`.
-pub fn peers(peers: &[pb::Peer], now: SystemTime) -> String {
+/// `peers`: one row per peer, refused identities as rows of their own (state `refused`)
+/// right after the site they claim to be, then what each refusal means and, for a
+/// conflict, the command that accepts a reinstalled site; then name conflicts between
+/// running instances. Identities are shown whole: they are compared with what
+/// `wovenetd identity` prints on the other host, and a prefix is cheap to forge.
+/// `selection` is how this command chose the daemon (see [`shell::selection`]), repeated
+/// in the suggested command so it can be pasted as is.
+pub fn peers(peers: &[pb::Peer], now: SystemTime, selection: &str) -> String {
     if peers.is_empty() {
         return "no peers\n".to_owned();
     }
     let mut t = Table::new(&[
         "NAME",
         "STATE",
+        "TRUST",
+        "IDENTITY",
         ">CHANNELS",
         ">STREAMS",
         ">SENT",
@@ -89,18 +106,33 @@ pub fn peers(peers: &[pb::Peer], now: SystemTime) -> String {
         "APPS",
     ]);
     for p in peers {
+        // A refused identity never had channels or traffic: dashes, not zeros.
+        let counted = |v: String| if refused(p) { String::new() } else { v };
         t.row([
             p.name.clone(),
             units::cell(units::peer_state(p.state)),
-            p.channels.to_string(),
-            p.streams.to_string(),
-            units::bytes(p.bytes_sent),
-            units::bytes(p.bytes_received),
+            units::trust_cell(p.trust),
+            p.identity.clone(),
+            counted(p.channels.to_string()),
+            counted(p.streams.to_string()),
+            counted(units::bytes(p.bytes_sent)),
+            counted(units::bytes(p.bytes_received)),
             units::ago(p.last_seen.as_ref(), now),
             p.apps.join(","),
         ]);
     }
     let mut out = t.render();
+    let refusals: Vec<String> = peers
+        .iter()
+        .filter(|p| refused(p))
+        .map(|p| refusal(p, selection))
+        .collect();
+    if !refusals.is_empty() {
+        out.push_str("\nREFUSED IDENTITIES (nothing they send is used)\n");
+        for r in refusals {
+            out.push_str(&r);
+        }
+    }
     // Only when two running sites share a name: which one is used, which refused.
     let mut c = Table::new(&["NAME", "INSTANCE", "REFUSED-INSTANCE"]);
     let mut any = false;
@@ -115,6 +147,56 @@ pub fn peers(peers: &[pb::Peer], now: SystemTime) -> String {
         out.push_str(&c.render());
     }
     out
+}
+
+/// Whether `p` is an identity refused for its name rather than a peer.
+fn refused(p: &pb::Peer) -> bool {
+    p.state == pb::PeerState::Refused as i32
+}
+
+/// What one refused identity means, and what the operator can do about it (lines ending
+/// in `\n`, daemon strings escaped).
+fn refusal(p: &pb::Peer, selection: &str) -> String {
+    let name = visible(&p.name);
+    let presented = visible(or_empty(&p.identity));
+    let count = units::plural(
+        usize::try_from(p.refused_messages).unwrap_or(usize::MAX),
+        "message",
+    );
+    match pb::TrustState::try_from(p.trust) {
+        Ok(pb::TrustState::Conflict) => {
+            let command = shell::forget_command(selection, &p.name);
+            format!(
+                "{name}: identity {presented} is refused: {name} is pinned to identity {} \
+                 ({count} refused)\n  \
+                 if {name} was reinstalled and `wovenetd identity` there prints {presented}, \
+                 accept it with: {}\n",
+                visible(or_empty(&p.pinned_identity)),
+                visible(&command),
+            )
+        }
+        Ok(pb::TrustState::NotAllowed) => format!(
+            "{name}: identity {presented} is not allowed: trust.mode is strict and trust.sites \
+             does not list {name} ({count} refused)\n  \
+             to admit it, add {{siteName: {name}, identity: {presented}}} to trust.sites and \
+             restart\n"
+        ),
+        _ => format!(
+            "{name}: identity {presented} is refused ({}, {count} refused)\n",
+            units::trust_cell(p.trust)
+        ),
+    }
+}
+
+/// `peers forget`: what was forgotten and what happens next.
+pub fn peer_forgotten(site: &str, identity: &str) -> String {
+    let site = visible(site);
+    format!(
+        "forgot site {site}: identity {} is no longer pinned and its dataChannels are closed\n\
+         the next identity that announces {site} is pinned: check that `wovenetctl peers` shows \
+         the one you expect\n",
+        visible(or_empty(identity))
+    )
 }
 
 /// `channels`.
@@ -341,11 +423,22 @@ pub fn remote_removed(removed: &[pb::RemoteApp]) -> String {
 /// `events`, first line: a summary of the snapshot.
 pub fn snapshot(s: &pb::Snapshot) -> String {
     let site = s.site.clone().unwrap_or_default();
+    let refused = s.peers.iter().filter(|p| refused(p)).count();
+    let peers = match refused {
+        0 => units::plural(s.peers.len(), "peer"),
+        1 => format!(
+            "{} (1 refused identity)",
+            units::plural(s.peers.len() - 1, "peer")
+        ),
+        n => format!(
+            "{} ({n} refused identities)",
+            units::plural(s.peers.len() - n, "peer")
+        ),
+    };
     format!(
-        "site {} ({}): {}, {}, {}, {}, {}; following events from #{} (Ctrl-C to stop)\n",
+        "site {} ({}): {peers}, {}, {}, {}, {}; following events from #{} (Ctrl-C to stop)\n",
         visible(or_empty(&site.name)),
         units::broker_state(site.broker_state),
-        units::plural(s.peers.len(), "peer"),
         units::plural(s.channels.len(), "channel"),
         units::plural(s.streams.len(), "stream"),
         units::plural(s.exposed.len(), "exposed app"),
@@ -535,11 +628,13 @@ mod tests {
     }
 
     #[test]
-    fn status_shows_site_uptime_broker_reason_and_sockets() {
+    fn status_shows_site_identity_trust_uptime_broker_reason_and_sockets() {
         let out = status(&fx::site());
         assert_eq!(
             out,
             "site          alpha\n\
+             identity      a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i\n\
+             trust mode    pinned\n\
              instance      9f2c4e1a\n\
              version       0.1.0\n\
              started       2024-05-01T10:00:00Z\n\
@@ -550,6 +645,25 @@ mod tests {
              LISTEN         MODE             PUBLIC             AUTO-DETECT  NAT\n\
              0.0.0.0:40001  hole-punching    203.0.113.7:40001  no           endpoint-independent\n\
              [::]:40002     port-forwarding  detecting          yes          -\n"
+        );
+    }
+
+    #[test]
+    fn status_warns_that_open_mode_checks_no_identity_and_tolerates_old_daemons() {
+        let mut site = fx::site();
+        site.trust_mode = pb::TrustMode::Open.into();
+        let out = status(&site);
+        assert!(
+            out.contains("\ntrust mode    open (identities are not checked)\n"),
+            "{out}"
+        );
+        // A daemon that predates identities sets neither field.
+        site.identity.clear();
+        site.trust_mode = 0;
+        let out = status(&site);
+        assert!(
+            out.contains("\nidentity      -\ntrust mode    -\n"),
+            "{out}"
         );
     }
 
@@ -575,21 +689,78 @@ mod tests {
 
     #[test]
     fn peers_table_aligns_columns_with_human_units() {
-        let out = peers(&fx::peers(), fx::now());
+        let out = peers(&fx::peers()[..1], fx::now(), "");
         assert_eq!(
             out,
-            "NAME        STATE      CHANNELS  STREAMS     SENT  RECEIVED  LAST-SEEN  APPS\n\
-             beta        connected         2        1  1.5 KiB   5.0 MiB  3s ago     echo,vnc\n\
-             gamma-site  gone              0        0      0 B       0 B  -          -\n"
+            "NAME  STATE      TRUST   IDENTITY                          CHANNELS  STREAMS     SENT  RECEIVED  LAST-SEEN  APPS\n\
+             beta  connected  pinned  hfqku7jmljxqcy44vv6js2nuzo7hxo4u         2        1  1.5 KiB   5.0 MiB  3s ago     echo,vnc\n"
         );
-        assert_eq!(peers(&[], fx::now()), "no peers\n");
+        assert_eq!(peers(&[], fx::now(), ""), "no peers\n");
+    }
+
+    /// The whole fingerprint in every row (a prefix is cheap to forge), refused identities
+    /// as rows of their own with dashes for traffic they never had, then what each refusal
+    /// means and the command that accepts a reinstalled site.
+    #[test]
+    fn peers_show_trust_whole_identities_and_refused_identities_with_the_way_out() {
+        let out = peers(&fx::peers(), fx::now(), "");
+        assert_eq!(
+            out,
+            "NAME        STATE      TRUST        IDENTITY                          CHANNELS  STREAMS     SENT  RECEIVED  LAST-SEEN  APPS\n\
+             beta        connected  pinned       hfqku7jmljxqcy44vv6js2nuzo7hxo4u         2        1  1.5 KiB   5.0 MiB  3s ago     echo,vnc\n\
+             beta        refused    conflict     x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i         -        -        -         -  5s ago     -\n\
+             delta       refused    not allowed  mz4kq7v2nx6wfb3jle5rht2ocu7ypsia         -        -        -         -  1m ago     -\n\
+             gamma-site  gone       new          g5mna2qkx7wzr4tpfj6vlh3ed2cuyobs         0        0      0 B       0 B  -          -\n\
+             \n\
+             REFUSED IDENTITIES (nothing they send is used)\n\
+             beta: identity x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i is refused: beta is pinned to identity \
+             hfqku7jmljxqcy44vv6js2nuzo7hxo4u (3 messages refused)\n  \
+             if beta was reinstalled and `wovenetd identity` there prints x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i, \
+             accept it with: wovenetctl peers forget beta\n\
+             delta: identity mz4kq7v2nx6wfb3jle5rht2ocu7ypsia is not allowed: trust.mode is strict and \
+             trust.sites does not list delta (1 message refused)\n  \
+             to admit it, add {siteName: delta, identity: mz4kq7v2nx6wfb3jle5rht2ocu7ypsia} to trust.sites \
+             and restart\n"
+        );
+    }
+
+    #[test]
+    fn the_suggested_command_names_the_daemon_as_chosen_and_quotes_the_name() {
+        let mut ps = fx::peers();
+        ps[1].name = "beta; rm -rf ~".into();
+        let out = peers(&ps[1..2], fx::now(), " --site alpha");
+        assert!(
+            out.ends_with(
+                "accept it with: wovenetctl --site alpha peers forget 'beta; rm -rf ~'\n"
+            ),
+            "{out}"
+        );
+        // Hidden characters are escaped inside the quotes as everywhere else.
+        ps[1].name = "beta\n\u{202e}x".into();
+        let out = peers(&ps[1..2], fx::now(), "");
+        assert!(
+            out.ends_with("accept it with: wovenetctl peers forget 'beta\\u{a}\\u{202e}x'\n"),
+            "{out}"
+        );
+        assert_eq!(out.lines().count(), 6, "{out}");
+    }
+
+    #[test]
+    fn forgetting_says_what_was_pinned_and_what_happens_next() {
+        assert_eq!(
+            peer_forgotten("beta", fx::BETA_ID),
+            "forgot site beta: identity hfqku7jmljxqcy44vv6js2nuzo7hxo4u is no longer pinned and \
+             its dataChannels are closed\n\
+             the next identity that announces beta is pinned: check that `wovenetctl peers` shows \
+             the one you expect\n"
+        );
     }
 
     #[test]
     fn peers_in_a_name_conflict_get_a_section_naming_both_instances() {
         let mut ps = fx::peers();
         ps[0].conflicting_instances = vec!["feedface".into()];
-        let out = peers(&ps, fx::now());
+        let out = peers(&ps, fx::now(), "");
         assert!(
             out.ends_with(
                 "\nNAME CONFLICTS (two running sites share a siteName; rename one)\n\
@@ -711,8 +882,8 @@ mod tests {
     fn events_start_with_a_summary_then_one_aligned_line_each() {
         assert_eq!(
             watch_event(&fx::snapshot()),
-            "site alpha (reconnecting): 2 peers, 2 channels, 1 stream, 1 exposed app, 1 remote app; \
-             following events from #42 (Ctrl-C to stop)\n"
+            "site alpha (reconnecting): 2 peers (2 refused identities), 2 channels, 1 stream, \
+             1 exposed app, 1 remote app; following events from #42 (Ctrl-C to stop)\n"
         );
         assert_eq!(
             event(&fx::event(43, Kind::ListenerOpened(fx::remote_spec()))),

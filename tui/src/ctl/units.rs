@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use wovenet_proto::v1::{
     BrokerState, ChannelRoute, ChannelState, Direction, ListenerState, PeerState, StreamDirection,
+    TrustMode, TrustState,
 };
 
 /// Shown in a table cell that has no value.
@@ -134,7 +135,7 @@ pub fn broker_state(v: i32) -> String {
     )
 }
 
-/// `discovered`, `connecting`, `connected`, `gone`, `unspecified` or `unknown`.
+/// `discovered`, `connecting`, `connected`, `gone`, `refused`, `unspecified` or `unknown`.
 pub fn peer_state(v: i32) -> String {
     enum_name(
         PeerState::try_from(v).ok().map(|e| e.as_str_name()),
@@ -180,6 +181,48 @@ pub fn listener_state(v: i32) -> String {
         ListenerState::try_from(v).ok().map(|e| e.as_str_name()),
         "LISTENER_STATE_",
     )
+}
+
+/// `pinned`, `new`, `conflict`, `not_allowed`, `unpinned`, `unspecified` or `unknown`
+/// (where a peer's identity stands).
+pub fn trust_state(v: i32) -> String {
+    enum_name(
+        TrustState::try_from(v).ok().map(|e| e.as_str_name()),
+        "TRUST_STATE_",
+    )
+}
+
+/// `pinned`, `strict`, `open`, `unspecified` or `unknown` (`trust.mode`).
+pub fn trust_mode(v: i32) -> String {
+    enum_name(
+        TrustMode::try_from(v).ok().map(|e| e.as_str_name()),
+        "TRUST_MODE_",
+    )
+}
+
+/// A trust state for people: [`trust_state`] with words apart (`not allowed`), `-` when
+/// not set (a peer known only from an event, or a daemon that predates identities).
+pub fn trust_cell(v: i32) -> String {
+    cell(trust_state(v)).replace('_', " ")
+}
+
+/// Characters of an identity fingerprint shown where the whole one does not fit.
+pub const SHORT_IDENTITY: usize = 8;
+
+/// The first [`SHORT_IDENTITY`] characters of a fingerprint and `…`, so a shortened one
+/// never passes for a whole one; `-` when empty. Only for narrow screens: a prefix is
+/// cheap to forge, so wherever an operator compares identities the whole one is shown.
+pub fn short_identity(fingerprint: &str) -> String {
+    if fingerprint.is_empty() {
+        return EMPTY.to_owned();
+    }
+    let mut chars = fingerprint.chars();
+    let head: String = chars.by_ref().take(SHORT_IDENTITY).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
 }
 
 /// An enum name for a table cell: `-` instead of `unspecified`.
@@ -293,6 +336,28 @@ mod tests {
         assert_eq!(listener_state(ListenerState::Waiting as i32), "waiting");
         assert_eq!(listener_state(99), "unknown");
         assert_eq!(cell(peer_state(0)), "-");
+        assert_eq!(peer_state(PeerState::Refused as i32), "refused");
+        assert_eq!(trust_state(TrustState::NotAllowed as i32), "not_allowed");
+        assert_eq!(trust_state(TrustState::New as i32), "new");
+        assert_eq!(trust_mode(TrustMode::Strict as i32), "strict");
+        assert_eq!(trust_mode(42), "unknown");
+    }
+
+    #[test]
+    fn trust_cells_are_words_and_unset_is_a_dash() {
+        assert_eq!(trust_cell(TrustState::NotAllowed as i32), "not allowed");
+        assert_eq!(trust_cell(TrustState::Conflict as i32), "conflict");
+        assert_eq!(trust_cell(TrustState::Unspecified as i32), "-");
+    }
+
+    #[test]
+    fn short_identities_are_marked_as_shortened() {
+        assert_eq!(
+            short_identity("hfqku7jmljxqcy44vv6js2nuzo7hxo4u"),
+            "hfqku7jm…"
+        );
+        assert_eq!(short_identity("hfqku7jm"), "hfqku7jm");
+        assert_eq!(short_identity(""), "-");
     }
 
     #[test]
