@@ -5,18 +5,28 @@ use std::time::{Duration, SystemTime};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::{Color, Modifier};
 use wovenet_proto::v1 as pb;
 use wovenet_tui::console::action::{Action, Feed};
 use wovenet_tui::console::form::Request;
 use wovenet_tui::console::theme::Theme;
-use wovenet_tui::console::{State, Tab, ui};
+use wovenet_tui::console::{Effect, State, Tab, ui};
 
-fn draw(state: &State, w: u16, h: u16) -> String {
+const A_ID: &str = "a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i";
+const B_ID: &str = "hfqku7jmljxqcy44vv6js2nuzo7hxo4u";
+const IMPOSTOR_ID: &str = "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i";
+
+fn buffer(state: &State, w: u16, h: u16, theme: Theme) -> Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_100);
-    t.draw(|f| ui::render(&state.model, &state.view, Theme::new(false), now, f))
+    t.draw(|f| ui::render(&state.model, &state.view, theme, now, f))
         .expect("draw");
-    let buf = t.backend().buffer().clone();
+    t.backend().buffer().clone()
+}
+
+fn draw(state: &State, w: u16, h: u16) -> String {
+    let buf = buffer(state, w, h, Theme::new(false));
     let mut out = String::new();
     for y in 0..buf.area.height {
         for x in 0..buf.area.width {
@@ -103,6 +113,40 @@ fn populated() -> State {
     s
 }
 
+/// `populated()` with identities: site-a pinned mode, site-b pinned, and another identity
+/// claiming site-b, refused, as the feed's `GetSite` and `ListPeers` refreshes bring them.
+fn with_trust() -> State {
+    let mut s = populated();
+    let mut site = s.model.site.clone().expect("populated() has a site");
+    site.identity = A_ID.into();
+    site.trust_mode = pb::TrustMode::Pinned.into();
+    s.update(Action::Feed(Feed::Site(Box::new(site))), SystemTime::now());
+    let mut b = s.model.peers[0].clone();
+    b.identity = B_ID.into();
+    b.trust = pb::TrustState::Pinned.into();
+    let impostor = pb::Peer {
+        name: "site-b".into(),
+        state: pb::PeerState::Refused as i32,
+        identity: IMPOSTOR_ID.into(),
+        trust: pb::TrustState::Conflict.into(),
+        pinned_identity: B_ID.into(),
+        refused_messages: 4,
+        ..Default::default()
+    };
+    s.update(
+        Action::Feed(Feed::Peers(vec![b, impostor])),
+        SystemTime::now(),
+    );
+    s
+}
+
+/// The table line that starts with `first` (after the border) and contains `needle`.
+fn row<'a>(out: &'a str, needle: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with("│site-b") && l.contains(needle))
+        .unwrap_or_else(|| panic!("no site-b row with {needle:?}:\n{out}"))
+}
+
 fn tab(s: &mut State, t: Tab) {
     s.update(Action::SwitchTab(t), SystemTime::now());
 }
@@ -154,6 +198,145 @@ fn a_peer_in_a_name_conflict_shows_it_in_the_table_and_the_detail_pane() {
     });
     let out = draw(&s, 100, 24);
     assert!(!out.contains("feedface"), "{out}");
+}
+
+#[test]
+fn sites_tab_shows_trust_whole_identities_and_the_refused_identity_apart() {
+    let s = with_trust();
+    let out = draw(&s, 140, 24);
+    assert!(
+        out.contains(&format!("identity {A_ID}  trust pinned")),
+        "{out}"
+    );
+    let head = out.lines().find(|l| l.starts_with("│site ")).unwrap();
+    let words: Vec<&str> = head.split_whitespace().take(5).collect();
+    assert_eq!(
+        words,
+        ["│site", "state", "trust", "identity", "apps"],
+        "{out}"
+    );
+    let accepted: Vec<&str> = row(&out, "connected").split_whitespace().take(5).collect();
+    assert_eq!(
+        accepted,
+        ["│site-b", "connected", "pinned", B_ID, "echo"],
+        "{out}"
+    );
+    let refused: Vec<&str> = row(&out, "refused").split_whitespace().collect();
+    assert_eq!(
+        refused,
+        [
+            "│site-b",
+            "refused",
+            "conflict",
+            IMPOSTOR_ID,
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "│"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn narrower_screens_shorten_then_leave_the_identity_to_the_detail_pane() {
+    let mut s = with_trust();
+    let out = draw(&s, 100, 24);
+    assert!(row(&out, "pinned").contains("hfqku7jm…"), "{out}");
+    assert!(!out.contains(B_ID), "{out}");
+    let out = draw(&s, 80, 24);
+    let head = out.lines().find(|l| l.starts_with("│site ")).unwrap();
+    assert!(!head.contains("identity"), "{out}");
+    assert!(row(&out, "connected").contains("pinned"), "{out}");
+    assert!(row(&out, "refused").contains("conflict"), "{out}");
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 80, 30);
+    assert!(out.contains(&format!("identity: {B_ID}")), "{out}");
+    assert!(out.contains("trust: pinned"), "{out}");
+}
+
+#[test]
+fn a_refused_identitys_detail_names_both_identities_and_the_way_to_accept_it() {
+    let mut s = with_trust();
+    s.update(Action::Down, SystemTime::now());
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 220, 40);
+    for needle in [
+        &format!("identity: {IMPOSTOR_ID}") as &str,
+        &format!("pinned: {B_ID}"),
+        "trust: conflict",
+        "refused msgs: 4",
+        "press f to forget the pin",
+        "│Or run: wovenetctl peers forget site-b ",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+}
+
+#[test]
+fn f_asks_before_forgetting_then_shows_the_daemons_answer() {
+    let mut s = with_trust();
+    s.update(Action::Down, SystemTime::now());
+    s.update(Action::ForgetSelected, SystemTime::now());
+    let out = draw(&s, 80, 24);
+    for needle in [
+        "forget the identity pinned for site 'site-b'?",
+        &format!("pinned now: {B_ID}") as &str,
+        &format!("refused:    {IMPOSTOR_ID}"),
+        "next identity that announces 'site-b' is pinned",
+        "y forget   n/Esc keep",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    let effect = s.update(Action::Confirm(true), SystemTime::now());
+    assert_eq!(
+        effect,
+        Some(Effect::Rpc(Request::ForgetPeer("site-b".into())))
+    );
+    s.update(
+        Action::RpcDone(
+            Request::ForgetPeer("site-b".into()),
+            Err("siteName: site 'site-b' is pinned by trust.sites in the config file: edit its identity there and restart".into()),
+        ),
+        SystemTime::now(),
+    );
+    let out = draw(&s, 160, 24);
+    assert!(!out.contains("forget the identity"), "{out}");
+    assert!(
+        out.contains("error: siteName: site 'site-b' is pinned by trust.sites"),
+        "{out}"
+    );
+}
+
+/// Refused rows are bad (red) and bold, so with `NO_COLOR` they still stand out.
+#[test]
+fn refused_rows_are_styled_bad_with_or_without_colour() {
+    let s = with_trust();
+    for (theme, fg) in [
+        (Theme::new(true), Some(Color::Red)),
+        (Theme::new(false), None),
+    ] {
+        let buf = buffer(&s, 140, 24, theme);
+        let area = buf.area;
+        let find = |word: &str| {
+            (0..area.height)
+                .find_map(|y| {
+                    let line: String = (0..area.width).map(|x| buf[(x, y)].symbol()).collect();
+                    line.find(word)
+                        .map(|i| (line[..i].chars().count() as u16, y))
+                })
+                .unwrap()
+        };
+        // The first character of the refused identity, and of the accepted one.
+        let (x, y) = find(IMPOSTOR_ID);
+        let cell = &buf[(x, y)];
+        assert!(cell.modifier.contains(Modifier::BOLD), "{cell:?}");
+        assert_eq!((cell.fg != Color::Reset).then_some(cell.fg), fg, "{cell:?}");
+        let (x, y) = find(B_ID);
+        assert!(!buf[(x, y)].modifier.contains(Modifier::BOLD));
+    }
 }
 
 #[test]
@@ -242,7 +425,13 @@ fn help_overlay_lists_every_bound_key() {
     let mut s = State::default();
     s.update(Action::Help, SystemTime::now());
     let out = draw(&s, 80, 40);
-    for k in ["quit", "add app", "remove app", "filter streams"] {
+    for k in [
+        "quit",
+        "add app",
+        "remove app",
+        "forget peer",
+        "filter streams",
+    ] {
         assert!(out.contains(k), "{k} missing: {out}");
     }
 }
@@ -314,7 +503,8 @@ fn assert_no_hidden(out: &str) {
 #[test]
 fn hostile_strings_are_shown_escaped_one_row_per_record() {
     let mut s = hostile();
-    let out = draw(&s, 120, 24);
+    // Wide enough for the trust and identity columns and the whole escaped app names.
+    let out = draw(&s, 160, 24);
     assert_no_hidden(&out);
     assert!(out.contains("site\\u{2066}-a"), "{out}");
     // Peer rows are the lines with traffic columns.

@@ -49,6 +49,8 @@ pub enum Action {
     Quit,
     /// Ask to remove the selected app (Apps tab).
     RemoveSelected,
+    /// Ask to forget the identity pinned for the selected peer's name (Sites tab).
+    ForgetSelected,
     /// The terminal was resized.
     Redraw,
     /// An RPC finished: what was asked, and the daemon's message on failure.
@@ -70,6 +72,8 @@ pub enum Feed {
     Stats(Box<pb::WatchStatsResponse>),
     /// A fresh `GetSite` (broker state has no event of its own).
     Site(Box<pb::SiteInfo>),
+    /// A fresh `ListPeers`: identities, trust and refused identities have no events.
+    Peers(Vec<pb::Peer>),
     /// The daemon went away (or never answered); the next attempt is in `retry_in`.
     Lost {
         /// Why.

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 
-use super::action::Action;
+use super::action::{Action, Feed};
 use super::feed;
 use super::form::Request;
 use super::keymap;
@@ -81,14 +81,22 @@ pub async fn run(terminal: &mut DefaultTerminal, path: PathBuf) -> std::io::Resu
     result
 }
 
-/// Runs one request and sends its outcome back to the loop.
+/// Runs one request and sends its outcome back to the loop. After a forget, the peers are
+/// read again at once: the site's row goes (and its next identity shows) without waiting
+/// for the feed's next refresh.
 async fn rpc(control: Option<Control>, req: Request, tx: mpsc::Sender<Action>) {
-    let result = match control {
-        None => Err("not connected to the daemon".to_owned()),
-        Some(mut c) => call(&mut c, &req).await,
+    let Some(mut c) = control else {
+        let result = Err("not connected to the daemon".to_owned());
+        let _ = tx.send(Action::RpcDone(req, result)).await;
+        return;
     };
+    let result = call(&mut c, &req).await;
+    let refresh = matches!(req, Request::ForgetPeer(_)) && result.is_ok();
     // The loop may have quit meanwhile; nothing is waiting for the answer then.
     let _ = tx.send(Action::RpcDone(req, result)).await;
+    if refresh && let Ok(peers) = c.peers().await {
+        let _ = tx.send(Action::Feed(Feed::Peers(peers))).await;
+    }
 }
 
 async fn call(c: &mut Control, req: &Request) -> Result<String, String> {
@@ -114,6 +122,10 @@ async fn call(c: &mut Control, req: &Request) -> Result<String, String> {
             )
             .await
             .map(|r| line(text::remote_removed(&r))),
+        Request::ForgetPeer(site) => c
+            .forget_peer(site)
+            .await
+            .map(|identity| line(text::peer_forgotten_short(site, &identity))),
     }
     .map_err(|s| s.message().to_owned())
 }

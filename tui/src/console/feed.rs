@@ -1,5 +1,6 @@
 //! The daemon feed task: dial, subscribe to WatchEvents (snapshot then events) and
-//! WatchStats, refresh `GetSite` for broker state, and forward everything as
+//! WatchStats, refresh `GetSite` (broker state) and `ListPeers` (identities, trust states
+//! and refused identities, which have no events), and forward everything as
 //! [`Action::Feed`]. On any failure it reports [`Feed::Lost`] and redials on the capped
 //! [`backoff`] schedule, forever. Owned by the loop, which aborts it on exit.
 //! It never touches the model.
@@ -16,7 +17,7 @@ use crate::client::Control;
 
 /// Stats sample period asked of the daemon (the sparklines hold one minute of these).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the site (broker state, uptime origin) is re-read.
+/// How often the site (broker state, uptime origin) and the peers (trust) are re-read.
 pub const SITE_REFRESH: Duration = Duration::from_secs(3);
 
 /// Runs until `tx` closes. `control_tx` holds the live client (or `None`) for RPCs.
@@ -87,10 +88,19 @@ async fn session(
                 Ok(None) => return "the daemon closed the stats stream".to_owned(),
                 Err(e) => return e.message().to_owned(),
             },
-            _ = refresh.tick() => match control.site().await {
-                Ok(s) => Feed::Site(Box::new(s)),
-                Err(e) => return e.message().to_owned(),
-            },
+            _ = refresh.tick() => {
+                let site = match control.site().await {
+                    Ok(s) => s,
+                    Err(e) => return e.message().to_owned(),
+                };
+                if tx.send(Action::Feed(Feed::Site(Box::new(site)))).await.is_err() {
+                    return "console closed".to_owned();
+                }
+                match control.peers().await {
+                    Ok(p) => Feed::Peers(p),
+                    Err(e) => return e.message().to_owned(),
+                }
+            }
         };
         if tx.send(Action::Feed(feed)).await.is_err() {
             return "console closed".to_owned();

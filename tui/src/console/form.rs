@@ -169,6 +169,8 @@ pub enum Request {
         /// Local socket (empty: all).
         local: String,
     },
+    /// `ForgetPeer` of this site name.
+    ForgetPeer(String),
 }
 
 impl Request {

@@ -1,5 +1,6 @@
-//! The one table from keys to [`Action`]s in normal mode. The footer hints and the `?`
-//! overlay are generated from it, so they cannot drift from what the keys do. Text entry
+//! The one table from keys to [`Action`]s in normal mode. The footer hints (per tab: a key
+//! that only works on one tab is hinted there) and the `?` overlay are generated from it,
+//! so they cannot drift from what the keys do. Text entry
 //! (form, filter) and y/n confirmation are mapped by [`map_key`] before the table.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -7,7 +8,18 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::action::Action;
 use super::view::{Tab, ViewState};
 
-/// One binding: key, action, the key as shown, what it does, whether the footer shows it.
+/// Where the footer hints at a binding (every binding is in the `?` overlay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// Only in `?`.
+    Help,
+    /// On every tab.
+    Always,
+    /// On this tab only (the key does nothing elsewhere).
+    On(Tab),
+}
+
+/// One binding: key, action, the key as shown, what it does, where the footer shows it.
 pub struct Binding {
     /// Key code.
     pub code: KeyCode,
@@ -17,12 +29,21 @@ pub struct Binding {
     pub key: &'static str,
     /// What it does.
     pub help: &'static str,
-    /// Shown in the footer (the rest only in `?`).
-    pub footer: bool,
+    /// Where the footer shows it.
+    pub footer: Hint,
 }
 
 macro_rules! bind {
     ($code:expr, $action:expr, $key:literal, $help:literal, $footer:literal) => {
+        bind!(
+            $code,
+            $action,
+            $key,
+            $help,
+            if $footer { Hint::Always } else { Hint::Help }
+        )
+    };
+    ($code:expr, $action:expr, $key:literal, $help:literal, $footer:expr) => {
         Binding {
             code: $code,
             action: || $action,
@@ -110,7 +131,14 @@ pub const BINDINGS: &[Binding] = &[
         Action::RemoveSelected,
         "d",
         "remove app",
-        true
+        Hint::On(Tab::Apps)
+    ),
+    bind!(
+        KeyCode::Char('f'),
+        Action::ForgetSelected,
+        "f",
+        "forget peer",
+        Hint::On(Tab::Sites)
     ),
 ];
 
@@ -151,11 +179,15 @@ pub fn map_key(key: KeyEvent, view: &ViewState) -> Option<Action> {
         .map(|b| (b.action)())
 }
 
-/// `key help` pairs for the footer.
-pub fn footer() -> impl Iterator<Item = (&'static str, &'static str)> {
+/// `key help` pairs for the footer of `tab`.
+pub fn footer(tab: Tab) -> impl Iterator<Item = (&'static str, &'static str)> {
     BINDINGS
         .iter()
-        .filter(|b| b.footer)
+        .filter(move |b| match b.footer {
+            Hint::Help => false,
+            Hint::Always => true,
+            Hint::On(t) => t == tab,
+        })
         .map(|b| (b.key, b.help))
 }
 
@@ -192,6 +224,46 @@ mod tests {
         ));
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert!(matches!(map_key(ctrl_c, &v), Some(Action::Quit)));
+    }
+
+    #[test]
+    fn f_forgets_and_the_footer_hints_at_it_on_the_sites_tab_only() {
+        let v = ViewState::default();
+        assert!(matches!(
+            map_key(key(KeyCode::Char('f')), &v),
+            Some(Action::ForgetSelected)
+        ));
+        let on = |tab| footer(tab).map(|(k, _)| k).collect::<Vec<_>>();
+        assert!(on(Tab::Sites).contains(&"f"), "{:?}", on(Tab::Sites));
+        assert!(!on(Tab::Sites).contains(&"d"), "{:?}", on(Tab::Sites));
+        assert!(on(Tab::Apps).contains(&"d"), "{:?}", on(Tab::Apps));
+        assert!(!on(Tab::Apps).contains(&"f"), "{:?}", on(Tab::Apps));
+        assert!(on(Tab::Events).contains(&"q"), "{:?}", on(Tab::Events));
+        // Confirmation keys answer the dialog, whatever it asks.
+        let confirming = ViewState {
+            confirm: Some(crate::console::view::Confirm::ForgetPeer {
+                site: "beta".into(),
+                pinned: String::new(),
+                refused: String::new(),
+            }),
+            ..Default::default()
+        };
+        assert!(map_key(key(KeyCode::Char('f')), &confirming).is_none());
+        assert!(matches!(
+            map_key(key(KeyCode::Char('y')), &confirming),
+            Some(Action::Confirm(true))
+        ));
+    }
+
+    /// The footer is one line: at 80 columns every tab's hints must fit.
+    #[test]
+    fn every_tabs_footer_fits_80_columns() {
+        for tab in Tab::ALL {
+            let width: usize = footer(tab)
+                .map(|(k, h)| k.chars().count() + h.chars().count() + 3)
+                .sum();
+            assert!(width <= 80, "{tab:?}: {width}");
+        }
     }
 
     #[test]

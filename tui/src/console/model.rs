@@ -1,6 +1,8 @@
 //! The client-side mirror of one daemon: site, peers, channels, streams, apps, the event
 //! ring and a minute of per-channel stats history. It is filled from the WatchEvents
-//! snapshot, kept current by its events and the WatchStats samples. No I/O, no rendering.
+//! snapshot, kept current by its events and the WatchStats samples, and the peer list is
+//! replaced by each `ListPeers` refresh (identities, trust and refused identities have no
+//! events). No I/O, no rendering.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
@@ -61,7 +63,7 @@ pub struct Model {
     pub link: Link,
     /// The site, once a snapshot arrived.
     pub site: Option<pb::SiteInfo>,
-    /// Peers by name order.
+    /// Peers by name order; a site's refused identities (state `refused`) follow it.
     pub peers: Vec<pb::Peer>,
     /// Data channels, by peer then id.
     pub channels: Vec<pb::Channel>,
@@ -99,6 +101,11 @@ impl Default for Model {
     }
 }
 
+/// Whether `p` is an identity refused for its name rather than a peer.
+pub fn refused(p: &pb::Peer) -> bool {
+    p.state == pb::PeerState::Refused as i32
+}
+
 fn spec_matches(a: &pb::RemoteAppSpec, b: &pb::RemoteAppSpec) -> bool {
     a.site_name == b.site_name && a.app_name == b.app_name && a.local_socket == b.local_socket
 }
@@ -129,18 +136,30 @@ impl Model {
         self.events.push_front(e);
     }
 
+    /// Replaces the peers with a fresh `ListPeers` (the daemon's order).
+    pub fn apply_peers(&mut self, peers: Vec<pb::Peer>) {
+        self.peers = peers;
+    }
+
+    /// The accepted peer of `name` (never one of its refused identities), added if new.
     fn peer_mut(&mut self, name: &str) -> &mut pb::Peer {
-        let i = match self.peers.iter().position(|p| p.name == name) {
+        let i = match self
+            .peers
+            .iter()
+            .position(|p| p.name == name && !refused(p))
+        {
             Some(i) => i,
             None => {
                 self.peers.push(pb::Peer {
                     name: name.to_owned(),
                     ..Default::default()
                 });
-                self.peers.sort_by(|a, b| a.name.cmp(&b.name));
+                // A site before its refused identities, as the daemon lists them.
+                self.peers
+                    .sort_by(|a, b| a.name.cmp(&b.name).then(refused(a).cmp(&refused(b))));
                 self.peers
                     .iter()
-                    .position(|p| p.name == name)
+                    .position(|p| p.name == name && !refused(p))
                     .unwrap_or_default()
             }
         };
@@ -255,7 +274,11 @@ impl Model {
             }
         }
         for ps in &s.peers {
-            if let Some(p) = self.peers.iter_mut().find(|p| p.name == ps.peer) {
+            if let Some(p) = self
+                .peers
+                .iter_mut()
+                .find(|p| p.name == ps.peer && !refused(p))
+            {
                 p.bytes_sent = ps.bytes_sent;
                 p.bytes_received = ps.bytes_received;
                 p.conflicting_instances = ps.conflicting_instances.clone();
@@ -283,6 +306,80 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_refused_beta() -> Model {
+        let mut m = Model::default();
+        m.apply_peers(vec![
+            pb::Peer {
+                name: "beta".into(),
+                state: pb::PeerState::Connected as i32,
+                identity: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".into(),
+                trust: pb::TrustState::Pinned.into(),
+                ..Default::default()
+            },
+            pb::Peer {
+                name: "beta".into(),
+                state: pb::PeerState::Refused as i32,
+                identity: "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i".into(),
+                trust: pb::TrustState::Conflict.into(),
+                ..Default::default()
+            },
+        ]);
+        m
+    }
+
+    /// Regression: events and samples updated the first row of a name, which could be
+    /// an identity refused for it.
+    #[test]
+    fn events_and_samples_never_touch_a_refused_identity() {
+        let mut m = with_refused_beta();
+        m.peers.swap(0, 1);
+        m.apply_event(pb::Event {
+            kind: Some(Kind::PeerDisconnected(pb::PeerEvent {
+                site: "beta".into(),
+                reason: String::new(),
+            })),
+            ..Default::default()
+        });
+        m.apply_stats(pb::WatchStatsResponse {
+            peers: vec![pb::PeerStats {
+                peer: "beta".into(),
+                bytes_sent: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let states: Vec<(i32, u64)> = m.peers.iter().map(|p| (p.state, p.bytes_sent)).collect();
+        assert_eq!(
+            states,
+            [
+                (pb::PeerState::Refused as i32, 0),
+                (pb::PeerState::Gone as i32, 7)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_site_known_only_as_refused_gets_its_own_row_first_when_it_is_accepted() {
+        let mut m = with_refused_beta();
+        m.peers.remove(0);
+        m.apply_event(pb::Event {
+            kind: Some(Kind::PeerDiscovered(pb::PeerEvent {
+                site: "beta".into(),
+                reason: String::new(),
+            })),
+            ..Default::default()
+        });
+        let rows: Vec<(&str, bool)> = m
+            .peers
+            .iter()
+            .map(|p| (p.name.as_str(), refused(p)))
+            .collect();
+        assert_eq!(rows, [("beta", false), ("beta", true)]);
+        // The next ListPeers is the truth again.
+        m.apply_peers(vec![]);
+        assert!(m.peers.is_empty());
+    }
 
     #[test]
     fn stats_samples_refresh_open_streams_bytes_without_polling() {

@@ -62,13 +62,41 @@ impl Theme {
         self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
     }
 
-    /// Style for a lowercase state word from [`crate::ctl::units`].
+    /// Style for a lowercase state word from [`crate::ctl::units`], trust states and
+    /// modes included: `pinned` is healthy; `new` (pinned on first sight: worth comparing
+    /// with `wovenetd identity` on that host) and `unpinned` (not checked) are warnings
+    /// (the header styles the trust mode `open` itself: here `open` is a listener's); a `refused` identity, a `conflict` and `not allowed` are bad (bold, so they
+    /// stand out with `NO_COLOR` too).
     pub fn state(self, word: &str) -> Style {
         match word {
-            "connected" | "up" | "open" => self.good(),
-            "connecting" | "reconnecting" | "discovered" | "waiting" => self.warn(),
-            "gone" | "failed" | "disconnected" | "conflict" => self.bad(),
+            "connected" | "up" | "open" | "pinned" => self.good(),
+            "connecting" | "reconnecting" | "discovered" | "waiting" | "new" | "unpinned" => {
+                self.warn()
+            }
+            "gone" | "failed" | "disconnected" | "conflict" | "refused" | "not allowed" => {
+                self.bad()
+            }
             _ => Style::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_words_have_meaningful_styles_and_bad_ones_stay_bold_without_colour() {
+        let t = Theme::new(true);
+        assert_eq!(t.state("pinned").fg, Some(Color::Green));
+        assert_eq!(t.state("new").fg, Some(Color::Yellow));
+        assert_eq!(t.state("unpinned").fg, Some(Color::Yellow));
+        for word in ["refused", "conflict", "not allowed"] {
+            assert_eq!(t.state(word).fg, Some(Color::Red), "{word}");
+            let plain = Theme::new(false).state(word);
+            assert_eq!(plain.fg, None, "{word}");
+            assert!(plain.add_modifier.contains(Modifier::BOLD), "{word}");
+        }
+        assert_eq!(Theme::new(false).state("pinned"), Style::new());
     }
 }

@@ -1,5 +1,6 @@
-//! Pure rendering: `render(model, view, theme, now, frame)` draws the header, tab bar, the
-//! current tab (with its detail pane), the footer and any overlay. Nothing here mutates
+//! Pure rendering: `render(model, view, theme, now, frame)` draws the header (link, site,
+//! broker, NAT; then this site's identity and trust mode), tab bar, the current tab (with
+//! its detail pane), the footer and any overlay. Nothing here mutates
 //! state or does I/O; tables build only the rows that fit. Strings from the daemon are drawn
 //! through [`visible`] (hidden characters escaped, one line per row).
 
@@ -52,13 +53,16 @@ pub fn render(
         now,
     };
     let [header, tabs, body, footer] = Layout::vertical([
-        Constraint::Length(1),
+        Constraint::Length(2),
         Constraint::Length(1),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    frame.render_widget(Paragraph::new(header_line(cx)), header);
+    frame.render_widget(
+        Paragraph::new(vec![header_line(cx), identity_line(cx)]),
+        header,
+    );
     frame.render_widget(Paragraph::new(tab_line(cx)), tabs);
     let (main, detail) = if view.detail {
         let [m, d] = if body.width >= 120 {
@@ -144,6 +148,34 @@ fn header_line(cx: Ctx<'_>) -> Line<'static> {
     Line::from(spans)
 }
 
+/// The header's second line: this site's identity, whole (it is what other sites pin and
+/// list in `trust.sites`, read out to their operators), and `trust.mode`. Empty before the
+/// first snapshot and for a daemon that predates identities.
+fn identity_line(cx: Ctx<'_>) -> Line<'static> {
+    let t = cx.theme;
+    let Some(s) = &cx.model.site else {
+        return Line::default();
+    };
+    let mut spans = Vec::new();
+    if !s.identity.is_empty() {
+        spans.push(Span::styled("identity ", t.dim()));
+        spans.push(Span::raw(visible_owned(s.identity.clone())));
+        spans.push(Span::raw("  "));
+    }
+    let mode = units::trust_mode(s.trust_mode);
+    let style = match mode.as_str() {
+        "pinned" | "strict" => t.good(),
+        "open" => t.warn(),
+        _ => return Line::from(spans),
+    };
+    spans.push(Span::styled("trust ", t.dim()));
+    spans.push(Span::styled(mode.clone(), style));
+    if mode == "open" {
+        spans.push(Span::styled(" (identities are not checked)", t.warn()));
+    }
+    Line::from(spans)
+}
+
 fn tab_line(cx: Ctx<'_>) -> Line<'static> {
     let mut spans = Vec::new();
     for (i, tab) in Tab::ALL.iter().enumerate() {
@@ -178,7 +210,7 @@ fn footer_line(cx: Ctx<'_>) -> Line<'static> {
         return Line::from(Span::styled(s.clone(), style));
     }
     let mut spans = Vec::new();
-    for (key, help) in keymap::footer() {
+    for (key, help) in keymap::footer(cx.view.tab) {
         spans.push(Span::styled(key, t.title()));
         spans.push(Span::raw(format!(" {help}  ")));
     }
@@ -271,6 +303,44 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn the_second_header_line_shows_the_whole_identity_and_the_trust_mode() {
+        let mut model = Model::default();
+        let view = ViewState::default();
+        let cx = |model: &Model| {
+            text(&identity_line(Ctx {
+                model,
+                view: &view,
+                theme: Theme::new(false),
+                now: SystemTime::UNIX_EPOCH,
+            }))
+        };
+        assert_eq!(cx(&model), "");
+        let mut site = pb::SiteInfo {
+            name: "alpha".into(),
+            identity: "a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i".into(),
+            trust_mode: pb::TrustMode::Pinned.into(),
+            ..Default::default()
+        };
+        model.site = Some(site.clone());
+        assert_eq!(
+            cx(&model),
+            "identity a3stb5ycqzkxw2mhe7nvfgrl4pjduo6i  trust pinned"
+        );
+        site.trust_mode = pb::TrustMode::Open.into();
+        model.site = Some(site.clone());
+        assert!(
+            cx(&model).ends_with("trust open (identities are not checked)"),
+            "{}",
+            cx(&model)
+        );
+        // A daemon that predates identities.
+        site.identity.clear();
+        site.trust_mode = 0;
+        model.site = Some(site);
+        assert_eq!(cx(&model), "");
     }
 
     #[test]

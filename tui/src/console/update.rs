@@ -8,7 +8,7 @@ use wovenet_proto::v1 as pb;
 
 use super::action::{Action, Feed};
 use super::form::{Form, Request};
-use super::model::{Link, Model};
+use super::model::{Link, Model, refused};
 use super::view::{Confirm, StreamSort, Tab, ViewState};
 
 /// Something only the loop can do.
@@ -141,6 +141,7 @@ impl State {
                 self.view.form = Some(Form::default());
             }
             Action::RemoveSelected => self.view.confirm = self.selected_app(),
+            Action::ForgetSelected => self.view.confirm = self.selected_peer(),
             Action::Confirm(yes) => {
                 let c = self.view.confirm.take();
                 if let (true, Some(c)) = (yes, c) {
@@ -149,6 +150,7 @@ impl State {
                         Confirm::RemoveRemote { site, app, local } => {
                             Request::RemoveRemote { site, app, local }
                         }
+                        Confirm::ForgetPeer { site, .. } => Request::ForgetPeer(site),
                     }));
                 }
             }
@@ -184,6 +186,7 @@ impl State {
             Feed::Event(e) => self.model.apply_event(*e),
             Feed::Stats(s) => self.model.apply_stats(*s),
             Feed::Site(s) => self.model.site = Some(*s),
+            Feed::Peers(p) => self.model.apply_peers(p),
             Feed::Lost { reason, retry_in } => {
                 self.model.link = Link::Disconnected {
                     reason,
@@ -213,6 +216,45 @@ impl State {
             site: s.site_name.clone(),
             app: s.app_name.clone(),
             local: s.local_socket.clone(),
+        })
+    }
+
+    /// The peer under the cursor on the Sites tab, as a forget to confirm: the name, the
+    /// identity pinned for it and, on a refused identity's row, that identity (the one a
+    /// reinstalled site now presents). Whether the name can be forgotten is the daemon's
+    /// call (trust.sites, open mode): its answer is shown.
+    fn selected_peer(&self) -> Option<Confirm> {
+        if self.view.tab != Tab::Sites {
+            return None;
+        }
+        let p = self.model.peers.get(self.view.selection())?;
+        let (pinned, refused) = if refused(p) {
+            (p.pinned_identity.clone(), p.identity.clone())
+        } else {
+            let pinned = matches!(
+                pb::TrustState::try_from(p.trust),
+                Ok(pb::TrustState::Pinned | pb::TrustState::New)
+            );
+            let refused = self
+                .model
+                .peers
+                .iter()
+                .find(|r| r.name == p.name && refused(r))
+                .map(|r| r.identity.clone())
+                .unwrap_or_default();
+            (
+                if pinned {
+                    p.identity.clone()
+                } else {
+                    String::new()
+                },
+                refused,
+            )
+        };
+        Some(Confirm::ForgetPeer {
+            site: p.name.clone(),
+            pinned,
+            refused,
         })
     }
 
@@ -283,6 +325,132 @@ mod tests {
             s.update(Action::Confirm(true), SystemTime::now()),
             Some(Effect::Rpc(Request::RemoveExposed("web".into())))
         );
+    }
+
+    /// beta (pinned), an identity refused for beta, delta (not allowed in strict mode).
+    fn trust_peers() -> Vec<pb::Peer> {
+        vec![
+            pb::Peer {
+                name: "beta".into(),
+                state: pb::PeerState::Connected as i32,
+                identity: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".into(),
+                trust: pb::TrustState::Pinned.into(),
+                ..Default::default()
+            },
+            pb::Peer {
+                name: "beta".into(),
+                state: pb::PeerState::Refused as i32,
+                identity: "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i".into(),
+                trust: pb::TrustState::Conflict.into(),
+                pinned_identity: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".into(),
+                ..Default::default()
+            },
+            pb::Peer {
+                name: "delta".into(),
+                state: pb::PeerState::Refused as i32,
+                identity: "mz4kq7v2nx6wfb3jle5rht2ocu7ypsia".into(),
+                trust: pb::TrustState::NotAllowed.into(),
+                ..Default::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn forgetting_asks_first_naming_both_identities_and_only_yes_sends_the_rpc() {
+        let mut s = State::default();
+        let now = SystemTime::now();
+        s.update(Action::Feed(Feed::Peers(trust_peers())), now);
+        assert_eq!(s.model.peers.len(), 3);
+        // The refused identity's row: the name's pin, and the identity that wants it.
+        s.update(Action::Down, now);
+        assert_eq!(s.update(Action::ForgetSelected, now), None);
+        let asked = Confirm::ForgetPeer {
+            site: "beta".into(),
+            pinned: "hfqku7jmljxqcy44vv6js2nuzo7hxo4u".into(),
+            refused: "x7rq2mfk4dzl3pwn6yb5tcehv2sjoa7i".into(),
+        };
+        assert_eq!(s.view.confirm, Some(asked.clone()));
+        assert_eq!(s.update(Action::Confirm(false), now), None);
+        assert_eq!(s.view.confirm, None);
+        // The accepted row asks the same about the same name.
+        s.update(Action::Up, now);
+        s.update(Action::ForgetSelected, now);
+        assert_eq!(s.view.confirm, Some(asked));
+        let effect = s.update(Action::Confirm(true), now);
+        assert_eq!(
+            effect,
+            Some(Effect::Rpc(Request::ForgetPeer("beta".into())))
+        );
+        s.update(
+            Action::RpcDone(
+                Request::ForgetPeer("beta".into()),
+                Ok("forgot beta: the next identity that announces beta is pinned".into()),
+            ),
+            now,
+        );
+        assert_eq!(
+            s.view.status.as_deref(),
+            Some("forgot beta: the next identity that announces beta is pinned")
+        );
+        // The daemon decides what can be forgotten; its refusal is shown as it says it.
+        s.update(Action::Bottom, now);
+        s.update(Action::ForgetSelected, now);
+        assert!(matches!(
+            &s.view.confirm,
+            Some(Confirm::ForgetPeer { site, pinned, refused })
+                if site == "delta" && pinned.is_empty() && refused == "mz4kq7v2nx6wfb3jle5rht2ocu7ypsia"
+        ));
+        let Some(Effect::Rpc(req)) = s.update(Action::Confirm(true), now) else {
+            panic!("yes must send the forget");
+        };
+        s.update(
+            Action::RpcDone(req, Err("no identity is pinned for site 'delta'".into())),
+            now,
+        );
+        assert_eq!(
+            s.view.status.as_deref(),
+            Some("error: no identity is pinned for site 'delta'")
+        );
+    }
+
+    #[test]
+    fn forget_works_on_the_sites_tab_only() {
+        let mut s = State::default();
+        let now = SystemTime::now();
+        s.update(Action::Feed(Feed::Peers(trust_peers())), now);
+        s.update(Action::SwitchTab(Tab::Apps), now);
+        assert_eq!(s.update(Action::ForgetSelected, now), None);
+        assert_eq!(s.view.confirm, None);
+        s.update(Action::SwitchTab(Tab::Sites), now);
+        s.model.peers.clear();
+        s.update(Action::ForgetSelected, now);
+        assert_eq!(s.view.confirm, None);
+    }
+
+    /// Regression: trust and refused identities only came with the snapshot, so a site
+    /// discovered later never showed its identity, and a refusal never showed at all.
+    #[test]
+    fn a_peers_refresh_brings_trust_and_refused_identities_and_keeps_the_selection_inside() {
+        let mut s = State::default();
+        let now = SystemTime::now();
+        s.update(
+            Action::Feed(Feed::Event(Box::new(pb::Event {
+                kind: Some(pb::event::Kind::PeerDiscovered(pb::PeerEvent {
+                    site: "beta".into(),
+                    reason: String::new(),
+                })),
+                ..Default::default()
+            }))),
+            now,
+        );
+        assert_eq!(s.model.peers[0].trust, 0);
+        s.update(Action::Feed(Feed::Peers(trust_peers())), now);
+        assert_eq!(s.model.peers[0].trust, pb::TrustState::Pinned as i32);
+        assert_eq!(s.model.peers[1].state, pb::PeerState::Refused as i32);
+        s.update(Action::Bottom, now);
+        assert_eq!(s.view.selection(), 2);
+        s.update(Action::Feed(Feed::Peers(trust_peers()[..1].to_vec())), now);
+        assert_eq!(s.view.selection(), 0);
     }
 
     #[test]

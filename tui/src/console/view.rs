@@ -86,7 +86,7 @@ impl StreamSort {
     }
 }
 
-/// An app removal waiting for y/n.
+/// A removal waiting for y/n.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Confirm {
     /// Remove the exposed app of this name.
@@ -99,6 +99,15 @@ pub enum Confirm {
         app: String,
         /// Local socket.
         local: String,
+    },
+    /// Forget the identity pinned for a site name.
+    ForgetPeer {
+        /// The site name.
+        site: String,
+        /// The identity pinned for it, as far as the console knows (empty: not known).
+        pinned: String,
+        /// The refused identity that would probably be pinned next (empty: none).
+        refused: String,
     },
 }
 
@@ -121,7 +130,7 @@ pub struct ViewState {
     pub filtering: bool,
     /// The add-app form, when open.
     pub form: Option<Form>,
-    /// A removal awaiting y/n.
+    /// A removal or forget awaiting y/n.
     pub confirm: Option<Confirm>,
     /// Last outcome line (e.g. an RPC result).
     pub status: Option<String>,

@@ -199,6 +199,16 @@ pub fn peer_forgotten(site: &str, identity: &str) -> String {
     )
 }
 
+/// `peers forget` in one line, most important first (the console's status line, which a
+/// narrow terminal cuts at the end).
+pub fn peer_forgotten_short(site: &str, identity: &str) -> String {
+    let site = visible(site);
+    format!(
+        "forgot {site}: the next identity that announces {site} is pinned (was {})",
+        visible(or_empty(identity))
+    )
+}
+
 /// `channels`.
 pub fn channels(channels: &[pb::Channel]) -> String {
     if channels.is_empty() {
@@ -743,6 +753,15 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.lines().count(), 6, "{out}");
+    }
+
+    #[test]
+    fn the_consoles_forget_line_puts_what_happens_next_first() {
+        assert_eq!(
+            peer_forgotten_short("beta", fx::BETA_ID),
+            "forgot beta: the next identity that announces beta is pinned \
+             (was hfqku7jmljxqcy44vv6js2nuzo7hxo4u)"
+        );
     }
 
     #[test]

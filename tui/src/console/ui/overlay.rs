@@ -1,5 +1,6 @@
 //! Overlays drawn over the tab: the `?` help (generated from the keymap), the add-app form
-//! with the daemon's error inline, and the y/n removal confirmation.
+//! with the daemon's error inline, and the y/n confirmation of an app removal or of
+//! forgetting a peer's pinned identity.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
@@ -87,22 +88,61 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>) {
         );
     }
     if let Some(c) = &cx.view.confirm {
-        let what = match c {
-            Confirm::RemoveExposed(n) => format!("exposed app '{n}'"),
-            Confirm::RemoveRemote { site, app, local } => {
-                format!("remote app '{site}/{app}' on '{local}'")
-            }
+        let (lines, width) = match c {
+            Confirm::RemoveExposed(n) => (removal(cx, &format!("exposed app '{n}'")), 60),
+            Confirm::RemoveRemote { site, app, local } => (
+                removal(cx, &format!("remote app '{site}/{app}' on '{local}'")),
+                60,
+            ),
+            Confirm::ForgetPeer {
+                site,
+                pinned,
+                refused,
+            } => (forget(cx, site, pinned, refused), 78),
         };
-        let r = centered(area, 60, 4);
+        // Room for wrapped lines on a narrow terminal.
+        let height = lines.len() as u16 + 2 + u16::from(area.width < width);
+        let r = centered(area, width, height);
         frame.render_widget(Clear, r);
         frame.render_widget(
-            Paragraph::new(vec![
-                Line::from(format!("remove {}?", visible(&what))),
-                Line::styled("y remove   n/Esc keep", t.title()),
-            ])
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" confirm ")),
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(" confirm ")),
             r,
         );
     }
+}
+
+fn removal(cx: Ctx<'_>, what: &str) -> Vec<Line<'static>> {
+    vec![
+        Line::from(format!("remove {}?", visible(what))),
+        Line::styled("y remove   n/Esc keep", cx.theme.title()),
+    ]
+}
+
+/// Forgetting a pin: which identity is dropped, what happens next, and which identity
+/// will probably be pinned instead (whichever announces the name first is).
+fn forget(cx: Ctx<'_>, site: &str, pinned: &str, refused: &str) -> Vec<Line<'static>> {
+    let t = cx.theme;
+    let site = visible(site);
+    let mut lines = vec![Line::from(format!(
+        "forget the identity pinned for site '{site}'?"
+    ))];
+    if !pinned.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("  pinned now: ", t.dim()),
+            Span::raw(visible(pinned).into_owned()),
+        ]));
+    }
+    if !refused.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("  refused:    ", t.dim()),
+            Span::raw(visible(refused).into_owned()),
+        ]));
+    }
+    lines.push(Line::from(format!(
+        "Its dataChannels close; the next identity that announces '{site}' is pinned."
+    )));
+    lines.push(Line::styled("y forget   n/Esc keep", t.title()));
+    lines
 }
