@@ -37,9 +37,23 @@ async fn status_names_the_site_in_both_formats() {
     for key in ["instance", "version", "uptime", "broker state", "LISTEN"] {
         assert!(table.contains(key), "status lacks {key:?}:\n{table}");
     }
+    assert!(table.contains("\ntrust mode    pinned\n"), "{table}");
     let v = p.ctl_a().json(&["status"]).await;
     let site = &v["site"];
     assert_eq!(site["name"], "a", "{v:#}");
+    assert_eq!(site["trust_mode"], "pinned", "{v:#}");
+    let identity = site["identity"].as_str().unwrap();
+    assert!(
+        identity.len() == 32
+            && identity
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c)),
+        "{v:#}"
+    );
+    assert!(
+        table.contains(&format!("\nidentity      {identity}\n")),
+        "{table}"
+    );
     assert!(
         site["version"].as_str().is_some_and(|s| !s.is_empty()),
         "{v:#}"
@@ -79,11 +93,23 @@ async fn peers_show_the_other_site_connected() {
         b["apps"].as_array().unwrap().iter().any(|a| a == "echo"),
         "b's peer entry should list its exposed app: {v:#}"
     );
+    // b's identity as b reports it, pinned on first sight during this run of a.
+    let b_id = p.ctl_b().json(&["status"]).await["site"]["identity"].clone();
+    assert_eq!(
+        (&b["identity"], &b["trust"]),
+        (&b_id, &"new".into()),
+        "{v:#}"
+    );
     let table = p.ctl_a().ok(&["peers"]).await;
     assert!(table.starts_with("NAME"), "{table}");
     let row = rows(&table, "b");
     assert_eq!(row.len(), 1, "{table}");
-    assert!(row[0].contains("connected"), "{table}");
+    let cells: Vec<&str> = row[0].split_whitespace().take(4).collect();
+    assert_eq!(
+        cells,
+        ["b", "connected", "new", b_id.as_str().unwrap()],
+        "{table}"
+    );
     let table = p.ctl_b().ok(&["peers"]).await;
     assert!(
         rows(&table, "a").iter().any(|r| r.contains("connected")),

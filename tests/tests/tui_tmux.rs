@@ -1,7 +1,8 @@
 //! The real console in a real terminal: two sites (b hosts the broker and wants `a/echo`),
 //! `wovenet-tui` attached to a's control socket inside a private tmux server. Keys switch
 //! tabs, the form adds the exposed app `echo`, the pane shows it, b's remote listener opens
-//! and forwards; then `d`/`y` removes it and `q` quits cleanly.
+//! and forwards; then `d`/`y` removes it; the Sites tab shows trust and identities, and
+//! after a daemon restart `f`/`y` forgets b's persisted pin; `q` quits cleanly.
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -99,6 +100,23 @@ impl Drop for Tmux {
     }
 }
 
+/// Waits until the pane has a line containing both `key` and `needle`; returns the pane.
+async fn eventually_row(tmux: &Tmux, key: &str, needle: &str, sites: &[&Site]) -> String {
+    let mut last = String::new();
+    let ok = eventually(WAIT, || {
+        last = tmux.capture();
+        let found = last.lines().any(|l| l.contains(key) && l.contains(needle));
+        async move { found }
+    })
+    .await;
+    assert!(
+        ok,
+        "pane never showed a row with {key:?} and {needle:?}; last capture:\n{last}\n{}",
+        diag(sites)
+    );
+    last
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn console_adds_an_exposed_app_that_the_other_site_then_forwards() {
     if !Tmux::available() {
@@ -132,6 +150,25 @@ async fn console_adds_an_exposed_app_that_the_other_site_then_forwards() {
     tmux.wait_for("● connected", &sites).await;
     tmux.keys(&["1"]);
     tmux.wait_for("connected  ", &sites).await;
+    // Trust: a's own identity whole in the header, b's row pinned on first sight (`new`)
+    // with its identity shortened at this width (120 columns).
+    let a_id = Ctl::site(&a).json(&["status"]).await["site"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_id = Ctl::site(&b).json(&["status"]).await["site"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tmux.wait_for(&format!("identity {a_id}  trust pinned"), &sites)
+        .await;
+    let b_short = format!("{}…", &b_id[..8]);
+    let pane = tmux.wait_for(&b_short, &sites).await;
+    let row = pane.lines().find(|l| l.contains(&b_short)).unwrap();
+    assert!(
+        row.contains(" connected ") && row.contains(" new "),
+        "{pane}"
+    );
     tmux.keys(&["2"]);
     tmux.wait_for("dataChannels", &sites).await;
     tmux.keys(&["4"]);
@@ -168,6 +205,20 @@ async fn console_adds_an_exposed_app_that_the_other_site_then_forwards() {
         pane.contains(" apps "),
         "the console left the Apps tab:\n{pane}"
     );
+
+    // b's pin survived a's restart: `pinned` now, not `new`. `f` then `y` forgets it.
+    tmux.keys(&["1", "g"]);
+    let pane = eventually_row(&tmux, &b_short, " pinned ", &sites).await;
+    assert!(!pane.contains("forget the identity"), "{pane}");
+    tmux.keys(&["f"]);
+    tmux.wait_for("forget the identity pinned for site 'b'?", &sites)
+        .await;
+    tmux.keys(&["y"]);
+    tmux.wait_for(
+        &format!("forgot b: the next identity that announces b is pinned (was {b_id})"),
+        &sites,
+    )
+    .await;
 
     tmux.keys(&["q"]);
     let ok = eventually(WAIT, || {
