@@ -228,33 +228,31 @@ impl State {
             return None;
         }
         let p = self.model.peers.get(self.view.selection())?;
-        let (pinned, refused) = if refused(p) {
+        let (pinned, presented) = if refused(p) {
             (p.pinned_identity.clone(), p.identity.clone())
         } else {
-            let pinned = matches!(
+            let is_pinned = matches!(
                 pb::TrustState::try_from(p.trust),
                 Ok(pb::TrustState::Pinned | pb::TrustState::New)
             );
-            let refused = self
+            let claimant = self
                 .model
                 .peers
                 .iter()
                 .find(|r| r.name == p.name && refused(r))
                 .map(|r| r.identity.clone())
                 .unwrap_or_default();
-            (
-                if pinned {
-                    p.identity.clone()
-                } else {
-                    String::new()
-                },
-                refused,
-            )
+            let pinned = if is_pinned {
+                p.identity.clone()
+            } else {
+                String::new()
+            };
+            (pinned, claimant)
         };
         Some(Confirm::ForgetPeer {
             site: p.name.clone(),
             pinned,
-            refused,
+            refused: presented,
         })
     }
 

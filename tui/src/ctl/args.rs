@@ -73,8 +73,10 @@ pub enum Command {
     /// The site: name, identity, trust mode, instance, version, uptime, broker state, tunnel
     /// sockets.
     Status,
-    /// Remote sites seen: state, identity and trust, traffic; identities refused for a
-    /// site name are listed too. `peers forget NAME` accepts a reinstalled site.
+    /// Remote sites seen: state, trust, identity, traffic; `peers forget NAME` drops a pin.
+    ///
+    /// Identities refused for a site name are listed too (state `refused`), with what each
+    /// refusal means and the command that accepts a reinstalled site.
     Peers(PeersArgs),
     /// dataChannels (QUIC connections) and pending dials.
     Channels,
@@ -112,10 +114,12 @@ pub struct PeersArgs {
 /// `peers …`.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum PeersCommand {
-    /// Forget the identity pinned for a site name (like removing its line from SSH's
-    /// known_hosts): its dataChannels close, and the next identity that announces the name
-    /// is pinned. For a site that was reinstalled and now shows as `conflict`. Refused for
-    /// sites listed in trust.sites (edit the config there) and when trust.mode is open.
+    /// Forget the identity pinned for a site name, so a reinstalled site is accepted.
+    ///
+    /// Like removing its line from SSH's known_hosts: its dataChannels close, and the next
+    /// identity that announces the name is pinned (check `wovenetctl peers` shows the one
+    /// you expect). Refused for sites listed in trust.sites (edit the config there), for
+    /// this site's own name and when trust.mode is open.
     Forget {
         /// siteName of the peer.
         name: String,
