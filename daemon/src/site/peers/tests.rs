@@ -1131,3 +1131,32 @@ fn a_will_fired_for_a_live_connection_is_undone_by_the_reconnect_announcement() 
             .any(|a| matches!(a, Action::Dial { .. }))
     );
 }
+
+/// `forget` (the operator forgot the site's identity) drops the site, its
+/// dials and channels at once; the next announcement of the name, from the
+/// old instance or a reinstalled one, is learnt as a new site.
+#[test]
+fn a_forgotten_site_loses_its_channels_and_is_learnt_again_from_its_next_announcement() {
+    let (mut s, a, b) = pair();
+    s.nodes[a].peers.forget(&name("b"));
+    s.execute(a);
+    s.run();
+    assert_eq!(s.holder(a, "b"), None);
+    assert_eq!(s.links_between(a, b), 0, "every channel closed");
+    assert!(s.nodes[a].dials.keys().all(|(site, _)| *site != name("b")));
+    assert!(
+        s.closes(a)
+            .iter()
+            .any(|(_, r)| *r == CloseReason::Forgotten)
+    );
+    // B (or a reinstalled B) announces: it is a new site again.
+    s.crash(b);
+    let b2 = s.add("b", 0xb2);
+    s.announce(b2);
+    assert_eq!(s.holder(a, "b"), Some(s.id(b2)));
+    assert_eq!(s.restarts(a), 0, "not a restart: the old instance was forgotten");
+    assert!(s.links_between(a, b2) >= 1);
+    // Forgetting an unknown name changes nothing.
+    s.nodes[a].peers.forget(&name("zz"));
+    assert!(s.nodes[a].peers.take_actions().is_empty());
+}
