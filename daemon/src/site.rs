@@ -329,6 +329,9 @@ impl Site {
 
     async fn shut_down(mut self) {
         info!("site shutting down");
+        if let Some(known) = self.trust.take_changed() {
+            self.save_known_sites(known);
+        }
         for (_, l) in self.listeners.drain() {
             l.close();
         }
@@ -409,9 +412,10 @@ impl Site {
         let wall = crate::message::envelope::unix_ms(SystemTime::now());
         match self.trust.check(site, *msg.instance(), who, now, wall) {
             Verdict::Accepted(_) => {
-                if let Some(known) = self.trust.take_changed() {
-                    info!(peer.site = %site, identity = %who, "new site identity pinned");
-                    self.save_known_sites(known);
+                // Persisted at the next housekeeping tick: a burst of new
+                // names costs one write, not one per message.
+                for (site, identity) in self.trust.take_new_pins() {
+                    info!(peer.site = %site, %identity, "new site identity pinned");
                 }
                 true
             }
@@ -546,6 +550,10 @@ impl Site {
     }
 
     async fn housekeeping(&mut self) {
+        if let Some(known) = self.trust.take_changed() {
+            self.save_known_sites(known);
+        }
+        self.trust.expire(Instant::now());
         self.peers.on_timeout(Instant::now());
         self.retry_pending_punches().await;
         // Idempotent and cheap: also retries listeners that failed to bind.

@@ -136,6 +136,8 @@ pub struct Trust {
     /// The identity last accepted per name (what peers show).
     current: HashMap<SiteName, Fingerprint>,
     refused: HashMap<(SiteName, Fingerprint), RefusedClaim>,
+    /// Pins made since [`Trust::take_new_pins`] was last called.
+    fresh: Vec<(SiteName, Fingerprint)>,
     dirty: bool,
 }
 
@@ -197,6 +199,7 @@ impl Trust {
             new: HashSet::new(),
             current: HashMap::new(),
             refused: HashMap::new(),
+            fresh: Vec::new(),
             dirty,
         };
         (trust, warnings)
@@ -278,6 +281,7 @@ impl Trust {
                     },
                 );
                 self.new.insert(site.clone());
+                self.fresh.push((site.clone(), who));
                 // A claim refused under the old pin may be the one now pinned.
                 self.refused.retain(|(s, _), _| s != site);
                 self.dirty = true;
@@ -380,6 +384,11 @@ impl Trust {
         v
     }
 
+    /// The pins made since the last call (to tell the operator).
+    pub fn take_new_pins(&mut self) -> Vec<(SiteName, Fingerprint)> {
+        std::mem::take(&mut self.fresh)
+    }
+
     /// The learned pins to persist, if they changed since the last call.
     pub fn take_changed(&mut self) -> Option<Vec<KnownSite>> {
         if !std::mem::take(&mut self.dirty) {
@@ -477,6 +486,8 @@ mod tests {
         let mut r = Rig::new(TrustMode::Pinned, &[], &[]);
         let a = fp();
         r.check("x", a);
+        assert_eq!(r.trust.take_new_pins(), vec![(name("x"), a)]);
+        assert!(r.trust.take_new_pins().is_empty());
         let known = r.trust.take_changed().expect("a new pin is a change");
         assert_eq!(r.trust.take_changed(), None);
         assert_eq!(known.len(), 1);

@@ -1154,7 +1154,11 @@ fn a_forgotten_site_loses_its_channels_and_is_learnt_again_from_its_next_announc
     let b2 = s.add("b", 0xb2);
     s.announce(b2);
     assert_eq!(s.holder(a, "b"), Some(s.id(b2)));
-    assert_eq!(s.restarts(a), 0, "not a restart: the old instance was forgotten");
+    assert_eq!(
+        s.restarts(a),
+        0,
+        "not a restart: the old instance was forgotten"
+    );
     assert!(s.links_between(a, b2) >= 1);
     // Forgetting an unknown name changes nothing.
     s.nodes[a].peers.forget(&name("zz"));
