@@ -157,6 +157,14 @@ impl Trust {
             .map(|t| (t.site.clone(), t.identity))
             .collect();
         let mut warnings = Vec::new();
+        if let Some(l) = listed.get(&own_name)
+            && *l != own_identity
+        {
+            warnings.push(format!(
+                "trust.sites lists this site ('{}') with identity {l}, but its identity is {own_identity}: other sites using that list will refuse it",
+                own_name.as_str().escape_debug()
+            ));
+        }
         let mut pins = HashMap::new();
         let mut dirty = false;
         for (i, k) in known.iter().enumerate() {
@@ -630,6 +638,24 @@ mod tests {
         r.trust.expire(r.now);
         assert!(r.trust.refused().is_empty());
         assert_eq!(r.check("x", b), conflict(a, true));
+    }
+
+    #[test]
+    fn a_wrong_own_entry_in_trust_sites_is_warned_about() {
+        let me = fp();
+        let listed = [TrustedSite {
+            site: name("me"),
+            identity: fp(),
+        }];
+        let (_, warnings) = Trust::new(TrustMode::Strict, name("me"), me, &listed, &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(&me.to_string()));
+        let listed = [TrustedSite {
+            site: name("me"),
+            identity: me,
+        }];
+        let (_, warnings) = Trust::new(TrustMode::Strict, name("me"), me, &listed, &[]);
+        assert!(warnings.is_empty());
     }
 
     #[test]
