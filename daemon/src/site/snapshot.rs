@@ -210,6 +210,7 @@ impl Site {
                 ("preauth_refused", c.preauth_refused.load(Relaxed)),
                 ("preauth_retried", c.preauth_retried.load(Relaxed)),
                 ("punch_refused", c.punch_refused.load(Relaxed)),
+                ("streams_not_allowed", c.streams_not_allowed.load(Relaxed)),
             ],
         }
     }
