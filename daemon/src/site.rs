@@ -12,6 +12,7 @@
 
 mod commands;
 pub mod handle;
+pub mod offers;
 pub mod peers;
 mod snapshot;
 
@@ -29,7 +30,7 @@ use crate::app::{ExposedApps, RemoteListener, StreamRegistry};
 use crate::config::{AppName, LocalSocket, PublicAddress, RemoteApp, SiteName, SocketMode};
 use crate::counters::Counters;
 use crate::message::announce::{
-    Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, PROTOCOL_VERSION, Punch,
+    Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, Offer, PROTOCOL_VERSION, Punch,
     PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
@@ -39,6 +40,7 @@ use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
 use crate::view::{Event, EventBus};
 use handle::Command;
+use offers::{Offers, Trigger};
 pub use peers::ANNOUNCE_INTERVAL;
 use peers::{Action, ChannelUp, CloseReason, Peers, Report, Tally};
 
@@ -102,6 +104,26 @@ impl OwnSocket {
     }
 }
 
+/// Environment variable of the debug-build test hook
+/// [`Peers::serve_unoffered`]: set (to anything) on a site, it opens the
+/// listener of every remote app whose site is connected, offered or not.
+#[cfg(debug_assertions)]
+pub const SERVE_UNOFFERED_ENV: &str = "WOVENET_TEST_SERVE_UNOFFERED";
+
+/// Applies the test hooks asked for in the environment (debug builds only;
+/// release builds have none).
+fn test_hooks(peers: &mut Peers) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os(SERVE_UNOFFERED_ENV).is_some() {
+        warn!(
+            "test hook {SERVE_UNOFFERED_ENV} set: listeners open for apps never offered to this site"
+        );
+        peers.serve_unoffered();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = peers;
+}
+
 /// Result of one public address detection.
 struct Detected {
     index: usize,
@@ -162,6 +184,8 @@ pub struct Site {
     dials: HashMap<(SiteName, u32), CancellationToken>,
     /// Punch requests from instances not (yet) known, with when they came.
     pending_punches: Vec<(Instant, Punch)>,
+    /// What each peer was offered of the apps restricted by `allowedSites`.
+    offers: Offers,
     seq: u64,
     counters: Arc<Counters>,
     streams: Arc<StreamRegistry>,
@@ -238,6 +262,7 @@ impl Site {
             .collect();
         let mut peers = Peers::new(name.clone(), instance);
         peers.set_punchable(sockets_punchable);
+        test_hooks(&mut peers);
         let mut site = Self {
             peers,
             name,
@@ -251,6 +276,7 @@ impl Site {
             listeners: HashMap::new(),
             dials: HashMap::new(),
             pending_punches: Vec::new(),
+            offers: Offers::default(),
             seq: 1,
             counters,
             streams,
@@ -326,7 +352,8 @@ impl Site {
                     })
                 })
                 .collect(),
-            apps: self.exposed.names(),
+            // Apps restricted by `allowedSites` are offered, not announced.
+            apps: self.exposed.public_names(),
             cert_sha256: self.tunnels.fingerprint().to_string(),
             reply,
             // Stamped by the message channel with its connection epoch.
@@ -334,17 +361,40 @@ impl Site {
         }
     }
 
-    async fn announce(&self, reply: bool) {
+    async fn announce(&mut self, reply: bool) {
         let msg = Message::Announce(self.own_announce(reply));
         if let Err(e) = self.messages.broadcast(&msg).await {
             debug!(error = %e, "announce not sent");
         }
+        self.offer(Trigger::Announced).await;
     }
 
-    async fn announce_to(&self, to: &InstanceId) {
+    async fn announce_to(&mut self, to: &InstanceId) {
         let msg = Message::Announce(self.own_announce(false));
         if let Err(e) = self.messages.unicast(to, &msg).await {
             debug!(error = %e, "unicast announce not sent");
+        }
+        self.offer(Trigger::AnnouncedTo(*to)).await;
+    }
+
+    /// Sends the offers of apps restricted by `allowedSites` that
+    /// [`offers`] plans for `trigger`, each unicast to the holder of an
+    /// allowed site.
+    async fn offer(&mut self, trigger: Trigger) {
+        let restricted = self.exposed.restricted();
+        let planned = self.offers.plan(trigger, self.peers.holders(), &restricted);
+        for p in planned {
+            let apps: Vec<&str> = p.apps.iter().map(AppName::as_str).collect();
+            debug!(peer.site = %p.site, apps = ?apps, "offering restricted apps");
+            let msg = Message::Offer(Offer {
+                site: self.name.clone(),
+                instance: self.instance,
+                seq: self.seq,
+                apps: p.apps,
+            });
+            if let Err(e) = self.messages.unicast(&p.to, &msg).await {
+                debug!(peer.site = %p.site, error = %e, "offer not sent");
+            }
         }
     }
 
@@ -374,6 +424,7 @@ impl Site {
                 self.peers.on_query(&q.site, q.instance, now);
             }
             Inbound::Message(Message::Punch(p)) => self.on_punch(p).await,
+            Inbound::Message(Message::Offer(o)) => self.peers.on_offer(o),
             Inbound::Message(Message::PunchAck(p)) => {
                 if !self.tunnels.punch_answered(p.nonce, p.at) {
                     debug!(peer.site = %p.site, "punch answer nobody waits for");
@@ -457,6 +508,7 @@ impl Site {
         for action in self.peers.take_actions() {
             self.execute(action).await;
         }
+        self.offer(Trigger::NewHolders).await;
         self.reconcile_listeners();
     }
 

@@ -24,8 +24,8 @@ use super::raw::{self, Scalar};
 use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
-    LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig, PortRange, PublicAddress,
-    RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
+    LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig,
+    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
@@ -3502,7 +3502,12 @@ publicPort: 1"
 
     #[test]
     fn at_most_1024_allowed_sites() {
-        let names = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>().join(", ");
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("s{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let c = ok(&format!(
             "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  allowedSites: [{}]\n",
             names(MAX_ALLOWED_SITES)

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use super::Site;
 use super::peers::Peers;
-use crate::config::PublicAddress;
+use crate::config::{AppName, PublicAddress};
 use crate::tunnel::stats::ChannelStats;
 use crate::tunnel::{Direction, Registry};
 use crate::view::{
@@ -37,11 +37,15 @@ pub(super) fn peer_infos(
                 streams += c.open_streams.load(Relaxed);
             }
             let ago = now.saturating_duration_since(p.last_heard);
+            // What it announced to everyone and offered this site alone.
+            let mut apps: Vec<AppName> = p.announce.apps.iter().chain(p.offered).cloned().collect();
+            apps.sort();
+            apps.dedup();
             PeerInfo {
                 site: p.site.clone(),
                 instance: p.instance,
                 state: p.state(now),
-                apps: p.announce.apps.clone(),
+                apps,
                 last_seen: wall.checked_sub(ago).unwrap_or(wall),
                 channels: p.channels,
                 streams,
@@ -221,7 +225,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{AppName, SiteName};
+    use crate::config::SiteName;
     use crate::message::announce::{Announce, InstanceId, PROTOCOL_VERSION};
     use crate::view::PeerState;
 
@@ -261,6 +265,20 @@ mod tests {
         assert!(v[1].conflicts.is_empty());
         assert_eq!(v[0].last_seen, wall - Duration::from_secs(10));
         assert_eq!(v[0].state, PeerState::Discovered);
+        assert_eq!(v[0].apps, [AppName::new("app").unwrap()]);
+        // An offer from the holder adds its apps, sorted, once each.
+        peers.on_offer(crate::message::announce::Offer {
+            site: SiteName::new("b").unwrap(),
+            instance: InstanceId::from_bytes([0xb1; 16]),
+            seq: 1,
+            apps: vec![AppName::new("db").unwrap(), AppName::new("app").unwrap()],
+        });
+        let v = peer_infos(&peers, &Registry::default(), now, wall);
+        assert_eq!(
+            v[0].apps,
+            [AppName::new("app").unwrap(), AppName::new("db").unwrap()]
+        );
+        assert_eq!(v[1].apps, [AppName::new("app").unwrap()]);
         let later = t0 + Duration::from_secs(200);
         assert_eq!(
             peer_infos(&peers, &Registry::default(), later, wall)[0].state,
