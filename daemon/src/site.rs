@@ -1,7 +1,8 @@
 //! The site actor: runs the loop that feeds discovery messages, tunnel
 //! events and timers into the peer state machine ([`peers`]) and executes the
 //! actions it decides (dials, channel confirmations and closes, queries,
-//! logs, counters); owns this site's own announcement, public address
+//! logs, counters); owns this site's own announcement (and the offers of
+//! apps restricted by `allowedSites`, planned by [`offers`]), public address
 //! detection and the remote-app listeners.
 //!
 //! It is the only writer of that state, so no lock guards it. It decides
@@ -381,8 +382,10 @@ impl Site {
     /// [`offers`] plans for `trigger`, each unicast to the holder of an
     /// allowed site.
     async fn offer(&mut self, trigger: Trigger) {
-        let restricted = self.exposed.restricted();
-        let planned = self.offers.plan(trigger, self.peers.holders(), &restricted);
+        let exposed = &self.exposed;
+        let planned = self
+            .offers
+            .plan(trigger, self.peers.holders(), || exposed.restricted());
         for p in planned {
             let apps: Vec<&str> = p.apps.iter().map(AppName::as_str).collect();
             debug!(peer.site = %p.site, apps = ?apps, "offering restricted apps");

@@ -77,34 +77,36 @@ pub fn allowed_for(apps: &[ExposedApp], site: &SiteName) -> Vec<AppName> {
 
 impl Offers {
     /// The offers to send now, given every site's holder instance and this
-    /// site's apps (only the restricted ones matter), and records them as sent.
+    /// site's apps (only the restricted ones matter; asked for only when
+    /// some holder is due), and records them as sent.
     pub fn plan<'a>(
         &mut self,
         trigger: Trigger,
         holders: impl IntoIterator<Item = (&'a SiteName, InstanceId)>,
-        apps: &[ExposedApp],
+        apps: impl FnOnce() -> Vec<ExposedApp>,
     ) -> Vec<Planned> {
-        if trigger == Trigger::NewHolders && self.sent.is_empty() && apps.is_empty() {
-            // Nothing offered, nothing to offer: the common case, kept cheap
-            // because it runs after every event.
-            return Vec::new();
-        }
         let holders: Vec<(&SiteName, InstanceId)> = holders.into_iter().collect();
-        if trigger == Trigger::NewHolders {
+        if trigger == Trigger::NewHolders && !self.sent.is_empty() {
             let names: HashSet<&SiteName> = holders.iter().map(|(s, _)| *s).collect();
             self.sent.retain(|site, _| names.contains(site));
         }
-        let mut out = Vec::new();
-        for (site, to) in holders {
-            let due = match trigger {
-                Trigger::NewHolders => self.sent.get(site).is_none_or(|s| s.to != to),
+        let due: Vec<(&SiteName, InstanceId)> = holders
+            .into_iter()
+            .filter(|(site, to)| match trigger {
+                Trigger::NewHolders => self.sent.get(*site).is_none_or(|s| s.to != *to),
                 Trigger::Announced => true,
-                Trigger::AnnouncedTo(i) => i == to,
-            };
-            if due && let Some(p) = self.decide(site, to, allowed_for(apps, site)) {
-                out.push(p);
-            }
+                Trigger::AnnouncedTo(i) => i == *to,
+            })
+            .collect();
+        if due.is_empty() {
+            // The common case after an event: nothing new, no apps read.
+            return Vec::new();
         }
+        let apps = apps();
+        let mut out: Vec<Planned> = due
+            .into_iter()
+            .filter_map(|(site, to)| self.decide(site, to, allowed_for(&apps, site)))
+            .collect();
         out.sort_by(|a, b| a.site.cmp(&b.site));
         out
     }
@@ -166,16 +168,18 @@ mod tests {
     ) -> Vec<(String, u8, Vec<String>)> {
         let names: Vec<(SiteName, InstanceId)> =
             holders.iter().map(|(s, t)| (site(s), inst(*t))).collect();
-        o.plan(trigger, names.iter().map(|(s, i)| (s, *i)), apps)
-            .into_iter()
-            .map(|p| {
-                (
-                    p.site.to_string(),
-                    p.to.as_bytes()[0],
-                    p.apps.iter().map(ToString::to_string).collect(),
-                )
-            })
-            .collect()
+        o.plan(trigger, names.iter().map(|(s, i)| (s, *i)), || {
+            apps.to_vec()
+        })
+        .into_iter()
+        .map(|p| {
+            (
+                p.site.to_string(),
+                p.to.as_bytes()[0],
+                p.apps.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect()
     }
 
     fn offer(s: &str, tag: u8, apps: &[&str]) -> (String, u8, Vec<String>) {
