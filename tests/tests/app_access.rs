@@ -221,6 +221,127 @@ async fn an_app_is_offered_only_to_its_allowed_sites_and_follows_live_changes() 
     assert_eq!(apps_of(&api_c, "a").await, Some(vec!["pub".to_owned()]));
     // No stream was ever refused: the listeners followed the offers.
     assert_eq!(a.api().await.counter("streams_not_allowed").await, 0);
+
+    // The live API judges allowedSites like the config file.
+    for (sites, reason) in [
+        ("b,a", "allowedSites[1]: 'a' is this site's own name"),
+        ("b,c,b", "allowedSites[2]: duplicate site 'b'"),
+    ] {
+        let refused = ctl
+            .run(&[
+                "expose",
+                "add",
+                "--name",
+                "y",
+                "--socket",
+                &socket,
+                "--allowed-sites",
+                sites,
+            ])
+            .await;
+        assert_eq!(refused.code, Some(1), "{refused}");
+        assert!(refused.stderr.contains(reason), "{refused}");
+    }
+    assert!(
+        !a.api()
+            .await
+            .apps()
+            .await
+            .exposed
+            .iter()
+            .any(|e| e.spec.as_ref().is_some_and(|s| s.name == "y")),
+        "a refused app is not added"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_added_restricted_app_survives_a_restart_and_is_offered_to_the_new_instance() {
+    let broker = Broker::embedded().await;
+    let net = Net::new(broker.url());
+    let x = EchoServer::tcp_with_banner(banner("x")).await;
+    let public = EchoServer::tcp_with_banner(banner("pub")).await;
+    let mut a = net
+        .site("a")
+        .extra(
+            "localExposedApps",
+            json!([single("pub", public.sock(), &[])]),
+        )
+        .spawn()
+        .await;
+    let (bx, cx, cpub) = (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
+    let b = net.site("b").remote("a", "x", &bx).spawn().await;
+    let c = net
+        .site("c")
+        .remote("a", "x", &cx)
+        .remote("a", "pub", &cpub)
+        .spawn()
+        .await;
+    let socket = x.sock().to_string();
+    Ctl::site(&a)
+        .ok(&[
+            "expose",
+            "add",
+            "--name",
+            "x",
+            "--socket",
+            &socket,
+            "--allowed-sites",
+            "b",
+        ])
+        .await;
+    try_wait_forward_with_banner(&bx, &banner("x"), WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "b -> a/x: {e}
+{}",
+                diag(&[&a, &b, &c])
+            )
+        });
+
+    // A restarts: a new instance, which B learns and is offered x by again.
+    a.restart().await;
+    let diag = || diag(&[&a, &b, &c]);
+    let apps = a.api().await.apps().await;
+    let spec = apps
+        .exposed
+        .iter()
+        .find_map(|e| {
+            e.spec
+                .as_ref()
+                .filter(|s| s.name == "x")
+                .map(|s| (s, e.live))
+        })
+        .unwrap_or_else(|| panic!("x not kept over the restart: {apps:#?}"));
+    assert_eq!(
+        (spec.0.allowed_sites.clone(), spec.1),
+        (vec!["b".to_owned()], true)
+    );
+    let api_b = b.api().await;
+    let new = a.api().await.site().await.instance;
+    wait_for("b knows a's new instance", WAIT, diag, || async {
+        (api_b.peer("a").await.map(|p| p.instance) == Some(new.clone())).then_some(())
+    })
+    .await;
+    try_wait_forward_with_banner(&bx, &banner("x"), WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "b -> a/x after a restarted: {e}
+{}",
+                diag()
+            )
+        });
+    try_wait_forward_with_banner(&cpub, &banner("pub"), WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "c -> a/pub after a restarted: {e}
+{}",
+                diag()
+            )
+        });
+    stays_waiting(&c.api().await, &cx, "x", diag).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
