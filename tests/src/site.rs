@@ -79,6 +79,7 @@ pub struct Site {
     runs: u32,
     keep_on_panic: bool,
     netns: Option<Netns>,
+    env: Vec<(String, String)>,
 }
 
 impl SiteBuilder {
@@ -113,6 +114,7 @@ impl SiteBuilder {
             runs: 0,
             keep_on_panic: self.keep_on_panic,
             netns: self.netns.clone(),
+            env: self.env.clone(),
         }
     }
 }
@@ -231,7 +233,7 @@ impl Site {
         self.runs += 1;
         let runtime_dir = self.dir().as_os_str().to_owned();
         let control = self.control_socket().into_os_string();
-        let env: [(&str, Option<&OsStr>); 9] = [
+        let mut env: Vec<(&str, Option<&OsStr>)> = vec![
             // Per-site defaults for anything the daemon puts under the runtime dir.
             ("XDG_RUNTIME_DIR", Some(&runtime_dir)),
             ("WOVENET_CONTROL_SOCKET", Some(&control)),
@@ -245,6 +247,11 @@ impl Site {
             ("ALL_PROXY", None),
             ("all_proxy", None),
         ];
+        env.extend(
+            self.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(OsStr::new(v.as_str())))),
+        );
         let args = [
             OsStr::new("run"),
             OsStr::new("--config"),

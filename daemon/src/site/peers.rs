@@ -65,6 +65,13 @@
 //! holds the name. An instance's certificate never changes: an announcement
 //! with another one is refused.
 //!
+//! **Offers.** Apps restricted by `allowedSites` are not announced; their
+//! site sends each allowed site's holder an [`Offer`] instead. An offer is
+//! kept per instance (the one with the highest `seq`), counts only while
+//! that instance holds the name, and goes when another instance takes over.
+//! A peer serves (its remote-app listeners open) the apps it announced plus
+//! those its holder offered, while it is connected.
+//!
 //! **Bounds.** At most [`MAX_PEERS`] sites, [`MAX_CLAIMANTS`] claimants per
 //! site, [`MAX_PENDING_CHANNELS`] unconfirmed channels; beyond, new ones are
 //! refused and counted, and warnings are rate-limited.
@@ -74,7 +81,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{AppName, SiteName};
-use crate::message::announce::{Announce, AnnouncedSocket, Depart, InstanceId, PunchInfo};
+use crate::message::announce::{Announce, AnnouncedSocket, Depart, InstanceId, Offer, PunchInfo};
 use crate::tunnel::auth::PeerId;
 use crate::tunnel::tls::Fingerprint;
 use crate::tunnel::{ChannelId, Direction};
@@ -346,6 +353,8 @@ struct Instance {
     /// before it.
     departed: Option<(u32, u64)>,
     last_heard: Instant,
+    /// Its latest [`Offer`] to this site: the offer's `seq` and the apps.
+    offer: Option<(u64, Vec<AppName>)>,
 }
 
 impl Instance {
@@ -357,7 +366,13 @@ impl Instance {
             cert,
             departed: None,
             last_heard: now,
+            offer: None,
         }
+    }
+
+    /// The apps it offered this site alone (empty without an offer).
+    fn offered(&self) -> &[AppName] {
+        self.offer.as_ref().map_or(&[], |(_, apps)| apps)
     }
 
     /// Records a new announcement of this instance (same certificate).
@@ -501,6 +516,9 @@ pub struct PeerView<'a> {
     pub departed: bool,
     /// Other live instances refused this name (sorted).
     pub conflicts: Vec<InstanceId>,
+    /// Apps the holder offered this site alone (its latest [`Offer`]), on
+    /// top of those it announced to everyone.
+    pub offered: &'a [AppName],
 }
 
 impl PeerView<'_> {
@@ -528,6 +546,9 @@ pub struct Peers {
     own_conflicts: HashSet<InstanceId>,
     rule: DialRule,
     out: Outbox,
+    /// Test hook: serve every app of a connected peer, offered or not (see
+    /// [`Self::serve_unoffered`]). Always false in release builds.
+    serve_unoffered: bool,
 }
 
 /// Which announced sockets this site dials.
@@ -564,7 +585,18 @@ impl Peers {
                 punchable: false,
             },
             out: Outbox::default(),
+            serve_unoffered: false,
         }
+    }
+
+    /// Test hook, debug builds only: [`Self::serves`] answers for every app
+    /// of a connected peer, whether it announced or offered it or not. The
+    /// end-to-end tests use it to make a site open a stream to an app that
+    /// was never offered to it, which a well-behaved site never does, and
+    /// check that the exposing site refuses it.
+    #[cfg(debug_assertions)]
+    pub fn serve_unoffered(&mut self) {
+        self.serve_unoffered = true;
     }
 
     /// Tells the bookkeeping whether this site has a `hole-punching` socket
@@ -646,6 +678,37 @@ impl Peers {
             }
         }
         self.settle(&site, now);
+    }
+
+    /// An [`Offer`] arrived: the apps `o.instance` lets this site alone
+    /// reach. Kept per instance, the newest `seq` winning, so it counts
+    /// while that instance holds its name and goes with it when another
+    /// takes over. An offer from a site not known yet (it overtook its
+    /// sender's announcement) asks for that announcement, which the sender
+    /// follows with its offer; one from an unknown instance of a known site
+    /// or an older one is ignored and counted as stale.
+    pub fn on_offer(&mut self, o: Offer) {
+        if o.site == self.me {
+            self.own_name_seen(o.instance);
+            return;
+        }
+        let Some(peer) = self.sites.get_mut(&o.site) else {
+            if self.sites.len() < MAX_PEERS {
+                self.out.push(Action::Query(o.instance));
+            }
+            return;
+        };
+        let instance = if peer.holder.id == o.instance {
+            Some(&mut peer.holder)
+        } else {
+            peer.claimants.get_mut(&o.instance).map(|c| &mut c.instance)
+        };
+        match instance {
+            Some(i) if i.offer.as_ref().is_none_or(|(seq, _)| o.seq >= *seq) => {
+                i.offer = Some((o.seq, o.apps));
+            }
+            _ => self.out.count(Tally::Stale),
+        }
     }
 
     /// A departure (or last will) arrived.
@@ -945,16 +1008,25 @@ impl Peers {
                 dials: p.dials.len(),
                 departed: p.holder.departed.is_some(),
                 conflicts,
+                offered: p.holder.offered(),
             }
         })
     }
 
     /// Whether `site` is connected (the holder has a confirmed channel) and
-    /// announced `app`.
+    /// announced `app` to everyone or offered it to this site.
     pub fn serves(&self, site: &SiteName, app: &AppName) -> bool {
-        self.sites
-            .get(site)
-            .is_some_and(|p| !p.channels.is_empty() && p.holder.announce.apps.contains(app))
+        self.sites.get(site).is_some_and(|p| {
+            !p.channels.is_empty()
+                && (self.serve_unoffered
+                    || p.holder.announce.apps.contains(app)
+                    || p.holder.offered().contains(app))
+        })
+    }
+
+    /// Every site with the instance holding its name, in no particular order.
+    pub fn holders(&self) -> impl Iterator<Item = (&SiteName, InstanceId)> {
+        self.sites.iter().map(|(site, p)| (site, p.holder.id))
     }
 
     /// The instance holding `site`'s name.

@@ -62,6 +62,8 @@ pub struct SiteBuilder {
     pub(crate) keep_on_panic: bool,
     /// Run wovenetd inside this network namespace (NAT rig).
     pub(crate) netns: Option<Netns>,
+    /// Extra environment variables for the process (e.g. a debug-build test hook).
+    pub(crate) env: Vec<(String, String)>,
     /// `tunnel.localSockets` as given, instead of loopback sockets on `sockets`.
     raw_sockets: Option<Vec<Value>>,
 }
@@ -87,6 +89,7 @@ impl SiteBuilder {
             binary: None,
             keep_on_panic: true,
             netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -214,6 +217,13 @@ impl SiteBuilder {
     /// `unix:` app sockets, or make sockets there with [`Netns::tcp_listener`].
     pub fn netns(mut self, ns: &Netns) -> Self {
         self.netns = Some(ns.clone());
+        self
+    }
+
+    /// Sets an environment variable of the wovenetd process, e.g. a debug-build test hook
+    /// such as `WOVENET_TEST_SERVE_UNOFFERED`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
