@@ -557,36 +557,85 @@ async fn open_mode_leaves_an_impostor_to_the_duplicate_name_rules() {
     assert!(s.a.known_sites().is_empty(), "open pins nothing");
 }
 
-/// The original's five example use cases (their files are kept unchanged in `examples/`)
-/// and its reference config (a daemon test fixture, unchanged).
-const ORIGINAL_USE_CASES: [(&str, &[&str]); 6] = [
+/// The original project's five example use cases (their site configs are kept unchanged in
+/// `examples/`) and its reference config (unchanged, a daemon test fixture), with the SHA-256
+/// of each file as published there.
+const ORIGINALS: [(&str, &[(&str, &str)]); 6] = [
     (
         "examples/convert-unix-to-tcp",
-        &["convert-unix-to-tcp-1.yaml", "convert-unix-to-tcp-2.yaml"],
+        &[
+            (
+                "convert-unix-to-tcp-1.yaml",
+                "8164f84b409416edb42429cb71d24f346c93b4d031e5af7fb6863c80ba6ae754",
+            ),
+            (
+                "convert-unix-to-tcp-2.yaml",
+                "ea016862be377effcb5284d7c566439efdf7b71b5caff2048dbae5df5901e5e7",
+            ),
+        ],
     ),
     (
         "examples/multiple-port",
-        &["multiple-port-1.yaml", "multiple-port-2.yaml"],
+        &[
+            (
+                "multiple-port-1.yaml",
+                "baacc66beb1b517e02eb3a557657798f13f05e3ca7b605462a7c6068ed406216",
+            ),
+            (
+                "multiple-port-2.yaml",
+                "0991335f87e93de1351b27f491d3171b9073f520f3d722c30d0fc765a8e378f3",
+            ),
+        ],
     ),
     (
         "examples/network-performance",
-        &["network-preformance-1.yaml", "network-preformance-2.yaml"],
+        &[
+            (
+                "network-preformance-1.yaml",
+                "2cd69a1a2cc81e1f72ad5d38f2c71831da43cf72f4af75199f29ca92bb2b8c12",
+            ),
+            (
+                "network-preformance-2.yaml",
+                "e2c73472302ed1c273942e31530fa34d5de0743fe961390b18545668a86f097a",
+            ),
+        ],
     ),
     (
         "examples/release-public-ip",
-        &["release-public-ip-1.yaml", "release-public-ip-2.yaml"],
+        &[
+            (
+                "release-public-ip-1.yaml",
+                "fb0c53b5bb6e29016d2f77f429919283667fc8a4eeb47cbd3d92413fef7e24d4",
+            ),
+            (
+                "release-public-ip-2.yaml",
+                "d7f356aa07372c15f77300731a5458cf8b4dea76c94fdebc4c7fa1807c228e37",
+            ),
+        ],
     ),
     (
         "examples/reverse-proxy",
         &[
-            "reverse-proxy-1.yaml",
-            "reverse-proxy-2.yaml",
-            "reverse-proxy-3.yaml",
+            (
+                "reverse-proxy-1.yaml",
+                "b1c3ac8355d7caa12f9c9d81d4d5b28ff063f8eda636b1235668e021fc47aca9",
+            ),
+            (
+                "reverse-proxy-2.yaml",
+                "ebdcf4cd0c22636bb882c5ce0a88a1d46c42d70611de5fcc8b135cb058693dac",
+            ),
+            (
+                "reverse-proxy-3.yaml",
+                "65e5f4df3dbf7aa011533df3be8f0f78305af89dcea8114c25a07837acf62850",
+            ),
         ],
     ),
     (
         "daemon/tests/fixtures/config/valid",
-        &["original-config.yaml"],
+        &[(
+            "original-config.yaml",
+            "22e4c583f70357b548cb61c7e2622ebc2c73c73f0fb25d2a81993c7975255cb9",
+        )],
     ),
 ];
 
@@ -689,11 +738,18 @@ async fn every_original_config_still_loads_runs_and_pins_only_its_peers() {
     let root = binary::workspace_root();
     let copies = tempfile::tempdir().unwrap();
     let mut originals = Vec::new();
-    for (use_case, files) in ORIGINAL_USE_CASES {
-        for file in files {
+    for (use_case, files) in ORIGINALS {
+        for (file, sha256) in files {
             let path = root.join(use_case).join(file);
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(
+                data::sha256(&bytes).to_string(),
+                *sha256,
+                "{} is no longer the original project's file; this test runs the originals",
+                path.display()
+            );
             let copy = copies.path().join(file);
-            std::fs::copy(&path, &copy).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            std::fs::write(&copy, &bytes).unwrap();
             let out = check_config(&copy);
             assert!(
                 out.status.success(),
