@@ -473,6 +473,7 @@ impl Site {
                 true
             }
             Verdict::Refused { why, first } => {
+                self.peers.refuse_instance(site, *msg.instance(), now);
                 Counters::bump(match why {
                     Refusal::NotListed | Refusal::TooManyPins => &self.counters.sites_not_allowed,
                     Refusal::Conflict { .. } => &self.counters.identities_refused,

@@ -111,6 +111,8 @@ pub const MAX_PEERS: usize = 1024;
 pub const MAX_CLAIMANTS: usize = 4;
 /// Most inbound channels waiting for an announcement at a time.
 pub const MAX_PENDING_CHANNELS: usize = 256;
+/// Most instances refused by the trust check remembered at a time.
+pub const MAX_REFUSED_INSTANCES: usize = 64;
 /// Most departed instances remembered per site.
 const MAX_TOMBSTONES: usize = 8;
 /// Most other instances of this site's own name reported.
@@ -133,6 +135,9 @@ pub enum Refusal {
     TooManyPending,
     /// No matching announcement arrived within [`CLAIM_DEADLINE`].
     Unannounced,
+    /// Its messages are signed by an identity this site refuses for that
+    /// site name (see `site::trust`).
+    Identity,
 }
 
 impl Refusal {
@@ -146,6 +151,7 @@ impl Refusal {
             Self::TooManyClaimants => "refused: too many instances claim this site name",
             Self::TooManyPending => "refused: too many unannounced channels",
             Self::Unannounced => "refused: no matching announcement in time",
+            Self::Identity => "refused: this site name is pinned to another identity",
         }
     }
 }
@@ -544,6 +550,9 @@ pub struct Peers {
     sites: HashMap<SiteName, Peer>,
     pending: HashMap<ChannelId, Pending>,
     own_conflicts: HashSet<InstanceId>,
+    /// Instances whose messages the trust check refused, with their site
+    /// and when: channels claiming them are refused at once.
+    refused: HashMap<InstanceId, (SiteName, Instant)>,
     rule: DialRule,
     out: Outbox,
     /// Test hook: serve every app of a connected peer, offered or not (see
@@ -580,6 +589,7 @@ impl Peers {
             sites: HashMap::new(),
             pending: HashMap::new(),
             own_conflicts: HashSet::new(),
+            refused: HashMap::new(),
             rule: DialRule {
                 me: me_for_rule,
                 punchable: false,
@@ -786,6 +796,15 @@ impl Peers {
                 .refuse_channel(&site, instance, channel, Refusal::OwnName, now);
             return;
         }
+        if self
+            .refused
+            .get(&instance)
+            .is_some_and(|(s, at)| *s == site && now.saturating_duration_since(*at) < TOMBSTONE_TTL)
+        {
+            self.out
+                .refuse_channel(&site, instance, channel, Refusal::Identity, now);
+            return;
+        }
         let peer = self.sites.get_mut(&site);
         if direction == Direction::Outbound {
             match peer {
@@ -938,10 +957,44 @@ impl Peers {
         }
     }
 
+    /// The trust check refused a message of `instance` claiming `site`: its
+    /// channels waiting for an announcement are refused now (the
+    /// announcement will never be accepted), and so are its later ones, for
+    /// [`TOMBSTONE_TTL`] after its latest refused message. At most
+    /// [`MAX_REFUSED_INSTANCES`] are remembered (the oldest is dropped).
+    pub fn refuse_instance(&mut self, site: &SiteName, instance: InstanceId, now: Instant) {
+        self.refused
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        if !self.refused.contains_key(&instance)
+            && self.refused.len() >= MAX_REFUSED_INSTANCES
+            && let Some(oldest) = self
+                .refused
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(id, _)| *id)
+        {
+            self.refused.remove(&oldest);
+        }
+        self.refused.insert(instance, (site.clone(), now));
+        let waiting: Vec<ChannelId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.instance == instance && p.site == *site)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.pending.remove(&id);
+            self.out
+                .refuse_channel(site, instance, id, Refusal::Identity, now);
+        }
+    }
+
     /// Drops everything known of `site`: its instances, dial loops and
     /// channels (confirmed or waiting). It is learnt again from its next
     /// announcement (after its identity was forgotten: possibly another one).
     pub fn forget(&mut self, site: &SiteName) {
+        // Whoever it refused may be the identity pinned next.
+        self.refused.retain(|_, (s, _)| s != site);
         let pending: Vec<ChannelId> = self
             .pending
             .iter()

@@ -110,7 +110,13 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 direction: c.direction,
                 local: c.local,
                 remote: c.conn.remote_address(),
-                state: ChannelState::Up,
+                state: if c.is_confirmed() {
+                    ChannelState::Up
+                } else {
+                    // An inbound channel waiting for its instance's announcement
+                    // (or about to be refused) carries nothing yet.
+                    ChannelState::Connecting
+                },
                 path: ChannelStats::of(c),
                 open_streams: c.open_streams.load(Relaxed),
                 age: c.since.elapsed(),

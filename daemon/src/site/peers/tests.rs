@@ -1312,3 +1312,68 @@ fn the_serve_unoffered_test_hook_serves_every_app_of_a_connected_peer() {
         "still only when connected"
     );
 }
+
+/// An instance whose messages the trust check refused never gets a channel:
+/// one waiting for its announcement is refused at once, later ones too, and
+/// `forget` (the operator accepting a new identity) clears that.
+#[test]
+fn channels_of_an_instance_refused_by_identity_are_refused_at_once() {
+    let now = Instant::now();
+    let mut p = Peers::new(name("a"), InstanceId::from_bytes([0xa1; 16]));
+    let impostor = InstanceId::from_bytes([0xbb; 16]);
+    let up = |channel: u64| ChannelUp {
+        peer: PeerId {
+            site: name("b"),
+            instance: impostor,
+        },
+        channel: ChannelId(channel),
+        direction: Direction::Inbound,
+        cert: Fingerprint([0xbb; 32]),
+    };
+    let closes = |p: &mut Peers| -> Vec<(ChannelId, CloseReason)> {
+        p.take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Close {
+                    channel, reason, ..
+                } => Some((channel, reason)),
+                _ => None,
+            })
+            .collect()
+    };
+    let refused = CloseReason::Refused(Refusal::Identity);
+    p.on_channel_up(up(1), now);
+    assert!(closes(&mut p).is_empty(), "waits for an announcement");
+    p.refuse_instance(&name("b"), impostor, now);
+    assert_eq!(closes(&mut p), [(ChannelId(1), refused)]);
+    p.on_channel_up(up(2), now + Duration::from_secs(1));
+    assert_eq!(closes(&mut p), [(ChannelId(2), refused)]);
+    // Not a claim of another site name.
+    p.on_channel_up(
+        ChannelUp {
+            peer: PeerId {
+                site: name("c"),
+                instance: impostor,
+            },
+            ..up(3)
+        },
+        now,
+    );
+    assert!(closes(&mut p).is_empty());
+    // Remembered for TOMBSTONE_TTL after the latest refused message.
+    p.on_channel_up(up(4), now + TOMBSTONE_TTL);
+    assert!(closes(&mut p).is_empty());
+    p.refuse_instance(&name("b"), impostor, now + TOMBSTONE_TTL);
+    closes(&mut p);
+    p.forget(&name("b"));
+    closes(&mut p);
+    p.on_channel_up(up(5), now + TOMBSTONE_TTL);
+    assert!(closes(&mut p).is_empty(), "forgotten: may be the next pin");
+    // Bounded.
+    for i in 0..(2 * MAX_REFUSED_INSTANCES) {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        p.refuse_instance(&name("b"), InstanceId::from_bytes(id), now);
+    }
+    assert!(p.refused.len() <= MAX_REFUSED_INSTANCES);
+}
