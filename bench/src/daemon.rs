@@ -502,6 +502,9 @@ pub mod wan_ports {
 /// Name of the app the sites forward.
 pub const APP_NAME: &str = "bench";
 
+/// How long a tunnel may take to come up (key derivation, discovery, dial).
+pub const READY: Duration = Duration::from_secs(60);
+
 /// How a [`Tunnel`] is set up; `Default` is what most scenarios use (one dataChannel,
 /// the daemon's congestion controller, no metrics endpoint).
 #[derive(Debug, Clone, Default)]

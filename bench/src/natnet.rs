@@ -26,7 +26,7 @@ use wovenet_e2e::natrig::{
 use wovenet_proto::v1::ChannelRoute;
 
 use crate::control::{self, Channels};
-use crate::daemon::{self, APP_NAME, Broker, SiteProcess, SiteSpec, TurnRelay};
+use crate::daemon::{self, APP_NAME, Broker, READY, SiteProcess, SiteSpec, TurnRelay};
 use crate::error::{BenchError, IoContext};
 use crate::load::{BenchServer, Target};
 use crate::wanem::{ADDR_A, ADDR_B, Wanem, WanemConfig};
@@ -241,13 +241,13 @@ impl NatNet {
             if probe.connect().await.is_ok() {
                 break;
             }
-            if start.elapsed() > crate::scenario::READY {
+            if start.elapsed() > READY {
                 return Err(BenchError::Site {
                     site: broker.name().to_owned(),
                     reason: format!(
                         "the broker does not accept on {} after {:?}\n{}",
                         plan::broker(),
-                        crate::scenario::READY,
+                        READY,
                         broker.log_tail(30)
                     ),
                 });

@@ -165,8 +165,7 @@ pub async fn run(scenario: Scenario, env: &Env, report: &mut Report) -> Result<(
     }
 }
 
-/// How long a tunnel may take to come up (key derivation, discovery, dial).
-pub const READY: Duration = Duration::from_secs(60);
+pub use crate::daemon::READY;
 
 /// The app server on 127.0.0.1 and a two-site tunnel on loopback forwarding to it: the
 /// setup of every loopback scenario.

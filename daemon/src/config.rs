@@ -616,12 +616,31 @@ pub struct ExposedApp {
     /// `maxConnections`: streams open to this app at once, from all peers
     /// (1..=[`MAX_LIMIT`](crate::limit::MAX_LIMIT)); `None` when not set.
     pub max_connections: Option<u32>,
+    /// `allowedSites`: the only sites that may open streams to this app, in
+    /// config order, distinct, never this site's own name, at most
+    /// [`MAX_ALLOWED_SITES`]. Empty means every member of the network.
+    pub allowed_sites: Vec<SiteName>,
 }
+
+/// Most `allowedSites` one exposed app may list.
+pub const MAX_ALLOWED_SITES: usize = 1024;
 
 impl ExposedApp {
     /// The effective `maxConnections`: as set, else the default.
     pub fn connection_limit(&self) -> usize {
         limit_or_default(self.max_connections)
+    }
+
+    /// Whether `site` may open streams to this app: every site when
+    /// `allowedSites` is empty, else only those it lists.
+    pub fn allows(&self, site: &SiteName) -> bool {
+        self.allowed_sites.is_empty() || self.allowed_sites.contains(site)
+    }
+
+    /// Whether the app is restricted to the sites of `allowedSites` (and so
+    /// is offered to them alone rather than announced to everyone).
+    pub fn is_restricted(&self) -> bool {
+        !self.allowed_sites.is_empty()
     }
 }
 

@@ -29,6 +29,10 @@ pub struct Counters {
     /// (`tunnel.maxStreamsPerPeer`) or the app (`maxConnections`) had as many
     /// streams open as allowed; also counted in `streams_refused`.
     pub streams_limited: AtomicU64,
+    /// Peer streams refused with the `not allowed` status because the app's
+    /// `allowedSites` does not list the peer; also counted in
+    /// `streams_refused`.
+    pub streams_not_allowed: AtomicU64,
     /// Local clients of remote apps reset at once because a limit was
     /// reached: the listener's own `maxConnections`, or the far site's (it
     /// answered `limit reached`).

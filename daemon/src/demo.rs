@@ -125,6 +125,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         name: app_name.clone(),
         target: ExposedTarget::Single(AppSocket::Tcp(app_addr)),
         max_connections: None,
+        allowed_sites: Vec::new(),
     });
     let mut client = base(name("demo-client")?, None)?;
     client.remote_apps.push(RemoteApp {

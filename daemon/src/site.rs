@@ -1,7 +1,8 @@
 //! The site actor: runs the loop that feeds discovery messages, tunnel
 //! events and timers into the peer state machine ([`peers`]) and executes the
 //! actions it decides (dials, channel confirmations and closes, queries,
-//! logs, counters); owns this site's own announcement, public address
+//! logs, counters); owns this site's own announcement (and the offers of
+//! apps restricted by `allowedSites`, planned by [`offers`]), public address
 //! detection and the remote-app listeners.
 //!
 //! It is the only writer of that state, so no lock guards it. It decides
@@ -12,6 +13,7 @@
 
 mod commands;
 pub mod handle;
+pub mod offers;
 pub mod peers;
 mod snapshot;
 pub mod trust;
@@ -33,7 +35,7 @@ use crate::config::{
 use crate::counters::Counters;
 use crate::identity::{Fingerprint, PublicKey};
 use crate::message::announce::{
-    Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, PROTOCOL_VERSION, Punch,
+    Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, Offer, PROTOCOL_VERSION, Punch,
     PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
@@ -44,6 +46,7 @@ use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
 use crate::view::{Event, EventBus};
 use crate::warn_limit::WarnLimiter;
 use handle::Command;
+use offers::{Offers, Trigger};
 pub use peers::ANNOUNCE_INTERVAL;
 use peers::{Action, ChannelUp, CloseReason, Peers, Report, Tally};
 use trust::{Refusal, Trust, Verdict};
@@ -106,6 +109,26 @@ impl OwnSocket {
             },
         })
     }
+}
+
+/// Environment variable of the debug-build test hook
+/// [`Peers::serve_unoffered`]: set (to anything) on a site, it opens the
+/// listener of every remote app whose site is connected, offered or not.
+#[cfg(debug_assertions)]
+pub const SERVE_UNOFFERED_ENV: &str = "WOVENET_TEST_SERVE_UNOFFERED";
+
+/// Applies the test hooks asked for in the environment (debug builds only;
+/// release builds have none).
+fn test_hooks(peers: &mut Peers) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os(SERVE_UNOFFERED_ENV).is_some() {
+        warn!(
+            "test hook {SERVE_UNOFFERED_ENV} set: listeners open for apps never offered to this site"
+        );
+        peers.serve_unoffered();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = peers;
 }
 
 /// Result of one public address detection.
@@ -172,6 +195,8 @@ pub struct Site {
     dials: HashMap<(SiteName, u32), CancellationToken>,
     /// Punch requests from instances not (yet) known, with when they came.
     pending_punches: Vec<(Instant, Punch)>,
+    /// What each peer was offered of the apps restricted by `allowedSites`.
+    offers: Offers,
     seq: u64,
     counters: Arc<Counters>,
     streams: Arc<StreamRegistry>,
@@ -264,6 +289,7 @@ impl Site {
             .collect();
         let mut peers = Peers::new(name.clone(), instance);
         peers.set_punchable(sockets_punchable);
+        test_hooks(&mut peers);
         let mut site = Self {
             peers,
             name,
@@ -277,6 +303,7 @@ impl Site {
             listeners: HashMap::new(),
             dials: HashMap::new(),
             pending_punches: Vec::new(),
+            offers: Offers::default(),
             seq: 1,
             counters,
             streams,
@@ -329,6 +356,9 @@ impl Site {
 
     async fn shut_down(mut self) {
         info!("site shutting down");
+        if let Some(known) = self.trust.take_changed() {
+            self.save_known_sites(known);
+        }
         for (_, l) in self.listeners.drain() {
             l.close();
         }
@@ -358,7 +388,8 @@ impl Site {
                     })
                 })
                 .collect(),
-            apps: self.exposed.names(),
+            // Apps restricted by `allowedSites` are offered, not announced.
+            apps: self.exposed.public_names(),
             cert_sha256: self.tunnels.fingerprint().to_string(),
             reply,
             // Stamped by the message channel with its connection epoch.
@@ -366,17 +397,42 @@ impl Site {
         }
     }
 
-    async fn announce(&self, reply: bool) {
+    async fn announce(&mut self, reply: bool) {
         let msg = Message::Announce(self.own_announce(reply));
         if let Err(e) = self.messages.broadcast(&msg).await {
             debug!(error = %e, "announce not sent");
         }
+        self.offer(Trigger::Announced).await;
     }
 
-    async fn announce_to(&self, to: &InstanceId) {
+    async fn announce_to(&mut self, to: &InstanceId) {
         let msg = Message::Announce(self.own_announce(false));
         if let Err(e) = self.messages.unicast(to, &msg).await {
             debug!(error = %e, "unicast announce not sent");
+        }
+        self.offer(Trigger::AnnouncedTo(*to)).await;
+    }
+
+    /// Sends the offers of apps restricted by `allowedSites` that
+    /// [`offers`] plans for `trigger`, each unicast to the holder of an
+    /// allowed site.
+    async fn offer(&mut self, trigger: Trigger) {
+        let exposed = &self.exposed;
+        let planned = self
+            .offers
+            .plan(trigger, self.peers.holders(), || exposed.restricted());
+        for p in planned {
+            let apps: Vec<&str> = p.apps.iter().map(AppName::as_str).collect();
+            debug!(peer.site = %p.site, apps = ?apps, "offering restricted apps");
+            let msg = Message::Offer(Offer {
+                site: self.name.clone(),
+                instance: self.instance,
+                seq: self.seq,
+                apps: p.apps,
+            });
+            if let Err(e) = self.messages.unicast(&p.to, &msg).await {
+                debug!(peer.site = %p.site, error = %e, "offer not sent");
+            }
         }
     }
 
@@ -409,13 +465,15 @@ impl Site {
         let wall = crate::message::envelope::unix_ms(SystemTime::now());
         match self.trust.check(site, *msg.instance(), who, now, wall) {
             Verdict::Accepted(_) => {
-                if let Some(known) = self.trust.take_changed() {
-                    info!(peer.site = %site, identity = %who, "new site identity pinned");
-                    self.save_known_sites(known);
+                // Persisted at the next housekeeping tick: a burst of new
+                // names costs one write, not one per message.
+                for (site, identity) in self.trust.take_new_pins() {
+                    info!(peer.site = %site, %identity, "new site identity pinned");
                 }
                 true
             }
             Verdict::Refused { why, first } => {
+                self.peers.refuse_instance(site, *msg.instance(), now);
                 Counters::bump(match why {
                     Refusal::NotListed | Refusal::TooManyPins => &self.counters.sites_not_allowed,
                     Refusal::Conflict { .. } => &self.counters.identities_refused,
@@ -476,6 +534,7 @@ impl Site {
                 self.peers.on_query(&q.site, q.instance, now);
             }
             Message::Punch(p) => self.on_punch(p).await,
+            Message::Offer(o) => self.peers.on_offer(o),
             Message::PunchAck(p) => {
                 if !self.tunnels.punch_answered(p.nonce, p.at) {
                     debug!(peer.site = %p.site, "punch answer nobody waits for");
@@ -546,6 +605,10 @@ impl Site {
     }
 
     async fn housekeeping(&mut self) {
+        if let Some(known) = self.trust.take_changed() {
+            self.save_known_sites(known);
+        }
+        self.trust.expire(Instant::now());
         self.peers.on_timeout(Instant::now());
         self.retry_pending_punches().await;
         // Idempotent and cheap: also retries listeners that failed to bind.
@@ -558,6 +621,7 @@ impl Site {
         for action in self.peers.take_actions() {
             self.execute(action).await;
         }
+        self.offer(Trigger::NewHolders).await;
         self.reconcile_listeners();
     }
 

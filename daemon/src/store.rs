@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{Config, ExposedApp, ExposedTarget, FieldError, RemoteApp, raw, validate};
+use crate::config::{
+    Config, ExposedApp, ExposedTarget, FieldError, RemoteApp, SiteName, raw, validate,
+};
 
 /// Current state file format.
 pub const VERSION: u32 = 1;
@@ -99,6 +101,14 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
     };
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);
+    }
+    if !app.allowed_sites.is_empty() {
+        v["allowedSites"] = json!(
+            app.allowed_sites
+                .iter()
+                .map(SiteName::as_str)
+                .collect::<Vec<_>>()
+        );
     }
     v
 }
@@ -237,7 +247,14 @@ impl State {
             .exposed_apps
             .retain(|a| !self.exposed_removed.iter().any(|n| n == a.name.as_str()));
         for (i, v) in self.exposed_added.iter().enumerate() {
-            match parse_exposed(v, &format!("exposedAdded[{i}]")) {
+            let path = format!("exposedAdded[{i}]");
+            let parsed = parse_exposed(v, &path).and_then(|app| {
+                match validate::own_site_allowed(&app, &config.site_name, &path) {
+                    Some(e) => Err(vec![e]),
+                    None => Ok(app),
+                }
+            });
+            match parsed {
                 Ok(app) if config.exposed_apps.iter().any(|a| a.name == app.name) => {
                     warnings.push(format!(
                         "state file: exposed app '{}' is also in the config; the config's wins",
@@ -312,13 +329,14 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AppName, AppSocket, SiteName};
+    use crate::config::{AppName, AppSocket};
 
     fn app(name: &str, port: u16) -> ExposedApp {
         ExposedApp {
             name: AppName::new(name).unwrap(),
             target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], port).into())),
             max_connections: None,
+            allowed_sites: Vec::new(),
         }
     }
 
@@ -392,6 +410,49 @@ mod tests {
             w,
             ["state file: exposedAdded[0].maxConnections: '0' is out of range 1..=1000000"]
         );
+    }
+
+    #[test]
+    fn allowed_sites_are_persisted_and_validated_like_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().join("s.json"));
+        let mut restricted = app("web", 80);
+        restricted.allowed_sites = vec![SiteName::new("c").unwrap(), SiteName::new("b").unwrap()];
+        let mut st = State::default();
+        st.add_exposed(&restricted);
+        st.add_exposed(&app("open", 81));
+        assert_eq!(st.exposed_added[0]["allowedSites"], json!(["c", "b"]));
+        assert!(st.exposed_added[1].get("allowedSites").is_none());
+        store.save(&st).unwrap();
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap();
+        assert!(store.load().unwrap().apply(&mut cfg).is_empty());
+        assert_eq!(cfg.exposed_apps, vec![restricted, app("open", 81)]);
+
+        // A hand-edited entry naming this site, or twice the same site, is
+        // skipped with the config's message.
+        let bad = State {
+            version: 1,
+            exposed_added: vec![
+                json!({"appName": "x", "appSocket": "tcp:127.0.0.1:1", "allowedSites": ["b", "a"]}),
+                json!({"appName": "y", "appSocket": "tcp:127.0.0.1:1", "allowedSites": ["b", "b"]}),
+            ],
+            ..State::default()
+        };
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bad.apply(&mut cfg),
+            [
+                "state file: exposedAdded[0].allowedSites[1]: 'a' is this site's own name; a site cannot open streams to itself",
+                "state file: exposedAdded[1].allowedSites[1]: duplicate site 'b' (already listed at exposedAdded[1].allowedSites[0])",
+            ]
+        );
+        assert!(cfg.exposed_apps.is_empty());
     }
 
     #[test]

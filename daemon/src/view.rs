@@ -371,6 +371,9 @@ pub struct AppStats {
     /// peer's or the app's limit here; outbound: the listener's or the far
     /// site's).
     pub limited_streams: u64,
+    /// Inbound streams refused since start with the `not allowed` status
+    /// because the app's `allowedSites` does not list the peer (0 outbound).
+    pub not_allowed_streams: u64,
 }
 
 /// Events buffered per watcher before a slow watcher starts losing them

@@ -238,6 +238,7 @@ fn single(app: &str, socket: AppSocket) -> ExposedApp {
         name: name(app),
         target: ExposedTarget::Single(socket),
         max_connections: None,
+        allowed_sites: Vec::new(),
     }
 }
 
@@ -252,6 +253,7 @@ fn range(app: &str, net: &str, ports: (u16, u16)) -> ExposedApp {
             addresses: vec![net.parse().unwrap()],
         },
         max_connections: None,
+        allowed_sites: Vec::new(),
     }
 }
 
@@ -526,6 +528,37 @@ async fn range_app_refuses_targets_outside_its_ranges() {
     assert_reset(TcpStream::connect(no_target).await.unwrap()).await;
     assert_eq!(get(&sites.far_counters.streams_refused), 3);
     assert_eq!(get(&sites.far_counters.streams_opened), 0);
+}
+
+#[tokio::test]
+async fn apps_with_allowed_sites_serve_only_the_sites_they_list() {
+    let echo = tcp_echo().await;
+    let only = |mut app: ExposedApp, sites: &[&str]| {
+        app.allowed_sites = sites.iter().map(|s| site(s)).collect();
+        app
+    };
+    let sites = Sites::new(vec![
+        only(single("mine", AppSocket::Tcp(echo)), &["other", "near"]),
+        only(single("theirs", AppSocket::Tcp(echo)), &["other"]),
+        only(
+            range("lan", "127.0.0.1/32", (echo.port(), echo.port())),
+            &["other"],
+        ),
+    ])
+    .await;
+    let (_m, mine) = sites.remote_tcp("mine", None);
+    let (_t, theirs) = sites.remote_tcp("theirs", None);
+    let (_l, lan) = sites.remote_tcp("lan", Some(echo));
+
+    let data = random_bytes(100_000, 3);
+    let back = round_trip(TcpStream::connect(mine).await.unwrap(), data.clone()).await;
+    assert!(back == data);
+    // Refused before the app socket is dialled: a reset, no byte.
+    assert_reset(TcpStream::connect(theirs).await.unwrap()).await;
+    assert_reset(TcpStream::connect(lan).await.unwrap()).await;
+    assert_eq!(get(&sites.far_counters.streams_not_allowed), 2);
+    assert_eq!(get(&sites.far_counters.streams_refused), 2);
+    assert_eq!(get(&sites.far_counters.streams_opened), 1);
 }
 
 #[tokio::test]

@@ -71,6 +71,7 @@ async fn an_inbound_channel_carries_no_stream_until_the_site_confirms_it() {
         name: AppName::new("echo").unwrap(),
         target: ExposedTarget::Single(AppSocket::Tcp(echo)),
         max_connections: None,
+        allowed_sites: Vec::new(),
     };
     let mut a = side("a", vec![app.clone()]);
     let mut b = side("b", vec![app]);

@@ -212,6 +212,7 @@ impl Pair {
                 name: AppName::new("app").unwrap(),
                 target: ExposedTarget::Single(AppSocket::Tcp(app_addr)),
                 max_connections: None,
+                allowed_sites: Vec::new(),
             }])),
             Arc::new(Counters::default()),
             Arc::new(StreamRegistry::new(Arc::default())),

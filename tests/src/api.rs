@@ -121,9 +121,8 @@ impl Api {
         }
     }
 
-    /// The site-wide counters (`messages_undecryptable`, `auth_failures`, …), from the first
-    /// `WatchStats` sample.
-    pub async fn counters(&self) -> HashMap<String, u64> {
+    /// The first `WatchStats` sample: per-app stats, peers, channels, counters.
+    pub async fn stats(&self) -> v1::WatchStatsResponse {
         let interval = prost_types::Duration::try_from(Duration::from_millis(100))
             .unwrap_or_else(|e| panic!("interval: {e}"));
         let request = v1::WatchStatsRequest {
@@ -134,10 +133,16 @@ impl Api {
             Err(e) => self.fail("WatchStats", &e),
         };
         match feed.message().await {
-            Ok(Some(m)) => m.counters,
+            Ok(Some(m)) => m,
             Ok(None) => panic!("WatchStats on {} ended without a sample", self.site),
             Err(e) => self.fail("WatchStats", &e),
         }
+    }
+
+    /// The site-wide counters (`messages_undecryptable`, `auth_failures`, …), from the first
+    /// `WatchStats` sample.
+    pub async fn counters(&self) -> HashMap<String, u64> {
+        self.stats().await.counters
     }
 
     /// One counter (0 when absent).

@@ -111,6 +111,17 @@ pub fn check_config(config: &Path) -> Output {
         .unwrap_or_else(|e| panic!("cannot run wovenetd check: {e}"))
 }
 
+/// Runs `wovenetd identity --config FILE` (prints `siteName: NAME` and `identity: FINGERPRINT`,
+/// creating the identity key beside the state file if there is none) and returns its output.
+pub fn identity_command(config: &Path) -> Output {
+    Command::new(wovenetd())
+        .arg("identity")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wovenetd identity: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

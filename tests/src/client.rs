@@ -7,6 +7,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::data::DataGen;
 
 use crate::sock::{Sock, Stream};
 
@@ -147,6 +151,30 @@ impl EchoConn {
                 ))
             })
     }
+}
+
+/// A long-lived connection kept busy: pings `conn` with a deterministic 16 KiB block every
+/// 50 ms until `stop` turns true; yields the connection (to [`EchoConn::finish`] it) and the
+/// pings done, or the first error and when it happened.
+pub fn keep_pinging(
+    mut conn: EchoConn,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<Result<(EchoConn, u64), String>> {
+    tokio::spawn(async move {
+        let mut data = DataGen::new(0x5eed);
+        let mut buf = vec![0u8; 16 * 1024];
+        let start = Instant::now();
+        let mut pings = 0u64;
+        while !*stop.borrow() {
+            data.fill(&mut buf);
+            conn.ping(&buf, Duration::from_secs(10))
+                .await
+                .map_err(|e| format!("after {:?} and {pings} pings: {e}", start.elapsed()))?;
+            pings += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((conn, pings))
+    })
 }
 
 /// Retries a small echo round trip through `local` until one succeeds; returns how long it

@@ -60,11 +60,11 @@ pub mod sock;
 pub mod wait;
 
 pub use api::{Api, remote_app};
-pub use binary::{check_config, wovenet_tui, wovenetctl, wovenetd};
+pub use binary::{check_config, identity_command, wovenet_tui, wovenetctl, wovenetd};
 pub use broker::{Broker, mosquitto_available, require_mosquitto};
 pub use client::{
     Closed, EchoConn, connect_eventually, echo_once, echo_once_with_banner,
-    expect_closed_without_data, is_listening, stays_closed, try_wait_forward,
+    expect_closed_without_data, is_listening, keep_pinging, stays_closed, try_wait_forward,
     try_wait_forward_with_banner,
 };
 pub use ctl::{Ctl, CtlChild, CtlOutput};

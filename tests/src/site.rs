@@ -79,6 +79,7 @@ pub struct Site {
     runs: u32,
     keep_on_panic: bool,
     netns: Option<Netns>,
+    env: Vec<(String, String)>,
 }
 
 impl SiteBuilder {
@@ -113,6 +114,7 @@ impl SiteBuilder {
             runs: 0,
             keep_on_panic: self.keep_on_panic,
             netns: self.netns.clone(),
+            env: self.env.clone(),
         }
     }
 }
@@ -154,6 +156,65 @@ impl Site {
                 self.identity_file().display()
             )
         });
+    }
+
+    /// The state file the daemon keeps beside its config (`site.state.json`: live app
+    /// changes and `knownSites`, the pinned identities of other sites).
+    pub fn state_file(&self) -> PathBuf {
+        self.dir().join("site.state.json")
+    }
+
+    /// `knownSites` of the state file as `(siteName, identity)`, in file order; empty when
+    /// there is no state file yet. Panics if the file is not JSON.
+    pub fn known_sites(&self) -> Vec<(String, String)> {
+        let path = self.state_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("cannot read {}: {e}", path.display()),
+        };
+        let doc: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()));
+        doc["knownSites"]
+            .as_array()
+            .map(|known| {
+                known
+                    .iter()
+                    .map(|k| {
+                        let field = |name: &str| {
+                            k[name].as_str().map(str::to_owned).unwrap_or_else(|| {
+                                panic!("{}: knownSites entry without {name}: {k}", path.display())
+                            })
+                        };
+                        (field("siteName"), field("identity"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The identity fingerprint `wovenetd identity --config` prints for this site (it creates
+    /// the key if the site never ran). Panics with the output if the command fails or names
+    /// another site.
+    pub fn printed_identity(&self) -> String {
+        let out = crate::binary::identity_command(&self.config_path);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = |key: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+        };
+        match (out.status.success(), line("siteName:"), line("identity:")) {
+            (true, Some(name), Some(identity)) if name == self.name => identity,
+            _ => panic!(
+                "site {}: wovenetd identity --config {} ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
+                self.name,
+                self.config_path.display(),
+                process::describe(out.status)
+            ),
+        }
     }
 
     /// `unix:<dir>/<file>`, a unix socket path inside the site's tempdir.
@@ -231,7 +292,7 @@ impl Site {
         self.runs += 1;
         let runtime_dir = self.dir().as_os_str().to_owned();
         let control = self.control_socket().into_os_string();
-        let env: [(&str, Option<&OsStr>); 9] = [
+        let mut env: Vec<(&str, Option<&OsStr>)> = vec![
             // Per-site defaults for anything the daemon puts under the runtime dir.
             ("XDG_RUNTIME_DIR", Some(&runtime_dir)),
             ("WOVENET_CONTROL_SOCKET", Some(&control)),
@@ -245,6 +306,11 @@ impl Site {
             ("ALL_PROXY", None),
             ("all_proxy", None),
         ];
+        env.extend(
+            self.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(OsStr::new(v.as_str())))),
+        );
         let args = [
             OsStr::new("run"),
             OsStr::new("--config"),

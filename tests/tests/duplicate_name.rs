@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use wovenet_e2e::*;
 
 /// `siteName` of the site that gets a duplicate.
@@ -49,30 +48,6 @@ async fn counter(ctl: &Ctl, name: &str) -> u64 {
     v["counters"][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {name} in {v}"))
-}
-
-/// A long-lived connection through `local` echoing a deterministic byte stream every 50 ms
-/// until told to stop; yields the connection (to finish it) and the pings done, or the
-/// first error with the time it happened.
-fn keep_pinging(
-    mut conn: EchoConn,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<Result<(EchoConn, u64), String>> {
-    tokio::spawn(async move {
-        let mut data = DataGen::new(0x5eed);
-        let mut buf = vec![0u8; 16 * 1024];
-        let start = Instant::now();
-        let mut pings = 0u64;
-        while !*stop.borrow() {
-            data.fill(&mut buf);
-            conn.ping(&buf, Duration::from_secs(10))
-                .await
-                .map_err(|e| format!("after {:?} and {pings} pings: {e}", start.elapsed()))?;
-            pings += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok((conn, pings))
-    })
 }
 
 struct Setup {

@@ -370,6 +370,60 @@ fn apps_tab_lists_exposed_and_remote_with_listener_state() {
 }
 
 #[test]
+fn apps_detail_shows_allowed_sites_and_streams_not_allowed() {
+    let mut s = populated();
+    tab(&mut s, Tab::Apps);
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 80, 30);
+    assert!(out.contains("allowedSites: every site"), "{out}");
+    assert!(out.contains("not allowed: 0"), "{out}");
+
+    s.model.exposed[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .allowed_sites = vec!["site-b".into(), "site-c".into()];
+    s.model.apply_stats(pb::WatchStatsResponse {
+        apps: vec![
+            pb::AppStats {
+                app: "echo".into(),
+                peer: "site-d".into(),
+                direction: pb::StreamDirection::Inbound as i32,
+                not_allowed_streams: 3,
+                ..Default::default()
+            },
+            pb::AppStats {
+                app: "echo".into(),
+                peer: "site-e".into(),
+                direction: pb::StreamDirection::Inbound as i32,
+                not_allowed_streams: 4,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let out = draw(&s, 80, 30);
+    assert!(out.contains("allowedSites: site-b, site-c"), "{out}");
+    assert!(out.contains("not allowed: 7"), "{out}");
+}
+
+#[test]
+fn the_add_form_has_an_allowed_sites_field_sent_as_a_list() {
+    let mut s = populated();
+    s.update(Action::OpenAddApp, SystemTime::now());
+    let out = draw(&s, 80, 24);
+    assert!(out.contains("allowedSites:"), "{out}");
+    let form = s.view.form.as_mut().expect("form open");
+    form.exposed[0] = "db".into();
+    form.exposed[2] = "tcp:127.0.0.1:5432".into();
+    form.exposed[5] = "site-b,site-c".into();
+    let Request::AddExposed(spec) = form.request() else {
+        panic!("an exposed form sends an exposed spec");
+    };
+    assert_eq!(spec.allowed_sites, ["site-b", "site-c"]);
+}
+
+#[test]
 fn events_tab_shows_the_feed() {
     let mut s = populated();
     tab(&mut s, Tab::Events);

@@ -615,11 +615,17 @@ async fn expose_add_sends_the_inferred_mode_and_split_ranges() {
                 "5900,5901-5990",
                 "--address-range",
                 "10.0.2.0/24",
+                "--allowed-sites",
+                "beta,gamma",
             ],
         )
         .await,
     );
     assert_eq!(v["app"]["spec"]["mode"], "range");
+    assert_eq!(
+        v["app"]["spec"]["allowed_sites"],
+        serde_json::json!(["beta", "gamma"])
+    );
     assert_eq!(v["app"]["live"], true);
     let seen = d.seen();
     assert!(
@@ -628,6 +634,11 @@ async fn expose_add_sends_the_inferred_mode_and_split_ranges() {
     );
     assert!(
         seen[1].contains(r#"mode: "range", app_socket: "", port_range: ["5900", "5901-5990"], address_range: ["10.0.2.0/24"]"#),
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].contains("allowed_sites: []")
+            && seen[1].contains(r#"allowed_sites: ["beta", "gamma"]"#),
         "{seen:?}"
     );
 }

@@ -125,6 +125,36 @@ impl ExposedApps {
         names
     }
 
+    /// Names of the apps every member may reach (no `allowedSites`), sorted:
+    /// what the broadcast announcement lists.
+    pub fn public_names(&self) -> Vec<AppName> {
+        let mut names: Vec<AppName> = self
+            .apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|a| !a.is_restricted())
+            .map(|a| a.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every app restricted by `allowedSites`, sorted by name: what is
+    /// offered, site by site, instead of announced.
+    pub fn restricted(&self) -> Vec<ExposedApp> {
+        let mut apps: Vec<ExposedApp> = self
+            .apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|a| a.is_restricted())
+            .cloned()
+            .collect();
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        apps
+    }
+
     /// The app called `name`, if exposed.
     pub fn get(&self, name: &AppName) -> Option<ExposedApp> {
         self.apps
@@ -325,6 +355,12 @@ impl ExposedServer {
         Span::current().record("app.name", request.app.as_str());
 
         let app = self.apps.get(&request.app);
+        if let Some(app) = &app
+            && !app.allows(peer)
+        {
+            self.not_allowed(send, recv, peer, app.name.clone()).await;
+            return Err(None);
+        }
         let peer_slot = match peer_slot {
             Ok(slot) => slot,
             Err(LimitReached { limit }) => {
@@ -387,6 +423,27 @@ impl ExposedServer {
             local,
             permits: (peer_slot, app_slot),
         })
+    }
+
+    /// Refuses with the `not allowed` status a stream from a peer the app's
+    /// `allowedSites` does not list: counted site-wide (refused and not
+    /// allowed) and per app and peer; logged throttled (a peer may try often).
+    async fn not_allowed(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        peer: &SiteName,
+        app: AppName,
+    ) {
+        Counters::bump(&self.counters.streams_refused);
+        Counters::bump(&self.counters.streams_not_allowed);
+        let reason = format!("site '{peer}' is not in the allowedSites of app '{app}'");
+        self.streams.not_allowed(app, peer.clone());
+        if let Some(held_back) = self.apps.refusal_log.allow(std::time::Instant::now()) {
+            info!(reason = %reason.escape_debug(), held_back, "stream refused: not allowed");
+        }
+        let response = Response::new(Status::NotAllowed, reason);
+        reply_and_close(send, recv, &response, code::REFUSED).await;
     }
 
     /// Refuses with the `limit reached` status: counted site-wide (refused
@@ -543,6 +600,7 @@ mod tests {
             name: name(n),
             target: ExposedTarget::Single(socket.parse().unwrap()),
             max_connections: None,
+            allowed_sites: Vec::new(),
         }
     }
 
@@ -557,6 +615,7 @@ mod tests {
                 addresses: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
             },
             max_connections: None,
+            allowed_sites: Vec::new(),
         }
     }
 
@@ -754,6 +813,20 @@ mod tests {
         assert_eq!(apps.names(), vec![name("b")]);
     }
 
+    #[test]
+    fn restricted_apps_are_left_out_of_the_public_names() {
+        let mut x = single("x", "tcp:127.0.0.1:1");
+        x.allowed_sites = vec![SiteName::new("b").unwrap()];
+        let apps = ExposedApps::new(vec![
+            single("b", "tcp:127.0.0.1:2"),
+            x.clone(),
+            single("a", "tcp:127.0.0.1:3"),
+        ]);
+        assert_eq!(apps.names(), vec![name("a"), name("b"), name("x")]);
+        assert_eq!(apps.public_names(), vec![name("a"), name("b")]);
+        assert_eq!(apps.restricted(), vec![x]);
+    }
+
     fn any_net() -> impl Strategy<Value = IpNet> {
         prop_oneof![
             (any::<u32>(), 0u8..=32)
@@ -780,6 +853,7 @@ mod tests {
                 addresses: nets,
             },
             max_connections: None,
+            allowed_sites: Vec::new(),
         }
     }
 

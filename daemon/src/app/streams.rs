@@ -24,6 +24,7 @@ struct Totals {
     bytes_sent: u64,
     bytes_received: u64,
     limited: u64,
+    not_allowed: u64,
 }
 
 #[derive(Debug)]
@@ -134,6 +135,17 @@ impl StreamRegistry {
             .limited += 1;
     }
 
+    /// Counts a stream `peer` opened to the exposed `app` and was refused
+    /// because the app's `allowedSites` does not list it. Callers pass only
+    /// exposed apps and authenticated peers, so the totals stay bounded.
+    pub fn not_allowed(&self, app: AppName, peer: SiteName) {
+        self.lock()
+            .totals
+            .entry((app, peer, StreamDirection::Inbound))
+            .or_default()
+            .not_allowed += 1;
+    }
+
     /// Open streams, oldest first.
     pub fn snapshot(&self) -> Vec<StreamInfo> {
         let mut v: Vec<_> = self.lock().live.values().map(|e| e.info()).collect();
@@ -172,6 +184,7 @@ impl StreamRegistry {
                 bytes_sent: t.bytes_sent,
                 bytes_received: t.bytes_received,
                 limited_streams: t.limited,
+                not_allowed_streams: t.not_allowed,
             })
             .collect();
         v.sort_by(|a, b| (&a.app, &a.peer).cmp(&(&b.app, &b.peer)));
@@ -276,5 +289,25 @@ mod tests {
         assert_eq!(of(StreamDirection::Inbound), Some((2, 0, 0)));
         assert_eq!(of(StreamDirection::Outbound), Some((1, 0, 0)));
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn streams_not_allowed_are_counted_per_app_and_peer_inbound() {
+        let reg = Arc::new(StreamRegistry::new(Arc::new(EventBus::default())));
+        let web = AppName::new("web").unwrap();
+        let (b, c) = (SiteName::new("b").unwrap(), SiteName::new("c").unwrap());
+        reg.not_allowed(web.clone(), c.clone());
+        reg.not_allowed(web.clone(), c.clone());
+        reg.not_allowed(web.clone(), b.clone());
+        let stats = reg.app_stats();
+        let of = |peer: &SiteName| {
+            stats
+                .iter()
+                .find(|s| s.peer == *peer)
+                .map(|s| (s.direction, s.not_allowed_streams, s.total_streams))
+        };
+        assert_eq!(of(&c), Some((StreamDirection::Inbound, 2, 0)));
+        assert_eq!(of(&b), Some((StreamDirection::Inbound, 1, 0)));
+        assert_eq!(stats.len(), 2);
     }
 }

@@ -192,6 +192,7 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("portRange", Shape::Leaf),
     ("addressRange", Shape::Leaf),
     ("maxConnections", Shape::Leaf),
+    ("allowedSites", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[

@@ -162,6 +162,47 @@ fn scalar_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scalar>>, D
     d.deserialize_option(ListVisitor)
 }
 
+/// A list of scalars that also accepts one bare scalar as a one-entry list,
+/// never split: unlike ports, a site name may contain a comma.
+fn name_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scalar>>, D::Error> {
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Option<Vec<Scalar>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of names")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<Scalar>()? {
+                out.push(item);
+            }
+            Ok(Some(out))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(vec![Scalar(v.to_owned())]))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(vec![Scalar(v.to_string())]))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(vec![Scalar(v.to_string())]))
+        }
+    }
+
+    d.deserialize_option(ListVisitor)
+}
+
 /// Whether a key was present at all, whatever its value (even null).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     IgnoredAny::deserialize(d)?;
@@ -348,6 +389,10 @@ pub struct ExposedApp {
     pub address_range: Option<Vec<Scalar>>,
     /// Streams open to the app at once (new in this implementation).
     pub max_connections: Option<Scalar>,
+    /// Site names that may open streams to the app; absent or empty means
+    /// every member (new in this implementation). One bare name works too.
+    #[serde(deserialize_with = "name_list")]
+    pub allowed_sites: Option<Vec<Scalar>>,
 }
 
 /// One `remoteApps[]` entry; also what the control API builds from a live

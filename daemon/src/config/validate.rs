@@ -24,8 +24,9 @@ use super::raw::{self, Scalar};
 use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
-    LogLevel, LoggerConfig, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig, PortRange, PublicAddress,
-    RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode, TrustedSite, TunnelConfig,
+    LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig,
+    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode,
+    TrustedSite, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
@@ -54,7 +55,8 @@ impl TryFrom<raw::Config> for Config {
 /// Validates one `localExposedApps[]` entry; `path` prefixes every error
 /// (e.g. `localExposedApps[2]`, or `""` for bare field names).
 ///
-/// Uniqueness of the name is the caller's business: only it knows the other apps.
+/// Uniqueness of the name is the caller's business: only it knows the other
+/// apps; so is an `allowedSites` entry naming this site ([`own_site_allowed`]).
 pub fn exposed_app(raw: &raw::ExposedApp, path: &str) -> Result<ExposedApp, Vec<FieldError>> {
     let mut r = Report::default();
     let app = exposed_app_into(raw, path, &mut r);
@@ -322,6 +324,12 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
         let Some(app) = exposed_app_into(app, &path, r) else {
             continue;
         };
+        if let Some(own) = &site_name
+            && let Some(e) = own_site_allowed(&app, own, &path)
+        {
+            r.errors.push(e);
+            continue;
+        }
         if let Some(first) = names.get(&app.name) {
             r.err(
                 join(&path, "appName"),
@@ -1538,6 +1546,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         }
     };
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
+    let allowed_sites = allowed_sites(raw.allowed_sites.as_deref(), &at("allowedSites"), r);
 
     if r.errors.len() > start {
         return None;
@@ -1546,7 +1555,51 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         name: name?,
         target: target?,
         max_connections,
+        allowed_sites,
     })
+}
+
+/// `allowedSites`: each entry a valid site name, listed once, at most
+/// [`MAX_ALLOWED_SITES`]. Absent or empty means every member.
+fn allowed_sites(raw: Option<&[Scalar]>, path: &str, r: &mut Report) -> Vec<SiteName> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_ALLOWED_SITES {
+        r.err(
+            path,
+            format!(
+                "lists {} sites, at most {MAX_ALLOWED_SITES} are allowed",
+                raw.len()
+            ),
+        );
+        return Vec::new();
+    }
+    let mut sites: Vec<SiteName> = Vec::with_capacity(raw.len());
+    for (j, s) in raw.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        match SiteName::new(s.as_str()) {
+            Err(e) => r.err(at, e),
+            Ok(site) => match sites.iter().position(|x| *x == site) {
+                Some(first) => r.err(
+                    at,
+                    format!("duplicate site '{site}' (already listed at {path}[{first}])"),
+                ),
+                None => sites.push(site),
+            },
+        }
+    }
+    sites
+}
+
+/// The error for an exposed app at `path` whose `allowedSites` names `own`,
+/// this site's own name: a site never opens streams to itself, so the entry
+/// can only be a mistake (a copied config). The config loader, the control
+/// API and the state file all refuse it with this message.
+pub fn own_site_allowed(app: &ExposedApp, own: &SiteName, path: &str) -> Option<FieldError> {
+    let j = app.allowed_sites.iter().position(|s| s == own)?;
+    Some(FieldError::new(
+        format!("{}[{j}]", join(path, "allowedSites")),
+        format!("'{own}' is this site's own name; a site cannot open streams to itself"),
+    ))
 }
 
 /// An IP (becomes /32 or /128) or a CIDR; host bits are cleared like Go's
@@ -3466,6 +3519,90 @@ publicPort: 1"
             [
                 "localExposedApps[2].appName: duplicate app name 'a' (already used by localExposedApps[0])"
             ]
+        );
+    }
+
+    #[test]
+    fn allowed_sites_default_to_every_member_and_keep_their_order() {
+        let c = ok(
+            "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n- appName: b\n  appSocket: tcp:127.0.0.1:2\n  allowedSites: [s3, s2]\n- appName: c\n  appSocket: tcp:127.0.0.1:3\n  allowedSites: []\n- appName: d\n  appSocket: tcp:127.0.0.1:4\n  ALLOWEDSITES: s2\n",
+        );
+        let site = |s: &str| SiteName::new(s).unwrap();
+        assert!(c.exposed_apps[0].allowed_sites.is_empty());
+        assert!(c.exposed_apps[0].allows(&site("anyone")));
+        assert!(!c.exposed_apps[0].is_restricted());
+        assert_eq!(c.exposed_apps[1].allowed_sites, [site("s3"), site("s2")]);
+        assert!(c.exposed_apps[1].allows(&site("s2")));
+        assert!(!c.exposed_apps[1].allows(&site("s4")));
+        assert!(c.exposed_apps[1].is_restricted());
+        assert!(c.exposed_apps[2].allowed_sites.is_empty());
+        // One bare name is a one-entry list, never split on commas.
+        assert_eq!(c.exposed_apps[3].allowed_sites, [site("s2")]);
+        let c = ok(
+            "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  allowedSites: \"x,y\"\n",
+        );
+        assert_eq!(c.exposed_apps[0].allowed_sites, [site("x,y")]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn allowed_sites_must_be_valid_distinct_other_sites() {
+        assert_eq!(
+            errs(
+                "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n- appName: b\n  appSocket: tcp:127.0.0.1:2\n  allowedSites: [s2, \"a/b\", s2, \"\", site01]\n- appName: c\n  appSocket: tcp:127.0.0.1:3\n  allowedSites: [s2, site01]\n"
+            ),
+            [
+                "localExposedApps[1].allowedSites[1]: site name 'a/b' must not contain '/', '+' or '#'",
+                "localExposedApps[1].allowedSites[2]: duplicate site 's2' (already listed at localExposedApps[1].allowedSites[0])",
+                "localExposedApps[1].allowedSites[3]: site name must not be empty",
+                "localExposedApps[2].allowedSites[1]: 'site01' is this site's own name; a site cannot open streams to itself",
+            ]
+        );
+        // The live API's validator: same rules, paths relative to the app;
+        // the own name is checked by whoever knows it.
+        let mut raw = exposed(None, Some("tcp:127.0.0.1:1"), &[], &[]);
+        raw.allowed_sites = Some(vec!["ok".into(), "\u{200b}x".into()]);
+        assert_eq!(
+            messages(exposed_app(&raw, "").expect_err("invisible")),
+            [
+                "allowedSites[1]: site name must not contain invisible or text-direction characters, found U+200B"
+            ]
+        );
+        raw.allowed_sites = Some(vec!["ok".into(), "me".into()]);
+        let app = exposed_app(&raw, "").expect("valid without the own-name rule");
+        let me = SiteName::new("me").unwrap();
+        assert_eq!(
+            own_site_allowed(&app, &me, "").map(|e| e.to_string()),
+            Some(
+                "allowedSites[1]: 'me' is this site's own name; a site cannot open streams to itself"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            own_site_allowed(&app, &SiteName::new("other").unwrap(), ""),
+            None
+        );
+    }
+
+    #[test]
+    fn at_most_1024_allowed_sites() {
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("s{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let c = ok(&format!(
+            "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  allowedSites: [{}]\n",
+            names(MAX_ALLOWED_SITES)
+        ));
+        assert_eq!(c.exposed_apps[0].allowed_sites.len(), MAX_ALLOWED_SITES);
+        assert_eq!(
+            errs(&format!(
+                "localExposedApps:\n- appName: a\n  appSocket: tcp:127.0.0.1:1\n  allowedSites: [{}]\n",
+                names(MAX_ALLOWED_SITES + 1)
+            )),
+            ["localExposedApps[0].allowedSites: lists 1025 sites, at most 1024 are allowed"]
         );
     }
 

@@ -238,6 +238,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 mode: "single".to_owned(),
                 app_socket: socket.to_string(),
                 max_connections: a.max_connections,
+                allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
                 ..Self::default()
             },
             ExposedTarget::Range { ports, addresses } => Self {
@@ -247,6 +248,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 port_range: ports.iter().map(ToString::to_string).collect(),
                 address_range: addresses.iter().map(ToString::to_string).collect(),
                 max_connections: a.max_connections,
+                allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
             },
         }
     }
@@ -414,6 +416,7 @@ pub(crate) fn stats_message(
                     send_rate: r.send,
                     receive_rate: r.receive,
                     limited_streams: a.limited_streams,
+                    not_allowed_streams: a.not_allowed_streams,
                 }
             })
             .collect(),
@@ -484,6 +487,10 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
             port_range: scalars(s.port_range),
             address_range: scalars(s.address_range),
             max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
+            // Entries are kept as sent, empty ones too, so the validator
+            // names them rather than this dropping them.
+            allowed_sites: (!s.allowed_sites.is_empty())
+                .then(|| s.allowed_sites.into_iter().map(Scalar::from).collect()),
         }
     }
 }
@@ -591,6 +598,7 @@ mod tests {
                 port_range: Some(vec!["5900".into(), "6000-6010".into()]),
                 address_range: Some(vec!["10.0.0.0/24".into()]),
                 max_connections: Some("5".into()),
+                allowed_sites: Some(vec!["c".into(), "b".into()]),
                 ..Default::default()
             },
             "",
@@ -601,6 +609,7 @@ mod tests {
         assert_eq!(spec.port_range, ["5900", "6000-6010"]);
         assert_eq!(spec.address_range, ["10.0.0.0/24"]);
         assert_eq!(spec.max_connections, Some(5));
+        assert_eq!(spec.allowed_sites, ["c", "b"]);
         // Round trip through the validator gives the same app.
         let back = validate::exposed_app(&raw::ExposedApp::from(spec), "").expect("valid");
         assert_eq!(back, range);
@@ -639,6 +648,7 @@ mod tests {
         assert_eq!(raw.app_socket, None);
         assert_eq!(raw.port_range, None);
         assert_eq!(raw.max_connections, None);
+        assert_eq!(raw.allowed_sites, None);
         let errs = validate::exposed_app(&raw, "").expect_err("no socket");
         assert_eq!(
             errs[0].to_string(),
@@ -646,6 +656,28 @@ mod tests {
         );
         assert_eq!(local_filter(""), None);
         assert_eq!(local_filter("tcp:1.2.3.4:5"), Some("tcp:1.2.3.4:5"));
+    }
+
+    #[test]
+    fn allowed_sites_from_the_api_are_judged_by_the_config_rules() {
+        let raw = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "x".into(),
+            app_socket: "tcp:127.0.0.1:1".into(),
+            allowed_sites: vec!["b".into(), String::new(), "b".into()],
+            ..Default::default()
+        });
+        let errs: Vec<String> = validate::exposed_app(&raw, "")
+            .expect_err("bad entries")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "allowedSites[1]: site name must not be empty",
+                "allowedSites[2]: duplicate site 'b' (already listed at allowedSites[0])",
+            ]
+        );
     }
 
     #[test]

@@ -227,6 +227,11 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         "app_limited_streams",
         "Streams refused because a limit was reached",
     );
+    let app_not_allowed = counters(
+        &mut reg,
+        "app_not_allowed_streams",
+        "Inbound streams refused because the app's allowedSites does not list the peer",
+    );
     for a in &s.apps {
         let l: Labels = vec![
             ("app", LabelText::of(&a.app)),
@@ -240,6 +245,9 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
             .get_or_create(&l)
             .set(i64::try_from(a.open_streams).unwrap_or(i64::MAX));
         app_limited.get_or_create(&l).inc_by(a.limited_streams);
+        app_not_allowed
+            .get_or_create(&l)
+            .inc_by(a.not_allowed_streams);
     }
 
     let peer_sent = counters(
@@ -331,6 +339,7 @@ mod tests {
                 bytes_sent: 1234,
                 bytes_received: 99,
                 limited_streams: 4,
+                not_allowed_streams: 6,
             }],
             counters: vec![("auth_failures", 3)],
             ..StatsSnapshot::default()
@@ -342,6 +351,7 @@ mod tests {
             "wovenet_app_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 5",
             "wovenet_app_open_streams{app=\"echo\",peer=\"b\",direction=\"outbound\"} 2",
             "wovenet_app_limited_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 4",
+            "wovenet_app_not_allowed_streams_total{app=\"echo\",peer=\"b\",direction=\"outbound\"} 6",
             "wovenet_auth_failures_total 3",
             "# EOF",
         ] {
@@ -406,6 +416,7 @@ mod tests {
                     bytes_sent: 3,
                     bytes_received: 4,
                     limited_streams: 5,
+                    not_allowed_streams: 6,
                 })
                 .collect(),
             counters: vec![("auth_failures", 3)],
@@ -422,6 +433,7 @@ mod tests {
                 ("wovenet_app_streams", 2.0),
                 ("wovenet_app_open_streams", 1.0),
                 ("wovenet_app_limited_streams", 5.0),
+                ("wovenet_app_not_allowed_streams", 6.0),
             ] {
                 want.push((family.to_owned(), l.clone(), value));
             }

@@ -167,6 +167,7 @@ mod tests {
             bytes_sent: sent,
             bytes_received: received,
             limited_streams: 0,
+            not_allowed_streams: 0,
         }
     }
 

@@ -92,6 +92,9 @@ pub enum Message {
     Punch(Punch),
     /// "Opened; dial me here" (unicast answer to a [`Punch`]).
     PunchAck(PunchAck),
+    /// "These apps of mine, left out of my announcement, are yours to reach"
+    /// (unicast to a site an app's `allowedSites` lists).
+    Offer(Offer),
 }
 
 impl Message {
@@ -103,6 +106,7 @@ impl Message {
             Self::Query(q) => &q.instance,
             Self::Punch(p) => &p.instance,
             Self::PunchAck(p) => &p.instance,
+            Self::Offer(o) => &o.instance,
         }
     }
 
@@ -114,6 +118,7 @@ impl Message {
             Self::Query(q) => &q.site,
             Self::Punch(p) => &p.site,
             Self::PunchAck(p) => &p.site,
+            Self::Offer(o) => &o.site,
         }
     }
 
@@ -125,6 +130,7 @@ impl Message {
             Self::Query(_) => "query",
             Self::Punch(_) => "punch",
             Self::PunchAck(_) => "punchAck",
+            Self::Offer(_) => "offer",
         }
     }
 }
@@ -234,6 +240,27 @@ pub struct PunchAck {
     pub at: SocketAddr,
     /// The request's nonce.
     pub nonce: u64,
+}
+
+/// The apps an instance exposes only to some sites (`allowedSites`) that the
+/// receiving site may reach: sent unicast to that site's holder instance,
+/// never broadcast, so other sites do not learn of them. The latest offer
+/// replaces every earlier one of the same instance (an empty list withdraws
+/// them all); receivers keep it only while the sender holds its site name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Offer {
+    /// The offering site.
+    pub site: SiteName,
+    /// The offering process.
+    pub instance: InstanceId,
+    /// The sender's announcement `seq` when this was sent: an offer with a
+    /// lower `seq` than one already kept is older and ignored.
+    #[serde(default)]
+    pub seq: u64,
+    /// Names of the apps offered.
+    #[serde(default)]
+    pub apps: Vec<AppName>,
 }
 
 /// An instance leaving the network.
@@ -492,7 +519,7 @@ pub fn decode_checked(body: &[u8], loopback: LoopbackPeers) -> Result<Decoded, D
         Message::PunchAck(p) => {
             p.at = peer_address(p.at, loopback).map_err(DecodeError::Address)?
         }
-        Message::Depart(_) | Message::Query(_) => {}
+        Message::Depart(_) | Message::Query(_) | Message::Offer(_) => {}
     }
     Ok(Decoded {
         message,
@@ -558,6 +585,31 @@ mod tests {
             assert_eq!(decode(&encode(&m)).unwrap(), m);
             assert_eq!(m.instance(), &i);
         }
+    }
+
+    #[test]
+    fn offer_round_trips_and_defaults_its_optional_fields() {
+        let o = Message::Offer(Offer {
+            site: site(),
+            instance: InstanceId::from_bytes([0xcd; 16]),
+            seq: 9,
+            apps: vec![AppName::new("db").unwrap()],
+        });
+        let bytes = encode(&o);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""type":"offer""#), "{text}");
+        assert!(text.contains(r#""apps":["db"]"#), "{text}");
+        assert_eq!(decode(&bytes).unwrap(), o);
+        assert_eq!(o.kind(), "offer");
+        assert_eq!(o.site(), &site());
+        let bare = format!(
+            r#"{{"type":"offer","site":"site-a","instance":"{}"}}"#,
+            "cd".repeat(16)
+        );
+        let Message::Offer(o) = decode(bare.as_bytes()).unwrap() else {
+            panic!("not an offer");
+        };
+        assert_eq!((o.seq, o.apps.len()), (0, 0));
     }
 
     #[test]

@@ -338,7 +338,7 @@ fn stamped(msg: &Message, epoch: u32) -> Message {
     match &mut msg {
         Message::Announce(a) => a.epoch = epoch,
         Message::Depart(d) => d.epoch = epoch,
-        Message::Query(_) | Message::Punch(_) | Message::PunchAck(_) => {}
+        Message::Query(_) | Message::Punch(_) | Message::PunchAck(_) | Message::Offer(_) => {}
     }
     msg
 }
@@ -660,9 +660,11 @@ impl Driver {
         let freshness = match msg {
             // Brokers publish the will long after it was sealed.
             Message::Depart(_) => Freshness::Exempt,
-            Message::Announce(_) | Message::Query(_) | Message::Punch(_) | Message::PunchAck(_) => {
-                Freshness::Required
-            }
+            Message::Announce(_)
+            | Message::Query(_)
+            | Message::Punch(_)
+            | Message::PunchAck(_)
+            | Message::Offer(_) => Freshness::Required,
         };
         if let Err(e) =
             self.window

@@ -74,6 +74,9 @@ impl Site {
     }
 
     async fn add_exposed(&mut self, app: ExposedApp) -> Result<(), ControlError> {
+        if let Some(e) = crate::config::validate::own_site_allowed(&app, &self.name, "") {
+            return Err(ControlError::Invalid(vec![e]));
+        }
         let name = app.name.clone();
         self.exposed.insert(app.clone()).map_err(|_| {
             ControlError::AlreadyExists(format!(

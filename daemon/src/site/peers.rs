@@ -65,6 +65,13 @@
 //! holds the name. An instance's certificate never changes: an announcement
 //! with another one is refused.
 //!
+//! **Offers.** Apps restricted by `allowedSites` are not announced; their
+//! site sends each allowed site's holder an [`Offer`] instead. An offer is
+//! kept per instance (the one with the highest `seq`), counts only while
+//! that instance holds the name, and goes when another instance takes over.
+//! A peer serves (its remote-app listeners open) the apps it announced plus
+//! those its holder offered, while it is connected.
+//!
 //! **Bounds.** At most [`MAX_PEERS`] sites, [`MAX_CLAIMANTS`] claimants per
 //! site, [`MAX_PENDING_CHANNELS`] unconfirmed channels; beyond, new ones are
 //! refused and counted, and warnings are rate-limited.
@@ -74,7 +81,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{AppName, SiteName};
-use crate::message::announce::{Announce, AnnouncedSocket, Depart, InstanceId, PunchInfo};
+use crate::message::announce::{Announce, AnnouncedSocket, Depart, InstanceId, Offer, PunchInfo};
 use crate::tunnel::auth::PeerId;
 use crate::tunnel::tls::Fingerprint;
 use crate::tunnel::{ChannelId, Direction};
@@ -104,6 +111,8 @@ pub const MAX_PEERS: usize = 1024;
 pub const MAX_CLAIMANTS: usize = 4;
 /// Most inbound channels waiting for an announcement at a time.
 pub const MAX_PENDING_CHANNELS: usize = 256;
+/// Most instances refused by the trust check remembered at a time.
+pub const MAX_REFUSED_INSTANCES: usize = 64;
 /// Most departed instances remembered per site.
 const MAX_TOMBSTONES: usize = 8;
 /// Most other instances of this site's own name reported.
@@ -126,6 +135,9 @@ pub enum Refusal {
     TooManyPending,
     /// No matching announcement arrived within [`CLAIM_DEADLINE`].
     Unannounced,
+    /// Its messages are signed by an identity this site refuses for that
+    /// site name (see `site::trust`).
+    Identity,
 }
 
 impl Refusal {
@@ -139,6 +151,7 @@ impl Refusal {
             Self::TooManyClaimants => "refused: too many instances claim this site name",
             Self::TooManyPending => "refused: too many unannounced channels",
             Self::Unannounced => "refused: no matching announcement in time",
+            Self::Identity => "refused: this site name is pinned to another identity",
         }
     }
 }
@@ -346,6 +359,8 @@ struct Instance {
     /// before it.
     departed: Option<(u32, u64)>,
     last_heard: Instant,
+    /// Its latest [`Offer`] to this site: the offer's `seq` and the apps.
+    offer: Option<(u64, Vec<AppName>)>,
 }
 
 impl Instance {
@@ -357,7 +372,13 @@ impl Instance {
             cert,
             departed: None,
             last_heard: now,
+            offer: None,
         }
+    }
+
+    /// The apps it offered this site alone (empty without an offer).
+    fn offered(&self) -> &[AppName] {
+        self.offer.as_ref().map_or(&[], |(_, apps)| apps)
     }
 
     /// Records a new announcement of this instance (same certificate).
@@ -501,6 +522,9 @@ pub struct PeerView<'a> {
     pub departed: bool,
     /// Other live instances refused this name (sorted).
     pub conflicts: Vec<InstanceId>,
+    /// Apps the holder offered this site alone (its latest [`Offer`]), on
+    /// top of those it announced to everyone.
+    pub offered: &'a [AppName],
 }
 
 impl PeerView<'_> {
@@ -526,8 +550,14 @@ pub struct Peers {
     sites: HashMap<SiteName, Peer>,
     pending: HashMap<ChannelId, Pending>,
     own_conflicts: HashSet<InstanceId>,
+    /// Instances whose messages the trust check refused, with their site
+    /// and when: channels claiming them are refused at once.
+    refused: HashMap<InstanceId, (SiteName, Instant)>,
     rule: DialRule,
     out: Outbox,
+    /// Test hook: serve every app of a connected peer, offered or not (see
+    /// [`Self::serve_unoffered`]). Always false in release builds.
+    serve_unoffered: bool,
 }
 
 /// Which announced sockets this site dials.
@@ -559,12 +589,24 @@ impl Peers {
             sites: HashMap::new(),
             pending: HashMap::new(),
             own_conflicts: HashSet::new(),
+            refused: HashMap::new(),
             rule: DialRule {
                 me: me_for_rule,
                 punchable: false,
             },
             out: Outbox::default(),
+            serve_unoffered: false,
         }
+    }
+
+    /// Test hook, debug builds only: [`Self::serves`] answers for every app
+    /// of a connected peer, whether it announced or offered it or not. The
+    /// end-to-end tests use it to make a site open a stream to an app that
+    /// was never offered to it, which a well-behaved site never does, and
+    /// check that the exposing site refuses it.
+    #[cfg(debug_assertions)]
+    pub fn serve_unoffered(&mut self) {
+        self.serve_unoffered = true;
     }
 
     /// Tells the bookkeeping whether this site has a `hole-punching` socket
@@ -648,6 +690,37 @@ impl Peers {
         self.settle(&site, now);
     }
 
+    /// An [`Offer`] arrived: the apps `o.instance` lets this site alone
+    /// reach. Kept per instance, the newest `seq` winning, so it counts
+    /// while that instance holds its name and goes with it when another
+    /// takes over. An offer from a site not known yet (it overtook its
+    /// sender's announcement) asks for that announcement, which the sender
+    /// follows with its offer; one from an unknown instance of a known site
+    /// or an older one is ignored and counted as stale.
+    pub fn on_offer(&mut self, o: Offer) {
+        if o.site == self.me {
+            self.own_name_seen(o.instance);
+            return;
+        }
+        let Some(peer) = self.sites.get_mut(&o.site) else {
+            if self.sites.len() < MAX_PEERS {
+                self.out.push(Action::Query(o.instance));
+            }
+            return;
+        };
+        let instance = if peer.holder.id == o.instance {
+            Some(&mut peer.holder)
+        } else {
+            peer.claimants.get_mut(&o.instance).map(|c| &mut c.instance)
+        };
+        match instance {
+            Some(i) if i.offer.as_ref().is_none_or(|(seq, _)| o.seq >= *seq) => {
+                i.offer = Some((o.seq, o.apps));
+            }
+            _ => self.out.count(Tally::Stale),
+        }
+    }
+
     /// A departure (or last will) arrived.
     pub fn on_depart(&mut self, d: &Depart, now: Instant) {
         let Some(peer) = self.sites.get_mut(&d.site) else {
@@ -721,6 +794,15 @@ impl Peers {
         if site == self.me {
             self.out
                 .refuse_channel(&site, instance, channel, Refusal::OwnName, now);
+            return;
+        }
+        if self
+            .refused
+            .get(&instance)
+            .is_some_and(|(s, at)| *s == site && now.saturating_duration_since(*at) < TOMBSTONE_TTL)
+        {
+            self.out
+                .refuse_channel(&site, instance, channel, Refusal::Identity, now);
             return;
         }
         let peer = self.sites.get_mut(&site);
@@ -875,10 +957,44 @@ impl Peers {
         }
     }
 
+    /// The trust check refused a message of `instance` claiming `site`: its
+    /// channels waiting for an announcement are refused now (the
+    /// announcement will never be accepted), and so are its later ones, for
+    /// [`TOMBSTONE_TTL`] after its latest refused message. At most
+    /// [`MAX_REFUSED_INSTANCES`] are remembered (the oldest is dropped).
+    pub fn refuse_instance(&mut self, site: &SiteName, instance: InstanceId, now: Instant) {
+        self.refused
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        if !self.refused.contains_key(&instance)
+            && self.refused.len() >= MAX_REFUSED_INSTANCES
+            && let Some(oldest) = self
+                .refused
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(id, _)| *id)
+        {
+            self.refused.remove(&oldest);
+        }
+        self.refused.insert(instance, (site.clone(), now));
+        let waiting: Vec<ChannelId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.instance == instance && p.site == *site)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.pending.remove(&id);
+            self.out
+                .refuse_channel(site, instance, id, Refusal::Identity, now);
+        }
+    }
+
     /// Drops everything known of `site`: its instances, dial loops and
     /// channels (confirmed or waiting). It is learnt again from its next
     /// announcement (after its identity was forgotten: possibly another one).
     pub fn forget(&mut self, site: &SiteName) {
+        // Whoever it refused may be the identity pinned next.
+        self.refused.retain(|_, (s, _)| s != site);
         let pending: Vec<ChannelId> = self
             .pending
             .iter()
@@ -945,16 +1061,25 @@ impl Peers {
                 dials: p.dials.len(),
                 departed: p.holder.departed.is_some(),
                 conflicts,
+                offered: p.holder.offered(),
             }
         })
     }
 
     /// Whether `site` is connected (the holder has a confirmed channel) and
-    /// announced `app`.
+    /// announced `app` to everyone or offered it to this site.
     pub fn serves(&self, site: &SiteName, app: &AppName) -> bool {
-        self.sites
-            .get(site)
-            .is_some_and(|p| !p.channels.is_empty() && p.holder.announce.apps.contains(app))
+        self.sites.get(site).is_some_and(|p| {
+            !p.channels.is_empty()
+                && (self.serve_unoffered
+                    || p.holder.announce.apps.contains(app)
+                    || p.holder.offered().contains(app))
+        })
+    }
+
+    /// Every site with the instance holding its name, in no particular order.
+    pub fn holders(&self) -> impl Iterator<Item = (&SiteName, InstanceId)> {
+        self.sites.iter().map(|(site, p)| (site, p.holder.id))
     }
 
     /// The instance holding `site`'s name.

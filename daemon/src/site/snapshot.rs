@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use super::Site;
 use super::peers::Peers;
 use super::trust::{Refusal, Standing, Trust};
-use crate::config::PublicAddress;
+use crate::config::{AppName, PublicAddress};
 use crate::tunnel::stats::ChannelStats;
 use crate::tunnel::{Direction, Registry};
 use crate::view::{
@@ -40,11 +40,15 @@ pub(super) fn peer_infos(
             }
             let ago = now.saturating_duration_since(p.last_heard);
             let standing = trust.standing(p.site);
+            // What it announced to everyone and offered this site alone.
+            let mut apps: Vec<AppName> = p.announce.apps.iter().chain(p.offered).cloned().collect();
+            apps.sort();
+            apps.dedup();
             PeerInfo {
                 site: p.site.clone(),
                 instance: p.instance,
                 state: p.state(now),
-                apps: p.announce.apps.clone(),
+                apps,
                 last_seen: wall.checked_sub(ago).unwrap_or(wall),
                 channels: p.channels,
                 streams,
@@ -106,7 +110,13 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 direction: c.direction,
                 local: c.local,
                 remote: c.conn.remote_address(),
-                state: ChannelState::Up,
+                state: if c.is_confirmed() {
+                    ChannelState::Up
+                } else {
+                    // An inbound channel waiting for its instance's announcement
+                    // (or about to be refused) carries nothing yet.
+                    ChannelState::Connecting
+                },
                 path: ChannelStats::of(c),
                 open_streams: c.open_streams.load(Relaxed),
                 age: c.since.elapsed(),
@@ -252,6 +262,7 @@ impl Site {
                 ("messages_forged", c.messages_forged.load(Relaxed)),
                 ("identities_refused", c.identities_refused.load(Relaxed)),
                 ("sites_not_allowed", c.sites_not_allowed.load(Relaxed)),
+                ("streams_not_allowed", c.streams_not_allowed.load(Relaxed)),
             ],
         }
     }
@@ -262,7 +273,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{AppName, SiteName};
+    use crate::config::SiteName;
     use crate::message::announce::{Announce, InstanceId, PROTOCOL_VERSION};
     use crate::view::PeerState;
 
@@ -335,6 +346,21 @@ mod tests {
         assert!(v[1].conflicts.is_empty());
         assert_eq!(v[0].last_seen, wall - Duration::from_secs(10));
         assert_eq!(v[0].state, PeerState::Discovered);
+        assert_eq!(v[0].apps, [AppName::new("app").unwrap()]);
+        // An offer from the holder adds its apps, sorted, once each.
+        peers.on_offer(crate::message::announce::Offer {
+            site: SiteName::new("b").unwrap(),
+            instance: InstanceId::from_bytes([0xb1; 16]),
+            seq: 1,
+            apps: vec![AppName::new("db").unwrap(), AppName::new("app").unwrap()],
+        });
+        let v = peer_infos(&peers, &trust, &Registry::default(), now, wall);
+        assert_eq!(
+            v[0].apps,
+            [AppName::new("app").unwrap(), AppName::new("db").unwrap()]
+        );
+        assert!(v[1].apps.is_empty(), "the refused identity of b");
+        assert_eq!(v[2].apps, [AppName::new("app").unwrap()]);
         let later = t0 + Duration::from_secs(200);
         assert_eq!(
             peer_infos(&peers, &trust, &Registry::default(), later, wall)[0].state,

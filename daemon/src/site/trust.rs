@@ -136,6 +136,8 @@ pub struct Trust {
     /// The identity last accepted per name (what peers show).
     current: HashMap<SiteName, Fingerprint>,
     refused: HashMap<(SiteName, Fingerprint), RefusedClaim>,
+    /// Pins made since [`Trust::take_new_pins`] was last called.
+    fresh: Vec<(SiteName, Fingerprint)>,
     dirty: bool,
 }
 
@@ -155,6 +157,14 @@ impl Trust {
             .map(|t| (t.site.clone(), t.identity))
             .collect();
         let mut warnings = Vec::new();
+        if let Some(l) = listed.get(&own_name)
+            && *l != own_identity
+        {
+            warnings.push(format!(
+                "trust.sites lists this site ('{}') with identity {l}, but its identity is {own_identity}: other sites using that list will refuse it",
+                own_name.as_str().escape_debug()
+            ));
+        }
         let mut pins = HashMap::new();
         let mut dirty = false;
         for (i, k) in known.iter().enumerate() {
@@ -197,6 +207,7 @@ impl Trust {
             new: HashSet::new(),
             current: HashMap::new(),
             refused: HashMap::new(),
+            fresh: Vec::new(),
             dirty,
         };
         (trust, warnings)
@@ -278,6 +289,7 @@ impl Trust {
                     },
                 );
                 self.new.insert(site.clone());
+                self.fresh.push((site.clone(), who));
                 // A claim refused under the old pin may be the one now pinned.
                 self.refused.retain(|(s, _), _| s != site);
                 self.dirty = true;
@@ -380,6 +392,11 @@ impl Trust {
         v
     }
 
+    /// The pins made since the last call (to tell the operator).
+    pub fn take_new_pins(&mut self) -> Vec<(SiteName, Fingerprint)> {
+        std::mem::take(&mut self.fresh)
+    }
+
     /// The learned pins to persist, if they changed since the last call.
     pub fn take_changed(&mut self) -> Option<Vec<KnownSite>> {
         if !std::mem::take(&mut self.dirty) {
@@ -477,6 +494,8 @@ mod tests {
         let mut r = Rig::new(TrustMode::Pinned, &[], &[]);
         let a = fp();
         r.check("x", a);
+        assert_eq!(r.trust.take_new_pins(), vec![(name("x"), a)]);
+        assert!(r.trust.take_new_pins().is_empty());
         let known = r.trust.take_changed().expect("a new pin is a change");
         assert_eq!(r.trust.take_changed(), None);
         assert_eq!(known.len(), 1);
@@ -619,6 +638,24 @@ mod tests {
         r.trust.expire(r.now);
         assert!(r.trust.refused().is_empty());
         assert_eq!(r.check("x", b), conflict(a, true));
+    }
+
+    #[test]
+    fn a_wrong_own_entry_in_trust_sites_is_warned_about() {
+        let me = fp();
+        let listed = [TrustedSite {
+            site: name("me"),
+            identity: fp(),
+        }];
+        let (_, warnings) = Trust::new(TrustMode::Strict, name("me"), me, &listed, &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(&me.to_string()));
+        let listed = [TrustedSite {
+            site: name("me"),
+            identity: me,
+        }];
+        let (_, warnings) = Trust::new(TrustMode::Strict, name("me"), me, &listed, &[]);
+        assert!(warnings.is_empty());
     }
 
     #[test]

@@ -62,8 +62,12 @@ pub struct SiteBuilder {
     pub(crate) keep_on_panic: bool,
     /// Run wovenetd inside this network namespace (NAT rig).
     pub(crate) netns: Option<Netns>,
+    /// Extra environment variables for the process (e.g. a debug-build test hook).
+    pub(crate) env: Vec<(String, String)>,
     /// `tunnel.localSockets` as given, instead of loopback sockets on `sockets`.
     raw_sockets: Option<Vec<Value>>,
+    /// The whole config as given (see [`Self::document_as`]).
+    whole: Option<Value>,
 }
 
 impl SiteBuilder {
@@ -87,6 +91,8 @@ impl SiteBuilder {
             binary: None,
             keep_on_panic: true,
             netns: None,
+            env: Vec::new(),
+            whole: None,
         }
     }
 
@@ -201,6 +207,15 @@ impl SiteBuilder {
         self
     }
 
+    /// Runs with `doc` as the whole config (e.g. an example file moved onto loopback) instead
+    /// of the document this builder writes: every other setting of the builder is ignored,
+    /// except that `logger.file` points into the site's directory and `logger.format` is
+    /// `json` (the harness waits on that log). No tunnel socket is added.
+    pub fn document_as(mut self, doc: Value) -> Self {
+        self.whole = Some(doc);
+        self
+    }
+
     /// Runs this program instead of the built `wovenetd` (harness self-tests use a fake).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
@@ -214,6 +229,13 @@ impl SiteBuilder {
     /// `unix:` app sockets, or make sockets there with [`Netns::tcp_listener`].
     pub fn netns(mut self, ns: &Netns) -> Self {
         self.netns = Some(ns.clone());
+        self
+    }
+
+    /// Sets an environment variable of the wovenetd process, e.g. a debug-build test hook
+    /// such as `WOVENET_TEST_SERVE_UNOFFERED`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -234,6 +256,12 @@ impl SiteBuilder {
     /// The config document for a site whose files live in `dir`. Panics if neither a broker nor
     /// an embedded broker was set, or no topic was set: both are per-test choices.
     pub fn document(&mut self, dir: &Path) -> Value {
+        if let Some(whole) = &self.whole {
+            let mut doc = whole.clone();
+            doc["logger"]["file"] = json!(dir.join(LOG_FILE).display().to_string());
+            doc["logger"]["format"] = json!("json");
+            return doc;
+        }
         let sockets = self.ensure_socket();
         let topic = self.topic.clone().unwrap_or_else(|| {
             panic!(
@@ -418,6 +446,20 @@ mod tests {
         let path = b.write_config(dir.path());
         let back: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back, b.document(dir.path()));
+    }
+
+    #[test]
+    fn a_whole_document_is_kept_but_logs_into_the_site_dir() {
+        let doc = json!({
+            "siteName": "x",
+            "logger": { "level": "DEBUG", "file": "", "format": "json" },
+            "remoteApps": [{ "siteName": "y", "appName": "e", "localSocket": "tcp:127.0.0.1:1" }],
+        });
+        let mut b = SiteBuilder::new("x").document_as(doc.clone());
+        let mut want = doc;
+        want["logger"]["file"] = json!("/d/site.log");
+        assert_eq!(b.document(Path::new("/d")), want);
+        assert!(b.sockets.is_empty(), "no tunnel socket added");
     }
 
     #[test]

@@ -14,7 +14,14 @@ pub enum Kind {
 }
 
 /// Field labels for exposed apps, in `ExposedAppSpec` order.
-pub const EXPOSED_FIELDS: [&str; 5] = ["name", "mode", "appSocket", "portRange", "addressRange"];
+pub const EXPOSED_FIELDS: [&str; 6] = [
+    "name",
+    "mode",
+    "appSocket",
+    "portRange",
+    "addressRange",
+    "allowedSites",
+];
 /// Field labels for remote apps, in `RemoteAppSpec` order.
 pub const REMOTE_FIELDS: [&str; 4] = ["siteName", "appName", "localSocket", "appSocket"];
 
@@ -24,7 +31,7 @@ pub struct Form {
     /// Exposed or remote.
     pub kind: Kind,
     /// Values for the exposed fields.
-    pub exposed: [String; 5],
+    pub exposed: [String; 6],
     /// Values for the remote fields.
     pub remote: [String; 4],
     /// Focused row: 0 is the kind selector, then the fields.
@@ -126,7 +133,7 @@ impl Form {
         };
         match self.kind {
             Kind::Exposed => {
-                let [name, mode, app_socket, ports, addrs] = &self.exposed;
+                let [name, mode, app_socket, ports, addrs, allowed] = &self.exposed;
                 Request::AddExposed(pb::ExposedAppSpec {
                     name: name.trim().to_owned(),
                     mode: mode.trim().to_owned(),
@@ -135,6 +142,8 @@ impl Form {
                     address_range: list(addrs),
                     // Not in the form yet: the daemon's default applies.
                     max_connections: None,
+                    // Empty: every site may reach the app.
+                    allowed_sites: list(allowed),
                 })
             }
             Kind::Remote => {
@@ -199,6 +208,25 @@ mod tests {
         assert_eq!(spec.name, "web");
         assert_eq!(spec.app_socket, "127.0.0.1:80");
         assert_eq!(spec.port_range, vec!["80", "443"]);
+    }
+
+    #[test]
+    fn allowed_sites_are_a_comma_separated_list_and_empty_means_every_site() {
+        let mut f = Form::default();
+        "db".chars().for_each(|c| f.input(c));
+        let Request::AddExposed(spec) = f.request() else {
+            panic!("exposed form must build an exposed request");
+        };
+        assert!(spec.allowed_sites.is_empty());
+        for _ in 0..5 {
+            f.next();
+        }
+        assert_eq!(f.fields()[f.focus - 1].0, "allowedSites");
+        "beta, gamma,".chars().for_each(|c| f.input(c));
+        let Request::AddExposed(spec) = f.request() else {
+            panic!("exposed form must build an exposed request");
+        };
+        assert_eq!(spec.allowed_sites, vec!["beta", "gamma"]);
     }
 
     #[test]

@@ -292,6 +292,16 @@ impl Model {
         self.app_stats = s.apps;
     }
 
+    /// Streams refused to peers the exposed app `app`'s `allowedSites` does not list,
+    /// summed over peers.
+    pub fn app_not_allowed(&self, app: &str) -> u64 {
+        self.app_stats
+            .iter()
+            .filter(|a| a.app == app && a.direction == pb::StreamDirection::Inbound as i32)
+            .map(|a| a.not_allowed_streams)
+            .sum()
+    }
+
     /// Traffic of one app name summed over peers and directions: `(open streams, sent, received)`.
     pub fn app_traffic(&self, app: &str) -> (u64, u64, u64) {
         self.app_stats

@@ -174,6 +174,10 @@ pub struct ExposeAdd {
     /// default when not given). Further ones are refused with "limit reached".
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
+    /// The only sites that may reach the app, and the only ones it is offered
+    /// to (repeat or separate with commas). Not given: every site.
+    #[arg(long, value_name = "SITES", value_delimiter = ',')]
+    pub allowed_sites: Vec<String>,
 }
 
 impl ExposeAdd {
@@ -346,6 +350,24 @@ mod tests {
         assert_eq!(add.socket.as_deref(), Some("tcp:127.0.0.1:7"));
         assert_eq!(add.mode(), "single");
         assert!(add.port_range.is_empty() && add.address_range.is_empty());
+        assert!(add.allowed_sites.is_empty(), "every site by default");
+    }
+
+    #[test]
+    fn expose_add_allowed_sites_repeat_and_split_on_commas_in_both_modes() {
+        for target in [
+            &["--socket", "tcp:127.0.0.1:7"][..],
+            &["--port-range", "22", "--address-range", "10.0.0.6"][..],
+        ] {
+            let mut args = vec!["expose", "add", "--name", "x"];
+            args.extend_from_slice(target);
+            args.extend(["--allowed-sites", "b,c", "--allowed-sites", "d"]);
+            let cli = parse(&args).unwrap();
+            let Command::Expose(ExposeCommand::Add(add)) = cli.command else {
+                panic!("{:?}", cli.command)
+            };
+            assert_eq!(add.allowed_sites, ["b", "c", "d"]);
+        }
     }
 
     #[test]

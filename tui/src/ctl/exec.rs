@@ -233,6 +233,7 @@ pub async fn execute(
                 port_range: add.port_range.clone(),
                 address_range: add.address_range.clone(),
                 max_connections: add.max_connections,
+                allowed_sites: add.allowed_sites.clone(),
             };
             let app = control.add_exposed_app(spec).await.map_err(st)?;
             let json = json::ExposedAppChange { app: (&app).into() };

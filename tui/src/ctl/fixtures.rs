@@ -199,6 +199,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             port_range: vec![],
             address_range: vec![],
             max_connections: None,
+            allowed_sites: vec![],
         }),
         live: false,
     }
@@ -213,6 +214,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             port_range: vec!["5900".into(), "5901-5990".into()],
             address_range: vec!["10.0.2.0/24".into()],
             max_connections: Some(50),
+            allowed_sites: vec!["beta".into(), "gamma".into()],
         }),
         live: true,
     }
@@ -297,6 +299,7 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             send_rate: 1_536.0,
             receive_rate: 0.0,
             limited_streams: 3,
+            not_allowed_streams: 2,
         }],
         peers: vec![pb::PeerStats {
             peer: "beta".into(),

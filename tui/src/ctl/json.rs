@@ -255,6 +255,8 @@ pub struct ExposedAppSpec {
     address_range: Vec<String>,
     /// `null` when not set (the daemon's default applies).
     max_connections: Option<u32>,
+    /// Empty when every site may reach the app.
+    allowed_sites: Vec<String>,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -270,6 +272,7 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
             port_range: s.port_range.clone(),
             address_range: s.address_range.clone(),
             max_connections: s.max_connections,
+            allowed_sites: s.allowed_sites.clone(),
         }
     }
 }
@@ -570,6 +573,7 @@ pub struct AppStats {
     send_rate: f64,
     receive_rate: f64,
     limited_streams: u64,
+    not_allowed_streams: u64,
 }
 
 impl From<&pb::AppStats> for AppStats {
@@ -585,6 +589,7 @@ impl From<&pb::AppStats> for AppStats {
             send_rate: a.send_rate,
             receive_rate: a.receive_rate,
             limited_streams: a.limited_streams,
+            not_allowed_streams: a.not_allowed_streams,
         }
     }
 }
@@ -834,9 +839,14 @@ mod tests {
         assert_eq!(
             out["exposed"][0],
             json!({"spec": {"name": "echo", "mode": "single", "app_socket": "tcp:127.0.0.1:7",
-                "port_range": [], "address_range": [], "max_connections": null}, "live": false})
+                "port_range": [], "address_range": [], "max_connections": null,
+                "allowed_sites": []}, "live": false})
         );
         assert_eq!(out["exposed"][1]["spec"]["max_connections"], 50);
+        assert_eq!(
+            out["exposed"][1]["spec"]["allowed_sites"],
+            json!(["beta", "gamma"])
+        );
         assert_eq!(out["exposed"][1]["spec"]["mode"], "range");
         assert_eq!(
             out["exposed"][1]["spec"]["port_range"],
@@ -975,7 +985,8 @@ mod tests {
             v["apps"][0],
             json!({"app": "echo", "peer": "beta", "direction": "inbound", "open_streams": 1,
                 "total_streams": 9, "bytes_sent": 2048, "bytes_received": 1024,
-                "send_rate": 1536.0, "receive_rate": 0.0, "limited_streams": 3})
+                "send_rate": 1536.0, "receive_rate": 0.0, "limited_streams": 3,
+                "not_allowed_streams": 2})
         );
         assert_eq!(
             v["peers"][0],

@@ -312,7 +312,14 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
     if apps.exposed.is_empty() {
         out.push_str("none\n");
     } else {
-        let mut t = Table::new(&["NAME", "MODE", "TARGET", ">MAX-CONN", "LIVE"]);
+        let mut t = Table::new(&[
+            "NAME",
+            "MODE",
+            "TARGET",
+            ">MAX-CONN",
+            "ALLOWED-SITES",
+            "LIVE",
+        ]);
         for a in &apps.exposed {
             let spec = a.spec.clone().unwrap_or_default();
             t.row([
@@ -320,6 +327,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 exposed_mode(&spec).to_owned(),
                 exposed_target(&spec),
                 max_connections(spec.max_connections),
+                allowed_sites(&spec.allowed_sites),
                 yes_no(a.live).to_owned(),
             ]);
         }
@@ -359,6 +367,15 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
     out
 }
 
+/// An `allowedSites` cell: the sites, or `all` when every site may reach the app.
+fn allowed_sites(sites: &[String]) -> String {
+    if sites.is_empty() {
+        "all".to_owned()
+    } else {
+        sites.join(",")
+    }
+}
+
 /// A `maxConnections` cell: the number, or `default` when not set.
 fn max_connections(n: Option<u32>) -> String {
     n.map_or_else(|| "default".to_owned(), |n| n.to_string())
@@ -374,7 +391,12 @@ fn remote_spec(s: &pb::RemoteAppSpec) -> String {
 }
 
 fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
-    format!("{} ({} {})", s.name, exposed_mode(s), exposed_target(s))
+    let mut out = format!("{} ({} {}", s.name, exposed_mode(s), exposed_target(s));
+    if !s.allowed_sites.is_empty() {
+        let _ = write!(out, ", only for {}", s.allowed_sites.join(","));
+    }
+    out.push(')');
+    out
 }
 
 /// `expose add`.
@@ -547,6 +569,7 @@ pub fn stats(s: &pb::WatchStatsResponse) -> String {
         ">OPEN",
         ">TOTAL",
         ">LIMITED",
+        ">NOT-ALLOWED",
         ">SENT",
         ">RECEIVED",
         ">SEND-RATE",
@@ -560,6 +583,7 @@ pub fn stats(s: &pb::WatchStatsResponse) -> String {
             a.open_streams.to_string(),
             a.total_streams.to_string(),
             a.limited_streams.to_string(),
+            a.not_allowed_streams.to_string(),
             units::bytes(a.bytes_sent),
             units::bytes(a.bytes_received),
             units::rate(a.send_rate),
@@ -851,9 +875,9 @@ mod tests {
         assert_eq!(
             apps(&fx::apps()),
             "EXPOSED APPS\n\
-             NAME  MODE    TARGET                               MAX-CONN  LIVE\n\
-             echo  single  tcp:127.0.0.1:7                       default  no\n\
-             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  yes\n\
+             NAME  MODE    TARGET                               MAX-CONN  ALLOWED-SITES  LIVE\n\
+             echo  single  tcp:127.0.0.1:7                       default  all            no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  beta,gamma     yes\n\
              \n\
              REMOTE APPS\n\
              SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LISTENER  ADDRESS         LIVE  ERROR\n\
@@ -874,7 +898,7 @@ mod tests {
         );
         assert_eq!(
             exposed_removed(&fx::exposed_range()),
-            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24); open connections finish\n"
+            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma); open connections finish\n"
         );
         assert_eq!(
             remote_added(&fx::remote_open()),
@@ -937,7 +961,7 @@ mod tests {
         let spec = fx::exposed_range().spec.unwrap();
         assert!(
             event(&fx::event(47, Kind::ExposedAppRemoved(spec))).contains(
-                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24)"
+                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma)"
             )
         );
         assert_eq!(
@@ -954,8 +978,8 @@ mod tests {
             "stats at 2024-05-01T10:00:00Z\n\
              \n\
              APPS\n\
-             APP   PEER  DIRECTION  OPEN  TOTAL  LIMITED     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
-             echo  beta  inbound       1      9        3  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
+             APP   PEER  DIRECTION  OPEN  TOTAL  LIMITED  NOT-ALLOWED     SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\
+             echo  beta  inbound       1      9        3            2  2.0 KiB   1.0 KiB  1.5 KiB/s         0 B/s\n\
              \n\
              PEERS\n\
              PEER      SENT  RECEIVED  SEND-RATE  RECEIVE-RATE\n\

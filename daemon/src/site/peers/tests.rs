@@ -20,6 +20,7 @@ enum Input {
     Announce(Announce),
     Depart(Depart),
     Query(SiteName, InstanceId),
+    Offer(Offer),
     Up(ChannelUp),
     Down(SiteName, ChannelId, String),
 }
@@ -216,6 +217,7 @@ impl Sim {
                 Input::Announce(a) => p.on_announce(a, now),
                 Input::Depart(d) => p.on_depart(&d, now),
                 Input::Query(site, inst) => p.on_query(&site, inst, now),
+                Input::Offer(o) => p.on_offer(o),
                 Input::Up(up) => p.on_channel_up(up, now),
                 Input::Down(site, ch, reason) => p.on_channel_down(&site, ch, &reason, now),
             }
@@ -419,6 +421,34 @@ impl Sim {
 
     fn id(&self, i: usize) -> InstanceId {
         self.nodes[i].instance
+    }
+
+    /// `from`'s offer of `apps` with `seq`, delivered to `to`.
+    fn offer(&mut self, from: usize, to: usize, seq: u64, apps: &[&str]) {
+        let o = Offer {
+            site: self.nodes[from].site.clone(),
+            instance: self.nodes[from].instance,
+            seq,
+            apps: apps.iter().map(|a| AppName::new(*a).unwrap()).collect(),
+        };
+        self.deliver(to, Input::Offer(o));
+    }
+
+    /// Whether `at` serves `app` of `site` (would open its listeners).
+    fn serves(&self, at: usize, site: &str, app: &str) -> bool {
+        self.nodes[at]
+            .peers
+            .serves(&name(site), &AppName::new(app).unwrap())
+    }
+
+    /// The apps `at` was offered by the holder of `site`.
+    fn offered(&self, at: usize, site: &str) -> Vec<String> {
+        let v = self.nodes[at]
+            .peers
+            .views()
+            .find(|v| v.site.as_str() == site)
+            .unwrap();
+        v.offered.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -1130,4 +1160,220 @@ fn a_will_fired_for_a_live_connection_is_undone_by_the_reconnect_announcement() 
             .iter()
             .any(|a| matches!(a, Action::Dial { .. }))
     );
+}
+
+/// `forget` (the operator forgot the site's identity) drops the site, its
+/// dials and channels at once; the next announcement of the name, from the
+/// old instance or a reinstalled one, is learnt as a new site.
+#[test]
+fn a_forgotten_site_loses_its_channels_and_is_learnt_again_from_its_next_announcement() {
+    let (mut s, a, b) = pair();
+    s.nodes[a].peers.forget(&name("b"));
+    s.execute(a);
+    s.run();
+    assert_eq!(s.holder(a, "b"), None);
+    assert_eq!(s.links_between(a, b), 0, "every channel closed");
+    assert!(s.nodes[a].dials.keys().all(|(site, _)| *site != name("b")));
+    assert!(
+        s.closes(a)
+            .iter()
+            .any(|(_, r)| *r == CloseReason::Forgotten)
+    );
+    // B (or a reinstalled B) announces: it is a new site again.
+    s.crash(b);
+    let b2 = s.add("b", 0xb2);
+    s.announce(b2);
+    assert_eq!(s.holder(a, "b"), Some(s.id(b2)));
+    assert_eq!(
+        s.restarts(a),
+        0,
+        "not a restart: the old instance was forgotten"
+    );
+    assert!(s.links_between(a, b2) >= 1);
+    // Forgetting an unknown name changes nothing.
+    s.nodes[a].peers.forget(&name("zz"));
+    assert!(s.nodes[a].peers.take_actions().is_empty());
+}
+
+#[test]
+fn an_offered_app_is_served_like_an_announced_one_while_connected() {
+    let mut s = Sim::new();
+    let a = s.add_with("a", 0xa1, false);
+    let b = s.add("b", 0xb1);
+    s.announce(a);
+    s.announce(b);
+    assert!(s.serves(a, "b", "app"), "announced");
+    assert!(!s.serves(a, "b", "x"), "neither announced nor offered");
+    s.offer(b, a, 1, &["x"]);
+    assert!(s.serves(a, "b", "x"));
+    assert_eq!(s.offered(a, "b"), ["x"]);
+    assert!(!s.serves(a, "b", "y"));
+    // Not while disconnected.
+    s.cut(b, "idle timeout");
+    s.run();
+    assert!(!s.serves(a, "b", "x"));
+    assert!(!s.serves(a, "b", "app"));
+}
+
+#[test]
+fn the_newest_offer_replaces_the_previous_one_and_an_older_one_is_ignored() {
+    let (mut s, a, b) = pair();
+    s.offer(b, a, 5, &["x", "y"]);
+    assert!(s.serves(a, "b", "x") && s.serves(a, "b", "y"));
+    s.offer(b, a, 6, &["y"]);
+    assert!(!s.serves(a, "b", "x"), "withdrawn by the newer offer");
+    assert!(s.serves(a, "b", "y"));
+    // A late copy of the first offer changes nothing and is counted.
+    s.offer(b, a, 5, &["x", "y"]);
+    assert!(!s.serves(a, "b", "x"));
+    assert_eq!(s.count(a, Tally::Stale), 1);
+    // The same seq again (a repeat) is fine; an empty offer withdraws all.
+    s.offer(b, a, 6, &["y"]);
+    assert_eq!(s.count(a, Tally::Stale), 1);
+    s.offer(b, a, 7, &[]);
+    assert!(!s.serves(a, "b", "y"));
+    assert!(s.serves(a, "b", "app"), "announced apps stay");
+}
+
+#[test]
+fn an_offer_from_an_unknown_site_asks_for_its_announcement() {
+    let mut s = Sim::new();
+    let a = s.add_with("a", 0xa1, false);
+    let b = s.add("b", 0xb1);
+    // B's offer overtakes its announcement.
+    s.offer(b, a, 1, &["x"]);
+    assert_eq!(
+        s.nodes[a].log.first(),
+        Some(&Action::Query(s.id(b))),
+        "{:?}",
+        s.nodes[a].log
+    );
+    assert_eq!(s.holder(a, "b"), Some(s.id(b)), "B answered the query");
+    assert!(!s.serves(a, "b", "x"), "the early offer was not kept");
+    s.offer(b, a, 1, &["x"]);
+    s.announce(a);
+    assert!(s.serves(a, "b", "x"));
+}
+
+#[test]
+fn an_offer_from_an_instance_that_does_not_hold_the_name_is_ignored() {
+    let (mut s, a, b) = pair();
+    // A stranger claiming B's name, never announced.
+    let b2 = s.add("b", 0xb2);
+    s.nodes[b2].alive = false;
+    s.offer(b2, a, 9, &["x"]);
+    assert!(!s.serves(a, "b", "x"));
+    assert_eq!(s.count(a, Tally::Stale), 1);
+    // An offer naming this site's own name is another instance of it.
+    s.offer(b, a, 1, &["x"]);
+    assert!(s.serves(a, "b", "x"));
+    let a2 = s.add("a", 0xa2);
+    s.offer(a2, a, 1, &["x"]);
+    assert_eq!(s.conflicts(a).len(), 1);
+    let _ = b;
+}
+
+#[test]
+fn a_restart_drops_the_old_instances_offer_and_keeps_the_new_ones() {
+    let (mut s, a, b) = pair();
+    s.offer(b, a, 3, &["x"]);
+    assert!(s.serves(a, "b", "x"));
+    // The old process goes; its restart announces and offers before the
+    // old channels are down (a claimant meanwhile).
+    let d = s.depart_of(b);
+    s.deliver(a, Input::Depart(d));
+    s.nodes[b].alive = false;
+    let b2 = s.add("b", 0xb2);
+    s.announce(b2);
+    s.offer(b2, a, 1, &["y"]);
+    assert!(s.serves(a, "b", "x"), "the old holder still has channels");
+    assert!(!s.serves(a, "b", "y"));
+    s.cut(b, "closed by peer: site shutting down");
+    s.run();
+    assert_eq!(s.holder(a, "b"), Some(s.id(b2)));
+    assert!(
+        !s.serves(a, "b", "x"),
+        "the old offer went with its instance"
+    );
+    assert!(s.serves(a, "b", "y"), "the new holder's offer came along");
+    assert_eq!(s.offered(a, "b"), ["y"]);
+}
+
+#[test]
+fn the_serve_unoffered_test_hook_serves_every_app_of_a_connected_peer() {
+    let (mut s, a, b) = pair();
+    assert!(!s.serves(a, "b", "never-offered"));
+    s.nodes[a].peers.serve_unoffered();
+    assert!(s.serves(a, "b", "never-offered"));
+    s.cut(b, "idle timeout");
+    s.run();
+    assert!(
+        !s.serves(a, "b", "never-offered"),
+        "still only when connected"
+    );
+}
+
+/// An instance whose messages the trust check refused never gets a channel:
+/// one waiting for its announcement is refused at once, later ones too, and
+/// `forget` (the operator accepting a new identity) clears that.
+#[test]
+fn channels_of_an_instance_refused_by_identity_are_refused_at_once() {
+    let now = Instant::now();
+    let mut p = Peers::new(name("a"), InstanceId::from_bytes([0xa1; 16]));
+    let impostor = InstanceId::from_bytes([0xbb; 16]);
+    let up = |channel: u64| ChannelUp {
+        peer: PeerId {
+            site: name("b"),
+            instance: impostor,
+        },
+        channel: ChannelId(channel),
+        direction: Direction::Inbound,
+        cert: Fingerprint([0xbb; 32]),
+    };
+    let closes = |p: &mut Peers| -> Vec<(ChannelId, CloseReason)> {
+        p.take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Close {
+                    channel, reason, ..
+                } => Some((channel, reason)),
+                _ => None,
+            })
+            .collect()
+    };
+    let refused = CloseReason::Refused(Refusal::Identity);
+    p.on_channel_up(up(1), now);
+    assert!(closes(&mut p).is_empty(), "waits for an announcement");
+    p.refuse_instance(&name("b"), impostor, now);
+    assert_eq!(closes(&mut p), [(ChannelId(1), refused)]);
+    p.on_channel_up(up(2), now + Duration::from_secs(1));
+    assert_eq!(closes(&mut p), [(ChannelId(2), refused)]);
+    // Not a claim of another site name.
+    p.on_channel_up(
+        ChannelUp {
+            peer: PeerId {
+                site: name("c"),
+                instance: impostor,
+            },
+            ..up(3)
+        },
+        now,
+    );
+    assert!(closes(&mut p).is_empty());
+    // Remembered for TOMBSTONE_TTL after the latest refused message.
+    p.on_channel_up(up(4), now + TOMBSTONE_TTL);
+    assert!(closes(&mut p).is_empty());
+    p.refuse_instance(&name("b"), impostor, now + TOMBSTONE_TTL);
+    closes(&mut p);
+    p.forget(&name("b"));
+    closes(&mut p);
+    p.on_channel_up(up(5), now + TOMBSTONE_TTL);
+    assert!(closes(&mut p).is_empty(), "forgotten: may be the next pin");
+    // Bounded.
+    for i in 0..(2 * MAX_REFUSED_INSTANCES) {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        p.refuse_instance(&name("b"), InstanceId::from_bytes(id), now);
+    }
+    assert!(p.refused.len() <= MAX_REFUSED_INSTANCES);
 }

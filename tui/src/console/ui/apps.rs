@@ -65,11 +65,21 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
     if let Some(a) = m.exposed.get(i) {
         let s = a.spec.clone().unwrap_or_default();
         return vec![
-            kv(t, "exposed app", s.name),
+            kv(t, "exposed app", s.name.clone()),
             kv(t, "mode", units::or_empty(&s.mode).to_owned()),
             kv(t, "appSocket", units::or_empty(&s.app_socket).to_owned()),
             kv(t, "portRange", s.port_range.join(", ")),
             kv(t, "addressRange", s.address_range.join(", ")),
+            kv(
+                t,
+                "allowedSites",
+                if s.allowed_sites.is_empty() {
+                    "every site".to_owned()
+                } else {
+                    s.allowed_sites.join(", ")
+                },
+            ),
+            kv(t, "not allowed", m.app_not_allowed(&s.name).to_string()),
             kv(t, "added live", units::yes_no(a.live).to_owned()),
         ];
     }

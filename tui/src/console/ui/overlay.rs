@@ -73,7 +73,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>) {
             lines.push(Line::styled(format!("error: {e}"), t.bad()));
         } else {
             lines.push(Line::styled(
-                "lists (ranges) are comma-separated; empty fields use defaults",
+                "lists are comma-separated; empty: defaults (allowedSites: all sites)",
                 t.dim(),
             ));
         }
