@@ -28,7 +28,7 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Bytes of SHA-256 kept in a fingerprint (160 bits: far beyond any second
 /// preimage search, and short enough to read aloud).
 const FINGERPRINT_BYTES: usize = 20;
-/// Characters of a fingerprint as shown (base32 of [`FINGERPRINT_BYTES`]).
+/// Characters of a fingerprint as shown (base32 of its 20 bytes).
 pub const FINGERPRINT_CHARS: usize = 32;
 /// The PEM label of the key file (PKCS#8, as `openssl genpkey -algorithm ed25519` writes).
 const PEM_TAG: &str = "PRIVATE KEY";
