@@ -18,6 +18,7 @@ pub mod pipe;
 pub mod preamble;
 pub mod remote;
 pub mod streams;
+pub mod udp;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct TunnelStream {
     pub guard: Box<dyn std::any::Any + Send>,
     /// The dataChannel carrying it, for the stream views.
     pub channel: ChannelId,
+    /// The dataChannel's datagrams, for UDP flows.
+    pub datagrams: std::sync::Arc<udp::Demux>,
 }
 
 impl std::fmt::Debug for TunnelStream {

@@ -92,13 +92,21 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
             "mode": "single",
             "appSocket": socket.to_string(),
         }),
-        ExposedTarget::Range { ports, addresses } => json!({
+        ExposedTarget::Range {
+            ports,
+            addresses,
+            protocol,
+        } => json!({
             "appName": app.name.as_str(),
             "mode": "range",
             "portRange": ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "addressRange": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "protocol": protocol.as_str(),
         }),
     };
+    if let Some(d) = app.udp_idle_timeout {
+        v["udpIdleTimeout"] = json!(d.as_secs());
+    }
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);
     }
@@ -120,8 +128,11 @@ pub fn remote_json(app: &RemoteApp) -> Value {
         "appName": app.app.as_str(),
         "localSocket": app.local_socket.to_string(),
     });
-    if let Some(t) = app.app_socket {
-        v["appSocket"] = Value::String(format!("tcp:{t}"));
+    if let Some(t) = app.app_socket_text() {
+        v["appSocket"] = Value::String(t);
+    }
+    if let Some(d) = app.udp_idle_timeout {
+        v["udpIdleTimeout"] = json!(d.as_secs());
     }
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);

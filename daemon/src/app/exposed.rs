@@ -20,8 +20,8 @@ use tracing::{Instrument, Span, debug, info};
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
-use super::{StreamRegistry, StreamServer, TunnelStream};
-use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
+use super::{StreamRegistry, StreamServer, TunnelStream, udp};
+use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, Protocol, SiteName};
 use crate::counters::Counters;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
 use crate::view::StreamDirection;
@@ -188,8 +188,22 @@ impl Refusal {
 /// need a target whose IP lies in one of the app's address nets (see
 /// `net_admits`: families are never mixed) and whose port lies in one of its
 /// port ranges; IPv4-mapped IPv6 targets are treated as IPv4.
-pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, Refusal> {
+pub fn admit(
+    app: &ExposedApp,
+    protocol: Protocol,
+    target: Option<SocketAddr>,
+) -> Result<AppSocket, Refusal> {
     let name = &app.name;
+    if app.protocol() != protocol {
+        return Err(Refusal::new(
+            Status::NotAllowed,
+            format!(
+                "app '{name}' carries {}, not {}",
+                app.protocol().as_str(),
+                protocol.as_str()
+            ),
+        ));
+    }
     match (&app.target, target) {
         (ExposedTarget::Single(socket), None) => Ok(socket.clone()),
         (ExposedTarget::Single(_), Some(t)) => Err(Refusal::new(
@@ -200,7 +214,12 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
             Status::NotAllowed,
             format!("app '{name}' is a range app and needs a target address"),
         )),
-        (ExposedTarget::Range { ports, addresses }, Some(t)) => {
+        (
+            ExposedTarget::Range {
+                ports, addresses, ..
+            },
+            Some(t),
+        ) => {
             // `[::ffff:a.b.c.d]` reaches the IPv4 host a.b.c.d: judge it as one.
             let ip = t.ip().to_canonical();
             if !addresses.iter().any(|net| net_admits(net, ip)) {
@@ -215,7 +234,11 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
                     format!("target '{t}' is outside the port range of app '{name}'"),
                 ));
             }
-            Ok(AppSocket::Tcp(SocketAddr::new(ip, t.port())))
+            let target = SocketAddr::new(ip, t.port());
+            Ok(match protocol {
+                Protocol::Tcp => AppSocket::Tcp(target),
+                Protocol::Udp => AppSocket::Udp(target),
+            })
         }
     }
 }
@@ -267,10 +290,11 @@ impl ExposedServer {
             mut recv,
             guard,
             channel,
+            datagrams,
         } = stream;
         let admitted = async {
             tokio::select! {
-                r = self.admit(&mut send, &mut recv, peer) => r,
+                r = self.admit(&mut send, &mut recv, peer, &datagrams) => r,
                 () = self.cancel.cancelled() => Err(Some(code::SHUTDOWN)),
             }
         }
@@ -279,7 +303,32 @@ impl ExposedServer {
         match admitted {
             Ok(Admitted {
                 app,
-                local,
+                local: Local::Udp(end, rx, idle),
+                permits,
+            }) => {
+                let flow = udp::Flow {
+                    send,
+                    recv,
+                    rx,
+                    idle,
+                };
+                let ticket = self.streams.open(
+                    app,
+                    peer.clone(),
+                    StreamDirection::Inbound,
+                    origin.to_string(),
+                    channel,
+                );
+                let end = udp::run_flow(end, flow, ticket.stats(), self.cancel.cancelled())
+                    .instrument(span.clone())
+                    .await;
+                drop(guard);
+                drop(permits);
+                span.in_scope(|| debug!(%end, "flow ended"));
+            }
+            Ok(Admitted {
+                app,
+                local: Local::Stream(local),
                 permits,
             }) => {
                 let ticket = self.streams.open(
@@ -312,6 +361,7 @@ impl ExposedServer {
         send: &mut SendStream,
         recv: &mut RecvStream,
         peer: &SiteName,
+        datagrams: &Arc<udp::Demux>,
     ) -> Result<Admitted, Option<quinn::VarInt>> {
         let counters = &self.counters;
         // Taken before the preamble, so streams that stall it count too; a
@@ -383,7 +433,7 @@ impl ExposedServer {
             .await;
             return Err(None);
         };
-        let socket = match admit(&app, request.target) {
+        let socket = match admit(&app, request.protocol, request.target) {
             Ok(socket) => socket,
             Err(refusal) => {
                 refuse(send, recv, counters, refusal).await;
@@ -401,7 +451,7 @@ impl ExposedServer {
                 return Err(None);
             }
         };
-        let local = match connect(&socket).await {
+        let local = match connect(&socket, app.udp_idle(), send, datagrams).await {
             Ok(local) => local,
             Err(e) => {
                 let reason = format!("cannot connect to '{socket}': {e}");
@@ -470,11 +520,27 @@ impl ExposedServer {
     }
 }
 
+/// The app side of an admitted stream.
+enum Local {
+    /// A tcp or unix connection, piped.
+    Stream(AnyLocal),
+    /// A UDP socket carrying one flow, its datagrams and its idle timeout.
+    Udp(udp::AppEnd, udp::FlowRx, std::time::Duration),
+}
+
+impl Local {
+    fn abort(self) {
+        if let Self::Stream(s) = self {
+            s.abort();
+        }
+    }
+}
+
 /// A stream that passed admission: its app, the connected app socket, and
 /// the peer's and the app's limit slots, held until the pipe ends.
 struct Admitted {
     app: AppName,
-    local: AnyLocal,
+    local: Local,
     permits: (Permit<SiteName>, Permit<AppName>),
 }
 
@@ -525,9 +591,24 @@ pub(super) fn log_outcome(outcome: &PipeOutcome, stats: &PipeStats) {
     );
 }
 
-async fn connect(socket: &AppSocket) -> io::Result<AnyLocal> {
+/// Connects the app socket. A UDP flow is registered on the dataChannel's
+/// `datagrams` here, before the `ok` reply, so the peer's first datagrams
+/// (sent as soon as it reads `ok`) find it.
+async fn connect(
+    socket: &AppSocket,
+    idle: std::time::Duration,
+    send: &SendStream,
+    datagrams: &Arc<udp::Demux>,
+) -> io::Result<Local> {
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-    match socket {
+    Ok(Local::Stream(match socket {
+        AppSocket::Udp(addr) => {
+            let end = udp::AppEnd::connect(*addr).await?;
+            let rx = datagrams
+                .register(udp::flow_id(send))
+                .ok_or_else(|| io::Error::other("flow id already registered"))?;
+            return Ok(Local::Udp(end, rx, idle));
+        }
         AppSocket::Tcp(addr) => {
             let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                 .await
@@ -535,15 +616,15 @@ async fn connect(socket: &AppSocket) -> io::Result<AnyLocal> {
             // Interactive protocols (ssh, databases) suffer from Nagle; a
             // failure only costs latency.
             let _ = s.set_nodelay(true);
-            Ok(AnyLocal::Tcp(s))
+            AnyLocal::Tcp(s)
         }
         AppSocket::Unix(path) => {
             let s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
                 .await
                 .map_err(|_| timed_out())??;
-            Ok(AnyLocal::Unix(s))
+            AnyLocal::Unix(s)
         }
-    }
+    }))
 }
 
 async fn refuse(

@@ -16,6 +16,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use zeroize::Zeroizing;
@@ -28,6 +29,7 @@ use super::{
     PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode,
     TrustedSite, TunnelConfig,
 };
+use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol};
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
 use crate::identity::Fingerprint;
@@ -150,6 +152,40 @@ fn parse_limit(s: &str) -> Result<u32, String> {
 }
 
 /// An optional limit at `path`, or an error there.
+/// `udpIdleTimeout`: whole seconds, 1..=[`MAX_UDP_IDLE_TIMEOUT_SECS`].
+fn parse_idle(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    match t.parse::<u64>() {
+        Ok(n) if (1..=MAX_UDP_IDLE_TIMEOUT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds from 1 to {MAX_UDP_IDLE_TIMEOUT_SECS}"
+        )),
+    }
+}
+
+/// An optional `udpIdleTimeout` at `path`; when set on an app that carries
+/// no UDP, a warning (it would do nothing).
+fn udp_idle(
+    raw: &Option<Scalar>,
+    path: String,
+    udp: Option<bool>,
+    r: &mut Report,
+) -> Option<Duration> {
+    let s = given(raw)?;
+    match parse_idle(s) {
+        Ok(d) => {
+            if udp == Some(false) {
+                r.warn(&path, "ignored: the app carries no UDP");
+            }
+            Some(d)
+        }
+        Err(e) => {
+            r.err(path, e);
+            None
+        }
+    }
+}
+
 fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
     given(raw).and_then(|s| parse_limit(s).map_err(|e| r.err(path, e)).ok())
 }
@@ -157,7 +193,7 @@ fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
 /// Checks a TCP target that will be dialled: port 0 cannot be dialled.
 fn dialable(socket: AppSocket, raw: &str) -> Result<AppSocket, String> {
     match socket {
-        AppSocket::Tcp(a) if a.port() == 0 => {
+        AppSocket::Tcp(a) | AppSocket::Udp(a) if a.port() == 0 => {
             Err(format!("'{raw}' has port 0, which cannot be connected to"))
         }
         s => Ok(s),
@@ -372,8 +408,9 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
             );
             continue;
         }
-        // Several listeners on `tcp:IP:0` get distinct ephemeral ports.
-        let ephemeral = matches!(app.local_socket, AppSocket::Tcp(a) if a.port() == 0);
+        // Several listeners on `tcp:IP:0` (or `udp:IP:0`) get distinct ephemeral ports.
+        let ephemeral =
+            matches!(app.local_socket, AppSocket::Tcp(a) | AppSocket::Udp(a) if a.port() == 0);
         if !ephemeral {
             if let Some(first) = sockets.get(&app.local_socket) {
                 r.err(
@@ -1501,7 +1538,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
                 None => {
                     r.err(
                         at("appSocket"),
-                        "is required in single mode (tcp:IP:PORT or unix:PATH)",
+                        "is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)",
                     );
                     None
                 }
@@ -1516,6 +1553,18 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
             if given(&raw.app_socket).is_some() {
                 r.warn(&at("appSocket"), "ignored in range mode");
             }
+            let protocol = match given(&raw.protocol) {
+                None => Protocol::Tcp,
+                Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+                Some(p) if p.eq_ignore_ascii_case("udp") => Protocol::Udp,
+                Some(p) => {
+                    r.err(
+                        at("protocol"),
+                        format!("'{p}' is not a protocol, expected 'tcp' or 'udp'"),
+                    );
+                    Protocol::Tcp
+                }
+            };
             let mut ports = Vec::new();
             if !has_list(&raw.port_range) {
                 r.err(
@@ -1542,11 +1591,26 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
                     Err(e) => r.err(format!("{}[{j}]", at("addressRange")), e),
                 }
             }
-            Some(ExposedTarget::Range { ports, addresses })
+            Some(ExposedTarget::Range {
+                ports,
+                addresses,
+                protocol,
+            })
         }
     };
+    if matches!(target, Some(ExposedTarget::Single(_))) && given(&raw.protocol).is_some() {
+        r.warn(
+            &at("protocol"),
+            "ignored in single mode (the appSocket prefix says it)",
+        );
+    }
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
     let allowed_sites = allowed_sites(raw.allowed_sites.as_deref(), &at("allowedSites"), r);
+    let is_udp = target.as_ref().map(|t| match t {
+        ExposedTarget::Single(s) => s.is_udp(),
+        ExposedTarget::Range { protocol, .. } => *protocol == Protocol::Udp,
+    });
+    let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), is_udp, r);
 
     if r.errors.len() > start {
         return None;
@@ -1556,6 +1620,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         target: target?,
         max_connections,
         allowed_sites,
+        udp_idle_timeout,
     })
 }
 
@@ -1627,14 +1692,34 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
             .map_err(|e| r.err(at("localSocket"), e))
             .ok()
     });
+    let local_udp = local_socket.as_ref().map(AppSocket::is_udp);
     let app_socket = given(&raw.app_socket).and_then(|s| {
         match AppSocket::from_str(s).and_then(|a| dialable(a, s)) {
-            Ok(AppSocket::Tcp(addr)) => Some(addr),
+            Ok(AppSocket::Tcp(addr)) if local_udp != Some(true) => Some(addr),
+            Ok(AppSocket::Udp(addr)) if local_udp != Some(false) => Some(addr),
+            Ok(AppSocket::Udp(_)) => {
+                r.err(
+                    at("appSocket"),
+                    format!(
+                        "'{s}' must be tcp:IP:PORT like localSocket: a udp target needs a udp localSocket"
+                    ),
+                );
+                None
+            }
+            Ok(AppSocket::Tcp(_)) => {
+                r.err(
+                    at("appSocket"),
+                    format!(
+                        "'{s}' must be udp:IP:PORT like localSocket: a tcp target needs a tcp localSocket"
+                    ),
+                );
+                None
+            }
             Ok(AppSocket::Unix(_)) => {
                 r.err(
                     at("appSocket"),
                     format!(
-                        "'{s}' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+                        "'{s}' must be tcp:IP:PORT or udp:IP:PORT: it names a target inside the remote range app"
                     ),
                 );
                 None
@@ -1646,6 +1731,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         }
     });
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
+    let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), local_udp, r);
 
     if r.errors.len() > start {
         return None;
@@ -1656,6 +1742,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         local_socket: local_socket?,
         app_socket,
         max_connections,
+        udp_idle_timeout,
     })
 }
 

@@ -239,9 +239,14 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 app_socket: socket.to_string(),
                 max_connections: a.max_connections,
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
+                udp_idle_timeout: idle_secs(a.udp_idle_timeout),
                 ..Self::default()
             },
-            ExposedTarget::Range { ports, addresses } => Self {
+            ExposedTarget::Range {
+                ports,
+                addresses,
+                protocol,
+            } => Self {
                 name: a.name.to_string(),
                 mode: "range".to_owned(),
                 app_socket: String::new(),
@@ -249,6 +254,8 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 address_range: addresses.iter().map(ToString::to_string).collect(),
                 max_connections: a.max_connections,
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
+                protocol: protocol.as_str().to_owned(),
+                udp_idle_timeout: idle_secs(a.udp_idle_timeout),
             },
         }
     }
@@ -269,8 +276,9 @@ impl From<&RemoteApp> for v1::RemoteAppSpec {
             site_name: a.site.to_string(),
             app_name: a.app.to_string(),
             local_socket: a.local_socket.to_string(),
-            app_socket: opt_text(a.app_socket.map(|t| format!("tcp:{t}"))),
+            app_socket: opt_text(a.app_socket_text()),
             max_connections: a.max_connections,
+            udp_idle_timeout: idle_secs(a.udp_idle_timeout),
         }
     }
 }
@@ -491,6 +499,8 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
             // names them rather than this dropping them.
             allowed_sites: (!s.allowed_sites.is_empty())
                 .then(|| s.allowed_sites.into_iter().map(Scalar::from).collect()),
+            protocol: scalar(s.protocol),
+            udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
         }
     }
 }
@@ -504,8 +514,14 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
             local_socket: scalar(s.local_socket),
             app_socket: scalar(s.app_socket),
             max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
+            udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
         }
     }
+}
+
+/// `udpIdleTimeout` as the API carries it (whole seconds, the config's unit).
+fn idle_secs(d: Option<Duration>) -> Option<u32> {
+    d.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 /// `RemoveRemoteApp`'s local socket filter: empty means "every match".
