@@ -348,6 +348,7 @@ mod tests {
             target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], port).into())),
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
     }
 
@@ -365,6 +366,7 @@ mod tests {
             local_socket: AppSocket::Unix("/tmp/x.sock".into()),
             app_socket: Some("10.0.0.1:22".parse().unwrap()),
             max_connections: None,
+            udp_idle_timeout: None,
         };
         st.add_remote(&remote);
         store.save(&st).unwrap();
@@ -393,6 +395,7 @@ mod tests {
             local_socket: AppSocket::Tcp(([127, 0, 0, 1], 2222).into()),
             app_socket: None,
             max_connections: Some(3),
+            udp_idle_timeout: None,
         };
         let mut st = State::default();
         st.add_exposed(&limited);

@@ -682,6 +682,7 @@ mod tests {
             target: ExposedTarget::Single(socket.parse().unwrap()),
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
     }
 
@@ -694,9 +695,11 @@ mod tests {
                     .map(|&(start, end)| PortRange { start, end })
                     .collect(),
                 addresses: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+                protocol: Protocol::Tcp,
             },
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
     }
 
@@ -736,15 +739,15 @@ mod tests {
     #[test]
     fn single_app_without_target_connects_its_socket() {
         let app = single("ssh", "tcp:127.0.0.1:22");
-        assert_eq!(admit(&app, None), Ok("tcp:127.0.0.1:22".parse().unwrap()));
+        assert_eq!(admit(&app, Protocol::Tcp, None), Ok("tcp:127.0.0.1:22".parse().unwrap()));
         let app = single("db", "unix:/run/db.sock");
-        assert_eq!(admit(&app, None), Ok("unix:/run/db.sock".parse().unwrap()));
+        assert_eq!(admit(&app, Protocol::Tcp, None), Ok("unix:/run/db.sock".parse().unwrap()));
     }
 
     #[test]
     fn single_app_with_a_target_is_not_allowed() {
         let app = single("ssh", "tcp:127.0.0.1:22");
-        let r = refused(admit(&app, t("10.0.0.1:22")));
+        let r = refused(admit(&app, Protocol::Tcp, t("10.0.0.1:22")));
         assert_eq!(r.status, Status::NotAllowed);
         assert!(r.reason.contains("10.0.0.1:22"), "{}", r.reason);
     }
@@ -752,14 +755,14 @@ mod tests {
     #[test]
     fn range_app_without_target_is_not_allowed() {
         let app = range(&["10.0.0.0/8"], &[(1, 65535)]);
-        assert_eq!(refused(admit(&app, None)).status, Status::NotAllowed);
+        assert_eq!(refused(admit(&app, Protocol::Tcp, None)).status, Status::NotAllowed);
     }
 
     #[test]
     fn range_app_admits_a_target_inside_both_ranges() {
         let app = range(&["192.168.1.0/24"], &[(8000, 8080)]);
         assert_eq!(
-            admit(&app, t("192.168.1.77:8000")),
+            admit(&app, Protocol::Tcp, t("192.168.1.77:8000")),
             Ok(AppSocket::Tcp("192.168.1.77:8000".parse().unwrap()))
         );
     }
@@ -767,32 +770,32 @@ mod tests {
     #[test]
     fn cidr_edges_are_inclusive_and_the_next_address_is_refused() {
         let app = range(&["192.168.1.0/24"], &[(80, 80)]);
-        assert!(admit(&app, t("192.168.1.0:80")).is_ok());
-        assert!(admit(&app, t("192.168.1.255:80")).is_ok());
-        let r = refused(admit(&app, t("192.168.2.0:80")));
+        assert!(admit(&app, Protocol::Tcp, t("192.168.1.0:80")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("192.168.1.255:80")).is_ok());
+        let r = refused(admit(&app, Protocol::Tcp, t("192.168.2.0:80")));
         assert_eq!(r.status, Status::NotAllowed);
         assert!(r.reason.contains("192.168.2.0:80"), "{}", r.reason);
         assert!(r.reason.contains("address range"), "{}", r.reason);
-        assert!(admit(&app, t("192.168.0.255:80")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("192.168.0.255:80")).is_err());
     }
 
     #[test]
     fn single_address_nets_match_only_that_address() {
         let app = range(&["10.0.0.5/32", "2001:db8::5/128"], &[(22, 22)]);
-        assert!(admit(&app, t("10.0.0.5:22")).is_ok());
-        assert!(admit(&app, t("10.0.0.6:22")).is_err());
-        assert!(admit(&app, t("[2001:db8::5]:22")).is_ok());
-        assert!(admit(&app, t("[2001:db8::6]:22")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("10.0.0.5:22")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("10.0.0.6:22")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::5]:22")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::6]:22")).is_err());
     }
 
     #[test]
     fn port_range_edges_are_inclusive() {
         let app = range(&["10.0.0.0/8"], &[(1000, 2000), (3000, 3000)]);
         for ok in [1000, 1500, 2000, 3000] {
-            assert!(admit(&app, t(&format!("10.1.1.1:{ok}"))).is_ok(), "{ok}");
+            assert!(admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{ok}"))).is_ok(), "{ok}");
         }
         for bad in [999, 2001, 2999, 3001, 0, 65535] {
-            let r = refused(admit(&app, t(&format!("10.1.1.1:{bad}"))));
+            let r = refused(admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{bad}"))));
             assert_eq!(r.status, Status::NotAllowed);
             assert!(r.reason.contains("port range"), "{}", r.reason);
         }
@@ -801,36 +804,36 @@ mod tests {
     #[test]
     fn ipv6_targets_match_ipv6_nets_only() {
         let app = range(&["fd00::/64"], &[(443, 443)]);
-        assert!(admit(&app, t("[fd00::1234]:443")).is_ok());
-        assert!(admit(&app, t("[fd00:0:0:1::1]:443")).is_err());
-        assert!(admit(&app, t("10.0.0.1:443")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[fd00::1234]:443")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("[fd00:0:0:1::1]:443")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("10.0.0.1:443")).is_err());
     }
 
     #[test]
     fn ipv4_mapped_target_is_normalised_to_ipv4() {
         let app = range(&["10.0.0.0/8"], &[(80, 80)]);
         assert_eq!(
-            admit(&app, t("[::ffff:10.2.3.4]:80")),
+            admit(&app, Protocol::Tcp, t("[::ffff:10.2.3.4]:80")),
             Ok(AppSocket::Tcp("10.2.3.4:80".parse().unwrap()))
         );
-        assert!(admit(&app, t("[::ffff:11.2.3.4]:80")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[::ffff:11.2.3.4]:80")).is_err());
     }
 
     #[test]
     fn ipv4_target_matches_a_net_written_as_ipv4_mapped() {
         let app = range(&["::ffff:10.0.0.0/104"], &[(80, 80)]);
         assert_eq!(
-            admit(&app, t("10.9.9.9:80")),
+            admit(&app, Protocol::Tcp, t("10.9.9.9:80")),
             Ok(AppSocket::Tcp("10.9.9.9:80".parse().unwrap()))
         );
-        assert!(admit(&app, t("11.0.0.1:80")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("11.0.0.1:80")).is_err());
     }
 
     #[test]
     fn any_address_nets_allow_everything_of_their_family() {
         let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
-        assert!(admit(&app, t("203.0.113.9:1")).is_ok());
-        assert!(admit(&app, t("[2001:db8::1]:1")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("203.0.113.9:1")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::1]:1")).is_err());
     }
 
     /// Regression: `::/0` admitted `127.0.0.1` (and every other IPv4 target)
@@ -846,11 +849,11 @@ mod tests {
         ] {
             let app = range(&[net], &[(1, 65535)]);
             for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22", "10.0.0.1:80"] {
-                let r = refused(admit(&app, t(target)));
+                let r = refused(admit(&app, Protocol::Tcp, t(target)));
                 assert_eq!(r.status, Status::NotAllowed, "{net} {target}");
                 assert!(r.reason.contains("address range"), "{}", r.reason);
             }
-            assert!(admit(&app, t(v6)).is_ok(), "{net} {v6}");
+            assert!(admit(&app, Protocol::Tcp, t(v6)).is_ok(), "{net} {v6}");
         }
     }
 
@@ -859,19 +862,19 @@ mod tests {
         let app = range(&["::ffff:0:0/96"], &[(22, 22)]);
         for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22"] {
             assert_eq!(
-                admit(&app, t(target)),
+                admit(&app, Protocol::Tcp, t(target)),
                 Ok(AppSocket::Tcp("127.0.0.1:22".parse().unwrap())),
                 "{target}"
             );
         }
-        assert!(admit(&app, t("[2001:db8::1]:22")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::1]:22")).is_err());
     }
 
     #[test]
     fn ipv4_nets_do_not_admit_ipv6_targets() {
         let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
         for target in ["[::1]:22", "[::7f00:1]:22", "[64:ff9b::7f00:1]:22"] {
-            assert!(admit(&app, t(target)).is_err(), "{target}");
+            assert!(admit(&app, Protocol::Tcp, t(target)).is_err(), "{target}");
         }
     }
 
@@ -932,9 +935,11 @@ mod tests {
                     end: 65535,
                 }],
                 addresses: nets,
+                protocol: Protocol::Tcp,
             },
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
     }
 
@@ -952,9 +957,9 @@ mod tests {
             prop_assume!(!IPV4_MAPPED.contains(&net));
             let app = range_of(vec![IpNet::V6(net)]);
             let v4 = std::net::Ipv4Addr::from(v4);
-            prop_assert!(admit(&app, Some(SocketAddr::new(v4.into(), port))).is_err());
+            prop_assert!(admit(&app, Protocol::Tcp, Some(SocketAddr::new(v4.into(), port))).is_err());
             let mapped = SocketAddr::new(v4.to_ipv6_mapped().into(), port);
-            prop_assert!(admit(&app, Some(mapped)).is_err());
+            prop_assert!(admit(&app, Protocol::Tcp, Some(mapped)).is_err());
         }
 
         /// A plain IPv4 target and its mapped form get the same answer, and an
@@ -967,8 +972,8 @@ mod tests {
         ) {
             let app = range_of(nets);
             let v4 = std::net::Ipv4Addr::from(v4);
-            let plain = admit(&app, Some(SocketAddr::new(v4.into(), port)));
-            let mapped = admit(&app, Some(SocketAddr::new(v4.to_ipv6_mapped().into(), port)));
+            let plain = admit(&app, Protocol::Tcp, Some(SocketAddr::new(v4.into(), port)));
+            let mapped = admit(&app, Protocol::Tcp, Some(SocketAddr::new(v4.to_ipv6_mapped().into(), port)));
             prop_assert_eq!(plain.is_ok(), mapped.is_ok());
             prop_assert_eq!(plain.as_ref().err().map(|r| r.status), mapped.as_ref().err().map(|r| r.status));
             if let Ok(socket) = plain {
@@ -989,7 +994,7 @@ mod tests {
             port in 1u16..,
         ) {
             let app = range_of(nets.clone());
-            if let Ok(AppSocket::Tcp(addr)) = admit(&app, Some(SocketAddr::new(target, port))) {
+            if let Ok(AppSocket::Tcp(addr)) = admit(&app, Protocol::Tcp, Some(SocketAddr::new(target, port))) {
                 let ok = nets.iter().any(|n| match (n, addr.ip()) {
                     (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
                     (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),

@@ -545,8 +545,8 @@ mod tests {
     #[test]
     fn wrong_version_is_rejected_from_the_first_byte() {
         assert_eq!(
-            Request::decode(&[2]),
-            Err(PreambleError::UnsupportedVersion(2))
+            Request::decode(&[3]),
+            Err(PreambleError::UnsupportedVersion(3))
         );
         assert_eq!(
             Response::decode(&[0]),

@@ -524,6 +524,7 @@ mod tests {
             local_socket: local,
             app_socket: None,
             max_connections: None,
+            udp_idle_timeout: None,
         }
     }
 

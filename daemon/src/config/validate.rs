@@ -3406,7 +3406,7 @@ publicPort: 1"
         );
         assert_eq!(
             messages(exposed_app(&exposed(None, None, &[], &[]), "").expect_err("no socket")),
-            ["appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"]
+            ["appSocket: is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)"]
         );
         assert_eq!(
             messages(
@@ -3516,7 +3516,7 @@ publicPort: 1"
             "",
         )
         .expect("valid");
-        let ExposedTarget::Range { ports, addresses } = app.target else {
+        let ExposedTarget::Range { ports, addresses, .. } = app.target else {
             panic!("not a range app");
         };
         assert_eq!(
@@ -3773,6 +3773,107 @@ publicPort: 1"
     }
 
     #[test]
+    fn udp_sockets_parse_and_keep_their_protocol() {
+        let app = exposed_app(&exposed(None, Some("udp:127.0.0.1:53"), &[], &[]), "").expect("valid");
+        assert_eq!(
+            app.target,
+            ExposedTarget::Single(AppSocket::Udp(sa("127.0.0.1:53")))
+        );
+        assert_eq!(app.protocol(), Protocol::Udp);
+        assert_eq!(app.udp_idle(), Duration::from_secs(120));
+        assert_eq!(
+            messages(
+                exposed_app(&exposed(None, Some("udp:127.0.0.1:0"), &[], &[]), "x")
+                    .expect_err("port 0")
+            ),
+            ["x.appSocket: 'udp:127.0.0.1:0' has port 0, which cannot be connected to"]
+        );
+        assert_eq!(
+            messages(exposed_app(&exposed(None, Some("udp:nowhere"), &[], &[]), "").expect_err("bad")),
+            ["appSocket: 'udp:nowhere' is not a valid udp socket, expected udp:IP:PORT (IPv6 as udp:[::1]:PORT)"]
+        );
+        assert_eq!("udp:[::1]:53".parse::<AppSocket>().unwrap().to_string(), "udp:[::1]:53");
+        let remote = remote_app(&remote("s", "dns", "udp:127.0.0.1:0", None), "").expect("valid");
+        assert_eq!(remote.local_socket, AppSocket::Udp(sa("127.0.0.1:0")));
+        assert_eq!(remote.protocol(), Protocol::Udp);
+    }
+
+    #[test]
+    fn udp_idle_timeout_is_whole_seconds_and_names_its_field() {
+        let mut raw = exposed(None, Some("udp:127.0.0.1:53"), &[], &[]);
+        raw.udp_idle_timeout = Some("5".into());
+        assert_eq!(
+            exposed_app(&raw, "").expect("valid").udp_idle_timeout,
+            Some(Duration::from_secs(5))
+        );
+        for bad in ["0", "86401", "2.5", "-1", "1m"] {
+            raw.udp_idle_timeout = Some(bad.into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[1]").expect_err(bad)),
+                [format!(
+                    "localExposedApps[1].udpIdleTimeout: '{bad}' is not a number of seconds from 1 to 86400"
+                )]
+            );
+        }
+        let mut raw = remote("s", "dns", "udp:127.0.0.1:5353", None);
+        raw.udp_idle_timeout = Some("0".into());
+        assert_eq!(
+            messages(remote_app(&raw, "remoteApps[0]").expect_err("zero")),
+            ["remoteApps[0].udpIdleTimeout: '0' is not a number of seconds from 1 to 86400"]
+        );
+        raw.udp_idle_timeout = Some("86400".into());
+        assert_eq!(
+            remote_app(&raw, "").expect("valid").udp_idle(),
+            Duration::from_secs(86_400)
+        );
+    }
+
+    #[test]
+    fn range_apps_take_a_protocol() {
+        let mut raw = exposed(Some("range"), None, &["53"], &["10.0.0.0/8"]);
+        let app = exposed_app(&raw, "").expect("valid");
+        assert_eq!(app.protocol(), Protocol::Tcp);
+        raw.protocol = Some("UDP".into());
+        assert_eq!(exposed_app(&raw, "").expect("valid").protocol(), Protocol::Udp);
+        raw.protocol = Some("sctp".into());
+        assert_eq!(
+            messages(exposed_app(&raw, "a").expect_err("sctp")),
+            ["a.protocol: 'sctp' is not a protocol, expected 'tcp' or 'udp'"]
+        );
+    }
+
+    #[test]
+    fn remote_app_target_protocol_must_match_the_local_socket() {
+        let app = remote_app(
+            &remote("s", "dns", "udp:127.0.0.1:5353", Some("udp:10.0.0.53:53")),
+            "",
+        )
+        .expect("valid");
+        assert_eq!(app.app_socket, Some(sa("10.0.0.53:53")));
+        assert_eq!(app.app_socket_text().as_deref(), Some("udp:10.0.0.53:53"));
+        assert_eq!(
+            messages(
+                remote_app(
+                    &remote("s", "dns", "udp:127.0.0.1:5353", Some("tcp:10.0.0.53:53")),
+                    ""
+                )
+                .expect_err("mixed")
+            ),
+            ["appSocket: 'tcp:10.0.0.53:53' must be udp:IP:PORT like localSocket: a tcp target needs a tcp localSocket"]
+        );
+        assert_eq!(
+            messages(
+                remote_app(
+                    &remote("s", "dns", "tcp:127.0.0.1:5353", Some("udp:10.0.0.53:53")),
+                    ""
+                )
+                .expect_err("mixed")
+            ),
+            ["appSocket: 'udp:10.0.0.53:53' must be tcp:IP:PORT like localSocket: a udp target needs a udp localSocket"]
+        );
+    }
+
+    #[test]
     fn remote_app_socket_must_be_tcp() {
         let app = remote_app(
             &remote("s", "vdi", "tcp:127.0.0.1:5900", Some("tcp:10.0.2.1:5901")),
@@ -3789,7 +3890,7 @@ publicPort: 1"
                 .expect_err("unix")
             ),
             [
-                "appSocket: 'unix:/x' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+                "appSocket: 'unix:/x' must be tcp:IP:PORT or udp:IP:PORT: it names a target inside the remote range app"
             ]
         );
         assert_eq!(

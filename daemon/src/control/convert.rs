@@ -636,6 +636,7 @@ mod tests {
             local_socket: AppSocket::Unix(PathBuf::from("/tmp/v.sock")),
             app_socket: Some(addr("10.0.0.5:5900")),
             max_connections: Some(9),
+            udp_idle_timeout: None,
         };
         let info = RemoteAppInfo {
             app: remote.clone(),
@@ -668,7 +669,7 @@ mod tests {
         let errs = validate::exposed_app(&raw, "").expect_err("no socket");
         assert_eq!(
             errs[0].to_string(),
-            "appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"
+            "appSocket: is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)"
         );
         assert_eq!(local_filter(""), None);
         assert_eq!(local_filter("tcp:1.2.3.4:5"), Some("tcp:1.2.3.4:5"));
