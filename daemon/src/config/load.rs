@@ -193,6 +193,8 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("addressRange", Shape::Leaf),
     ("maxConnections", Shape::Leaf),
     ("allowedSites", Shape::Leaf),
+    ("protocol", Shape::Leaf),
+    ("udpIdleTimeout", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[
@@ -201,6 +203,7 @@ const REMOTE_APP: &[(&str, Shape)] = &[
     ("localSocket", Shape::Leaf),
     ("appSocket", Shape::Leaf),
     ("maxConnections", Shape::Leaf),
+    ("udpIdleTimeout", Shape::Leaf),
 ];
 
 const MQTT: &[(&str, Shape)] = &[

@@ -3829,6 +3829,19 @@ publicPort: 1"
     }
 
     #[test]
+    fn udp_keys_are_read_from_the_file() {
+        let c = ok(concat!(
+            "localExposedApps:\n",
+            "  - {appName: lan, mode: range, protocol: udp, portRange: ['53'], addressRange: ['10.0.0.1'], udpIdleTimeout: 30}\n",
+            "remoteApps:\n",
+            "  - {siteName: s2, appName: dns, localSocket: 'udp:127.0.0.1:5353', udpIdleTimeout: 7}\n",
+        ));
+        assert_eq!(c.exposed_apps[0].protocol(), Protocol::Udp);
+        assert_eq!(c.exposed_apps[0].udp_idle(), Duration::from_secs(30));
+        assert_eq!(c.remote_apps[0].udp_idle(), Duration::from_secs(7));
+    }
+
+    #[test]
     fn range_apps_take_a_protocol() {
         let mut raw = exposed(Some("range"), None, &["53"], &["10.0.0.0/8"]);
         let app = exposed_app(&raw, "").expect("valid");
