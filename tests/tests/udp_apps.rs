@@ -183,17 +183,31 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
         );
     }
 
-    // One flow on each side, with bytes both ways.
+    // One flow on each side, kind udp, with datagrams and bytes both ways: every query
+    // and every answer (the probes that found the tunnel up are counted too).
     let (api_a, api_b) = (a.api().await, b.api().await);
     let out = api_b.streams().await;
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!(out[0].app, "dns");
-    assert_eq!(out[0].client_addr, c.local_addr().unwrap().to_string());
-    assert!(out[0].bytes_sent > 0 && out[0].bytes_received > out[0].bytes_sent);
+    let f = &out[0];
+    assert_eq!((f.app.as_str(), f.kind.as_str()), ("dns", "udp"));
+    assert_eq!(f.client_addr, c.local_addr().unwrap().to_string());
+    assert!(f.datagrams_sent >= 200 && f.datagrams_received == f.datagrams_sent, "{f:?}");
+    assert!(f.bytes_sent > 0 && f.bytes_received == f.bytes_sent + 3 * f.datagrams_sent, "{f:?}");
     let inbound = api_a.streams().await;
     assert_eq!(inbound.len(), 1, "{inbound:?}");
-    assert_eq!(inbound[0].app, "dns");
+    let g = &inbound[0];
+    assert_eq!((g.app.as_str(), g.kind.as_str()), ("dns", "udp"));
+    assert_eq!((g.datagrams_received, g.datagrams_sent), (f.datagrams_sent, f.datagrams_received));
+    assert_eq!((g.bytes_received, g.bytes_sent), (f.bytes_sent, f.bytes_received));
     assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
+
+    // Per-app stats count the datagrams too, and wovenetctl shows the flow as udp.
+    let stats = api_b.stats().await;
+    let app = stats.apps.iter().find(|s| s.app == "dns").unwrap();
+    assert_eq!(app.datagrams_sent, f.datagrams_sent);
+    let listed = Ctl::site(&b).json(&["streams"]).await;
+    assert_eq!(listed["streams"][0]["kind"], json!("udp"), "{listed}");
+    assert_eq!(listed["streams"][0]["datagrams_sent"], json!(f.datagrams_sent), "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,7 +312,7 @@ impl ExposedServer {
                     rx,
                     idle,
                 };
-                let ticket = self.streams.open(
+                let ticket = self.streams.open_flow(
                     app,
                     peer.clone(),
                     StreamDirection::Inbound,

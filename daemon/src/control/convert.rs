@@ -226,6 +226,9 @@ impl From<&StreamInfo> for v1::Stream {
             bytes_received: s.bytes_received,
             age: Some(duration(s.age)),
             channel_id: s.channel.0,
+            kind: s.protocol.as_str().to_owned(),
+            datagrams_sent: s.datagrams_sent,
+            datagrams_received: s.datagrams_received,
         }
     }
 }
@@ -425,6 +428,8 @@ pub(crate) fn stats_message(
                     receive_rate: r.receive,
                     limited_streams: a.limited_streams,
                     not_allowed_streams: a.not_allowed_streams,
+                    datagrams_sent: a.datagrams_sent,
+                    datagrams_received: a.datagrams_received,
                 }
             })
             .collect(),

@@ -232,6 +232,16 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         "app_not_allowed_streams",
         "Inbound streams refused because the app's allowedSites does not list the peer",
     );
+    let app_sent_datagrams = counters(
+        &mut reg,
+        "app_sent_datagrams",
+        "UDP apps: datagrams sent into the tunnel per app, peer and direction",
+    );
+    let app_received_datagrams = counters(
+        &mut reg,
+        "app_received_datagrams",
+        "UDP apps: datagrams received from the tunnel per app, peer and direction",
+    );
     for a in &s.apps {
         let l: Labels = vec![
             ("app", LabelText::of(&a.app)),
@@ -248,6 +258,10 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         app_not_allowed
             .get_or_create(&l)
             .inc_by(a.not_allowed_streams);
+        app_sent_datagrams.get_or_create(&l).inc_by(a.datagrams_sent);
+        app_received_datagrams
+            .get_or_create(&l)
+            .inc_by(a.datagrams_received);
     }
 
     let peer_sent = counters(

@@ -209,6 +209,9 @@ pub struct Stream {
     bytes_received: u64,
     age: Option<f64>,
     channel_id: u64,
+    kind: String,
+    datagrams_sent: u64,
+    datagrams_received: u64,
 }
 
 impl From<&pb::Stream> for Stream {
@@ -223,6 +226,9 @@ impl From<&pb::Stream> for Stream {
             bytes_received: s.bytes_received,
             age: units::seconds(s.age.as_ref()),
             channel_id: s.channel_id,
+            kind: units::stream_kind(&s.kind),
+            datagrams_sent: s.datagrams_sent,
+            datagrams_received: s.datagrams_received,
         }
     }
 }

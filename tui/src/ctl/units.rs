@@ -369,3 +369,13 @@ mod tests {
         assert_eq!(yes_no(true), "yes");
     }
 }
+
+/// A stream's kind: `tcp` (byte stream) or `udp` (datagram flow); daemons
+/// before UDP apps send nothing, which means `tcp`.
+pub fn stream_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        "tcp".to_owned()
+    } else {
+        kind.to_owned()
+    }
+}

@@ -169,7 +169,7 @@ async fn serve_client<O: FlowOpener>(end: ClientEnd, shared: &Listener<O>) {
         info!("flow id already registered");
         return;
     };
-    let ticket = shared.streams.open(
+    let ticket = shared.streams.open_flow(
         shared.app.clone(),
         shared.site.clone(),
         StreamDirection::Outbound,
