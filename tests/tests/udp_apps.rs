@@ -91,7 +91,10 @@ async fn ask(s: &UdpSocket, payload: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
-        let n = tokio::time::timeout(left, s.recv(&mut buf)).await.ok()?.ok()?;
+        let n = tokio::time::timeout(left, s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let mut want = REPLY.to_vec();
         want.extend_from_slice(payload);
         if buf[..n] == want[..] {
@@ -116,7 +119,10 @@ async fn wait_udp_forward(s: &UdpSocket, sites: &[&Site]) {
             return;
         }
     }
-    panic!("no udp answer through the tunnel within {WAIT:?}\n{}", diag(sites));
+    panic!(
+        "no udp answer through the tunnel within {WAIT:?}\n{}",
+        diag(sites)
+    );
 }
 
 /// A single UDP exposed app entry.
@@ -167,7 +173,11 @@ async fn pair(apps: Value, remotes: Value) -> (Broker, Site, Site) {
 async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows() {
     let echo = UdpEcho::start().await;
     let (remote, local) = udp_remote("a", "dns", None);
-    let (_broker, a, b) = pair(json!([udp_app("dns", &echo.socket(), None)]), json!([remote])).await;
+    let (_broker, a, b) = pair(
+        json!([udp_app("dns", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
     let c = client(local).await;
     wait_udp_forward(&c, &[&a, &b]).await;
 
@@ -191,14 +201,26 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
     let f = &out[0];
     assert_eq!((f.app.as_str(), f.kind.as_str()), ("dns", "udp"));
     assert_eq!(f.client_addr, c.local_addr().unwrap().to_string());
-    assert!(f.datagrams_sent >= 200 && f.datagrams_received == f.datagrams_sent, "{f:?}");
-    assert!(f.bytes_sent > 0 && f.bytes_received == f.bytes_sent + 3 * f.datagrams_sent, "{f:?}");
+    assert!(
+        f.datagrams_sent >= 200 && f.datagrams_received == f.datagrams_sent,
+        "{f:?}"
+    );
+    assert!(
+        f.bytes_sent > 0 && f.bytes_received == f.bytes_sent + 3 * f.datagrams_sent,
+        "{f:?}"
+    );
     let inbound = api_a.streams().await;
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     let g = &inbound[0];
     assert_eq!((g.app.as_str(), g.kind.as_str()), ("dns", "udp"));
-    assert_eq!((g.datagrams_received, g.datagrams_sent), (f.datagrams_sent, f.datagrams_received));
-    assert_eq!((g.bytes_received, g.bytes_sent), (f.bytes_sent, f.bytes_received));
+    assert_eq!(
+        (g.datagrams_received, g.datagrams_sent),
+        (f.datagrams_sent, f.datagrams_received)
+    );
+    assert_eq!(
+        (g.bytes_received, g.bytes_sent),
+        (f.bytes_sent, f.bytes_received)
+    );
     assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
 
     // Per-app stats count the datagrams too, and wovenetctl shows the flow as udp.
@@ -207,7 +229,11 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
     assert_eq!(app.datagrams_sent, f.datagrams_sent);
     let listed = Ctl::site(&b).json(&["streams"]).await;
     assert_eq!(listed["streams"][0]["kind"], json!("udp"), "{listed}");
-    assert_eq!(listed["streams"][0]["datagrams_sent"], json!(f.datagrams_sent), "{listed}");
+    assert_eq!(
+        listed["streams"][0]["datagrams_sent"],
+        json!(f.datagrams_sent),
+        "{listed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,8 +242,11 @@ async fn a_burst_of_10000_datagrams_arrives_whole() {
     const WINDOW: u32 = 512;
     let echo = UdpEcho::start().await;
     let (remote, local) = udp_remote("a", "echo", None);
-    let (_broker, a, b) =
-        pair(json!([udp_app("echo", &echo.socket(), None)]), json!([remote])).await;
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
     let c = client(local).await;
     wait_udp_forward(&c, &[&a, &b]).await;
     let before = echo.received.load(Ordering::Relaxed);
@@ -269,8 +298,11 @@ async fn many_clients_at_once_each_get_only_their_own_answers() {
     const QUERIES: usize = 20;
     let echo = UdpEcho::start().await;
     let (remote, local) = udp_remote("a", "echo", None);
-    let (_broker, a, b) =
-        pair(json!([udp_app("echo", &echo.socket(), None)]), json!([remote])).await;
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
     wait_udp_forward(&client(local).await, &[&a, &b]).await;
 
     let mut tasks = Vec::new();
@@ -323,15 +355,27 @@ async fn idle_flows_end_on_both_sides_and_a_new_datagram_opens_a_new_one() {
     let first = api_b.streams().await[0].id;
 
     let start = Instant::now();
-    wait_for("the idle flow ends on both sides", WAIT, || diag(&[&a, &b]), || async {
-        (api_a.streams().await.is_empty() && api_b.streams().await.is_empty()).then_some(())
-    })
+    wait_for(
+        "the idle flow ends on both sides",
+        WAIT,
+        || diag(&[&a, &b]),
+        || async {
+            (api_a.streams().await.is_empty() && api_b.streams().await.is_empty()).then_some(())
+        },
+    )
     .await;
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(700), "ended after {took:?}, before the idle timeout");
+    assert!(
+        took >= Duration::from_millis(700),
+        "ended after {took:?}, before the idle timeout"
+    );
 
     // The same client is served again, by a new flow.
-    assert!(ask(&c, b"again", Duration::from_secs(10)).await.is_some(), "{}", diag(&[&a, &b]));
+    assert!(
+        ask(&c, b"again", Duration::from_secs(10)).await.is_some(),
+        "{}",
+        diag(&[&a, &b])
+    );
     let now = api_b.streams().await;
     assert_eq!(now.len(), 1);
     assert_ne!(now[0].id, first);
@@ -362,10 +406,15 @@ async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
 
     let api_a = a.api().await;
     let refused_before = api_a.counter("streams_refused").await;
-    for (what, local) in [("outside the port range", local_out), ("to a tcp range app", local_wrong)] {
+    for (what, local) in [
+        ("outside the port range", local_out),
+        ("to a tcp range app", local_wrong),
+    ] {
         let c = client(local).await;
         assert!(
-            ask(&c, b"let me in", Duration::from_secs(2)).await.is_none(),
+            ask(&c, b"let me in", Duration::from_secs(2))
+                .await
+                .is_none(),
             "a flow {what} was answered\n{}",
             diag(&[&a, &b])
         );
@@ -385,8 +434,11 @@ async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
 async fn datagrams_too_large_for_a_frame_arrive_whole() {
     let echo = UdpEcho::start().await;
     let (remote, local) = udp_remote("a", "echo", None);
-    let (_broker, a, b) =
-        pair(json!([udp_app("echo", &echo.socket(), None)]), json!([remote])).await;
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
     let c = client(local).await;
     wait_udp_forward(&c, &[&a, &b]).await;
     // The reply is 3 bytes longer than the request: keep it under the UDP maximum.

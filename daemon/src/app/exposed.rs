@@ -739,9 +739,15 @@ mod tests {
     #[test]
     fn single_app_without_target_connects_its_socket() {
         let app = single("ssh", "tcp:127.0.0.1:22");
-        assert_eq!(admit(&app, Protocol::Tcp, None), Ok("tcp:127.0.0.1:22".parse().unwrap()));
+        assert_eq!(
+            admit(&app, Protocol::Tcp, None),
+            Ok("tcp:127.0.0.1:22".parse().unwrap())
+        );
         let app = single("db", "unix:/run/db.sock");
-        assert_eq!(admit(&app, Protocol::Tcp, None), Ok("unix:/run/db.sock".parse().unwrap()));
+        assert_eq!(
+            admit(&app, Protocol::Tcp, None),
+            Ok("unix:/run/db.sock".parse().unwrap())
+        );
     }
 
     #[test]
@@ -755,7 +761,10 @@ mod tests {
     #[test]
     fn range_app_without_target_is_not_allowed() {
         let app = range(&["10.0.0.0/8"], &[(1, 65535)]);
-        assert_eq!(refused(admit(&app, Protocol::Tcp, None)).status, Status::NotAllowed);
+        assert_eq!(
+            refused(admit(&app, Protocol::Tcp, None)).status,
+            Status::NotAllowed
+        );
     }
 
     #[test]
@@ -792,7 +801,10 @@ mod tests {
     fn port_range_edges_are_inclusive() {
         let app = range(&["10.0.0.0/8"], &[(1000, 2000), (3000, 3000)]);
         for ok in [1000, 1500, 2000, 3000] {
-            assert!(admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{ok}"))).is_ok(), "{ok}");
+            assert!(
+                admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{ok}"))).is_ok(),
+                "{ok}"
+            );
         }
         for bad in [999, 2001, 2999, 3001, 0, 65535] {
             let r = refused(admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{bad}"))));

@@ -478,10 +478,7 @@ mod tests {
             protocol: Protocol::Udp,
         };
         let enc = r.encode();
-        assert_eq!(
-            enc,
-            vec![2, 1, 3, b'd', b'n', b's', 4, 10, 0, 0, 53, 0, 53]
-        );
+        assert_eq!(enc, vec![2, 1, 3, b'd', b'n', b's', 4, 10, 0, 0, 53, 0, 53]);
         assert_eq!(Request::decode(&enc).unwrap(), Some((r, enc.len())));
         // Every prefix asks for more, never past the end.
         for n in 0..enc.len() {

@@ -379,7 +379,11 @@ impl<O: StreamOpener> super::udp::listener::FlowOpener for Client<O> {
     }
 
     fn limited(&self, client: std::net::SocketAddr, limit: usize) {
-        Client::limited(self, &client.to_string(), &format!("maxConnections ({limit}) reached"));
+        Client::limited(
+            self,
+            &client.to_string(),
+            &format!("maxConnections ({limit}) reached"),
+        );
     }
 }
 

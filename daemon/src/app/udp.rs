@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream, SendDatagramError};
+use quinn::{RecvStream, SendDatagramError, SendStream};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::debug;

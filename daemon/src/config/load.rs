@@ -531,7 +531,10 @@ mod tests {
         assert_eq!(c.message_channel.topic.as_deref(), Some("7"));
         assert_eq!(c.tunnel.local_sockets[0].public_port, 25890);
         assert_eq!(c.exposed_apps[0].name.as_str(), "true");
-        let ExposedTarget::Range { ports, addresses, .. } = &c.exposed_apps[0].target else {
+        let ExposedTarget::Range {
+            ports, addresses, ..
+        } = &c.exposed_apps[0].target
+        else {
             panic!("not a range app");
         };
         assert_eq!(

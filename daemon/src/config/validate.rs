@@ -29,9 +29,9 @@ use super::{
     PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode,
     TrustedSite, TunnelConfig,
 };
-use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol};
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
+use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol};
 use crate::identity::Fingerprint;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
@@ -3516,7 +3516,10 @@ publicPort: 1"
             "",
         )
         .expect("valid");
-        let ExposedTarget::Range { ports, addresses, .. } = app.target else {
+        let ExposedTarget::Range {
+            ports, addresses, ..
+        } = app.target
+        else {
             panic!("not a range app");
         };
         assert_eq!(
@@ -3774,7 +3777,8 @@ publicPort: 1"
 
     #[test]
     fn udp_sockets_parse_and_keep_their_protocol() {
-        let app = exposed_app(&exposed(None, Some("udp:127.0.0.1:53"), &[], &[]), "").expect("valid");
+        let app =
+            exposed_app(&exposed(None, Some("udp:127.0.0.1:53"), &[], &[]), "").expect("valid");
         assert_eq!(
             app.target,
             ExposedTarget::Single(AppSocket::Udp(sa("127.0.0.1:53")))
@@ -3789,10 +3793,17 @@ publicPort: 1"
             ["x.appSocket: 'udp:127.0.0.1:0' has port 0, which cannot be connected to"]
         );
         assert_eq!(
-            messages(exposed_app(&exposed(None, Some("udp:nowhere"), &[], &[]), "").expect_err("bad")),
-            ["appSocket: 'udp:nowhere' is not a valid udp socket, expected udp:IP:PORT (IPv6 as udp:[::1]:PORT)"]
+            messages(
+                exposed_app(&exposed(None, Some("udp:nowhere"), &[], &[]), "").expect_err("bad")
+            ),
+            [
+                "appSocket: 'udp:nowhere' is not a valid udp socket, expected udp:IP:PORT (IPv6 as udp:[::1]:PORT)"
+            ]
         );
-        assert_eq!("udp:[::1]:53".parse::<AppSocket>().unwrap().to_string(), "udp:[::1]:53");
+        assert_eq!(
+            "udp:[::1]:53".parse::<AppSocket>().unwrap().to_string(),
+            "udp:[::1]:53"
+        );
         let remote = remote_app(&remote("s", "dns", "udp:127.0.0.1:0", None), "").expect("valid");
         assert_eq!(remote.local_socket, AppSocket::Udp(sa("127.0.0.1:0")));
         assert_eq!(remote.protocol(), Protocol::Udp);
@@ -3847,7 +3858,10 @@ publicPort: 1"
         let app = exposed_app(&raw, "").expect("valid");
         assert_eq!(app.protocol(), Protocol::Tcp);
         raw.protocol = Some("UDP".into());
-        assert_eq!(exposed_app(&raw, "").expect("valid").protocol(), Protocol::Udp);
+        assert_eq!(
+            exposed_app(&raw, "").expect("valid").protocol(),
+            Protocol::Udp
+        );
         raw.protocol = Some("sctp".into());
         assert_eq!(
             messages(exposed_app(&raw, "a").expect_err("sctp")),
@@ -3872,7 +3886,9 @@ publicPort: 1"
                 )
                 .expect_err("mixed")
             ),
-            ["appSocket: 'tcp:10.0.0.53:53' must be udp:IP:PORT like localSocket: a tcp target needs a tcp localSocket"]
+            [
+                "appSocket: 'tcp:10.0.0.53:53' must be udp:IP:PORT like localSocket: a tcp target needs a tcp localSocket"
+            ]
         );
         assert_eq!(
             messages(
@@ -3882,7 +3898,9 @@ publicPort: 1"
                 )
                 .expect_err("mixed")
             ),
-            ["appSocket: 'udp:10.0.0.53:53' must be tcp:IP:PORT like localSocket: a udp target needs a udp localSocket"]
+            [
+                "appSocket: 'udp:10.0.0.53:53' must be tcp:IP:PORT like localSocket: a udp target needs a udp localSocket"
+            ]
         );
     }
 

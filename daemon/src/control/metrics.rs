@@ -258,7 +258,9 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         app_not_allowed
             .get_or_create(&l)
             .inc_by(a.not_allowed_streams);
-        app_sent_datagrams.get_or_create(&l).inc_by(a.datagrams_sent);
+        app_sent_datagrams
+            .get_or_create(&l)
+            .inc_by(a.datagrams_sent);
         app_received_datagrams
             .get_or_create(&l)
             .inc_by(a.datagrams_received);

@@ -586,6 +586,7 @@ mod tests {
                 local: "tcp:127.0.0.1:5900".into(),
                 app_socket: Some("tcp:10.0.0.6:5900".into()),
                 max_connections: None,
+                udp_idle_timeout: None,
             }))
         );
         let cli = parse(&["remote", "rm", "--site", "b", "--app", "vnc"]).unwrap();

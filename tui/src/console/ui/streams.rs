@@ -23,7 +23,9 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         frame,
         area,
         title,
-        &["id", "app", "kind", "peer", "dir", "client", "sent", "recv", "age"],
+        &[
+            "id", "app", "kind", "peer", "dir", "client", "sent", "recv", "age",
+        ],
         &[
             Constraint::Length(5),
             Constraint::Min(6),
@@ -67,7 +69,10 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         kv(
             t,
             "datagrams",
-            format!("{} sent, {} received", s.datagrams_sent, s.datagrams_received),
+            format!(
+                "{} sent, {} received",
+                s.datagrams_sent, s.datagrams_received
+            ),
         ),
         kv(t, "age", units::proto_duration(s.age.as_ref())),
     ]
