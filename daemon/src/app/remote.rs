@@ -379,7 +379,7 @@ impl<O: StreamOpener> super::udp::listener::FlowOpener for Client<O> {
     }
 
     fn limited(&self, client: std::net::SocketAddr, limit: usize) {
-        Client::limited(
+        Self::limited(
             self,
             &client.to_string(),
             &format!("maxConnections ({limit}) reached"),

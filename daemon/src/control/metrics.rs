@@ -356,6 +356,8 @@ mod tests {
                 bytes_received: 99,
                 limited_streams: 4,
                 not_allowed_streams: 6,
+                datagrams_received: 0,
+                datagrams_sent: 0,
             }],
             counters: vec![("auth_failures", 3)],
             ..StatsSnapshot::default()
@@ -433,6 +435,8 @@ mod tests {
                     bytes_received: 4,
                     limited_streams: 5,
                     not_allowed_streams: 6,
+                    datagrams_received: 0,
+                    datagrams_sent: 0,
                 })
                 .collect(),
             counters: vec![("auth_failures", 3)],

@@ -234,6 +234,16 @@ pub fn cell(name: String) -> String {
     }
 }
 
+/// A stream's kind: `tcp` (byte stream) or `udp` (datagram flow); daemons
+/// before UDP apps send nothing, which means `tcp`.
+pub fn stream_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        "tcp".to_owned()
+    } else {
+        kind.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,15 +377,5 @@ mod tests {
         assert_eq!(or_empty(""), "-");
         assert_eq!(or_empty("x"), "x");
         assert_eq!(yes_no(true), "yes");
-    }
-}
-
-/// A stream's kind: `tcp` (byte stream) or `udp` (datagram flow); daemons
-/// before UDP apps send nothing, which means `tcp`.
-pub fn stream_kind(kind: &str) -> String {
-    if kind.is_empty() {
-        "tcp".to_owned()
-    } else {
-        kind.to_owned()
     }
 }
