@@ -478,7 +478,7 @@ async fn bad_app_definitions_come_back_invalid_argument_with_the_config_message(
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(
         e.message(),
-        "appSocket: 'http://x' must start with 'tcp:' or 'unix:'"
+        "appSocket: 'http://x' must start with 'tcp:', 'udp:' or 'unix:'"
     );
 
     let e = add_exposed(v1::ExposedAppSpec::default()).await;

@@ -435,8 +435,8 @@ mod tests {
                     bytes_received: 4,
                     limited_streams: 5,
                     not_allowed_streams: 6,
-                    datagrams_received: 0,
-                    datagrams_sent: 0,
+                    datagrams_sent: 7,
+                    datagrams_received: 8,
                 })
                 .collect(),
             counters: vec![("auth_failures", 3)],
@@ -454,6 +454,8 @@ mod tests {
                 ("wovenet_app_open_streams", 1.0),
                 ("wovenet_app_limited_streams", 5.0),
                 ("wovenet_app_not_allowed_streams", 6.0),
+                ("wovenet_app_sent_datagrams", 7.0),
+                ("wovenet_app_received_datagrams", 8.0),
             ] {
                 want.push((family.to_owned(), l.clone(), value));
             }
