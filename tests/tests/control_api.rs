@@ -489,8 +489,9 @@ async fn bad_app_definitions_come_back_invalid_argument_with_the_config_message(
         e.message()
     );
     assert!(
-        e.message()
-            .contains("appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"),
+        e.message().contains(
+            "appSocket: is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)"
+        ),
         "every problem is listed: {}",
         e.message()
     );

@@ -303,10 +303,11 @@ pub async fn run_flow<L: LocalEnd>(
                 let Some(d) = d else { break FlowEnd::LocalGone };
                 idle.touch(std::time::Instant::now());
                 match to_tunnel(&conn, &mut send, id, d).await {
-                    Ok(n) => {
+                    Ok(Some(n)) => {
                         stats.datagrams_to_remote.fetch_add(1, Relaxed);
                         stats.bytes_to_remote.fetch_add(n as u64, Relaxed);
                     }
+                    Ok(None) => Counters::bump(&counters.udp_send_failed),
                     Err(Lost) => {
                         Counters::bump(&counters.udp_send_failed);
                         break FlowEnd::PeerFailed;
@@ -351,30 +352,30 @@ struct Lost;
 
 /// Sends one local datagram to the far site: as a DATAGRAM frame when it
 /// fits, else on the flow's stream. Waits for room rather than dropping.
+/// `None`: longer than any UDP datagram, so not sent (the caller counts it).
 async fn to_tunnel(
     conn: &quinn::Connection,
     send: &mut SendStream,
     id: u64,
     d: Bytes,
-) -> Result<usize, Lost> {
+) -> Result<Option<usize>, Lost> {
     let n = d.len();
     let fits = conn
         .max_datagram_size()
         .is_some_and(|max| n <= payload_room(max, id));
     if fits {
         match conn.send_datagram_wait(encode_datagram(id, &d)).await {
-            Ok(()) => return Ok(n),
+            Ok(()) => return Ok(Some(n)),
             Err(SendDatagramError::ConnectionLost(_)) => return Err(Lost),
             // The path shrank, or datagrams are off: the stream carries it.
             Err(e) => debug!(error = %e, "datagram goes on the flow's stream"),
         }
     }
     let Some(frame) = encode_stream_frame(&d) else {
-        // Larger than any UDP datagram: cannot have been received.
-        return Ok(0);
+        return Ok(None);
     };
     send.write_all(&frame).await.map_err(|_| Lost)?;
-    Ok(n)
+    Ok(Some(n))
 }
 
 /// Writes one datagram from the far site to the local side, counting it.
