@@ -1716,12 +1716,15 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
                 None
             }
             Ok(AppSocket::Unix(_)) => {
-                r.err(
-                    at("appSocket"),
-                    format!(
-                        "'{s}' must be tcp:IP:PORT or udp:IP:PORT: it names a target inside the remote range app"
+                let reason = match local_udp {
+                    Some(true) => format!(
+                        "'{s}' must be udp:IP:PORT: it names a UDP target inside the remote range app"
                     ),
-                );
+                    _ => format!(
+                        "'{s}' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+                    ),
+                };
+                r.err(at("appSocket"), reason);
                 None
             }
             Err(e) => {
@@ -3921,7 +3924,7 @@ publicPort: 1"
                 .expect_err("unix")
             ),
             [
-                "appSocket: 'unix:/x' must be tcp:IP:PORT or udp:IP:PORT: it names a target inside the remote range app"
+                "appSocket: 'unix:/x' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
             ]
         );
         assert_eq!(
