@@ -955,6 +955,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn udp_apps_admit_udp_flows_only_and_tcp_apps_tcp_only() {
+        let dns = single("dns", "udp:127.0.0.1:53");
+        assert_eq!(
+            admit(&dns, Protocol::Udp, None),
+            Ok(AppSocket::Udp("127.0.0.1:53".parse().unwrap()))
+        );
+        let r = refused(admit(&dns, Protocol::Tcp, None));
+        assert_eq!(r.status, Status::NotAllowed);
+        assert!(r.reason.contains("carries udp, not tcp"), "{}", r.reason);
+        let web = single("web", "tcp:127.0.0.1:80");
+        assert_eq!(
+            refused(admit(&web, Protocol::Udp, None)).status,
+            Status::NotAllowed
+        );
+        // A udp range app hands out udp targets, inside its ranges only.
+        let mut lan = range(&["10.0.0.0/8"], &[(53, 53)]);
+        lan.target = match lan.target {
+            ExposedTarget::Range {
+                ports, addresses, ..
+            } => ExposedTarget::Range {
+                ports,
+                addresses,
+                protocol: Protocol::Udp,
+            },
+            other => other,
+        };
+        assert_eq!(
+            admit(&lan, Protocol::Udp, t("10.1.2.3:53")),
+            Ok(AppSocket::Udp("10.1.2.3:53".parse().unwrap()))
+        );
+        assert!(admit(&lan, Protocol::Udp, t("10.1.2.3:54")).is_err());
+        assert!(admit(&lan, Protocol::Tcp, t("10.1.2.3:53")).is_err());
+    }
+
     proptest! {
         /// No IPv6 net outside `::ffff:0:0/96` admits an IPv4 target, whether
         /// the target is written plain or IPv4-mapped.
