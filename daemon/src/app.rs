@@ -6,7 +6,8 @@
 //! ([`ExposedServer::serve_stream`]) reads the request, admits it against its
 //! [`exposed::ExposedApps`], connects the app socket and replies. After that
 //! both sides run [`pipe::pipe`], which copies raw bytes and maps TCP
-//! half-close and reset onto QUIC stream finish and reset.
+//! half-close and reset onto QUIC stream finish and reset. UDP apps open one
+//! such stream per client address and then carry datagrams ([`udp`]).
 //!
 //! This module must not know about MQTT, discovery, authentication or how a
 //! dataChannel is picked: the tunnel layer hands it streams through

@@ -1,6 +1,8 @@
 //! The client side: a local tcp or unix listener for one remote app
 //! ([`RemoteListener`]). Every accepted connection gets its own stream to the
-//! app's site, a preamble exchange, then a [`pipe`](super::pipe::pipe).
+//! app's site, a preamble exchange, then a [`pipe`](super::pipe::pipe). A udp
+//! local socket is bound here too but served by [`super::udp::listener`],
+//! which opens each flow's stream with this module's preamble exchange.
 //!
 //! This module must not know how streams are routed (it only calls a
 //! [`StreamOpener`]) and must not decide admission (the exposed side does).

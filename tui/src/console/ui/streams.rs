@@ -1,4 +1,5 @@
-//! The Streams tab: open streams (app, peer, direction, client, bytes, age), sorted by `s`
+//! The Streams tab: open streams and UDP flows (app, kind, peer, direction, client, bytes,
+//! age; datagrams in the detail), sorted by `s`
 //! and filtered by `/`; only the visible rows are built, so thousands stay cheap.
 
 use ratatui::Frame;
