@@ -3,7 +3,7 @@
 //! The receive loop routes each datagram through a [`FlowTable`]: to the
 //! client's flow task through a bounded queue, or to a new flow task that
 //! opens the flow's stream (through a [`FlowOpener`]) and then runs
-//! [`run_flow`](super::run_flow). Datagrams over a limit or a full queue are
+//! [`run_flow`]. Datagrams over a limit or a full queue are
 //! dropped and counted.
 //!
 //! This module must not open streams itself (the opener does, with the TCP
