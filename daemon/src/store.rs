@@ -353,6 +353,43 @@ mod tests {
     }
 
     #[test]
+    fn udp_apps_round_trip_through_their_json_form() {
+        let exposed = [
+            ExposedApp {
+                name: AppName::new("dns").unwrap(),
+                target: ExposedTarget::Single(AppSocket::Udp(([127, 0, 0, 1], 53).into())),
+                max_connections: None,
+                allowed_sites: Vec::new(),
+                udp_idle_timeout: Some(std::time::Duration::from_secs(7)),
+            },
+            ExposedApp {
+                name: AppName::new("lan").unwrap(),
+                target: ExposedTarget::Range {
+                    ports: vec![crate::config::PortRange { start: 5, end: 9 }],
+                    addresses: vec!["10.0.0.0/8".parse().unwrap()],
+                    protocol: crate::config::Protocol::Udp,
+                },
+                max_connections: Some(3),
+                allowed_sites: Vec::new(),
+                udp_idle_timeout: None,
+            },
+        ];
+        for app in exposed {
+            assert_eq!(parse_exposed(&exposed_json(&app), "x").unwrap(), app);
+        }
+        let remote = RemoteApp {
+            site: crate::config::SiteName::new("far").unwrap(),
+            app: AppName::new("lan").unwrap(),
+            local_socket: AppSocket::Udp(([127, 0, 0, 1], 5353).into()),
+            app_socket: Some(([10, 0, 0, 5], 7).into()),
+            max_connections: None,
+            udp_idle_timeout: Some(std::time::Duration::from_secs(60)),
+        };
+        assert_eq!(remote_json(&remote)["appSocket"], "udp:10.0.0.5:7");
+        assert_eq!(parse_remote(&remote_json(&remote), "x").unwrap(), remote);
+    }
+
+    #[test]
     fn saved_state_round_trips_and_reapplies_over_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::beside(&dir.path().join("config.yaml"));
