@@ -378,7 +378,7 @@ mod tests {
             assert_eq!(parse_exposed(&exposed_json(&app), "x").unwrap(), app);
         }
         let remote = RemoteApp {
-            site: crate::config::SiteName::new("far").unwrap(),
+            site: SiteName::new("far").unwrap(),
             app: AppName::new("lan").unwrap(),
             local_socket: AppSocket::Udp(([127, 0, 0, 1], 5353).into()),
             app_socket: Some(([10, 0, 0, 5], 7).into()),
