@@ -47,11 +47,13 @@ fn preamble_benches(c: &mut Criterion) {
     let plain = Request {
         app: AppName::new("web-frontend").unwrap(),
         target: None,
+        protocol: wovenet_daemon::config::Protocol::Tcp,
     };
     // Range apps carry a target: the longest common request.
     let ranged = Request {
         app: AppName::new("lab-range").unwrap(),
         target: Some(SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 0x2a], 8443))),
+        protocol: wovenet_daemon::config::Protocol::Tcp,
     };
     for (name, req) in [("plain", &plain), ("v6_target", &ranged)] {
         let bytes = req.encode();

@@ -6,7 +6,8 @@
 //! ([`ExposedServer::serve_stream`]) reads the request, admits it against its
 //! [`exposed::ExposedApps`], connects the app socket and replies. After that
 //! both sides run [`pipe::pipe`], which copies raw bytes and maps TCP
-//! half-close and reset onto QUIC stream finish and reset.
+//! half-close and reset onto QUIC stream finish and reset. UDP apps open one
+//! such stream per client address and then carry datagrams ([`udp`]).
 //!
 //! This module must not know about MQTT, discovery, authentication or how a
 //! dataChannel is picked: the tunnel layer hands it streams through
@@ -18,6 +19,7 @@ pub mod pipe;
 pub mod preamble;
 pub mod remote;
 pub mod streams;
+pub mod udp;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -91,6 +93,8 @@ pub struct TunnelStream {
     pub guard: Box<dyn std::any::Any + Send>,
     /// The dataChannel carrying it, for the stream views.
     pub channel: ChannelId,
+    /// The dataChannel's datagrams, for UDP flows.
+    pub datagrams: std::sync::Arc<udp::Demux>,
 }
 
 impl std::fmt::Debug for TunnelStream {

@@ -544,6 +544,15 @@ pub enum AppSocket {
     Tcp(SocketAddr),
     /// Unix stream socket.
     Unix(PathBuf),
+    /// UDP: datagrams, carried as flows (see `app::udp`).
+    Udp(SocketAddr),
+}
+
+impl AppSocket {
+    /// Whether this is a UDP socket (its traffic is datagram flows).
+    pub fn is_udp(&self) -> bool {
+        matches!(self, Self::Udp(_))
+    }
 }
 
 impl FromStr for AppSocket {
@@ -555,6 +564,12 @@ impl FromStr for AppSocket {
                     "'{s}' is not a valid tcp socket, expected tcp:IP:PORT (IPv6 as tcp:[::1]:PORT)"
                 )
             })
+        } else if let Some(rest) = s.strip_prefix("udp:") {
+            rest.parse::<SocketAddr>().map(Self::Udp).map_err(|_| {
+                format!(
+                    "'{s}' is not a valid udp socket, expected udp:IP:PORT (IPv6 as udp:[::1]:PORT)"
+                )
+            })
         } else if let Some(rest) = s.strip_prefix("unix:") {
             if rest.is_empty() {
                 Err(format!("'{s}' has an empty unix socket path"))
@@ -562,7 +577,7 @@ impl FromStr for AppSocket {
                 Ok(Self::Unix(PathBuf::from(rest)))
             }
         } else {
-            Err(format!("'{s}' must start with 'tcp:' or 'unix:'"))
+            Err(format!("'{s}' must start with 'tcp:', 'udp:' or 'unix:'"))
         }
     }
 }
@@ -572,6 +587,7 @@ impl fmt::Display for AppSocket {
         match self {
             Self::Tcp(a) => write!(f, "tcp:{a}"),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Udp(a) => write!(f, "udp:{a}"),
         }
     }
 }
@@ -597,14 +613,43 @@ impl PortRange {
 pub enum ExposedTarget {
     /// `mode: single`: one socket.
     Single(AppSocket),
-    /// `mode: range`: any TCP target inside both ranges, chosen by the remote site.
+    /// `mode: range`: any target inside both ranges, chosen by the remote site.
     Range {
         /// `portRange`.
         ports: Vec<PortRange>,
         /// `addressRange` (single addresses become /32 or /128).
         addresses: Vec<IpNet>,
+        /// `protocol`: whether targets are TCP (default) or UDP.
+        protocol: Protocol,
     },
 }
+
+/// The transport protocol of an app's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Byte streams (tcp and unix sockets).
+    #[default]
+    Tcp,
+    /// Datagram flows.
+    Udp,
+}
+
+impl Protocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// Default `udpIdleTimeout`: RFC 9298 says UDP proxies should not time flows
+/// out sooner than two minutes.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Longest `udpIdleTimeout` accepted (one day).
+pub const MAX_UDP_IDLE_TIMEOUT_SECS: u64 = 86_400;
 
 /// One `localExposedApps[]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -620,6 +665,9 @@ pub struct ExposedApp {
     /// config order, distinct, never this site's own name, at most
     /// [`MAX_ALLOWED_SITES`]. Empty means every member of the network.
     pub allowed_sites: Vec<SiteName>,
+    /// `udpIdleTimeout`: a UDP flow with no datagram either way for this
+    /// long ends; `None` when not set (see [`DEFAULT_UDP_IDLE_TIMEOUT`]).
+    pub udp_idle_timeout: Option<std::time::Duration>,
 }
 
 /// Most `allowedSites` one exposed app may list.
@@ -629,6 +677,20 @@ impl ExposedApp {
     /// The effective `maxConnections`: as set, else the default.
     pub fn connection_limit(&self) -> usize {
         limit_or_default(self.max_connections)
+    }
+
+    /// The effective `udpIdleTimeout`: as set, else the default.
+    pub fn udp_idle(&self) -> std::time::Duration {
+        self.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT)
+    }
+
+    /// Whether the app's traffic is UDP flows.
+    pub fn protocol(&self) -> Protocol {
+        match &self.target {
+            ExposedTarget::Single(s) if s.is_udp() => Protocol::Udp,
+            ExposedTarget::Single(_) => Protocol::Tcp,
+            ExposedTarget::Range { protocol, .. } => *protocol,
+        }
     }
 
     /// Whether `site` may open streams to this app: every site when
@@ -657,17 +719,41 @@ pub struct RemoteApp {
     pub app: AppName,
     /// Where this site listens for clients.
     pub local_socket: AppSocket,
-    /// For range apps: the target on the remote side (`tcp:IP:PORT`).
+    /// For range apps: the target on the remote side (`tcp:IP:PORT`, or
+    /// `udp:IP:PORT` when `local_socket` is UDP).
     pub app_socket: Option<SocketAddr>,
     /// `maxConnections`: clients the local listener serves at once
     /// (1..=[`MAX_LIMIT`](crate::limit::MAX_LIMIT)); `None` when not set.
     pub max_connections: Option<u32>,
+    /// `udpIdleTimeout` (UDP local sockets): a flow with no datagram either
+    /// way for this long ends; `None` when not set.
+    pub udp_idle_timeout: Option<std::time::Duration>,
 }
 
 impl RemoteApp {
     /// The effective `maxConnections`: as set, else the default.
     pub fn connection_limit(&self) -> usize {
         limit_or_default(self.max_connections)
+    }
+
+    /// The effective `udpIdleTimeout`: as set, else the default.
+    pub fn udp_idle(&self) -> std::time::Duration {
+        self.udp_idle_timeout.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT)
+    }
+
+    /// The protocol of the app's traffic: UDP when the local socket is UDP.
+    pub fn protocol(&self) -> Protocol {
+        if self.local_socket.is_udp() {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        }
+    }
+
+    /// `appSocket` as the config spells it (`tcp:` or `udp:` after the protocol).
+    pub fn app_socket_text(&self) -> Option<String> {
+        self.app_socket
+            .map(|t| format!("{}:{t}", self.protocol().as_str()))
     }
 
     /// Whether `other` is the same listener of the same app (everything but

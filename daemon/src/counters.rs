@@ -70,6 +70,19 @@ pub struct Counters {
     /// Messages refused in `trust.mode: strict` from a site name that
     /// `trust.sites` does not list.
     pub sites_not_allowed: AtomicU64,
+    /// UDP datagrams from a dataChannel for no open flow (late, after the
+    /// flow ended) or with a truncated flow id.
+    pub udp_unknown_flow: AtomicU64,
+    /// UDP datagrams dropped because a flow's queue was full (the far side
+    /// or the local app sent faster than the other end took them).
+    pub udp_queue_overflow: AtomicU64,
+    /// UDP datagrams that could not be delivered: the app socket refused
+    /// them, or the flow ended while they were in flight.
+    pub udp_send_failed: AtomicU64,
+    /// UDP datagrams from new client addresses dropped because the remote
+    /// app already had `maxConnections` flows (also in `connections_limited`
+    /// once per refused flow attempt).
+    pub udp_flows_limited: AtomicU64,
 }
 
 impl Counters {

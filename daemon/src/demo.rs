@@ -126,6 +126,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         target: ExposedTarget::Single(AppSocket::Tcp(app_addr)),
         max_connections: None,
         allowed_sites: Vec::new(),
+        udp_idle_timeout: None,
     });
     let mut client = base(name("demo-client")?, None)?;
     client.remote_apps.push(RemoteApp {
@@ -134,6 +135,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         local_socket: AppSocket::Tcp(local),
         app_socket: None,
         max_connections: None,
+        udp_idle_timeout: None,
     });
 
     let started = Instant::now();

@@ -92,13 +92,21 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
             "mode": "single",
             "appSocket": socket.to_string(),
         }),
-        ExposedTarget::Range { ports, addresses } => json!({
+        ExposedTarget::Range {
+            ports,
+            addresses,
+            protocol,
+        } => json!({
             "appName": app.name.as_str(),
             "mode": "range",
             "portRange": ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "addressRange": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "protocol": protocol.as_str(),
         }),
     };
+    if let Some(d) = app.udp_idle_timeout {
+        v["udpIdleTimeout"] = json!(d.as_secs());
+    }
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);
     }
@@ -120,8 +128,11 @@ pub fn remote_json(app: &RemoteApp) -> Value {
         "appName": app.app.as_str(),
         "localSocket": app.local_socket.to_string(),
     });
-    if let Some(t) = app.app_socket {
-        v["appSocket"] = Value::String(format!("tcp:{t}"));
+    if let Some(t) = app.app_socket_text() {
+        v["appSocket"] = Value::String(t);
+    }
+    if let Some(d) = app.udp_idle_timeout {
+        v["udpIdleTimeout"] = json!(d.as_secs());
     }
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);
@@ -337,7 +348,45 @@ mod tests {
             target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], port).into())),
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
+    }
+
+    #[test]
+    fn udp_apps_round_trip_through_their_json_form() {
+        let exposed = [
+            ExposedApp {
+                name: AppName::new("dns").unwrap(),
+                target: ExposedTarget::Single(AppSocket::Udp(([127, 0, 0, 1], 53).into())),
+                max_connections: None,
+                allowed_sites: Vec::new(),
+                udp_idle_timeout: Some(std::time::Duration::from_secs(7)),
+            },
+            ExposedApp {
+                name: AppName::new("lan").unwrap(),
+                target: ExposedTarget::Range {
+                    ports: vec![crate::config::PortRange { start: 5, end: 9 }],
+                    addresses: vec!["10.0.0.0/8".parse().unwrap()],
+                    protocol: crate::config::Protocol::Udp,
+                },
+                max_connections: Some(3),
+                allowed_sites: Vec::new(),
+                udp_idle_timeout: None,
+            },
+        ];
+        for app in exposed {
+            assert_eq!(parse_exposed(&exposed_json(&app), "x").unwrap(), app);
+        }
+        let remote = RemoteApp {
+            site: SiteName::new("far").unwrap(),
+            app: AppName::new("lan").unwrap(),
+            local_socket: AppSocket::Udp(([127, 0, 0, 1], 5353).into()),
+            app_socket: Some(([10, 0, 0, 5], 7).into()),
+            max_connections: None,
+            udp_idle_timeout: Some(std::time::Duration::from_secs(60)),
+        };
+        assert_eq!(remote_json(&remote)["appSocket"], "udp:10.0.0.5:7");
+        assert_eq!(parse_remote(&remote_json(&remote), "x").unwrap(), remote);
     }
 
     #[test]
@@ -354,6 +403,7 @@ mod tests {
             local_socket: AppSocket::Unix("/tmp/x.sock".into()),
             app_socket: Some("10.0.0.1:22".parse().unwrap()),
             max_connections: None,
+            udp_idle_timeout: None,
         };
         st.add_remote(&remote);
         store.save(&st).unwrap();
@@ -382,6 +432,7 @@ mod tests {
             local_socket: AppSocket::Tcp(([127, 0, 0, 1], 2222).into()),
             app_socket: None,
             max_connections: Some(3),
+            udp_idle_timeout: None,
         };
         let mut st = State::default();
         st.add_exposed(&limited);

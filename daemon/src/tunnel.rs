@@ -213,6 +213,8 @@ pub struct Channel {
     pub draining: AtomicBool,
     /// Whether the site let it carry streams (see [`Registry::confirm`]).
     confirmed: watch::Sender<bool>,
+    /// Hands its DATAGRAM frames to UDP flows.
+    pub datagrams: Arc<crate::app::udp::Demux>,
 }
 
 impl Channel {
@@ -395,6 +397,7 @@ impl StreamOpener for Registry {
                         recv,
                         guard: Box::new(guard),
                         channel: ch.id,
+                        datagrams: ch.datagrams.clone(),
                     });
                 }
                 Err(e) => {
@@ -1413,6 +1416,7 @@ async fn run_channel(
         route: path,
         draining: AtomicBool::new(false),
         confirmed: watch::channel(direction == Direction::Outbound).0,
+        datagrams: crate::app::udp::Demux::new(conn.clone(), ctx.counters.clone()),
     });
     let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, remote = %conn.remote_address());
     async {
@@ -1437,6 +1441,7 @@ async fn run_channel(
             }
             e = serve_streams(ctx, &ch) => close_reason(&e),
             never = watch_silence(&ch) => match never {},
+            never = ch.datagrams.run() => match never {},
         };
         ctx.registry.remove(&peer.site, id);
         info!(%reason, "channel down");
@@ -1470,6 +1475,7 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                     recv,
                     guard: Box::new(StreamGuard::new(ch.clone())),
                     channel: ch.id,
+                    datagrams: ch.datagrams.clone(),
                 };
                 let next =
                     endpoint::next_stream_credit(credit, ch.open_streams.load(Ordering::Relaxed));

@@ -200,6 +200,12 @@ pub struct StreamInfo {
     pub bytes_received: u64,
     /// Time since it opened.
     pub age: Duration,
+    /// A byte stream or a UDP flow.
+    pub protocol: crate::config::Protocol,
+    /// UDP flows: datagrams sent into the tunnel.
+    pub datagrams_sent: u64,
+    /// UDP flows: datagrams received from the tunnel.
+    pub datagrams_received: u64,
 }
 
 /// State of a remote app's local listener.
@@ -374,6 +380,10 @@ pub struct AppStats {
     /// Inbound streams refused since start with the `not allowed` status
     /// because the app's `allowedSites` does not list the peer (0 outbound).
     pub not_allowed_streams: u64,
+    /// UDP apps: datagrams sent into the tunnel, since start.
+    pub datagrams_sent: u64,
+    /// UDP apps: datagrams received from the tunnel, since start.
+    pub datagrams_received: u64,
 }
 
 /// Events buffered per watcher before a slow watcher starts losing them

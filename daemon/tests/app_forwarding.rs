@@ -84,6 +84,7 @@ impl StreamOpener for TestOpener {
             recv,
             guard: Box::new(Guard(self.opened.clone())),
             channel: ChannelId(1),
+            datagrams: wovenet_daemon::app::udp::Demux::new(self.conn.clone(), Default::default()),
         })
     }
 }
@@ -172,6 +173,10 @@ impl Sites {
                 while let Ok((send, recv)) = server_conn.accept_bi().await {
                     let server = server.clone();
                     let peer = peer.clone();
+                    let datagrams = wovenet_daemon::app::udp::Demux::new(
+                        server_conn.clone(),
+                        Default::default(),
+                    );
                     tracker2.spawn(async move {
                         let origin = "127.0.0.1:9".parse().unwrap();
                         let stream = TunnelStream {
@@ -179,6 +184,7 @@ impl Sites {
                             recv,
                             guard: Box::new(()),
                             channel: ChannelId(1),
+                            datagrams,
                         };
                         server.serve_stream(stream, &peer, origin).await;
                     });
@@ -213,6 +219,7 @@ impl Sites {
                 local_socket: local,
                 app_socket: target,
                 max_connections: None,
+                udp_idle_timeout: None,
             },
             self.opener.clone(),
             self.near_counters.clone(),
@@ -239,6 +246,7 @@ fn single(app: &str, socket: AppSocket) -> ExposedApp {
         target: ExposedTarget::Single(socket),
         max_connections: None,
         allowed_sites: Vec::new(),
+        udp_idle_timeout: None,
     }
 }
 
@@ -251,9 +259,11 @@ fn range(app: &str, net: &str, ports: (u16, u16)) -> ExposedApp {
                 end: ports.1,
             }],
             addresses: vec![net.parse().unwrap()],
+            protocol: wovenet_daemon::config::Protocol::Tcp,
         },
         max_connections: None,
         allowed_sites: Vec::new(),
+        udp_idle_timeout: None,
     }
 }
 
@@ -477,6 +487,7 @@ async fn unconnected_site_closes_the_client_with_a_reset() {
             local_socket: AppSocket::Tcp("127.0.0.1:0".parse().unwrap()),
             app_socket: None,
             max_connections: None,
+            udp_idle_timeout: None,
         },
         sites.opener.clone(),
         sites.near_counters.clone(),
@@ -808,6 +819,7 @@ async fn listener_at_max_connections_resets_the_next_client_without_a_stream() {
             local_socket: AppSocket::Tcp("127.0.0.1:0".parse().unwrap()),
             app_socket: None,
             max_connections: Some(1),
+            udp_idle_timeout: None,
         },
         sites.opener.clone(),
         sites.near_counters.clone(),

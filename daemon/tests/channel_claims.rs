@@ -47,6 +47,7 @@ async fn request_echo(from: &Side, to: &SiteName, wait: Duration) -> Option<Stat
     let req = Request {
         app: AppName::new("echo").unwrap(),
         target: None,
+        protocol: wovenet_daemon::config::Protocol::Tcp,
     };
     s.send.write_all(&req.encode()).await.unwrap();
     let read = async {
@@ -72,6 +73,7 @@ async fn an_inbound_channel_carries_no_stream_until_the_site_confirms_it() {
         target: ExposedTarget::Single(AppSocket::Tcp(echo)),
         max_connections: None,
         allowed_sites: Vec::new(),
+        udp_idle_timeout: None,
     };
     let mut a = side("a", vec![app.clone()]);
     let mut b = side("b", vec![app]);

@@ -131,6 +131,7 @@ impl StreamOpener for Opener {
             recv,
             guard: Box::new(()),
             channel: ChannelId(1),
+            datagrams: wovenet_daemon::app::udp::Demux::new(self.0.clone(), Default::default()),
         })
     }
 }
@@ -213,6 +214,7 @@ impl Pair {
                 target: ExposedTarget::Single(AppSocket::Tcp(app_addr)),
                 max_connections: None,
                 allowed_sites: Vec::new(),
+                udp_idle_timeout: None,
             }])),
             Arc::new(Counters::default()),
             Arc::new(StreamRegistry::new(Arc::default())),
@@ -223,12 +225,15 @@ impl Pair {
             tokio::spawn(async move {
                 while let Ok((send, recv)) = far.accept_bi().await {
                     let server_side = server_side.clone();
+                    let datagrams =
+                        wovenet_daemon::app::udp::Demux::new(far.clone(), Default::default());
                     tokio::spawn(async move {
                         let stream = TunnelStream {
                             send,
                             recv,
                             guard: Box::new(()),
                             channel: ChannelId(1),
+                            datagrams,
                         };
                         let origin = "127.0.0.1:9".parse().unwrap();
                         server_side
@@ -247,6 +252,7 @@ impl Pair {
                 local_socket: AppSocket::Tcp("127.0.0.1:0".parse().unwrap()),
                 app_socket: None,
                 max_connections: None,
+                udp_idle_timeout: None,
             },
             Arc::new(Opener(near.clone())),
             Arc::new(Counters::default()),

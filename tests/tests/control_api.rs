@@ -478,7 +478,7 @@ async fn bad_app_definitions_come_back_invalid_argument_with_the_config_message(
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(
         e.message(),
-        "appSocket: 'http://x' must start with 'tcp:' or 'unix:'"
+        "appSocket: 'http://x' must start with 'tcp:', 'udp:' or 'unix:'"
     );
 
     let e = add_exposed(v1::ExposedAppSpec::default()).await;
@@ -489,8 +489,9 @@ async fn bad_app_definitions_come_back_invalid_argument_with_the_config_message(
         e.message()
     );
     assert!(
-        e.message()
-            .contains("appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"),
+        e.message().contains(
+            "appSocket: is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)"
+        ),
         "every problem is listed: {}",
         e.message()
     );

@@ -409,7 +409,7 @@ async fn a_bad_app_socket_exits_1_with_the_config_message() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(
         out.stderr
-            .contains("appSocket: 'nope' must start with 'tcp:' or 'unix:'"),
+            .contains("appSocket: 'nope' must start with 'tcp:', 'udp:' or 'unix:'"),
         "{out}"
     );
     let out = p.ctl_b().run(&["expose", "rm", "nothing-here"]).await;

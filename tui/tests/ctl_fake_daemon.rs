@@ -91,6 +91,7 @@ fn remote_spec() -> RemoteAppSpec {
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
         max_connections: None,
+        udp_idle_timeout: None,
     }
 }
 

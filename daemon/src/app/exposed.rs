@@ -20,8 +20,8 @@ use tracing::{Instrument, Span, debug, info};
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
-use super::{StreamRegistry, StreamServer, TunnelStream};
-use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, SiteName};
+use super::{StreamRegistry, StreamServer, TunnelStream, udp};
+use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, Protocol, SiteName};
 use crate::counters::Counters;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
 use crate::view::StreamDirection;
@@ -188,8 +188,22 @@ impl Refusal {
 /// need a target whose IP lies in one of the app's address nets (see
 /// `net_admits`: families are never mixed) and whose port lies in one of its
 /// port ranges; IPv4-mapped IPv6 targets are treated as IPv4.
-pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, Refusal> {
+pub fn admit(
+    app: &ExposedApp,
+    protocol: Protocol,
+    target: Option<SocketAddr>,
+) -> Result<AppSocket, Refusal> {
     let name = &app.name;
+    if app.protocol() != protocol {
+        return Err(Refusal::new(
+            Status::NotAllowed,
+            format!(
+                "app '{name}' carries {}, not {}",
+                app.protocol().as_str(),
+                protocol.as_str()
+            ),
+        ));
+    }
     match (&app.target, target) {
         (ExposedTarget::Single(socket), None) => Ok(socket.clone()),
         (ExposedTarget::Single(_), Some(t)) => Err(Refusal::new(
@@ -200,7 +214,12 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
             Status::NotAllowed,
             format!("app '{name}' is a range app and needs a target address"),
         )),
-        (ExposedTarget::Range { ports, addresses }, Some(t)) => {
+        (
+            ExposedTarget::Range {
+                ports, addresses, ..
+            },
+            Some(t),
+        ) => {
             // `[::ffff:a.b.c.d]` reaches the IPv4 host a.b.c.d: judge it as one.
             let ip = t.ip().to_canonical();
             if !addresses.iter().any(|net| net_admits(net, ip)) {
@@ -215,7 +234,11 @@ pub fn admit(app: &ExposedApp, target: Option<SocketAddr>) -> Result<AppSocket, 
                     format!("target '{t}' is outside the port range of app '{name}'"),
                 ));
             }
-            Ok(AppSocket::Tcp(SocketAddr::new(ip, t.port())))
+            let target = SocketAddr::new(ip, t.port());
+            Ok(match protocol {
+                Protocol::Tcp => AppSocket::Tcp(target),
+                Protocol::Udp => AppSocket::Udp(target),
+            })
         }
     }
 }
@@ -267,10 +290,11 @@ impl ExposedServer {
             mut recv,
             guard,
             channel,
+            datagrams,
         } = stream;
         let admitted = async {
             tokio::select! {
-                r = self.admit(&mut send, &mut recv, peer) => r,
+                r = self.admit(&mut send, &mut recv, peer, &datagrams) => r,
                 () = self.cancel.cancelled() => Err(Some(code::SHUTDOWN)),
             }
         }
@@ -279,7 +303,32 @@ impl ExposedServer {
         match admitted {
             Ok(Admitted {
                 app,
-                local,
+                local: Local::Udp(end, rx, idle),
+                permits,
+            }) => {
+                let flow = udp::Flow {
+                    send,
+                    recv,
+                    rx,
+                    idle,
+                };
+                let ticket = self.streams.open_flow(
+                    app,
+                    peer.clone(),
+                    StreamDirection::Inbound,
+                    origin.to_string(),
+                    channel,
+                );
+                let end = udp::run_flow(end, flow, ticket.stats(), self.cancel.cancelled())
+                    .instrument(span.clone())
+                    .await;
+                drop(guard);
+                drop(permits);
+                span.in_scope(|| debug!(%end, "flow ended"));
+            }
+            Ok(Admitted {
+                app,
+                local: Local::Stream(local),
                 permits,
             }) => {
                 let ticket = self.streams.open(
@@ -312,6 +361,7 @@ impl ExposedServer {
         send: &mut SendStream,
         recv: &mut RecvStream,
         peer: &SiteName,
+        datagrams: &Arc<udp::Demux>,
     ) -> Result<Admitted, Option<quinn::VarInt>> {
         let counters = &self.counters;
         // Taken before the preamble, so streams that stall it count too; a
@@ -383,7 +433,7 @@ impl ExposedServer {
             .await;
             return Err(None);
         };
-        let socket = match admit(&app, request.target) {
+        let socket = match admit(&app, request.protocol, request.target) {
             Ok(socket) => socket,
             Err(refusal) => {
                 refuse(send, recv, counters, refusal).await;
@@ -401,7 +451,7 @@ impl ExposedServer {
                 return Err(None);
             }
         };
-        let local = match connect(&socket).await {
+        let local = match connect(&socket, app.udp_idle(), send, datagrams).await {
             Ok(local) => local,
             Err(e) => {
                 let reason = format!("cannot connect to '{socket}': {e}");
@@ -470,11 +520,27 @@ impl ExposedServer {
     }
 }
 
+/// The app side of an admitted stream.
+enum Local {
+    /// A tcp or unix connection, piped.
+    Stream(AnyLocal),
+    /// A UDP socket carrying one flow, its datagrams and its idle timeout.
+    Udp(udp::AppEnd, udp::FlowRx, std::time::Duration),
+}
+
+impl Local {
+    fn abort(self) {
+        if let Self::Stream(s) = self {
+            s.abort();
+        }
+    }
+}
+
 /// A stream that passed admission: its app, the connected app socket, and
 /// the peer's and the app's limit slots, held until the pipe ends.
 struct Admitted {
     app: AppName,
-    local: AnyLocal,
+    local: Local,
     permits: (Permit<SiteName>, Permit<AppName>),
 }
 
@@ -525,9 +591,24 @@ pub(super) fn log_outcome(outcome: &PipeOutcome, stats: &PipeStats) {
     );
 }
 
-async fn connect(socket: &AppSocket) -> io::Result<AnyLocal> {
+/// Connects the app socket. A UDP flow is registered on the dataChannel's
+/// `datagrams` here, before the `ok` reply, so the peer's first datagrams
+/// (sent as soon as it reads `ok`) find it.
+async fn connect(
+    socket: &AppSocket,
+    idle: std::time::Duration,
+    send: &SendStream,
+    datagrams: &Arc<udp::Demux>,
+) -> io::Result<Local> {
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-    match socket {
+    Ok(Local::Stream(match socket {
+        AppSocket::Udp(addr) => {
+            let end = udp::AppEnd::connect(*addr).await?;
+            let rx = datagrams
+                .register(udp::flow_id(send))
+                .ok_or_else(|| io::Error::other("flow id already registered"))?;
+            return Ok(Local::Udp(end, rx, idle));
+        }
         AppSocket::Tcp(addr) => {
             let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                 .await
@@ -535,15 +616,15 @@ async fn connect(socket: &AppSocket) -> io::Result<AnyLocal> {
             // Interactive protocols (ssh, databases) suffer from Nagle; a
             // failure only costs latency.
             let _ = s.set_nodelay(true);
-            Ok(AnyLocal::Tcp(s))
+            AnyLocal::Tcp(s)
         }
         AppSocket::Unix(path) => {
             let s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
                 .await
                 .map_err(|_| timed_out())??;
-            Ok(AnyLocal::Unix(s))
+            AnyLocal::Unix(s)
         }
-    }
+    }))
 }
 
 async fn refuse(
@@ -601,6 +682,7 @@ mod tests {
             target: ExposedTarget::Single(socket.parse().unwrap()),
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
     }
 
@@ -613,9 +695,11 @@ mod tests {
                     .map(|&(start, end)| PortRange { start, end })
                     .collect(),
                 addresses: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+                protocol: Protocol::Tcp,
             },
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
     }
 
@@ -655,15 +739,21 @@ mod tests {
     #[test]
     fn single_app_without_target_connects_its_socket() {
         let app = single("ssh", "tcp:127.0.0.1:22");
-        assert_eq!(admit(&app, None), Ok("tcp:127.0.0.1:22".parse().unwrap()));
+        assert_eq!(
+            admit(&app, Protocol::Tcp, None),
+            Ok("tcp:127.0.0.1:22".parse().unwrap())
+        );
         let app = single("db", "unix:/run/db.sock");
-        assert_eq!(admit(&app, None), Ok("unix:/run/db.sock".parse().unwrap()));
+        assert_eq!(
+            admit(&app, Protocol::Tcp, None),
+            Ok("unix:/run/db.sock".parse().unwrap())
+        );
     }
 
     #[test]
     fn single_app_with_a_target_is_not_allowed() {
         let app = single("ssh", "tcp:127.0.0.1:22");
-        let r = refused(admit(&app, t("10.0.0.1:22")));
+        let r = refused(admit(&app, Protocol::Tcp, t("10.0.0.1:22")));
         assert_eq!(r.status, Status::NotAllowed);
         assert!(r.reason.contains("10.0.0.1:22"), "{}", r.reason);
     }
@@ -671,14 +761,17 @@ mod tests {
     #[test]
     fn range_app_without_target_is_not_allowed() {
         let app = range(&["10.0.0.0/8"], &[(1, 65535)]);
-        assert_eq!(refused(admit(&app, None)).status, Status::NotAllowed);
+        assert_eq!(
+            refused(admit(&app, Protocol::Tcp, None)).status,
+            Status::NotAllowed
+        );
     }
 
     #[test]
     fn range_app_admits_a_target_inside_both_ranges() {
         let app = range(&["192.168.1.0/24"], &[(8000, 8080)]);
         assert_eq!(
-            admit(&app, t("192.168.1.77:8000")),
+            admit(&app, Protocol::Tcp, t("192.168.1.77:8000")),
             Ok(AppSocket::Tcp("192.168.1.77:8000".parse().unwrap()))
         );
     }
@@ -686,32 +779,35 @@ mod tests {
     #[test]
     fn cidr_edges_are_inclusive_and_the_next_address_is_refused() {
         let app = range(&["192.168.1.0/24"], &[(80, 80)]);
-        assert!(admit(&app, t("192.168.1.0:80")).is_ok());
-        assert!(admit(&app, t("192.168.1.255:80")).is_ok());
-        let r = refused(admit(&app, t("192.168.2.0:80")));
+        assert!(admit(&app, Protocol::Tcp, t("192.168.1.0:80")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("192.168.1.255:80")).is_ok());
+        let r = refused(admit(&app, Protocol::Tcp, t("192.168.2.0:80")));
         assert_eq!(r.status, Status::NotAllowed);
         assert!(r.reason.contains("192.168.2.0:80"), "{}", r.reason);
         assert!(r.reason.contains("address range"), "{}", r.reason);
-        assert!(admit(&app, t("192.168.0.255:80")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("192.168.0.255:80")).is_err());
     }
 
     #[test]
     fn single_address_nets_match_only_that_address() {
         let app = range(&["10.0.0.5/32", "2001:db8::5/128"], &[(22, 22)]);
-        assert!(admit(&app, t("10.0.0.5:22")).is_ok());
-        assert!(admit(&app, t("10.0.0.6:22")).is_err());
-        assert!(admit(&app, t("[2001:db8::5]:22")).is_ok());
-        assert!(admit(&app, t("[2001:db8::6]:22")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("10.0.0.5:22")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("10.0.0.6:22")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::5]:22")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::6]:22")).is_err());
     }
 
     #[test]
     fn port_range_edges_are_inclusive() {
         let app = range(&["10.0.0.0/8"], &[(1000, 2000), (3000, 3000)]);
         for ok in [1000, 1500, 2000, 3000] {
-            assert!(admit(&app, t(&format!("10.1.1.1:{ok}"))).is_ok(), "{ok}");
+            assert!(
+                admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{ok}"))).is_ok(),
+                "{ok}"
+            );
         }
         for bad in [999, 2001, 2999, 3001, 0, 65535] {
-            let r = refused(admit(&app, t(&format!("10.1.1.1:{bad}"))));
+            let r = refused(admit(&app, Protocol::Tcp, t(&format!("10.1.1.1:{bad}"))));
             assert_eq!(r.status, Status::NotAllowed);
             assert!(r.reason.contains("port range"), "{}", r.reason);
         }
@@ -720,36 +816,36 @@ mod tests {
     #[test]
     fn ipv6_targets_match_ipv6_nets_only() {
         let app = range(&["fd00::/64"], &[(443, 443)]);
-        assert!(admit(&app, t("[fd00::1234]:443")).is_ok());
-        assert!(admit(&app, t("[fd00:0:0:1::1]:443")).is_err());
-        assert!(admit(&app, t("10.0.0.1:443")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[fd00::1234]:443")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("[fd00:0:0:1::1]:443")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("10.0.0.1:443")).is_err());
     }
 
     #[test]
     fn ipv4_mapped_target_is_normalised_to_ipv4() {
         let app = range(&["10.0.0.0/8"], &[(80, 80)]);
         assert_eq!(
-            admit(&app, t("[::ffff:10.2.3.4]:80")),
+            admit(&app, Protocol::Tcp, t("[::ffff:10.2.3.4]:80")),
             Ok(AppSocket::Tcp("10.2.3.4:80".parse().unwrap()))
         );
-        assert!(admit(&app, t("[::ffff:11.2.3.4]:80")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[::ffff:11.2.3.4]:80")).is_err());
     }
 
     #[test]
     fn ipv4_target_matches_a_net_written_as_ipv4_mapped() {
         let app = range(&["::ffff:10.0.0.0/104"], &[(80, 80)]);
         assert_eq!(
-            admit(&app, t("10.9.9.9:80")),
+            admit(&app, Protocol::Tcp, t("10.9.9.9:80")),
             Ok(AppSocket::Tcp("10.9.9.9:80".parse().unwrap()))
         );
-        assert!(admit(&app, t("11.0.0.1:80")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("11.0.0.1:80")).is_err());
     }
 
     #[test]
     fn any_address_nets_allow_everything_of_their_family() {
         let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
-        assert!(admit(&app, t("203.0.113.9:1")).is_ok());
-        assert!(admit(&app, t("[2001:db8::1]:1")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("203.0.113.9:1")).is_ok());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::1]:1")).is_err());
     }
 
     /// Regression: `::/0` admitted `127.0.0.1` (and every other IPv4 target)
@@ -765,11 +861,11 @@ mod tests {
         ] {
             let app = range(&[net], &[(1, 65535)]);
             for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22", "10.0.0.1:80"] {
-                let r = refused(admit(&app, t(target)));
+                let r = refused(admit(&app, Protocol::Tcp, t(target)));
                 assert_eq!(r.status, Status::NotAllowed, "{net} {target}");
                 assert!(r.reason.contains("address range"), "{}", r.reason);
             }
-            assert!(admit(&app, t(v6)).is_ok(), "{net} {v6}");
+            assert!(admit(&app, Protocol::Tcp, t(v6)).is_ok(), "{net} {v6}");
         }
     }
 
@@ -778,19 +874,19 @@ mod tests {
         let app = range(&["::ffff:0:0/96"], &[(22, 22)]);
         for target in ["127.0.0.1:22", "[::ffff:127.0.0.1]:22"] {
             assert_eq!(
-                admit(&app, t(target)),
+                admit(&app, Protocol::Tcp, t(target)),
                 Ok(AppSocket::Tcp("127.0.0.1:22".parse().unwrap())),
                 "{target}"
             );
         }
-        assert!(admit(&app, t("[2001:db8::1]:22")).is_err());
+        assert!(admit(&app, Protocol::Tcp, t("[2001:db8::1]:22")).is_err());
     }
 
     #[test]
     fn ipv4_nets_do_not_admit_ipv6_targets() {
         let app = range(&["0.0.0.0/0"], &[(1, 65535)]);
         for target in ["[::1]:22", "[::7f00:1]:22", "[64:ff9b::7f00:1]:22"] {
-            assert!(admit(&app, t(target)).is_err(), "{target}");
+            assert!(admit(&app, Protocol::Tcp, t(target)).is_err(), "{target}");
         }
     }
 
@@ -851,10 +947,47 @@ mod tests {
                     end: 65535,
                 }],
                 addresses: nets,
+                protocol: Protocol::Tcp,
             },
             max_connections: None,
             allowed_sites: Vec::new(),
+            udp_idle_timeout: None,
         }
+    }
+
+    #[test]
+    fn udp_apps_admit_udp_flows_only_and_tcp_apps_tcp_only() {
+        let dns = single("dns", "udp:127.0.0.1:53");
+        assert_eq!(
+            admit(&dns, Protocol::Udp, None),
+            Ok(AppSocket::Udp("127.0.0.1:53".parse().unwrap()))
+        );
+        let r = refused(admit(&dns, Protocol::Tcp, None));
+        assert_eq!(r.status, Status::NotAllowed);
+        assert!(r.reason.contains("carries udp, not tcp"), "{}", r.reason);
+        let web = single("web", "tcp:127.0.0.1:80");
+        assert_eq!(
+            refused(admit(&web, Protocol::Udp, None)).status,
+            Status::NotAllowed
+        );
+        // A udp range app hands out udp targets, inside its ranges only.
+        let mut lan = range(&["10.0.0.0/8"], &[(53, 53)]);
+        lan.target = match lan.target {
+            ExposedTarget::Range {
+                ports, addresses, ..
+            } => ExposedTarget::Range {
+                ports,
+                addresses,
+                protocol: Protocol::Udp,
+            },
+            other => other,
+        };
+        assert_eq!(
+            admit(&lan, Protocol::Udp, t("10.1.2.3:53")),
+            Ok(AppSocket::Udp("10.1.2.3:53".parse().unwrap()))
+        );
+        assert!(admit(&lan, Protocol::Udp, t("10.1.2.3:54")).is_err());
+        assert!(admit(&lan, Protocol::Tcp, t("10.1.2.3:53")).is_err());
     }
 
     proptest! {
@@ -871,9 +1004,9 @@ mod tests {
             prop_assume!(!IPV4_MAPPED.contains(&net));
             let app = range_of(vec![IpNet::V6(net)]);
             let v4 = std::net::Ipv4Addr::from(v4);
-            prop_assert!(admit(&app, Some(SocketAddr::new(v4.into(), port))).is_err());
+            prop_assert!(admit(&app, Protocol::Tcp, Some(SocketAddr::new(v4.into(), port))).is_err());
             let mapped = SocketAddr::new(v4.to_ipv6_mapped().into(), port);
-            prop_assert!(admit(&app, Some(mapped)).is_err());
+            prop_assert!(admit(&app, Protocol::Tcp, Some(mapped)).is_err());
         }
 
         /// A plain IPv4 target and its mapped form get the same answer, and an
@@ -886,8 +1019,8 @@ mod tests {
         ) {
             let app = range_of(nets);
             let v4 = std::net::Ipv4Addr::from(v4);
-            let plain = admit(&app, Some(SocketAddr::new(v4.into(), port)));
-            let mapped = admit(&app, Some(SocketAddr::new(v4.to_ipv6_mapped().into(), port)));
+            let plain = admit(&app, Protocol::Tcp, Some(SocketAddr::new(v4.into(), port)));
+            let mapped = admit(&app, Protocol::Tcp, Some(SocketAddr::new(v4.to_ipv6_mapped().into(), port)));
             prop_assert_eq!(plain.is_ok(), mapped.is_ok());
             prop_assert_eq!(plain.as_ref().err().map(|r| r.status), mapped.as_ref().err().map(|r| r.status));
             if let Ok(socket) = plain {
@@ -908,7 +1041,7 @@ mod tests {
             port in 1u16..,
         ) {
             let app = range_of(nets.clone());
-            if let Ok(AppSocket::Tcp(addr)) = admit(&app, Some(SocketAddr::new(target, port))) {
+            if let Ok(AppSocket::Tcp(addr)) = admit(&app, Protocol::Tcp, Some(SocketAddr::new(target, port))) {
                 let ok = nets.iter().any(|n| match (n, addr.ip()) {
                     (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
                     (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),

@@ -134,6 +134,10 @@ pub struct PipeStats {
     pub bytes_to_remote: AtomicU64,
     /// Bytes received from QUIC and written to the local socket.
     pub bytes_from_remote: AtomicU64,
+    /// UDP flows: datagrams read from the local socket and sent to the far site.
+    pub datagrams_to_remote: AtomicU64,
+    /// UDP flows: datagrams from the far site written to the local socket.
+    pub datagrams_from_remote: AtomicU64,
 }
 
 /// How a pipe ended.

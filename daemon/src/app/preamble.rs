@@ -5,12 +5,19 @@
 //! Wire format (all integers big-endian):
 //!
 //! ```text
-//! Request  = version:u8 (=1) | name_len:u8 (1..=255) | name:UTF-8 | target
+//! Request  = version:u8 (=1) | name_len:u8 (1..=255) | name:UTF-8 | target   (TCP)
+//!          | version:u8 (=2) | protocol:u8 | name_len:u8 | name:UTF-8 | target
+//! protocol = 0 (tcp) | 1 (udp: a datagram flow, see `app::udp`)
 //! target   = 0                              (none)
 //!          | 4 | ipv4:[u8; 4]  | port:u16
 //!          | 6 | ipv6:[u8; 16] | port:u16
 //! Response = version:u8 (=1) | status:u8 | msg_len:u8 | msg:UTF-8
 //! ```
+//!
+//! TCP requests are always written as version 1, so peers that predate UDP
+//! flows keep understanding them; a UDP request is version 2, which such a
+//! peer answers with [`Status::UnsupportedVersion`] (a prompt, clear refusal).
+//! Responses are version 1 whatever the request.
 //!
 //! Status codes are listed in [`Status`]. A code this build does not know is a
 //! decode error ([`PreambleError::UnknownStatus`]); the client side treats it
@@ -26,13 +33,20 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::AppName;
+use crate::config::{AppName, Protocol};
 
-/// The only preamble version this build speaks.
+/// The version of responses and of TCP requests.
 pub const VERSION: u8 = 1;
 
-/// Longest possible encoded [`Request`] (version, length, 255-byte name, IPv6 target).
-pub const MAX_REQUEST_LEN: usize = 1 + 1 + 255 + 1 + 16 + 2;
+/// The request version that carries a protocol byte (UDP flows).
+pub const VERSION_PROTOCOL: u8 = 2;
+
+/// Longest possible encoded [`Request`] (version, protocol, length, 255-byte
+/// name, IPv6 target).
+pub const MAX_REQUEST_LEN: usize = 1 + 1 + 1 + 255 + 1 + 16 + 2;
+
+const PROTOCOL_TCP: u8 = 0;
+const PROTOCOL_UDP: u8 = 1;
 
 /// Longest possible encoded [`Response`] (version, status, length, 255-byte message).
 pub const MAX_RESPONSE_LEN: usize = 1 + 1 + 1 + 255;
@@ -53,6 +67,9 @@ pub enum PreambleError {
     /// The target tag is neither 0, 4 nor 6.
     #[error("unknown target tag {0}")]
     UnknownTargetTag(u8),
+    /// The protocol byte is neither 0 (tcp) nor 1 (udp).
+    #[error("unknown protocol {0}")]
+    UnknownProtocol(u8),
     /// The status byte is not a known [`Status`].
     #[error("unknown status code {0}")]
     UnknownStatus(u8),
@@ -68,6 +85,8 @@ pub struct Request {
     pub app: AppName,
     /// For range apps: the address to connect to on the far side.
     pub target: Option<SocketAddr>,
+    /// A byte stream (TCP) or a datagram flow (UDP).
+    pub protocol: Protocol,
 }
 
 /// The exposed side's verdict on a [`Request`].
@@ -194,7 +213,13 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let name = self.app.as_str().as_bytes();
         let mut out = Vec::with_capacity(MAX_REQUEST_LEN);
-        out.push(VERSION);
+        match self.protocol {
+            Protocol::Tcp => out.push(VERSION),
+            Protocol::Udp => {
+                out.push(VERSION_PROTOCOL);
+                out.push(PROTOCOL_UDP);
+            }
+        }
         // AppName guarantees 1..=255 bytes, so the length always fits.
         out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(&name[..name.len().min(255)]);
@@ -233,9 +258,20 @@ impl Request {
         let Some(version) = r.byte() else {
             return Ok(Parsed::Need(2));
         };
-        if version != VERSION {
-            return Err(PreambleError::UnsupportedVersion(version));
-        }
+        let protocol = match version {
+            VERSION => Protocol::Tcp,
+            VERSION_PROTOCOL => {
+                let Some(p) = r.byte() else {
+                    return Ok(Parsed::Need(2));
+                };
+                match p {
+                    PROTOCOL_TCP => Protocol::Tcp,
+                    PROTOCOL_UDP => Protocol::Udp,
+                    other => return Err(PreambleError::UnknownProtocol(other)),
+                }
+            }
+            other => return Err(PreambleError::UnsupportedVersion(other)),
+        };
         let Some(len) = r.byte() else {
             return Ok(Parsed::Need(1));
         };
@@ -278,7 +314,14 @@ impl Request {
             let port = u16::from_be_bytes([port[0], port[1]]);
             Some(SocketAddr::new(ip, port))
         };
-        Ok(Parsed::Done(Self { app, target }, r.pos))
+        Ok(Parsed::Done(
+            Self {
+                app,
+                target,
+                protocol,
+            },
+            r.pos,
+        ))
     }
 }
 
@@ -402,7 +445,11 @@ mod tests {
     }
 
     fn arb_request() -> impl Strategy<Value = Request> {
-        (arb_app_name(), arb_target()).prop_map(|(app, target)| Request { app, target })
+        (arb_app_name(), arb_target(), any::<bool>()).prop_map(|(app, target, udp)| Request {
+            app,
+            target,
+            protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+        })
     }
 
     fn arb_status() -> impl Strategy<Value = Status> {
@@ -418,8 +465,42 @@ mod tests {
         let r = Request {
             app: app("ssh"),
             target: None,
+            protocol: Protocol::Tcp,
         };
         assert_eq!(r.encode(), vec![1, 3, b's', b's', b'h', 0]);
+    }
+
+    #[test]
+    fn udp_request_is_version_2_with_a_protocol_byte() {
+        let r = Request {
+            app: app("dns"),
+            target: Some("10.0.0.53:53".parse().unwrap()),
+            protocol: Protocol::Udp,
+        };
+        let enc = r.encode();
+        assert_eq!(enc, vec![2, 1, 3, b'd', b'n', b's', 4, 10, 0, 0, 53, 0, 53]);
+        assert_eq!(Request::decode(&enc).unwrap(), Some((r, enc.len())));
+        // Every prefix asks for more, never past the end.
+        for n in 0..enc.len() {
+            assert_eq!(Request::decode(&enc[..n]).unwrap(), None);
+            let missing = Request::missing(&enc[..n]);
+            assert!(missing >= 1 && n + missing <= enc.len(), "{n} {missing}");
+        }
+    }
+
+    #[test]
+    fn version_2_names_tcp_too_and_rejects_unknown_protocols() {
+        let tcp = [2, 0, 1, b'x', 0];
+        let (r, n) = Request::decode(&tcp).unwrap().unwrap();
+        assert_eq!((r.protocol, n), (Protocol::Tcp, 5));
+        assert_eq!(
+            Request::decode(&[2, 7, 1, b'x', 0]).unwrap_err(),
+            PreambleError::UnknownProtocol(7)
+        );
+        assert_eq!(
+            Request::decode(&[3, 0]).unwrap_err(),
+            PreambleError::UnsupportedVersion(3)
+        );
     }
 
     #[test]
@@ -427,6 +508,7 @@ mod tests {
         let r = Request {
             app: app("x"),
             target: Some("10.1.2.3:8080".parse().unwrap()),
+            protocol: Protocol::Tcp,
         };
         assert_eq!(r.encode(), vec![1, 1, b'x', 4, 10, 1, 2, 3, 0x1f, 0x90]);
     }
@@ -436,6 +518,7 @@ mod tests {
         let r = Request {
             app: app("x"),
             target: Some("[2001:db8::1]:22".parse().unwrap()),
+            protocol: Protocol::Tcp,
         };
         let enc = r.encode();
         assert_eq!(enc.len(), 1 + 1 + 1 + 1 + 16 + 2);
@@ -447,6 +530,7 @@ mod tests {
         let r = Request {
             app: app("web"),
             target: None,
+            protocol: Protocol::Tcp,
         };
         let mut enc = r.encode();
         let n = enc.len();
@@ -458,8 +542,8 @@ mod tests {
     #[test]
     fn wrong_version_is_rejected_from_the_first_byte() {
         assert_eq!(
-            Request::decode(&[2]),
-            Err(PreambleError::UnsupportedVersion(2))
+            Request::decode(&[3]),
+            Err(PreambleError::UnsupportedVersion(3))
         );
         assert_eq!(
             Response::decode(&[0]),
@@ -541,6 +625,7 @@ mod tests {
         let r = Request {
             app: app("database"),
             target: Some("[::1]:5432".parse().unwrap()),
+            protocol: Protocol::Tcp,
         };
         let enc = r.encode();
         let mut buf = Vec::new();

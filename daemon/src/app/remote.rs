@@ -1,6 +1,8 @@
 //! The client side: a local tcp or unix listener for one remote app
 //! ([`RemoteListener`]). Every accepted connection gets its own stream to the
-//! app's site, a preamble exchange, then a [`pipe`](super::pipe::pipe).
+//! app's site, a preamble exchange, then a [`pipe`](super::pipe::pipe). A udp
+//! local socket is bound here too but served by [`super::udp::listener`],
+//! which opens each flow's stream with this module's preamble exchange.
 //!
 //! This module must not know how streams are routed (it only calls a
 //! [`StreamOpener`]) and must not decide admission (the exposed side does).
@@ -67,7 +69,54 @@ impl RemoteListener {
             socket: socket.clone(),
             source,
         };
+        let client = Arc::new(Client {
+            limit: app.connection_limit(),
+            app: app.clone(),
+            opener,
+            counters,
+            streams,
+            cancel,
+            open: Limiter::new(),
+            refusal_log: SharedWarnLimiter::new(REFUSAL_LOG_INTERVAL),
+        });
         let (listener, local_addr, unix_file) = match &app.local_socket {
+            AppSocket::Udp(addr) => {
+                let socket = super::udp::bind_udp(*addr).map_err(bind_err)?;
+                let local = AppSocket::Udp(socket.local_addr().map_err(bind_err)?);
+                let accept_cancel = client.cancel.child_token();
+                let span = tracing::info_span!(
+                    "listener",
+                    peer.site = %app.site,
+                    app.name = %app.app,
+                    local.socket = %local,
+                );
+                let shared = Arc::new(super::udp::listener::Listener {
+                    opener: client.clone(),
+                    site: app.site.clone(),
+                    app: app.app.clone(),
+                    idle: app.udp_idle(),
+                    limit: client.limit,
+                    streams: client.streams.clone(),
+                    counters: client.counters.clone(),
+                    cancel: client.cancel.clone(),
+                });
+                tracker.spawn(
+                    super::udp::listener::serve(
+                        socket,
+                        shared,
+                        accept_cancel.clone(),
+                        tracker.clone(),
+                    )
+                    .instrument(span),
+                );
+                debug!(app.name = %app.app, peer.site = %app.site, local.socket = %local, "remote udp app listening");
+                return Ok(Self {
+                    app,
+                    local_addr: local,
+                    accept_cancel,
+                    unix_file: None,
+                });
+            }
             AppSocket::Tcp(addr) => {
                 // std binds synchronously (and sets SO_REUSEADDR on unix).
                 let std = std::net::TcpListener::bind(addr).map_err(bind_err)?;
@@ -91,23 +140,13 @@ impl RemoteListener {
             }
         };
 
-        let accept_cancel = cancel.child_token();
+        let accept_cancel = client.cancel.child_token();
         let span = tracing::info_span!(
             "listener",
             peer.site = %app.site,
             app.name = %app.app,
             local.socket = %local_addr,
         );
-        let client = Arc::new(Client {
-            limit: app.connection_limit(),
-            app: app.clone(),
-            opener,
-            counters,
-            streams,
-            cancel,
-            open: Limiter::new(),
-            refusal_log: SharedWarnLimiter::new(REFUSAL_LOG_INTERVAL),
-        });
         tracker.spawn(
             accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
         );
@@ -290,6 +329,28 @@ async fn accept_loop<O: StreamOpener>(
 }
 
 impl<O> Client<O> {
+    /// Counts and logs why a client (or flow) could not be connected.
+    fn handshake_failed(&self, addr: &str, e: &HandshakeError) {
+        match e {
+            HandshakeError::Reply(ReadPreambleError::Malformed(_)) => {
+                Counters::bump(&self.counters.bad_preambles);
+                warn!(error = %e, "cannot connect client to remote app");
+            }
+            HandshakeError::Refused {
+                status: Status::LimitReached,
+                reason,
+            } => self.limited(
+                addr,
+                &format!(
+                    "refused by site '{}': {}",
+                    self.app.site,
+                    reason.escape_debug()
+                ),
+            ),
+            _ => info!(error = %e, "cannot connect client to remote app"),
+        }
+    }
+
     /// Counts and logs (throttled) a client turned away over a limit: this
     /// listener's or the far site's.
     fn limited(&self, client_addr: &str, why: &str) {
@@ -302,6 +363,29 @@ impl<O> Client<O> {
         if let Some(held_back) = self.refusal_log.allow(std::time::Instant::now()) {
             info!(client.addr = %client_addr, reason = why, held_back, "client refused: limit reached");
         }
+    }
+}
+
+impl<O: StreamOpener> super::udp::listener::FlowOpener for Client<O> {
+    async fn open_flow(&self, client: std::net::SocketAddr) -> Option<TunnelStream> {
+        match handshake(self).await {
+            Ok(stream) => {
+                Counters::bump(&self.counters.streams_opened);
+                Some(stream)
+            }
+            Err(e) => {
+                self.handshake_failed(&client.to_string(), &e);
+                None
+            }
+        }
+    }
+
+    fn limited(&self, client: std::net::SocketAddr, limit: usize) {
+        Self::limited(
+            self,
+            &client.to_string(),
+            &format!("maxConnections ({limit}) reached"),
+        );
     }
 }
 
@@ -338,24 +422,7 @@ async fn serve_client<O: StreamOpener>(
     let stream = match handshake {
         Ok(stream) => stream,
         Err(e) => {
-            match &e {
-                HandshakeError::Reply(ReadPreambleError::Malformed(_)) => {
-                    Counters::bump(&client.counters.bad_preambles);
-                    warn!(error = %e, "cannot connect client to remote app");
-                }
-                HandshakeError::Refused {
-                    status: Status::LimitReached,
-                    reason,
-                } => client.limited(
-                    &addr,
-                    &format!(
-                        "refused by site '{}': {}",
-                        client.app.site,
-                        reason.escape_debug()
-                    ),
-                ),
-                _ => info!(error = %e, "cannot connect client to remote app"),
-            }
+            client.handshake_failed(&addr, &e);
             // Reset rather than close so the client notices at once.
             local.abort();
             return;
@@ -368,6 +435,7 @@ async fn serve_client<O: StreamOpener>(
         recv,
         guard,
         channel,
+        datagrams: _,
     } = stream;
     tracing::Span::current().record("channel.id", channel.0);
     let ticket = client.streams.open(
@@ -394,6 +462,7 @@ async fn handshake<O: StreamOpener>(client: &Client<O>) -> Result<TunnelStream, 
     let request = Request {
         app: client.app.app.clone(),
         target: client.app.app_socket,
+        protocol: client.app.protocol(),
     };
     let exchange = async {
         stream.send.write_all(&request.encode()).await?;
@@ -461,6 +530,7 @@ mod tests {
             local_socket: local,
             app_socket: None,
             max_connections: None,
+            udp_idle_timeout: None,
         }
     }
 

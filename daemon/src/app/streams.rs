@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::PipeStats;
-use crate::config::{AppName, SiteName};
+use crate::config::{AppName, Protocol, SiteName};
 use crate::types::ChannelId;
 use crate::view::{AppStats, Event, EventBus, StreamDirection, StreamInfo};
 
@@ -25,6 +25,8 @@ struct Totals {
     bytes_received: u64,
     limited: u64,
     not_allowed: u64,
+    datagrams_sent: u64,
+    datagrams_received: u64,
 }
 
 #[derive(Debug)]
@@ -37,6 +39,7 @@ struct Entry {
     channel: ChannelId,
     since: Instant,
     stats: PipeStats,
+    protocol: Protocol,
 }
 
 impl Entry {
@@ -51,6 +54,9 @@ impl Entry {
             bytes_sent: self.stats.bytes_to_remote.load(Ordering::Relaxed),
             bytes_received: self.stats.bytes_from_remote.load(Ordering::Relaxed),
             age: self.since.elapsed(),
+            protocol: self.protocol,
+            datagrams_sent: self.stats.datagrams_to_remote.load(Ordering::Relaxed),
+            datagrams_received: self.stats.datagrams_from_remote.load(Ordering::Relaxed),
         }
     }
 }
@@ -95,6 +101,30 @@ impl StreamRegistry {
         client: String,
         channel: ChannelId,
     ) -> StreamTicket {
+        self.open_as(app, peer, direction, client, channel, Protocol::Tcp)
+    }
+
+    /// Registers a UDP flow that was just admitted, like [`open`](Self::open).
+    pub fn open_flow(
+        self: &Arc<Self>,
+        app: AppName,
+        peer: SiteName,
+        direction: StreamDirection,
+        client: String,
+        channel: ChannelId,
+    ) -> StreamTicket {
+        self.open_as(app, peer, direction, client, channel, Protocol::Udp)
+    }
+
+    fn open_as(
+        self: &Arc<Self>,
+        app: AppName,
+        peer: SiteName,
+        direction: StreamDirection,
+        client: String,
+        channel: ChannelId,
+        protocol: Protocol,
+    ) -> StreamTicket {
         let entry = Arc::new(Entry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             app,
@@ -104,6 +134,7 @@ impl StreamRegistry {
             channel,
             since: Instant::now(),
             stats: PipeStats::default(),
+            protocol,
         });
         {
             let mut inner = self.lock();
@@ -171,6 +202,8 @@ impl StreamRegistry {
             if let Some(t) = totals.get_mut(&(e.app.clone(), e.peer.clone(), e.direction)) {
                 t.bytes_sent += e.stats.bytes_to_remote.load(Ordering::Relaxed);
                 t.bytes_received += e.stats.bytes_from_remote.load(Ordering::Relaxed);
+                t.datagrams_sent += e.stats.datagrams_to_remote.load(Ordering::Relaxed);
+                t.datagrams_received += e.stats.datagrams_from_remote.load(Ordering::Relaxed);
             }
         }
         let mut v: Vec<_> = totals
@@ -185,6 +218,8 @@ impl StreamRegistry {
                 bytes_received: t.bytes_received,
                 limited_streams: t.limited,
                 not_allowed_streams: t.not_allowed,
+                datagrams_sent: t.datagrams_sent,
+                datagrams_received: t.datagrams_received,
             })
             .collect();
         v.sort_by(|a, b| (&a.app, &a.peer).cmp(&(&b.app, &b.peer)));
@@ -221,6 +256,8 @@ impl Drop for StreamTicket {
                 t.open = t.open.saturating_sub(1);
                 t.bytes_sent += info.bytes_sent;
                 t.bytes_received += info.bytes_received;
+                t.datagrams_sent += info.datagrams_sent;
+                t.datagrams_received += info.datagrams_received;
             }
         }
         self.registry.bus.emit(Event::StreamClosed { stream: info });

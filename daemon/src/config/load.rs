@@ -193,6 +193,8 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("addressRange", Shape::Leaf),
     ("maxConnections", Shape::Leaf),
     ("allowedSites", Shape::Leaf),
+    ("protocol", Shape::Leaf),
+    ("udpIdleTimeout", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[
@@ -201,6 +203,7 @@ const REMOTE_APP: &[(&str, Shape)] = &[
     ("localSocket", Shape::Leaf),
     ("appSocket", Shape::Leaf),
     ("maxConnections", Shape::Leaf),
+    ("udpIdleTimeout", Shape::Leaf),
 ];
 
 const MQTT: &[(&str, Shape)] = &[
@@ -528,7 +531,10 @@ mod tests {
         assert_eq!(c.message_channel.topic.as_deref(), Some("7"));
         assert_eq!(c.tunnel.local_sockets[0].public_port, 25890);
         assert_eq!(c.exposed_apps[0].name.as_str(), "true");
-        let ExposedTarget::Range { ports, addresses } = &c.exposed_apps[0].target else {
+        let ExposedTarget::Range {
+            ports, addresses, ..
+        } = &c.exposed_apps[0].target
+        else {
             panic!("not a range app");
         };
         assert_eq!(

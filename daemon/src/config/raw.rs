@@ -393,6 +393,10 @@ pub struct ExposedApp {
     /// every member (new in this implementation). One bare name works too.
     #[serde(deserialize_with = "name_list")]
     pub allowed_sites: Option<Vec<Scalar>>,
+    /// Range mode: `tcp` (default) or `udp` targets (new in this implementation).
+    pub protocol: Option<Scalar>,
+    /// Seconds without a datagram after which a UDP flow ends (new in this implementation).
+    pub udp_idle_timeout: Option<Scalar>,
 }
 
 /// One `remoteApps[]` entry; also what the control API builds from a live
@@ -410,6 +414,8 @@ pub struct RemoteApp {
     pub app_socket: Option<Scalar>,
     /// Clients the local listener serves at once (new in this implementation).
     pub max_connections: Option<Scalar>,
+    /// Seconds without a datagram after which a UDP flow ends (new in this implementation).
+    pub udp_idle_timeout: Option<Scalar>,
 }
 
 /// `control`.

@@ -16,6 +16,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use zeroize::Zeroizing;
@@ -30,6 +31,7 @@ use super::{
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
+use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol};
 use crate::identity::Fingerprint;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
@@ -150,6 +152,40 @@ fn parse_limit(s: &str) -> Result<u32, String> {
 }
 
 /// An optional limit at `path`, or an error there.
+/// `udpIdleTimeout`: whole seconds, 1..=[`MAX_UDP_IDLE_TIMEOUT_SECS`].
+fn parse_idle(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    match t.parse::<u64>() {
+        Ok(n) if (1..=MAX_UDP_IDLE_TIMEOUT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds from 1 to {MAX_UDP_IDLE_TIMEOUT_SECS}"
+        )),
+    }
+}
+
+/// An optional `udpIdleTimeout` at `path`; when set on an app that carries
+/// no UDP, a warning (it would do nothing).
+fn udp_idle(
+    raw: &Option<Scalar>,
+    path: String,
+    udp: Option<bool>,
+    r: &mut Report,
+) -> Option<Duration> {
+    let s = given(raw)?;
+    match parse_idle(s) {
+        Ok(d) => {
+            if udp == Some(false) {
+                r.warn(&path, "ignored: the app carries no UDP");
+            }
+            Some(d)
+        }
+        Err(e) => {
+            r.err(path, e);
+            None
+        }
+    }
+}
+
 fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
     given(raw).and_then(|s| parse_limit(s).map_err(|e| r.err(path, e)).ok())
 }
@@ -157,7 +193,7 @@ fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
 /// Checks a TCP target that will be dialled: port 0 cannot be dialled.
 fn dialable(socket: AppSocket, raw: &str) -> Result<AppSocket, String> {
     match socket {
-        AppSocket::Tcp(a) if a.port() == 0 => {
+        AppSocket::Tcp(a) | AppSocket::Udp(a) if a.port() == 0 => {
             Err(format!("'{raw}' has port 0, which cannot be connected to"))
         }
         s => Ok(s),
@@ -372,8 +408,9 @@ fn whole(raw: &raw::Config, r: &mut Report) -> Option<Config> {
             );
             continue;
         }
-        // Several listeners on `tcp:IP:0` get distinct ephemeral ports.
-        let ephemeral = matches!(app.local_socket, AppSocket::Tcp(a) if a.port() == 0);
+        // Several listeners on `tcp:IP:0` (or `udp:IP:0`) get distinct ephemeral ports.
+        let ephemeral =
+            matches!(app.local_socket, AppSocket::Tcp(a) | AppSocket::Udp(a) if a.port() == 0);
         if !ephemeral {
             if let Some(first) = sockets.get(&app.local_socket) {
                 r.err(
@@ -1501,7 +1538,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
                 None => {
                     r.err(
                         at("appSocket"),
-                        "is required in single mode (tcp:IP:PORT or unix:PATH)",
+                        "is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)",
                     );
                     None
                 }
@@ -1516,6 +1553,18 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
             if given(&raw.app_socket).is_some() {
                 r.warn(&at("appSocket"), "ignored in range mode");
             }
+            let protocol = match given(&raw.protocol) {
+                None => Protocol::Tcp,
+                Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+                Some(p) if p.eq_ignore_ascii_case("udp") => Protocol::Udp,
+                Some(p) => {
+                    r.err(
+                        at("protocol"),
+                        format!("'{p}' is not a protocol, expected 'tcp' or 'udp'"),
+                    );
+                    Protocol::Tcp
+                }
+            };
             let mut ports = Vec::new();
             if !has_list(&raw.port_range) {
                 r.err(
@@ -1542,11 +1591,26 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
                     Err(e) => r.err(format!("{}[{j}]", at("addressRange")), e),
                 }
             }
-            Some(ExposedTarget::Range { ports, addresses })
+            Some(ExposedTarget::Range {
+                ports,
+                addresses,
+                protocol,
+            })
         }
     };
+    if matches!(target, Some(ExposedTarget::Single(_))) && given(&raw.protocol).is_some() {
+        r.warn(
+            &at("protocol"),
+            "ignored in single mode (the appSocket prefix says it)",
+        );
+    }
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
     let allowed_sites = allowed_sites(raw.allowed_sites.as_deref(), &at("allowedSites"), r);
+    let is_udp = target.as_ref().map(|t| match t {
+        ExposedTarget::Single(s) => s.is_udp(),
+        ExposedTarget::Range { protocol, .. } => *protocol == Protocol::Udp,
+    });
+    let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), is_udp, r);
 
     if r.errors.len() > start {
         return None;
@@ -1556,6 +1620,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         target: target?,
         max_connections,
         allowed_sites,
+        udp_idle_timeout,
     })
 }
 
@@ -1627,16 +1692,39 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
             .map_err(|e| r.err(at("localSocket"), e))
             .ok()
     });
+    let local_udp = local_socket.as_ref().map(AppSocket::is_udp);
     let app_socket = given(&raw.app_socket).and_then(|s| {
         match AppSocket::from_str(s).and_then(|a| dialable(a, s)) {
-            Ok(AppSocket::Tcp(addr)) => Some(addr),
-            Ok(AppSocket::Unix(_)) => {
+            Ok(AppSocket::Tcp(addr)) if local_udp != Some(true) => Some(addr),
+            Ok(AppSocket::Udp(addr)) if local_udp != Some(false) => Some(addr),
+            Ok(AppSocket::Udp(_)) => {
                 r.err(
                     at("appSocket"),
                     format!(
-                        "'{s}' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+                        "'{s}' must be tcp:IP:PORT like localSocket: a udp target needs a udp localSocket"
                     ),
                 );
+                None
+            }
+            Ok(AppSocket::Tcp(_)) => {
+                r.err(
+                    at("appSocket"),
+                    format!(
+                        "'{s}' must be udp:IP:PORT like localSocket: a tcp target needs a tcp localSocket"
+                    ),
+                );
+                None
+            }
+            Ok(AppSocket::Unix(_)) => {
+                let reason = match local_udp {
+                    Some(true) => format!(
+                        "'{s}' must be udp:IP:PORT: it names a UDP target inside the remote range app"
+                    ),
+                    _ => format!(
+                        "'{s}' must be tcp:IP:PORT: it names a TCP target inside the remote range app"
+                    ),
+                };
+                r.err(at("appSocket"), reason);
                 None
             }
             Err(e) => {
@@ -1646,6 +1734,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         }
     });
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
+    let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), local_udp, r);
 
     if r.errors.len() > start {
         return None;
@@ -1656,6 +1745,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         local_socket: local_socket?,
         app_socket,
         max_connections,
+        udp_idle_timeout,
     })
 }
 
@@ -3319,7 +3409,7 @@ publicPort: 1"
         );
         assert_eq!(
             messages(exposed_app(&exposed(None, None, &[], &[]), "").expect_err("no socket")),
-            ["appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"]
+            ["appSocket: is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)"]
         );
         assert_eq!(
             messages(
@@ -3429,7 +3519,10 @@ publicPort: 1"
             "",
         )
         .expect("valid");
-        let ExposedTarget::Range { ports, addresses } = app.target else {
+        let ExposedTarget::Range {
+            ports, addresses, ..
+        } = app.target
+        else {
             panic!("not a range app");
         };
         assert_eq!(
@@ -3683,6 +3776,135 @@ publicPort: 1"
         let app = remote_app(&remote("s2", "web", "unix:/run/web.sock", None), "").expect("valid");
         assert_eq!(app.local_socket, AppSocket::Unix("/run/web.sock".into()));
         assert_eq!(app.app_socket, None);
+    }
+
+    #[test]
+    fn udp_sockets_parse_and_keep_their_protocol() {
+        let app =
+            exposed_app(&exposed(None, Some("udp:127.0.0.1:53"), &[], &[]), "").expect("valid");
+        assert_eq!(
+            app.target,
+            ExposedTarget::Single(AppSocket::Udp(sa("127.0.0.1:53")))
+        );
+        assert_eq!(app.protocol(), Protocol::Udp);
+        assert_eq!(app.udp_idle(), Duration::from_secs(120));
+        assert_eq!(
+            messages(
+                exposed_app(&exposed(None, Some("udp:127.0.0.1:0"), &[], &[]), "x")
+                    .expect_err("port 0")
+            ),
+            ["x.appSocket: 'udp:127.0.0.1:0' has port 0, which cannot be connected to"]
+        );
+        assert_eq!(
+            messages(
+                exposed_app(&exposed(None, Some("udp:nowhere"), &[], &[]), "").expect_err("bad")
+            ),
+            [
+                "appSocket: 'udp:nowhere' is not a valid udp socket, expected udp:IP:PORT (IPv6 as udp:[::1]:PORT)"
+            ]
+        );
+        assert_eq!(
+            "udp:[::1]:53".parse::<AppSocket>().unwrap().to_string(),
+            "udp:[::1]:53"
+        );
+        let remote = remote_app(&remote("s", "dns", "udp:127.0.0.1:0", None), "").expect("valid");
+        assert_eq!(remote.local_socket, AppSocket::Udp(sa("127.0.0.1:0")));
+        assert_eq!(remote.protocol(), Protocol::Udp);
+    }
+
+    #[test]
+    fn udp_idle_timeout_is_whole_seconds_and_names_its_field() {
+        let mut raw = exposed(None, Some("udp:127.0.0.1:53"), &[], &[]);
+        raw.udp_idle_timeout = Some("5".into());
+        assert_eq!(
+            exposed_app(&raw, "").expect("valid").udp_idle_timeout,
+            Some(Duration::from_secs(5))
+        );
+        for bad in ["0", "86401", "2.5", "-1", "1m"] {
+            raw.udp_idle_timeout = Some(bad.into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[1]").expect_err(bad)),
+                [format!(
+                    "localExposedApps[1].udpIdleTimeout: '{bad}' is not a number of seconds from 1 to 86400"
+                )]
+            );
+        }
+        let mut raw = remote("s", "dns", "udp:127.0.0.1:5353", None);
+        raw.udp_idle_timeout = Some("0".into());
+        assert_eq!(
+            messages(remote_app(&raw, "remoteApps[0]").expect_err("zero")),
+            ["remoteApps[0].udpIdleTimeout: '0' is not a number of seconds from 1 to 86400"]
+        );
+        raw.udp_idle_timeout = Some("86400".into());
+        assert_eq!(
+            remote_app(&raw, "").expect("valid").udp_idle(),
+            Duration::from_secs(86_400)
+        );
+    }
+
+    #[test]
+    fn udp_keys_are_read_from_the_file() {
+        let c = ok(concat!(
+            "localExposedApps:\n",
+            "  - {appName: lan, mode: range, protocol: udp, portRange: ['53'], addressRange: ['10.0.0.1'], udpIdleTimeout: 30}\n",
+            "remoteApps:\n",
+            "  - {siteName: s2, appName: dns, localSocket: 'udp:127.0.0.1:5353', udpIdleTimeout: 7}\n",
+        ));
+        assert_eq!(c.exposed_apps[0].protocol(), Protocol::Udp);
+        assert_eq!(c.exposed_apps[0].udp_idle(), Duration::from_secs(30));
+        assert_eq!(c.remote_apps[0].udp_idle(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn range_apps_take_a_protocol() {
+        let mut raw = exposed(Some("range"), None, &["53"], &["10.0.0.0/8"]);
+        let app = exposed_app(&raw, "").expect("valid");
+        assert_eq!(app.protocol(), Protocol::Tcp);
+        raw.protocol = Some("UDP".into());
+        assert_eq!(
+            exposed_app(&raw, "").expect("valid").protocol(),
+            Protocol::Udp
+        );
+        raw.protocol = Some("sctp".into());
+        assert_eq!(
+            messages(exposed_app(&raw, "a").expect_err("sctp")),
+            ["a.protocol: 'sctp' is not a protocol, expected 'tcp' or 'udp'"]
+        );
+    }
+
+    #[test]
+    fn remote_app_target_protocol_must_match_the_local_socket() {
+        let app = remote_app(
+            &remote("s", "dns", "udp:127.0.0.1:5353", Some("udp:10.0.0.53:53")),
+            "",
+        )
+        .expect("valid");
+        assert_eq!(app.app_socket, Some(sa("10.0.0.53:53")));
+        assert_eq!(app.app_socket_text().as_deref(), Some("udp:10.0.0.53:53"));
+        assert_eq!(
+            messages(
+                remote_app(
+                    &remote("s", "dns", "udp:127.0.0.1:5353", Some("tcp:10.0.0.53:53")),
+                    ""
+                )
+                .expect_err("mixed")
+            ),
+            [
+                "appSocket: 'tcp:10.0.0.53:53' must be udp:IP:PORT like localSocket: a tcp target needs a tcp localSocket"
+            ]
+        );
+        assert_eq!(
+            messages(
+                remote_app(
+                    &remote("s", "dns", "tcp:127.0.0.1:5353", Some("udp:10.0.0.53:53")),
+                    ""
+                )
+                .expect_err("mixed")
+            ),
+            [
+                "appSocket: 'udp:10.0.0.53:53' must be tcp:IP:PORT like localSocket: a udp target needs a udp localSocket"
+            ]
+        );
     }
 
     #[test]

@@ -226,6 +226,9 @@ impl From<&StreamInfo> for v1::Stream {
             bytes_received: s.bytes_received,
             age: Some(duration(s.age)),
             channel_id: s.channel.0,
+            kind: s.protocol.as_str().to_owned(),
+            datagrams_sent: s.datagrams_sent,
+            datagrams_received: s.datagrams_received,
         }
     }
 }
@@ -239,9 +242,14 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 app_socket: socket.to_string(),
                 max_connections: a.max_connections,
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
+                udp_idle_timeout: idle_secs(a.udp_idle_timeout),
                 ..Self::default()
             },
-            ExposedTarget::Range { ports, addresses } => Self {
+            ExposedTarget::Range {
+                ports,
+                addresses,
+                protocol,
+            } => Self {
                 name: a.name.to_string(),
                 mode: "range".to_owned(),
                 app_socket: String::new(),
@@ -249,6 +257,8 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 address_range: addresses.iter().map(ToString::to_string).collect(),
                 max_connections: a.max_connections,
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
+                protocol: protocol.as_str().to_owned(),
+                udp_idle_timeout: idle_secs(a.udp_idle_timeout),
             },
         }
     }
@@ -269,8 +279,9 @@ impl From<&RemoteApp> for v1::RemoteAppSpec {
             site_name: a.site.to_string(),
             app_name: a.app.to_string(),
             local_socket: a.local_socket.to_string(),
-            app_socket: opt_text(a.app_socket.map(|t| format!("tcp:{t}"))),
+            app_socket: opt_text(a.app_socket_text()),
             max_connections: a.max_connections,
+            udp_idle_timeout: idle_secs(a.udp_idle_timeout),
         }
     }
 }
@@ -417,6 +428,8 @@ pub(crate) fn stats_message(
                     receive_rate: r.receive,
                     limited_streams: a.limited_streams,
                     not_allowed_streams: a.not_allowed_streams,
+                    datagrams_sent: a.datagrams_sent,
+                    datagrams_received: a.datagrams_received,
                 }
             })
             .collect(),
@@ -491,6 +504,8 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
             // names them rather than this dropping them.
             allowed_sites: (!s.allowed_sites.is_empty())
                 .then(|| s.allowed_sites.into_iter().map(Scalar::from).collect()),
+            protocol: scalar(s.protocol),
+            udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
         }
     }
 }
@@ -504,8 +519,14 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
             local_socket: scalar(s.local_socket),
             app_socket: scalar(s.app_socket),
             max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
+            udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
         }
     }
+}
+
+/// `udpIdleTimeout` as the API carries it (whole seconds, the config's unit).
+fn idle_secs(d: Option<Duration>) -> Option<u32> {
+    d.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 /// `RemoveRemoteApp`'s local socket filter: empty means "every match".
@@ -620,6 +641,7 @@ mod tests {
             local_socket: AppSocket::Unix(PathBuf::from("/tmp/v.sock")),
             app_socket: Some(addr("10.0.0.5:5900")),
             max_connections: Some(9),
+            udp_idle_timeout: None,
         };
         let info = RemoteAppInfo {
             app: remote.clone(),
@@ -652,7 +674,7 @@ mod tests {
         let errs = validate::exposed_app(&raw, "").expect_err("no socket");
         assert_eq!(
             errs[0].to_string(),
-            "appSocket: is required in single mode (tcp:IP:PORT or unix:PATH)"
+            "appSocket: is required in single mode (tcp:IP:PORT, udp:IP:PORT or unix:PATH)"
         );
         assert_eq!(local_filter(""), None);
         assert_eq!(local_filter("tcp:1.2.3.4:5"), Some("tcp:1.2.3.4:5"));

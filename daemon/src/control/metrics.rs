@@ -232,6 +232,16 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         "app_not_allowed_streams",
         "Inbound streams refused because the app's allowedSites does not list the peer",
     );
+    let app_sent_datagrams = counters(
+        &mut reg,
+        "app_sent_datagrams",
+        "UDP apps: datagrams sent into the tunnel per app, peer and direction",
+    );
+    let app_received_datagrams = counters(
+        &mut reg,
+        "app_received_datagrams",
+        "UDP apps: datagrams received from the tunnel per app, peer and direction",
+    );
     for a in &s.apps {
         let l: Labels = vec![
             ("app", LabelText::of(&a.app)),
@@ -248,6 +258,12 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
         app_not_allowed
             .get_or_create(&l)
             .inc_by(a.not_allowed_streams);
+        app_sent_datagrams
+            .get_or_create(&l)
+            .inc_by(a.datagrams_sent);
+        app_received_datagrams
+            .get_or_create(&l)
+            .inc_by(a.datagrams_received);
     }
 
     let peer_sent = counters(
@@ -340,6 +356,8 @@ mod tests {
                 bytes_received: 99,
                 limited_streams: 4,
                 not_allowed_streams: 6,
+                datagrams_received: 0,
+                datagrams_sent: 0,
             }],
             counters: vec![("auth_failures", 3)],
             ..StatsSnapshot::default()
@@ -417,6 +435,8 @@ mod tests {
                     bytes_received: 4,
                     limited_streams: 5,
                     not_allowed_streams: 6,
+                    datagrams_sent: 7,
+                    datagrams_received: 8,
                 })
                 .collect(),
             counters: vec![("auth_failures", 3)],
@@ -434,6 +454,8 @@ mod tests {
                 ("wovenet_app_open_streams", 1.0),
                 ("wovenet_app_limited_streams", 5.0),
                 ("wovenet_app_not_allowed_streams", 6.0),
+                ("wovenet_app_sent_datagrams", 7.0),
+                ("wovenet_app_received_datagrams", 8.0),
             ] {
                 want.push((family.to_owned(), l.clone(), value));
             }

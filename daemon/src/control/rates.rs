@@ -168,6 +168,8 @@ mod tests {
             bytes_received: received,
             limited_streams: 0,
             not_allowed_streams: 0,
+            datagrams_received: 0,
+            datagrams_sent: 0,
         }
     }
 

@@ -152,6 +152,7 @@ mod tests {
             target: ExposedTarget::Single(AppSocket::Tcp(([127, 0, 0, 1], 1).into())),
             max_connections: None,
             allowed_sites: allowed.iter().map(|s| site(s)).collect(),
+            udp_idle_timeout: None,
         }
     }
 

@@ -263,6 +263,10 @@ impl Site {
                 ("identities_refused", c.identities_refused.load(Relaxed)),
                 ("sites_not_allowed", c.sites_not_allowed.load(Relaxed)),
                 ("streams_not_allowed", c.streams_not_allowed.load(Relaxed)),
+                ("udp_unknown_flow", c.udp_unknown_flow.load(Relaxed)),
+                ("udp_queue_overflow", c.udp_queue_overflow.load(Relaxed)),
+                ("udp_send_failed", c.udp_send_failed.load(Relaxed)),
+                ("udp_flows_limited", c.udp_flows_limited.load(Relaxed)),
             ],
         }
     }

@@ -144,6 +144,9 @@ impl Form {
                     max_connections: None,
                     // Empty: every site may reach the app.
                     allowed_sites: list(allowed),
+                    // Not in the form yet: tcp ranges, the default idle timeout.
+                    protocol: String::new(),
+                    udp_idle_timeout: None,
                 })
             }
             Kind::Remote => {
@@ -154,6 +157,8 @@ impl Form {
                     local_socket: local.trim().to_owned(),
                     app_socket: app_socket.trim().to_owned(),
                     max_connections: None,
+                    // Not in the form yet: the daemon's default applies.
+                    udp_idle_timeout: None,
                 })
             }
         }

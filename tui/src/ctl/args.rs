@@ -150,8 +150,8 @@ pub struct ExposeAdd {
     /// Single mode: where connections go.
     #[arg(
         long,
-        value_name = "tcp:IP:PORT|unix:PATH",
-        conflicts_with_all = ["port_range", "address_range"]
+        value_name = "tcp:IP:PORT|udp:IP:PORT|unix:PATH",
+        conflicts_with_all = ["port_range", "address_range", "protocol"]
     )]
     pub socket: Option<String>,
     /// Range mode: allowed ports or `a-b` ranges (repeat or separate with commas).
@@ -178,6 +178,13 @@ pub struct ExposeAdd {
     /// to (repeat or separate with commas). Not given: every site.
     #[arg(long, value_name = "SITES", value_delimiter = ',')]
     pub allowed_sites: Vec<String>,
+    /// Range mode: whether targets are `tcp` (default) or `udp`.
+    #[arg(long, value_name = "tcp|udp", requires = "port_range")]
+    pub protocol: Option<String>,
+    /// UDP apps: seconds without a datagram after which a flow ends
+    /// (1..86400; 120 when not given).
+    #[arg(long, value_name = "SECONDS")]
+    pub udp_idle_timeout: Option<u32>,
 }
 
 impl ExposeAdd {
@@ -211,15 +218,19 @@ pub struct RemoteAdd {
     #[arg(long)]
     pub app: String,
     /// Where this site listens for clients.
-    #[arg(long, value_name = "tcp:IP:PORT|unix:PATH")]
+    #[arg(long, value_name = "tcp:IP:PORT|udp:IP:PORT|unix:PATH")]
     pub local: String,
-    /// Range apps: the target on the remote side.
-    #[arg(long, value_name = "tcp:IP:PORT")]
+    /// Range apps: the target on the remote side (udp:IP:PORT with a udp --local).
+    #[arg(long, value_name = "tcp:IP:PORT|udp:IP:PORT")]
     pub app_socket: Option<String>,
     /// Clients served on the local socket at once (1..1000000; the daemon's
     /// default when not given). One more is reset as soon as it connects.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
+    /// UDP local sockets: seconds without a datagram after which a flow ends
+    /// (1..86400; 120 when not given).
+    #[arg(long, value_name = "SECONDS")]
+    pub udp_idle_timeout: Option<u32>,
 }
 
 /// `remote rm`.
@@ -575,6 +586,7 @@ mod tests {
                 local: "tcp:127.0.0.1:5900".into(),
                 app_socket: Some("tcp:10.0.0.6:5900".into()),
                 max_connections: None,
+                udp_idle_timeout: None,
             }))
         );
         let cli = parse(&["remote", "rm", "--site", "b", "--app", "vnc"]).unwrap();

@@ -234,6 +234,8 @@ pub async fn execute(
                 address_range: add.address_range.clone(),
                 max_connections: add.max_connections,
                 allowed_sites: add.allowed_sites.clone(),
+                protocol: add.protocol.clone().unwrap_or_default(),
+                udp_idle_timeout: add.udp_idle_timeout,
             };
             let app = control.add_exposed_app(spec).await.map_err(st)?;
             let json = json::ExposedAppChange { app: (&app).into() };
@@ -251,6 +253,7 @@ pub async fn execute(
                 local_socket: add.local.clone(),
                 app_socket: add.app_socket.clone().unwrap_or_default(),
                 max_connections: add.max_connections,
+                udp_idle_timeout: add.udp_idle_timeout,
             };
             let app = control.add_remote_app(spec).await.map_err(st)?;
             let json = json::RemoteAppAdded { app: (&app).into() };

@@ -187,6 +187,9 @@ pub(crate) fn stream() -> pb::Stream {
         bytes_received: 2_560,
         age: Some(secs(12, 900)),
         channel_id: 3,
+        datagrams_received: 0,
+        datagrams_sent: 0,
+        kind: String::new(),
     }
 }
 
@@ -200,6 +203,8 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             address_range: vec![],
             max_connections: None,
             allowed_sites: vec![],
+            protocol: String::new(),
+            udp_idle_timeout: None,
         }),
         live: false,
     }
@@ -215,6 +220,8 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             address_range: vec!["10.0.2.0/24".into()],
             max_connections: Some(50),
             allowed_sites: vec!["beta".into(), "gamma".into()],
+            protocol: String::new(),
+            udp_idle_timeout: None,
         }),
         live: true,
     }
@@ -227,6 +234,7 @@ pub(crate) fn remote_spec() -> pb::RemoteAppSpec {
         local_socket: "tcp:127.0.0.1:6000".into(),
         app_socket: String::new(),
         max_connections: None,
+        udp_idle_timeout: None,
     }
 }
 
@@ -248,6 +256,7 @@ pub(crate) fn remote_failed() -> pb::RemoteApp {
             local_socket: "unix:/run/vnc.sock".into(),
             app_socket: "tcp:10.0.2.9:5900".into(),
             max_connections: Some(4),
+            udp_idle_timeout: None,
         }),
         listener_state: pb::ListenerState::Failed as i32,
         listen_addr: String::new(),
@@ -300,6 +309,8 @@ pub(crate) fn stats() -> pb::WatchStatsResponse {
             receive_rate: 0.0,
             limited_streams: 3,
             not_allowed_streams: 2,
+            datagrams_received: 0,
+            datagrams_sent: 0,
         }],
         peers: vec![pb::PeerStats {
             peer: "beta".into(),

@@ -209,6 +209,9 @@ pub struct Stream {
     bytes_received: u64,
     age: Option<f64>,
     channel_id: u64,
+    kind: String,
+    datagrams_sent: u64,
+    datagrams_received: u64,
 }
 
 impl From<&pb::Stream> for Stream {
@@ -223,6 +226,9 @@ impl From<&pb::Stream> for Stream {
             bytes_received: s.bytes_received,
             age: units::seconds(s.age.as_ref()),
             channel_id: s.channel_id,
+            kind: units::stream_kind(&s.kind),
+            datagrams_sent: s.datagrams_sent,
+            datagrams_received: s.datagrams_received,
         }
     }
 }
@@ -257,6 +263,12 @@ pub struct ExposedAppSpec {
     max_connections: Option<u32>,
     /// Empty when every site may reach the app.
     allowed_sites: Vec<String>,
+    /// Range apps with udp targets: `udp` (left out for tcp).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    protocol: String,
+    /// UDP apps: seconds; left out when not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp_idle_timeout: Option<u32>,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -273,6 +285,12 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
             address_range: s.address_range.clone(),
             max_connections: s.max_connections,
             allowed_sites: s.allowed_sites.clone(),
+            protocol: if s.protocol == "udp" {
+                s.protocol.clone()
+            } else {
+                String::new()
+            },
+            udp_idle_timeout: s.udp_idle_timeout,
         }
     }
 }
@@ -302,6 +320,9 @@ pub struct RemoteAppSpec {
     app_socket: String,
     /// `null` when not set (the daemon's default applies).
     max_connections: Option<u32>,
+    /// UDP apps: seconds; left out when not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp_idle_timeout: Option<u32>,
 }
 
 impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
@@ -312,6 +333,7 @@ impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
             local_socket: s.local_socket.clone(),
             app_socket: s.app_socket.clone(),
             max_connections: s.max_connections,
+            udp_idle_timeout: s.udp_idle_timeout,
         }
     }
 }
@@ -829,7 +851,8 @@ mod tests {
             value(&out),
             json!({"streams": [{"id": 17, "app": "echo", "peer": "beta", "direction": "outbound",
                 "client_addr": "127.0.0.1:53124", "bytes_sent": 100, "bytes_received": 2560,
-                "age": 12.9, "channel_id": 3}]})
+                "age": 12.9, "channel_id": 3, "kind": "tcp", "datagrams_sent": 0,
+                "datagrams_received": 0}]})
         );
     }
 

@@ -267,6 +267,7 @@ pub fn streams(streams: &[pb::Stream]) -> String {
     let mut t = Table::new(&[
         ">ID",
         "APP",
+        "KIND",
         "PEER",
         "DIRECTION",
         "CLIENT",
@@ -278,6 +279,7 @@ pub fn streams(streams: &[pb::Stream]) -> String {
         t.row([
             s.id.to_string(),
             s.app.clone(),
+            units::stream_kind(&s.kind),
             s.peer.clone(),
             units::cell(units::stream_direction(s.direction)),
             s.client_addr.clone(),
@@ -292,8 +294,9 @@ pub fn streams(streams: &[pb::Stream]) -> String {
 /// Where an exposed app leads: its socket, or its ranges.
 fn exposed_target(s: &pb::ExposedAppSpec) -> String {
     if s.mode == "range" {
+        let udp = if s.protocol == "udp" { "udp " } else { "" };
         format!(
-            "ports {} at {}",
+            "{udp}ports {} at {}",
             or_empty(&s.port_range.join(",")),
             or_empty(&s.address_range.join(","))
         )
@@ -864,8 +867,8 @@ mod tests {
     fn streams_table_lists_each_connection() {
         assert_eq!(
             streams(&[fx::stream()]),
-            "ID  APP   PEER  DIRECTION  CLIENT            SENT  RECEIVED  AGE\n\
-             17  echo  beta  outbound   127.0.0.1:53124  100 B   2.5 KiB  12s\n"
+            "ID  APP   KIND  PEER  DIRECTION  CLIENT            SENT  RECEIVED  AGE\n\
+             17  echo  tcp   beta  outbound   127.0.0.1:53124  100 B   2.5 KiB  12s\n"
         );
         assert_eq!(streams(&[]), "no streams\n");
     }

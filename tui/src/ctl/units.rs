@@ -234,6 +234,16 @@ pub fn cell(name: String) -> String {
     }
 }
 
+/// A stream's kind: `tcp` (byte stream) or `udp` (datagram flow); daemons
+/// before UDP apps send nothing, which means `tcp`.
+pub fn stream_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        "tcp".to_owned()
+    } else {
+        kind.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

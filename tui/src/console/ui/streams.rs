@@ -1,4 +1,5 @@
-//! The Streams tab: open streams (app, peer, direction, client, bytes, age), sorted by `s`
+//! The Streams tab: open streams and UDP flows (app, kind, peer, direction, client, bytes,
+//! age; datagrams in the detail), sorted by `s`
 //! and filtered by `/`; only the visible rows are built, so thousands stay cheap.
 
 use ratatui::Frame;
@@ -23,10 +24,13 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         frame,
         area,
         title,
-        &["id", "app", "peer", "dir", "client", "sent", "recv", "age"],
+        &[
+            "id", "app", "kind", "peer", "dir", "client", "sent", "recv", "age",
+        ],
         &[
             Constraint::Length(5),
             Constraint::Min(6),
+            Constraint::Length(4),
             Constraint::Min(6),
             Constraint::Length(8),
             Constraint::Min(10),
@@ -40,6 +44,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             Row::new(vec![
                 s.id.to_string(),
                 visible_owned(s.app.clone()),
+                units::stream_kind(&s.kind),
                 visible_owned(s.peer.clone()),
                 units::stream_direction(s.direction),
                 visible_owned(s.client_addr.clone()),
@@ -61,6 +66,15 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         kv(t, "client", s.client_addr.clone()),
         kv(t, "sent", units::bytes(s.bytes_sent)),
         kv(t, "received", units::bytes(s.bytes_received)),
+        kv(t, "kind", units::stream_kind(&s.kind)),
+        kv(
+            t,
+            "datagrams",
+            format!(
+                "{} sent, {} received",
+                s.datagrams_sent, s.datagrams_received
+            ),
+        ),
         kv(t, "age", units::proto_duration(s.age.as_ref())),
     ]
 }

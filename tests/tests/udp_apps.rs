@@ -1,0 +1,476 @@
+//! UDP apps with real wovenetd processes and a real broker: `appSocket: udp:IP:PORT` exposed on
+//! site a, `localSocket: udp:IP:PORT` on site b. Every client address is one flow: a
+//! DNS-style request/response echo, a burst of 10 000 datagrams with no loss (or a counter
+//! explaining every lost one), many clients at once each getting only its own replies, idle
+//! flows ending on both sides after `udpIdleTimeout`, a UDP range app admitting targets inside
+//! its ranges and refusing others (and a TCP range app refusing UDP flows), and datagrams too
+//! large for a QUIC DATAGRAM frame carried whole on the flow's stream.
+#![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+use wovenet_e2e::*;
+
+/// What the echo app puts before every payload it returns, so a reply is known to come from
+/// the app and not from a loop in the tunnel.
+const REPLY: &[u8] = b"re:";
+
+/// A UDP app on 127.0.0.1 answering every datagram with [`REPLY`] + the datagram; counts
+/// what it received.
+struct UdpEcho {
+    addr: SocketAddr,
+    received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpEcho {
+    async fn start() -> Self {
+        let socket = big_socket();
+        let addr = socket.local_addr().unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let count = received.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                let mut out = REPLY.to_vec();
+                out.extend_from_slice(&buf[..n]);
+                let _ = socket.send_to(&out, from).await;
+            }
+        });
+        Self {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    fn socket(&self) -> String {
+        format!("udp:{}", self.addr)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A UDP socket on 127.0.0.1:0 with 4 MiB buffers, so a burst on loopback is not dropped by
+/// the test's own sockets.
+fn big_socket() -> UdpSocket {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true).unwrap();
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    UdpSocket::from_std(s.into()).unwrap()
+}
+
+/// A client of the remote app listening on `local`.
+async fn client(local: SocketAddr) -> UdpSocket {
+    let s = big_socket();
+    s.connect(local).await.unwrap();
+    s
+}
+
+/// Sends `payload` and waits up to `wait` for the app's answer to it.
+async fn ask(s: &UdpSocket, payload: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    s.send(payload).await.ok()?;
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let n = tokio::time::timeout(left, s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let mut want = REPLY.to_vec();
+        want.extend_from_slice(payload);
+        if buf[..n] == want[..] {
+            return Some(buf[..n].to_vec());
+        }
+        // An answer to an earlier probe: keep waiting for this one.
+    }
+}
+
+/// Waits until a datagram sent to `local` is answered by the app (the listener is up and the
+/// tunnel carries flows).
+async fn wait_udp_forward(s: &UdpSocket, sites: &[&Site]) {
+    let start = Instant::now();
+    let mut i = 0u32;
+    while start.elapsed() < WAIT {
+        i += 1;
+        let probe = format!("probe {i}");
+        if ask(s, probe.as_bytes(), Duration::from_millis(300))
+            .await
+            .is_some()
+        {
+            return;
+        }
+    }
+    panic!(
+        "no udp answer through the tunnel within {WAIT:?}\n{}",
+        diag(sites)
+    );
+}
+
+/// A single UDP exposed app entry.
+fn udp_app(name: &str, socket: &str, idle: Option<u64>) -> Value {
+    let mut v = json!({ "appName": name, "appSocket": socket });
+    if let Some(idle) = idle {
+        v["udpIdleTimeout"] = json!(idle);
+    }
+    v
+}
+
+/// A UDP remote app entry on a fresh 127.0.0.1 port; returns it and the address.
+fn udp_remote(site: &str, app: &str, idle: Option<u64>) -> (Value, SocketAddr) {
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+    let mut v = json!({ "siteName": site, "appName": app, "localSocket": format!("udp:{local}") });
+    if let Some(idle) = idle {
+        v["udpIdleTimeout"] = json!(idle);
+    }
+    (v, local)
+}
+
+/// The counters a lost datagram could hide behind, summed over `sites`.
+async fn udp_drops(apis: &[&Api]) -> u64 {
+    let mut total = 0;
+    for api in apis {
+        for name in [
+            "udp_unknown_flow",
+            "udp_queue_overflow",
+            "udp_send_failed",
+            "udp_flows_limited",
+        ] {
+            total += api.counter(name).await;
+        }
+    }
+    total
+}
+
+/// Site a exposes `apps`, site b uses `remotes`.
+async fn pair(apps: Value, remotes: Value) -> (Broker, Site, Site) {
+    let broker = Broker::embedded().await;
+    let net = Net::new(broker.url());
+    let a = net.site("a").extra("localExposedApps", apps).spawn().await;
+    let b = net.site("b").extra("remoteApps", remotes).spawn().await;
+    (broker, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows() {
+    let echo = UdpEcho::start().await;
+    let (remote, local) = udp_remote("a", "dns", None);
+    let (_broker, a, b) = pair(
+        json!([udp_app("dns", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
+    let c = client(local).await;
+    wait_udp_forward(&c, &[&a, &b]).await;
+
+    // Queries of many sizes, each answered exactly, in order.
+    let mut through = Vec::new();
+    for i in 0..200u32 {
+        let query: Vec<u8> = (0..(i * 7 % 1000)).map(|j| (i + j) as u8).collect();
+        let mut q = i.to_be_bytes().to_vec();
+        q.extend_from_slice(&query);
+        let start = Instant::now();
+        assert!(
+            ask(&c, &q, Duration::from_secs(5)).await.is_some(),
+            "query {i} unanswered\n{}",
+            diag(&[&a, &b])
+        );
+        through.push(start.elapsed());
+    }
+    // The same queries straight to the app, for the figure printed below.
+    let direct_client = client(echo.addr).await;
+    let mut direct = Vec::new();
+    for i in 0..200u32 {
+        let start = Instant::now();
+        assert!(
+            ask(&direct_client, &i.to_be_bytes(), Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        direct.push(start.elapsed());
+    }
+    through.sort();
+    direct.sort();
+    println!(
+        "udp round trip (debug build, loopback): through the tunnel p50 {:?} p99 {:?}; direct p50 {:?} p99 {:?}",
+        through[100], through[197], direct[100], direct[197]
+    );
+
+    // One flow on each side, kind udp, with datagrams and bytes both ways: every query
+    // and every answer (the probes that found the tunnel up are counted too).
+    let (api_a, api_b) = (a.api().await, b.api().await);
+    let out = api_b.streams().await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    let f = &out[0];
+    assert_eq!((f.app.as_str(), f.kind.as_str()), ("dns", "udp"));
+    assert_eq!(f.client_addr, c.local_addr().unwrap().to_string());
+    assert!(
+        f.datagrams_sent >= 200 && f.datagrams_received == f.datagrams_sent,
+        "{f:?}"
+    );
+    assert!(
+        f.bytes_sent > 0 && f.bytes_received == f.bytes_sent + 3 * f.datagrams_sent,
+        "{f:?}"
+    );
+    let inbound = api_a.streams().await;
+    assert_eq!(inbound.len(), 1, "{inbound:?}");
+    let g = &inbound[0];
+    assert_eq!((g.app.as_str(), g.kind.as_str()), ("dns", "udp"));
+    assert_eq!(
+        (g.datagrams_received, g.datagrams_sent),
+        (f.datagrams_sent, f.datagrams_received)
+    );
+    assert_eq!(
+        (g.bytes_received, g.bytes_sent),
+        (f.bytes_sent, f.bytes_received)
+    );
+    assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
+
+    // Per-app stats count the datagrams too, and wovenetctl shows the flow as udp.
+    let stats = api_b.stats().await;
+    let app = stats.apps.iter().find(|s| s.app == "dns").unwrap();
+    assert_eq!(app.datagrams_sent, f.datagrams_sent);
+    let listed = Ctl::site(&b).json(&["streams"]).await;
+    assert_eq!(listed["streams"][0]["kind"], json!("udp"), "{listed}");
+    assert_eq!(
+        listed["streams"][0]["datagrams_sent"],
+        json!(f.datagrams_sent),
+        "{listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_10000_datagrams_arrives_whole() {
+    const N: u32 = 10_000;
+    const WINDOW: u32 = 512;
+    let echo = UdpEcho::start().await;
+    let (remote, local) = udp_remote("a", "echo", None);
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
+    let c = client(local).await;
+    wait_udp_forward(&c, &[&a, &b]).await;
+    let before = echo.received.load(Ordering::Relaxed);
+
+    // At most WINDOW unanswered at once (a burst, but not more than the socket buffers hold).
+    let mut seen = vec![false; N as usize];
+    let (mut sent, mut got) = (0u32, 0u32);
+    let mut buf = vec![0u8; 2048];
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    while got < N && last_progress.elapsed() < Duration::from_secs(5) {
+        while sent < N && sent - got < WINDOW {
+            let mut d = sent.to_be_bytes().to_vec();
+            d.resize(512, 0xab);
+            c.send(&d).await.unwrap();
+            sent += 1;
+        }
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), c.recv(&mut buf)).await
+            && n == REPLY.len() + 512
+            && buf.starts_with(REPLY)
+        {
+            let i = u32::from_be_bytes(buf[3..7].try_into().unwrap());
+            if i < N && !std::mem::replace(&mut seen[i as usize], true) {
+                got += 1;
+                last_progress = Instant::now();
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let (api_a, api_b) = (a.api().await, b.api().await);
+    let drops = udp_drops(&[&api_a, &api_b]).await;
+    let lost = u64::from(N - got);
+    println!(
+        "udp burst: {got}/{N} datagrams of 512 B answered in {elapsed:?} ({:.0} round trips/s); app saw {}; daemon drop counters {drops}",
+        f64::from(got) / elapsed.as_secs_f64(),
+        echo.received.load(Ordering::Relaxed) - before,
+    );
+    assert!(
+        lost == 0 || lost <= drops,
+        "{lost} datagrams lost, counters explain {drops}\n{}",
+        diag(&[&a, &b])
+    );
+    assert_eq!(lost, 0, "loopback must lose nothing\n{}", diag(&[&a, &b]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_at_once_each_get_only_their_own_answers() {
+    const CLIENTS: usize = 64;
+    const QUERIES: usize = 20;
+    let echo = UdpEcho::start().await;
+    let (remote, local) = udp_remote("a", "echo", None);
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
+    wait_udp_forward(&client(local).await, &[&a, &b]).await;
+
+    let mut tasks = Vec::new();
+    for k in 0..CLIENTS {
+        tasks.push(tokio::spawn(async move {
+            let c = client(local).await;
+            for q in 0..QUERIES {
+                let payload = format!("client {k} query {q}");
+                if ask(&c, payload.as_bytes(), Duration::from_secs(10))
+                    .await
+                    .is_none()
+                {
+                    return Err(format!("client {k} query {q} unanswered"));
+                }
+            }
+            // Nothing else for this client: no answer meant for another one.
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(100), c.recv(&mut buf)).await {
+                Ok(Ok(n)) => Err(format!("client {k} got a stray {:?}", &buf[..n])),
+                _ => Ok(()),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", diag(&[&a, &b])));
+    }
+    // The probe's client plus one flow per client, on both sides.
+    let (api_a, api_b) = (a.api().await, b.api().await);
+    assert_eq!(api_b.streams().await.len(), CLIENTS + 1);
+    assert_eq!(api_a.streams().await.len(), CLIENTS + 1);
+    assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_flows_end_on_both_sides_and_a_new_datagram_opens_a_new_one() {
+    let echo = UdpEcho::start().await;
+    // The remote side times out after 2 s, the exposed side after 1 s: both must end.
+    let (remote, local) = udp_remote("a", "echo", Some(2));
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), Some(1))]),
+        json!([remote]),
+    )
+    .await;
+    let c = client(local).await;
+    wait_udp_forward(&c, &[&a, &b]).await;
+    let (api_a, api_b) = (a.api().await, b.api().await);
+    assert_eq!(api_b.streams().await.len(), 1);
+    let first = api_b.streams().await[0].id;
+
+    let start = Instant::now();
+    wait_for(
+        "the idle flow ends on both sides",
+        WAIT,
+        || diag(&[&a, &b]),
+        || async {
+            (api_a.streams().await.is_empty() && api_b.streams().await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(700),
+        "ended after {took:?}, before the idle timeout"
+    );
+
+    // The same client is served again, by a new flow.
+    assert!(
+        ask(&c, b"again", Duration::from_secs(10)).await.is_some(),
+        "{}",
+        diag(&[&a, &b])
+    );
+    let now = api_b.streams().await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].id, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
+    let echo = UdpEcho::start().await;
+    let outside = UdpEcho::start().await;
+    let port = echo.addr.port().to_string();
+    let apps = json!([
+        { "appName": "lan", "mode": "range", "protocol": "udp",
+          "portRange": [port], "addressRange": ["127.0.0.1"] },
+        { "appName": "tcplan", "mode": "range",
+          "portRange": [port], "addressRange": ["127.0.0.1"] },
+    ]);
+    let (mut inside, local_in) = udp_remote("a", "lan", None);
+    inside["appSocket"] = json!(echo.socket());
+    let (mut out, local_out) = udp_remote("a", "lan", None);
+    out["appSocket"] = json!(outside.socket());
+    let (mut wrong, local_wrong) = udp_remote("a", "tcplan", None);
+    wrong["appSocket"] = json!(echo.socket());
+    let (_broker, a, b) = pair(apps, json!([inside, out, wrong])).await;
+
+    let c = client(local_in).await;
+    wait_udp_forward(&c, &[&a, &b]).await;
+    assert!(ask(&c, b"inside", Duration::from_secs(5)).await.is_some());
+
+    let api_a = a.api().await;
+    let refused_before = api_a.counter("streams_refused").await;
+    for (what, local) in [
+        ("outside the port range", local_out),
+        ("to a tcp range app", local_wrong),
+    ] {
+        let c = client(local).await;
+        assert!(
+            ask(&c, b"let me in", Duration::from_secs(2))
+                .await
+                .is_none(),
+            "a flow {what} was answered\n{}",
+            diag(&[&a, &b])
+        );
+    }
+    assert_eventually_async!(
+        api_a.counter("streams_refused").await >= refused_before + 2,
+        WAIT,
+        "both flows refused by a\n{}",
+        diag(&[&a, &b])
+    );
+    assert_eq!(outside.received.load(Ordering::Relaxed), 0);
+    // Only the admitted flow is open.
+    assert_eq!(api_a.streams().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_too_large_for_a_frame_arrive_whole() {
+    let echo = UdpEcho::start().await;
+    let (remote, local) = udp_remote("a", "echo", None);
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([remote]),
+    )
+    .await;
+    let c = client(local).await;
+    wait_udp_forward(&c, &[&a, &b]).await;
+    // The reply is 3 bytes longer than the request: keep it under the UDP maximum.
+    for size in [1_100, 1_200, 1_400, 1_500, 4_000, 9_000, 20_000, 65_000] {
+        let payload = data::bytes(u64::try_from(size).unwrap(), size);
+        assert!(
+            ask(&c, &payload, Duration::from_secs(5)).await.is_some(),
+            "a {size}-byte datagram was not answered whole\n{}",
+            diag(&[&a, &b])
+        );
+    }
+    let (api_a, api_b) = (a.api().await, b.api().await);
+    assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
+}
