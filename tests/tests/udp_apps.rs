@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use wovenet_e2e::*;
+use wovenet_proto::v1;
 
 /// What the echo app puts before every payload it returns, so a reply is known to come from
 /// the app and not from a loop in the tunnel.
@@ -473,4 +474,65 @@ async fn datagrams_too_large_for_a_frame_arrive_whole() {
     }
     let (api_a, api_b) = (a.api().await, b.api().await);
     assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
+}
+
+/// `allowedSites` holds for UDP flows exactly as for TCP streams: a flow from a site the app
+/// does not list is refused before the app socket is used, and counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_app_admits_only_its_allowed_sites() {
+    let echo = UdpEcho::start().await;
+    let broker = Broker::embedded().await;
+    let net = Net::new(broker.url());
+    let mut app = udp_app("dns", &echo.socket(), None);
+    app["allowedSites"] = json!(["b"]);
+    let a = net
+        .site("a")
+        .extra("localExposedApps", json!([app]))
+        .spawn()
+        .await;
+    let (rb, local_b) = udp_remote("a", "dns", None);
+    let (rc, local_c) = udp_remote("a", "dns", None);
+    let b = net.site("b").extra("remoteApps", json!([rb])).spawn().await;
+    // C serves a's app although it is not offered to it (the daemon's debug-build test hook).
+    let c = net
+        .site("c")
+        .env("WOVENET_TEST_SERVE_UNOFFERED", "1")
+        .extra("remoteApps", json!([rc]))
+        .spawn()
+        .await;
+    let sites = [&a, &b, &c];
+    let cb = client(local_b).await;
+    wait_udp_forward(&cb, &sites).await;
+    let api_c = c.api().await;
+    wait_for(
+        "c's hooked listener for a/dns",
+        WAIT,
+        || diag(&sites),
+        || async {
+            (api_c.listener_state("a", "dns").await == Some(v1::ListenerState::Open)).then_some(())
+        },
+    )
+    .await;
+    let received_before = echo.received.load(Ordering::Relaxed);
+    let cc = client(local_c).await;
+    assert!(
+        ask(&cc, b"from c", Duration::from_secs(3)).await.is_none(),
+        "a flow from c was answered\n{}",
+        diag(&sites)
+    );
+    let api_a = a.api().await;
+    wait_for(
+        "a counted c's flow as not allowed",
+        WAIT,
+        || diag(&sites),
+        || async { (api_a.counter("streams_not_allowed").await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        echo.received.load(Ordering::Relaxed),
+        received_before,
+        "the app received a datagram of a refused flow"
+    );
+    // B is unaffected.
+    assert!(ask(&cb, b"from b", Duration::from_secs(5)).await.is_some());
 }
