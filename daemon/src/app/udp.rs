@@ -107,8 +107,10 @@ impl Demux {
             Counters::bump(&self.counters.udp_unknown_flow);
             return;
         };
-        let tx = self.lock().get(&flow).cloned();
-        match tx.map(|tx| tx.try_send(payload)) {
+        // `try_send` never waits, so it runs under the lock rather than
+        // cloning (and dropping) the flow's sender for every datagram.
+        let sent = self.lock().get(&flow).map(|tx| tx.try_send(payload));
+        match sent {
             Some(Ok(())) => {}
             Some(Err(mpsc::error::TrySendError::Full(_))) => {
                 Counters::bump(&self.counters.udp_queue_overflow);
