@@ -291,15 +291,18 @@ pub async fn run_flow<L: LocalEnd>(
     let mut idle = Idle::new(idle, tokio::time::Instant::now().into_std());
     let mut frames = StreamFrames::default();
     let mut buf = vec![0u8; 64 * 1024];
-    tokio::pin!(cancel);
+    // One timer for the flow's life, moved only when it fires early: a
+    // datagram just touches `idle` instead of re-arming a timer.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(idle.deadline()));
+    tokio::pin!(cancel, timer);
     let end = loop {
-        let deadline = tokio::time::Instant::from_std(idle.deadline());
         tokio::select! {
             () = &mut cancel => break FlowEnd::Shutdown,
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 if idle.expired(std::time::Instant::now()) {
                     break FlowEnd::Idle;
                 }
+                timer.as_mut().reset(tokio::time::Instant::from_std(idle.deadline()));
             }
             d = local.recv() => {
                 let Some(d) = d else { break FlowEnd::LocalGone };
