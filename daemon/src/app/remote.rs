@@ -11,6 +11,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,77 +80,73 @@ impl RemoteListener {
             open: Limiter::new(),
             refusal_log: SharedWarnLimiter::new(REFUSAL_LOG_INTERVAL),
         });
-        let (listener, local_addr, unix_file) = match &app.local_socket {
-            AppSocket::Udp(addr) => {
-                let socket = super::udp::bind_udp(*addr).map_err(bind_err)?;
-                let local = AppSocket::Udp(socket.local_addr().map_err(bind_err)?);
-                let accept_cancel = client.cancel.child_token();
-                let span = tracing::info_span!(
-                    "listener",
-                    peer.site = %app.site,
-                    app.name = %app.app,
-                    local.socket = %local,
-                );
-                let shared = Arc::new(super::udp::listener::Listener {
-                    opener: client.clone(),
-                    site: app.site.clone(),
-                    app: app.app.clone(),
-                    idle: app.udp_idle(),
-                    limit: client.limit,
-                    streams: client.streams.clone(),
-                    counters: client.counters.clone(),
-                    cancel: client.cancel.clone(),
-                });
-                tracker.spawn(
-                    super::udp::listener::serve(
+        let accept_cancel = client.cancel.child_token();
+        // What serves the socket: the accept loop, or the datagram loop of
+        // a udp socket (boxed: one per listener, not per client).
+        let (serve, local_addr, unix_file): (Pin<Box<dyn Future<Output = ()> + Send>>, _, _) =
+            match &app.local_socket {
+                AppSocket::Udp(addr) => {
+                    let socket = super::udp::bind_udp(*addr).map_err(bind_err)?;
+                    let local = socket.local_addr().map_err(bind_err)?;
+                    let shared = Arc::new(super::udp::listener::Listener {
+                        opener: client.clone(),
+                        site: app.site.clone(),
+                        app: app.app.clone(),
+                        idle: app.udp_idle(),
+                        limit: client.limit,
+                        streams: client.streams.clone(),
+                        counters: client.counters.clone(),
+                        cancel: client.cancel.clone(),
+                    });
+                    let serve = super::udp::listener::serve(
                         socket,
                         shared,
                         accept_cancel.clone(),
                         tracker.clone(),
+                    );
+                    (Box::pin(serve), AppSocket::Udp(local), None)
+                }
+                AppSocket::Tcp(addr) => {
+                    // std binds synchronously (and sets SO_REUSEADDR on unix).
+                    let std = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+                    std.set_nonblocking(true).map_err(bind_err)?;
+                    let listener = TcpListener::from_std(std).map_err(bind_err)?;
+                    let local = listener.local_addr().map_err(bind_err)?;
+                    let serve = accept_loop(
+                        Listener::Tcp(listener),
+                        client,
+                        accept_cancel.clone(),
+                        tracker.clone(),
+                    );
+                    (Box::pin(serve), AppSocket::Tcp(local), None)
+                }
+                AppSocket::Unix(path) => {
+                    prepare_unix_path(path).map_err(|e| match e {
+                        PrepareError::Io(source) => bind_err(source),
+                        PrepareError::App(e) => e,
+                    })?;
+                    let listener = UnixListener::bind(path).map_err(bind_err)?;
+                    let meta = fs::symlink_metadata(path).map_err(bind_err)?;
+                    let serve = accept_loop(
+                        Listener::Unix(listener),
+                        client,
+                        accept_cancel.clone(),
+                        tracker.clone(),
+                    );
+                    (
+                        Box::pin(serve),
+                        AppSocket::Unix(path.clone()),
+                        Some((path.clone(), meta.dev(), meta.ino())),
                     )
-                    .instrument(span),
-                );
-                debug!(app.name = %app.app, peer.site = %app.site, local.socket = %local, "remote udp app listening");
-                return Ok(Self {
-                    app,
-                    local_addr: local,
-                    accept_cancel,
-                    unix_file: None,
-                });
-            }
-            AppSocket::Tcp(addr) => {
-                // std binds synchronously (and sets SO_REUSEADDR on unix).
-                let std = std::net::TcpListener::bind(addr).map_err(bind_err)?;
-                std.set_nonblocking(true).map_err(bind_err)?;
-                let listener = TcpListener::from_std(std).map_err(bind_err)?;
-                let local = listener.local_addr().map_err(bind_err)?;
-                (Listener::Tcp(listener), AppSocket::Tcp(local), None)
-            }
-            AppSocket::Unix(path) => {
-                prepare_unix_path(path).map_err(|e| match e {
-                    PrepareError::Io(source) => bind_err(source),
-                    PrepareError::App(e) => e,
-                })?;
-                let listener = UnixListener::bind(path).map_err(bind_err)?;
-                let meta = fs::symlink_metadata(path).map_err(bind_err)?;
-                (
-                    Listener::Unix(listener),
-                    AppSocket::Unix(path.clone()),
-                    Some((path.clone(), meta.dev(), meta.ino())),
-                )
-            }
-        };
-
-        let accept_cancel = client.cancel.child_token();
+                }
+            };
         let span = tracing::info_span!(
             "listener",
             peer.site = %app.site,
             app.name = %app.app,
             local.socket = %local_addr,
         );
-        tracker.spawn(
-            accept_loop(listener, client, accept_cancel.clone(), tracker.clone()).instrument(span),
-        );
+        tracker.spawn(serve.instrument(span));
         debug!(app.name = %app.app, peer.site = %app.site, local.socket = %local_addr, "remote app listening");
         Ok(Self {
             app,
