@@ -39,7 +39,7 @@ use crate::message::announce::{
     PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
-use crate::store::{State, Store};
+use crate::store::{State, Store, StoreError};
 use crate::tunnel::relay::RelayState;
 use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
@@ -323,9 +323,7 @@ impl Site {
             cancel: cancel.clone(),
             tracker,
         };
-        if let Some(known) = site.trust.take_changed() {
-            site.save_known_sites(known);
-        }
+        site.save_pins();
         site.detect_all();
         let mut announce_tick = tokio::time::interval(ANNOUNCE_INTERVAL);
         announce_tick.tick().await; // the first tick fires at once; the broker ConnAck triggers the first announce
@@ -356,9 +354,7 @@ impl Site {
 
     async fn shut_down(mut self) {
         info!("site shutting down");
-        if let Some(known) = self.trust.take_changed() {
-            self.save_known_sites(known);
-        }
+        self.save_pins();
         for (_, l) in self.listeners.drain() {
             l.close();
         }
@@ -506,13 +502,23 @@ impl Site {
         }
     }
 
-    /// Persists the pinned identities (a failure is logged: the pins still
-    /// hold in memory until the next start).
-    fn save_known_sites(&mut self, known: Vec<crate::store::KnownSite>) {
+    /// Writes the learnt pins to the state file if they changed since the
+    /// last write: the one path every pin change takes to disk.
+    fn persist_pins(&mut self) -> Result<(), StoreError> {
+        let Some(known) = self.trust.take_changed() else {
+            return Ok(());
+        };
         self.state.known_sites = known;
-        if let Some(store) = &self.store
-            && let Err(e) = store.save(&self.state)
-        {
+        match &self.store {
+            Some(store) => store.save(&self.state),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::persist_pins`], a failure only logged: the pins still hold in
+    /// memory until the next start.
+    fn save_pins(&mut self) {
+        if let Err(e) = self.persist_pins() {
             warn!(error = %e, "pinned site identities not persisted");
         }
     }
@@ -605,9 +611,7 @@ impl Site {
     }
 
     async fn housekeeping(&mut self) {
-        if let Some(known) = self.trust.take_changed() {
-            self.save_known_sites(known);
-        }
+        self.save_pins();
         self.trust.expire(Instant::now());
         self.peers.on_timeout(Instant::now());
         self.retry_pending_punches().await;

@@ -12,6 +12,7 @@ use super::handle::{Command, ControlError};
 use super::trust::ForgetError;
 use crate::config::{AppName, ExposedApp, RemoteApp, SiteName};
 use crate::identity::Fingerprint;
+use crate::store::StoreError;
 use crate::view::Event;
 
 impl Site {
@@ -65,10 +66,7 @@ impl Site {
 
     fn persist(&self) -> Result<(), ControlError> {
         match &self.store {
-            Some(store) => store.save(&self.state).map_err(|e| {
-                warn!(error = %e, "live change not persisted");
-                ControlError::Persist(format!("applied, but not persisted: {e}"))
-            }),
+            Some(store) => store.save(&self.state).map_err(persist_failed),
             None => Ok(()),
         }
     }
@@ -122,14 +120,11 @@ impl Site {
         warn!(peer.site = %name, identity = %identity, "site identity forgotten by the operator; the next identity announcing this name is pinned");
         self.peers.forget(&name);
         self.apply().await;
-        let persisted = self.trust.take_changed().map(|known| {
-            self.state.known_sites = known;
-            self.persist()
-        });
+        let persisted = self.persist_pins();
         // Everyone answers with a fresh announcement: the site is learnt
         // again (and its identity pinned) within a round trip.
         self.announce(true).await;
-        persisted.unwrap_or(Ok(()))?;
+        persisted.map_err(persist_failed)?;
         Ok(identity)
     }
 
@@ -187,4 +182,10 @@ impl Site {
         self.persist()?;
         Ok(gone)
     }
+}
+
+/// A live change applied but not written to the state file.
+fn persist_failed(e: StoreError) -> ControlError {
+    warn!(error = %e, "live change not persisted");
+    ControlError::Persist(format!("applied, but not persisted: {e}"))
 }
