@@ -39,7 +39,7 @@ use crate::message::announce::{
     PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
-use crate::store::{State, Store, StoreError};
+use crate::store::{State, Store};
 use crate::tunnel::relay::RelayState;
 use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
@@ -502,23 +502,25 @@ impl Site {
         }
     }
 
-    /// Writes the learnt pins to the state file if they changed since the
-    /// last write: the one path every pin change takes to disk.
-    fn persist_pins(&mut self) -> Result<(), StoreError> {
+    /// Moves the learnt pins into the state if they changed since the last
+    /// time; returns whether they did. Every write of the state file
+    /// ([`Self::save_pins`], and each live change) takes them along, so a
+    /// burst of new names costs one write.
+    fn take_pins(&mut self) -> bool {
         let Some(known) = self.trust.take_changed() else {
-            return Ok(());
+            return false;
         };
         self.state.known_sites = known;
-        match &self.store {
-            Some(store) => store.save(&self.state),
-            None => Ok(()),
-        }
+        true
     }
 
-    /// [`Self::persist_pins`], a failure only logged: the pins still hold in
-    /// memory until the next start.
+    /// Writes the state file if the pins changed; a failure is logged: the
+    /// pins still hold in memory until the next start.
     fn save_pins(&mut self) {
-        if let Err(e) = self.persist_pins() {
+        if self.take_pins()
+            && let Some(store) = &self.store
+            && let Err(e) = store.save(&self.state)
+        {
             warn!(error = %e, "pinned site identities not persisted");
         }
     }

@@ -12,7 +12,6 @@ use super::handle::{Command, ControlError};
 use super::trust::ForgetError;
 use crate::config::{AppName, ExposedApp, RemoteApp, SiteName};
 use crate::identity::Fingerprint;
-use crate::store::StoreError;
 use crate::view::Event;
 
 impl Site {
@@ -64,9 +63,15 @@ impl Site {
         }
     }
 
-    fn persist(&self) -> Result<(), ControlError> {
+    /// Writes the live change to the state file, with any pins learnt since
+    /// the last write.
+    fn persist(&mut self) -> Result<(), ControlError> {
+        self.take_pins();
         match &self.store {
-            Some(store) => store.save(&self.state).map_err(persist_failed),
+            Some(store) => store.save(&self.state).map_err(|e| {
+                warn!(error = %e, "live change not persisted");
+                ControlError::Persist(format!("applied, but not persisted: {e}"))
+            }),
             None => Ok(()),
         }
     }
@@ -120,11 +125,11 @@ impl Site {
         warn!(peer.site = %name, identity = %identity, "site identity forgotten by the operator; the next identity announcing this name is pinned");
         self.peers.forget(&name);
         self.apply().await;
-        let persisted = self.persist_pins();
+        let persisted = self.persist();
         // Everyone answers with a fresh announcement: the site is learnt
         // again (and its identity pinned) within a round trip.
         self.announce(true).await;
-        persisted.map_err(persist_failed)?;
+        persisted?;
         Ok(identity)
     }
 
@@ -182,10 +187,4 @@ impl Site {
         self.persist()?;
         Ok(gone)
     }
-}
-
-/// A live change applied but not written to the state file.
-fn persist_failed(e: StoreError) -> ControlError {
-    warn!(error = %e, "live change not persisted");
-    ControlError::Persist(format!("applied, but not persisted: {e}"))
 }
