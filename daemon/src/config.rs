@@ -624,6 +624,18 @@ pub enum ExposedTarget {
     },
 }
 
+impl ExposedTarget {
+    /// The protocol of the traffic it carries: the socket's for a single
+    /// app, `protocol` for a range app.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::Single(s) if s.is_udp() => Protocol::Udp,
+            Self::Single(_) => Protocol::Tcp,
+            Self::Range { protocol, .. } => *protocol,
+        }
+    }
+}
+
 /// The transport protocol of an app's traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -686,11 +698,7 @@ impl ExposedApp {
 
     /// Whether the app's traffic is UDP flows.
     pub fn protocol(&self) -> Protocol {
-        match &self.target {
-            ExposedTarget::Single(s) if s.is_udp() => Protocol::Udp,
-            ExposedTarget::Single(_) => Protocol::Tcp,
-            ExposedTarget::Range { protocol, .. } => *protocol,
-        }
+        self.target.protocol()
     }
 
     /// Whether `site` may open streams to this app: every site when

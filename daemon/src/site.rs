@@ -323,9 +323,7 @@ impl Site {
             cancel: cancel.clone(),
             tracker,
         };
-        if let Some(known) = site.trust.take_changed() {
-            site.save_known_sites(known);
-        }
+        site.save_pins();
         site.detect_all();
         let mut announce_tick = tokio::time::interval(ANNOUNCE_INTERVAL);
         announce_tick.tick().await; // the first tick fires at once; the broker ConnAck triggers the first announce
@@ -356,9 +354,7 @@ impl Site {
 
     async fn shut_down(mut self) {
         info!("site shutting down");
-        if let Some(known) = self.trust.take_changed() {
-            self.save_known_sites(known);
-        }
+        self.save_pins();
         for (_, l) in self.listeners.drain() {
             l.close();
         }
@@ -506,11 +502,23 @@ impl Site {
         }
     }
 
-    /// Persists the pinned identities (a failure is logged: the pins still
-    /// hold in memory until the next start).
-    fn save_known_sites(&mut self, known: Vec<crate::store::KnownSite>) {
+    /// Moves the learnt pins into the state if they changed since the last
+    /// time; returns whether they did. Every write of the state file
+    /// ([`Self::save_pins`], and each live change) takes them along, so a
+    /// burst of new names costs one write.
+    fn take_pins(&mut self) -> bool {
+        let Some(known) = self.trust.take_changed() else {
+            return false;
+        };
         self.state.known_sites = known;
-        if let Some(store) = &self.store
+        true
+    }
+
+    /// Writes the state file if the pins changed; a failure is logged: the
+    /// pins still hold in memory until the next start.
+    fn save_pins(&mut self) {
+        if self.take_pins()
+            && let Some(store) = &self.store
             && let Err(e) = store.save(&self.state)
         {
             warn!(error = %e, "pinned site identities not persisted");
@@ -605,9 +613,7 @@ impl Site {
     }
 
     async fn housekeeping(&mut self) {
-        if let Some(known) = self.trust.take_changed() {
-            self.save_known_sites(known);
-        }
+        self.save_pins();
         self.trust.expire(Instant::now());
         self.peers.on_timeout(Instant::now());
         self.retry_pending_punches().await;

@@ -119,88 +119,67 @@ impl<'de> Deserialize<'de> for SecretScalar {
 /// A list of scalars that also accepts one bare scalar, split on commas, as
 /// mapstructure's weak decoding did (`portRange: "5900,5901-5990"`).
 fn scalar_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scalar>>, D::Error> {
-    struct ListVisitor;
-
-    impl<'de> Visitor<'de> for ListVisitor {
-        type Value = Option<Vec<Scalar>>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of values")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(self)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(item) = seq.next_element::<Scalar>()? {
-                out.push(item);
-            }
-            Ok(Some(out))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(
-                v.split(',')
-                    .map(|part| Scalar(part.trim().to_owned()))
-                    .filter(|s| !s.0.is_empty())
-                    .collect(),
-            ))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(vec![Scalar(v.to_string())]))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(vec![Scalar(v.to_string())]))
-        }
-    }
-
-    d.deserialize_option(ListVisitor)
+    d.deserialize_option(ListVisitor {
+        split: true,
+        expecting: "a list of values",
+    })
 }
 
 /// A list of scalars that also accepts one bare scalar as a one-entry list,
 /// never split: unlike ports, a site name may contain a comma.
 fn name_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scalar>>, D::Error> {
-    struct ListVisitor;
+    d.deserialize_option(ListVisitor {
+        split: false,
+        expecting: "a list of names",
+    })
+}
 
-    impl<'de> Visitor<'de> for ListVisitor {
-        type Value = Option<Vec<Scalar>>;
+/// The visitor of [`scalar_list`] and [`name_list`]: they differ only in
+/// whether a bare string is split on commas.
+struct ListVisitor {
+    split: bool,
+    expecting: &'static str,
+}
 
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of names")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(self)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(item) = seq.next_element::<Scalar>()? {
-                out.push(item);
-            }
-            Ok(Some(out))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(vec![Scalar(v.to_owned())]))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(vec![Scalar(v.to_string())]))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(vec![Scalar(v.to_string())]))
-        }
+impl<'de> Visitor<'de> for ListVisitor {
+    type Value = Option<Vec<Scalar>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
     }
-
-    d.deserialize_option(ListVisitor)
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<Scalar>()? {
+            out.push(item);
+        }
+        Ok(Some(out))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if !self.split {
+            return Ok(Some(vec![Scalar(v.to_owned())]));
+        }
+        Ok(Some(
+            v.split(',')
+                .map(|part| Scalar(part.trim().to_owned()))
+                .filter(|s| !s.0.is_empty())
+                .collect(),
+        ))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(vec![Scalar(v.to_string())]))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(vec![Scalar(v.to_string())]))
+    }
 }
 
 /// Whether a key was present at all, whatever its value (even null).

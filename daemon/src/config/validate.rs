@@ -1606,10 +1606,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
     }
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
     let allowed_sites = allowed_sites(raw.allowed_sites.as_deref(), &at("allowedSites"), r);
-    let is_udp = target.as_ref().map(|t| match t {
-        ExposedTarget::Single(s) => s.is_udp(),
-        ExposedTarget::Range { protocol, .. } => *protocol == Protocol::Udp,
-    });
+    let is_udp = target.as_ref().map(|t| t.protocol() == Protocol::Udp);
     let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), is_udp, r);
 
     if r.errors.len() > start {

@@ -63,7 +63,10 @@ impl Site {
         }
     }
 
-    fn persist(&self) -> Result<(), ControlError> {
+    /// Writes the live change to the state file, with any pins learnt since
+    /// the last write.
+    fn persist(&mut self) -> Result<(), ControlError> {
+        self.take_pins();
         match &self.store {
             Some(store) => store.save(&self.state).map_err(|e| {
                 warn!(error = %e, "live change not persisted");
@@ -122,14 +125,11 @@ impl Site {
         warn!(peer.site = %name, identity = %identity, "site identity forgotten by the operator; the next identity announcing this name is pinned");
         self.peers.forget(&name);
         self.apply().await;
-        let persisted = self.trust.take_changed().map(|known| {
-            self.state.known_sites = known;
-            self.persist()
-        });
+        let persisted = self.persist();
         // Everyone answers with a fresh announcement: the site is learnt
         // again (and its identity pinned) within a round trip.
         self.announce(true).await;
-        persisted.unwrap_or(Ok(()))?;
+        persisted?;
         Ok(identity)
     }
 

@@ -918,17 +918,9 @@ impl Peers {
 
     /// Deadlines and expiry; call at [`Self::poll_timeout`] and periodically.
     pub fn on_timeout(&mut self, now: Instant) {
-        let expired: Vec<ChannelId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now >= p.deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(p) = self.pending.remove(&id) {
-                self.out
-                    .refuse_channel(&p.site, p.instance, id, Refusal::Unannounced, now);
-            }
+        for (id, p) in take_pending(&mut self.pending, |p| now >= p.deadline) {
+            self.out
+                .refuse_channel(&p.site, p.instance, id, Refusal::Unannounced, now);
         }
         let sites: Vec<SiteName> = self.sites.keys().cloned().collect();
         for site in sites {
@@ -976,14 +968,10 @@ impl Peers {
             self.refused.remove(&oldest);
         }
         self.refused.insert(instance, (site.clone(), now));
-        let waiting: Vec<ChannelId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.instance == instance && p.site == *site)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in waiting {
-            self.pending.remove(&id);
+        let waiting = take_pending(&mut self.pending, |p| {
+            p.instance == instance && p.site == *site
+        });
+        for (id, _) in waiting {
             self.out
                 .refuse_channel(site, instance, id, Refusal::Identity, now);
         }
@@ -995,14 +983,7 @@ impl Peers {
     pub fn forget(&mut self, site: &SiteName) {
         // Whoever it refused may be the identity pinned next.
         self.refused.retain(|_, (s, _)| s != site);
-        let pending: Vec<ChannelId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.site == *site)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in pending {
-            self.pending.remove(&id);
+        for (id, _) in take_pending(&mut self.pending, |p| p.site == *site) {
             self.out.push(Action::Close {
                 site: site.clone(),
                 channel: id,
@@ -1160,14 +1141,10 @@ impl Peers {
                     other: c.instance.id,
                 });
                 self.out.count(Tally::ClaimRefused);
-                let refused: Vec<ChannelId> = self
-                    .pending
-                    .iter()
-                    .filter(|(_, q)| q.site == *site && q.instance == c.instance.id)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in refused {
-                    self.pending.remove(&id);
+                let refused = take_pending(&mut self.pending, |q| {
+                    q.site == *site && q.instance == c.instance.id
+                });
+                for (id, _) in refused {
                     self.out
                         .refuse_channel(site, c.instance.id, id, Refusal::Conflict, now);
                 }
@@ -1209,14 +1186,10 @@ impl Peers {
         }
         peer.dials.clear();
         // Channels of the old instance still waiting for a decision go.
-        let stale: Vec<ChannelId> = self
-            .pending
-            .iter()
-            .filter(|(_, q)| q.site == *site && q.instance == old.id)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            self.pending.remove(&id);
+        let stale = take_pending(&mut self.pending, |q| {
+            q.site == *site && q.instance == old.id
+        });
+        for (id, _) in stale {
             self.out.push(Action::Close {
                 site: site.clone(),
                 channel: id,
@@ -1228,6 +1201,15 @@ impl Peers {
         self.out.push(Action::AnnounceTo(next));
         confirm_pending(site, peer, &mut self.pending, &mut self.out, now);
     }
+}
+
+/// Removes and returns the channels waiting for an announcement that
+/// `matches` selects.
+fn take_pending(
+    pending: &mut HashMap<ChannelId, Pending>,
+    matches: impl Fn(&Pending) -> bool,
+) -> Vec<(ChannelId, Pending)> {
+    pending.extract_if(|_, p| matches(p)).collect()
 }
 
 fn report_discovered(site: &SiteName, peer: &Peer, out: &mut Outbox) {

@@ -24,7 +24,7 @@
 //!
 //! Nothing here does I/O or reads a clock: `now` is a parameter.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{SiteName, TrustMode, TrustedSite};
@@ -121,6 +121,8 @@ pub enum ForgetError {
 struct Pin {
     identity: Fingerprint,
     first_seen_ms: u64,
+    /// Pinned during this run (shown as [`Standing::New`]).
+    learnt: bool,
 }
 
 /// The trust state of one site.
@@ -131,10 +133,9 @@ pub struct Trust {
     own_identity: Fingerprint,
     listed: HashMap<SiteName, Fingerprint>,
     pins: HashMap<SiteName, Pin>,
-    /// Names pinned during this run.
-    new: HashSet<SiteName>,
-    /// The identity last accepted per name (what peers show).
-    current: HashMap<SiteName, Fingerprint>,
+    /// The identity last accepted per name and where it stood (what peers
+    /// show).
+    current: HashMap<SiteName, (Fingerprint, Standing)>,
     refused: HashMap<(SiteName, Fingerprint), RefusedClaim>,
     /// Pins made since [`Trust::take_new_pins`] was last called.
     fresh: Vec<(SiteName, Fingerprint)>,
@@ -194,6 +195,7 @@ impl Trust {
                     Pin {
                         identity,
                         first_seen_ms: k.first_seen,
+                        learnt: false,
                     },
                 );
             }
@@ -204,7 +206,6 @@ impl Trust {
             own_identity,
             listed,
             pins,
-            new: HashSet::new(),
             current: HashMap::new(),
             refused: HashMap::new(),
             fresh: Vec::new(),
@@ -232,7 +233,7 @@ impl Trust {
         let verdict = self.judge(site, who, wall_ms);
         match verdict {
             Ok(standing) => {
-                self.current.insert(site.clone(), who);
+                self.current.insert(site.clone(), (who, standing));
                 Verdict::Accepted(standing)
             }
             Err(why) => {
@@ -271,7 +272,7 @@ impl Trust {
             return Err(Refusal::NotListed);
         }
         match self.pins.get(site) {
-            Some(pin) if pin.identity == who => Ok(if self.new.contains(site) {
+            Some(pin) if pin.identity == who => Ok(if pin.learnt {
                 Standing::New
             } else {
                 Standing::Pinned
@@ -286,9 +287,9 @@ impl Trust {
                     Pin {
                         identity: who,
                         first_seen_ms: wall_ms,
+                        learnt: true,
                     },
                 );
-                self.new.insert(site.clone());
                 self.fresh.push((site.clone(), who));
                 // A claim refused under the old pin may be the one now pinned.
                 self.refused.retain(|(s, _), _| s != site);
@@ -363,7 +364,6 @@ impl Trust {
             .pins
             .remove(site)
             .ok_or_else(|| ForgetError::NotPinned(site.clone()))?;
-        self.new.remove(site);
         self.current.remove(site);
         self.refused.retain(|(s, _), _| s != site);
         self.dirty = true;
@@ -372,17 +372,7 @@ impl Trust {
 
     /// The identity last accepted for `site`, and where it stands.
     pub fn standing(&self, site: &SiteName) -> Option<(Fingerprint, Standing)> {
-        let who = *self.current.get(site)?;
-        let standing = if *site == self.own_name {
-            Standing::Pinned
-        } else if self.mode == TrustMode::Open {
-            Standing::Unpinned
-        } else if self.new.contains(site) && !self.listed.contains_key(site) {
-            Standing::New
-        } else {
-            Standing::Pinned
-        };
-        Some((who, standing))
+        self.current.get(site).copied()
     }
 
     /// Refused claims still shown, oldest name first.
@@ -574,25 +564,24 @@ mod tests {
             site: name("x"),
             identity: a,
         }];
-        let (mut t, warnings) = Trust::new(TrustMode::Pinned, name("me"), fp(), &listed, &known);
+        let me = fp();
+        let (trust, warnings) = Trust::new(TrustMode::Pinned, name("me"), me, &listed, &known);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        let now = Instant::now();
+        let mut r = Rig {
+            trust,
+            now: Instant::now(),
+            me,
+        };
+        assert_eq!(r.check("x", a), Verdict::Accepted(Standing::Pinned));
+        assert_eq!(r.check("x", b), conflict(a, true));
         assert_eq!(
-            t.check(&name("x"), InstanceId::from_bytes([1; 16]), a, now, 0),
-            Verdict::Accepted(Standing::Pinned)
+            r.trust.forget(&name("x")),
+            Err(ForgetError::Listed(name("x")))
         );
-        assert_eq!(
-            t.check(&name("x"), InstanceId::from_bytes([1; 16]), b, now, 0),
-            conflict(a, true)
-        );
-        assert_eq!(t.forget(&name("x")), Err(ForgetError::Listed(name("x"))));
         // The stale learned pin is dropped from the state file.
-        assert_eq!(t.take_changed(), Some(vec![]));
+        assert_eq!(r.trust.take_changed(), Some(vec![]));
         // Unlisted names are still learned.
-        assert_eq!(
-            t.check(&name("y"), InstanceId::from_bytes([1; 16]), b, now, 0),
-            Verdict::Accepted(Standing::New)
-        );
+        assert_eq!(r.check("y", b), Verdict::Accepted(Standing::New));
     }
 
     #[test]
