@@ -185,17 +185,18 @@ struct Setup {
 impl Setup {
     /// A with `trust` as its `trust` section (none: the default, pinned).
     async fn new(trust: Option<Value>) -> Self {
-        let broker = Broker::embedded().await;
-        let net = Net::new(broker.url());
-        let echo = EchoServer::tcp().await;
-        let local = Sock::free_tcp();
-        let b = net.site(B).expose("echo", echo.sock()).spawn().await;
-        let mut a = net.site("a").remote(B, "echo", &local);
-        if let Some(trust) = trust {
-            a = a.extra("trust", trust);
-        }
-        let a = a.spawn().await;
-        wait_forward(&local, WAIT, &[&a, &b]).await;
+        let EchoOverBroker {
+            broker,
+            net,
+            echo,
+            local,
+            a,
+            b,
+        } = EchoOverBroker::new(|a| match trust {
+            Some(trust) => a.extra("trust", trust),
+            None => a,
+        })
+        .await;
         let api_a = a.api().await;
         let b_id = identity(&b).await;
         Self {
