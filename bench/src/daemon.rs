@@ -216,6 +216,25 @@ pub struct TurnRelay {
 }
 
 impl SiteSpec {
+    /// A site named `name` on `topic` of `broker` with nothing else: no sockets (dial only), no
+    /// apps, the default congestion control, `info` logs, no metrics, no hole punching and no
+    /// TURN relay. Set the rest with struct update syntax.
+    pub fn new(name: impl Into<String>, topic: impl Into<String>, broker: Broker) -> Self {
+        Self {
+            name: name.into(),
+            topic: topic.into(),
+            broker,
+            sockets: vec![],
+            exposed: vec![],
+            remotes: vec![],
+            congestion: None,
+            log_level: "info".into(),
+            metrics: None,
+            hole_punching: None,
+            turn: None,
+        }
+    }
+
     /// The config document for a site whose files live in `dir`.
     pub fn document(&self, dir: &Path) -> Value {
         let mut mqtt = json!({ "topic": self.topic });
@@ -584,33 +603,19 @@ impl Tunnel {
             ),
         };
         let spec_b = SiteSpec {
-            name: "bench-b".into(),
-            topic: topic.clone(),
-            broker: Broker::Embedded(broker),
             sockets: quic_ports
                 .iter()
                 .map(|&port| (public, SocketAddr::new(public, port)))
                 .collect(),
             exposed: vec![(APP_NAME.into(), app)],
-            remotes: vec![],
             congestion: opts.congestion.clone(),
-            log_level: "info".into(),
-            metrics: None,
-            hole_punching: None,
-            turn: None,
+            ..SiteSpec::new("bench-b", topic.clone(), Broker::Embedded(broker))
         };
         let spec_a = SiteSpec {
-            name: "bench-a".into(),
-            topic,
-            broker: Broker::At(broker),
-            sockets: vec![],
-            exposed: vec![],
             remotes: vec![("bench-b".into(), APP_NAME.into(), entry)],
             congestion: opts.congestion.clone(),
-            log_level: "info".into(),
             metrics: opts.metrics.then_some(metrics),
-            hole_punching: None,
-            turn: None,
+            ..SiteSpec::new("bench-a", topic, Broker::At(broker))
         };
         let b = SiteProcess::spawn(bin, &spec_b, ns_b)?;
         let a = SiteProcess::spawn(bin, &spec_a, ns_a)?;
@@ -739,21 +744,13 @@ mod tests {
     fn a_dial_only_site_has_no_sockets_and_points_at_the_broker() {
         let broker: SocketAddr = "10.78.0.2:1883".parse().unwrap();
         let spec = SiteSpec {
-            name: "a".into(),
-            topic: "t".into(),
-            broker: Broker::At(broker),
-            sockets: vec![],
-            exposed: vec![],
             remotes: vec![(
                 "b".into(),
                 "bench".into(),
                 "127.0.0.1:5000".parse().unwrap(),
             )],
             congestion: Some("bbr".into()),
-            log_level: "info".into(),
-            metrics: None,
-            hole_punching: None,
-            turn: None,
+            ..SiteSpec::new("a", "t", Broker::At(broker))
         };
         let doc = spec.document(Path::new("/tmp/x"));
         assert_eq!(
@@ -770,9 +767,6 @@ mod tests {
     #[test]
     fn the_serving_site_runs_the_broker_and_one_quic_socket_per_channel() {
         let spec = SiteSpec {
-            name: "b".into(),
-            topic: "t".into(),
-            broker: Broker::Embedded("127.0.0.1:1883".parse().unwrap()),
             sockets: [4433, 4434]
                 .into_iter()
                 .map(|port| {
@@ -783,12 +777,12 @@ mod tests {
                 })
                 .collect(),
             exposed: vec![("bench".into(), "127.0.0.1:5001".parse().unwrap())],
-            remotes: vec![],
-            congestion: None,
-            log_level: "info".into(),
             metrics: Some("127.0.0.1:9100".parse().unwrap()),
-            hole_punching: None,
-            turn: None,
+            ..SiteSpec::new(
+                "b",
+                "t",
+                Broker::Embedded("127.0.0.1:1883".parse().unwrap()),
+            )
         };
         let doc = spec.document(Path::new("/d"));
         let mqtt = &doc["messageChannel"]["mqtt"];
@@ -812,15 +806,6 @@ mod tests {
     #[test]
     fn a_site_behind_a_nat_punches_from_one_socket_and_may_offer_a_turn_relay() {
         let spec = SiteSpec {
-            name: "b".into(),
-            topic: "t".into(),
-            broker: Broker::At("198.18.0.2:1883".parse().unwrap()),
-            sockets: vec![],
-            exposed: vec![],
-            remotes: vec![],
-            congestion: None,
-            log_level: "info".into(),
-            metrics: None,
             hole_punching: Some(vec![
                 "198.18.0.2:3478".parse().unwrap(),
                 "198.18.0.3:3478".parse().unwrap(),
@@ -830,6 +815,7 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             }),
+            ..SiteSpec::new("b", "t", Broker::At("198.18.0.2:1883".parse().unwrap()))
         };
         let doc = spec.document(Path::new("/d"));
         let socks = doc["tunnel"]["localSockets"].as_array().unwrap();

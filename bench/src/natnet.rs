@@ -215,19 +215,11 @@ impl NatNet {
         let stun = guard_task("starting coturn (STUN)", async move { r.stun().await }).await?;
         let r = Arc::clone(&rig);
         let turn = guard_task("starting coturn (TURN)", async move { r.turn().await }).await?;
-        let broker_spec = SiteSpec {
-            name: "bench-broker".into(),
-            topic: "wovenet-bench/broker-only".into(),
-            broker: Broker::Embedded(plan::broker()),
-            sockets: vec![],
-            exposed: vec![],
-            remotes: vec![],
-            congestion: None,
-            log_level: "info".into(),
-            metrics: None,
-            hole_punching: None,
-            turn: None,
-        };
+        let broker_spec = SiteSpec::new(
+            "bench-broker",
+            "wovenet-bench/broker-only",
+            Broker::Embedded(plan::broker()),
+        );
         let mut broker = SiteProcess::spawn(bin, &broker_spec, Some(rig.servers().name()))?;
         let probe = Target::direct(plan::broker()).in_netns(rig.servers().name());
         let start = Instant::now();
@@ -425,17 +417,8 @@ impl NatNet {
             rand::random::<u32>()
         );
         let spec = |name: &str| SiteSpec {
-            name: name.into(),
-            topic: topic.clone(),
-            broker: Broker::At(plan::broker()),
-            sockets: vec![],
-            exposed: vec![],
-            remotes: vec![],
-            congestion: None,
-            log_level: "info".into(),
-            metrics: None,
             hole_punching: punch.clone(),
-            turn: None,
+            ..SiteSpec::new(name, topic.clone(), Broker::At(plan::broker()))
         };
         let spec_b = SiteSpec {
             sockets: if path == NatPath::Direct {

@@ -103,23 +103,22 @@ fn build_binaries() {
 
 /// Runs `wovenetd check --config FILE` and returns its output.
 pub fn check_config(config: &Path) -> Output {
-    Command::new(wovenetd())
-        .arg("check")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run wovenetd check: {e}"))
+    wovenetd_with_config("check", config)
 }
 
 /// Runs `wovenetd identity --config FILE` (prints `siteName: NAME` and `identity: FINGERPRINT`,
 /// creating the identity key beside the state file if there is none) and returns its output.
 pub fn identity_command(config: &Path) -> Output {
+    wovenetd_with_config("identity", config)
+}
+
+/// Runs `wovenetd SUBCOMMAND --config FILE` to its end and returns its output.
+fn wovenetd_with_config(subcommand: &str, config: &Path) -> Output {
     Command::new(wovenetd())
-        .arg("identity")
-        .arg("--config")
+        .args([subcommand, "--config"])
         .arg(config)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run wovenetd identity: {e}"))
+        .unwrap_or_else(|e| panic!("cannot run wovenetd {subcommand}: {e}"))
 }
 
 #[cfg(test)]

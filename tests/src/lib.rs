@@ -72,7 +72,7 @@ pub use data::{DataGen, Digest};
 pub use detector::{Answer, Detector};
 pub use iptables::IptablesDrop;
 pub use log::LogLine;
-pub use pair::{Pair, lone_site};
+pub use pair::{EchoOverBroker, Pair, lone_site};
 pub use server::{EchoServer, ResettingServer, SinkReport, SinkServer, socket_dir};
 pub use site::{Net, Site, SiteBuilder, diag, random_topic, wait_forward, write_yaml};
 pub use sock::{Sock, Stream, free_tcp_port, free_udp_port};

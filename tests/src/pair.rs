@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serde_json::Value;
 
+use crate::broker::Broker;
 use crate::ctl::Ctl;
 use crate::server::EchoServer;
 use crate::site::{Net, Site, SiteBuilder, diag, random_topic, wait_forward};
@@ -95,6 +96,47 @@ impl Pair {
     ) -> String {
         ctl.table_until(args, what, WAIT, || self.diag(), check)
             .await
+    }
+}
+
+/// Sites `a` and `b` on a broker neither of them hosts (embedded in the test), so either can
+/// stop, restart or be replaced by another process under its name: `b` exposes `echo`, `a`
+/// serves it at `local`, with the tunnel up.
+pub struct EchoOverBroker {
+    /// The broker both sites use.
+    pub broker: Broker,
+    /// Builds more sites on the same broker, topic and key.
+    pub net: Net,
+    /// `b`'s app.
+    pub echo: EchoServer,
+    /// Where `a` serves `b/echo`.
+    pub local: Sock,
+    /// The site using `b/echo`.
+    pub a: Site,
+    /// The site exposing `echo`.
+    pub b: Site,
+}
+
+impl EchoOverBroker {
+    /// Spawns `b` then `a`; `a_config` shapes `a` further (e.g. its `trust` section).
+    pub async fn new(a_config: impl FnOnce(SiteBuilder) -> SiteBuilder) -> Self {
+        let broker = Broker::embedded().await;
+        let net = Net::new(broker.url());
+        let echo = EchoServer::tcp().await;
+        let local = Sock::free_tcp();
+        let b = net.site("b").expose("echo", echo.sock()).spawn().await;
+        let a = a_config(net.site("a").remote("b", "echo", &local))
+            .spawn()
+            .await;
+        wait_forward(&local, WAIT, &[&a, &b]).await;
+        Self {
+            broker,
+            net,
+            echo,
+            local,
+            a,
+            b,
+        }
     }
 }
 

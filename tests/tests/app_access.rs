@@ -45,6 +45,35 @@ fn range(app: &str, port: u16, allowed: &[&str]) -> Value {
     })
 }
 
+/// `wovenetctl expose add` arguments for app `name` on `socket`, restricted to `allowed`
+/// (comma-separated site names).
+fn expose_add<'a>(name: &'a str, socket: &'a str, allowed: &'a str) -> [&'a str; 8] {
+    [
+        "expose",
+        "add",
+        "--name",
+        name,
+        "--socket",
+        socket,
+        "--allowed-sites",
+        allowed,
+    ]
+}
+
+/// Sites b (using a/x) and c (using a/x and a/pub), and their local sockets for
+/// (b: a/x, c: a/x, c: a/pub).
+async fn spawn_b_and_c(net: &Net) -> (Site, Site, (Sock, Sock, Sock)) {
+    let (bx, cx, cpub) = (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
+    let b = net.site("b").remote("a", "x", &bx).spawn().await;
+    let c = net
+        .site("c")
+        .remote("a", "x", &cx)
+        .remote("a", "pub", &cpub)
+        .spawn()
+        .await;
+    (b, c, (bx, cx, cpub))
+}
+
 /// The apps `api`'s site lists for peer `peer` (announced and offered).
 async fn apps_of(api: &Api, peer: &str) -> Option<Vec<String>> {
     api.peer(peer).await.map(|p| p.apps)
@@ -120,14 +149,7 @@ async fn an_app_is_offered_only_to_its_allowed_sites_and_follows_live_changes() 
         )
         .spawn()
         .await;
-    let (bx, cx, cpub) = (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
-    let b = net.site("b").remote("a", "x", &bx).spawn().await;
-    let c = net
-        .site("c")
-        .remote("a", "x", &cx)
-        .remote("a", "pub", &cpub)
-        .spawn()
-        .await;
+    let (b, c, (bx, cx, cpub)) = spawn_b_and_c(&net).await;
     let diag = || diag(&[&a, &b, &c]);
     let (api_b, api_c) = (b.api().await, c.api().await);
 
@@ -163,18 +185,7 @@ async fn an_app_is_offered_only_to_its_allowed_sites_and_follows_live_changes() 
     )
     .await;
     let socket = x.sock().to_string();
-    let added = ctl
-        .json(&[
-            "expose",
-            "add",
-            "--name",
-            "x",
-            "--socket",
-            &socket,
-            "--allowed-sites",
-            "b,c",
-        ])
-        .await;
+    let added = ctl.json(&expose_add("x", &socket, "b,c")).await;
     assert_eq!(added["app"]["spec"]["allowed_sites"], json!(["b", "c"]));
     for (who, sock) in [("c", &cx), ("b", &bx)] {
         try_wait_forward_with_banner(sock, &banner("x"), WAIT)
@@ -191,17 +202,7 @@ async fn an_app_is_offered_only_to_its_allowed_sites_and_follows_live_changes() 
 
     // And back to B only: C's listener closes, B's keeps working.
     ctl.ok(&["expose", "rm", "x"]).await;
-    ctl.ok(&[
-        "expose",
-        "add",
-        "--name",
-        "x",
-        "--socket",
-        &socket,
-        "--allowed-sites",
-        "b",
-    ])
-    .await;
+    ctl.ok(&expose_add("x", &socket, "b")).await;
     // Waited for through the API: a probe connection while the listener is still open
     // would be a stream A refuses (counted below).
     wait_for(
@@ -227,18 +228,7 @@ async fn an_app_is_offered_only_to_its_allowed_sites_and_follows_live_changes() 
         ("b,a", "allowedSites[1]: 'a' is this site's own name"),
         ("b,c,b", "allowedSites[2]: duplicate site 'b'"),
     ] {
-        let refused = ctl
-            .run(&[
-                "expose",
-                "add",
-                "--name",
-                "y",
-                "--socket",
-                &socket,
-                "--allowed-sites",
-                sites,
-            ])
-            .await;
+        let refused = ctl.run(&expose_add("y", &socket, sites)).await;
         assert_eq!(refused.code, Some(1), "{refused}");
         assert!(refused.stderr.contains(reason), "{refused}");
     }
@@ -268,36 +258,12 @@ async fn a_live_added_restricted_app_survives_a_restart_and_is_offered_to_the_ne
         )
         .spawn()
         .await;
-    let (bx, cx, cpub) = (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
-    let b = net.site("b").remote("a", "x", &bx).spawn().await;
-    let c = net
-        .site("c")
-        .remote("a", "x", &cx)
-        .remote("a", "pub", &cpub)
-        .spawn()
-        .await;
+    let (b, c, (bx, cx, cpub)) = spawn_b_and_c(&net).await;
     let socket = x.sock().to_string();
-    Ctl::site(&a)
-        .ok(&[
-            "expose",
-            "add",
-            "--name",
-            "x",
-            "--socket",
-            &socket,
-            "--allowed-sites",
-            "b",
-        ])
-        .await;
+    Ctl::site(&a).ok(&expose_add("x", &socket, "b")).await;
     try_wait_forward_with_banner(&bx, &banner("x"), WAIT)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "b -> a/x: {e}
-{}",
-                diag(&[&a, &b, &c])
-            )
-        });
+        .unwrap_or_else(|e| panic!("b -> a/x: {e}\n{}", diag(&[&a, &b, &c])));
 
     // A restarts: a new instance, which B learns and is offered x by again.
     a.restart().await;
@@ -325,22 +291,10 @@ async fn a_live_added_restricted_app_survives_a_restart_and_is_offered_to_the_ne
     .await;
     try_wait_forward_with_banner(&bx, &banner("x"), WAIT)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "b -> a/x after a restarted: {e}
-{}",
-                diag()
-            )
-        });
+        .unwrap_or_else(|e| panic!("b -> a/x after a restarted: {e}\n{}", diag()));
     try_wait_forward_with_banner(&cpub, &banner("pub"), WAIT)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "c -> a/pub after a restarted: {e}
-{}",
-                diag()
-            )
-        });
+        .unwrap_or_else(|e| panic!("c -> a/pub after a restarted: {e}\n{}", diag()));
     stays_waiting(&c.api().await, &cx, "x", diag).await;
 }
 

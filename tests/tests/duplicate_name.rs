@@ -50,32 +50,9 @@ async fn counter(ctl: &Ctl, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in {v}"))
 }
 
-struct Setup {
-    _broker: Broker,
-    net: Net,
-    echo: EchoServer,
-    local: Sock,
-    a: Site,
-    b: Site,
-}
-
 /// A uses B's `echo` through `local`; both connected.
-async fn setup() -> Setup {
-    let broker = Broker::embedded().await;
-    let net = Net::new(broker.url());
-    let echo = EchoServer::tcp().await;
-    let local = Sock::free_tcp();
-    let b = net.site(B).expose("echo", echo.sock()).spawn().await;
-    let a = net.site("a").remote(B, "echo", &local).spawn().await;
-    wait_forward(&local, WAIT, &[&a, &b]).await;
-    Setup {
-        _broker: broker,
-        net,
-        echo,
-        local,
-        a,
-        b,
-    }
+async fn setup() -> EchoOverBroker {
+    EchoOverBroker::new(|a| a).await
 }
 
 /// Regression for issue 9: a second process started with a copy of B's config (same

@@ -185,17 +185,18 @@ struct Setup {
 impl Setup {
     /// A with `trust` as its `trust` section (none: the default, pinned).
     async fn new(trust: Option<Value>) -> Self {
-        let broker = Broker::embedded().await;
-        let net = Net::new(broker.url());
-        let echo = EchoServer::tcp().await;
-        let local = Sock::free_tcp();
-        let b = net.site(B).expose("echo", echo.sock()).spawn().await;
-        let mut a = net.site("a").remote(B, "echo", &local);
-        if let Some(trust) = trust {
-            a = a.extra("trust", trust);
-        }
-        let a = a.spawn().await;
-        wait_forward(&local, WAIT, &[&a, &b]).await;
+        let EchoOverBroker {
+            broker,
+            net,
+            echo,
+            local,
+            a,
+            b,
+        } = EchoOverBroker::new(|a| match trust {
+            Some(trust) => a.extra("trust", trust),
+            None => a,
+        })
+        .await;
         let api_a = a.api().await;
         let b_id = identity(&b).await;
         Self {
@@ -221,6 +222,19 @@ impl Setup {
             |r| r.accepted_as(&self.b_id, trust),
         )
         .await
+    }
+
+    /// Waits until A's state file holds exactly one pin: B's name to `identity` (pins are
+    /// written at A's next housekeeping tick, every 5 s).
+    async fn wait_pin_persisted(&self, identity: &str, diag: impl FnOnce() -> String) {
+        let want = [(B.to_owned(), identity.to_owned())];
+        wait_for(
+            format!("A's state file pins {B} to {identity}"),
+            WAIT,
+            || format!("knownSites now: {:?}\n{}", self.a.known_sites(), diag()),
+            || async { (self.a.known_sites() == want).then_some(()) },
+        )
+        .await;
     }
 
     /// B's config (same siteName, key and app) in a fresh directory, so a fresh identity,
@@ -356,12 +370,7 @@ async fn an_impostor_after_the_site_stopped_is_refused_and_gets_no_listener() {
         .unwrap_or_else(|e| panic!("{e}\n{}", diag()));
     assert_eq!(closed, Closed::Refused, "A's local socket is not listening");
     assert_eq!(echo2.accepted(), 0, "no connection reached the impostor");
-    // Pins are written at A's next housekeeping tick (every 5 s).
-    let want = vec![(B.to_owned(), s.b_id.clone())];
-    wait_for("A's state file keeps B's pin", WAIT, diag, || async {
-        (s.a.known_sites() == want).then_some(())
-    })
-    .await;
+    s.wait_pin_persisted(&s.b_id, diag).await;
 }
 
 /// B is reinstalled (its config in a fresh directory: a fresh identity). A refuses it until
@@ -371,14 +380,7 @@ async fn an_impostor_after_the_site_stopped_is_refused_and_gets_no_listener() {
 async fn forget_accepts_a_reinstalled_site() {
     let mut s = Setup::new(None).await;
     s.wait_b_accepted(v1::TrustState::New).await;
-    assert!(
-        eventually(WAIT, || async {
-            s.a.known_sites() == [(B.to_owned(), s.b_id.clone())]
-        })
-        .await,
-        "A persists B's pin: {:?}",
-        s.a.known_sites()
-    );
+    s.wait_pin_persisted(&s.b_id, || s.diag(&[])).await;
     s.b.stop().await;
     let b2 = s.net.site(B).expose("echo", s.echo.sock()).spawn().await;
     let b2_id = identity(&b2).await;
@@ -410,14 +412,7 @@ async fn forget_accepts_a_reinstalled_site() {
     echo_once(&s.local, &data, WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", diag()));
-    assert!(
-        eventually(WAIT, || async {
-            s.a.known_sites() == [(B.to_owned(), b2_id.clone())]
-        })
-        .await,
-        "A's state file holds the new identity: {:?}",
-        s.a.known_sites()
-    );
+    s.wait_pin_persisted(&b2_id, diag).await;
 }
 
 /// Both sites restart from their directories: B keeps its identity (and its owner-only key
@@ -426,14 +421,7 @@ async fn forget_accepts_a_reinstalled_site() {
 async fn identities_and_pins_survive_restarts() {
     let mut s = Setup::new(None).await;
     s.wait_b_accepted(v1::TrustState::New).await;
-    assert!(
-        eventually(WAIT, || async {
-            s.a.known_sites() == [(B.to_owned(), s.b_id.clone())]
-        })
-        .await,
-        "A persists B's pin: {:?}",
-        s.a.known_sites()
-    );
+    s.wait_pin_persisted(&s.b_id, || s.diag(&[])).await;
     let a_id = identity(&s.a).await;
     tokio::join!(s.a.stop(), s.b.stop());
     for site in [&s.a, &s.b] {

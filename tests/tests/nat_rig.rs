@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::net::UdpSocket;
-use wovenet_e2e::natrig::{self, Host, NatKind, Rig, StunServer, netns, plan, stun};
+use wovenet_e2e::natrig::{self, Host, NatKind, Rig, netns, plan, stun};
 use wovenet_e2e::process::Process;
 use wovenet_e2e::*;
 
@@ -30,11 +30,11 @@ fn socket(host: &Host) -> UdpSocket {
 }
 
 /// Two site namespaces behind two NATs of one kind, each with a UDP socket whose mapping
-/// (towards the first STUN server) is known.
+/// (towards the first STUN server) is known. Only the mappings are kept: the STUN server
+/// stops once they are learnt (punching needs nothing more of it), and the namespaces live
+/// as long as the rig.
 struct MappedPair {
     rig: Rig,
-    _hosts: [Host; 2],
-    _stun: StunServer,
     sa: UdpSocket,
     sb: UdpSocket,
     ma: SocketAddr,
@@ -45,18 +45,16 @@ impl MappedPair {
     async fn new(kind: NatKind) -> Option<Self> {
         let rig = Rig::new()?;
         let (nat_a, nat_b) = (rig.nat(kind), rig.nat(kind));
-        let hosts = [rig.site_behind(&nat_a), rig.site_behind(&nat_b)];
-        let stun = rig.stun().await;
+        let (a, b) = (rig.site_behind(&nat_a), rig.site_behind(&nat_b));
+        let _stun = rig.stun().await;
         let [s1, _] = plan::stun_servers();
-        let (sa, sb) = (socket(&hosts[0]), socket(&hosts[1]));
+        let (sa, sb) = (socket(&a), socket(&b));
         let (ma, mb) = (
             mapped(&sa, s1, || rig.diag()).await,
             mapped(&sb, s1, || rig.diag()).await,
         );
         Some(Self {
             rig,
-            _hosts: hosts,
-            _stun: stun,
             sa,
             sb,
             ma,

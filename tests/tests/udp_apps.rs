@@ -170,17 +170,48 @@ async fn pair(apps: Value, remotes: Value) -> (Broker, Site, Site) {
     (broker, a, b)
 }
 
+/// A [`UdpEcho`] exposed by site a as `app` and used by site b at `local`, with client `c`
+/// of it whose first datagram was answered (the flow path works).
+struct EchoPair {
+    echo: UdpEcho,
+    _broker: Broker,
+    a: Site,
+    b: Site,
+    local: SocketAddr,
+    c: UdpSocket,
+}
+
+impl EchoPair {
+    /// `exposed_idle` / `remote_idle`: each side's `udpIdleTimeout` (none: the default).
+    async fn new(app: &str, exposed_idle: Option<u64>, remote_idle: Option<u64>) -> Self {
+        let echo = UdpEcho::start().await;
+        let (remote, local) = udp_remote("a", app, remote_idle);
+        let (broker, a, b) = pair(
+            json!([udp_app(app, &echo.socket(), exposed_idle)]),
+            json!([remote]),
+        )
+        .await;
+        let c = client(local).await;
+        wait_udp_forward(&c, &[&a, &b]).await;
+        Self {
+            echo,
+            _broker: broker,
+            a,
+            b,
+            local,
+            c,
+        }
+    }
+
+    /// Both sites' log tails.
+    fn diag(&self) -> String {
+        diag(&[&self.a, &self.b])
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows() {
-    let echo = UdpEcho::start().await;
-    let (remote, local) = udp_remote("a", "dns", None);
-    let (_broker, a, b) = pair(
-        json!([udp_app("dns", &echo.socket(), None)]),
-        json!([remote]),
-    )
-    .await;
-    let c = client(local).await;
-    wait_udp_forward(&c, &[&a, &b]).await;
+    let p = EchoPair::new("dns", None, None).await;
 
     // Queries of many sizes, each answered exactly, in order.
     let mut through = Vec::new();
@@ -190,14 +221,14 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
         q.extend_from_slice(&query);
         let start = Instant::now();
         assert!(
-            ask(&c, &q, Duration::from_secs(5)).await.is_some(),
+            ask(&p.c, &q, Duration::from_secs(5)).await.is_some(),
             "query {i} unanswered\n{}",
-            diag(&[&a, &b])
+            p.diag()
         );
         through.push(start.elapsed());
     }
     // The same queries straight to the app, for the figure printed below.
-    let direct_client = client(echo.addr).await;
+    let direct_client = client(p.echo.addr).await;
     let mut direct = Vec::new();
     for i in 0..200u32 {
         let start = Instant::now();
@@ -217,12 +248,12 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
 
     // One flow on each side, kind udp, with datagrams and bytes both ways: every query
     // and every answer (the probes that found the tunnel up are counted too).
-    let (api_a, api_b) = (a.api().await, b.api().await);
+    let (api_a, api_b) = (p.a.api().await, p.b.api().await);
     let out = api_b.streams().await;
     assert_eq!(out.len(), 1, "{out:?}");
     let f = &out[0];
     assert_eq!((f.app.as_str(), f.kind.as_str()), ("dns", "udp"));
-    assert_eq!(f.client_addr, c.local_addr().unwrap().to_string());
+    assert_eq!(f.client_addr, p.c.local_addr().unwrap().to_string());
     assert!(
         f.datagrams_sent >= 200 && f.datagrams_received == f.datagrams_sent,
         "{f:?}"
@@ -249,7 +280,7 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
     let stats = api_b.stats().await;
     let app = stats.apps.iter().find(|s| s.app == "dns").unwrap();
     assert_eq!(app.datagrams_sent, f.datagrams_sent);
-    let listed = Ctl::site(&b).json(&["streams"]).await;
+    let listed = Ctl::site(&p.b).json(&["streams"]).await;
     assert_eq!(listed["streams"][0]["kind"], json!("udp"), "{listed}");
     assert_eq!(
         listed["streams"][0]["datagrams_sent"],
@@ -262,16 +293,8 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
 async fn a_burst_of_10000_datagrams_arrives_whole() {
     const N: u32 = 10_000;
     const WINDOW: u32 = 512;
-    let echo = UdpEcho::start().await;
-    let (remote, local) = udp_remote("a", "echo", None);
-    let (_broker, a, b) = pair(
-        json!([udp_app("echo", &echo.socket(), None)]),
-        json!([remote]),
-    )
-    .await;
-    let c = client(local).await;
-    wait_udp_forward(&c, &[&a, &b]).await;
-    let before = echo.received.load(Ordering::Relaxed);
+    let p = EchoPair::new("echo", None, None).await;
+    let before = p.echo.received.load(Ordering::Relaxed);
 
     // At most WINDOW unanswered at once (a burst, but not more than the socket buffers hold).
     let mut seen = vec![false; N as usize];
@@ -283,10 +306,11 @@ async fn a_burst_of_10000_datagrams_arrives_whole() {
         while sent < N && sent - got < WINDOW {
             let mut d = sent.to_be_bytes().to_vec();
             d.resize(512, 0xab);
-            c.send(&d).await.unwrap();
+            p.c.send(&d).await.unwrap();
             sent += 1;
         }
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), c.recv(&mut buf)).await
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), p.c.recv(&mut buf)).await
             && n == REPLY.len() + 512
             && buf.starts_with(REPLY)
         {
@@ -298,34 +322,28 @@ async fn a_burst_of_10000_datagrams_arrives_whole() {
         }
     }
     let elapsed = start.elapsed();
-    let (api_a, api_b) = (a.api().await, b.api().await);
+    let (api_a, api_b) = (p.a.api().await, p.b.api().await);
     let drops = udp_drops(&[&api_a, &api_b]).await;
     let lost = u64::from(N - got);
     println!(
         "udp burst: {got}/{N} datagrams of 512 B answered in {elapsed:?} ({:.0} round trips/s); app saw {}; daemon drop counters {drops}",
         f64::from(got) / elapsed.as_secs_f64(),
-        echo.received.load(Ordering::Relaxed) - before,
+        p.echo.received.load(Ordering::Relaxed) - before,
     );
     assert!(
         lost == 0 || lost <= drops,
         "{lost} datagrams lost, counters explain {drops}\n{}",
-        diag(&[&a, &b])
+        p.diag()
     );
-    assert_eq!(lost, 0, "loopback must lose nothing\n{}", diag(&[&a, &b]));
+    assert_eq!(lost, 0, "loopback must lose nothing\n{}", p.diag());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_at_once_each_get_only_their_own_answers() {
     const CLIENTS: usize = 64;
     const QUERIES: usize = 20;
-    let echo = UdpEcho::start().await;
-    let (remote, local) = udp_remote("a", "echo", None);
-    let (_broker, a, b) = pair(
-        json!([udp_app("echo", &echo.socket(), None)]),
-        json!([remote]),
-    )
-    .await;
-    wait_udp_forward(&client(local).await, &[&a, &b]).await;
+    let p = EchoPair::new("echo", None, None).await;
+    let local = p.local;
 
     let mut tasks = Vec::new();
     for k in 0..CLIENTS {
@@ -351,10 +369,10 @@ async fn many_clients_at_once_each_get_only_their_own_answers() {
     for t in tasks {
         t.await
             .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\n{}", diag(&[&a, &b])));
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
     }
     // The probe's client plus one flow per client, on both sides.
-    let (api_a, api_b) = (a.api().await, b.api().await);
+    let (api_a, api_b) = (p.a.api().await, p.b.api().await);
     assert_eq!(api_b.streams().await.len(), CLIENTS + 1);
     assert_eq!(api_a.streams().await.len(), CLIENTS + 1);
     assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
@@ -362,17 +380,9 @@ async fn many_clients_at_once_each_get_only_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_flows_end_on_both_sides_and_a_new_datagram_opens_a_new_one() {
-    let echo = UdpEcho::start().await;
     // The remote side times out after 2 s, the exposed side after 1 s: both must end.
-    let (remote, local) = udp_remote("a", "echo", Some(2));
-    let (_broker, a, b) = pair(
-        json!([udp_app("echo", &echo.socket(), Some(1))]),
-        json!([remote]),
-    )
-    .await;
-    let c = client(local).await;
-    wait_udp_forward(&c, &[&a, &b]).await;
-    let (api_a, api_b) = (a.api().await, b.api().await);
+    let p = EchoPair::new("echo", Some(1), Some(2)).await;
+    let (api_a, api_b) = (p.a.api().await, p.b.api().await);
     assert_eq!(api_b.streams().await.len(), 1);
     let first = api_b.streams().await[0].id;
 
@@ -380,7 +390,7 @@ async fn idle_flows_end_on_both_sides_and_a_new_datagram_opens_a_new_one() {
     wait_for(
         "the idle flow ends on both sides",
         WAIT,
-        || diag(&[&a, &b]),
+        || p.diag(),
         || async {
             (api_a.streams().await.is_empty() && api_b.streams().await.is_empty()).then_some(())
         },
@@ -394,9 +404,9 @@ async fn idle_flows_end_on_both_sides_and_a_new_datagram_opens_a_new_one() {
 
     // The same client is served again, by a new flow.
     assert!(
-        ask(&c, b"again", Duration::from_secs(10)).await.is_some(),
+        ask(&p.c, b"again", Duration::from_secs(10)).await.is_some(),
         "{}",
-        diag(&[&a, &b])
+        p.diag()
     );
     let now = api_b.streams().await;
     assert_eq!(now.len(), 1);
@@ -454,25 +464,17 @@ async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_too_large_for_a_frame_arrive_whole() {
-    let echo = UdpEcho::start().await;
-    let (remote, local) = udp_remote("a", "echo", None);
-    let (_broker, a, b) = pair(
-        json!([udp_app("echo", &echo.socket(), None)]),
-        json!([remote]),
-    )
-    .await;
-    let c = client(local).await;
-    wait_udp_forward(&c, &[&a, &b]).await;
+    let p = EchoPair::new("echo", None, None).await;
     // The reply is 3 bytes longer than the request: keep it under the UDP maximum.
     for size in [1_100, 1_200, 1_400, 1_500, 4_000, 9_000, 20_000, 65_000] {
         let payload = data::bytes(u64::try_from(size).unwrap(), size);
         assert!(
-            ask(&c, &payload, Duration::from_secs(5)).await.is_some(),
+            ask(&p.c, &payload, Duration::from_secs(5)).await.is_some(),
             "a {size}-byte datagram was not answered whole\n{}",
-            diag(&[&a, &b])
+            p.diag()
         );
     }
-    let (api_a, api_b) = (a.api().await, b.api().await);
+    let (api_a, api_b) = (p.a.api().await, p.b.api().await);
     assert_eq!(udp_drops(&[&api_a, &api_b]).await, 0);
 }
 
