@@ -521,7 +521,8 @@ impl Site {
             && let Some(store) = &self.store
             && let Err(e) = store.save(&self.state)
         {
-            warn!(error = %e, "pinned site identities not persisted");
+            warn!(error = %e, "pinned site identities not persisted; retried at the next write");
+            self.trust.unsaved();
         }
     }
 

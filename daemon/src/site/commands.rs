@@ -66,14 +66,17 @@ impl Site {
     /// Writes the live change to the state file, with any pins learnt since
     /// the last write.
     fn persist(&mut self) -> Result<(), ControlError> {
-        self.take_pins();
-        match &self.store {
-            Some(store) => store.save(&self.state).map_err(|e| {
-                warn!(error = %e, "live change not persisted");
-                ControlError::Persist(format!("applied, but not persisted: {e}"))
-            }),
-            None => Ok(()),
-        }
+        let pins = self.take_pins();
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store.save(&self.state).map_err(|e| {
+            warn!(error = %e, "live change not persisted");
+            if pins {
+                self.trust.unsaved();
+            }
+            ControlError::Persist(format!("applied, but not persisted: {e}"))
+        })
     }
 
     async fn add_exposed(&mut self, app: ExposedApp) -> Result<(), ControlError> {

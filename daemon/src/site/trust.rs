@@ -387,6 +387,12 @@ impl Trust {
         std::mem::take(&mut self.fresh)
     }
 
+    /// The pins taken by [`Trust::take_changed`] were not written: offer
+    /// them again at the next call.
+    pub fn unsaved(&mut self) {
+        self.dirty = true;
+    }
+
     /// The learned pins to persist, if they changed since the last call.
     pub fn take_changed(&mut self) -> Option<Vec<KnownSite>> {
         if !std::mem::take(&mut self.dirty) {
@@ -492,6 +498,9 @@ mod tests {
         assert_eq!(known[0].site_name, "x");
         assert_eq!(known[0].identity, a.to_string());
         assert_eq!(known[0].first_seen, 1_000);
+        // A failed write offers the same pins again.
+        r.trust.unsaved();
+        assert_eq!(r.trust.take_changed(), Some(known.clone()));
         // A restart: the pin is old now.
         let mut r = Rig::new(TrustMode::Pinned, &[], &known);
         assert_eq!(r.check("x", a), Verdict::Accepted(Standing::Pinned));
