@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod congestion;
 pub mod endpoint;
 pub mod frame;
+mod over_tcp;
 pub mod pick;
 pub mod punch;
 pub mod relay;
@@ -40,7 +41,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{
-    CongestionControl, LocalSocket, PublicAddress, RelayConfig, SiteName, SocketMode,
+    CongestionControl, LocalSocket, PublicAddress, RelayConfig, SiteName, SocketMode, Transport,
 };
 use crate::counters::Counters;
 use crate::crypto::Keys;
@@ -77,6 +78,14 @@ pub enum TunnelError {
     /// TLS configuration failed (should not happen with generated identities).
     #[error("tls: {0}")]
     Tls(String),
+    /// A TCP socket (`transportProtocol: tcp`) could not be bound.
+    #[error("cannot bind TCP socket {addr}: {source}")]
+    BindTcp {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 pub use crate::types::{ChannelId, ChannelRoute, Direction};
@@ -105,6 +114,12 @@ pub enum DialError {
     /// The socket's owner did not answer the rendezvous in time.
     #[error("no punch answer from the peer within {0:?}")]
     NoPunchAnswer(Duration),
+    /// The TCP connection to a `tcp` socket failed.
+    #[error("tcp connection failed")]
+    Tcp(#[source] std::io::Error),
+    /// The TCP connection to a `tcp` socket was not up in time.
+    #[error("no tcp connection within {0:?}")]
+    TcpTimeout(Duration),
     /// The listener proved a different site or instance than announced.
     #[error(
         "expected site '{}' instance {}, found site '{}' instance {}",
@@ -210,6 +225,8 @@ pub struct Channel {
     pub cert: Fingerprint,
     /// How its packets travel.
     pub route: ChannelRoute,
+    /// QUIC over UDP, or framed over TCP.
+    pub transport: Transport,
     /// Replaced by a better channel: takes no new streams and closes once
     /// the ones it carries have finished.
     pub draining: AtomicBool,
@@ -265,6 +282,8 @@ pub struct DialStatus {
     pub since: Instant,
     /// Punched through a rendezvous, or dialled directly.
     pub route: ChannelRoute,
+    /// QUIC over UDP, or framed over TCP.
+    pub transport: Transport,
 }
 
 impl Registry {
@@ -455,6 +474,9 @@ pub struct Tunnels {
     identity: Arc<Identity>,
     listen_transport: Arc<quinn::TransportConfig>,
     dial_transport: Arc<quinn::TransportConfig>,
+    /// The same for channels over TCP (larger packets: TCP has no path MTU).
+    tcp_listen_transport: Arc<quinn::TransportConfig>,
+    tcp_dial_transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     own: Mutex<HashMap<u32, OwnSocket>>,
     relay: Option<RelayConfig>,
@@ -521,6 +543,8 @@ impl Tunnels {
             identity,
             listen_transport: endpoint::transport_config(cc, endpoint::Side::Listener),
             dial_transport: endpoint::transport_config(cc, endpoint::Side::Dialer),
+            tcp_listen_transport: endpoint::tcp_transport_config(cc, endpoint::Side::Listener),
+            tcp_dial_transport: endpoint::tcp_transport_config(cc, endpoint::Side::Dialer),
             endpoints: Mutex::default(),
             own: Mutex::default(),
             relay,
@@ -543,6 +567,9 @@ impl Tunnels {
     /// by STUN when the socket asks for it ([`TunnelEvent::Mapped`]).
     /// Returns the bound address.
     pub fn listen(&self, index: u32, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
+        if socket.transport == Transport::Tcp {
+            return self.listen_tcp(index, socket);
+        }
         let mut server = self.identity.server_config(self.listen_transport.clone())?;
         endpoint::limit_incoming(&mut server);
         let (ep, aux) = endpoint::bind(socket.listen, Some(server))?;
@@ -601,6 +628,25 @@ impl Tunnels {
         self.ctx
             .tracker
             .spawn(accept_loop(ep, aux, ctx, path, cancel).instrument(span));
+        Ok(local)
+    }
+
+    /// Binds `tunnel.localSockets[index]` on TCP and accepts dataChannels
+    /// on it until shutdown (see [`over_tcp`]). Returns the bound address.
+    fn listen_tcp(&self, index: u32, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
+        let server = self
+            .identity
+            .server_config(self.tcp_listen_transport.clone())?;
+        let listener = over_tcp::bind(socket.listen)?;
+        let local = listener.local_addr().map_err(|e| TunnelError::BindTcp {
+            addr: socket.listen,
+            source: e,
+        })?;
+        let span = info_span!("listener", socket = index, local = %local, transport = "tcp");
+        self.ctx.tracker.spawn(
+            over_tcp::accept_loop(listener, server, self.ctx.clone(), self.cancel.child_token())
+                .instrument(span),
+        );
         Ok(local)
     }
 
@@ -664,6 +710,31 @@ impl Tunnels {
         cancel: CancellationToken,
     ) {
         self.dial_target(peer, socket, addr, None, pinned, cancel);
+    }
+
+    /// Starts a dial loop to a peer's TCP socket (`transportProtocol: tcp`):
+    /// the same loop over a TCP connection per attempt ([`over_tcp`]).
+    pub fn dial_tcp(
+        &self,
+        peer: PeerId,
+        socket: u32,
+        addr: SocketAddr,
+        pinned: Fingerprint,
+        cancel: CancellationToken,
+    ) {
+        let span = info_span!("dial", peer.site = %peer.site, remote = %addr, transport = "tcp");
+        self.ctx.tracker.spawn(
+            over_tcp::dial_loop(
+                self.ctx.clone(),
+                self.tcp_dial_transport.clone(),
+                peer,
+                socket,
+                addr,
+                pinned,
+                cancel,
+            )
+            .instrument(span),
+        );
     }
 
     /// Starts a dial loop to a `hole-punching` socket of a peer: each
@@ -746,7 +817,7 @@ async fn accept_loop(
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
                 ctx.tracker.spawn(
-                    inbound(ctx2, incoming, slot, cancel, local, path, aux.clone())
+                    inbound(ctx2, incoming, slot, cancel, local, path, Some(aux.clone()), Transport::Quic)
                         .instrument(info_span!("inbound", remote = %remote)),
                 );
             }
@@ -865,7 +936,8 @@ async fn inbound(
     cancel: CancellationToken,
     local: Option<SocketAddr>,
     path: ChannelRoute,
-    aux: Arc<Aux>,
+    aux: Option<Arc<Aux>>,
+    transport: Transport,
 ) {
     let deadline = tokio::time::Instant::from_std(slot.deadline());
     let connecting = match incoming.accept() {
@@ -898,7 +970,7 @@ async fn inbound(
     drop(slot);
     // A punched socket also takes channels its TURN relay forwards.
     let relayed = aux
-        .relay()
+        .and_then(|a| a.relay().cloned())
         .is_some_and(|r| r.relays_for(conn.remote_address()));
     let path = if relayed { ChannelRoute::Relayed } else { path };
     match proof {
@@ -911,6 +983,7 @@ async fn inbound(
                 local,
                 cert,
                 path,
+                transport,
             };
             let reason = run_channel(&ctx, conn, peer, origin, &cancel).await;
             debug!(%reason, "inbound channel ended");
@@ -977,6 +1050,7 @@ async fn dial_loop(
             } else {
                 ChannelRoute::Direct
             },
+            transport: Transport::Quic,
         },
     );
     dial_attempts(&ctx, dial_id, transport, peer, &target, pinned, cancel).await;
@@ -1059,6 +1133,7 @@ async fn dial_attempts(
                     local: sock.ep.local_addr().ok(),
                     cert: pinned,
                     path,
+                    transport: Transport::Quic,
                 };
                 let reason = match &target.punch {
                     Some(info) if path == ChannelRoute::Relayed => {
@@ -1210,6 +1285,7 @@ async fn run_relayed(d: &DialCtx<'_>, conn: quinn::Connection, origin: Origin) -
         local: fresh.ep.local_addr().ok(),
         cert,
         path: ChannelRoute::Punched,
+        transport: Transport::Quic,
     };
     let direct = run_channel(d.ctx, direct, d.peer.clone(), origin, d.cancel);
     tokio::pin!(direct);
@@ -1381,6 +1457,7 @@ struct Origin {
     /// The certificate the peer presented.
     cert: Fingerprint,
     path: ChannelRoute,
+    transport: Transport,
 }
 
 /// Registers an authenticated channel, serves the peer's streams on it and
@@ -1399,6 +1476,7 @@ async fn run_channel(
         local,
         cert,
         path,
+        transport,
     } = origin;
     let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let ch = Arc::new(Channel {
@@ -1413,10 +1491,11 @@ async fn run_channel(
         attempts,
         cert,
         route: path,
+        transport,
         draining: AtomicBool::new(false),
         confirmed: watch::channel(direction == Direction::Outbound).0,
     });
-    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, remote = %conn.remote_address());
+    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, %transport, remote = %conn.remote_address());
     async {
         ctx.registry.insert(ch.clone());
         if let Some(d) = dial_id {

@@ -107,6 +107,7 @@ impl Sim {
                     id: 0,
                     addr: SocketAddr::from(([192, 0, 2, n.instance.as_bytes()[0]], 29090)),
                     punch: None,
+                    transport: crate::message::announce::AnnouncedTransport::Quic,
                 }]
             } else {
                 Vec::new()
@@ -1030,6 +1031,7 @@ fn announce_with_punch(site: &str, tag: u8) -> Announce {
                 id: 0,
                 addr: SocketAddr::from(([192, 0, 2, tag], 29090)),
                 punch: None,
+                transport: crate::message::announce::AnnouncedTransport::Quic,
             },
             AnnouncedSocket {
                 id: 1,
@@ -1039,6 +1041,7 @@ fn announce_with_punch(site: &str, tag: u8) -> Announce {
                     stun: vec!["198.18.0.2:3478".into()],
                     relay: None,
                 }),
+                transport: crate::message::announce::AnnouncedTransport::Quic,
             },
         ],
         apps: vec![],
