@@ -70,9 +70,9 @@ pub struct Counters {
     /// Messages refused in `trust.mode: strict` from a site name that
     /// `trust.sites` does not list.
     pub sites_not_allowed: AtomicU64,
-    /// Empty frames read from TCP dataChannels (a QUIC packet is never
-    /// empty): dropped.
-    pub tcp_empty_frames: AtomicU64,
+    /// Frames read from TCP dataChannels that cannot be a QUIC packet our
+    /// endpoint takes (empty, or larger than it accepts): dropped.
+    pub tcp_frames_dropped: AtomicU64,
 }
 
 impl Counters {

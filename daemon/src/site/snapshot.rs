@@ -263,7 +263,7 @@ impl Site {
                 ("identities_refused", c.identities_refused.load(Relaxed)),
                 ("sites_not_allowed", c.sites_not_allowed.load(Relaxed)),
                 ("streams_not_allowed", c.streams_not_allowed.load(Relaxed)),
-                ("tcp_empty_frames", c.tcp_empty_frames.load(Relaxed)),
+                ("tcp_frames_dropped", c.tcp_frames_dropped.load(Relaxed)),
             ],
         }
     }

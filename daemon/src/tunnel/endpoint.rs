@@ -133,8 +133,10 @@ pub fn tcp_transport_config(cc: CongestionControl, side: Side) -> Arc<TransportC
 /// largest a frame carries.
 pub fn tcp_endpoint_config() -> quinn::EndpointConfig {
     let mut c = udp::endpoint_config();
-    // The frame limit (a u16 length) is within quinn's accepted range.
-    let _ = c.max_udp_payload_size(u16::MAX);
+    // Within quinn's accepted range (1200..=65527), so this cannot fail; if it
+    // did, the default (1472) would hold and TCP_MTU packets would be dropped
+    // (and counted) by the receiving link.
+    let _ = c.max_udp_payload_size(TCP_MTU);
     c
 }
 

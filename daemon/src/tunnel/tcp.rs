@@ -68,6 +68,7 @@ pub struct Link {
     send: Arc<Mutex<SendQueue>>,
     recv: Mutex<mpsc::Receiver<Bytes>>,
     closed: CancellationToken,
+    counters: Arc<Counters>,
 }
 
 impl fmt::Debug for Link {
@@ -104,13 +105,14 @@ impl Link {
         let (tx, rx) = mpsc::channel(RECV_QUEUE);
         let send = Arc::new(Mutex::new(SendQueue::default()));
         tracker.spawn(writer(send.clone(), w, closed.clone()));
-        tracker.spawn(reader(r, tx, closed.clone(), counters));
+        tracker.spawn(reader(r, tx, closed.clone(), counters.clone()));
         Arc::new(Self {
             peer,
             local,
             send,
             recv: Mutex::new(rx),
             closed,
+            counters,
         })
     }
 
@@ -189,9 +191,11 @@ impl AsyncUdpSocket for Link {
         while n < bufs.len().min(meta.len()) {
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(p)) => {
-                    // quinn's buffers hold its largest datagram; the reader
-                    // already dropped anything longer than that could be.
+                    // quinn's buffers hold the largest packet the endpoint
+                    // accepts (`endpoint::TCP_MTU`); a peer sending larger
+                    // ones breaks the protocol.
                     let Some(dst) = bufs[n].get_mut(..p.len()) else {
+                        Counters::bump(&self.counters.tcp_frames_dropped);
                         continue;
                     };
                     dst.copy_from_slice(&p);
@@ -294,7 +298,7 @@ async fn reader<R: AsyncRead + Unpin>(
             Some(Err(_)) | None => break,
         };
         if packet.is_empty() {
-            Counters::bump(&counters.tcp_empty_frames);
+            Counters::bump(&counters.tcp_frames_dropped);
             continue;
         }
         let sent = tokio::select! {
@@ -428,7 +432,7 @@ mod tests {
         assert_eq!(got[0].1, b"hi");
         assert_eq!(
             counters
-                .tcp_empty_frames
+                .tcp_frames_dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
