@@ -208,8 +208,7 @@ where
     if big {
         ec.max_udp_payload_size(u16::MAX - 8).unwrap();
     }
-    quinn::Endpoint::new_with_abstract_socket(ec, server, f, Arc::new(quinn::TokioRuntime))
-        .unwrap()
+    quinn::Endpoint::new_with_abstract_socket(ec, server, f, Arc::new(quinn::TokioRuntime)).unwrap()
 }
 
 fn transport(side: Side, big: bool) -> Arc<quinn::TransportConfig> {
@@ -218,7 +217,9 @@ fn transport(side: Side, big: bool) -> Arc<quinn::TransportConfig> {
         return t;
     }
     let mut t = Arc::try_unwrap(t).ok().unwrap();
-    t.initial_mtu(BIG_MTU).min_mtu(BIG_MTU).mtu_discovery_config(None);
+    t.initial_mtu(BIG_MTU)
+        .min_mtu(BIG_MTU)
+        .mtu_discovery_config(None);
     Arc::new(t)
 }
 
@@ -315,9 +316,9 @@ fn tls_configs() -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
-    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        ck.signing_key.serialize_der(),
+    ));
     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
@@ -529,7 +530,8 @@ async fn serve_quic(ep: quinn::Endpoint) {
 
 async fn quic_client(ep: &quinn::Endpoint, server: &Identity, to: SocketAddr) -> Client {
     let me = Identity::generate().unwrap();
-    let cfg = tls::client_config(&me, server.fingerprint(), transport(Side::Dialer, false)).unwrap();
+    let cfg =
+        tls::client_config(&me, server.fingerprint(), transport(Side::Dialer, false)).unwrap();
     let conn = ep
         .connect_with(cfg, to, tls::SERVER_NAME)
         .unwrap()
@@ -612,9 +614,8 @@ async fn setup(kind: Kind) -> Client {
                 framed_endpoint(s, local, to, None, big)
             };
             let me = Identity::generate().unwrap();
-            let cfg =
-                tls::client_config(&me, server.fingerprint(), transport(Side::Dialer, big))
-                    .unwrap();
+            let cfg = tls::client_config(&me, server.fingerprint(), transport(Side::Dialer, big))
+                .unwrap();
             let conn = ep
                 .connect_with(cfg, to, tls::SERVER_NAME)
                 .unwrap()

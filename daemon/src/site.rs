@@ -35,8 +35,8 @@ use crate::config::{
 use crate::counters::Counters;
 use crate::identity::{Fingerprint, PublicKey};
 use crate::message::announce::{
-    Announce, AnnouncedSocket, AnnouncedTransport, InstanceId, MAX_PUNCH_STUN, Message, Offer, PROTOCOL_VERSION, Punch,
-    PunchAck, PunchInfo, Query,
+    Announce, AnnouncedSocket, AnnouncedTransport, InstanceId, MAX_PUNCH_STUN, Message, Offer,
+    PROTOCOL_VERSION, Punch, PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::store::{State, Store};

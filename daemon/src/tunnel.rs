@@ -644,8 +644,13 @@ impl Tunnels {
         })?;
         let span = info_span!("listener", socket = index, local = %local, transport = "tcp");
         self.ctx.tracker.spawn(
-            over_tcp::accept_loop(listener, server, self.ctx.clone(), self.cancel.child_token())
-                .instrument(span),
+            over_tcp::accept_loop(
+                listener,
+                server,
+                self.ctx.clone(),
+                self.cancel.child_token(),
+            )
+            .instrument(span),
         );
         Ok(local)
     }
@@ -817,8 +822,17 @@ async fn accept_loop(
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
                 ctx.tracker.spawn(
-                    inbound(ctx2, incoming, slot, cancel, local, path, Some(aux.clone()), Transport::Quic)
-                        .instrument(info_span!("inbound", remote = %remote)),
+                    inbound(
+                        ctx2,
+                        incoming,
+                        slot,
+                        cancel,
+                        local,
+                        path,
+                        Some(aux.clone()),
+                        Transport::Quic,
+                    )
+                    .instrument(info_span!("inbound", remote = %remote)),
                 );
             }
             Verdict::Retry => {

@@ -69,7 +69,10 @@ async fn sixty_four_mib_each_way_arrive_byte_exact_over_tcp_only() {
     sent.unwrap_or_else(|e| panic!("sending 64 MiB failed: {e}\n{}", p.diag()));
     let (n, got) = received
         .unwrap_or_else(|(n, e)| panic!("receiving failed after {n} bytes: {e}\n{}", p.diag()));
-    eprintln!("64 MiB each way over a TCP dataChannel in {:?}", start.elapsed());
+    eprintln!(
+        "64 MiB each way over a TCP dataChannel in {:?}",
+        start.elapsed()
+    );
     assert_eq!(
         (n, got),
         (LEN, down_hash),

@@ -25,8 +25,8 @@ use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
     LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig,
-    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode,
-    Transport, TrustedSite, TunnelConfig,
+    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, Transport, TrustConfig,
+    TrustMode, TrustedSite, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
@@ -2211,7 +2211,9 @@ mod tests {
         );
         assert_eq!(
             socket_errs(&format!("{base}\ntransportProtocol: kcp")),
-            ["tunnel.localSockets[0].transportProtocol: 'kcp' is not supported, expected 'quic' or 'tcp'"]
+            [
+                "tunnel.localSockets[0].transportProtocol: 'kcp' is not supported, expected 'quic' or 'tcp'"
+            ]
         );
     }
 

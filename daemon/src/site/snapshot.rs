@@ -123,6 +123,7 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 reconnect_attempts: c.attempts,
                 last_error: dial.and_then(|d| d.last_error.clone()),
                 route: c.route,
+                transport: c.transport,
             }
         })
         .collect();
@@ -143,6 +144,7 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 reconnect_attempts: d.attempts,
                 last_error: d.last_error.clone(),
                 route: d.route,
+                transport: d.transport,
             }),
     );
     v.sort_by(|a, b| (&a.peer, a.id).cmp(&(&b.peer, b.id)));

@@ -113,7 +113,10 @@ mod tests {
         let mut wire = BytesMut::new();
         encode(&vec![7u8; MAX_PACKET], None, &mut wire);
         assert_eq!(&wire[..HEADER], &[0xff, 0xff]);
-        assert_eq!(decode_in_pieces(&wire, &[1, 5, 40_000]), [vec![7u8; MAX_PACKET]]);
+        assert_eq!(
+            decode_in_pieces(&wire, &[1, 5, 40_000]),
+            [vec![7u8; MAX_PACKET]]
+        );
         // A piece over the limit is skipped, not written with a wrapped length.
         let mut wire = BytesMut::new();
         encode(&vec![1u8; MAX_PACKET + 1], Some(MAX_PACKET + 1), &mut wire);
@@ -125,6 +128,9 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 1, 9][..]);
         let mut c = codec();
         assert_eq!(c.decode(&mut buf).expect("frame").map(|f| f.len()), Some(0));
-        assert_eq!(c.decode(&mut buf).expect("frame").map(|f| f.to_vec()), Some(vec![9]));
+        assert_eq!(
+            c.decode(&mut buf).expect("frame").map(|f| f.to_vec()),
+            Some(vec![9])
+        );
     }
 }

@@ -104,7 +104,14 @@ pub(super) async fn accept_loop(
                 drop(stream);
             }
             Verdict::Retry => {
-                turned_away(&ctx, &gate, &mut crowded_warn, remote, admission::Crowded::Listener, now);
+                turned_away(
+                    &ctx,
+                    &gate,
+                    &mut crowded_warn,
+                    remote,
+                    admission::Crowded::Listener,
+                    now,
+                );
                 drop(stream);
             }
         }
@@ -201,7 +208,16 @@ pub(super) async fn dial_loop(
             transport: Transport::Tcp,
         },
     );
-    dial_attempts(&ctx, dial_id, transport, &peer, (socket, addr), pinned, &cancel).await;
+    dial_attempts(
+        &ctx,
+        dial_id,
+        transport,
+        &peer,
+        (socket, addr),
+        pinned,
+        &cancel,
+    )
+    .await;
     lock(&registry.dials).remove(&dial_id);
 }
 
@@ -240,8 +256,8 @@ async fn dial_attempts(
                     transport: Transport::Tcp,
                 };
                 // The link's token: cancelled by us or by the TCP stream's end.
-                let reason = run_channel(ctx, conn.clone(), peer.clone(), origin, &link_cancel)
-                    .await;
+                let reason =
+                    run_channel(ctx, conn.clone(), peer.clone(), origin, &link_cancel).await;
                 ep.close(CLOSE_NORMAL.into(), b"channel over");
                 link_cancel.cancel();
                 if !refused(&conn) {

@@ -186,7 +186,10 @@ impl AsyncUdpSocket for Link {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut rx = self.recv.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rx = self
+            .recv
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut n = 0;
         while n < bufs.len().min(meta.len()) {
             match rx.poll_recv(cx) {
@@ -325,7 +328,14 @@ mod tests {
         let b_addr: SocketAddr = "192.0.2.2:2000".parse().expect("addr");
         let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
-        let la = Link::spawn(a, b_addr, a_addr, stop.child_token(), counters.clone(), tracker);
+        let la = Link::spawn(
+            a,
+            b_addr,
+            a_addr,
+            stop.child_token(),
+            counters.clone(),
+            tracker,
+        );
         let lb = Link::spawn(b, a_addr, b_addr, stop.child_token(), counters, tracker);
         (la, lb, stop)
     }
@@ -362,7 +372,8 @@ mod tests {
         let tracker = TaskTracker::new();
         let (a, b, _stop) = pair(&tracker);
         a.try_send(&transmit(b.local, b"one", None)).expect("send");
-        a.try_send(&transmit(b.local, b"twothree", Some(3))).expect("send");
+        a.try_send(&transmit(b.local, b"twothree", Some(3)))
+            .expect("send");
         let got = recv(&b, 4).await;
         let want: Vec<(SocketAddr, Vec<u8>)> = [&b"one"[..], b"two", b"thr", b"ee"]
             .iter()
@@ -427,7 +438,9 @@ mod tests {
             counters.clone(),
             &tracker,
         );
-        raw.write_all(&[0, 0, 0, 2, b'h', b'i']).await.expect("write");
+        raw.write_all(&[0, 0, 0, 2, b'h', b'i'])
+            .await
+            .expect("write");
         let got = recv(&link, 1).await;
         assert_eq!(got[0].1, b"hi");
         assert_eq!(
