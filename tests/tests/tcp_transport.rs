@@ -7,8 +7,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use wovenet_e2e::*;
+use wovenet_proto::v1;
 
 /// `b`'s only tunnel socket: TCP on a free loopback port.
 fn tcp_socket() -> serde_json::Value {
@@ -79,6 +81,19 @@ async fn sixty_four_mib_each_way_arrive_byte_exact_over_tcp_only() {
         "downstream (b's app to a's client) differs\n{}",
         p.diag()
     );
+    // Both ends show the channel, and it is a TCP one.
+    for (site, peer) in [(&p.a, "b"), (&p.b, "a")] {
+        let channels = site.api().await.channels().await;
+        let to_peer: Vec<_> = channels.iter().filter(|c| c.peer == peer).collect();
+        assert!(
+            !to_peer.is_empty()
+                && to_peer
+                    .iter()
+                    .all(|c| c.transport() == v1::ChannelTransport::Tcp),
+            "channels to {peer}: {to_peer:?}\n{}",
+            p.diag()
+        );
+    }
     let report = sink.next_report(WAIT).await;
     assert_eq!(
         report,
@@ -114,6 +129,122 @@ async fn an_app_reset_reaches_the_client_over_tcp() {
     assert!(
         rst.accepted() >= 1,
         "b never connected to the app over the TCP channel\n{}",
+        p.diag()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_and_a_tcp_socket_share_one_port_and_both_carry_channels() {
+    let echo = EchoServer::tcp().await;
+    let local = Sock::free_tcp();
+    // One port number for both: free for TCP and for UDP.
+    let port = loop {
+        let port = free_tcp_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
+    let socket = |transport: &str| {
+        json!({
+            "mode": "dedicated-address", "transportProtocol": transport,
+            "publicAddress": "127.0.0.1", "listenAddress": "127.0.0.1", "listenPort": port,
+        })
+    };
+    let p = Pair::new(
+        |b| {
+            b.local_sockets(vec![socket("quic"), socket("tcp")])
+                .expose("echo", echo.sock())
+        },
+        |a| a.local_sockets(vec![]).remote("b", "echo", &local),
+    )
+    .await;
+    p.wait_forward(&local).await;
+    let api = p.a.api().await;
+    wait_for(
+        "a QUIC and a TCP channel from a to b",
+        WAIT,
+        || p.diag(),
+        || async {
+            let mut t: Vec<_> = api
+                .channels()
+                .await
+                .iter()
+                .filter(|c| c.peer == "b" && c.state() == v1::ChannelState::Up)
+                .map(|c| (c.transport(), c.remote_addr.clone()))
+                .collect();
+            t.sort();
+            let want = vec![
+                (v1::ChannelTransport::Quic, format!("127.0.0.1:{port}")),
+                (v1::ChannelTransport::Tcp, format!("127.0.0.1:{port}")),
+            ];
+            (t == want).then_some(())
+        },
+    )
+    .await;
+    echo_once(&local, b"over either channel", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_tcp_connections_are_capped_per_source_and_closed_at_the_deadline() {
+    let socket = tcp_socket();
+    let port = socket["listenPort"].as_u64().unwrap() as u16;
+    let p = Pair::new(
+        |b| b.local_sockets(vec![socket]),
+        |a| a.local_sockets(vec![]),
+    )
+    .await;
+    let b = p.b.api().await;
+    // a dials b from the same address: let its channel come up first, so that only our
+    // silent connections hold places under the caps.
+    let a = p.a.api().await;
+    wait_for(
+        "a's channel to b",
+        WAIT,
+        || p.diag(),
+        || async { (!a.up_channels("b").await.is_empty()).then_some(()) },
+    )
+    .await;
+    let (refused0, failed0) = (
+        b.counter("preauth_refused").await,
+        b.counter("auth_failures").await,
+    );
+    // 16 silent connections from one source are held (the per-source cap); the 17th
+    // is closed at once and counted.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("the connection over the cap stayed open\n{}", p.diag()));
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "over the cap: read {n:?}\n{}",
+        p.diag()
+    );
+    assert_eq!(
+        b.counter("preauth_refused").await,
+        refused0 + 1,
+        "{}",
+        p.diag()
+    );
+    // The held ones never prove anything: closed by the proof deadline (5 s), counted.
+    let start = Instant::now();
+    for mut c in held {
+        let n = tokio::time::timeout(Duration::from_secs(15), c.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("a silent connection outlived the deadline\n{}", p.diag()));
+        assert!(matches!(n, Ok(0) | Err(_)), "read {n:?}\n{}", p.diag());
+    }
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        b.counter("auth_failures").await,
+        failed0 + 16,
+        "{}",
         p.diag()
     );
 }
