@@ -11,7 +11,12 @@
 //!   app stream, windows sized like the daemon's QUIC ones.
 //!
 //! Run: `cargo run --release -p wovenet-bench --example tcp_transport_proto [secs]`.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default,
+    unreachable_pub
+)]
 
 use std::collections::VecDeque;
 use std::fmt;

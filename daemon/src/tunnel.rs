@@ -15,6 +15,7 @@ pub mod auth;
 pub mod backoff;
 pub mod congestion;
 pub mod endpoint;
+pub mod fallback;
 pub mod frame;
 mod over_tcp;
 pub mod pick;
@@ -827,10 +828,12 @@ async fn accept_loop(
                         incoming,
                         slot,
                         cancel,
-                        local,
-                        path,
-                        Some(aux.clone()),
-                        Transport::Quic,
+                        Via {
+                            local,
+                            path,
+                            aux: Some(aux.clone()),
+                            transport: Transport::Quic,
+                        },
                     )
                     .instrument(info_span!("inbound", remote = %remote)),
                 );
@@ -939,6 +942,19 @@ fn turned_away(
     }
 }
 
+/// Which listener an incoming connection arrived on.
+struct Via {
+    /// The listener's local address.
+    local: Option<SocketAddr>,
+    /// How the listener's channels travel (a punched socket's relayed ones
+    /// are told apart by `aux`).
+    path: ChannelRoute,
+    /// The UDP socket's STUN/TURN side; none for TCP.
+    aux: Option<Arc<Aux>>,
+    /// UDP or TCP.
+    transport: Transport,
+}
+
 /// One admitted incoming connection: QUIC handshake and the dialer's proof by
 /// the slot's deadline, then the full windows and the channel. The slot (the
 /// connection's place under the admission caps) is given back as soon as the
@@ -948,11 +964,14 @@ async fn inbound(
     incoming: quinn::Incoming,
     slot: admission::Slot,
     cancel: CancellationToken,
-    local: Option<SocketAddr>,
-    path: ChannelRoute,
-    aux: Option<Arc<Aux>>,
-    transport: Transport,
+    via: Via,
 ) {
+    let Via {
+        local,
+        path,
+        aux,
+        transport,
+    } = via;
     let deadline = tokio::time::Instant::from_std(slot.deadline());
     let connecting = match incoming.accept() {
         Ok(c) => c,

@@ -29,7 +29,7 @@ use super::tcp::Link;
 use super::tls::{self, Fingerprint};
 use super::{
     CLOSE_NORMAL, Chain, ChannelRoute, Ctx, DialError, DialStatus, Direction, Origin, PeerId,
-    TunnelError, TunnelEvent, auth, connect, inbound, lock, refused, run_channel, turned_away,
+    TunnelError, TunnelEvent, Via, auth, connect, inbound, lock, refused, run_channel, turned_away,
 };
 use crate::config::Transport;
 use crate::counters::Counters;
@@ -164,10 +164,12 @@ async fn accepted_conn(
                 incoming,
                 slot,
                 cancel.clone(),
-                local,
-                ChannelRoute::Direct,
-                None,
-                Transport::Tcp,
+                Via {
+                    local,
+                    path: ChannelRoute::Direct,
+                    aux: None,
+                    transport: Transport::Tcp,
+                },
             )
             .await;
         }
