@@ -439,6 +439,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_packet_larger_than_quinn_takes_is_dropped_and_counted() {
+        let (mut raw, s) = tokio::io::duplex(1 << 16);
+        let tracker = TaskTracker::new();
+        let counters = Arc::new(Counters::default());
+        let link = Link::spawn(
+            s,
+            "192.0.2.2:2000".parse().expect("addr"),
+            "192.0.2.1:1".parse().expect("addr"),
+            CancellationToken::new(),
+            counters.clone(),
+            &tracker,
+        );
+        // `recv` offers 2 000-byte buffers: the 3 000-byte packet cannot fit.
+        let mut wire = BytesMut::new();
+        frame::encode(&[1u8; 3000], None, &mut wire);
+        frame::encode(b"ok", None, &mut wire);
+        raw.write_all(&wire).await.expect("write");
+        let got = recv(&link, 1).await;
+        assert_eq!(got[0].1, b"ok");
+        assert_eq!(
+            counters
+                .tcp_frames_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[tokio::test]
     async fn empty_frames_are_dropped_and_counted() {
         let (mut raw, s) = tokio::io::duplex(1024);
         let tracker = TaskTracker::new();
