@@ -136,8 +136,8 @@ async fn accepted_conn(
     };
     let link = Link::spawn(
         stream,
-        remote,
-        link_local,
+        (remote, link_local),
+        usize::from(endpoint::TCP_MTU),
         cancel.clone(),
         ctx.counters.clone(),
         &ctx.tracker,
@@ -323,8 +323,8 @@ async fn dial_once(
     let local = stream.local_addr().map_err(DialError::Tcp)?;
     let link = Link::spawn(
         stream,
-        addr,
-        local,
+        (addr, local),
+        usize::from(endpoint::TCP_MTU),
         link_cancel.clone(),
         ctx.counters.clone(),
         &ctx.tracker,

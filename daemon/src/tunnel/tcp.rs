@@ -59,8 +59,10 @@ use crate::counters::Counters;
 /// keep the writer busy for a batch, small next to the QUIC windows.
 pub const SEND_QUEUE: usize = 1 << 20;
 /// Packets read from the stream that quinn has not taken yet; the reader
-/// stops reading (and TCP pushes back on the peer) when it is full.
-pub const RECV_QUEUE: usize = 1024;
+/// stops reading (and TCP pushes back on the peer) when it is full. With
+/// packets of at most `max_packet` bytes this bounds what one connection —
+/// authenticated or not — makes us hold (4 MiB at `endpoint::TCP_MTU`).
+pub const RECV_QUEUE: usize = 256;
 /// Bytes the reader asks the stream for at once.
 const READ_BUFFER: usize = 256 << 10;
 
@@ -103,12 +105,14 @@ fn lock(q: &Mutex<SendQueue>) -> MutexGuard<'_, SendQueue> {
 
 impl Link {
     /// Starts moving QUIC packets over `stream` (connected to `peer` from
-    /// `local`) on `tracker`. The link stops when `closed` is cancelled, and
-    /// cancels it when the stream fails or ends.
+    /// `local`) on `tracker`; frames longer than `max_packet` (the most the
+    /// endpoint accepts) are dropped and counted as they are read. The link
+    /// stops when `closed` is cancelled, and cancels it when the stream fails
+    /// or ends.
     pub fn spawn<S>(
         stream: S,
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
+        max_packet: usize,
         closed: CancellationToken,
         counters: Arc<Counters>,
         tracker: &TaskTracker,
@@ -120,7 +124,7 @@ impl Link {
         let (tx, rx) = mpsc::channel(RECV_QUEUE);
         let send = Arc::new(Mutex::new(SendQueue::default()));
         tracker.spawn(writer(send.clone(), w, closed.clone()));
-        tracker.spawn(reader(r, tx, closed.clone(), counters.clone()));
+        tracker.spawn(reader(r, tx, max_packet, closed.clone(), counters.clone()));
         Arc::new(Self {
             peer,
             local,
@@ -303,6 +307,7 @@ async fn writer<W: AsyncWrite + Unpin>(
 async fn reader<R: AsyncRead + Unpin>(
     r: R,
     tx: mpsc::Sender<Bytes>,
+    max_packet: usize,
     closed: CancellationToken,
     counters: Arc<Counters>,
 ) {
@@ -313,7 +318,7 @@ async fn reader<R: AsyncRead + Unpin>(
             f = frames.next() => f,
         };
         let Some(Ok(packet)) = next else { break };
-        if packet.is_empty() {
+        if packet.is_empty() || packet.len() > max_packet {
             Counters::bump(&counters.tcp_frames_dropped);
             continue;
         }
@@ -343,13 +348,20 @@ mod tests {
         let stop = CancellationToken::new();
         let la = Link::spawn(
             a,
-            b_addr,
-            a_addr,
+            (b_addr, a_addr),
+            2000,
             stop.child_token(),
             counters.clone(),
             tracker,
         );
-        let lb = Link::spawn(b, a_addr, b_addr, stop.child_token(), counters, tracker);
+        let lb = Link::spawn(
+            b,
+            (a_addr, b_addr),
+            2000,
+            stop.child_token(),
+            counters,
+            tracker,
+        );
         (la, lb, stop)
     }
 
@@ -403,8 +415,8 @@ mod tests {
         let peer: SocketAddr = "192.0.2.2:2000".parse().expect("addr");
         let link = Link::spawn(
             a,
-            peer,
-            "192.0.2.1:1".parse().expect("addr"),
+            (peer, "192.0.2.1:1".parse().expect("addr")),
+            2000,
             CancellationToken::new(),
             Arc::new(Counters::default()),
             &tracker,
@@ -439,19 +451,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_packet_larger_than_quinn_takes_is_dropped_and_counted() {
+    async fn a_packet_larger_than_the_endpoint_takes_is_dropped_and_counted() {
         let (mut raw, s) = tokio::io::duplex(1 << 16);
         let tracker = TaskTracker::new();
         let counters = Arc::new(Counters::default());
         let link = Link::spawn(
             s,
-            "192.0.2.2:2000".parse().expect("addr"),
-            "192.0.2.1:1".parse().expect("addr"),
+            (
+                "192.0.2.2:2000".parse().expect("addr"),
+                "192.0.2.1:1".parse().expect("addr"),
+            ),
+            2000,
             CancellationToken::new(),
             counters.clone(),
             &tracker,
         );
-        // `recv` offers 2 000-byte buffers: the 3 000-byte packet cannot fit.
+        // Over the link's 2 000-byte limit (and `recv`'s buffers).
         let mut wire = BytesMut::new();
         frame::encode(&[1u8; 3000], None, &mut wire);
         frame::encode(b"ok", None, &mut wire);
@@ -473,8 +488,11 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let link = Link::spawn(
             s,
-            "192.0.2.2:2000".parse().expect("addr"),
-            "192.0.2.1:1".parse().expect("addr"),
+            (
+                "192.0.2.2:2000".parse().expect("addr"),
+                "192.0.2.1:1".parse().expect("addr"),
+            ),
+            2000,
             CancellationToken::new(),
             counters.clone(),
             &tracker,
