@@ -366,6 +366,7 @@ impl Registry {
                 && !c.draining.load(Ordering::Relaxed)
                 && !skip.contains(&c.id),
             relayed: c.route == ChannelRoute::Relayed,
+            over_tcp: c.transport == Transport::Tcp,
         }))?;
         chans.into_iter().nth(idx)
     }

@@ -181,9 +181,28 @@ async fn a_quic_and_a_tcp_socket_share_one_port_and_both_carry_channels() {
         },
     )
     .await;
-    echo_once(&local, b"over either channel", WAIT)
+    // With both up, new streams take the QUIC one (TCP is the fallback).
+    let quic_id = api
+        .channels()
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+        .iter()
+        .find(|c| c.peer == "b" && c.transport() == v1::ChannelTransport::Quic)
+        .map(|c| c.id)
+        .unwrap();
+    for _ in 0..4 {
+        let mut conn = connect_eventually(&local, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+        conn.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        conn.read_exact(&mut back).await.unwrap();
+        let streams = api.streams().await;
+        assert!(
+            !streams.is_empty() && streams.iter().all(|s| s.channel_id == quic_id),
+            "streams {streams:?} should all be on QUIC channel {quic_id}\n{}",
+            p.diag()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
