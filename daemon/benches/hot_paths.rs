@@ -90,6 +90,7 @@ fn pick_benches(c: &mut Criterion) {
                 rtt: Duration::from_micros(20_000 + (index as u64 * 1_337) % 9_000),
                 healthy: n == 1 || index % 4 != 3,
                 relayed: false,
+                over_tcp: false,
             })
             .collect();
         g.bench_with_input(BenchmarkId::from_parameter(n), &candidates, |b, cands| {

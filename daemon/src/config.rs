@@ -535,6 +535,35 @@ pub struct LocalSocket {
     /// [`PublicAddress::AutoStunDetect`] (always so in `hole-punching` mode);
     /// empty otherwise (an ignored `stunDetector` is warned about).
     pub stun_servers: Vec<StunServer>,
+    /// `transportProtocol`: what the socket listens on (default QUIC). A QUIC
+    /// and a TCP socket may share a listen address (one UDP, one TCP port).
+    pub transport: Transport,
+}
+
+/// The transport of a `tunnel.localSockets[]` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// QUIC over UDP.
+    #[default]
+    Quic,
+    /// QUIC packets framed over TCP, for networks that drop UDP.
+    Tcp,
+}
+
+impl Transport {
+    /// The configuration and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A local or app socket: `tcp:IP:PORT` or `unix:PATH`.

@@ -83,6 +83,9 @@ pub struct Counters {
     /// app already had `maxConnections` flows (also in `connections_limited`
     /// once per refused flow attempt).
     pub udp_flows_limited: AtomicU64,
+    /// Frames read from TCP dataChannels that cannot be a QUIC packet our
+    /// endpoint takes (empty, or larger than it accepts): dropped.
+    pub tcp_frames_dropped: AtomicU64,
 }
 
 impl Counters {

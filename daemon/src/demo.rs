@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{
     AppName, AppSocket, BrokerUrl, Config, ControlConfig, CryptoConfig, CryptoKey, EmbeddedBroker,
     ExposedApp, ExposedTarget, LocalSocket, LogFormat, LogLevel, LoggerConfig, MqttConfig,
-    PublicAddress, RemoteApp, SiteName, SocketMode, TunnelConfig,
+    PublicAddress, RemoteApp, SiteName, SocketMode, Transport, TunnelConfig,
 };
 use crate::{Daemon, DaemonError};
 
@@ -120,6 +120,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         public_port: 0,
         listen: (LOOPBACK, 0).into(),
         stun_servers: Vec::new(),
+        transport: Transport::Quic,
     });
     server.exposed_apps.push(ExposedApp {
         name: app_name.clone(),

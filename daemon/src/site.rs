@@ -35,8 +35,8 @@ use crate::config::{
 use crate::counters::Counters;
 use crate::identity::{Fingerprint, PublicKey};
 use crate::message::announce::{
-    Announce, AnnouncedSocket, InstanceId, MAX_PUNCH_STUN, Message, Offer, PROTOCOL_VERSION, Punch,
-    PunchAck, PunchInfo, Query,
+    Announce, AnnouncedSocket, AnnouncedTransport, InstanceId, MAX_PUNCH_STUN, Message, Offer,
+    PROTOCOL_VERSION, Punch, PunchAck, PunchInfo, Query,
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::store::{State, Store};
@@ -381,6 +381,7 @@ impl Site {
                         id: i as u32,
                         addr: s.public_addr()?,
                         punch: s.punch_info(),
+                        transport: s.config.transport.into(),
                     })
                 })
                 .collect(),
@@ -663,6 +664,7 @@ impl Site {
                 addr,
                 punch,
                 pin,
+                transport,
             } => {
                 let cancel = self.cancel.child_token();
                 if let Some(old) = self
@@ -672,6 +674,9 @@ impl Site {
                     old.cancel();
                 }
                 match punch {
+                    None if transport == AnnouncedTransport::Tcp => {
+                        self.tunnels.dial_tcp(peer, socket, addr, pin, cancel)
+                    }
                     None => self.tunnels.dial(peer, socket, addr, pin, cancel),
                     Some(info) => self
                         .tunnels

@@ -15,11 +15,15 @@ pub mod auth;
 pub mod backoff;
 pub mod congestion;
 pub mod endpoint;
+pub mod fallback;
+pub mod frame;
+mod over_tcp;
 pub mod pick;
 pub mod punch;
 pub mod relay;
 pub mod stats;
 pub mod stun;
+pub mod tcp;
 pub mod tls;
 pub mod udp;
 pub mod waiters;
@@ -38,7 +42,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{
-    CongestionControl, LocalSocket, PublicAddress, RelayConfig, SiteName, SocketMode,
+    CongestionControl, LocalSocket, PublicAddress, RelayConfig, SiteName, SocketMode, Transport,
 };
 use crate::counters::Counters;
 use crate::crypto::Keys;
@@ -75,6 +79,14 @@ pub enum TunnelError {
     /// TLS configuration failed (should not happen with generated identities).
     #[error("tls: {0}")]
     Tls(String),
+    /// A TCP socket (`transportProtocol: tcp`) could not be bound.
+    #[error("cannot bind TCP socket {addr}: {source}")]
+    BindTcp {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 pub use crate::types::{ChannelId, ChannelRoute, Direction};
@@ -103,6 +115,12 @@ pub enum DialError {
     /// The socket's owner did not answer the rendezvous in time.
     #[error("no punch answer from the peer within {0:?}")]
     NoPunchAnswer(Duration),
+    /// The TCP connection to a `tcp` socket failed.
+    #[error("tcp connection failed")]
+    Tcp(#[source] std::io::Error),
+    /// The TCP connection to a `tcp` socket was not up in time.
+    #[error("no tcp connection within {0:?}")]
+    TcpTimeout(Duration),
     /// The listener proved a different site or instance than announced.
     #[error(
         "expected site '{}' instance {}, found site '{}' instance {}",
@@ -208,6 +226,8 @@ pub struct Channel {
     pub cert: Fingerprint,
     /// How its packets travel.
     pub route: ChannelRoute,
+    /// QUIC over UDP, or framed over TCP.
+    pub transport: Transport,
     /// Replaced by a better channel: takes no new streams and closes once
     /// the ones it carries have finished.
     pub draining: AtomicBool,
@@ -265,6 +285,8 @@ pub struct DialStatus {
     pub since: Instant,
     /// Punched through a rendezvous, or dialled directly.
     pub route: ChannelRoute,
+    /// QUIC over UDP, or framed over TCP.
+    pub transport: Transport,
 }
 
 impl Registry {
@@ -346,6 +368,7 @@ impl Registry {
                 && !c.draining.load(Ordering::Relaxed)
                 && !skip.contains(&c.id),
             relayed: c.route == ChannelRoute::Relayed,
+            over_tcp: c.transport == Transport::Tcp,
         }))?;
         chans.into_iter().nth(idx)
     }
@@ -456,6 +479,9 @@ pub struct Tunnels {
     identity: Arc<Identity>,
     listen_transport: Arc<quinn::TransportConfig>,
     dial_transport: Arc<quinn::TransportConfig>,
+    /// The same for channels over TCP (larger packets: TCP has no path MTU).
+    tcp_listen_transport: Arc<quinn::TransportConfig>,
+    tcp_dial_transport: Arc<quinn::TransportConfig>,
     endpoints: Mutex<Vec<quinn::Endpoint>>,
     own: Mutex<HashMap<u32, OwnSocket>>,
     relay: Option<RelayConfig>,
@@ -522,6 +548,8 @@ impl Tunnels {
             identity,
             listen_transport: endpoint::transport_config(cc, endpoint::Side::Listener),
             dial_transport: endpoint::transport_config(cc, endpoint::Side::Dialer),
+            tcp_listen_transport: endpoint::tcp_transport_config(cc, endpoint::Side::Listener),
+            tcp_dial_transport: endpoint::tcp_transport_config(cc, endpoint::Side::Dialer),
             endpoints: Mutex::default(),
             own: Mutex::default(),
             relay,
@@ -544,6 +572,9 @@ impl Tunnels {
     /// by STUN when the socket asks for it ([`TunnelEvent::Mapped`]).
     /// Returns the bound address.
     pub fn listen(&self, index: u32, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
+        if socket.transport == Transport::Tcp {
+            return self.listen_tcp(index, socket);
+        }
         let mut server = self.identity.server_config(self.listen_transport.clone())?;
         endpoint::limit_incoming(&mut server);
         let (ep, aux) = endpoint::bind(socket.listen, Some(server))?;
@@ -602,6 +633,30 @@ impl Tunnels {
         self.ctx
             .tracker
             .spawn(accept_loop(ep, aux, ctx, path, cancel).instrument(span));
+        Ok(local)
+    }
+
+    /// Binds `tunnel.localSockets[index]` on TCP and accepts dataChannels
+    /// on it until shutdown (see [`over_tcp`]). Returns the bound address.
+    fn listen_tcp(&self, index: u32, socket: &LocalSocket) -> Result<SocketAddr, TunnelError> {
+        let server = self
+            .identity
+            .server_config(self.tcp_listen_transport.clone())?;
+        let listener = over_tcp::bind(socket.listen)?;
+        let local = listener.local_addr().map_err(|e| TunnelError::BindTcp {
+            addr: socket.listen,
+            source: e,
+        })?;
+        let span = info_span!("listener", socket = index, local = %local, transport = "tcp");
+        self.ctx.tracker.spawn(
+            over_tcp::accept_loop(
+                listener,
+                server,
+                self.ctx.clone(),
+                self.cancel.child_token(),
+            )
+            .instrument(span),
+        );
         Ok(local)
     }
 
@@ -665,6 +720,31 @@ impl Tunnels {
         cancel: CancellationToken,
     ) {
         self.dial_target(peer, socket, addr, None, pinned, cancel);
+    }
+
+    /// Starts a dial loop to a peer's TCP socket (`transportProtocol: tcp`):
+    /// the same loop over a TCP connection per attempt ([`over_tcp`]).
+    pub fn dial_tcp(
+        &self,
+        peer: PeerId,
+        socket: u32,
+        addr: SocketAddr,
+        pinned: Fingerprint,
+        cancel: CancellationToken,
+    ) {
+        let span = info_span!("dial", peer.site = %peer.site, remote = %addr, transport = "tcp");
+        self.ctx.tracker.spawn(
+            over_tcp::dial_loop(
+                self.ctx.clone(),
+                self.tcp_dial_transport.clone(),
+                peer,
+                socket,
+                addr,
+                pinned,
+                cancel,
+            )
+            .instrument(span),
+        );
     }
 
     /// Starts a dial loop to a `hole-punching` socket of a peer: each
@@ -747,8 +827,19 @@ async fn accept_loop(
                 let ctx2 = ctx.clone();
                 let cancel = cancel.child_token();
                 ctx.tracker.spawn(
-                    inbound(ctx2, incoming, slot, cancel, local, path, aux.clone())
-                        .instrument(info_span!("inbound", remote = %remote)),
+                    inbound(
+                        ctx2,
+                        incoming,
+                        slot,
+                        cancel,
+                        Via {
+                            local,
+                            path,
+                            aux: Some(aux.clone()),
+                            transport: Transport::Quic,
+                        },
+                    )
+                    .instrument(info_span!("inbound", remote = %remote)),
                 );
             }
             Verdict::Retry => {
@@ -855,6 +946,19 @@ fn turned_away(
     }
 }
 
+/// Which listener an incoming connection arrived on.
+struct Via {
+    /// The listener's local address.
+    local: Option<SocketAddr>,
+    /// How the listener's channels travel (a punched socket's relayed ones
+    /// are told apart by `aux`).
+    path: ChannelRoute,
+    /// The UDP socket's STUN/TURN side; none for TCP.
+    aux: Option<Arc<Aux>>,
+    /// UDP or TCP.
+    transport: Transport,
+}
+
 /// One admitted incoming connection: QUIC handshake and the dialer's proof by
 /// the slot's deadline, then the full windows and the channel. The slot (the
 /// connection's place under the admission caps) is given back as soon as the
@@ -864,10 +968,14 @@ async fn inbound(
     incoming: quinn::Incoming,
     slot: admission::Slot,
     cancel: CancellationToken,
-    local: Option<SocketAddr>,
-    path: ChannelRoute,
-    aux: Arc<Aux>,
+    via: Via,
 ) {
+    let Via {
+        local,
+        path,
+        aux,
+        transport,
+    } = via;
     let deadline = tokio::time::Instant::from_std(slot.deadline());
     let connecting = match incoming.accept() {
         Ok(c) => c,
@@ -899,7 +1007,7 @@ async fn inbound(
     drop(slot);
     // A punched socket also takes channels its TURN relay forwards.
     let relayed = aux
-        .relay()
+        .and_then(|a| a.relay().cloned())
         .is_some_and(|r| r.relays_for(conn.remote_address()));
     let path = if relayed { ChannelRoute::Relayed } else { path };
     match proof {
@@ -912,6 +1020,7 @@ async fn inbound(
                 local,
                 cert,
                 path,
+                transport,
             };
             let reason = run_channel(&ctx, conn, peer, origin, &cancel).await;
             debug!(%reason, "inbound channel ended");
@@ -978,6 +1087,7 @@ async fn dial_loop(
             } else {
                 ChannelRoute::Direct
             },
+            transport: Transport::Quic,
         },
     );
     dial_attempts(&ctx, dial_id, transport, peer, &target, pinned, cancel).await;
@@ -1060,6 +1170,7 @@ async fn dial_attempts(
                     local: sock.ep.local_addr().ok(),
                     cert: pinned,
                     path,
+                    transport: Transport::Quic,
                 };
                 let reason = match &target.punch {
                     Some(info) if path == ChannelRoute::Relayed => {
@@ -1211,6 +1322,7 @@ async fn run_relayed(d: &DialCtx<'_>, conn: quinn::Connection, origin: Origin) -
         local: fresh.ep.local_addr().ok(),
         cert,
         path: ChannelRoute::Punched,
+        transport: Transport::Quic,
     };
     let direct = run_channel(d.ctx, direct, d.peer.clone(), origin, d.cancel);
     tokio::pin!(direct);
@@ -1382,6 +1494,7 @@ struct Origin {
     /// The certificate the peer presented.
     cert: Fingerprint,
     path: ChannelRoute,
+    transport: Transport,
 }
 
 /// Registers an authenticated channel, serves the peer's streams on it and
@@ -1400,6 +1513,7 @@ async fn run_channel(
         local,
         cert,
         path,
+        transport,
     } = origin;
     let id = ChannelId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let ch = Arc::new(Channel {
@@ -1414,11 +1528,12 @@ async fn run_channel(
         attempts,
         cert,
         route: path,
+        transport,
         draining: AtomicBool::new(false),
         confirmed: watch::channel(direction == Direction::Outbound).0,
         datagrams: crate::app::udp::Demux::new(conn.clone(), ctx.counters.clone()),
     });
-    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, remote = %conn.remote_address());
+    let span = info_span!("channel", channel.id = %id, peer.site = %peer.site, %direction, %path, %transport, remote = %conn.remote_address());
     async {
         ctx.registry.insert(ch.clone());
         if let Some(d) = dial_id {

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
-use crate::config::{AppName, AppSocket, ExposedApp, RemoteApp, SiteName, SocketMode, TrustMode};
+use crate::config::{
+    AppName, AppSocket, ExposedApp, RemoteApp, SiteName, SocketMode, Transport, TrustMode,
+};
 use crate::identity::Fingerprint;
 use crate::message::announce::InstanceId;
 use crate::message::mqtt::BrokerState;
@@ -168,6 +170,8 @@ pub struct ChannelInfo {
     pub last_error: Option<String>,
     /// Direct, or punched through NATs.
     pub route: ChannelRoute,
+    /// QUIC over UDP, or framed over TCP.
+    pub transport: Transport,
 }
 
 /// Which way a stream goes.

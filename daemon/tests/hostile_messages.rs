@@ -168,12 +168,14 @@ async fn an_announcement_of_a_thousand_sockets_reaches_the_site_with_sixteen() {
         id,
         addr: a.parse().unwrap(),
         punch: None,
+        transport: announce::AnnouncedTransport::Quic,
     })
     .collect();
     sockets.extend((0..1000u16).map(|i| AnnouncedSocket {
         id: 10 + u32::from(i),
         addr: SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
         punch: None,
+        transport: announce::AnnouncedTransport::Quic,
     }));
     let announcement = Message::Announce(Announce {
         site: SiteName::new("mallory").unwrap(),

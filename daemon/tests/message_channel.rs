@@ -149,6 +149,7 @@ impl Node {
                 id: 0,
                 addr: "198.51.100.1:29090".parse().unwrap(),
                 punch: None,
+                transport: wovenet_daemon::message::announce::AnnouncedTransport::Quic,
             }],
             apps: vec![],
             cert_sha256: "ab".repeat(32),

@@ -26,8 +26,8 @@ use super::{
     AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
     CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
     LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig,
-    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, TrustConfig, TrustMode,
-    TrustedSite, TunnelConfig,
+    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, Transport, TrustConfig,
+    TrustMode, TrustedSite, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
@@ -785,7 +785,8 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
     )
     .unwrap_or(DEFAULT_STREAMS_PER_PEER);
     let mut local_sockets: Vec<LocalSocket> = Vec::new();
-    let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
+    // Keyed by transport too: a QUIC (UDP) and a TCP socket may share a port.
+    let mut listens: HashMap<(Transport, SocketAddr), usize> = HashMap::new();
     // (index, listen IP) of the hole-punching sockets, which use the relay.
     let mut hole_punchers: Vec<(usize, IpAddr)> = Vec::new();
     let raw_sockets = raw.and_then(|t| t.local_sockets.as_ref());
@@ -805,7 +806,7 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
         };
         // Two sockets on port 0 (any free port, hole-punching) bind different ports.
         if socket.listen.port() != 0
-            && let Some(first) = listens.get(&socket.listen)
+            && let Some(first) = listens.get(&(socket.transport, socket.listen))
         {
             r.err(
                 path,
@@ -816,7 +817,7 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
             );
             continue;
         }
-        listens.insert(socket.listen, i);
+        listens.insert((socket.transport, socket.listen), i);
         if socket.mode == SocketMode::HolePunching {
             hole_punchers.push((i, socket.listen.ip()));
         }
@@ -863,14 +864,18 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
     let start = r.errors.len();
     let at = |field: &str| join(path, field);
 
-    if let Some(t) = given(&raw.transport_protocol)
-        && !t.eq_ignore_ascii_case("quic")
-    {
-        r.err(
-            at("transportProtocol"),
-            format!("'{t}' is not supported, the only transport protocol is 'quic'"),
-        );
-    }
+    let transport = match given(&raw.transport_protocol) {
+        None => Some(Transport::Quic),
+        Some(t) if t.eq_ignore_ascii_case("quic") => Some(Transport::Quic),
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
+        Some(t) => {
+            r.err(
+                at("transportProtocol"),
+                format!("'{t}' is not supported, expected 'quic' or 'tcp'"),
+            );
+            None
+        }
+    };
     let mode = match given(&raw.mode) {
         None => {
             r.err(
@@ -1125,6 +1130,15 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
         }
     };
 
+    // A TCP socket cannot be punched (no simultaneous open through NATs here)
+    // nor relayed by TURN: it must be reachable as configured.
+    if transport == Some(Transport::Tcp) && hole_punching {
+        r.err(
+            at("transportProtocol"),
+            "'tcp' cannot be used in 'hole-punching' mode (only QUIC sockets are punched), \
+             use 'dedicated-address' or 'port-forwarding'",
+        );
+    }
     if r.errors.len() > start {
         return None;
     }
@@ -1134,6 +1148,7 @@ fn local_socket(raw: &raw::LocalSocket, path: &str, r: &mut Report) -> Option<Lo
         public_port: public_port?,
         listen: listen?,
         stun_servers,
+        transport: transport?,
     })
 }
 
@@ -2145,6 +2160,7 @@ mod tests {
                 public_port: 25890,
                 listen: sa("192.0.2.10:25890"),
                 stun_servers: Vec::new(),
+                transport: Transport::Quic,
             }
         );
     }
@@ -2261,19 +2277,43 @@ mod tests {
     }
 
     #[test]
-    fn transport_protocol_must_be_quic_and_defaults_to_it() {
-        socket(
-            "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1\ntransportProtocol: QUIC",
-        );
-        socket(
-            "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1\ntransportProtocol: \"\"",
+    fn transport_protocol_is_quic_or_tcp_and_defaults_to_quic() {
+        let base = "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1";
+        assert_eq!(socket(base).transport, Transport::Quic);
+        assert_eq!(
+            socket(&format!("{base}\ntransportProtocol: QUIC")).transport,
+            Transport::Quic
         );
         assert_eq!(
-            socket_errs(
-                "mode: dedicated-address\npublicAddress: 192.0.2.1\npublicPort: 1\ntransportProtocol: kcp"
-            ),
+            socket(&format!("{base}\ntransportProtocol: \"\"")).transport,
+            Transport::Quic
+        );
+        assert_eq!(
+            socket(&format!("{base}\ntransportProtocol: tcp")).transport,
+            Transport::Tcp
+        );
+        assert_eq!(
+            socket(&format!("{base}\ntransportProtocol: TCP")).transport,
+            Transport::Tcp
+        );
+        assert_eq!(
+            socket_errs(&format!("{base}\ntransportProtocol: kcp")),
             [
-                "tunnel.localSockets[0].transportProtocol: 'kcp' is not supported, the only transport protocol is 'quic'"
+                "tunnel.localSockets[0].transportProtocol: 'kcp' is not supported, expected 'quic' or 'tcp'"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tcp_socket_cannot_be_hole_punched() {
+        assert_eq!(
+            socket_errs(&format!(
+                "mode: hole-punching\ntransportProtocol: tcp\n{}",
+                servers(&["192.0.2.50"])
+            )),
+            [
+                "tunnel.localSockets[0].transportProtocol: 'tcp' cannot be used in 'hole-punching' \
+                 mode (only QUIC sockets are punched), use 'dedicated-address' or 'port-forwarding'"
             ]
         );
     }
@@ -2323,6 +2363,24 @@ publicPort: 1"
         );
         assert_eq!(
             e,
+            [
+                "tunnel.localSockets[1]: listen address '192.0.2.1:9' is already used by tunnel.localSockets[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quic_and_a_tcp_socket_may_share_a_port_but_two_tcp_sockets_may_not() {
+        let two = |t0: &str, t1: &str| {
+            format!(
+                "tunnel:\n  localSockets:\n  - mode: dedicated-address\n    listenAddress: 192.0.2.1\n    listenPort: 9\n    transportProtocol: {t0}\n  - mode: dedicated-address\n    listenAddress: 192.0.2.1\n    listenPort: 9\n    transportProtocol: {t1}\n"
+            )
+        };
+        let c = ok(&two("quic", "tcp"));
+        let t: Vec<_> = c.tunnel.local_sockets.iter().map(|s| s.transport).collect();
+        assert_eq!(t, [Transport::Quic, Transport::Tcp]);
+        assert_eq!(
+            errs(&two("tcp", "tcp")),
             [
                 "tunnel.localSockets[1]: listen address '192.0.2.1:9' is already used by tunnel.localSockets[0]"
             ]
@@ -2435,6 +2493,7 @@ publicPort: 1"
                 public_port: 0,
                 listen: sa("0.0.0.0:0"),
                 stun_servers: vec![stun("192.0.2.50", 3478)],
+                transport: Transport::Quic,
             }
         );
         let s = socket(&format!(
@@ -2534,6 +2593,7 @@ publicPort: 1"
                 public_port: 4000,
                 listen: sa("0.0.0.0:4000"),
                 stun_servers: vec![stun("stun.example.com", 3478), stun("192.0.2.50", 19302)],
+                transport: Transport::Quic,
             }
         );
         let s = socket(&format!(

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use wovenet_proto::v1;
 
 use crate::config::raw::{self, Scalar};
-use crate::config::{ExposedApp, ExposedTarget, RemoteApp, TrustMode};
+use crate::config::{ExposedApp, ExposedTarget, RemoteApp, Transport, TrustMode};
 use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelRoute, Direction};
 use crate::view::{
@@ -162,6 +162,15 @@ impl From<Direction> for v1::Direction {
     }
 }
 
+impl From<Transport> for v1::ChannelTransport {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Quic => Self::Quic,
+            Transport::Tcp => Self::Tcp,
+        }
+    }
+}
+
 impl From<ChannelRoute> for v1::ChannelRoute {
     fn from(r: ChannelRoute) -> Self {
         match r {
@@ -201,6 +210,7 @@ impl From<&ChannelInfo> for v1::Channel {
             reconnect_attempts: c.reconnect_attempts,
             last_error: c.last_error.clone().unwrap_or_default(),
             route: v1::ChannelRoute::from(c.route).into(),
+            transport: v1::ChannelTransport::from(c.transport).into(),
         }
     }
 }
@@ -748,6 +758,7 @@ mod tests {
             reconnect_attempts: 0,
             last_error: None,
             route: ChannelRoute::Direct,
+            transport: Transport::Tcp,
         };
         let s = StatsSnapshot {
             channels: vec![chan(None), chan(Some(7))],
@@ -757,6 +768,10 @@ mod tests {
         let m = stats_message(&s, &StatsRates::default(), SystemTime::UNIX_EPOCH);
         assert_eq!(m.channels.len(), 1);
         assert_eq!(m.channels[0].id, 7);
+        assert_eq!(
+            v1::Channel::from(&chan(Some(7))).transport(),
+            v1::ChannelTransport::Tcp
+        );
         assert_eq!(m.counters.get("auth_failures"), Some(&2));
     }
 

@@ -180,6 +180,40 @@ pub struct AnnouncedSocket {
     /// ([`Punch`]); a plain dial would be dropped by the owner's NAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub punch: Option<PunchInfo>,
+    /// What the socket listens on; absent (from senders that predate it, and
+    /// for QUIC) means QUIC over UDP.
+    #[serde(default, skip_serializing_if = "AnnouncedTransport::is_quic")]
+    pub transport: AnnouncedTransport,
+}
+
+/// The transport of an announced socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnouncedTransport {
+    /// QUIC over UDP.
+    #[default]
+    Quic,
+    /// QUIC packets framed over TCP (`tunnel::frame`).
+    Tcp,
+    /// A transport this version does not know (a newer sender's): not dialled.
+    #[serde(other)]
+    Unknown,
+}
+
+impl From<crate::config::Transport> for AnnouncedTransport {
+    fn from(t: crate::config::Transport) -> Self {
+        match t {
+            crate::config::Transport::Quic => Self::Quic,
+            crate::config::Transport::Tcp => Self::Tcp,
+        }
+    }
+}
+
+impl AnnouncedTransport {
+    /// QUIC, the default, which is left out of the message.
+    pub fn is_quic(&self) -> bool {
+        *self == Self::Quic
+    }
 }
 
 /// What a dialer needs to punch toward an announced socket.
@@ -449,7 +483,8 @@ pub struct SocketsChecked {
 
 /// Keeps the announced sockets that can be a peer: each one's address
 /// passes [`peer_address`] (and is replaced by it), its id and address were
-/// not listed before, and at most [`MAX_ANNOUNCED_SOCKETS`] are kept. The
+/// not listed before (a QUIC and a TCP socket may share an address: they are
+/// different ports), and at most [`MAX_ANNOUNCED_SOCKETS`] are kept. The
 /// others are dropped, not the whole announcement: the rest of it (apps,
 /// certificate, other sockets) is still good.
 pub fn check_sockets(sockets: Vec<AnnouncedSocket>, loopback: LoopbackPeers) -> SocketsChecked {
@@ -460,7 +495,7 @@ pub fn check_sockets(sockets: Vec<AnnouncedSocket>, loopback: LoopbackPeers) -> 
         let checked = peer_address(socket.addr, loopback).and_then(|addr| {
             if !ids.insert(socket.id) {
                 Err(SocketRefusal::DuplicateId)
-            } else if !addrs.insert(addr) {
+            } else if !addrs.insert((socket.transport, addr)) {
                 Err(SocketRefusal::DuplicateAddress)
             } else if out.kept.len() >= MAX_ANNOUNCED_SOCKETS {
                 Err(SocketRefusal::TooMany)
@@ -478,6 +513,7 @@ pub fn check_sockets(sockets: Vec<AnnouncedSocket>, loopback: LoopbackPeers) -> 
                     p.relay = p.relay.and_then(|r| peer_address(r, loopback).ok());
                     p
                 }),
+                transport: socket.transport,
             }),
             Err(why) => {
                 out.dropped += 1;
@@ -548,6 +584,7 @@ mod tests {
                 id: 0,
                 addr: "203.0.113.5:29090".parse().unwrap(),
                 punch: None,
+                transport: AnnouncedTransport::Quic,
             }],
             apps: vec![AppName::new("ssh").unwrap()],
             cert_sha256: "00".repeat(32),
@@ -755,6 +792,7 @@ mod tests {
                     id: 16,
                     addr: sa("198.51.100.17:1016"),
                     punch: None,
+                    transport: AnnouncedTransport::Quic,
                 },
                 SocketRefusal::TooMany
             ))
@@ -879,6 +917,42 @@ mod tests {
     }
 
     #[test]
+    fn a_quic_and_a_tcp_socket_may_share_an_address_and_unknown_transports_are_kept_apart() {
+        let s = |id, addr: &str, transport| AnnouncedSocket {
+            id,
+            addr: sa(addr),
+            punch: None,
+            transport,
+        };
+        use AnnouncedTransport::{Quic, Tcp};
+        let checked = check_sockets(
+            vec![
+                s(0, "203.0.113.1:4000", Quic),
+                s(1, "203.0.113.1:4000", Tcp),
+                s(2, "203.0.113.1:4000", Tcp),
+            ],
+            LoopbackPeers::Refused,
+        );
+        let kept: Vec<_> = checked.kept.iter().map(|s| (s.id, s.transport)).collect();
+        assert_eq!(kept, [(0, Quic), (1, Tcp)]);
+        assert_eq!(
+            checked.first_dropped.map(|(s, why)| (s.id, why)),
+            Some((2, SocketRefusal::DuplicateAddress))
+        );
+        // On the wire: QUIC is left out (older peers see what they always
+        // saw), TCP is named, and a transport from a newer sender decodes as
+        // unknown rather than failing the whole announcement.
+        let quic = serde_json::to_value(s(0, "203.0.113.1:4000", Quic)).unwrap();
+        assert!(quic.get("transport").is_none());
+        let tcp = serde_json::to_value(s(1, "203.0.113.1:4000", Tcp)).unwrap();
+        assert_eq!(tcp["transport"], "tcp");
+        let future: AnnouncedSocket =
+            serde_json::from_str(r#"{"id":3,"addr":"203.0.113.1:4000","transport":"kcp"}"#)
+                .unwrap();
+        assert_eq!(future.transport, AnnouncedTransport::Unknown);
+    }
+
+    #[test]
     fn other_messages_drop_nothing() {
         let m = Message::Query(Query {
             site: site(),
@@ -954,6 +1028,7 @@ mod tests {
                 id,
                 addr: SocketAddr::new(ip, port),
                 punch: None,
+                transport: AnnouncedTransport::Quic,
             })
     }
 

@@ -81,7 +81,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{AppName, SiteName};
-use crate::message::announce::{Announce, AnnouncedSocket, Depart, InstanceId, Offer, PunchInfo};
+use crate::message::announce::{
+    Announce, AnnouncedSocket, AnnouncedTransport, Depart, InstanceId, Offer, PunchInfo,
+};
 use crate::tunnel::auth::PeerId;
 use crate::tunnel::tls::Fingerprint;
 use crate::tunnel::{ChannelId, Direction};
@@ -320,6 +322,8 @@ pub enum Action {
         punch: Option<PunchInfo>,
         /// The certificate it must present.
         pin: Fingerprint,
+        /// QUIC over UDP or over TCP (never [`AnnouncedTransport::Unknown`]).
+        transport: AnnouncedTransport,
     },
     /// Ask an instance to announce itself to us (unicast `Query`).
     Query(InstanceId),
@@ -574,8 +578,18 @@ impl DialRule {
     /// one whose name sorts first dials the other's punched sockets (each
     /// rendezvous makes one channel, so exactly one is made, not two racing
     /// through the same NAT mappings); a site without one always dials.
+    ///
+    /// A TCP socket is dialled like a plain one (it is never punched: one
+    /// announced with punch details is not dialled), a socket of a transport
+    /// this version does not know never is.
     fn wants(&self, site: &SiteName, socket: &AnnouncedSocket) -> bool {
-        socket.punch.is_none() || !self.punchable || self.me < *site
+        match socket.transport {
+            AnnouncedTransport::Quic => {
+                socket.punch.is_none() || !self.punchable || self.me < *site
+            }
+            AnnouncedTransport::Tcp => socket.punch.is_none(),
+            AnnouncedTransport::Unknown => false,
+        }
     }
 }
 
@@ -1302,6 +1316,7 @@ fn reconcile_dials(site: &SiteName, peer: &mut Peer, rule: &DialRule, out: &mut 
             addr: s.addr,
             punch: s.punch,
             pin,
+            transport: s.transport,
         });
     }
 }

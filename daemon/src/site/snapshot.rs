@@ -123,6 +123,7 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 reconnect_attempts: c.attempts,
                 last_error: dial.and_then(|d| d.last_error.clone()),
                 route: c.route,
+                transport: c.transport,
             }
         })
         .collect();
@@ -143,6 +144,7 @@ pub(super) fn channel_infos(registry: &Registry) -> Vec<ChannelInfo> {
                 reconnect_attempts: d.attempts,
                 last_error: d.last_error.clone(),
                 route: d.route,
+                transport: d.transport,
             }),
     );
     v.sort_by(|a, b| (&a.peer, a.id).cmp(&(&b.peer, b.id)));
@@ -267,6 +269,7 @@ impl Site {
                 ("udp_queue_overflow", c.udp_queue_overflow.load(Relaxed)),
                 ("udp_send_failed", c.udp_send_failed.load(Relaxed)),
                 ("udp_flows_limited", c.udp_flows_limited.load(Relaxed)),
+                ("tcp_frames_dropped", c.tcp_frames_dropped.load(Relaxed)),
             ],
         }
     }

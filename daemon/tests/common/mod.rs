@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use wovenet_daemon::app::{ExposedApps, ExposedServer, StreamRegistry};
 use wovenet_daemon::config::{
     CongestionControl, CryptoKey, ExposedApp, LocalSocket, PublicAddress, SiteName, SocketMode,
+    Transport,
 };
 use wovenet_daemon::counters::Counters;
 use wovenet_daemon::crypto::Keys;
@@ -94,6 +95,7 @@ impl Side {
                     public_port: 0,
                     listen: "127.0.0.1:0".parse().unwrap(),
                     stun_servers: Vec::new(),
+                    transport: Transport::Quic,
                 },
             )
             .unwrap()

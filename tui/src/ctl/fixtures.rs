@@ -153,6 +153,7 @@ pub(crate) fn channels() -> Vec<pb::Channel> {
             reconnect_attempts: 0,
             last_error: String::new(),
             route: pb::ChannelRoute::Punched.into(),
+            transport: pb::ChannelTransport::Quic.into(),
         },
         pb::Channel {
             id: 0,
@@ -172,6 +173,7 @@ pub(crate) fn channels() -> Vec<pb::Channel> {
             reconnect_attempts: 4,
             last_error: "timed out".into(),
             route: pb::ChannelRoute::Direct.into(),
+            transport: pb::ChannelTransport::Tcp.into(),
         },
     ]
 }

@@ -164,6 +164,7 @@ pub struct Channel {
     age: Option<f64>,
     reconnect_attempts: u32,
     last_error: String,
+    transport: String,
 }
 
 impl From<&pb::Channel> for Channel {
@@ -173,6 +174,7 @@ impl From<&pb::Channel> for Channel {
             peer: c.peer.clone(),
             direction: units::direction(c.direction),
             route: units::channel_route(c.route),
+            transport: units::channel_transport(c.transport),
             local_addr: c.local_addr.clone(),
             remote_addr: c.remote_addr.clone(),
             state: units::channel_state(c.state),
@@ -832,7 +834,8 @@ mod tests {
                    "local_addr": "10.0.0.1:40001", "remote_addr": "10.0.0.2:40001",
                    "state": "up", "rtt": 0.00035, "cwnd": 12000, "lost_packets": 2,
                    "sent_packets": 1200, "bytes_sent": 2048, "bytes_received": 4096,
-                   "open_streams": 1, "age": 125.0, "reconnect_attempts": 0, "last_error": ""})
+                   "open_streams": 1, "age": 125.0, "reconnect_attempts": 0, "last_error": "",
+                   "transport": "quic"})
         );
         let pending = &value(&out)["channels"][1];
         assert_eq!(pending["state"], "connecting");
@@ -840,6 +843,7 @@ mod tests {
         assert_eq!(pending["age"], 0.35);
         assert_eq!(pending["last_error"], "timed out");
         assert_eq!(pending["route"], "direct");
+        assert_eq!(pending["transport"], "tcp");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use wovenet_proto::v1::{
-    BrokerState, ChannelRoute, ChannelState, Direction, ListenerState, PeerState, StreamDirection,
-    TrustMode, TrustState,
+    BrokerState, ChannelRoute, ChannelState, ChannelTransport, Direction, ListenerState, PeerState,
+    StreamDirection, TrustMode, TrustState,
 };
 
 /// Shown in a table cell that has no value.
@@ -156,6 +156,15 @@ pub fn channel_route(v: i32) -> String {
     match ChannelRoute::try_from(v) {
         Ok(ChannelRoute::Unspecified) => "direct".to_owned(),
         r => enum_name(r.ok().map(|e| e.as_str_name()), "CHANNEL_ROUTE_"),
+    }
+}
+
+/// `quic` (also when unset: a daemon that predates TCP channels), `tcp` or
+/// `unknown`.
+pub fn channel_transport(v: i32) -> String {
+    match ChannelTransport::try_from(v) {
+        Ok(ChannelTransport::Unspecified) => "quic".to_owned(),
+        t => enum_name(t.ok().map(|e| e.as_str_name()), "CHANNEL_TRANSPORT_"),
     }
 }
 

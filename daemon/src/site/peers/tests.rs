@@ -107,6 +107,7 @@ impl Sim {
                     id: 0,
                     addr: SocketAddr::from(([192, 0, 2, n.instance.as_bytes()[0]], 29090)),
                     punch: None,
+                    transport: AnnouncedTransport::Quic,
                 }]
             } else {
                 Vec::new()
@@ -254,6 +255,7 @@ impl Sim {
                     addr: _,
                     punch: _,
                     pin,
+                    transport: _,
                 } => {
                     self.nodes[i]
                         .dials
@@ -1030,6 +1032,7 @@ fn announce_with_punch(site: &str, tag: u8) -> Announce {
                 id: 0,
                 addr: SocketAddr::from(([192, 0, 2, tag], 29090)),
                 punch: None,
+                transport: AnnouncedTransport::Quic,
             },
             AnnouncedSocket {
                 id: 1,
@@ -1039,6 +1042,7 @@ fn announce_with_punch(site: &str, tag: u8) -> Announce {
                     stun: vec!["198.18.0.2:3478".into()],
                     relay: None,
                 }),
+                transport: AnnouncedTransport::Quic,
             },
         ],
         apps: vec![],
@@ -1060,6 +1064,32 @@ fn dialled(me: &str, punchable: bool, peer: Announce) -> Vec<(u32, bool)> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn tcp_sockets_are_dialled_as_tcp_and_unknown_transports_never() {
+    let mut a = announce_with_punch("b", 2);
+    a.sockets[0].transport = AnnouncedTransport::Tcp;
+    // A TCP socket announced with punch details is nonsense: not dialled.
+    a.sockets[1].transport = AnnouncedTransport::Tcp;
+    let mut unknown = a.sockets[0].clone();
+    unknown.id = 2;
+    unknown.addr = SocketAddr::from(([192, 0, 2, 9], 29091));
+    unknown.transport = AnnouncedTransport::Unknown;
+    a.sockets.push(unknown);
+    let mut p = Peers::new(name("a"), InstanceId::from_bytes([0xee; 16]));
+    p.on_announce(a, Instant::now());
+    let dials: Vec<(u32, AnnouncedTransport)> = p
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Dial {
+                socket, transport, ..
+            } => Some((socket, transport)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials, [(0, AnnouncedTransport::Tcp)]);
 }
 
 #[test]
