@@ -12,6 +12,7 @@
 //! snapshots in `snapshot`.
 
 mod commands;
+pub mod fallback;
 pub mod handle;
 pub mod offers;
 pub mod peers;
@@ -191,8 +192,9 @@ pub struct Site {
     remote_apps: Vec<RemoteApp>,
     listeners: HashMap<RemoteApp, RemoteListener>,
     peers: Peers,
-    /// Running dial loops, as [`peers`] asked for them.
-    dials: HashMap<(SiteName, u32), CancellationToken>,
+    /// Running dial loops, as [`peers`] asked for them: the token that stops
+    /// one, and for a TCP one the token that drains it.
+    dials: HashMap<(SiteName, u32), (CancellationToken, Option<CancellationToken>)>,
     /// Punch requests from instances not (yet) known, with when they came.
     pending_punches: Vec<(Instant, Punch)>,
     /// What each peer was offered of the apps restricted by `allowedSites`.
@@ -358,7 +360,7 @@ impl Site {
         for (_, l) in self.listeners.drain() {
             l.close();
         }
-        for (_, cancel) in self.dials.drain() {
+        for (_, (cancel, _)) in self.dials.drain() {
             cancel.cancel();
         }
         self.messages.depart().await;
@@ -561,12 +563,14 @@ impl Site {
                 channel,
                 direction,
                 cert,
+                transport,
             } => self.peers.on_channel_up(
                 ChannelUp {
                     peer,
                     channel,
                     direction,
                     cert,
+                    transport,
                 },
                 now,
             ),
@@ -608,7 +612,7 @@ impl Site {
                 attempts,
             } => {
                 debug!(peer.site = %peer.site, socket, attempts, "dial failed");
-                self.peers.on_dial_failed(&peer, attempts);
+                self.peers.on_dial_failed(&peer, socket, attempts, now);
             }
         }
         self.apply().await;
@@ -667,18 +671,20 @@ impl Site {
                 transport,
             } => {
                 let cancel = self.cancel.child_token();
-                if let Some(old) = self
+                let drain = (transport == AnnouncedTransport::Tcp).then(CancellationToken::new);
+                if let Some((old, _)) = self
                     .dials
-                    .insert((peer.site.clone(), socket), cancel.clone())
+                    .insert((peer.site.clone(), socket), (cancel.clone(), drain.clone()))
                 {
                     old.cancel();
                 }
-                match punch {
-                    None if transport == AnnouncedTransport::Tcp => {
-                        self.tunnels.dial_tcp(peer, socket, addr, pin, cancel)
+                match (punch, drain) {
+                    (None, Some(drain)) => {
+                        self.tunnels.dial_tcp(peer, socket, addr, pin, cancel, drain)
                     }
-                    None => self.tunnels.dial(peer, socket, addr, pin, cancel),
-                    Some(info) => self
+                    (None, None) => self.tunnels.dial(peer, socket, addr, pin, cancel),
+                    // `DialRule` never dials a TCP socket with punch details.
+                    (Some(info), _) => self
                         .tunnels
                         .dial_punched(peer, socket, addr, info, pin, cancel),
                 }
@@ -694,8 +700,16 @@ impl Site {
             }
             Action::Report(r) => self.report(r),
             Action::StopDial { site, socket } => {
-                if let Some(cancel) = self.dials.remove(&(site, socket)) {
+                if let Some((cancel, _)) = self.dials.remove(&(site, socket)) {
                     cancel.cancel();
+                }
+            }
+            Action::DrainDial { site, socket } => {
+                debug!(peer.site = %site, socket, "QUIC works again: the TCP channel drains");
+                match self.dials.remove(&(site, socket)) {
+                    Some((_, Some(drain))) => drain.cancel(),
+                    Some((cancel, None)) => cancel.cancel(),
+                    None => {}
                 }
             }
         }

@@ -15,7 +15,6 @@ pub mod auth;
 pub mod backoff;
 pub mod congestion;
 pub mod endpoint;
-pub mod fallback;
 pub mod frame;
 mod over_tcp;
 pub mod pick;
@@ -148,6 +147,8 @@ pub enum TunnelEvent {
         direction: Direction,
         /// The certificate the peer presented (outbound: the pinned one).
         cert: Fingerprint,
+        /// QUIC over UDP or over TCP.
+        transport: Transport,
     },
     /// A dataChannel is gone.
     ChannelDown {
@@ -724,6 +725,8 @@ impl Tunnels {
 
     /// Starts a dial loop to a peer's TCP socket (`transportProtocol: tcp`):
     /// the same loop over a TCP connection per attempt ([`over_tcp`]).
+    /// `drain` ends it gently: no redial, and its channel closes once its
+    /// streams have ended.
     pub fn dial_tcp(
         &self,
         peer: PeerId,
@@ -731,6 +734,7 @@ impl Tunnels {
         addr: SocketAddr,
         pinned: Fingerprint,
         cancel: CancellationToken,
+        drain: CancellationToken,
     ) {
         let span = info_span!("dial", peer.site = %peer.site, remote = %addr, transport = "tcp");
         self.ctx.tracker.spawn(
@@ -741,7 +745,7 @@ impl Tunnels {
                 socket,
                 addr,
                 pinned,
-                cancel,
+                (cancel, drain),
             )
             .instrument(span),
         );
@@ -1314,7 +1318,7 @@ async fn run_relayed(d: &DialCtx<'_>, conn: quinn::Connection, origin: Origin) -
     d.ctx
         .registry
         .dial_update(d.dial_id, |s| s.route = ChannelRoute::Punched);
-    drain(d.ctx, &d.peer.site, &conn);
+    drain(d.ctx, &d.peer.site, &conn, "replaced by a punched channel");
     let origin = Origin {
         direction: Direction::Outbound,
         attempts: 0,
@@ -1345,8 +1349,8 @@ async fn run_relayed(d: &DialCtx<'_>, conn: quinn::Connection, origin: Origin) -
 }
 
 /// Stops giving `conn`'s channel new streams and closes it once the ones it
-/// carries have ended.
-fn drain(ctx: &Ctx, site: &SiteName, conn: &quinn::Connection) {
+/// carries have ended, with `reason` as the close reason.
+fn drain(ctx: &Ctx, site: &SiteName, conn: &quinn::Connection, reason: &'static str) {
     let Some(ch) = ctx
         .registry
         .channels(site)
@@ -1360,8 +1364,7 @@ fn drain(ctx: &Ctx, site: &SiteName, conn: &quinn::Connection) {
         while ch.open_streams.load(Ordering::Relaxed) > 0 && ch.conn.close_reason().is_none() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        ch.conn
-            .close(CLOSE_NORMAL.into(), b"replaced by a punched channel");
+        ch.conn.close(CLOSE_NORMAL.into(), reason.as_bytes());
     });
 }
 
@@ -1547,6 +1550,7 @@ async fn run_channel(
                 channel: id,
                 direction,
                 cert,
+                transport,
             })
             .await;
         let reason = tokio::select! {

@@ -34,6 +34,7 @@ async fn channel_up(s: &mut Side) -> (PeerId, ChannelId, Direction, Fingerprint)
                 channel,
                 direction,
                 cert,
+                ..
             })) => return (peer, channel, direction, cert),
             Ok(Some(_)) => {}
             other => panic!("expected ChannelUp, got {other:?}"),

@@ -80,7 +80,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{AppName, SiteName};
+use super::fallback::Fallback;
+use crate::config::{AppName, SiteName, Transport};
 use crate::message::announce::{
     Announce, AnnouncedSocket, AnnouncedTransport, Depart, InstanceId, Offer, PunchInfo,
 };
@@ -336,6 +337,15 @@ pub enum Action {
         /// `AnnouncedSocket::id`.
         socket: u32,
     },
+    /// Stop redialling a TCP socket of `site` that QUIC made unnecessary:
+    /// its channel takes no new streams and closes once the ones it carries
+    /// have ended, so no stream is cut.
+    DrainDial {
+        /// The peer.
+        site: SiteName,
+        /// `AnnouncedSocket::id`.
+        socket: u32,
+    },
 }
 
 /// A dataChannel as the tunnel reports it when it comes up.
@@ -349,6 +359,8 @@ pub struct ChannelUp {
     pub direction: Direction,
     /// The certificate the peer presented (outbound: the pinned one).
     pub cert: Fingerprint,
+    /// QUIC over UDP (direct or relayed) or over TCP.
+    pub transport: Transport,
 }
 
 /// One instance as announced.
@@ -426,7 +438,9 @@ struct Peer {
     claimants: HashMap<InstanceId, Claimant>,
     tombstones: HashMap<InstanceId, Tombstone>,
     /// The holder's confirmed, live channels.
-    channels: HashMap<ChannelId, Direction>,
+    channels: HashMap<ChannelId, (Direction, Transport)>,
+    /// Whether its TCP sockets are dialled: only while QUIC does not work.
+    fallback: Fallback,
     /// Running dial loops by announced socket id, with what they dial.
     dials: HashMap<u32, AnnouncedSocket>,
     /// When the holder was queried because a claimant appeared.
@@ -452,6 +466,7 @@ struct Pending {
     site: SiteName,
     instance: InstanceId,
     cert: Fingerprint,
+    transport: Transport,
     deadline: Instant,
 }
 
@@ -662,7 +677,7 @@ impl Peers {
             let reply = a.reply && a.seq >= peer.holder.announce.seq;
             peer.holder.heard(a, now);
             peer.answered = peer.probe.is_some();
-            reconcile_dials(&site, peer, &self.rule, &mut self.out);
+            reconcile_dials(&site, peer, &self.rule, &mut self.out, now);
             if reply {
                 self.out.push(Action::AnnounceTo(peer.holder.id));
             }
@@ -757,7 +772,7 @@ impl Peers {
             // site that really leaves closes its channels itself, while a
             // last will fired by a broker hiccup must not cut a working
             // tunnel. Redialling stops once the channels are gone.
-            reconcile_dials(&d.site, peer, &self.rule, &mut self.out);
+            reconcile_dials(&d.site, peer, &self.rule, &mut self.out, now);
         } else if let Some(c) = peer.claimants.get(&d.instance) {
             if !c.instance.accepts(d) {
                 self.out.count(Tally::Stale);
@@ -804,6 +819,7 @@ impl Peers {
             channel,
             direction,
             cert,
+            transport,
         } = up;
         if site == self.me {
             self.out
@@ -823,7 +839,7 @@ impl Peers {
         if direction == Direction::Outbound {
             match peer {
                 Some(p) if p.holder.id == instance && p.holder.cert == Some(cert) => {
-                    add_channel(&site, p, channel, direction, &mut self.out);
+                    add_channel(&site, p, channel, (direction, transport), &mut self.out, now);
                     self.settle(&site, now);
                 }
                 _ => self.out.push(Action::Close {
@@ -842,7 +858,7 @@ impl Peers {
                         site: site.clone(),
                         channel,
                     });
-                    add_channel(&site, p, channel, direction, &mut self.out);
+                    add_channel(&site, p, channel, (direction, transport), &mut self.out, now);
                     self.settle(&site, now);
                 } else {
                     self.out
@@ -881,6 +897,7 @@ impl Peers {
                 site,
                 instance,
                 cert,
+                transport,
                 deadline: now + CLAIM_DEADLINE,
             },
         );
@@ -904,8 +921,11 @@ impl Peers {
         let Some(peer) = self.sites.get_mut(site) else {
             return;
         };
-        if peer.channels.remove(&channel).is_none() {
+        let Some((_, transport)) = peer.channels.remove(&channel) else {
             return;
+        };
+        if transport == Transport::Quic && !has_quic(peer) {
+            peer.fallback.quic_down(now);
         }
         self.out.report(Report::ChannelDown {
             site: site.clone(),
@@ -917,16 +937,28 @@ impl Peers {
                 site: site.clone(),
                 reason: reason.to_string(),
             });
-            reconcile_dials(site, peer, &self.rule, &mut self.out);
         }
+        reconcile_dials(site, peer, &self.rule, &mut self.out, now);
         self.settle(site, now);
     }
 
     /// Dialling one socket of `peer` failed again; the address may be stale
-    /// (dynamic public IP), so ask for a fresh announcement now and then.
-    pub fn on_dial_failed(&mut self, peer: &PeerId, attempts: u32) {
+    /// (dynamic public IP), so ask for a fresh announcement now and then. A
+    /// failed QUIC dial counts toward dialling the peer's TCP sockets.
+    pub fn on_dial_failed(&mut self, peer: &PeerId, socket: u32, attempts: u32, now: Instant) {
         if attempts == 2 || attempts.is_multiple_of(10) {
             self.out.push(Action::Query(peer.instance));
+        }
+        let Some(p) = self.sites.get_mut(&peer.site) else {
+            return;
+        };
+        if p.holder.id == peer.instance
+            && p.dials
+                .get(&socket)
+                .is_some_and(|s| s.transport == AnnouncedTransport::Quic)
+        {
+            p.fallback.quic_failed(now);
+            reconcile_dials(&peer.site, p, &self.rule, &mut self.out, now);
         }
     }
 
@@ -949,6 +981,9 @@ impl Peers {
             let Some(peer) = self.sites.get_mut(&site) else {
                 continue;
             };
+            if peer.fallback.next_change().is_some_and(|t| t <= now) {
+                reconcile_dials(&site, peer, &self.rule, &mut self.out, now);
+            }
             let silent = now.saturating_duration_since(peer.holder.last_heard) >= PEER_EXPIRY;
             if peer.channels.is_empty() && silent && peer.claimants.is_empty() {
                 for socket in peer.dials.keys() {
@@ -1034,7 +1069,19 @@ impl Peers {
             .filter(|p| p.channels.is_empty() && !p.claimants.is_empty() && !p.answered)
             .filter_map(|p| p.probe.map(|t| t + PROBE_TIMEOUT));
         let claims = self.pending.values().map(|p| p.deadline);
-        probes.chain(claims).min()
+        // Only peers that announce a TCP socket have a fallback to decide.
+        let fallbacks = self
+            .sites
+            .values()
+            .filter(|p| {
+                p.holder
+                    .announce
+                    .sockets
+                    .iter()
+                    .any(|s| s.transport == AnnouncedTransport::Tcp)
+            })
+            .filter_map(|p| p.fallback.next_change());
+        probes.chain(claims).chain(fallbacks).min()
     }
 
     /// Every peer, in no particular order.
@@ -1124,12 +1171,13 @@ impl Peers {
             tombstones: HashMap::new(),
             channels: HashMap::new(),
             dials: HashMap::new(),
+            fallback: Fallback::new(now),
             probe: None,
             answered: false,
         };
         let peer = self.sites.entry(site.clone()).or_insert(peer);
         report_discovered(&site, peer, &mut self.out);
-        reconcile_dials(&site, peer, &self.rule, &mut self.out);
+        reconcile_dials(&site, peer, &self.rule, &mut self.out, now);
         if reply {
             self.out.push(Action::AnnounceTo(peer.holder.id));
         }
@@ -1211,7 +1259,7 @@ impl Peers {
             });
         }
         report_discovered(site, peer, &mut self.out);
-        reconcile_dials(site, peer, &self.rule, &mut self.out);
+        reconcile_dials(site, peer, &self.rule, &mut self.out, now);
         self.out.push(Action::AnnounceTo(next));
         confirm_pending(site, peer, &mut self.pending, &mut self.out, now);
     }
@@ -1256,10 +1304,14 @@ fn add_channel(
     site: &SiteName,
     peer: &mut Peer,
     channel: ChannelId,
-    direction: Direction,
+    how: (Direction, Transport),
     out: &mut Outbox,
+    now: Instant,
 ) {
-    peer.channels.insert(channel, direction);
+    peer.channels.insert(channel, how);
+    if how.1 == Transport::Quic {
+        peer.fallback.quic_up(now);
+    }
     out.report(Report::ChannelUp {
         site: site.clone(),
         channel,
@@ -1269,30 +1321,66 @@ fn add_channel(
     }
 }
 
+/// Whether one of the peer's live channels is QUIC over UDP.
+fn has_quic(peer: &Peer) -> bool {
+    peer.channels.values().any(|(_, t)| *t == Transport::Quic)
+}
+
 /// Makes the dial loops match the holder's announced sockets: none once it
-/// departed and its channels are gone, none without a usable certificate.
-fn reconcile_dials(site: &SiteName, peer: &mut Peer, rule: &DialRule, out: &mut Outbox) {
+/// departed and its channels are gone, none without a usable certificate,
+/// TCP ones only while the [`Fallback`] wants them (or when no QUIC socket
+/// is dialled at all). A TCP dial let go because QUIC works is drained, not
+/// stopped, so the streams it carries finish.
+fn reconcile_dials(
+    site: &SiteName,
+    peer: &mut Peer,
+    rule: &DialRule,
+    out: &mut Outbox,
+    now: Instant,
+) {
     let h = &peer.holder;
-    let wanted: HashMap<u32, AnnouncedSocket> = match h.cert {
+    let dialled: Vec<&AnnouncedSocket> = match h.cert {
         Some(_) if h.departed.is_none() || !peer.channels.is_empty() => h
             .announce
             .sockets
             .iter()
             .filter(|s| rule.wants(site, s))
-            .map(|s| (s.id, s.clone()))
             .collect(),
-        _ => HashMap::new(),
+        _ => Vec::new(),
     };
+    let quic_dialled = dialled
+        .iter()
+        .any(|s| s.transport == AnnouncedTransport::Quic);
+    let tcp_wanted = !quic_dialled || peer.fallback.wants_tcp(now);
+    let mut wanted: HashMap<u32, AnnouncedSocket> = HashMap::new();
+    let mut let_go: Vec<u32> = Vec::new();
+    for s in dialled {
+        if s.transport == AnnouncedTransport::Tcp && !tcp_wanted {
+            if peer.dials.get(&s.id) == Some(s) {
+                let_go.push(s.id);
+            }
+        } else {
+            wanted.insert(s.id, s.clone());
+        }
+    }
     let mut stop: Vec<u32> = peer
         .dials
         .iter()
-        .filter(|(id, addr)| wanted.get(id) != Some(addr))
+        .filter(|(id, addr)| wanted.get(id) != Some(addr) && !let_go.contains(id))
         .map(|(id, _)| *id)
         .collect();
     stop.sort_unstable();
     for socket in stop {
         peer.dials.remove(&socket);
         out.push(Action::StopDial {
+            site: site.clone(),
+            socket,
+        });
+    }
+    let_go.sort_unstable();
+    for socket in let_go {
+        peer.dials.remove(&socket);
+        out.push(Action::DrainDial {
             site: site.clone(),
             socket,
         });
@@ -1345,7 +1433,7 @@ fn confirm_pending(
                 site: site.clone(),
                 channel: id,
             });
-            add_channel(site, peer, id, Direction::Inbound, out);
+            add_channel(site, peer, id, (Direction::Inbound, p.transport), out, now);
         } else {
             out.refuse_channel(site, p.instance, id, Refusal::CertMismatch, now);
         }

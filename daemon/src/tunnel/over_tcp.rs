@@ -185,7 +185,8 @@ async fn accepted_conn(
 
 /// The dial loop toward a peer's TCP socket: connect, prove, carry streams
 /// until the channel or its TCP connection dies, back off, redial — until
-/// `cancel`.
+/// `cancel` (which cuts the channel) or `drain` (which lets its streams end
+/// first, then closes it).
 pub(super) async fn dial_loop(
     ctx: Ctx,
     transport: Arc<quinn::TransportConfig>,
@@ -193,7 +194,7 @@ pub(super) async fn dial_loop(
     socket: u32,
     addr: SocketAddr,
     pinned: Fingerprint,
-    cancel: CancellationToken,
+    (cancel, drain): (CancellationToken, CancellationToken),
 ) {
     let registry = ctx.registry.clone();
     let dial_id = registry.next_dial.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +218,7 @@ pub(super) async fn dial_loop(
         &peer,
         (socket, addr),
         pinned,
-        &cancel,
+        (&cancel, &drain),
     )
     .await;
     lock(&registry.dials).remove(&dial_id);
@@ -230,7 +231,7 @@ async fn dial_attempts(
     peer: &PeerId,
     (socket, addr): (u32, SocketAddr),
     pinned: Fingerprint,
-    cancel: &CancellationToken,
+    (cancel, drain): (&CancellationToken, &CancellationToken),
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let client = match tls::client_config(&ctx.identity, pinned, transport) {
@@ -244,6 +245,7 @@ async fn dial_attempts(
         let link_cancel = cancel.child_token();
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = drain.cancelled() => break,
             r = dial_once(ctx, &client, addr, peer, &link_cancel) => r,
         };
         match result {
@@ -258,8 +260,15 @@ async fn dial_attempts(
                     transport: Transport::Tcp,
                 };
                 // The link's token: cancelled by us or by the TCP stream's end.
-                let reason =
-                    run_channel(ctx, conn.clone(), peer.clone(), origin, &link_cancel).await;
+                let run = run_channel(ctx, conn.clone(), peer.clone(), origin, &link_cancel);
+                tokio::pin!(run);
+                let reason = tokio::select! {
+                    reason = &mut run => reason,
+                    _ = drain.cancelled() => {
+                        super::drain(ctx, &peer.site, &conn, "QUIC over UDP works again");
+                        run.await
+                    }
+                };
                 ep.close(CLOSE_NORMAL.into(), b"channel over");
                 link_cancel.cancel();
                 if !refused(&conn) {
@@ -270,7 +279,7 @@ async fn dial_attempts(
                     d.attempts = 0;
                     d.last_error = Some(reason.clone());
                 });
-                if cancel.is_cancelled() {
+                if cancel.is_cancelled() || drain.is_cancelled() {
                     break;
                 }
                 debug!(%reason, "outbound tcp channel ended, redialling");
@@ -301,6 +310,7 @@ async fn dial_attempts(
         let delay = backoff.next_delay(rand::thread_rng().r#gen());
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = drain.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
     }

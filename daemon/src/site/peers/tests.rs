@@ -262,7 +262,7 @@ impl Sim {
                         .insert((peer.site.clone(), socket), (peer.clone(), pin));
                     self.connect(i, &peer, pin);
                 }
-                Action::StopDial { site, socket } => {
+                Action::StopDial { site, socket } | Action::DrainDial { site, socket } => {
                     self.nodes[i].dials.remove(&(site, socket));
                 }
                 Action::Confirm { channel, .. } => {
@@ -331,6 +331,7 @@ impl Sim {
                 channel: ci,
                 direction: Direction::Outbound,
                 cert: self.nodes[j].cert,
+                transport: Transport::Quic,
             }),
         ));
         self.queue.push_back((
@@ -340,6 +341,7 @@ impl Sim {
                 channel: cj,
                 direction: Direction::Inbound,
                 cert,
+                transport: Transport::Quic,
             }),
         ));
         (ci, cj)
@@ -696,6 +698,7 @@ fn a_late_announcement_of_a_departed_instance_cannot_claim_the_name_back() {
         channel: ChannelId(999),
         direction: Direction::Inbound,
         cert: s.nodes[b].cert,
+        transport: Transport::Quic,
     };
     s.deliver(a, Input::Up(up));
     assert!(
@@ -737,6 +740,7 @@ fn an_inbound_channel_waits_for_the_matching_announcement() {
         channel: ch,
         direction: Direction::Inbound,
         cert: s.nodes[b].cert,
+        transport: Transport::Quic,
     };
     s.crash(b);
     s.deliver(a, Input::Up(up));
@@ -868,6 +872,7 @@ fn an_outbound_channel_to_a_replaced_instance_is_closed() {
         channel: ChannelId(999),
         direction: Direction::Outbound,
         cert: Fingerprint([0x77; 32]),
+        transport: Transport::Quic,
     };
     s.deliver(a, Input::Up(up));
     assert!(
@@ -1129,6 +1134,7 @@ fn a_holder_whose_will_fired_is_dialled_again_once_it_announces_on_its_new_conne
             channel: ChannelId(1),
             direction: Direction::Outbound,
             cert: Fingerprint([2; 32]),
+            transport: Transport::Quic,
         },
         now,
     );
@@ -1359,6 +1365,7 @@ fn channels_of_an_instance_refused_by_identity_are_refused_at_once() {
         channel: ChannelId(channel),
         direction: Direction::Inbound,
         cert: Fingerprint([0xbb; 32]),
+        transport: Transport::Quic,
     };
     let closes = |p: &mut Peers| -> Vec<(ChannelId, CloseReason)> {
         p.take_actions()
@@ -1406,4 +1413,151 @@ fn channels_of_an_instance_refused_by_identity_are_refused_at_once() {
         p.refuse_instance(&name("b"), InstanceId::from_bytes(id), now);
     }
     assert!(p.refused.len() <= MAX_REFUSED_INSTANCES);
+}
+
+/// TCP fallback: site "a" and a peer "b" announcing a QUIC socket (id 0) and,
+/// when `tcp`, a TCP socket (id 1) on the same port. Driven directly, with
+/// the clock as input.
+mod fallback {
+    use super::*;
+    use crate::site::fallback::{FAIL_THRESHOLD, GRACE, SETTLE};
+
+    const B: u8 = 0xb1;
+
+    fn b_id() -> PeerId {
+        PeerId {
+            site: name("b"),
+            instance: InstanceId::from_bytes([B; 16]),
+        }
+    }
+
+    fn announce(quic: bool, tcp: bool) -> Announce {
+        let addr = SocketAddr::from(([192, 0, 2, B], 29090));
+        let mut sockets = Vec::new();
+        if quic {
+            sockets.push(AnnouncedSocket {
+                id: 0,
+                addr,
+                punch: None,
+                transport: AnnouncedTransport::Quic,
+            });
+        }
+        if tcp {
+            sockets.push(AnnouncedSocket {
+                id: 1,
+                addr,
+                punch: None,
+                transport: AnnouncedTransport::Tcp,
+            });
+        }
+        Announce {
+            site: name("b"),
+            instance: b_id().instance,
+            protocol_version: PROTOCOL_VERSION,
+            seq: 1,
+            epoch: 1,
+            sockets,
+            apps: vec![AppName::new("app").unwrap()],
+            cert_sha256: Fingerprint([B; 32]).to_string(),
+            reply: false,
+        }
+    }
+
+    /// What the actions say about dial loops: ("dial"|"stop"|"drain", socket).
+    fn dials(p: &mut Peers) -> Vec<(&'static str, u32)> {
+        p.take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Dial { socket, .. } => Some(("dial", socket)),
+                Action::StopDial { socket, .. } => Some(("stop", socket)),
+                Action::DrainDial { socket, .. } => Some(("drain", socket)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn up(p: &mut Peers, channel: u64, transport: Transport, now: Instant) {
+        p.on_channel_up(
+            ChannelUp {
+                peer: b_id(),
+                channel: ChannelId(channel),
+                direction: Direction::Outbound,
+                cert: Fingerprint([B; 32]),
+                transport,
+            },
+            now,
+        );
+    }
+
+    fn start(quic: bool, tcp: bool) -> (Peers, Instant) {
+        let t0 = Instant::now();
+        let mut p = Peers::new(name("a"), InstanceId::from_bytes([0xa1; 16]));
+        p.on_announce(announce(quic, tcp), t0);
+        (p, t0)
+    }
+
+    #[test]
+    fn quic_that_works_never_dials_tcp() {
+        let (mut p, t0) = start(true, true);
+        assert_eq!(dials(&mut p), [("dial", 0)], "QUIC first, TCP not yet");
+        up(&mut p, 1, Transport::Quic, t0 + Duration::from_millis(20));
+        for s in 1..120 {
+            p.on_timeout(t0 + Duration::from_secs(s));
+        }
+        assert_eq!(dials(&mut p), []);
+    }
+
+    #[test]
+    fn failed_quic_dials_bring_tcp_in_and_settled_quic_drains_it() {
+        let (mut p, t0) = start(true, true);
+        assert_eq!(dials(&mut p), [("dial", 0)]);
+        for n in 1..=FAIL_THRESHOLD {
+            p.on_dial_failed(&b_id(), 0, n, t0 + Duration::from_secs(u64::from(n)));
+        }
+        assert_eq!(dials(&mut p), [("dial", 1)], "TCP dialled after the failures");
+        up(&mut p, 1, Transport::Tcp, t0 + Duration::from_secs(3));
+        // A TCP dial failure does not count against QUIC, nor stop TCP.
+        p.on_dial_failed(&b_id(), 1, 1, t0 + Duration::from_secs(4));
+        assert_eq!(dials(&mut p), []);
+        // UDP works again: QUIC comes up, TCP stays until QUIC settled.
+        let back = t0 + Duration::from_secs(60);
+        up(&mut p, 2, Transport::Quic, back);
+        assert_eq!(p.poll_timeout(), Some(back + SETTLE));
+        p.on_timeout(back + SETTLE - Duration::from_secs(1));
+        assert_eq!(dials(&mut p), []);
+        p.on_timeout(back + SETTLE);
+        assert_eq!(dials(&mut p), [("drain", 1)], "drained, not cut");
+        // QUIC lost again: TCP is dialled once the grace has passed.
+        let lost = back + SETTLE + Duration::from_secs(10);
+        p.on_channel_down(&name("b"), ChannelId(2), "idle", lost);
+        p.on_timeout(lost + GRACE - Duration::from_secs(1));
+        assert_eq!(dials(&mut p), []);
+        assert_eq!(p.poll_timeout(), Some(lost + GRACE));
+        p.on_timeout(lost + GRACE);
+        assert_eq!(dials(&mut p), [("dial", 1)]);
+    }
+
+    #[test]
+    fn a_quic_dial_that_hangs_brings_tcp_in_after_the_grace() {
+        let (mut p, t0) = start(true, true);
+        assert_eq!(dials(&mut p), [("dial", 0)]);
+        assert_eq!(p.poll_timeout(), Some(t0 + GRACE));
+        p.on_timeout(t0 + GRACE);
+        assert_eq!(dials(&mut p), [("dial", 1)]);
+    }
+
+    #[test]
+    fn a_peer_with_only_a_tcp_socket_is_dialled_over_tcp_at_once() {
+        let (mut p, _) = start(false, true);
+        assert_eq!(dials(&mut p), [("dial", 1)]);
+    }
+
+    #[test]
+    fn a_peer_without_a_tcp_socket_needs_no_fallback_wakeups() {
+        let (mut p, t0) = start(true, false);
+        assert_eq!(dials(&mut p), [("dial", 0)]);
+        assert_eq!(p.poll_timeout(), None);
+        p.on_timeout(t0 + GRACE);
+        assert_eq!(dials(&mut p), []);
+    }
 }

@@ -15,8 +15,9 @@
 //! [`GRACE`], TCP is wanted — so with both configured a site never ends up
 //! without a channel while either path works.
 //!
-//! Not wired into the dial loops yet: today every announced socket, QUIC or
-//! TCP, is dialled, which already keeps a channel up on either path.
+//! [`super::peers`] keeps one per peer site and feeds it the QUIC channels
+//! and dial failures it sees; a peer that announces only TCP sockets (or
+//! whose QUIC sockets this site does not dial) is dialled over TCP always.
 
 use std::time::{Duration, Instant};
 
