@@ -679,9 +679,9 @@ impl Site {
                     old.cancel();
                 }
                 match (punch, drain) {
-                    (None, Some(drain)) => {
-                        self.tunnels.dial_tcp(peer, socket, addr, pin, cancel, drain)
-                    }
+                    (None, Some(drain)) => self
+                        .tunnels
+                        .dial_tcp(peer, socket, addr, pin, cancel, drain),
                     (None, None) => self.tunnels.dial(peer, socket, addr, pin, cancel),
                     // `DialRule` never dials a TCP socket with punch details.
                     (Some(info), _) => self

@@ -287,6 +287,14 @@ impl ResettingServer {
         }
     }
 
+    /// On a listener made elsewhere (e.g. inside a network namespace with
+    /// `Netns::tcp_listener`).
+    pub fn on(listener: TcpListener) -> Self {
+        Self {
+            running: Running::spawn(Listener::Tcp(listener), reset),
+        }
+    }
+
     /// Where it listens.
     pub fn sock(&self) -> &Sock {
         &self.running.sock

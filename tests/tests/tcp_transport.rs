@@ -133,8 +133,11 @@ async fn an_app_reset_reaches_the_client_over_tcp() {
     );
 }
 
+/// With UDP working, a peer's TCP socket is the fallback only: `a` carries its streams on
+/// QUIC and never dials TCP, even after the fallback's grace period. (The fallback itself,
+/// under a firewall that drops UDP, is `tcp_fallback.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quic_and_a_tcp_socket_share_one_port_and_both_carry_channels() {
+async fn a_quic_and_a_tcp_socket_share_one_port_and_tcp_stays_unused_while_quic_works() {
     let echo = EchoServer::tcp().await;
     let local = Sock::free_tcp();
     // One port number for both: free for TCP and for UDP.
@@ -160,35 +163,26 @@ async fn a_quic_and_a_tcp_socket_share_one_port_and_both_carry_channels() {
     .await;
     p.wait_forward(&local).await;
     let api = p.a.api().await;
-    wait_for(
-        "a QUIC and a TCP channel from a to b",
-        WAIT,
-        || p.diag(),
-        || async {
-            let mut t: Vec<_> = api
-                .channels()
-                .await
-                .iter()
-                .filter(|c| c.peer == "b" && c.state() == v1::ChannelState::Up)
-                .map(|c| (c.transport(), c.remote_addr.clone()))
-                .collect();
-            t.sort();
-            let want = vec![
-                (v1::ChannelTransport::Quic, format!("127.0.0.1:{port}")),
-                (v1::ChannelTransport::Tcp, format!("127.0.0.1:{port}")),
-            ];
-            (t == want).then_some(())
-        },
-    )
-    .await;
-    // With both up, new streams take the QUIC one (TCP is the fallback).
-    let quic_id = api
+    // Past the fallback's grace period (8 s), with a margin.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let to_b: Vec<_> = api
         .channels()
         .await
-        .iter()
-        .find(|c| c.peer == "b" && c.transport() == v1::ChannelTransport::Quic)
-        .map(|c| c.id)
-        .unwrap();
+        .into_iter()
+        .filter(|c| c.peer == "b")
+        .map(|c| (c.transport(), c.state(), c.remote_addr.clone()))
+        .collect();
+    assert_eq!(
+        to_b,
+        vec![(
+            v1::ChannelTransport::Quic,
+            v1::ChannelState::Up,
+            format!("127.0.0.1:{port}")
+        )],
+        "one QUIC channel and no TCP dial\n{}",
+        p.diag()
+    );
+    let quic_id = api.up_channels("b").await;
     for _ in 0..4 {
         let mut conn = connect_eventually(&local, WAIT)
             .await
@@ -196,12 +190,8 @@ async fn a_quic_and_a_tcp_socket_share_one_port_and_both_carry_channels() {
         conn.write_all(b"ping").await.unwrap();
         let mut back = [0u8; 4];
         conn.read_exact(&mut back).await.unwrap();
-        let streams = api.streams().await;
-        assert!(
-            !streams.is_empty() && streams.iter().all(|s| s.channel_id == quic_id),
-            "streams {streams:?} should all be on QUIC channel {quic_id}\n{}",
-            p.diag()
-        );
+        let on: Vec<u64> = api.streams().await.iter().map(|s| s.channel_id).collect();
+        assert_eq!(on, quic_id, "{}", p.diag());
     }
 }
 
@@ -266,4 +256,69 @@ async fn unauthenticated_tcp_connections_are_capped_per_source_and_closed_at_the
         "{}",
         p.diag()
     );
+}
+
+/// A UDP app through a TCP dataChannel: the flow's datagrams ride QUIC DATAGRAM frames inside
+/// the framed QUIC connection, answered one by one with nothing lost on loopback, and the
+/// flow is listed as a `udp` stream on the TCP channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flows_travel_over_a_tcp_channel() {
+    let echo = UdpEcho::start().await;
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let p = Pair::new(
+        |b| {
+            b.local_sockets(vec![tcp_socket()]).extra(
+                "localExposedApps",
+                json!([{ "appName": "dns", "appSocket": echo.socket() }]),
+            )
+        },
+        |a| {
+            a.local_sockets(vec![]).extra(
+                "remoteApps",
+                json!([{ "siteName": "b", "appName": "dns", "localSocket": format!("udp:{local}") }]),
+            )
+        },
+    )
+    .await;
+    let c = udp_client(local).await;
+    wait_udp_forward(&c, &p.sites()).await;
+    let before = echo.received();
+    for i in 0..500u32 {
+        let q = format!("query {i}");
+        assert!(
+            ask(&c, q.as_bytes(), Duration::from_secs(5))
+                .await
+                .is_some(),
+            "query {i} unanswered\n{}",
+            p.diag()
+        );
+    }
+    assert_eq!(echo.received() - before, 500, "{}", p.diag());
+    let api = p.a.api().await;
+    let tcp: Vec<u64> = api
+        .channels()
+        .await
+        .iter()
+        .filter(|c| c.peer == "b" && c.transport() == v1::ChannelTransport::Tcp)
+        .map(|c| c.id)
+        .collect();
+    let flows: Vec<(String, u64, u64, u64)> = api
+        .streams()
+        .await
+        .into_iter()
+        .map(|s| {
+            (
+                s.kind.clone(),
+                s.channel_id,
+                s.datagrams_sent,
+                s.datagrams_received,
+            )
+        })
+        .collect();
+    assert!(
+        flows.len() == 1 && flows[0].0 == "udp" && tcp.contains(&flows[0].1),
+        "flows {flows:?}, tcp channels {tcp:?}\n{}",
+        p.diag()
+    );
+    assert!(flows[0].2 >= 500 && flows[0].3 >= 500, "{flows:?}");
 }

@@ -8,123 +8,12 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use wovenet_e2e::*;
 use wovenet_proto::v1;
-
-/// What the echo app puts before every payload it returns, so a reply is known to come from
-/// the app and not from a loop in the tunnel.
-const REPLY: &[u8] = b"re:";
-
-/// A UDP app on 127.0.0.1 answering every datagram with [`REPLY`] + the datagram; counts
-/// what it received.
-struct UdpEcho {
-    addr: SocketAddr,
-    received: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl UdpEcho {
-    async fn start() -> Self {
-        let socket = big_socket();
-        let addr = socket.local_addr().unwrap();
-        let received = Arc::new(AtomicU64::new(0));
-        let count = received.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-                    continue;
-                };
-                count.fetch_add(1, Ordering::Relaxed);
-                let mut out = REPLY.to_vec();
-                out.extend_from_slice(&buf[..n]);
-                let _ = socket.send_to(&out, from).await;
-            }
-        });
-        Self {
-            addr,
-            received,
-            task,
-        }
-    }
-
-    fn socket(&self) -> String {
-        format!("udp:{}", self.addr)
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A UDP socket on 127.0.0.1:0 with 4 MiB buffers, so a burst on loopback is not dropped by
-/// the test's own sockets.
-fn big_socket() -> UdpSocket {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.set_nonblocking(true).unwrap();
-    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    UdpSocket::from_std(s.into()).unwrap()
-}
-
-/// A client of the remote app listening on `local`.
-async fn client(local: SocketAddr) -> UdpSocket {
-    let s = big_socket();
-    s.connect(local).await.unwrap();
-    s
-}
-
-/// Sends `payload` and waits up to `wait` for the app's answer to it.
-async fn ask(s: &UdpSocket, payload: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    s.send(payload).await.ok()?;
-    let mut buf = vec![0u8; 65_536];
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        let n = tokio::time::timeout(left, s.recv(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        let mut want = REPLY.to_vec();
-        want.extend_from_slice(payload);
-        if buf[..n] == want[..] {
-            return Some(buf[..n].to_vec());
-        }
-        // An answer to an earlier probe: keep waiting for this one.
-    }
-}
-
-/// Waits until a datagram sent to `local` is answered by the app (the listener is up and the
-/// tunnel carries flows).
-async fn wait_udp_forward(s: &UdpSocket, sites: &[&Site]) {
-    let start = Instant::now();
-    let mut i = 0u32;
-    while start.elapsed() < WAIT {
-        i += 1;
-        let probe = format!("probe {i}");
-        if ask(s, probe.as_bytes(), Duration::from_millis(300))
-            .await
-            .is_some()
-        {
-            return;
-        }
-    }
-    panic!(
-        "no udp answer through the tunnel within {WAIT:?}\n{}",
-        diag(sites)
-    );
-}
 
 /// A single UDP exposed app entry.
 fn udp_app(name: &str, socket: &str, idle: Option<u64>) -> Value {
@@ -191,7 +80,7 @@ impl EchoPair {
             json!([remote]),
         )
         .await;
-        let c = client(local).await;
+        let c = udp_client(local).await;
         wait_udp_forward(&c, &[&a, &b]).await;
         Self {
             echo,
@@ -228,7 +117,7 @@ async fn dns_style_requests_are_answered_through_the_tunnel_and_listed_as_flows(
         through.push(start.elapsed());
     }
     // The same queries straight to the app, for the figure printed below.
-    let direct_client = client(p.echo.addr).await;
+    let direct_client = udp_client(p.echo.addr()).await;
     let mut direct = Vec::new();
     for i in 0..200u32 {
         let start = Instant::now();
@@ -294,7 +183,7 @@ async fn a_burst_of_10000_datagrams_arrives_whole() {
     const N: u32 = 10_000;
     const WINDOW: u32 = 512;
     let p = EchoPair::new("echo", None, None).await;
-    let before = p.echo.received.load(Ordering::Relaxed);
+    let before = p.echo.received();
 
     // At most WINDOW unanswered at once (a burst, but not more than the socket buffers hold).
     let mut seen = vec![false; N as usize];
@@ -328,7 +217,7 @@ async fn a_burst_of_10000_datagrams_arrives_whole() {
     println!(
         "udp burst: {got}/{N} datagrams of 512 B answered in {elapsed:?} ({:.0} round trips/s); app saw {}; daemon drop counters {drops}",
         f64::from(got) / elapsed.as_secs_f64(),
-        p.echo.received.load(Ordering::Relaxed) - before,
+        p.echo.received() - before,
     );
     assert!(
         lost == 0 || lost <= drops,
@@ -348,7 +237,7 @@ async fn many_clients_at_once_each_get_only_their_own_answers() {
     let mut tasks = Vec::new();
     for k in 0..CLIENTS {
         tasks.push(tokio::spawn(async move {
-            let c = client(local).await;
+            let c = udp_client(local).await;
             for q in 0..QUERIES {
                 let payload = format!("client {k} query {q}");
                 if ask(&c, payload.as_bytes(), Duration::from_secs(10))
@@ -417,7 +306,7 @@ async fn idle_flows_end_on_both_sides_and_a_new_datagram_opens_a_new_one() {
 async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
     let echo = UdpEcho::start().await;
     let outside = UdpEcho::start().await;
-    let port = echo.addr.port().to_string();
+    let port = echo.addr().port().to_string();
     let apps = json!([
         { "appName": "lan", "mode": "range", "protocol": "udp",
           "portRange": [port], "addressRange": ["127.0.0.1"] },
@@ -432,7 +321,7 @@ async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
     wrong["appSocket"] = json!(echo.socket());
     let (_broker, a, b) = pair(apps, json!([inside, out, wrong])).await;
 
-    let c = client(local_in).await;
+    let c = udp_client(local_in).await;
     wait_udp_forward(&c, &[&a, &b]).await;
     assert!(ask(&c, b"inside", Duration::from_secs(5)).await.is_some());
 
@@ -442,7 +331,7 @@ async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
         ("outside the port range", local_out),
         ("to a tcp range app", local_wrong),
     ] {
-        let c = client(local).await;
+        let c = udp_client(local).await;
         assert!(
             ask(&c, b"let me in", Duration::from_secs(2))
                 .await
@@ -457,7 +346,7 @@ async fn a_udp_range_app_admits_targets_inside_and_refuses_the_rest() {
         "both flows refused by a\n{}",
         diag(&[&a, &b])
     );
-    assert_eq!(outside.received.load(Ordering::Relaxed), 0);
+    assert_eq!(outside.received(), 0);
     // Only the admitted flow is open.
     assert_eq!(api_a.streams().await.len(), 1);
 }
@@ -503,7 +392,7 @@ async fn a_udp_app_admits_only_its_allowed_sites() {
         .spawn()
         .await;
     let sites = [&a, &b, &c];
-    let cb = client(local_b).await;
+    let cb = udp_client(local_b).await;
     wait_udp_forward(&cb, &sites).await;
     let api_c = c.api().await;
     wait_for(
@@ -515,8 +404,8 @@ async fn a_udp_app_admits_only_its_allowed_sites() {
         },
     )
     .await;
-    let received_before = echo.received.load(Ordering::Relaxed);
-    let cc = client(local_c).await;
+    let received_before = echo.received();
+    let cc = udp_client(local_c).await;
     assert!(
         ask(&cc, b"from c", Duration::from_secs(3)).await.is_none(),
         "a flow from c was answered\n{}",
@@ -531,7 +420,7 @@ async fn a_udp_app_admits_only_its_allowed_sites() {
     )
     .await;
     assert_eq!(
-        echo.received.load(Ordering::Relaxed),
+        echo.received(),
         received_before,
         "the app received a datagram of a refused flow"
     );

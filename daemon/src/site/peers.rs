@@ -839,7 +839,14 @@ impl Peers {
         if direction == Direction::Outbound {
             match peer {
                 Some(p) if p.holder.id == instance && p.holder.cert == Some(cert) => {
-                    add_channel(&site, p, channel, (direction, transport), &mut self.out, now);
+                    add_channel(
+                        &site,
+                        p,
+                        channel,
+                        (direction, transport),
+                        &mut self.out,
+                        now,
+                    );
                     self.settle(&site, now);
                 }
                 _ => self.out.push(Action::Close {
@@ -858,7 +865,14 @@ impl Peers {
                         site: site.clone(),
                         channel,
                     });
-                    add_channel(&site, p, channel, (direction, transport), &mut self.out, now);
+                    add_channel(
+                        &site,
+                        p,
+                        channel,
+                        (direction, transport),
+                        &mut self.out,
+                        now,
+                    );
                     self.settle(&site, now);
                 } else {
                     self.out

@@ -1514,7 +1514,11 @@ mod fallback {
         for n in 1..=FAIL_THRESHOLD {
             p.on_dial_failed(&b_id(), 0, n, t0 + Duration::from_secs(u64::from(n)));
         }
-        assert_eq!(dials(&mut p), [("dial", 1)], "TCP dialled after the failures");
+        assert_eq!(
+            dials(&mut p),
+            [("dial", 1)],
+            "TCP dialled after the failures"
+        );
         up(&mut p, 1, Transport::Tcp, t0 + Duration::from_secs(3));
         // A TCP dial failure does not count against QUIC, nor stop TCP.
         p.on_dial_failed(&b_id(), 1, 1, t0 + Duration::from_secs(4));
