@@ -219,6 +219,7 @@ pub fn channels(channels: &[pb::Channel]) -> String {
         ">ID",
         "DIRECTION",
         "ROUTE",
+        "TRANSPORT",
         "STATE",
         "LOCAL",
         "REMOTE",
@@ -242,6 +243,7 @@ pub fn channels(channels: &[pb::Channel]) -> String {
             },
             units::cell(units::direction(c.direction)),
             units::cell(units::channel_route(c.route)),
+            units::cell(units::channel_transport(c.transport)),
             units::cell(units::channel_state(c.state)),
             c.local_addr.clone(),
             c.remote_addr.clone(),
@@ -823,7 +825,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         assert!(
-            lines[0].starts_with("PEER        ID  DIRECTION  ROUTE    STATE"),
+            lines[0].starts_with("PEER        ID  DIRECTION  ROUTE    TRANSPORT  STATE"),
             "{out}"
         );
         let up: Vec<&str> = lines[1].split_whitespace().collect();
@@ -834,6 +836,7 @@ mod tests {
                 "3",
                 "outbound",
                 "punched",
+                "quic",
                 "up",
                 "10.0.0.1:40001",
                 "10.0.0.2:40001",
@@ -852,7 +855,7 @@ mod tests {
             ]
         );
         assert!(
-            lines[2].starts_with("gamma-site   -  outbound   direct   connecting  -"),
+            lines[2].starts_with("gamma-site   -  outbound   direct   tcp        connecting  -"),
             "{out}"
         );
         assert!(lines[2].ends_with("350ms        4  timed out"), "{out}");

@@ -1,4 +1,4 @@
-//! The Tunnels tab: every dataChannel with state, RTT, loss, throughput sparklines over
+//! The Tunnels tab: every dataChannel with its transport (quic or tcp), state, RTT, loss, throughput sparklines over
 //! the last minute, open streams and reconnects; the detail pane shows the full stats.
 
 use ratatui::Frame;
@@ -34,10 +34,11 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         area,
         "dataChannels".to_owned(),
         &[
-            "peer", "id", "state", "rtt", "loss", "tx/min", "rx/min", "strm",
+            "peer", "id", "via", "state", "rtt", "loss", "tx/min", "rx/min", "strm",
         ],
         &[
             Constraint::Min(8),
+            Constraint::Length(4),
             Constraint::Length(4),
             Constraint::Length(10),
             Constraint::Length(7),
@@ -54,6 +55,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             Row::new(vec![
                 Cell::from(visible_owned(c.peer.clone())),
                 Cell::from(c.id.to_string()),
+                Cell::from(units::channel_transport(c.transport)),
                 Cell::from(Span::styled(st.clone(), cx.theme.state(&st))),
                 Cell::from(units::proto_duration(c.rtt.as_ref())),
                 Cell::from(loss(c)),
@@ -76,7 +78,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             format!(
                 "#{} to {} ({})",
                 c.id,
-                c.peer,
+                visible_owned(c.peer.clone()),
                 units::channel_state(c.state)
             ),
         ),
@@ -105,6 +107,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
         kv(t, "cwnd", units::bytes(c.cwnd)),
         kv(t, "direction", units::direction(c.direction)),
         kv(t, "route", units::channel_route(c.route)),
+        kv(t, "transport", units::channel_transport(c.transport)),
         kv(t, "local", c.local_addr.clone()),
         kv(t, "remote", c.remote_addr.clone()),
         kv(t, "age", units::proto_duration(c.age.as_ref())),
