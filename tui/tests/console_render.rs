@@ -417,7 +417,7 @@ fn the_add_form_has_an_allowed_sites_field_sent_as_a_list() {
     form.exposed[0] = "db".into();
     form.exposed[2] = "tcp:127.0.0.1:5432".into();
     form.exposed[5] = "site-b,site-c".into();
-    let Request::AddExposed(spec) = form.request() else {
+    let Ok(Request::AddExposed(spec)) = form.request() else {
         panic!("an exposed form sends an exposed spec");
     };
     assert_eq!(spec.allowed_sites, ["site-b", "site-c"]);
