@@ -19,6 +19,7 @@ pub mod pipe;
 pub mod preamble;
 pub mod remote;
 pub mod streams;
+pub mod throttle;
 pub mod udp;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ pub use exposed::{ExposedApps, ExposedServer, Refusal, admit};
 pub use pipe::{LocalStream, PipeOutcome, PipeStats, pipe};
 pub use remote::RemoteListener;
 pub use streams::{StreamRegistry, StreamTicket};
+pub use throttle::{AppThrottle, ThrottleKey, Throttles};
 
 /// How long either side waits for the other's preamble before giving up.
 pub const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);

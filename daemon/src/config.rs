@@ -7,6 +7,7 @@
 //! This module must not touch the network or the filesystem beyond reading the
 //! config file.
 
+pub mod bandwidth;
 pub mod load;
 pub mod raw;
 pub mod validate;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use bandwidth::BandwidthLimit;
 pub use load::{load_file, load_str};
 
 /// One configuration problem: the dotted path of the field and why it is wrong.
@@ -709,6 +711,9 @@ pub struct ExposedApp {
     /// `udpIdleTimeout`: a UDP flow with no datagram either way for this
     /// long ends; `None` when not set (see [`DEFAULT_UDP_IDLE_TIMEOUT`]).
     pub udp_idle_timeout: Option<std::time::Duration>,
+    /// `bandwidthLimit`: bytes per second each way, shared by every stream
+    /// and flow of the app, enforced here; `None`: unlimited.
+    pub bandwidth_limit: Option<BandwidthLimit>,
 }
 
 /// Most `allowedSites` one exposed app may list.
@@ -765,6 +770,9 @@ pub struct RemoteApp {
     /// `udpIdleTimeout` (UDP local sockets): a flow with no datagram either
     /// way for this long ends; `None` when not set.
     pub udp_idle_timeout: Option<std::time::Duration>,
+    /// `bandwidthLimit`: bytes per second each way, shared by every client
+    /// of the local listener, enforced here; `None`: unlimited.
+    pub bandwidth_limit: Option<BandwidthLimit>,
 }
 
 impl RemoteApp {

@@ -128,6 +128,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        bandwidth_limit: None,
     });
     let mut client = base(name("demo-client")?, None)?;
     client.remote_apps.push(RemoteApp {
@@ -137,6 +138,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         app_socket: None,
         max_connections: None,
         udp_idle_timeout: None,
+        bandwidth_limit: None,
     });
 
     let started = Instant::now();

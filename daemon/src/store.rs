@@ -110,6 +110,9 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);
     }
+    if let Some(l) = app.bandwidth_limit {
+        v["bandwidthLimit"] = json!(l.to_string());
+    }
     if !app.allowed_sites.is_empty() {
         v["allowedSites"] = json!(
             app.allowed_sites
@@ -136,6 +139,9 @@ pub fn remote_json(app: &RemoteApp) -> Value {
     }
     if let Some(n) = app.max_connections {
         v["maxConnections"] = json!(n);
+    }
+    if let Some(l) = app.bandwidth_limit {
+        v["bandwidthLimit"] = json!(l.to_string());
     }
     v
 }
@@ -349,6 +355,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         }
     }
 
@@ -361,6 +368,7 @@ mod tests {
                 max_connections: None,
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: Some(std::time::Duration::from_secs(7)),
+                bandwidth_limit: None,
             },
             ExposedApp {
                 name: AppName::new("lan").unwrap(),
@@ -372,6 +380,7 @@ mod tests {
                 max_connections: Some(3),
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: None,
+                bandwidth_limit: None,
             },
         ];
         for app in exposed {
@@ -384,6 +393,7 @@ mod tests {
             app_socket: Some(([10, 0, 0, 5], 7).into()),
             max_connections: None,
             udp_idle_timeout: Some(std::time::Duration::from_secs(60)),
+            bandwidth_limit: None,
         };
         assert_eq!(remote_json(&remote)["appSocket"], "udp:10.0.0.5:7");
         assert_eq!(parse_remote(&remote_json(&remote), "x").unwrap(), remote);
@@ -404,6 +414,7 @@ mod tests {
             app_socket: Some("10.0.0.1:22".parse().unwrap()),
             max_connections: None,
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         };
         st.add_remote(&remote);
         store.save(&st).unwrap();
@@ -433,6 +444,7 @@ mod tests {
             app_socket: None,
             max_connections: Some(3),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         };
         let mut st = State::default();
         st.add_exposed(&limited);
@@ -460,6 +472,49 @@ mod tests {
         assert_eq!(
             w,
             ["state file: exposedAdded[0].maxConnections: '0' is out of range 1..=1000000"]
+        );
+    }
+
+    #[test]
+    fn bandwidth_limits_are_persisted_and_validated_like_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().join("s.json"));
+        let mut limited = app("web", 80);
+        limited.bandwidth_limit = Some("10MiB/s".parse().unwrap());
+        let remote = RemoteApp {
+            site: SiteName::new("b").unwrap(),
+            app: AppName::new("ssh").unwrap(),
+            local_socket: AppSocket::Tcp(([127, 0, 0, 1], 2222).into()),
+            app_socket: None,
+            max_connections: None,
+            udp_idle_timeout: None,
+            bandwidth_limit: Some("100Mbit/s".parse().unwrap()),
+        };
+        let mut st = State::default();
+        st.add_exposed(&limited);
+        st.add_remote(&remote);
+        assert_eq!(st.exposed_added[0]["bandwidthLimit"], "10MiB/s");
+        assert_eq!(st.remote_added[0]["bandwidthLimit"], "100Mbit/s");
+        store.save(&st).unwrap();
+        let mut cfg = crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap();
+        assert!(store.load().unwrap().apply(&mut cfg).is_empty());
+        assert_eq!(cfg.exposed_apps, vec![limited]);
+        assert_eq!(cfg.remote_apps, vec![remote]);
+
+        let bad = State {
+            version: 1,
+            remote_added: vec![json!({"siteName": "b", "appName": "x",
+                "localSocket": "tcp:127.0.0.1:1", "bandwidthLimit": "0MiB/s"})],
+            ..State::default()
+        };
+        let w = bad.apply(&mut cfg);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("state file: remoteAdded[0].bandwidthLimit: '0MiB/s' is zero"),
+            "{w:?}"
         );
     }
 

@@ -358,6 +358,26 @@ pub struct StatsSnapshot {
     pub counters: Vec<(&'static str, u64)>,
     /// Open streams (oldest first, capped at [`STATS_STREAMS_MAX`]).
     pub streams: Vec<StreamInfo>,
+    /// Bandwidth-limited apps: their limits and the time their traffic waited.
+    pub throttles: Vec<ThrottleStats>,
+}
+
+/// One app's `bandwidthLimit` and what it cost its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleStats {
+    /// The app (for a remote app, its name on `peer`).
+    pub app: AppName,
+    /// Remote apps: the exposing site; `None` for this site's exposed apps.
+    pub peer: Option<SiteName>,
+    /// Inbound for an exposed app, outbound for a remote app.
+    pub direction: StreamDirection,
+    /// The limit now, bytes per second each way; `None` once it was
+    /// removed (the waits since start still count).
+    pub limit: Option<u64>,
+    /// Time streams waited to send bytes into the tunnel, summed, since start.
+    pub throttled_sent: Duration,
+    /// Time streams waited to deliver received bytes, summed, since start.
+    pub throttled_received: Duration,
 }
 
 /// Traffic of one app in one direction.

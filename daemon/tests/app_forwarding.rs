@@ -220,6 +220,7 @@ impl Sites {
                 app_socket: target,
                 max_connections: None,
                 udp_idle_timeout: None,
+                bandwidth_limit: None,
             },
             self.opener.clone(),
             self.near_counters.clone(),
@@ -247,6 +248,7 @@ fn single(app: &str, socket: AppSocket) -> ExposedApp {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        bandwidth_limit: None,
     }
 }
 
@@ -264,6 +266,7 @@ fn range(app: &str, net: &str, ports: (u16, u16)) -> ExposedApp {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        bandwidth_limit: None,
     }
 }
 
@@ -488,6 +491,7 @@ async fn unconnected_site_closes_the_client_with_a_reset() {
             app_socket: None,
             max_connections: None,
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         },
         sites.opener.clone(),
         sites.near_counters.clone(),
@@ -820,6 +824,7 @@ async fn listener_at_max_connections_resets_the_next_client_without_a_stream() {
             app_socket: None,
             max_connections: Some(1),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         },
         sites.opener.clone(),
         sites.near_counters.clone(),

@@ -75,6 +75,7 @@ async fn an_inbound_channel_carries_no_stream_until_the_site_confirms_it() {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        bandwidth_limit: None,
     };
     let mut a = side("a", vec![app.clone()]);
     let mut b = side("b", vec![app]);

@@ -20,7 +20,7 @@ use tracing::{Instrument, Span, debug, info};
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
-use super::{StreamRegistry, StreamServer, TunnelStream, udp};
+use super::{AppThrottle, StreamRegistry, StreamServer, ThrottleKey, TunnelStream, udp};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, Protocol, SiteName};
 use crate::counters::Counters;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
@@ -312,6 +312,7 @@ impl ExposedServer {
                     rx,
                     idle,
                 };
+                let throttle = self.throttle(&app);
                 let ticket = self.streams.open_flow(
                     app,
                     peer.clone(),
@@ -319,9 +320,15 @@ impl ExposedServer {
                     origin.to_string(),
                     channel,
                 );
-                let end = udp::run_flow(end, flow, ticket.stats(), self.cancel.cancelled())
-                    .instrument(span.clone())
-                    .await;
+                let end = udp::run_flow(
+                    end,
+                    flow,
+                    ticket.stats(),
+                    throttle.as_deref(),
+                    self.cancel.cancelled(),
+                )
+                .instrument(span.clone())
+                .await;
                 drop(guard);
                 drop(permits);
                 span.in_scope(|| debug!(%end, "flow ended"));
@@ -331,6 +338,7 @@ impl ExposedServer {
                 local: Local::Stream(local),
                 permits,
             }) => {
+                let throttle = self.throttle(&app);
                 let ticket = self.streams.open(
                     app,
                     peer.clone(),
@@ -339,7 +347,13 @@ impl ExposedServer {
                     channel,
                 );
                 let outcome = local
-                    .pipe(send, recv, ticket.stats(), self.cancel.cancelled())
+                    .pipe(
+                        send,
+                        recv,
+                        ticket.stats(),
+                        throttle.as_deref(),
+                        self.cancel.cancelled(),
+                    )
                     .instrument(span.clone())
                     .await;
                 // The tunnel counts the stream as open until this drops.
@@ -351,6 +365,13 @@ impl ExposedServer {
             // Already answered and closed.
             Err(None) => {}
         }
+    }
+
+    /// The shared throttle of `app`'s streams, per its `bandwidthLimit` now.
+    fn throttle(&self, app: &AppName) -> Option<Arc<AppThrottle>> {
+        let limit = self.apps.get(app).and_then(|a| a.bandwidth_limit);
+        let key = ThrottleKey::Exposed(app.clone());
+        self.streams.throttles().get(key, limit)
     }
 
     /// The preamble exchange: on success the app and its connected socket,
@@ -683,6 +704,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         }
     }
 
@@ -700,6 +722,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         }
     }
 
@@ -952,6 +975,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         }
     }
 

@@ -25,6 +25,13 @@
 //! comes first (the far app half-closed while ours still sends), it is passed
 //! on at once: the local peer may need it to finish sending.
 //!
+//! An app with a `bandwidthLimit` passes its [`AppThrottle`]: each chunk
+//! read waits for its turn before it is written on, in either direction, so
+//! the bytes in flight stay bounded (one read per direction) and the far end
+//! or the local peer is slowed by the usual flow control, never by a drop.
+//! A wait is part of the copy: a reset, a failure of the other direction or
+//! shutdown ends it like any other step, with the mapping above.
+//!
 //! Both directions run in the caller's task (no task hop per chunk). This
 //! module must not decide admission or log: it reports a [`PipeOutcome`].
 
@@ -39,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::code;
+use super::throttle::{AppThrottle, Way};
 
 /// Read buffer size towards the far site; large enough that the QUIC send
 /// path sees few, big chunks.
@@ -118,11 +126,12 @@ impl AnyLocal {
         send: SendStream,
         recv: RecvStream,
         stats: &PipeStats,
+        throttle: Option<&AppThrottle>,
         shutdown: impl Future<Output = ()>,
     ) -> PipeOutcome {
         match self {
-            Self::Tcp(s) => pipe(s, send, recv, stats, shutdown).await,
-            Self::Unix(s) => pipe(s, send, recv, stats, shutdown).await,
+            Self::Tcp(s) => pipe(s, send, recv, stats, throttle, shutdown).await,
+            Self::Unix(s) => pipe(s, send, recv, stats, throttle, shutdown).await,
         }
     }
 }
@@ -181,13 +190,15 @@ impl fmt::Display for PipeOutcome {
 
 /// Copies bytes both ways between `local` and the stream until both
 /// directions are closed or one side fails; see the module docs for the
-/// close/failure mapping. `shutdown` ends the pipe abortively when it
-/// completes (pass `std::future::pending()` for none).
+/// close/failure mapping. `throttle` paces both directions (the app's
+/// `bandwidthLimit`, `None`: unlimited). `shutdown` ends the pipe abortively
+/// when it completes (pass `std::future::pending()` for none).
 pub async fn pipe<L: LocalStream>(
     mut local: L,
     mut send: SendStream,
     mut recv: RecvStream,
     stats: &PipeStats,
+    throttle: Option<&AppThrottle>,
     shutdown: impl Future<Output = ()>,
 ) -> PipeOutcome {
     let outcome = {
@@ -198,8 +209,8 @@ pub async fn pipe<L: LocalStream>(
         let local_eof = AtomicBool::new(false);
         let both = async {
             let ((), forwarded) = tokio::try_join!(
-                copy_to_remote(&mut local_r, &mut send, stats, &local_eof),
-                copy_from_remote(&mut recv, &mut local_w, stats, &local_eof),
+                copy_to_remote(&mut local_r, &mut send, stats, &local_eof, throttle),
+                copy_from_remote(&mut recv, &mut local_w, stats, &local_eof, throttle),
             )?;
             if !forwarded {
                 // Everything we sent is acknowledged: complete the close.
@@ -234,6 +245,7 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
     send: &mut SendStream,
     stats: &PipeStats,
     local_eof: &AtomicBool,
+    throttle: Option<&AppThrottle>,
 ) -> Result<(), PipeOutcome> {
     let mut buf = BytesMut::with_capacity(BUF_SIZE);
     loop {
@@ -252,6 +264,9 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
             // loop does before returning.
             let _ = send.finish();
             return acknowledged(send).await;
+        }
+        if let Some(t) = throttle {
+            t.wait(Way::Sent, n).await;
         }
         let chunk = buf.split().freeze();
         send.write_chunk(chunk).await.map_err(|e| match e {
@@ -285,6 +300,7 @@ async fn copy_from_remote<W: AsyncWrite + Unpin>(
     local: &mut W,
     stats: &PipeStats,
     local_eof: &AtomicBool,
+    throttle: Option<&AppThrottle>,
 ) -> Result<bool, PipeOutcome> {
     // Each received QUIC packet is its own chunk (~1.4 KB): taking many at
     // once and writing them with one vectored write saves a syscall per packet.
@@ -292,12 +308,29 @@ async fn copy_from_remote<W: AsyncWrite + Unpin>(
     loop {
         match recv.read_chunks(&mut chunks).await {
             Ok(Some(n)) => {
-                let written = write_all_chunks(local, &mut chunks[..n])
-                    .await
-                    .map_err(PipeOutcome::LocalFailed)?;
-                stats
-                    .bytes_from_remote
-                    .fetch_add(written, Ordering::Relaxed);
+                let Some(t) = throttle else {
+                    let written = write_all_chunks(local, &mut chunks[..n])
+                        .await
+                        .map_err(PipeOutcome::LocalFailed)?;
+                    stats
+                        .bytes_from_remote
+                        .fetch_add(written, Ordering::Relaxed);
+                    continue;
+                };
+                // Batches of up to one burst, each after its turn.
+                let mut batch = &mut chunks[..n];
+                while !batch.is_empty() {
+                    let (len, bytes) = batch_within(batch, t.burst(Way::Received));
+                    t.wait(Way::Received, bytes).await;
+                    let (now, rest) = batch.split_at_mut(len);
+                    let written = write_all_chunks(local, now)
+                        .await
+                        .map_err(PipeOutcome::LocalFailed)?;
+                    stats
+                        .bytes_from_remote
+                        .fetch_add(written, Ordering::Relaxed);
+                    batch = rest;
+                }
             }
             Ok(None) => {
                 if local_eof.load(Ordering::Relaxed) {
@@ -311,6 +344,19 @@ async fn copy_from_remote<W: AsyncWrite + Unpin>(
             Err(other) => return Err(PipeOutcome::StreamFailed(other.to_string())),
         }
     }
+}
+
+/// How many leading `chunks` (at least one) fit in `budget` bytes, and
+/// their byte count.
+fn batch_within(chunks: &[Bytes], budget: usize) -> (usize, usize) {
+    let mut bytes = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        if i > 0 && bytes + c.len() > budget {
+            return (i, bytes);
+        }
+        bytes += c.len();
+    }
+    (chunks.len(), bytes)
 }
 
 /// Writes every byte of `chunks` in order with vectored writes; returns the

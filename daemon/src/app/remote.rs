@@ -20,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use super::StreamRegistry;
 use super::pipe::AnyLocal;
 use super::preamble::{Request, Response, Status};
 use super::{
     AppError, OpenError, PREAMBLE_TIMEOUT, ReadPreambleError, StreamOpener, TunnelStream, code,
     exposed::log_outcome, read_preamble,
 };
+use super::{AppThrottle, StreamRegistry, ThrottleKey};
 use crate::accept::{self, AcceptBackoff};
 use crate::config::{AppSocket, RemoteApp};
 use crate::counters::Counters;
@@ -70,8 +70,12 @@ impl RemoteListener {
             socket: socket.clone(),
             source,
         };
+        let throttle = streams
+            .throttles()
+            .get(ThrottleKey::remote(&app), app.bandwidth_limit);
         let client = Arc::new(Client {
             limit: app.connection_limit(),
+            throttle,
             app: app.clone(),
             opener,
             counters,
@@ -94,6 +98,7 @@ impl RemoteListener {
                         app: app.app.clone(),
                         idle: app.udp_idle(),
                         limit: client.limit,
+                        throttle: client.throttle.clone(),
                         streams: client.streams.clone(),
                         counters: client.counters.clone(),
                         cancel: client.cancel.clone(),
@@ -275,6 +280,8 @@ struct Client<O> {
     open: Limiter<()>,
     /// `maxConnections`.
     limit: usize,
+    /// `bandwidthLimit`: shared by every client.
+    throttle: Option<Arc<AppThrottle>>,
     /// Refusals over a limit come in bursts: their log lines are throttled.
     refusal_log: SharedWarnLimiter,
 }
@@ -443,7 +450,13 @@ async fn serve_client<O: StreamOpener>(
         channel,
     );
     let outcome = local
-        .pipe(send, recv, ticket.stats(), client.cancel.cancelled())
+        .pipe(
+            send,
+            recv,
+            ticket.stats(),
+            client.throttle.as_deref(),
+            client.cancel.cancelled(),
+        )
         .await;
     // The tunnel counts the stream as open until this drops.
     drop(guard);
@@ -528,6 +541,7 @@ mod tests {
             app_socket: None,
             max_connections: None,
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         }
     }
 

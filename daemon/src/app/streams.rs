@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::PipeStats;
+use super::throttle::Throttles;
 use crate::config::{AppName, Protocol, SiteName};
 use crate::types::ChannelId;
 use crate::view::{AppStats, Event, EventBus, StreamDirection, StreamInfo};
@@ -67,12 +68,14 @@ struct Inner {
     totals: HashMap<TotalsKey, Totals>,
 }
 
-/// Every open stream of one site, plus per-app totals since start.
+/// Every open stream of one site, plus per-app totals since start, and the
+/// bandwidth throttles the streams of limited apps share.
 #[derive(Debug)]
 pub struct StreamRegistry {
     next_id: AtomicU64,
     inner: Mutex<Inner>,
     bus: Arc<EventBus>,
+    throttles: Throttles,
 }
 
 impl StreamRegistry {
@@ -82,7 +85,13 @@ impl StreamRegistry {
             next_id: AtomicU64::new(1),
             inner: Mutex::default(),
             bus,
+            throttles: Throttles::new(),
         }
+    }
+
+    /// The apps' bandwidth throttles.
+    pub fn throttles(&self) -> &Throttles {
+        &self.throttles
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

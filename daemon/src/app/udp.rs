@@ -12,7 +12,9 @@
 //! decides, [`flows::Idle`]), or when its stream ends or is reset.
 //!
 //! Every datagram that is not delivered is counted ([`Counters`]): nothing
-//! disappears silently inside the daemon.
+//! disappears silently inside the daemon. An app's `bandwidthLimit` delays
+//! datagrams (each waits for its turn, [`AppThrottle`]) rather than dropping
+//! them; while a flow waits, its queue fills and, full, overflows, counted.
 //!
 //! This module must not know how dataChannels are picked or authenticated,
 //! nor decide admission (the exposed side's `admit` does).
@@ -35,6 +37,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::throttle::{AppThrottle, Way};
 use super::{PipeStats, code};
 use crate::counters::Counters;
 use codec::{StreamFrames, decode_datagram, encode_datagram, encode_stream_frame, payload_room};
@@ -271,11 +274,13 @@ impl Flow {
     }
 }
 
-/// Carries datagrams between `local` and the far site until the flow ends.
+/// Carries datagrams between `local` and the far site until the flow ends;
+/// `throttle` paces both ways (the app's `bandwidthLimit`).
 pub async fn run_flow<L: LocalEnd>(
     mut local: L,
     flow: Flow,
     stats: &PipeStats,
+    throttle: Option<&AppThrottle>,
     cancel: impl Future<Output = ()>,
 ) -> FlowEnd {
     let Flow {
@@ -307,6 +312,9 @@ pub async fn run_flow<L: LocalEnd>(
             d = local.recv() => {
                 let Some(d) = d else { break FlowEnd::LocalGone };
                 idle.touch(std::time::Instant::now());
+                if !paced(throttle, Way::Sent, d.len(), &mut cancel, &counters).await {
+                    break FlowEnd::Shutdown;
+                }
                 match to_tunnel(&conn, &mut send, id, d).await {
                     Ok(Some(n)) => {
                         stats.datagrams_to_remote.fetch_add(1, Relaxed);
@@ -321,14 +329,25 @@ pub async fn run_flow<L: LocalEnd>(
             }
             Some(d) = rx.rx.recv() => {
                 idle.touch(std::time::Instant::now());
+                if !paced(throttle, Way::Received, d.len(), &mut cancel, &counters).await {
+                    break FlowEnd::Shutdown;
+                }
                 deliver(&local, &d, stats, &counters).await;
             }
             r = recv.read(&mut buf) => match r {
                 Ok(Some(n)) => {
                     frames.push(&buf[..n]);
+                    let mut shut = false;
                     while let Some(d) = frames.next_frame() {
                         idle.touch(std::time::Instant::now());
+                        if !paced(throttle, Way::Received, d.len(), &mut cancel, &counters).await {
+                            shut = true;
+                            break;
+                        }
                         deliver(&local, &d, stats, &counters).await;
+                    }
+                    if shut {
+                        break FlowEnd::Shutdown;
                     }
                 }
                 Ok(None) => break FlowEnd::PeerFinished,
@@ -350,6 +369,25 @@ pub async fn run_flow<L: LocalEnd>(
     let _ = recv.stop(code::PEER_FAILED);
     drop(local);
     end
+}
+
+/// Waits for a datagram's turn under `throttle`; `false` if `cancel` fired
+/// first: the datagram is then not delivered, and counted so.
+async fn paced(
+    throttle: Option<&AppThrottle>,
+    way: Way,
+    bytes: usize,
+    cancel: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    counters: &Counters,
+) -> bool {
+    let Some(t) = throttle else { return true };
+    tokio::select! {
+        () = t.wait(way, bytes) => true,
+        () = cancel.as_mut() => {
+            Counters::bump(&counters.udp_send_failed);
+            false
+        }
+    }
 }
 
 /// The dataChannel is gone: the datagram cannot be sent.

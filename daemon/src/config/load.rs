@@ -195,6 +195,7 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("allowedSites", Shape::Leaf),
     ("protocol", Shape::Leaf),
     ("udpIdleTimeout", Shape::Leaf),
+    ("bandwidthLimit", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[
@@ -204,6 +205,7 @@ const REMOTE_APP: &[(&str, Shape)] = &[
     ("appSocket", Shape::Leaf),
     ("maxConnections", Shape::Leaf),
     ("udpIdleTimeout", Shape::Leaf),
+    ("bandwidthLimit", Shape::Leaf),
 ];
 
 const MQTT: &[(&str, Shape)] = &[

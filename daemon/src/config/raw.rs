@@ -376,6 +376,8 @@ pub struct ExposedApp {
     pub protocol: Option<Scalar>,
     /// Seconds without a datagram after which a UDP flow ends (new in this implementation).
     pub udp_idle_timeout: Option<Scalar>,
+    /// Bytes per second each way, e.g. `10MiB/s` (new in this implementation).
+    pub bandwidth_limit: Option<Scalar>,
 }
 
 /// One `remoteApps[]` entry; also what the control API builds from a live
@@ -395,6 +397,8 @@ pub struct RemoteApp {
     pub max_connections: Option<Scalar>,
     /// Seconds without a datagram after which a UDP flow ends (new in this implementation).
     pub udp_idle_timeout: Option<Scalar>,
+    /// Bytes per second each way, e.g. `10MiB/s` (new in this implementation).
+    pub bandwidth_limit: Option<Scalar>,
 }
 
 /// `control`.

@@ -23,11 +23,11 @@ use zeroize::Zeroizing;
 
 use super::raw::{self, Scalar};
 use super::{
-    AppName, AppSocket, BrokerUrl, Config, CongestionControl, ControlConfig, CryptoConfig,
-    CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket, LogFormat,
-    LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig, MqttConfig,
-    PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, Transport, TrustConfig,
-    TrustMode, TrustedSite, TunnelConfig,
+    AppName, AppSocket, BandwidthLimit, BrokerUrl, Config, CongestionControl, ControlConfig,
+    CryptoConfig, CryptoKey, EmbeddedBroker, ExposedApp, ExposedTarget, FieldError, LocalSocket,
+    LogFormat, LogLevel, LoggerConfig, MAX_ALLOWED_SITES, MAX_LOCAL_SOCKETS, MetricsConfig,
+    MqttConfig, PortRange, PublicAddress, RemoteApp, Secret, SiteName, SocketMode, Transport,
+    TrustConfig, TrustMode, TrustedSite, TunnelConfig,
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
@@ -188,6 +188,11 @@ fn udp_idle(
 
 fn limit(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<u32> {
     given(raw).and_then(|s| parse_limit(s).map_err(|e| r.err(path, e)).ok())
+}
+
+/// An optional `bandwidthLimit` (grammar in [`super::bandwidth`]) at `path`.
+fn bandwidth(raw: &Option<Scalar>, path: String, r: &mut Report) -> Option<BandwidthLimit> {
+    given(raw).and_then(|s| s.parse().map_err(|e| r.err(path, e)).ok())
 }
 
 /// Checks a TCP target that will be dialled: port 0 cannot be dialled.
@@ -1623,6 +1628,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
     let allowed_sites = allowed_sites(raw.allowed_sites.as_deref(), &at("allowedSites"), r);
     let is_udp = target.as_ref().map(|t| t.protocol() == Protocol::Udp);
     let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), is_udp, r);
+    let bandwidth_limit = bandwidth(&raw.bandwidth_limit, at("bandwidthLimit"), r);
 
     if r.errors.len() > start {
         return None;
@@ -1633,6 +1639,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         max_connections,
         allowed_sites,
         udp_idle_timeout,
+        bandwidth_limit,
     })
 }
 
@@ -1747,6 +1754,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
     });
     let max_connections = limit(&raw.max_connections, at("maxConnections"), r);
     let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), local_udp, r);
+    let bandwidth_limit = bandwidth(&raw.bandwidth_limit, at("bandwidthLimit"), r);
 
     if r.errors.len() > start {
         return None;
@@ -1758,6 +1766,7 @@ fn remote_app_into(raw: &raw::RemoteApp, path: &str, r: &mut Report) -> Option<R
         app_socket,
         max_connections,
         udp_idle_timeout,
+        bandwidth_limit,
     })
 }
 
@@ -3803,6 +3812,54 @@ publicPort: 1"
             remote_app(&raw, "")
                 .expect("empty means unset")
                 .max_connections,
+            None
+        );
+    }
+
+    #[test]
+    fn bandwidth_limits_are_read_from_the_file_on_both_kinds_of_app() {
+        let c = ok(concat!(
+            "localExposedApps:\n",
+            "- {appName: a, appSocket: tcp:127.0.0.1:1, bandwidthLimit: 10MiB/s}\n",
+            "- {appName: b, appSocket: tcp:127.0.0.1:1}\n",
+            "remoteApps:\n",
+            "- {siteName: s2, appName: a, localSocket: tcp:127.0.0.1:2, BANDWIDTHLIMIT: 100Mbit/s}\n",
+        ));
+        let bytes = |l: Option<BandwidthLimit>| l.map(BandwidthLimit::bytes_per_second);
+        assert_eq!(bytes(c.exposed_apps[0].bandwidth_limit), Some(10 << 20));
+        assert_eq!(c.exposed_apps[1].bandwidth_limit, None);
+        assert_eq!(bytes(c.remote_apps[0].bandwidth_limit), Some(12_500_000));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn bad_bandwidth_limits_are_refused_naming_the_field() {
+        let e = errs(concat!(
+            "localExposedApps:\n",
+            "- {appName: a, appSocket: tcp:127.0.0.1:1, bandwidthLimit: 0MiB/s}\n",
+            "- {appName: b, appSocket: tcp:127.0.0.1:1, bandwidthLimit: '-5MiB/s'}\n",
+            "- {appName: c, appSocket: tcp:127.0.0.1:1, bandwidthLimit: 10furlongs/s}\n",
+            "remoteApps:\n",
+            "- {siteName: s2, appName: a, localSocket: tcp:127.0.0.1:2, bandwidthLimit: 1000GiB/s}\n",
+            "- {siteName: s2, appName: a, localSocket: tcp:127.0.0.1:3, bandwidthLimit: 10}\n",
+        ));
+        let prefixes = [
+            "localExposedApps[0].bandwidthLimit: '0MiB/s' is zero",
+            "localExposedApps[1].bandwidthLimit: '-5MiB/s' is negative",
+            "localExposedApps[2].bandwidthLimit: '10furlongs/s' has an unknown unit 'furlongs'",
+            "remoteApps[0].bandwidthLimit: '1000GiB/s' is above the largest limit",
+            "remoteApps[1].bandwidthLimit: '10' is not a rate",
+        ];
+        assert_eq!(e.len(), prefixes.len(), "{e:?}");
+        for (e, p) in e.iter().zip(prefixes) {
+            assert!(e.starts_with(p), "{e:?} should start with {p:?}");
+        }
+        let mut raw = remote("s2", "web", "tcp:127.0.0.1:1", None);
+        raw.bandwidth_limit = Some("".into());
+        assert_eq!(
+            remote_app(&raw, "")
+                .expect("empty means unset")
+                .bandwidth_limit,
             None
         );
     }

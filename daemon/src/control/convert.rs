@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use wovenet_proto::v1;
 
 use crate::config::raw::{self, Scalar};
-use crate::config::{ExposedApp, ExposedTarget, RemoteApp, Transport, TrustMode};
+use crate::config::{BandwidthLimit, ExposedApp, ExposedTarget, RemoteApp, Transport, TrustMode};
 use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelRoute, Direction};
 use crate::view::{
@@ -253,6 +253,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 max_connections: a.max_connections,
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
+                bandwidth_limit: limit_text(a.bandwidth_limit),
                 ..Self::default()
             },
             ExposedTarget::Range {
@@ -269,6 +270,8 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
                 protocol: protocol.as_str().to_owned(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
+                bandwidth_limit: limit_text(a.bandwidth_limit),
+                ..Self::default()
             },
         }
     }
@@ -292,6 +295,7 @@ impl From<&RemoteApp> for v1::RemoteAppSpec {
             app_socket: opt_text(a.app_socket_text()),
             max_connections: a.max_connections,
             udp_idle_timeout: idle_secs(a.udp_idle_timeout),
+            bandwidth_limit: limit_text(a.bandwidth_limit),
         }
     }
 }
@@ -516,6 +520,7 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
                 .then(|| s.allowed_sites.into_iter().map(Scalar::from).collect()),
             protocol: scalar(s.protocol),
             udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
+            bandwidth_limit: scalar(s.bandwidth_limit),
         }
     }
 }
@@ -530,8 +535,14 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
             app_socket: scalar(s.app_socket),
             max_connections: s.max_connections.map(|n| Scalar::from(n.to_string())),
             udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
+            bandwidth_limit: scalar(s.bandwidth_limit),
         }
     }
+}
+
+/// `bandwidthLimit` as the API carries it: its normalised text, empty when unlimited.
+fn limit_text(l: Option<BandwidthLimit>) -> String {
+    l.map(|l| l.to_string()).unwrap_or_default()
 }
 
 /// `udpIdleTimeout` as the API carries it (whole seconds, the config's unit).
@@ -652,6 +663,7 @@ mod tests {
             app_socket: Some(addr("10.0.0.5:5900")),
             max_connections: Some(9),
             udp_idle_timeout: None,
+            bandwidth_limit: None,
         };
         let info = RemoteAppInfo {
             app: remote.clone(),

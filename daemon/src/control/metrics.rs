@@ -266,6 +266,42 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
             .inc_by(a.datagrams_received);
     }
 
+    let app_limit = gauges(
+        &mut reg,
+        "app_bandwidth_limit_bytes_per_second",
+        "bandwidthLimit of the app, each way (exposed apps: direction inbound, empty peer)",
+    );
+    let app_throttled = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    reg.register(
+        "app_throttled_seconds",
+        "Time the app's streams waited for its bandwidthLimit, summed over streams, per way",
+        app_throttled.clone(),
+    );
+    for t in &s.throttles {
+        // One label set per family (OpenMetrics): an exposed app has an
+        // empty peer, which Prometheus treats as no peer label.
+        let peer = t.peer.as_ref().map_or(String::new(), ToString::to_string);
+        let l: Labels = vec![
+            ("app", LabelText::of(&t.app)),
+            ("peer", LabelText(peer)),
+            ("direction", direction(t.direction)),
+        ];
+        if let Some(limit) = t.limit {
+            // Two listeners of one remote app add up.
+            app_limit
+                .get_or_create(&l)
+                .inc_by(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        for (way, waited) in [
+            ("sent", t.throttled_sent),
+            ("received", t.throttled_received),
+        ] {
+            let mut l = l.clone();
+            l.push(("way", LabelText::of(way)));
+            app_throttled.get_or_create(&l).inc_by(waited.as_secs_f64());
+        }
+    }
+
     let peer_sent = counters(
         &mut reg,
         "peer_sent_bytes",
@@ -339,7 +375,7 @@ pub fn render(s: &StatsSnapshot) -> Result<String, fmt::Error> {
 #[cfg(test)]
 mod tests {
     use crate::config::{AppName, SiteName};
-    use crate::view::AppStats;
+    use crate::view::{AppStats, ThrottleStats};
 
     use super::*;
 
@@ -378,6 +414,69 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn bandwidth_limits_and_throttled_time_are_labelled_per_app() {
+        let s = StatsSnapshot {
+            throttles: vec![
+                ThrottleStats {
+                    app: AppName::new("web").expect("name"),
+                    peer: None,
+                    direction: StreamDirection::Inbound,
+                    limit: Some(4 << 20),
+                    throttled_sent: Duration::from_millis(1500),
+                    throttled_received: Duration::ZERO,
+                },
+                ThrottleStats {
+                    app: AppName::new("db").expect("name"),
+                    peer: Some(SiteName::new("b").expect("name")),
+                    direction: StreamDirection::Outbound,
+                    limit: None,
+                    throttled_sent: Duration::ZERO,
+                    throttled_received: Duration::from_millis(250),
+                },
+            ],
+            ..StatsSnapshot::default()
+        };
+        let text = render(&s).expect("encode");
+        let got = samples(&text);
+        let web = [("app", "web"), ("peer", ""), ("direction", "inbound")];
+        let db = [("app", "db"), ("peer", "b"), ("direction", "outbound")];
+        let with = |l: &[(&'static str, &'static str)], way| {
+            let mut l = l.to_vec();
+            l.push(("way", way));
+            labels(&l)
+        };
+        let mut want = vec![
+            (
+                "wovenet_app_bandwidth_limit_bytes_per_second".to_owned(),
+                labels(&web),
+                f64::from(4u32 << 20),
+            ),
+            (
+                "wovenet_app_throttled_seconds".to_owned(),
+                with(&web, "sent"),
+                1.5,
+            ),
+            (
+                "wovenet_app_throttled_seconds".to_owned(),
+                with(&web, "received"),
+                0.0,
+            ),
+            (
+                "wovenet_app_throttled_seconds".to_owned(),
+                with(&db, "sent"),
+                0.0,
+            ),
+            (
+                "wovenet_app_throttled_seconds".to_owned(),
+                with(&db, "received"),
+                0.25,
+            ),
+        ];
+        want.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        assert_eq!(got, want, "{text}");
     }
 
     /// One parsed sample: metric family, labels sorted by name, value.

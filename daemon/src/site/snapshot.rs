@@ -11,12 +11,13 @@ use std::time::{Instant, SystemTime};
 use super::Site;
 use super::peers::Peers;
 use super::trust::{Refusal, Standing, Trust};
+use crate::app::ThrottleKey;
 use crate::config::{AppName, PublicAddress};
 use crate::tunnel::stats::ChannelStats;
 use crate::tunnel::{Direction, Registry};
 use crate::view::{
     AppsInfo, ChannelInfo, ChannelState, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
-    RemoteAppInfo, SiteInfo, SocketInfo, StatsSnapshot, TrustState,
+    RemoteAppInfo, SiteInfo, SocketInfo, StatsSnapshot, ThrottleStats, TrustState,
 };
 
 /// Every peer, sorted by name, with the traffic of its channels. `now` and
@@ -226,6 +227,19 @@ impl Site {
         AppsInfo { exposed, remote }
     }
 
+    /// Every app with a `bandwidthLimit` now, then apps limited earlier.
+    fn throttle_stats(&self) -> Vec<ThrottleStats> {
+        let exposed = self.exposed.names().into_iter().filter_map(|n| {
+            let limit = self.exposed.get(&n)?.bandwidth_limit?;
+            Some((ThrottleKey::Exposed(n), limit))
+        });
+        let remote = self
+            .remote_apps
+            .iter()
+            .filter_map(|r| Some((ThrottleKey::remote(r), r.bandwidth_limit?)));
+        self.streams.throttles().stats(exposed.chain(remote))
+    }
+
     pub(super) fn stats(&self) -> StatsSnapshot {
         let c = &self.counters;
         StatsSnapshot {
@@ -235,6 +249,7 @@ impl Site {
                 v
             },
             apps: self.streams.app_stats(),
+            throttles: self.throttle_stats(),
             peers: self.peer_infos(),
             channels: self.channel_infos(),
             counters: vec![

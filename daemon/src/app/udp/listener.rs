@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info};
 use super::flows::{FlowTable, Route};
 use super::{FLOW_QUEUE, Flow, LocalEnd, run_flow};
 use crate::accept::{self, AcceptBackoff};
-use crate::app::{StreamRegistry, TunnelStream};
+use crate::app::{AppThrottle, StreamRegistry, TunnelStream};
 use crate::config::{AppName, SiteName};
 use crate::counters::Counters;
 use crate::view::StreamDirection;
@@ -49,6 +49,8 @@ pub struct Listener<O> {
     pub idle: Duration,
     /// `maxConnections`: flows at once.
     pub limit: usize,
+    /// `bandwidthLimit`: shared by every flow.
+    pub throttle: Option<Arc<AppThrottle>>,
     /// Where flows are listed.
     pub streams: Arc<StreamRegistry>,
     /// Drop counters.
@@ -207,7 +209,14 @@ async fn serve_client<O: FlowOpener>(end: ClientEnd, shared: &Listener<O>) {
         addr.to_string(),
         channel,
     );
-    let end = run_flow(end, flow, ticket.stats(), shared.cancel.cancelled()).await;
+    let end = run_flow(
+        end,
+        flow,
+        ticket.stats(),
+        shared.throttle.as_deref(),
+        shared.cancel.cancelled(),
+    )
+    .await;
     drop(guard);
     debug!(%end, "flow ended");
 }
