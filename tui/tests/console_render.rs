@@ -408,6 +408,36 @@ fn apps_detail_shows_allowed_sites_and_streams_not_allowed() {
 }
 
 #[test]
+fn apps_detail_shows_the_bandwidth_limit_of_either_kind_of_app() {
+    let mut s = populated();
+    tab(&mut s, Tab::Apps);
+    s.update(Action::Enter, SystemTime::now());
+    let out = draw(&s, 80, 30);
+    assert!(out.contains("bandwidthLimit: unlimited"), "{out}");
+    s.model.exposed[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .bandwidth_limit = "10MiB/s".into();
+    let out = draw(&s, 80, 30);
+    assert!(
+        out.contains("bandwidthLimit: 10MiB/s each way, all streams together"),
+        "{out}"
+    );
+    // The remote app, after the exposed ones.
+    s.model.remote[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .bandwidth_limit = "100Mbit/s".into();
+    for _ in 0..s.model.exposed.len() {
+        s.update(Action::Down, SystemTime::now());
+    }
+    let out = draw(&s, 80, 30);
+    assert!(out.contains("bandwidthLimit: 100Mbit/s each way"), "{out}");
+}
+
+#[test]
 fn the_add_form_has_an_allowed_sites_field_sent_as_a_list() {
     let mut s = populated();
     s.update(Action::OpenAddApp, SystemTime::now());

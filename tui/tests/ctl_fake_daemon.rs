@@ -92,6 +92,7 @@ fn remote_spec() -> RemoteAppSpec {
         app_socket: String::new(),
         max_connections: None,
         udp_idle_timeout: None,
+        bandwidth_limit: String::new(),
     }
 }
 

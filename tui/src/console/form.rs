@@ -176,6 +176,8 @@ impl Form {
                     // Empty: tcp for range apps (single apps take it from appSocket).
                     protocol: protocol.trim().to_owned(),
                     udp_idle_timeout: number("udpIdleTimeout", idle)?,
+                    // Not in the form: `wovenetctl expose add --bandwidth-limit`.
+                    bandwidth_limit: String::new(),
                 }))
             }
             Kind::Remote => {
@@ -187,6 +189,8 @@ impl Form {
                     app_socket: app_socket.trim().to_owned(),
                     max_connections: number("maxConnections", max)?,
                     udp_idle_timeout: number("udpIdleTimeout", idle)?,
+                    // Not in the form: `wovenetctl remote add --bandwidth-limit`.
+                    bandwidth_limit: String::new(),
                 }))
             }
         }

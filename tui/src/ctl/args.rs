@@ -185,6 +185,11 @@ pub struct ExposeAdd {
     /// (1..86400; 120 when not given).
     #[arg(long, value_name = "SECONDS")]
     pub udp_idle_timeout: Option<u32>,
+    /// Bytes per second each way, shared by every stream of the app, e.g.
+    /// 10MiB/s, 500KiB/s, 100Mbit/s (units B kB MB GB KiB MiB GiB bit kbit
+    /// Mbit Gbit, then /s). Not given: unlimited.
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
 }
 
 impl ExposeAdd {
@@ -231,6 +236,11 @@ pub struct RemoteAdd {
     /// (1..86400; 120 when not given).
     #[arg(long, value_name = "SECONDS")]
     pub udp_idle_timeout: Option<u32>,
+    /// Bytes per second each way, shared by every client of the local
+    /// socket, e.g. 10MiB/s or 100Mbit/s (as for expose add). Not given:
+    /// unlimited.
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
 }
 
 /// `remote rm`.
@@ -448,6 +458,43 @@ mod tests {
     }
 
     #[test]
+    fn bandwidth_limit_is_passed_on_as_text_for_the_daemon_to_check() {
+        let cli = parse(&[
+            "expose",
+            "add",
+            "--name",
+            "x",
+            "--socket",
+            "tcp:127.0.0.1:1",
+            "--bandwidth-limit",
+            "10MiB/s",
+        ])
+        .unwrap();
+        let Command::Expose(ExposeCommand::Add(add)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(add.bandwidth_limit.as_deref(), Some("10MiB/s"));
+        let cli = parse(&[
+            "remote",
+            "add",
+            "--site",
+            "b",
+            "--app",
+            "x",
+            "--local",
+            "tcp:127.0.0.1:2",
+            "--bandwidth-limit",
+            "0MiB/s",
+        ])
+        .unwrap();
+        let Command::Remote(RemoteCommand::Add(add)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        // Refused by the daemon, with the config file's message.
+        assert_eq!(add.bandwidth_limit.as_deref(), Some("0MiB/s"));
+    }
+
+    #[test]
     fn max_connections_is_optional_and_a_number_the_daemon_range_checks() {
         let cli = parse(&[
             "expose",
@@ -587,6 +634,7 @@ mod tests {
                 app_socket: Some("tcp:10.0.0.6:5900".into()),
                 max_connections: None,
                 udp_idle_timeout: None,
+                bandwidth_limit: None,
             }))
         );
         let cli = parse(&["remote", "rm", "--site", "b", "--app", "vnc"]).unwrap();

@@ -236,6 +236,7 @@ pub async fn execute(
                 allowed_sites: add.allowed_sites.clone(),
                 protocol: add.protocol.clone().unwrap_or_default(),
                 udp_idle_timeout: add.udp_idle_timeout,
+                bandwidth_limit: add.bandwidth_limit.clone().unwrap_or_default(),
             };
             let app = control.add_exposed_app(spec).await.map_err(st)?;
             let json = json::ExposedAppChange { app: (&app).into() };
@@ -254,6 +255,7 @@ pub async fn execute(
                 app_socket: add.app_socket.clone().unwrap_or_default(),
                 max_connections: add.max_connections,
                 udp_idle_timeout: add.udp_idle_timeout,
+                bandwidth_limit: add.bandwidth_limit.clone().unwrap_or_default(),
             };
             let app = control.add_remote_app(spec).await.map_err(st)?;
             let json = json::RemoteAppAdded { app: (&app).into() };

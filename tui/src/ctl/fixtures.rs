@@ -207,6 +207,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             allowed_sites: vec![],
             protocol: String::new(),
             udp_idle_timeout: None,
+            bandwidth_limit: String::new(),
         }),
         live: false,
     }
@@ -224,6 +225,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             allowed_sites: vec!["beta".into(), "gamma".into()],
             protocol: String::new(),
             udp_idle_timeout: None,
+            bandwidth_limit: "10MiB/s".into(),
         }),
         live: true,
     }
@@ -237,6 +239,7 @@ pub(crate) fn remote_spec() -> pb::RemoteAppSpec {
         app_socket: String::new(),
         max_connections: None,
         udp_idle_timeout: None,
+        bandwidth_limit: String::new(),
     }
 }
 
@@ -259,6 +262,7 @@ pub(crate) fn remote_failed() -> pb::RemoteApp {
             app_socket: "tcp:10.0.2.9:5900".into(),
             max_connections: Some(4),
             udp_idle_timeout: None,
+            bandwidth_limit: "100Mbit/s".into(),
         }),
         listener_state: pb::ListenerState::Failed as i32,
         listen_addr: String::new(),

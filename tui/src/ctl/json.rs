@@ -271,6 +271,9 @@ pub struct ExposedAppSpec {
     /// UDP apps: seconds; left out when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     udp_idle_timeout: Option<u32>,
+    /// Bytes per second each way, as the daemon normalised it
+    /// (`"10MiB/s"`); `null` when unlimited.
+    bandwidth_limit: Option<String>,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -293,8 +296,14 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
                 String::new()
             },
             udp_idle_timeout: s.udp_idle_timeout,
+            bandwidth_limit: limit(&s.bandwidth_limit),
         }
     }
+}
+
+/// A `bandwidthLimit`: `None` (JSON `null`) when unlimited.
+fn limit(rate: &str) -> Option<String> {
+    (!rate.is_empty()).then(|| rate.to_owned())
 }
 
 /// `ExposedApp`.
@@ -325,6 +334,8 @@ pub struct RemoteAppSpec {
     /// UDP apps: seconds; left out when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     udp_idle_timeout: Option<u32>,
+    /// Bytes per second each way (`"100Mbit/s"`); `null` when unlimited.
+    bandwidth_limit: Option<String>,
 }
 
 impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
@@ -336,6 +347,7 @@ impl From<&pb::RemoteAppSpec> for RemoteAppSpec {
             app_socket: s.app_socket.clone(),
             max_connections: s.max_connections,
             udp_idle_timeout: s.udp_idle_timeout,
+            bandwidth_limit: limit(&s.bandwidth_limit),
         }
     }
 }
@@ -867,9 +879,10 @@ mod tests {
             out["exposed"][0],
             json!({"spec": {"name": "echo", "mode": "single", "app_socket": "tcp:127.0.0.1:7",
                 "port_range": [], "address_range": [], "max_connections": null,
-                "allowed_sites": []}, "live": false})
+                "allowed_sites": [], "bandwidth_limit": null}, "live": false})
         );
         assert_eq!(out["exposed"][1]["spec"]["max_connections"], 50);
+        assert_eq!(out["exposed"][1]["spec"]["bandwidth_limit"], "10MiB/s");
         assert_eq!(
             out["exposed"][1]["spec"]["allowed_sites"],
             json!(["beta", "gamma"])
@@ -883,11 +896,13 @@ mod tests {
         assert_eq!(
             out["remote"][0],
             json!({"spec": {"site_name": "beta", "app_name": "echo",
-                "local_socket": "tcp:127.0.0.1:6000", "app_socket": "", "max_connections": null},
+                "local_socket": "tcp:127.0.0.1:6000", "app_socket": "", "max_connections": null,
+                "bandwidth_limit": null},
                 "listener_state": "open", "listen_addr": "127.0.0.1:6000",
                 "listener_error": "", "live": false})
         );
         assert_eq!(out["remote"][1]["spec"]["max_connections"], 4);
+        assert_eq!(out["remote"][1]["spec"]["bandwidth_limit"], "100Mbit/s");
         assert_eq!(out["remote"][1]["listener_state"], "failed");
         assert_eq!(out["remote"][1]["listener_error"], "permission denied");
     }
@@ -942,7 +957,7 @@ mod tests {
                 "kind": "listener_opened",
                 "listener_opened": {"site_name": "beta", "app_name": "echo",
                     "local_socket": "tcp:127.0.0.1:6000", "app_socket": "",
-                    "max_connections": null}}})
+                    "max_connections": null, "bandwidth_limit": null}}})
         );
         let down = Event::from(&fx::event(
             44,

@@ -322,6 +322,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
             "MODE",
             "TARGET",
             ">MAX-CONN",
+            "LIMIT",
             "ALLOWED-SITES",
             "LIVE",
         ]);
@@ -332,6 +333,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 exposed_mode(&spec).to_owned(),
                 exposed_target(&spec),
                 max_connections(spec.max_connections),
+                bandwidth_limit(&spec.bandwidth_limit),
                 allowed_sites(&spec.allowed_sites),
                 yes_no(a.live).to_owned(),
             ]);
@@ -348,6 +350,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
             "LOCAL",
             "APP-SOCKET",
             ">MAX-CONN",
+            "LIMIT",
             "LISTENER",
             "ADDRESS",
             "LIVE",
@@ -361,6 +364,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 spec.local_socket,
                 spec.app_socket,
                 max_connections(spec.max_connections),
+                bandwidth_limit(&spec.bandwidth_limit),
                 units::cell(units::listener_state(a.listener_state)),
                 a.listen_addr.clone(),
                 yes_no(a.live).to_owned(),
@@ -386,11 +390,23 @@ fn max_connections(n: Option<u32>) -> String {
     n.map_or_else(|| "default".to_owned(), |n| n.to_string())
 }
 
-/// `site/app on local` (and `-> app_socket` for range apps).
+/// A `bandwidthLimit` cell: the rate each way, or `none` when unlimited.
+fn bandwidth_limit(rate: &str) -> String {
+    if rate.is_empty() {
+        "none".to_owned()
+    } else {
+        rate.to_owned()
+    }
+}
+
+/// `site/app on local` (and `-> app_socket` for range apps, the limit when set).
 fn remote_spec(s: &pb::RemoteAppSpec) -> String {
     let mut out = format!("{}/{} on {}", s.site_name, s.app_name, s.local_socket);
     if !s.app_socket.is_empty() {
         let _ = write!(out, " -> {}", s.app_socket);
+    }
+    if !s.bandwidth_limit.is_empty() {
+        let _ = write!(out, " (limited to {} each way)", s.bandwidth_limit);
     }
     out
 }
@@ -399,6 +415,9 @@ fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
     let mut out = format!("{} ({} {}", s.name, exposed_mode(s), exposed_target(s));
     if !s.allowed_sites.is_empty() {
         let _ = write!(out, ", only for {}", s.allowed_sites.join(","));
+    }
+    if !s.bandwidth_limit.is_empty() {
+        let _ = write!(out, ", limited to {} each way", s.bandwidth_limit);
     }
     out.push(')');
     out
@@ -881,14 +900,14 @@ mod tests {
         assert_eq!(
             apps(&fx::apps()),
             "EXPOSED APPS\n\
-             NAME  MODE    TARGET                               MAX-CONN  ALLOWED-SITES  LIVE\n\
-             echo  single  tcp:127.0.0.1:7                       default  all            no\n\
-             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  beta,gamma     yes\n\
+             NAME  MODE    TARGET                               MAX-CONN  LIMIT    ALLOWED-SITES  LIVE\n\
+             echo  single  tcp:127.0.0.1:7                       default  none     all            no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  10MiB/s  beta,gamma     yes\n\
              \n\
              REMOTE APPS\n\
-             SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LISTENER  ADDRESS         LIVE  ERROR\n\
-             beta  echo  tcp:127.0.0.1:6000  -                   default  open      127.0.0.1:6000  no    -\n\
-             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900         4  failed    -               yes   permission denied\n"
+             SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LIMIT      LISTENER  ADDRESS         LIVE  ERROR\n\
+             beta  echo  tcp:127.0.0.1:6000  -                   default  none       open      127.0.0.1:6000  no    -\n\
+             beta  vnc   unix:/run/vnc.sock  tcp:10.0.2.9:5900         4  100Mbit/s  failed    -               yes   permission denied\n"
         );
         assert_eq!(
             apps(&pb::ListAppsResponse::default()),
@@ -904,7 +923,7 @@ mod tests {
         );
         assert_eq!(
             exposed_removed(&fx::exposed_range()),
-            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma); open connections finish\n"
+            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, limited to 10MiB/s each way); open connections finish\n"
         );
         assert_eq!(
             remote_added(&fx::remote_open()),
@@ -912,7 +931,7 @@ mod tests {
         );
         assert_eq!(
             remote_added(&fx::remote_failed()),
-            "added remote app beta/vnc on unix:/run/vnc.sock -> tcp:10.0.2.9:5900; listener failed: permission denied\n"
+            "added remote app beta/vnc on unix:/run/vnc.sock -> tcp:10.0.2.9:5900 (limited to 100Mbit/s each way); listener failed: permission denied\n"
         );
         let mut waiting = fx::remote_open();
         waiting.listener_state = pb::ListenerState::Waiting as i32;
@@ -922,7 +941,7 @@ mod tests {
         assert_eq!(
             remote_removed(&[fx::remote_open(), fx::remote_failed()]),
             "removed remote app beta/echo on tcp:127.0.0.1:6000\n\
-             removed remote app beta/vnc on unix:/run/vnc.sock -> tcp:10.0.2.9:5900\n"
+             removed remote app beta/vnc on unix:/run/vnc.sock -> tcp:10.0.2.9:5900 (limited to 100Mbit/s each way)\n"
         );
         assert_eq!(remote_removed(&[]), "no remote app removed\n");
     }
@@ -967,7 +986,7 @@ mod tests {
         let spec = fx::exposed_range().spec.unwrap();
         assert!(
             event(&fx::event(47, Kind::ExposedAppRemoved(spec))).contains(
-                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma)"
+                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, limited to 10MiB/s each way)"
             )
         );
         assert_eq!(

@@ -80,6 +80,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
                 },
             ),
             kv(t, "not allowed", m.app_not_allowed(&s.name).to_string()),
+            kv(t, "bandwidthLimit", bandwidth_limit(&s.bandwidth_limit)),
             kv(t, "added live", units::yes_no(a.live).to_owned()),
         ];
     }
@@ -98,6 +99,19 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>, area: Rect) -> Vec<Line<'stati
             units::or_empty(&r.listen_addr).to_owned(),
         ),
         kv(t, "error", units::or_empty(&r.listener_error).to_owned()),
+        kv(t, "bandwidthLimit", bandwidth_limit(&s.bandwidth_limit)),
         kv(t, "added live", units::yes_no(r.live).to_owned()),
     ]
+}
+
+/// The `bandwidthLimit` line: the rate each way (all streams together), or unlimited.
+fn bandwidth_limit(rate: &str) -> String {
+    if rate.is_empty() {
+        "unlimited".to_owned()
+    } else {
+        format!(
+            "{} each way, all streams together",
+            visible_owned(rate.to_owned())
+        )
+    }
 }
