@@ -40,7 +40,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, StoppedError, VarInt, WriteError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -254,10 +254,15 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
             // cut from it, otherwise allocates a fresh one.
             buf.reserve(BUF_SIZE);
         }
-        let n = local
-            .read_buf(&mut buf)
-            .await
-            .map_err(PipeOutcome::LocalFailed)?;
+        let n = match throttle {
+            None => local.read_buf(&mut buf).await,
+            // One burst at most, so it goes out in one turn.
+            Some(t) => {
+                let mut room = (&mut buf).limit(t.burst(Way::Sent));
+                local.read_buf(&mut room).await
+            }
+        }
+        .map_err(PipeOutcome::LocalFailed)?;
         if n == 0 {
             local_eof.store(true, Ordering::Relaxed);
             // Only fails if already finished or reset, neither of which this
@@ -317,19 +322,27 @@ async fn copy_from_remote<W: AsyncWrite + Unpin>(
                         .fetch_add(written, Ordering::Relaxed);
                     continue;
                 };
-                // Batches of up to one burst, each after its turn.
+                // Batches of up to one burst, each written after its turn.
+                // quinn coalesces buffered data, so one chunk can hold
+                // megabytes: it is cut, or it would go out in one burst.
                 let mut batch = &mut chunks[..n];
                 while !batch.is_empty() {
-                    let (len, bytes) = batch_within(batch, t.burst(Way::Received));
-                    t.wait(Way::Received, bytes).await;
-                    let (now, rest) = batch.split_at_mut(len);
-                    let written = write_all_chunks(local, now)
-                        .await
-                        .map_err(PipeOutcome::LocalFailed)?;
+                    let budget = t.burst(Way::Received);
+                    let written = if batch[0].len() > budget {
+                        let mut piece = [batch[0].split_to(budget)];
+                        t.wait(Way::Received, budget).await;
+                        write_all_chunks(local, &mut piece).await
+                    } else {
+                        let (len, bytes) = batch_within(batch, budget);
+                        t.wait(Way::Received, bytes).await;
+                        let (now, rest) = batch.split_at_mut(len);
+                        batch = rest;
+                        write_all_chunks(local, now).await
+                    }
+                    .map_err(PipeOutcome::LocalFailed)?;
                     stats
                         .bytes_from_remote
                         .fetch_add(written, Ordering::Relaxed);
-                    batch = rest;
                 }
             }
             Ok(None) => {
