@@ -91,6 +91,20 @@ fn the_reference_config_loads_without_warnings() {
 }
 
 #[test]
+fn the_reference_config_shows_bandwidth_limits_on_both_app_kinds() {
+    let config = load_file(&root().join("config.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let limit = |l: Option<wovenet_daemon::config::BandwidthLimit>| l.map(|l| l.to_string());
+    assert_eq!(
+        limit(config.exposed_apps[0].bandwidth_limit).as_deref(),
+        Some("10MiB/s")
+    );
+    assert_eq!(
+        limit(config.remote_apps[0].bandwidth_limit).as_deref(),
+        Some("100Mbit/s")
+    );
+}
+
+#[test]
 fn every_valid_fixture_loads() {
     assert_all_load(&yaml_files(&fixtures("valid")));
 }

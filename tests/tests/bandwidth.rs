@@ -1,10 +1,13 @@
 //! `bandwidthLimit` with real daemons: `b` runs the embedded broker and exposes apps, `a`
 //! uses them. Clients and app servers push bytes both ways as fast as they can; the rate
-//! each receiver sees is measured over a few seconds. An exposed app's limit (enforced by
-//! `b`) and a remote app's limit (enforced by `a`, set live with `wovenetctl`) hold within
-//! 10 % in each direction, also shared by four parallel streams; an unlimited app on the
-//! same pair at the same time is not held to the limit; a UDP app's datagrams are paced the
-//! same way. The limit shows in `wovenetctl apps`, the state file and `/metrics`.
+//! each receiver sees is measured over 3 s (after 0.7 s of warm-up). An exposed app's limit
+//! (enforced by `b`) and a remote app's limit (enforced by `a`, set live with `wovenetctl`)
+//! hold within 10 % in each direction, also shared by four parallel streams; an unlimited
+//! app on the same pair at the same time runs at more than 3× the limit (a speed goal is a
+//! benchmark's business; this only shows it is not held back); a UDP app's datagrams are
+//! paced the same way, and the ones that waited too long are counted. The limit shows in
+//! `wovenetctl apps` (table and JSON), the state file and `/metrics`. The sleeps here are
+//! the measurement windows, not waits for a condition.
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,6 +25,10 @@ use wovenet_e2e::*;
 const LIMIT: f64 = (4 << 20) as f64;
 /// Its spelling in configs and on the command line.
 const LIMIT_TEXT: &str = "4MiB/s";
+/// The limit beside an unlimited app: lower, so "not held to the limit" (3×
+/// it) is far below what a debug build moves on a loaded machine.
+const SMALL: f64 = (2 << 20) as f64;
+const SMALL_TEXT: &str = "2MiB/s";
 /// Left out of the measurement: the start of the transfer (connection set-up, the burst).
 const WARMUP: Duration = Duration::from_millis(700);
 /// The measurement: long enough that the 64 KiB burst is under 1 % of it.
@@ -172,12 +179,12 @@ fn mib(rate: f64) -> String {
 }
 
 #[track_caller]
-fn assert_within_10_percent(what: &str, rate: f64, sites: &[&Site]) {
+fn assert_within_10_percent(what: &str, rate: f64, limit: f64, sites: &[&Site]) {
     assert!(
-        (rate - LIMIT).abs() <= LIMIT / 10.0,
+        (rate - limit).abs() <= limit / 10.0,
         "{what}: {} is not within 10 % of the limit {}\n{}",
         mib(rate),
-        mib(LIMIT),
+        mib(limit),
         diag(sites)
     );
 }
@@ -247,7 +254,7 @@ async fn an_exposed_apps_limit_holds_each_way_while_an_unlimited_app_runs_free()
     let port = free_tcp_port();
     let (a, b) = pair(
         json!([
-            exposed("capped", &capped.sock, Some(LIMIT_TEXT)),
+            exposed("capped", &capped.sock, Some(SMALL_TEXT)),
             exposed("free", &free.sock, None)
         ]),
         json!([r_capped, r_free]),
@@ -270,18 +277,18 @@ async fn an_exposed_apps_limit_holds_each_way_while_an_unlimited_app_runs_free()
     .await;
     println!(
         "exposed limit {}: capped up {} down {}; unlimited app meanwhile up {} down {}",
-        mib(LIMIT),
+        mib(SMALL),
         mib(up),
         mib(down),
         mib(free_up),
         mib(free_down)
     );
     drop((c, f));
-    assert_within_10_percent("capped app, client to app", up, &sites);
-    assert_within_10_percent("capped app, app to client", down, &sites);
+    assert_within_10_percent("capped app, client to app", up, SMALL, &sites);
+    assert_within_10_percent("capped app, app to client", down, SMALL, &sites);
     for (way, rate) in [("client to app", free_up), ("app to client", free_down)] {
         assert!(
-            rate > 3.0 * LIMIT,
+            rate > 3.0 * SMALL,
             "the unlimited app ({way}) ran at {}, held near the other app's limit\n{}",
             mib(rate),
             diag(&sites)
@@ -304,7 +311,7 @@ async fn an_exposed_apps_limit_holds_each_way_while_an_unlimited_app_runs_free()
             .unwrap()
             .to_owned()
     };
-    assert_eq!(row("capped"), LIMIT_TEXT, "{table}");
+    assert_eq!(row("capped"), SMALL_TEXT, "{table}");
     assert_eq!(row("free"), "none", "{table}");
     let apps = ctl.json(&["apps"]).await;
     let limit_of = |app: &str| {
@@ -315,7 +322,7 @@ async fn an_exposed_apps_limit_holds_each_way_while_an_unlimited_app_runs_free()
             .find(|e| e["spec"]["name"] == app)
             .map(|e| e["spec"]["bandwidth_limit"].clone())
     };
-    assert_eq!(limit_of("capped"), Some(json!(LIMIT_TEXT)));
+    assert_eq!(limit_of("capped"), Some(json!(SMALL_TEXT)));
     assert_eq!(limit_of("free"), Some(Value::Null));
 
     // /metrics on b: the limit, and time spent waiting each way for the capped app only.
@@ -326,7 +333,7 @@ async fn an_exposed_apps_limit_holds_each_way_while_an_unlimited_app_runs_free()
             &m,
             &format!("wovenet_app_bandwidth_limit_bytes_per_second{{{capped_labels}}}")
         ),
-        Some(LIMIT),
+        Some(SMALL),
         "{m:#?}"
     );
     for way in ["sent", "received"] {
@@ -377,8 +384,8 @@ async fn four_parallel_streams_share_one_limit() {
         mib(s3)
     );
     drop(c);
-    assert_within_10_percent("4 streams, clients to app", up, &sites);
-    assert_within_10_percent("4 streams, app to clients", down, &sites);
+    assert_within_10_percent("4 streams, clients to app", up, LIMIT, &sites);
+    assert_within_10_percent("4 streams, app to clients", down, LIMIT, &sites);
     // Served in turn: no stream is starved by the others.
     for (i, s) in [s0, s1, s2, s3].into_iter().enumerate() {
         assert!(
@@ -480,8 +487,8 @@ async fn a_remote_apps_limit_set_live_holds_each_way_and_is_kept() {
         mib(down)
     );
     drop(c);
-    assert_within_10_percent("remote app, client to app", up, &sites);
-    assert_within_10_percent("remote app, app to client", down, &sites);
+    assert_within_10_percent("remote app, client to app", up, LIMIT, &sites);
+    assert_within_10_percent("remote app, app to client", down, LIMIT, &sites);
     let table = ctl.ok(&["apps"]).await;
     assert!(
         table

@@ -25,12 +25,18 @@
 //! comes first (the far app half-closed while ours still sends), it is passed
 //! on at once: the local peer may need it to finish sending.
 //!
-//! An app with a `bandwidthLimit` passes its [`AppThrottle`]: each chunk
-//! read waits for its turn before it is written on, in either direction, so
-//! the bytes in flight stay bounded (one read per direction) and the far end
-//! or the local peer is slowed by the usual flow control, never by a drop.
-//! A wait is part of the copy: a reset, a failure of the other direction or
-//! shutdown ends it like any other step, with the mapping above.
+//! An app with a `bandwidthLimit` passes its [`AppThrottle`]: data moves in
+//! pieces of at most one turn ([`AppThrottle::piece`]: 20 ms of the rate,
+//! within 256 B and the burst), each waiting for its turn before it is
+//! written on, in either direction. The bytes held stay bounded (one read
+//! per direction), and the far end or the local peer is slowed by the usual
+//! flow control, never by a drop. Shutdown or a failure of the other
+//! direction ends a wait at once (the future is dropped and its turn given
+//! back). Like a write blocked on flow control, a wait does not watch the
+//! stream or the local socket, so a reset from either is seen after the
+//! current piece's turn: keeping pieces short keeps that prompt. (Racing the
+//! wait with quinn's `received_reset`/`stopped` was tried: both leave
+//! per-stream state in the connection when the stream ends another way.)
 //!
 //! Both directions run in the caller's task (no task hop per chunk). This
 //! module must not decide admission or log: it reports a [`PipeOutcome`].
@@ -256,9 +262,9 @@ async fn copy_to_remote<R: AsyncRead + Unpin>(
         }
         let n = match throttle {
             None => local.read_buf(&mut buf).await,
-            // One burst at most, so it goes out in one turn.
+            // One turn's worth at most (see the module docs).
             Some(t) => {
-                let mut room = (&mut buf).limit(t.burst(Way::Sent));
+                let mut room = (&mut buf).limit(t.piece(Way::Sent));
                 local.read_buf(&mut room).await
             }
         }
@@ -311,65 +317,77 @@ async fn copy_from_remote<W: AsyncWrite + Unpin>(
     // once and writing them with one vectored write saves a syscall per packet.
     let mut chunks: [Bytes; CHUNKS_PER_WRITE] = std::array::from_fn(|_| Bytes::new());
     loop {
-        match recv.read_chunks(&mut chunks).await {
-            Ok(Some(n)) => {
-                let Some(t) = throttle else {
-                    let written = write_all_chunks(local, &mut chunks[..n])
-                        .await
-                        .map_err(PipeOutcome::LocalFailed)?;
-                    stats
-                        .bytes_from_remote
-                        .fetch_add(written, Ordering::Relaxed);
-                    continue;
-                };
-                // Batches of up to one burst, each written after its turn.
-                // quinn coalesces buffered data, so one chunk can hold
-                // megabytes: it is cut, or it would go out in one burst.
-                let mut batch = &mut chunks[..n];
-                while !batch.is_empty() {
-                    let budget = t.burst(Way::Received);
-                    let written = if batch[0].len() > budget {
-                        let mut piece = [batch[0].split_to(budget)];
-                        t.wait(Way::Received, budget).await;
-                        write_all_chunks(local, &mut piece).await
-                    } else {
-                        let (len, bytes) = batch_within(batch, budget);
-                        t.wait(Way::Received, bytes).await;
-                        let (now, rest) = batch.split_at_mut(len);
-                        batch = rest;
-                        write_all_chunks(local, now).await
-                    }
+        let read = match throttle {
+            None => recv
+                .read_chunks(&mut chunks)
+                .await
+                .map(|r| r.map(|n| (n, false))),
+            Some(t) => read_turn(recv, &mut chunks, t.piece(Way::Received)).await,
+        };
+        let finished = match read {
+            Ok(Some((n, finished))) => {
+                if let Some(t) = throttle {
+                    let bytes = chunks[..n].iter().map(Bytes::len).sum();
+                    t.wait(Way::Received, bytes).await;
+                }
+                let written = write_all_chunks(local, &mut chunks[..n])
+                    .await
                     .map_err(PipeOutcome::LocalFailed)?;
-                    stats
-                        .bytes_from_remote
-                        .fetch_add(written, Ordering::Relaxed);
-                }
+                stats
+                    .bytes_from_remote
+                    .fetch_add(written, Ordering::Relaxed);
+                finished
             }
-            Ok(None) => {
-                if local_eof.load(Ordering::Relaxed) {
-                    return Ok(false);
-                }
-                local.shutdown().await.map_err(PipeOutcome::LocalFailed)?;
-                return Ok(true);
-            }
+            Ok(None) => true,
             Err(ReadError::Reset(c)) => return Err(PipeOutcome::PeerReset(c)),
             Err(ReadError::ConnectionLost(e)) => return Err(PipeOutcome::ConnectionLost(e)),
             Err(other) => return Err(PipeOutcome::StreamFailed(other.to_string())),
+        };
+        if finished {
+            if local_eof.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            local.shutdown().await.map_err(PipeOutcome::LocalFailed)?;
+            return Ok(true);
         }
     }
 }
 
-/// How many leading `chunks` (at least one) fit in `budget` bytes, and
-/// their byte count.
-fn batch_within(chunks: &[Bytes], budget: usize) -> (usize, usize) {
-    let mut bytes = 0;
-    for (i, c) in chunks.iter().enumerate() {
-        if i > 0 && bytes + c.len() > budget {
-            return (i, bytes);
-        }
-        bytes += c.len();
+/// Reads at most `budget` bytes (one turn of a throttled stream) into
+/// `chunks`: waits for the first chunk, then takes what is already there.
+/// `None` at the stream's end; otherwise the number of chunks and whether
+/// the end came right after them.
+///
+/// Bounded reads matter: quinn merges data that waited in its buffer into
+/// chunks of megabytes, which would otherwise be held (and sent on) whole,
+/// and a stream reset by the peer is only seen by the next read.
+async fn read_turn(
+    recv: &mut RecvStream,
+    chunks: &mut [Bytes],
+    budget: usize,
+) -> Result<Option<(usize, bool)>, ReadError> {
+    let Some(first) = recv.read_chunk(budget, true).await? else {
+        return Ok(None);
+    };
+    let mut bytes = first.bytes.len();
+    chunks[0] = first.bytes;
+    let mut n = 1;
+    while n < chunks.len() && bytes < budget {
+        // Only what is there already: a pending read is dropped (quinn's
+        // reads are cancel-safe) rather than waited for.
+        let next = tokio::select! {
+            biased;
+            r = recv.read_chunk(budget - bytes, true) => r?,
+            () = std::future::ready(()) => break,
+        };
+        let Some(chunk) = next else {
+            return Ok(Some((n, true)));
+        };
+        bytes += chunk.bytes.len();
+        chunks[n] = chunk.bytes;
+        n += 1;
     }
-    (chunks.len(), bytes)
+    Ok(Some((n, false)))
 }
 
 /// Writes every byte of `chunks` in order with vectored writes; returns the

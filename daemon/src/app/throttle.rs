@@ -33,6 +33,12 @@ use crate::config::{AppName, AppSocket, BandwidthLimit, RemoteApp, SiteName};
 use crate::view::{StreamDirection, ThrottleStats};
 use bucket::{Bucket, Reservation};
 
+/// The time of traffic one piece of a copy is worth ([`AppThrottle::piece`]).
+pub const PIECE_TIME: Duration = Duration::from_millis(20);
+
+/// The smallest piece, so a slow app is not copied a few bytes at a time.
+pub const MIN_PIECE: u64 = 256;
+
 /// Which way bytes go, seen from this site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
@@ -86,11 +92,19 @@ impl AppThrottle {
         self.lock().as_ref().map(|b| b[0].rate())
     }
 
-    /// The most bytes one wait grants at once (`usize::MAX` when unlimited):
-    /// callers that can split their data do so along it.
-    pub fn burst(&self, way: Way) -> usize {
+    /// How many bytes a copy should move per wait (`usize::MAX` when
+    /// unlimited): [`PIECE_TIME`] of the rate, at least [`MIN_PIECE`], at
+    /// most the burst. Short turns keep a stream responsive while it waits
+    /// (it notices a reset only between turns) and keep the app's traffic
+    /// smooth; at high rates a piece is the burst, so waits stay few.
+    pub fn piece(&self, way: Way) -> usize {
         self.lock().as_ref().map_or(usize::MAX, |b| {
-            usize::try_from(b[way as usize].burst()).unwrap_or(usize::MAX)
+            let b = &b[way as usize];
+            let time = u128::from(b.rate()) * PIECE_TIME.as_nanos() / 1_000_000_000;
+            let piece = u64::try_from(time)
+                .unwrap_or(u64::MAX)
+                .clamp(MIN_PIECE, b.burst().max(MIN_PIECE));
+            usize::try_from(piece).unwrap_or(usize::MAX)
         })
     }
 
@@ -340,6 +354,23 @@ mod tests {
         // And back.
         assert!(t.get(key("web"), limit("1MiB/s")).is_some());
         assert_eq!(running.limit(), Some(1 << 20));
+    }
+
+    #[test]
+    fn pieces_are_20_ms_of_the_rate_within_256_bytes_and_the_burst() {
+        let t = Throttles::new();
+        let piece = |l: &str| {
+            let th = t.get(key(l), limit(l)).expect("limited");
+            (th.piece(Way::Sent), th.piece(Way::Received))
+        };
+        assert_eq!(piece("1kB/s"), (256, 256));
+        assert_eq!(piece("1MB/s"), (20_000, 20_000));
+        assert_eq!(piece("4MiB/s"), (64 * 1024, 64 * 1024));
+        // Above 6.4 MB/s the burst is 10 ms of the rate.
+        assert_eq!(piece("1GB/s"), (10_000_000, 10_000_000));
+        let unlimited = t.get(key("x"), limit("1MB/s")).expect("limited");
+        t.get(key("x"), None);
+        assert_eq!(unlimited.piece(Way::Sent), usize::MAX);
     }
 
     #[tokio::test(start_paused = true)]
