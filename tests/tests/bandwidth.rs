@@ -68,7 +68,8 @@ async fn flood(mut w: impl AsyncWrite + Unpin, stop: Arc<AtomicBool>) {
 struct FloodServer {
     sock: Sock,
     upload: Meter,
-    tasks: JoinSet<()>,
+    /// Its accept loop and connections, aborted when it drops.
+    _tasks: JoinSet<()>,
 }
 
 impl FloodServer {
@@ -89,7 +90,7 @@ impl FloodServer {
         Self {
             sock,
             upload,
-            tasks,
+            _tasks: tasks,
         }
     }
 }
@@ -148,7 +149,7 @@ async fn wait_flowing(local: &Sock, sites: &[&Site]) {
             Err(_) => Err("no byte within 2s".to_owned()),
         }
     };
-    if let Err(e) = wait::retry(WAIT, probe).await {
+    if let Err(e) = retry(WAIT, probe).await {
         panic!(
             "no bytes through {local} within {WAIT:?} ({} attempts, last: {})\n{}",
             e.attempts,

@@ -271,7 +271,6 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 protocol: protocol.as_str().to_owned(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
                 bandwidth_limit: limit_text(a.bandwidth_limit),
-                ..Self::default()
             },
         }
     }
