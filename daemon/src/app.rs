@@ -14,9 +14,11 @@
 //! [`StreamOpener`] (client side) and gives every stream a peer opened to a
 //! [`StreamServer`] (exposed side, implemented by [`ExposedServer`]).
 
+pub mod dialect;
 pub mod exposed;
 pub mod pipe;
 pub mod preamble;
+pub mod proxy_header;
 pub mod remote;
 pub mod streams;
 pub mod udp;

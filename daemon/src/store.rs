@@ -118,6 +118,9 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
                 .collect::<Vec<_>>()
         );
     }
+    if let Some(p) = app.proxy_protocol {
+        v["proxyProtocol"] = json!(p.as_str());
+    }
     v
 }
 
@@ -349,6 +352,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            proxy_protocol: None,
         }
     }
 
@@ -361,6 +365,7 @@ mod tests {
                 max_connections: None,
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: Some(std::time::Duration::from_secs(7)),
+                proxy_protocol: None,
             },
             ExposedApp {
                 name: AppName::new("lan").unwrap(),
@@ -372,6 +377,7 @@ mod tests {
                 max_connections: Some(3),
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: None,
+                proxy_protocol: None,
             },
         ];
         for app in exposed {

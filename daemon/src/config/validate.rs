@@ -31,7 +31,7 @@ use super::{
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
-use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol};
+use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol, ProxyProtocol};
 use crate::identity::Fingerprint;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
@@ -1623,6 +1623,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
     let allowed_sites = allowed_sites(raw.allowed_sites.as_deref(), &at("allowedSites"), r);
     let is_udp = target.as_ref().map(|t| t.protocol() == Protocol::Udp);
     let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), is_udp, r);
+    let proxy_protocol = proxy_protocol(&raw.proxy_protocol, at("proxyProtocol"), is_udp, r);
 
     if r.errors.len() > start {
         return None;
@@ -1633,7 +1634,43 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         max_connections,
         allowed_sites,
         udp_idle_timeout,
+        proxy_protocol,
     })
+}
+
+/// An optional `proxyProtocol` at `path`: `v1` or `v2` (any case). A UDP
+/// app cannot take one: the PROXY protocol frames a byte stream, and for
+/// datagram flows no receiver agrees on where the header would go (version 1
+/// has no datagram form at all), so it is refused rather than guessed.
+fn proxy_protocol(
+    raw: &Option<Scalar>,
+    path: String,
+    udp: Option<bool>,
+    r: &mut Report,
+) -> Option<ProxyProtocol> {
+    let s = given(raw)?;
+    let version = if s.eq_ignore_ascii_case("v1") {
+        ProxyProtocol::V1
+    } else if s.eq_ignore_ascii_case("v2") {
+        ProxyProtocol::V2
+    } else {
+        r.err(
+            path,
+            format!("'{s}' is not a PROXY protocol version, expected 'v1' or 'v2'"),
+        );
+        return None;
+    };
+    if udp == Some(true) {
+        r.err(
+            path,
+            format!(
+                "'{s}' cannot be used with a udp app: the PROXY protocol header is sent on \
+                 byte streams (tcp and unix app sockets) only"
+            ),
+        );
+        return None;
+    }
+    Some(version)
 }
 
 /// `allowedSites`: each entry a valid site name, listed once, at most
