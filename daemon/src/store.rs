@@ -396,6 +396,26 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_round_trips_through_the_json_form() {
+        for (version, text) in [
+            (crate::config::ProxyProtocol::V1, "v1"),
+            (crate::config::ProxyProtocol::V2, "v2"),
+        ] {
+            let mut web = app("web", 8080);
+            web.proxy_protocol = Some(version);
+            let json = exposed_json(&web);
+            assert_eq!(json["proxyProtocol"], text);
+            assert_eq!(parse_exposed(&json, "x").unwrap(), web);
+        }
+        // Off: the key is left out, as in a config file that never set it.
+        assert!(
+            exposed_json(&app("web", 8080))
+                .get("proxyProtocol")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn saved_state_round_trips_and_reapplies_over_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::beside(&dir.path().join("config.yaml"));

@@ -679,6 +679,48 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_crosses_the_api_in_config_terms() {
+        let raw = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "web".into(),
+            app_socket: "tcp:127.0.0.1:80".into(),
+            proxy_protocol: "v2".into(),
+            ..Default::default()
+        });
+        let app = validate::exposed_app(&raw, "").expect("valid");
+        assert_eq!(app.proxy_protocol, Some(ProxyProtocol::V2));
+        let spec = v1::ExposedAppSpec::from(&app);
+        assert_eq!(spec.proxy_protocol, "v2");
+        assert_eq!(
+            validate::exposed_app(&raw::ExposedApp::from(spec), "").expect("again"),
+            app
+        );
+        // Empty means off, both ways.
+        let off = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "web".into(),
+            app_socket: "tcp:127.0.0.1:80".into(),
+            ..Default::default()
+        });
+        assert_eq!(off.proxy_protocol, None);
+        let app = validate::exposed_app(&off, "").expect("valid");
+        assert_eq!(v1::ExposedAppSpec::from(&app).proxy_protocol, "");
+        // The API reports the config's message for a bad value.
+        let bad = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "dns".into(),
+            app_socket: "udp:127.0.0.1:53".into(),
+            proxy_protocol: "v1".into(),
+            ..Default::default()
+        });
+        let errs = validate::exposed_app(&bad, "").expect_err("udp");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("proxyProtocol: 'v1' cannot be used with a udp app"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
     fn empty_spec_fields_mean_not_set() {
         let raw = raw::ExposedApp::from(v1::ExposedAppSpec {
             name: "x".into(),

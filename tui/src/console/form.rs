@@ -147,6 +147,8 @@ impl Form {
                     // Not in the form yet: tcp ranges, the default idle timeout.
                     protocol: String::new(),
                     udp_idle_timeout: None,
+                    // Not in the form yet: no PROXY protocol header.
+                    proxy_protocol: String::new(),
                 })
             }
             Kind::Remote => {
