@@ -36,8 +36,11 @@ fn haproxy_available() -> Option<PathBuf> {
 
 /// `Some(path)` to go on; `None` to skip (after a message); panics when required.
 fn require_haproxy() -> Option<PathBuf> {
-    let found = haproxy_available();
     let required = std::env::var(REQUIRE_HAPROXY_ENV).is_ok_and(|v| v == "1");
+    decide(haproxy_available(), required)
+}
+
+fn decide(found: Option<PathBuf>, required: bool) -> Option<PathBuf> {
     match (found, required) {
         (Some(p), _) => Some(p),
         (None, true) => panic!(
@@ -51,6 +54,19 @@ fn require_haproxy() -> Option<PathBuf> {
             None
         }
     }
+}
+
+#[test]
+fn a_missing_haproxy_skips_unless_required() {
+    assert_eq!(decide(None, false), None);
+    let p = PathBuf::from("/usr/sbin/haproxy");
+    assert_eq!(decide(Some(p.clone()), true), Some(p));
+}
+
+#[test]
+#[should_panic(expected = "WOVENET_REQUIRE_HAPROXY=1")]
+fn a_missing_haproxy_fails_when_required() {
+    decide(None, true);
 }
 
 /// A running haproxy: one `accept-proxy` HTTP frontend on 127.0.0.1 that answers every request
