@@ -134,7 +134,7 @@ impl Form {
         match self.kind {
             Kind::Exposed => {
                 let [name, mode, app_socket, ports, addrs, allowed] = &self.exposed;
-                Request::AddExposed(pb::ExposedAppSpec {
+                Request::AddExposed(Box::new(pb::ExposedAppSpec {
                     name: name.trim().to_owned(),
                     mode: mode.trim().to_owned(),
                     app_socket: app_socket.trim().to_owned(),
@@ -149,7 +149,7 @@ impl Form {
                     udp_idle_timeout: None,
                     // Not in the form yet: no PROXY protocol header.
                     proxy_protocol: String::new(),
-                })
+                }))
             }
             Kind::Remote => {
                 let [site, app, local, app_socket] = &self.remote;
@@ -170,8 +170,8 @@ impl Form {
 /// An RPC the console asks the loop to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// `AddExposedApp`.
-    AddExposed(pb::ExposedAppSpec),
+    /// `AddExposedApp` (boxed: the spec is by far the largest request).
+    AddExposed(Box<pb::ExposedAppSpec>),
     /// `AddRemoteApp`.
     AddRemote(pb::RemoteAppSpec),
     /// `RemoveExposedApp`.
