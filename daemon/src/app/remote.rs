@@ -513,10 +513,8 @@ async fn handshake<O: StreamOpener>(
         }) => {
             client.dialect().refused(std::time::Instant::now());
             Counters::bump(&client.counters.preamble_downgrades);
-            info!(
-                peer.site = %client.app.site,
-                "far site does not take client addresses (an older build): asking without"
-            );
+            // The span names the site; at most once per app per recheck period.
+            info!("far site does not take client addresses (an older build): asking without");
             request.client = None;
             attempt(client, &request).await
         }
