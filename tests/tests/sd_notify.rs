@@ -135,3 +135,84 @@ async fn a_missing_notify_socket_does_not_stop_the_daemon() {
     );
     site.stop().await;
 }
+
+/// `[Service]` settings of the example unit, each key with every value it is given.
+fn unit_settings() -> Vec<(String, String)> {
+    let path = binary::workspace_root().join("examples/systemd/wovenetd@.service");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+        } else if section == "[Service]" && !line.starts_with('#') {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no [Service] settings in {}", path.display());
+    out
+}
+
+fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    settings
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// The unit and the daemon must agree on where things are: `wovenetctl --site NAME` finds
+/// `/run/wovenet/NAME.sock` only if the unit's runtime directory is the clients' system
+/// directory, and the state file must sit in the unit's writable state directory.
+#[test]
+fn the_systemd_unit_agrees_with_the_daemon_and_its_clients() {
+    use wovenet_proto::paths;
+    let s = unit_settings();
+    assert_eq!(setting(&s, "Type"), ["notify"]);
+    assert_eq!(
+        setting(&s, "ExecStart"),
+        ["/usr/local/bin/wovenetd run --config /etc/wovenet/%i.yaml"]
+    );
+    assert_eq!(setting(&s, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    let runtime = setting(&s, "RuntimeDirectory");
+    assert_eq!(runtime, ["wovenet"]);
+    assert_eq!(format!("/run/{}", runtime[0]), paths::SYSTEM_SOCKET_DIR);
+    let state = setting(&s, "StateDirectory");
+    assert_eq!(state, ["wovenet"]);
+    let env = setting(&s, "Environment");
+    assert!(
+        env.contains(&format!(
+            "{}={}/%i{}",
+            paths::ENV_SOCKET,
+            paths::SYSTEM_SOCKET_DIR,
+            paths::SOCKET_SUFFIX
+        )
+        .as_str()),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&format!("WOVENET_STATE=/var/lib/{}/%i.state.json", state[0]).as_str()),
+        "{env:?}"
+    );
+    // 64 is wovenetd's exit code for a bad configuration.
+    assert_eq!(setting(&s, "RestartPreventExitStatus"), ["64"]);
+    assert_eq!(
+        setting(&s, "RestrictAddressFamilies"),
+        ["AF_UNIX AF_INET AF_INET6"]
+    );
+    assert_eq!(setting(&s, "CapabilityBoundingSet"), [""]);
+    let user = setting(&s, "User");
+    assert_eq!(user, ["wovenet"]);
+    let sysusers = std::fs::read_to_string(
+        binary::workspace_root().join("examples/systemd/wovenet.conf"),
+    )
+    .unwrap();
+    assert!(
+        sysusers
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["u", user[0]])),
+        "{sysusers}"
+    );
+}
