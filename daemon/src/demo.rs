@@ -212,24 +212,56 @@ fn serve_control(control: Control, site: &Running) {
     );
 }
 
-/// The shell command that attaches client `program` to `socket`: the bare name
-/// when `PATH` finds the copy installed beside this `wovenetd`, else that
-/// copy's full path, else the bare name (`cargo install` puts it on `PATH`).
-fn attach_command(program: &str, socket: &Path, tail: &[&str]) -> String {
-    let sibling = std::env::current_exe()
+/// Where a client program was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// `PATH` finds it (the copy beside this `wovenetd`, if there is one).
+    OnPath,
+    /// Beside this `wovenetd` (say `target/release/`) but not on `PATH`.
+    Beside(PathBuf),
+    /// Neither: this `wovenetd` was built alone (`cargo run -p wovenet-daemon`).
+    Nowhere,
+}
+
+/// Looks for client `program` beside this executable and on `PATH`.
+fn find(program: &str) -> Found {
+    let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.join(program)))
         .filter(|p| p.is_file());
     let on_path = std::env::var_os("PATH").and_then(|path| find_on_path(&path, program));
-    let program = match sibling {
-        Some(s) if on_path.as_ref().is_none_or(|p| !same_file(p, &s)) => {
-            s.display().to_string()
+    match (beside, on_path) {
+        (Some(b), Some(p)) if !same_file(&b, &p) => Found::Beside(b),
+        (Some(b), None) => Found::Beside(b),
+        (_, Some(_)) => Found::OnPath,
+        (None, None) => Found::Nowhere,
+    }
+}
+
+/// The words that start client `program`: its name, its path, or, when it was
+/// never built, `cargo run` from the clone (in the profile this `wovenetd` has).
+fn launcher(program: &str, found: &Found, release: bool) -> Vec<String> {
+    match found {
+        Found::OnPath => vec![program.to_owned()],
+        Found::Beside(path) => vec![path.display().to_string()],
+        Found::Nowhere => {
+            let mut words = vec!["cargo", "run"];
+            if release {
+                words.push("--release");
+            }
+            words.extend(["-p", "wovenet-tui", "--bin", program, "--"]);
+            words.into_iter().map(str::to_owned).collect()
         }
-        _ => program.to_owned(),
-    };
-    let mut words = vec![quote(&program), "--socket".to_owned(), quote(&socket.display().to_string())];
-    words.extend(tail.iter().map(|w| quote(w)));
-    words.join(" ")
+    }
+}
+
+/// The shell command that attaches client `program` to `socket`, then `tail`.
+fn attach_command(program: &str, socket: &Path, tail: &[&str]) -> String {
+    let release = !cfg!(debug_assertions);
+    let mut words = launcher(program, &find(program), release);
+    words.extend(["--socket".to_owned(), socket.display().to_string()]);
+    words.extend(tail.iter().map(|w| (*w).to_owned()));
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }
 
 fn find_on_path(path: &OsStr, program: &str) -> Option<PathBuf> {
@@ -309,5 +341,36 @@ async fn serve_hello(listener: TcpListener, cancel: CancellationToken) {
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_started_by_name_by_path_or_through_cargo() {
+        assert_eq!(launcher("wovenetctl", &Found::OnPath, true), ["wovenetctl"]);
+        let beside = Found::Beside(PathBuf::from("/clone/target/release/wovenet-tui"));
+        assert_eq!(
+            launcher("wovenet-tui", &beside, true),
+            ["/clone/target/release/wovenet-tui"]
+        );
+        assert_eq!(
+            launcher("wovenet-tui", &Found::Nowhere, true).join(" "),
+            "cargo run --release -p wovenet-tui --bin wovenet-tui --"
+        );
+        assert_eq!(
+            launcher("wovenetctl", &Found::Nowhere, false).join(" "),
+            "cargo run -p wovenet-tui --bin wovenetctl --"
+        );
+    }
+
+    #[test]
+    fn the_printed_command_survives_a_shell() {
+        let line = attach_command("wovenetctl", Path::new("/tmp/a b/$x.sock"), &["apps"]);
+        let words = shlex::split(&line).expect("shell words");
+        let n = words.len();
+        assert_eq!(words[n - 3..], ["--socket", "/tmp/a b/$x.sock", "apps"], "{line}");
     }
 }
