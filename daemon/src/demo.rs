@@ -371,6 +371,10 @@ mod tests {
         let line = attach_command("wovenetctl", Path::new("/tmp/a b/$x.sock"), &["apps"]);
         let words = shlex::split(&line).expect("shell words");
         let n = words.len();
-        assert_eq!(words[n - 3..], ["--socket", "/tmp/a b/$x.sock", "apps"], "{line}");
+        assert_eq!(
+            words[n - 3..],
+            ["--socket", "/tmp/a b/$x.sock", "apps"],
+            "{line}"
+        );
     }
 }

@@ -103,7 +103,12 @@ async fn demo_prints_commands_that_attach_to_both_sites_and_removes_their_socket
 
     let (tui, ctl) = wait_for("the wovenet-tui and wovenetctl lines", WAIT, diag, || {
         let out = fs::read_to_string(&stdout).unwrap_or_default();
-        async move { Some((attach_line(&out, "wovenet-tui")?, attach_line(&out, "wovenetctl")?)) }
+        async move {
+            Some((
+                attach_line(&out, "wovenet-tui")?,
+                attach_line(&out, "wovenetctl")?,
+            ))
+        }
     })
     .await;
     let dir = ctl.socket.parent().unwrap().to_path_buf();
@@ -163,7 +168,11 @@ async fn demo_prints_commands_that_attach_to_both_sites_and_removes_their_socket
 
     // The demo app, through the client site and the tunnel.
     let page = retry(WAIT, || http_get(port)).await.unwrap_or_else(|e| {
-        panic!("GET http://127.0.0.1:{port}/ failed: {:?}\n{}", e.last, diag())
+        panic!(
+            "GET http://127.0.0.1:{port}/ failed: {:?}\n{}",
+            e.last,
+            diag()
+        )
     });
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(

@@ -100,7 +100,10 @@ async fn stdout_carries_only_json_lines_when_no_file_is_set() {
         .broker(format!("mqtt://{broker}"))
         .embedded_broker(broker)
         .extra("logger", json!({ "level": "debug", "format": "json" }))
-        .extra("control", json!({ "socket": control.display().to_string() }))
+        .extra(
+            "control",
+            json!({ "socket": control.display().to_string() }),
+        )
         .write_config(dir.path());
     let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut site = Process::spawn(
@@ -139,5 +142,9 @@ async fn stdout_carries_only_json_lines_when_no_file_is_set() {
         "logger.level debug is honoured"
     );
     find(&lines, "control socket listening");
-    assert_eq!(fs::read_to_string(&stderr).unwrap(), "", "nothing on stderr");
+    assert_eq!(
+        fs::read_to_string(&stderr).unwrap(),
+        "",
+        "nothing on stderr"
+    );
 }

@@ -28,12 +28,7 @@ async fn next_message(sock: &UnixDatagram, site: &Site) -> String {
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(WAIT, sock.recv(&mut buf))
         .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "no notification within {WAIT:?}\n{}",
-                diag(&[site])
-            )
-        })
+        .unwrap_or_else(|_| panic!("no notification within {WAIT:?}\n{}", diag(&[site])))
         .unwrap();
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
@@ -79,7 +74,11 @@ async fn ready_follows_the_control_socket_stopping_follows_sigterm_and_sighup_is
             .expect("READY=1 within the wait")
             .unwrap();
         let dialled = std::os::unix::net::UnixStream::connect(&control).map(drop);
-        (manager, String::from_utf8(buf[..n].to_vec()).unwrap(), dialled)
+        (
+            manager,
+            String::from_utf8(buf[..n].to_vec()).unwrap(),
+            dialled,
+        )
     });
     site.start().await;
     let (manager, ready, dialled) = watcher.await.unwrap();
@@ -145,13 +144,18 @@ fn unit_settings() -> Vec<(String, String)> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             section = line.to_owned();
-        } else if section == "[Service]" && !line.starts_with('#') {
-            if let Some((k, v)) = line.split_once('=') {
-                out.push((k.to_owned(), v.to_owned()));
-            }
+        } else if section == "[Service]"
+            && !line.starts_with('#')
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.push((k.to_owned(), v.to_owned()));
         }
     }
-    assert!(!out.is_empty(), "no [Service] settings in {}", path.display());
+    assert!(
+        !out.is_empty(),
+        "no [Service] settings in {}",
+        path.display()
+    );
     out
 }
 
@@ -183,13 +187,15 @@ fn the_systemd_unit_agrees_with_the_daemon_and_its_clients() {
     assert_eq!(state, ["wovenet"]);
     let env = setting(&s, "Environment");
     assert!(
-        env.contains(&format!(
-            "{}={}/%i{}",
-            paths::ENV_SOCKET,
-            paths::SYSTEM_SOCKET_DIR,
-            paths::SOCKET_SUFFIX
-        )
-        .as_str()),
+        env.contains(
+            &format!(
+                "{}={}/%i{}",
+                paths::ENV_SOCKET,
+                paths::SYSTEM_SOCKET_DIR,
+                paths::SOCKET_SUFFIX
+            )
+            .as_str()
+        ),
         "{env:?}"
     );
     assert!(
@@ -205,10 +211,9 @@ fn the_systemd_unit_agrees_with_the_daemon_and_its_clients() {
     assert_eq!(setting(&s, "CapabilityBoundingSet"), [""]);
     let user = setting(&s, "User");
     assert_eq!(user, ["wovenet"]);
-    let sysusers = std::fs::read_to_string(
-        binary::workspace_root().join("examples/systemd/wovenet.conf"),
-    )
-    .unwrap();
+    let sysusers =
+        std::fs::read_to_string(binary::workspace_root().join("examples/systemd/wovenet.conf"))
+            .unwrap();
     assert!(
         sysusers
             .lines()

@@ -354,8 +354,8 @@ mod tests {
             "a missing site socket is named in the user's directory"
         );
         assert_eq!(
-            resolve_in(None, None, env.clone(), &dirs).unwrap(),
-            env.unwrap()
+            resolve_in(None, None, env, &dirs).unwrap(),
+            Path::new("/e.sock")
         );
     }
 
@@ -378,7 +378,10 @@ mod tests {
         let mine = touch(&user.join("office.sock"));
         assert_eq!(resolve_in(None, Some("office"), None, &dirs).unwrap(), mine);
         let err = resolve_in(None, None, None, &dirs).unwrap_err().to_string();
-        assert!(err.contains("several sites run here (office, office)"), "{err}");
+        assert!(
+            err.contains("several sites run here (office, office)"),
+            "{err}"
+        );
     }
 
     #[test]

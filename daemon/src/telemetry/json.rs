@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(line["bytes"], 12);
         assert_eq!(line["ok"], true);
         let ts = line["timestamp"].as_str().unwrap();
-        assert!(ts.len() > 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+        assert!(
+            ts.len() > 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
     }
 
     /// tracing-subscriber's own `json()` left `spans` empty for events with an explicit
