@@ -184,13 +184,19 @@ pub struct SiteSpec {
     pub topic: String,
     /// The broker.
     pub broker: Broker,
-    /// QUIC sockets others dial, one dataChannel each: (public address, listen address).
+    /// Sockets others dial, one dataChannel each: (public address, listen address).
     /// Empty: dial only.
     pub sockets: Vec<(IpAddr, SocketAddr)>,
+    /// The `transportProtocol` of those sockets.
+    pub transport: ChannelTransport,
     /// `localExposedApps`: (name, TCP address).
     pub exposed: Vec<(String, SocketAddr)>,
     /// `remoteApps`: (site, app, local TCP address).
     pub remotes: Vec<(String, String, SocketAddr)>,
+    /// UDP `localExposedApps`: (name, UDP address).
+    pub udp_exposed: Vec<(String, SocketAddr)>,
+    /// UDP `remoteApps`: (site, app, local UDP address).
+    pub udp_remotes: Vec<(String, String, SocketAddr)>,
     /// `tunnel.congestionControl`.
     pub congestion: Option<String>,
     /// `logger.level`.
@@ -225,8 +231,11 @@ impl SiteSpec {
             topic: topic.into(),
             broker,
             sockets: vec![],
+            transport: ChannelTransport::Quic,
             exposed: vec![],
             remotes: vec![],
+            udp_exposed: vec![],
+            udp_remotes: vec![],
             congestion: None,
             log_level: "info".into(),
             metrics: None,
@@ -251,7 +260,7 @@ impl SiteSpec {
             .map(|(public, listen)| {
                 json!({
                     "mode": "dedicated-address",
-                    "transportProtocol": "quic",
+                    "transportProtocol": self.transport.as_str(),
                     "publicAddress": public.to_string(),
                     "listenAddress": listen.ip().to_string(),
                     "listenPort": listen.port(),
@@ -293,21 +302,29 @@ impl SiteSpec {
             "tunnel": tunnel,
             "control": { "socket": dir.join(CONTROL_SOCKET).display().to_string() },
         });
-        if !self.exposed.is_empty() {
-            doc["localExposedApps"] = self
-                .exposed
-                .iter()
-                .map(|(app, addr)| json!({ "appName": app, "appSocket": format!("tcp:{addr}") }))
-                .collect();
-        }
-        if !self.remotes.is_empty() {
-            doc["remoteApps"] = self
-                .remotes
-                .iter()
+        let exposed = |proto: &str, apps: &[(String, SocketAddr)]| -> Vec<Value> {
+            apps.iter()
+                .map(
+                    |(app, addr)| json!({ "appName": app, "appSocket": format!("{proto}:{addr}") }),
+                )
+                .collect()
+        };
+        let remotes = |proto: &str, apps: &[(String, String, SocketAddr)]| -> Vec<Value> {
+            apps.iter()
                 .map(|(site, app, local)| {
-                    json!({ "siteName": site, "appName": app, "localSocket": format!("tcp:{local}") })
+                    json!({ "siteName": site, "appName": app, "localSocket": format!("{proto}:{local}") })
                 })
-                .collect();
+                .collect()
+        };
+        let mut apps = exposed("tcp", &self.exposed);
+        apps.extend(exposed("udp", &self.udp_exposed));
+        if !apps.is_empty() {
+            doc["localExposedApps"] = Value::Array(apps);
+        }
+        let mut apps = remotes("tcp", &self.remotes);
+        apps.extend(remotes("udp", &self.udp_remotes));
+        if !apps.is_empty() {
+            doc["remoteApps"] = Value::Array(apps);
         }
         if let Some(addr) = self.metrics {
             doc["metrics"] = json!({ "listen": addr.to_string() });
@@ -536,6 +553,34 @@ pub struct TunnelOpts {
     /// Serve site a's `GET /metrics` ([`Tunnel::metrics`]), e.g. to see how streams spread
     /// over the channels.
     pub metrics: bool,
+    /// What site b's sockets carry: QUIC over UDP, or QUIC framed over TCP.
+    pub transport: ChannelTransport,
+    /// A UDP app (as seen from `b`) to forward too, as [`UDP_APP_NAME`] (loopback only):
+    /// [`Tunnel::udp_entry`].
+    pub udp_app: Option<SocketAddr>,
+}
+
+/// The name of the UDP app of [`TunnelOpts::udp_app`].
+pub const UDP_APP_NAME: &str = "bench-udp";
+
+/// A dataChannel transport (`transportProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelTransport {
+    /// QUIC over UDP.
+    #[default]
+    Quic,
+    /// QUIC packets framed over TCP (the fallback for networks that drop UDP).
+    Tcp,
+}
+
+impl ChannelTransport {
+    /// The config spelling, also the records' `transport` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        }
+    }
 }
 
 /// Two sites forwarding one app: `b` runs the broker, listens for QUIC and exposes the app;
@@ -548,6 +593,7 @@ pub struct Tunnel {
     /// The server side (broker, QUIC listener, exposed app).
     pub b: SiteProcess,
     entry: Target,
+    udp_entry: Option<SocketAddr>,
     quic_ports: Vec<u16>,
     metrics: Option<Target>,
 }
@@ -586,7 +632,12 @@ impl Tunnel {
             Placement::Loopback => (
                 SocketAddr::new(lo, free_tcp_port()?),
                 lo,
-                free_udp_ports(channels)?,
+                match opts.transport {
+                    ChannelTransport::Quic => free_udp_ports(channels)?,
+                    ChannelTransport::Tcp => (0..channels)
+                        .map(|_| free_tcp_port())
+                        .collect::<Result<_, _>>()?,
+                },
                 SocketAddr::new(lo, free_tcp_port()?),
                 SocketAddr::new(lo, free_tcp_port()?),
                 None,
@@ -607,12 +658,26 @@ impl Tunnel {
                 .iter()
                 .map(|&port| (public, SocketAddr::new(public, port)))
                 .collect(),
+            transport: opts.transport,
             exposed: vec![(APP_NAME.into(), app)],
+            udp_exposed: opts
+                .udp_app
+                .map(|u| (UDP_APP_NAME.into(), u))
+                .into_iter()
+                .collect(),
             congestion: opts.congestion.clone(),
             ..SiteSpec::new("bench-b", topic.clone(), Broker::Embedded(broker))
         };
+        let udp_entry = match (opts.udp_app, placement) {
+            (Some(_), Placement::Loopback) => Some(SocketAddr::new(lo, free_udp_port()?)),
+            _ => None,
+        };
         let spec_a = SiteSpec {
             remotes: vec![("bench-b".into(), APP_NAME.into(), entry)],
+            udp_remotes: udp_entry
+                .map(|u| ("bench-b".into(), UDP_APP_NAME.into(), u))
+                .into_iter()
+                .collect(),
             congestion: opts.congestion.clone(),
             metrics: opts.metrics.then_some(metrics),
             ..SiteSpec::new("bench-a", topic, Broker::At(broker))
@@ -627,6 +692,7 @@ impl Tunnel {
             a,
             b,
             entry: in_a(Target::direct(entry)),
+            udp_entry,
             quic_ports,
             metrics: opts.metrics.then(|| in_a(Target::direct(metrics))),
         };
@@ -660,6 +726,11 @@ impl Tunnel {
     /// Where clients connect to reach the app through the tunnel.
     pub fn entry(&self) -> &Target {
         &self.entry
+    }
+
+    /// Where UDP clients send to reach [`TunnelOpts::udp_app`] through the tunnel.
+    pub fn udp_entry(&self) -> Option<SocketAddr> {
+        self.udp_entry
     }
 
     /// The UDP ports of site b's QUIC sockets, one per dataChannel.

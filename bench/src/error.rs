@@ -31,6 +31,9 @@ pub enum BenchError {
     /// rathole (the comparison of `loopback` and `latency`) could not be run.
     #[error("rathole: {0}")]
     Rathole(String),
+    /// The UDP scenario's flows did not work.
+    #[error("udp: {0}")]
+    Udp(String),
     /// The real-NAT rig (`wovenet_e2e::natrig`) is missing a tool or could not be set up.
     #[error("NAT rig: {0}")]
     Rig(String),

@@ -1,7 +1,11 @@
 //! rathole (<https://github.com/rapiz1/rathole>), the reference the issue's targets compare
 //! the tunnel with: finding an installed binary, writing a server and a client config
-//! (noise transport, `Noise_NK_25519_ChaChaPoly_BLAKE2s`, so the traffic is encrypted like
-//! wovenet's QUIC) into a tempdir, running both on loopback in front of the app server.
+//! into a tempdir, running both on loopback in front of the app server. Both of its
+//! encrypted transports ([`Flavor`]) can be used, so the traffic is encrypted like
+//! wovenet's QUIC: `tls` (OpenSSL through native-tls: the fastest here, so the reference
+//! the targets name) and `noise` (`Noise_NK_25519_ChaChaPoly_BLAKE2s`). For `tls` a CA and
+//! a `localhost` certificate are made with rcgen and packed into PKCS#12 (what rathole's
+//! server takes) with the `openssl` command; without it the `tls` comparison is skipped.
 //!
 //! rathole is never a dependency of the project: it is an external binary that is used
 //! when installed (`cargo install rathole`) and reported as skipped otherwise. This module
@@ -30,8 +34,37 @@ pub const RATHOLE_ENV: &str = "WOVENET_RATHOLE";
 pub const NOT_INSTALLED: &str =
     "rathole not installed: cargo install rathole (or set WOVENET_RATHOLE)";
 
-/// The transport the comparison uses, as reported in the records' `transport` parameter.
-pub const TRANSPORT: &str = "noise";
+/// One of rathole's encrypted transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// TLS 1.3 over TCP (OpenSSL).
+    Tls,
+    /// Noise over TCP.
+    Noise,
+}
+
+impl Flavor {
+    /// Both, the reference first.
+    pub const ALL: [Self; 2] = [Self::Tls, Self::Noise];
+
+    /// rathole's name for it, as reported in the records' `transport` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::Noise => "noise",
+        }
+    }
+
+    /// `rathole-tls` / `rathole-noise`, the baseline name in records.
+    pub fn label(self) -> String {
+        format!("rathole-{}", self.as_str())
+    }
+}
+
+/// The password of the PKCS#12 file (the file lives in a private tempdir for one run).
+const PKCS12_PASSWORD: &str = "wovenet-bench";
+/// The name the `tls` client checks in the server's certificate.
+const TLS_HOSTNAME: &str = "localhost";
 
 /// How long rathole may take to forward (it needs well under a second; this only bounds
 /// how long a broken one delays the run).
@@ -52,24 +85,43 @@ pub fn find_rathole() -> Option<PathBuf> {
     )
 }
 
-/// Starts rathole in front of `app` for a comparison in `scenario`. When it is not
-/// installed or does not start, a [`skipped_record`] goes into `report` (the whole error,
-/// with its logs, to stderr) and the scenario goes on without it.
+/// Starts rathole with `flavor` in front of `app` for a comparison in `scenario`. When it
+/// is not installed or does not start, a [`skipped_record`] goes into `report` (the whole
+/// error, with its logs, to stderr) and the scenario goes on without it.
 pub async fn for_comparison(
     scenario: &str,
     app: SocketAddr,
+    flavor: Flavor,
     report: &mut Report,
 ) -> Option<Rathole> {
     let started = match find_rathole() {
         None => Err(NOT_INSTALLED.to_owned()),
-        Some(bin) => Rathole::start(&bin, app, READY).await.map_err(|e| {
+        Some(bin) => Rathole::start(&bin, app, flavor, READY).await.map_err(|e| {
             eprintln!("bench: {e}");
             skip_note(&e)
         }),
     };
     started
-        .map_err(|note| report.push(skipped_record(scenario, note)))
+        .map_err(|note| {
+            report.push(skipped_record(
+                scenario,
+                format!("{}: {note}", flavor.label()),
+            ))
+        })
         .ok()
+}
+
+/// [`for_comparison`] for every [`Flavor`] (those that start).
+pub async fn all_for_comparison(
+    scenario: &str,
+    app: SocketAddr,
+    report: &mut Report,
+) -> Vec<Rathole> {
+    let mut running = Vec::new();
+    for flavor in Flavor::ALL {
+        running.extend(for_comparison(scenario, app, flavor, report).await);
+    }
+    running
 }
 
 /// The one-line note for a comparison that failed with `e`.
@@ -141,6 +193,21 @@ pub fn parse_genkey(output: &str) -> Option<Keypair> {
     })
 }
 
+/// The secrets of one transport.
+#[derive(Debug, Clone)]
+pub enum Secrets {
+    /// The noise keys.
+    Noise(Keypair),
+    /// TLS: the server's PKCS#12 identity (with a fixed password) and the CA the client
+    /// trusts, as files.
+    Tls {
+        /// `[server.transport.tls] pkcs12`.
+        pkcs12: PathBuf,
+        /// `[client.transport.tls] trusted_root`.
+        root: PathBuf,
+    },
+}
+
 /// Everything both configs are made of.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -152,31 +219,55 @@ pub struct Plan {
     pub app: SocketAddr,
     /// The service's shared token.
     pub token: String,
-    /// The noise keys.
-    pub keys: Keypair,
+    /// The transport and its secrets.
+    pub secrets: Secrets,
+}
+
+impl Plan {
+    fn flavor(&self) -> Flavor {
+        match self.secrets {
+            Secrets::Noise(_) => Flavor::Noise,
+            Secrets::Tls { .. } => Flavor::Tls,
+        }
+    }
+}
+
+/// A TOML basic string holding `p` (tempdir paths: no quote or control character, but
+/// escaped all the same).
+fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
 }
 
 /// The server's TOML. `nodelay` is spelled out (it is rathole's default) because the
 /// latency comparison depends on it, as it does for the tunnel.
 pub fn server_toml(plan: &Plan) -> String {
+    let transport = match &plan.secrets {
+        Secrets::Noise(keys) => format!(
+            "[server.transport.noise]\nlocal_private_key = \"{}\"\n",
+            keys.private
+        ),
+        Secrets::Tls { pkcs12, .. } => format!(
+            "[server.transport.tls]\npkcs12 = {}\npkcs12_password = \"{PKCS12_PASSWORD}\"\n",
+            toml_path(pkcs12)
+        ),
+    };
     format!(
         "[server]\n\
          bind_addr = \"{control}\"\n\
          \n\
          [server.transport]\n\
-         type = \"{TRANSPORT}\"\n\
+         type = \"{flavor}\"\n\
          \n\
          [server.transport.tcp]\n\
          nodelay = true\n\
          \n\
-         [server.transport.noise]\n\
-         local_private_key = \"{private}\"\n\
+         {transport}\
          \n\
          [server.services.{SERVICE}]\n\
          token = \"{token}\"\n\
          bind_addr = \"{entry}\"\n",
         control = plan.control,
-        private = plan.keys.private,
+        flavor = plan.flavor().as_str(),
         token = plan.token,
         entry = plan.entry,
     )
@@ -184,25 +275,34 @@ pub fn server_toml(plan: &Plan) -> String {
 
 /// The client's TOML (retries once a second, rathole's shortest interval).
 pub fn client_toml(plan: &Plan) -> String {
+    let transport = match &plan.secrets {
+        Secrets::Noise(keys) => format!(
+            "[client.transport.noise]\nremote_public_key = \"{}\"\n",
+            keys.public
+        ),
+        Secrets::Tls { root, .. } => format!(
+            "[client.transport.tls]\ntrusted_root = {}\nhostname = \"{TLS_HOSTNAME}\"\n",
+            toml_path(root)
+        ),
+    };
     format!(
         "[client]\n\
          remote_addr = \"{control}\"\n\
          retry_interval = 1\n\
          \n\
          [client.transport]\n\
-         type = \"{TRANSPORT}\"\n\
+         type = \"{flavor}\"\n\
          \n\
          [client.transport.tcp]\n\
          nodelay = true\n\
          \n\
-         [client.transport.noise]\n\
-         remote_public_key = \"{public}\"\n\
+         {transport}\
          \n\
          [client.services.{SERVICE}]\n\
          token = \"{token}\"\n\
          local_addr = \"{app}\"\n",
         control = plan.control,
-        public = plan.keys.public,
+        flavor = plan.flavor().as_str(),
         token = plan.token,
         app = plan.app,
     )
@@ -216,6 +316,7 @@ pub struct Rathole {
     /// Started once the server listens.
     client: Option<Child>,
     entry: Target,
+    flavor: Flavor,
     dir: TempDir,
 }
 
@@ -223,25 +324,34 @@ impl Rathole {
     /// Starts rathole (`bin`) forwarding to the app at `app` on loopback and waits until a
     /// connection through it completes an echo exchange (the app server must answer
     /// [`crate::load::ECHO`]), up to `ready`.
-    pub async fn start(bin: &Path, app: SocketAddr, ready: Duration) -> Result<Self, BenchError> {
-        let keys = genkey(bin)?;
+    pub async fn start(
+        bin: &Path,
+        app: SocketAddr,
+        flavor: Flavor,
+        ready: Duration,
+    ) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("wovenet-bench-rathole-")
+            .tempdir()
+            .ctx(|| "creating the rathole tempdir".into())?;
+        let secrets = match flavor {
+            Flavor::Noise => Secrets::Noise(genkey(bin)?),
+            Flavor::Tls => tls_files(dir.path())?,
+        };
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let plan = Plan {
             control: SocketAddr::new(lo, free_tcp_port()?),
             entry: SocketAddr::new(lo, free_tcp_port()?),
             app,
             token: format!("{:032x}", rand::random::<u128>()),
-            keys,
+            secrets,
         };
-        let dir = tempfile::Builder::new()
-            .prefix("wovenet-bench-rathole-")
-            .tempdir()
-            .ctx(|| "creating the rathole tempdir".into())?;
         let server = spawn(bin, dir.path(), "server", &server_toml(&plan))?;
         let mut rathole = Self {
             server,
             client: None,
             entry: Target::direct(plan.entry),
+            flavor,
             dir,
         };
         let start = Instant::now();
@@ -262,6 +372,11 @@ impl Rathole {
     /// Where clients connect to reach the app through rathole.
     pub fn entry(&self) -> &Target {
         &self.entry
+    }
+
+    /// Its transport.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     fn exited(&mut self) -> Option<String> {
@@ -364,6 +479,64 @@ fn genkey(bin: &Path) -> Result<Keypair, BenchError> {
     })
 }
 
+/// A CA and a `localhost` certificate it signed (rcgen), written into `dir` as the CA's PEM
+/// and the server's PKCS#12 file (`openssl pkcs12 -export`).
+fn tls_files(dir: &Path) -> Result<Secrets, BenchError> {
+    let tls_err = |what: &str, e: rcgen::Error| BenchError::Rathole(format!("{what}: {e}"));
+    let mut ca_params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA", e))?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wovenet-bench CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_key = rcgen::KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| tls_err("CA certificate", e))?;
+    let params = rcgen::CertificateParams::new(vec![TLS_HOSTNAME.to_owned()])
+        .map_err(|e| tls_err("server", e))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| tls_err("server key", e))?;
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| tls_err("server certificate", e))?;
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).ctx(|| format!("writing {}", path.display()))?;
+        Ok::<_, BenchError>(path)
+    };
+    let root = write("ca.pem", ca.pem())?;
+    let cert_pem = write("server.pem", cert.pem())?;
+    let key_pem = write("server.key", key.serialize_pem())?;
+    let pkcs12 = dir.join("server.p12");
+    let out = Command::new("openssl")
+        .args(["pkcs12", "-export", "-inkey"])
+        .arg(&key_pem)
+        .arg("-in")
+        .arg(&cert_pem)
+        .arg("-certfile")
+        .arg(&root)
+        .arg("-out")
+        .arg(&pkcs12)
+        .arg("-passout")
+        .arg(format!("pass:{PKCS12_PASSWORD}"))
+        .stdin(Stdio::null())
+        .output()
+        .ctx(|| "running openssl pkcs12 (needed for rathole's tls transport)".into())?;
+    if !out.status.success() {
+        return Err(BenchError::Rathole(format!(
+            "openssl pkcs12 -export failed ({}) {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(Secrets::Tls { pkcs12, root })
+}
+
 /// Writes `<role>.toml` into `dir` and starts `bin --<role>` on it, logging (stdout and
 /// stderr) to `<role>.log`.
 fn spawn(bin: &Path, dir: &Path, role: &str, toml: &str) -> Result<Child, BenchError> {
@@ -412,8 +585,53 @@ mod tests {
             entry: "127.0.0.1:4001".parse().unwrap(),
             app: "127.0.0.1:4002".parse().unwrap(),
             token: "t0k3n".into(),
-            keys: parse_genkey(GENKEY).unwrap(),
+            secrets: Secrets::Noise(parse_genkey(GENKEY).unwrap()),
         }
+    }
+
+    fn tls_plan() -> Plan {
+        Plan {
+            secrets: Secrets::Tls {
+                pkcs12: "/tmp/r/server.p12".into(),
+                root: "/tmp/r/ca.pem".into(),
+            },
+            ..plan()
+        }
+    }
+
+    #[test]
+    fn over_tls_the_server_holds_the_identity_and_the_client_checks_the_ca() {
+        let server = server_toml(&tls_plan());
+        for line in [
+            "[server.transport]\ntype = \"tls\"\n",
+            "[server.transport.tls]\npkcs12 = \"/tmp/r/server.p12\"\npkcs12_password = \"wovenet-bench\"\n",
+            "[server.services.bench]\ntoken = \"t0k3n\"\nbind_addr = \"127.0.0.1:4001\"\n",
+        ] {
+            assert!(server.contains(line), "{line:?} missing from:\n{server}");
+        }
+        assert!(!server.contains("noise"), "{server}");
+        let client = client_toml(&tls_plan());
+        for line in [
+            "[client.transport]\ntype = \"tls\"\n",
+            "[client.transport.tls]\ntrusted_root = \"/tmp/r/ca.pem\"\nhostname = \"localhost\"\n",
+        ] {
+            assert!(client.contains(line), "{line:?} missing from:\n{client}");
+        }
+        assert!(!client.contains("p12"), "{client}");
+    }
+
+    #[test]
+    fn the_tls_files_are_a_ca_and_a_pkcs12_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let Secrets::Tls { pkcs12, root } = tls_files(dir.path()).unwrap() else {
+            panic!("not tls");
+        };
+        assert!(
+            std::fs::read_to_string(root)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(std::fs::metadata(pkcs12).unwrap().len() > 500);
     }
 
     #[test]
@@ -460,7 +678,10 @@ mod tests {
         ] {
             assert!(toml.contains(line), "{line:?} missing from:\n{toml}");
         }
-        assert!(!toml.contains(&plan().keys.private), "{toml}");
+        let Secrets::Noise(keys) = plan().secrets else {
+            panic!("not noise");
+        };
+        assert!(!toml.contains(&keys.private), "{toml}");
         assert!(!toml.contains("[server"), "{toml}");
     }
 

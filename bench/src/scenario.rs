@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::daemon::{Placement, Tunnel};
+use crate::daemon::{ChannelTransport, Placement, Tunnel, TunnelOpts};
 use crate::error::{BenchError, IoContext};
 use crate::load::BenchServer;
 use crate::report::Report;
@@ -18,6 +18,7 @@ pub mod latency;
 pub mod loopback;
 pub mod memory;
 pub mod nat;
+pub mod udp;
 pub mod wan;
 
 /// A scenario the runner can run.
@@ -40,13 +41,17 @@ pub enum Scenario {
     /// Behind NAT: direct vs punched vs relayed tunnels on the real-NAT rig (throughput,
     /// latency, time to first channel).
     Nat,
+    /// UDP apps: datagram round trips and windowed echo throughput through the tunnel
+    /// (over QUIC and over the TCP transport) vs direct, with loss.
+    Udp,
 }
 
 impl Scenario {
     /// Every scenario, in the order a full run does them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Loopback,
         Self::Latency,
+        Self::Udp,
         Self::Connrate,
         Self::Memory,
         Self::Emulator,
@@ -66,6 +71,7 @@ impl Scenario {
             Self::Wan => "wan",
             Self::Channels => "channels",
             Self::Nat => nat::NAME,
+            Self::Udp => "udp",
         }
     }
 
@@ -162,6 +168,7 @@ pub async fn run(scenario: Scenario, env: &Env, report: &mut Report) -> Result<(
         Scenario::Wan => wan::run(env, report).await,
         Scenario::Channels => channels::run(env, report).await,
         Scenario::Nat => nat::run(env, &nat::Opts::for_env(env), report).await,
+        Scenario::Udp => udp::run(env, report).await,
     }
 }
 
@@ -182,6 +189,26 @@ pub async fn loopback_tunnel(env: &Env) -> Result<(BenchServer, Tunnel), BenchEr
     )
     .await?;
     Ok((server, tunnel))
+}
+
+/// A second tunnel to `server`, its channel over `transport` (for the transport rows).
+pub async fn loopback_tunnel_over(
+    env: &Env,
+    server: &BenchServer,
+    transport: ChannelTransport,
+) -> Result<Tunnel, BenchError> {
+    let opts = TunnelOpts {
+        transport,
+        ..TunnelOpts::default()
+    };
+    Tunnel::start_with(
+        &env.wovenetd,
+        server.addr(),
+        &Placement::Loopback,
+        &opts,
+        READY,
+    )
+    .await
 }
 
 /// Bits per second as Mbit/s.

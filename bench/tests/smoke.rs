@@ -1,5 +1,5 @@
 //! The suite's smoke test (what CI runs): the quick loopback throughput scenario against
-//! debug binaries produces a positive figure next to a positive baseline, and the report
+//! debug binaries produces a positive figure for each transport next to a positive baseline, and the report
 //! files are written. Plus, where root is available, the emulator delays and forwards.
 
 use std::time::Duration;
@@ -29,18 +29,26 @@ async fn quick_loopback_throughput_reports_a_positive_figure_next_to_its_baselin
     let mut report = Report::default();
     loopback::run(&env, &opts, &mut report).await.unwrap();
 
-    assert_eq!(report.records.len(), 1, "{:?}", report.records);
-    let r = &report.records[0];
+    // One row per tunnel transport, each next to the direct figure measured just before.
+    let rows: Vec<(&str, &str)> = report
+        .records
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.metric.as_str()))
+        .collect();
     assert_eq!(
-        (r.scenario.as_str(), r.metric.as_str()),
-        ("loopback", "throughput")
+        rows,
+        [("loopback", "throughput"), ("loopback", "tcp_throughput")],
+        "{:?}",
+        report.records
     );
-    assert!(r.value > 0.0, "{r:?}");
-    let base = r.baseline.as_ref().expect("a baseline");
-    assert!(
-        base.value > 0.0 && r.ratio.is_some_and(|x| x > 0.0),
-        "{r:?}"
-    );
+    for r in &report.records {
+        assert!(r.value > 0.0, "{r:?}");
+        let base = r.baseline.as_ref().expect("a baseline");
+        assert!(
+            base.value > 0.0 && r.ratio.is_some_and(|x| x > 0.0),
+            "{r:?}"
+        );
+    }
 
     let dir = tempfile::tempdir().unwrap();
     report.write(dir.path()).unwrap();
@@ -50,7 +58,7 @@ async fn quick_loopback_throughput_reports_a_positive_figure_next_to_its_baselin
     assert_eq!(json["records"][0]["unit"], "Mbit/s");
     let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
     assert!(
-        md.contains("| throughput | direction=upload, streams=1 |"),
+        md.contains("| throughput | direction=upload, streams=1, transport=quic |"),
         "{md}"
     );
 }

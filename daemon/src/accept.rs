@@ -6,7 +6,7 @@
 //! descriptors are gone (tonic's server does exactly that with its incoming
 //! stream). Here every failure pauses the loop: 100 ms, doubling up to 1 s,
 //! back to 100 ms after the next success ([`AcceptBackoff`], pure). The remote
-//! app listeners use the schedule in their own loop; the control socket's
+//! app listeners (TCP, and UDP for receive errors) use the schedule in their own loop; the control socket's
 //! server gets it through the [`Paced`] stream adaptor. Every failure is
 //! counted in [`Counters::accept_errors`]; the first of a streak is logged as
 //! a warning, the rest at debug level, and the recovery once.

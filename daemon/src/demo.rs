@@ -139,6 +139,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        proxy_protocol: None,
     });
     let mut client = base(name("demo-client")?, None)?;
     client.remote_apps.push(RemoteApp {

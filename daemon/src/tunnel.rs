@@ -14,6 +14,7 @@ pub mod admission;
 pub mod auth;
 pub mod backoff;
 pub mod congestion;
+mod dial_book;
 pub mod endpoint;
 pub mod frame;
 mod over_tcp;
@@ -33,7 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,7 +50,7 @@ use crate::message::announce::{LoopbackPeers, PunchInfo};
 use crate::warn_limit::{SharedWarnLimiter, WarnLimiter};
 use admission::Verdict;
 use auth::{AuthError, PeerId};
-use backoff::Backoff;
+use dial_book::DialBook;
 use punch::{CannotPunch, MappingSlot, Sprays};
 use relay::{Relay, RelayState};
 use stun::Mapping;
@@ -724,7 +724,7 @@ impl Tunnels {
     }
 
     /// Starts a dial loop to a peer's TCP socket (`transportProtocol: tcp`):
-    /// the same loop over a TCP connection per attempt ([`over_tcp`]).
+    /// the same loop over a TCP connection per attempt (`over_tcp`).
     /// `drain` ends it gently: no redial, and its channel closes once its
     /// streams have ended.
     pub fn dial_tcp(
@@ -1075,27 +1075,19 @@ async fn dial_loop(
     pinned: Fingerprint,
     cancel: CancellationToken,
 ) {
-    let registry = ctx.registry.clone();
-    let dial_id = registry.next_dial.fetch_add(1, Ordering::Relaxed);
-    lock(&registry.dials).insert(
-        dial_id,
-        DialStatus {
-            peer: peer.site.clone(),
-            remote: target.addr,
-            channel: None,
-            attempts: 0,
-            last_error: None,
-            since: Instant::now(),
-            route: if target.punch.is_some() {
-                ChannelRoute::Punched
-            } else {
-                ChannelRoute::Direct
-            },
-            transport: Transport::Quic,
-        },
+    let route = if target.punch.is_some() {
+        ChannelRoute::Punched
+    } else {
+        ChannelRoute::Direct
+    };
+    let book = DialBook::open(
+        &ctx,
+        &peer,
+        (target.socket, target.addr),
+        route,
+        Transport::Quic,
     );
-    dial_attempts(&ctx, dial_id, transport, peer, &target, pinned, cancel).await;
-    lock(&registry.dials).remove(&dial_id);
+    dial_attempts(&ctx, book, transport, &peer, &target, pinned, cancel).await;
 }
 
 /// The socket a dial loop sends from: for a punched target, our own
@@ -1122,14 +1114,13 @@ fn dial_socket(ctx: &Ctx, target: &Target) -> Result<DialSocket, TunnelError> {
 
 async fn dial_attempts(
     ctx: &Ctx,
-    dial_id: u64,
+    mut book: DialBook<'_>,
     transport: Arc<quinn::TransportConfig>,
-    peer: PeerId,
+    peer: &PeerId,
     target: &Target,
     pinned: Fingerprint,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let client = match tls::client_config(&ctx.identity, pinned, transport) {
         Ok(c) => c,
         Err(e) => {
@@ -1147,15 +1138,15 @@ async fn dial_attempts(
     loop {
         // Punching that keeps failing for reasons STUN could not foresee
         // (filtering, a NAT that changed) falls back to the owner's relay.
-        let prefer_relay = backoff.attempts() >= RELAY_AFTER_FAILURES;
+        let prefer_relay = book.attempts() >= RELAY_AFTER_FAILURES;
         let attempt = async {
             match &target.punch {
-                None => connect(&sock.ep, &client, target.addr, ctx, &peer)
+                None => connect(&sock.ep, &client, target.addr, ctx, peer)
                     .await
                     .map(|c| (c, ChannelRoute::Direct)),
                 Some(info) => {
                     let how = Punch::Either { prefer_relay };
-                    punched(ctx, &sock, &client, &peer, target.socket, info, how).await
+                    punched(ctx, &sock, &client, peer, target.socket, info, how).await
                 }
             }
         };
@@ -1163,14 +1154,13 @@ async fn dial_attempts(
             _ = cancel.cancelled() => break,
             r = attempt => r,
         };
-        let result = result.map_err(|e| Chain(&e).to_string());
         match result {
             Ok((conn, path)) => {
-                ctx.registry.dial_update(dial_id, |d| d.route = path);
+                book.update(|d| d.route = path);
                 let origin = Origin {
                     direction: Direction::Outbound,
-                    attempts: backoff.attempts(),
-                    dial_id: Some(dial_id),
+                    attempts: book.attempts(),
+                    dial_id: Some(book.id()),
                     local: sock.ep.local_addr().ok(),
                     cert: pinned,
                     path,
@@ -1180,9 +1170,9 @@ async fn dial_attempts(
                     Some(info) if path == ChannelRoute::Relayed => {
                         let dial = DialCtx {
                             ctx,
-                            dial_id,
+                            dial_id: book.id(),
                             client: &client,
-                            peer: &peer,
+                            peer,
                             socket: target.socket,
                             info,
                             cancel: &cancel,
@@ -1191,50 +1181,23 @@ async fn dial_attempts(
                     }
                     _ => run_channel(ctx, conn.clone(), peer.clone(), origin, &cancel).await,
                 };
-                // A channel the peer refused (it holds another instance of
-                // that name) counts as a failed attempt: keep backing off.
-                if !refused(&conn) {
-                    backoff.reset();
-                }
+                book.channel_ended(&conn, &reason);
                 if let Some(m) = &sock.shared {
                     // The NAT may have dropped or moved the mapping.
                     m.poke.notify_one();
                 }
-                ctx.registry.dial_update(dial_id, |d| {
-                    d.channel = None;
-                    d.attempts = 0;
-                    d.last_error = Some(reason.clone());
-                });
                 if cancel.is_cancelled() {
                     break;
                 }
                 debug!(%reason, "outbound channel ended, redialling");
             }
             Err(e) => {
-                let attempts = backoff.attempts() + 1;
-                ctx.registry.dial_update(dial_id, |d| {
-                    d.attempts = attempts;
-                    d.last_error = Some(e.clone());
-                });
-                if attempts <= 3 {
-                    info!(error = %e, attempts, "dial failed");
-                } else {
-                    debug!(error = %e, attempts, "dial failed");
-                }
-                let _ = ctx
-                    .events_tx
-                    .send(TunnelEvent::DialFailed {
-                        peer: peer.clone(),
-                        socket: target.socket,
-                        attempts,
-                    })
-                    .await;
+                let e = Chain(&e).to_string();
+                book.failed(e).await;
             }
         }
-        let delay = backoff.next_delay(rand::thread_rng().r#gen());
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+        if !book.pause(cancel.cancelled()).await {
+            break;
         }
     }
     if sock.shared.is_none() {

@@ -247,6 +247,7 @@ fn single(app: &str, socket: AppSocket) -> ExposedApp {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        proxy_protocol: None,
     }
 }
 
@@ -264,6 +265,7 @@ fn range(app: &str, net: &str, ports: (u16, u16)) -> ExposedApp {
         max_connections: None,
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
+        proxy_protocol: None,
     }
 }
 

@@ -215,6 +215,7 @@ impl Pair {
                 max_connections: None,
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: None,
+                proxy_protocol: None,
             }])),
             Arc::new(Counters::default()),
             Arc::new(StreamRegistry::new(Arc::default())),

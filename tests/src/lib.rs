@@ -77,5 +77,5 @@ pub use pair::{EchoOverBroker, Pair, lone_site};
 pub use server::{EchoServer, ResettingServer, SinkReport, SinkServer, socket_dir};
 pub use site::{Net, Site, SiteBuilder, diag, random_topic, wait_forward, write_yaml};
 pub use sock::{Sock, Stream, free_tcp_port, free_udp_port};
-pub use udp::{REPLY, UdpEcho, ask, big_socket, udp_client, wait_udp_forward};
+pub use udp::{REPLY, UdpEcho, ask, big_socket, big_socket_on, udp_client, wait_udp_forward};
 pub use wait::{Elapsed, WAIT, eventually, never, poll, retry, wait_for};

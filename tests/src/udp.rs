@@ -1,6 +1,6 @@
 //! A UDP echo app and its clients, for UDP apps (`appSocket: udp:…`) through the tunnel.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +25,12 @@ pub struct UdpEcho {
 impl UdpEcho {
     /// On 127.0.0.1, a free port.
     pub async fn start() -> Self {
-        let socket = big_socket();
+        Self::start_on(Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// On `ip` (e.g. `::1`), a free port.
+    pub async fn start_on(ip: IpAddr) -> Self {
+        let socket = big_socket_on(ip);
         let addr = socket
             .local_addr()
             .unwrap_or_else(|e| panic!("udp echo has no address: {e}"));
@@ -75,21 +80,33 @@ impl Drop for UdpEcho {
 /// A UDP socket on 127.0.0.1:0 with 4 MiB buffers, so a burst on loopback is not dropped by
 /// the test's own sockets.
 pub fn big_socket() -> UdpSocket {
+    big_socket_on(Ipv4Addr::LOCALHOST.into())
+}
+
+/// [`big_socket`] on `ip`, a free port.
+pub fn big_socket_on(ip: IpAddr) -> UdpSocket {
     use socket2::{Domain, Socket, Type};
-    let s =
-        Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap_or_else(|e| panic!("udp socket: {e}"));
+    let at = SocketAddr::new(ip, 0);
+    let s = Socket::new(Domain::for_address(at), Type::DGRAM, None)
+        .unwrap_or_else(|e| panic!("udp socket: {e}"));
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)
         .unwrap_or_else(|e| panic!("set_nonblocking: {e}"));
-    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+    s.bind(&at.into())
+        .unwrap_or_else(|e| panic!("bind {at}: {e}"));
     UdpSocket::from_std(s.into()).unwrap_or_else(|e| panic!("tokio UdpSocket: {e}"))
 }
 
-/// A client of the remote app listening on `local` (a [`big_socket`] connected to it).
+/// A client of the remote app listening on `local`: a [`big_socket`] on the loopback address
+/// of `local`'s family, connected to it.
 pub async fn udp_client(local: SocketAddr) -> UdpSocket {
-    let s = big_socket();
+    let ip: IpAddr = if local.is_ipv6() {
+        Ipv6Addr::LOCALHOST.into()
+    } else {
+        Ipv4Addr::LOCALHOST.into()
+    };
+    let s = big_socket_on(ip);
     s.connect(local)
         .await
         .unwrap_or_else(|e| panic!("connect udp {local}: {e}"));

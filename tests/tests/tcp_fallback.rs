@@ -126,7 +126,7 @@ async fn a_site_whose_network_drops_udp_joins_over_tcp_and_returns_to_quic() {
         .local_sockets(vec![])
         .remote("b", "sink", &l_sink)
         .remote("b", "echo", &l_echo)
-        .remote("b", "rst", &Sock::Tcp(l_rst))
+        .remote("b", "rst", Sock::Tcp(l_rst))
         .spawn()
         .await;
     let diag = || format!("{}\n{}", diag(&[&a, &b]), rig.diag());

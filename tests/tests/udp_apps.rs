@@ -427,3 +427,97 @@ async fn a_udp_app_admits_only_its_allowed_sites() {
     // B is unaffected.
     assert!(ask(&cb, b"from b", Duration::from_secs(5)).await.is_some());
 }
+
+/// `maxConnections` on a remote UDP app caps its flows (client addresses): a client over the
+/// cap gets nothing, each of its datagrams is counted (`udp_flows_limited`), and once a flow
+/// ended by idling the client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_udp_flows_and_counts_the_clients_over_it() {
+    let echo = UdpEcho::start().await;
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo", &echo.socket(), None)]),
+        json!([{
+            "siteName": "a", "appName": "echo", "localSocket": format!("udp:{local}"),
+            "maxConnections": 2, "udpIdleTimeout": 2,
+        }]),
+    )
+    .await;
+    let first = udp_client(local).await;
+    wait_udp_forward(&first, &[&a, &b]).await;
+    let second = udp_client(local).await;
+    assert!(
+        ask(&second, b"second", Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        diag(&[&a, &b])
+    );
+    let api_b = b.api().await;
+    let limited_before = api_b.counter("udp_flows_limited").await;
+    let third = udp_client(local).await;
+    for i in 0..3 {
+        let q = format!("third {i}");
+        assert_eq!(
+            ask(&third, q.as_bytes(), Duration::from_millis(500)).await,
+            None,
+            "a third client was served over maxConnections 2\n{}",
+            diag(&[&a, &b])
+        );
+    }
+    assert_eq!(
+        api_b.counter("udp_flows_limited").await - limited_before,
+        3,
+        "{}",
+        diag(&[&a, &b])
+    );
+    assert_eq!(api_b.streams().await.len(), 2, "{}", diag(&[&a, &b]));
+    // The first two fall silent: their flows end after 2 s, and the third is served.
+    wait_for(
+        "a flow slot to free up",
+        WAIT,
+        || diag(&[&a, &b]),
+        || async {
+            ask(&third, b"third again", Duration::from_millis(300))
+                .await
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+/// A UDP app on `::1` used through a `udp:[::1]:PORT` local socket: IPv6 all the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_app_works_over_ipv6_loopback() {
+    let echo = UdpEcho::start_on(std::net::Ipv6Addr::LOCALHOST.into()).await;
+    let port = {
+        let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let local = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let (_broker, a, b) = pair(
+        json!([udp_app("echo6", &echo.socket(), None)]),
+        json!([{ "siteName": "a", "appName": "echo6", "localSocket": format!("udp:{local}") }]),
+    )
+    .await;
+    let c = udp_client(local).await;
+    wait_udp_forward(&c, &[&a, &b]).await;
+    for i in 0..50 {
+        let q = format!("v6 query {i}");
+        assert!(
+            ask(&c, q.as_bytes(), Duration::from_secs(5))
+                .await
+                .is_some(),
+            "{}",
+            diag(&[&a, &b])
+        );
+    }
+    let flows = b.api().await.streams().await;
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].kind, "udp");
+    assert_eq!(
+        flows[0].client_addr,
+        c.local_addr().unwrap().to_string(),
+        "the flow's client is the IPv6 client address"
+    );
+}

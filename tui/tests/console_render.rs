@@ -417,7 +417,7 @@ fn the_add_form_has_an_allowed_sites_field_sent_as_a_list() {
     form.exposed[0] = "db".into();
     form.exposed[2] = "tcp:127.0.0.1:5432".into();
     form.exposed[5] = "site-b,site-c".into();
-    let Request::AddExposed(spec) = form.request() else {
+    let Ok(Request::AddExposed(spec)) = form.request() else {
         panic!("an exposed form sends an exposed spec");
     };
     assert_eq!(spec.allowed_sites, ["site-b", "site-c"]);
@@ -463,7 +463,7 @@ fn form_shows_the_daemons_error_inline() {
     for c in "bad name".chars() {
         s.update(Action::Char(c), SystemTime::now());
     }
-    let req = Request::AddExposed(pb::ExposedAppSpec::default());
+    let req = Request::AddExposed(Box::default());
     s.update(
         Action::RpcDone(req, Err("apps.exposed[0].name: invalid 'bad name'".into())),
         SystemTime::now(),

@@ -262,6 +262,7 @@ async fn measure(env: &Env, setup: &Setup, cc: &str, case: &Case) -> Result<Meas
         congestion: Some(cc.to_owned()),
         channels: case.channels,
         metrics: true,
+        ..TunnelOpts::default()
     };
     let mut tunnel = Tunnel::start_with(
         &env.wovenetd,

@@ -45,13 +45,15 @@ pub async fn run(env: &Env, report: &mut Report) -> Result<(), BenchError> {
         );
         tokio::time::sleep(BETWEEN_RUNS).await;
     }
-    if let Some(rh) = rathole::for_comparison("connrate", server.addr(), report).await {
+    if let Some(rh) =
+        rathole::for_comparison("connrate", server.addr(), rathole::Flavor::Tls, report).await
+    {
         let r = connrate::run(rh.entry(), &spec).await;
         report.push(
             Record::new("connrate", "rathole_conns_per_sec", r.per_sec, "conn/s")
                 .param("concurrency", CONCURRENCY)
                 .param("errors", r.errors)
-                .param("transport", rathole::TRANSPORT)
+                .param("transport", rh.flavor().as_str())
                 .baseline("direct", base.per_sec),
         );
     }

@@ -20,7 +20,7 @@ use tracing::{Instrument, Span, debug, info};
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
-use super::{StreamRegistry, StreamServer, TunnelStream, udp};
+use super::{StreamRegistry, StreamServer, TunnelStream, proxy_header, udp};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, Protocol, SiteName};
 use crate::counters::Counters;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
@@ -282,6 +282,7 @@ impl ExposedServer {
             "stream",
             peer.site = %peer,
             app.name = tracing::field::Empty,
+            client.addr = tracing::field::Empty,
             stream.id = %stream.send.id(),
             channel.id = %stream.channel,
         );
@@ -403,6 +404,9 @@ impl ExposedServer {
             }
         };
         Span::current().record("app.name", request.app.as_str());
+        if let Some(client) = &request.client {
+            Span::current().record("client.addr", tracing::field::display(client.source()));
+        }
 
         let app = self.apps.get(&request.app);
         if let Some(app) = &app
@@ -451,7 +455,7 @@ impl ExposedServer {
                 return Err(None);
             }
         };
-        let local = match connect(&socket, app.udp_idle(), send, datagrams).await {
+        let mut local = match connect(&socket, app.udp_idle(), send, datagrams).await {
             Ok(local) => local,
             Err(e) => {
                 let reason = format!("cannot connect to '{socket}': {e}");
@@ -460,6 +464,17 @@ impl ExposedServer {
                 return Err(None);
             }
         };
+        if let (Some(version), Local::Stream(stream)) = (app.proxy_protocol, &mut local) {
+            let header = proxy_header::encode(version, request.client.as_ref());
+            let written = tokio::time::timeout(CONNECT_TIMEOUT, stream.write_all(&header)).await;
+            if let Err(e) = written.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+                local.abort();
+                let reason = format!("cannot send the PROXY header to '{socket}': {e}");
+                let refusal = Refusal::new(Status::AppUnreachable, reason);
+                refuse(send, recv, counters, refusal).await;
+                return Err(None);
+            }
+        }
 
         if let Err(e) = send.write_all(&Response::ok().encode()).await {
             debug!(error = %e, "stream closed before the reply");
@@ -683,6 +698,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            proxy_protocol: None,
         }
     }
 
@@ -700,6 +716,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            proxy_protocol: None,
         }
     }
 
@@ -952,6 +969,7 @@ mod tests {
             max_connections: None,
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
+            proxy_protocol: None,
         }
     }
 

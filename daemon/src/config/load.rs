@@ -195,6 +195,7 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("allowedSites", Shape::Leaf),
     ("protocol", Shape::Leaf),
     ("udpIdleTimeout", Shape::Leaf),
+    ("proxyProtocol", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[

@@ -376,6 +376,8 @@ pub struct ExposedApp {
     pub protocol: Option<Scalar>,
     /// Seconds without a datagram after which a UDP flow ends (new in this implementation).
     pub udp_idle_timeout: Option<Scalar>,
+    /// `v1` or `v2`: send a PROXY protocol header to the app (new in this implementation).
+    pub proxy_protocol: Option<Scalar>,
 }
 
 /// One `remoteApps[]` entry; also what the control API builds from a live

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use wovenet_proto::v1;
 
 use crate::config::raw::{self, Scalar};
-use crate::config::{ExposedApp, ExposedTarget, RemoteApp, Transport, TrustMode};
+use crate::config::{ExposedApp, ExposedTarget, ProxyProtocol, RemoteApp, Transport, TrustMode};
 use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelRoute, Direction};
 use crate::view::{
@@ -253,6 +253,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 max_connections: a.max_connections,
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
+                proxy_protocol: proxy_text(a.proxy_protocol),
                 ..Self::default()
             },
             ExposedTarget::Range {
@@ -269,6 +270,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
                 protocol: protocol.as_str().to_owned(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
+                proxy_protocol: proxy_text(a.proxy_protocol),
             },
         }
     }
@@ -516,6 +518,7 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
                 .then(|| s.allowed_sites.into_iter().map(Scalar::from).collect()),
             protocol: scalar(s.protocol),
             udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
+            proxy_protocol: scalar(s.proxy_protocol),
         }
     }
 }
@@ -532,6 +535,11 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
             udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
         }
     }
+}
+
+/// `proxyProtocol` as the API carries it: `v1`, `v2`, or empty when off.
+fn proxy_text(p: Option<ProxyProtocol>) -> String {
+    p.map(|p| p.as_str().to_owned()).unwrap_or_default()
 }
 
 /// `udpIdleTimeout` as the API carries it (whole seconds, the config's unit).
@@ -668,6 +676,48 @@ mod tests {
         assert!(p.live);
         let back = validate::remote_app(&raw::RemoteApp::from(spec), "").expect("valid");
         assert_eq!(back, remote);
+    }
+
+    #[test]
+    fn proxy_protocol_crosses_the_api_in_config_terms() {
+        let raw = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "web".into(),
+            app_socket: "tcp:127.0.0.1:80".into(),
+            proxy_protocol: "v2".into(),
+            ..Default::default()
+        });
+        let app = validate::exposed_app(&raw, "").expect("valid");
+        assert_eq!(app.proxy_protocol, Some(ProxyProtocol::V2));
+        let spec = v1::ExposedAppSpec::from(&app);
+        assert_eq!(spec.proxy_protocol, "v2");
+        assert_eq!(
+            validate::exposed_app(&raw::ExposedApp::from(spec), "").expect("again"),
+            app
+        );
+        // Empty means off, both ways.
+        let off = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "web".into(),
+            app_socket: "tcp:127.0.0.1:80".into(),
+            ..Default::default()
+        });
+        assert_eq!(off.proxy_protocol, None);
+        let app = validate::exposed_app(&off, "").expect("valid");
+        assert_eq!(v1::ExposedAppSpec::from(&app).proxy_protocol, "");
+        // The API reports the config's message for a bad value.
+        let bad = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "dns".into(),
+            app_socket: "udp:127.0.0.1:53".into(),
+            proxy_protocol: "v1".into(),
+            ..Default::default()
+        });
+        let errs = validate::exposed_app(&bad, "").expect_err("udp");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("proxyProtocol: 'v1' cannot be used with a udp app"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -153,6 +153,7 @@ mod tests {
             max_connections: None,
             allowed_sites: allowed.iter().map(|s| site(s)).collect(),
             udp_idle_timeout: None,
+            proxy_protocol: None,
         }
     }
 

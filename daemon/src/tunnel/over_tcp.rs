@@ -14,22 +14,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::admission::{self, Verdict};
-use super::backoff::Backoff;
+use super::dial_book::DialBook;
 use super::endpoint;
 use super::tcp::Link;
 use super::tls::{self, Fingerprint};
 use super::{
-    CLOSE_NORMAL, Chain, ChannelRoute, Ctx, DialError, DialStatus, Direction, Origin, PeerId,
-    TunnelError, TunnelEvent, Via, auth, connect, inbound, lock, refused, run_channel, turned_away,
+    CLOSE_NORMAL, Chain, ChannelRoute, Ctx, DialError, Direction, Origin, PeerId, TunnelError, Via,
+    auth, connect, inbound, run_channel, turned_away,
 };
 use crate::config::Transport;
 use crate::counters::Counters;
@@ -196,44 +194,13 @@ pub(super) async fn dial_loop(
     pinned: Fingerprint,
     (cancel, drain): (CancellationToken, CancellationToken),
 ) {
-    let registry = ctx.registry.clone();
-    let dial_id = registry.next_dial.fetch_add(1, Ordering::Relaxed);
-    lock(&registry.dials).insert(
-        dial_id,
-        DialStatus {
-            peer: peer.site.clone(),
-            remote: addr,
-            channel: None,
-            attempts: 0,
-            last_error: None,
-            since: Instant::now(),
-            route: ChannelRoute::Direct,
-            transport: Transport::Tcp,
-        },
-    );
-    dial_attempts(
+    let mut book = DialBook::open(
         &ctx,
-        dial_id,
-        transport,
         &peer,
         (socket, addr),
-        pinned,
-        (&cancel, &drain),
-    )
-    .await;
-    lock(&registry.dials).remove(&dial_id);
-}
-
-async fn dial_attempts(
-    ctx: &Ctx,
-    dial_id: u64,
-    transport: Arc<quinn::TransportConfig>,
-    peer: &PeerId,
-    (socket, addr): (u32, SocketAddr),
-    pinned: Fingerprint,
-    (cancel, drain): (&CancellationToken, &CancellationToken),
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        ChannelRoute::Direct,
+        Transport::Tcp,
+    );
     let client = match tls::client_config(&ctx.identity, pinned, transport) {
         Ok(c) => c,
         Err(e) => {
@@ -241,44 +208,43 @@ async fn dial_attempts(
             return;
         }
     };
+    let stop = async {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = drain.cancelled() => {}
+        }
+    };
+    tokio::pin!(stop);
     loop {
         let link_cancel = cancel.child_token();
         let result = tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = drain.cancelled() => break,
-            r = dial_once(ctx, &client, addr, peer, &link_cancel) => r,
+            () = &mut stop => break,
+            r = dial_once(&ctx, &client, addr, &peer, &link_cancel) => r,
         };
         match result {
             Ok((conn, ep, local)) => {
                 let origin = Origin {
                     direction: Direction::Outbound,
-                    attempts: backoff.attempts(),
-                    dial_id: Some(dial_id),
+                    attempts: book.attempts(),
+                    dial_id: Some(book.id()),
                     local: Some(local),
                     cert: pinned,
                     path: ChannelRoute::Direct,
                     transport: Transport::Tcp,
                 };
                 // The link's token: cancelled by us or by the TCP stream's end.
-                let run = run_channel(ctx, conn.clone(), peer.clone(), origin, &link_cancel);
+                let run = run_channel(&ctx, conn.clone(), peer.clone(), origin, &link_cancel);
                 tokio::pin!(run);
                 let reason = tokio::select! {
                     reason = &mut run => reason,
-                    _ = drain.cancelled() => {
-                        super::drain(ctx, &peer.site, &conn, "QUIC over UDP works again");
+                    () = drain.cancelled() => {
+                        super::drain(&ctx, &peer.site, &conn, "QUIC over UDP works again");
                         run.await
                     }
                 };
                 ep.close(CLOSE_NORMAL.into(), b"channel over");
                 link_cancel.cancel();
-                if !refused(&conn) {
-                    backoff.reset();
-                }
-                ctx.registry.dial_update(dial_id, |d| {
-                    d.channel = None;
-                    d.attempts = 0;
-                    d.last_error = Some(reason.clone());
-                });
+                book.channel_ended(&conn, &reason);
                 if cancel.is_cancelled() || drain.is_cancelled() {
                     break;
                 }
@@ -287,31 +253,11 @@ async fn dial_attempts(
             Err(e) => {
                 link_cancel.cancel();
                 let e = Chain(&e).to_string();
-                let attempts = backoff.attempts() + 1;
-                ctx.registry.dial_update(dial_id, |d| {
-                    d.attempts = attempts;
-                    d.last_error = Some(e.clone());
-                });
-                if attempts <= 3 {
-                    info!(error = %e, attempts, "tcp dial failed");
-                } else {
-                    debug!(error = %e, attempts, "tcp dial failed");
-                }
-                let _ = ctx
-                    .events_tx
-                    .send(TunnelEvent::DialFailed {
-                        peer: peer.clone(),
-                        socket,
-                        attempts,
-                    })
-                    .await;
+                book.failed(e).await;
             }
         }
-        let delay = backoff.next_delay(rand::thread_rng().r#gen());
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = drain.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+        if !book.pause(&mut stop).await {
+            break;
         }
     }
 }

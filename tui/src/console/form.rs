@@ -1,6 +1,6 @@
 //! The add-app form: which kind (exposed or remote), the text fields of the matching proto
-//! spec, the focused field, and the daemon's error shown inline. Pure; submission is an
-//! effect run by the loop.
+//! spec, the focused field, and the daemon's error shown inline (or the form's own, for a
+//! number that does not parse). Pure; submission is an effect run by the loop.
 
 use wovenet_proto::v1 as pb;
 
@@ -14,16 +14,27 @@ pub enum Kind {
 }
 
 /// Field labels for exposed apps, in `ExposedAppSpec` order.
-pub const EXPOSED_FIELDS: [&str; 6] = [
+pub const EXPOSED_FIELDS: [&str; 10] = [
     "name",
     "mode",
     "appSocket",
     "portRange",
     "addressRange",
     "allowedSites",
+    "protocol",
+    "udpIdleTimeout",
+    "maxConnections",
+    "proxyProtocol",
 ];
 /// Field labels for remote apps, in `RemoteAppSpec` order.
-pub const REMOTE_FIELDS: [&str; 4] = ["siteName", "appName", "localSocket", "appSocket"];
+pub const REMOTE_FIELDS: [&str; 6] = [
+    "siteName",
+    "appName",
+    "localSocket",
+    "appSocket",
+    "udpIdleTimeout",
+    "maxConnections",
+];
 
 /// The form's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +42,9 @@ pub struct Form {
     /// Exposed or remote.
     pub kind: Kind,
     /// Values for the exposed fields.
-    pub exposed: [String; 6],
+    pub exposed: [String; 10],
     /// Values for the remote fields.
-    pub remote: [String; 4],
+    pub remote: [String; 6],
     /// Focused row: 0 is the kind selector, then the fields.
     pub focus: usize,
     /// The daemon's answer to the last submit.
@@ -122,8 +133,9 @@ impl Form {
         }
     }
 
-    /// The spec to send.
-    pub fn request(&self) -> Request {
+    /// The spec to send, or why it cannot be sent (a number field that is not one).
+    /// Empty optional fields leave the daemon's defaults.
+    pub fn request(&self) -> Result<Request, String> {
         let list = |s: &str| -> Vec<String> {
             s.split(',')
                 .map(str::trim)
@@ -131,35 +143,55 @@ impl Form {
                 .map(str::to_owned)
                 .collect()
         };
+        let number = |label: &str, s: &str| -> Result<Option<u32>, String> {
+            let s = s.trim();
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse()
+                .map(Some)
+                .map_err(|_| format!("{label}: {s:?} is not a whole number"))
+        };
         match self.kind {
             Kind::Exposed => {
-                let [name, mode, app_socket, ports, addrs, allowed] = &self.exposed;
-                Request::AddExposed(pb::ExposedAppSpec {
+                let [
+                    name,
+                    mode,
+                    app_socket,
+                    ports,
+                    addrs,
+                    allowed,
+                    protocol,
+                    idle,
+                    max,
+                    proxy,
+                ] = &self.exposed;
+                Ok(Request::AddExposed(Box::new(pb::ExposedAppSpec {
                     name: name.trim().to_owned(),
                     mode: mode.trim().to_owned(),
                     app_socket: app_socket.trim().to_owned(),
                     port_range: list(ports),
                     address_range: list(addrs),
-                    // Not in the form yet: the daemon's default applies.
-                    max_connections: None,
+                    max_connections: number("maxConnections", max)?,
                     // Empty: every site may reach the app.
                     allowed_sites: list(allowed),
-                    // Not in the form yet: tcp ranges, the default idle timeout.
-                    protocol: String::new(),
-                    udp_idle_timeout: None,
-                })
+                    // Empty: tcp for range apps (single apps take it from appSocket).
+                    protocol: protocol.trim().to_owned(),
+                    udp_idle_timeout: number("udpIdleTimeout", idle)?,
+                    // Empty: no PROXY protocol header.
+                    proxy_protocol: proxy.trim().to_owned(),
+                })))
             }
             Kind::Remote => {
-                let [site, app, local, app_socket] = &self.remote;
-                Request::AddRemote(pb::RemoteAppSpec {
+                let [site, app, local, app_socket, idle, max] = &self.remote;
+                Ok(Request::AddRemote(pb::RemoteAppSpec {
                     site_name: site.trim().to_owned(),
                     app_name: app.trim().to_owned(),
                     local_socket: local.trim().to_owned(),
                     app_socket: app_socket.trim().to_owned(),
-                    max_connections: None,
-                    // Not in the form yet: the daemon's default applies.
-                    udp_idle_timeout: None,
-                })
+                    max_connections: number("maxConnections", max)?,
+                    udp_idle_timeout: number("udpIdleTimeout", idle)?,
+                }))
             }
         }
     }
@@ -168,8 +200,8 @@ impl Form {
 /// An RPC the console asks the loop to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// `AddExposedApp`.
-    AddExposed(pb::ExposedAppSpec),
+    /// `AddExposedApp` (boxed: the spec is by far the largest request).
+    AddExposed(Box<pb::ExposedAppSpec>),
     /// `AddRemoteApp`.
     AddRemote(pb::RemoteAppSpec),
     /// `RemoveExposedApp`.
@@ -207,7 +239,7 @@ mod tests {
         "127.0.0.1:80".chars().for_each(|c| f.input(c));
         f.next();
         "80, 443".chars().for_each(|c| f.input(c));
-        let Request::AddExposed(spec) = f.request() else {
+        let Ok(Request::AddExposed(spec)) = f.request() else {
             panic!("exposed form must build an exposed request");
         };
         assert_eq!(spec.name, "web");
@@ -219,7 +251,7 @@ mod tests {
     fn allowed_sites_are_a_comma_separated_list_and_empty_means_every_site() {
         let mut f = Form::default();
         "db".chars().for_each(|c| f.input(c));
-        let Request::AddExposed(spec) = f.request() else {
+        let Ok(Request::AddExposed(spec)) = f.request() else {
             panic!("exposed form must build an exposed request");
         };
         assert!(spec.allowed_sites.is_empty());
@@ -228,7 +260,7 @@ mod tests {
         }
         assert_eq!(f.fields()[f.focus - 1].0, "allowedSites");
         "beta, gamma,".chars().for_each(|c| f.input(c));
-        let Request::AddExposed(spec) = f.request() else {
+        let Ok(Request::AddExposed(spec)) = f.request() else {
             panic!("exposed form must build an exposed request");
         };
         assert_eq!(spec.allowed_sites, vec!["beta", "gamma"]);
@@ -242,6 +274,53 @@ mod tests {
         assert_eq!(f.kind, Kind::Remote);
         f.next();
         f.input('b');
-        assert!(matches!(f.request(), Request::AddRemote(s) if s.site_name == "b"));
+        assert!(matches!(f.request(), Ok(Request::AddRemote(s)) if s.site_name == "b"));
+    }
+
+    #[test]
+    fn udp_and_limit_fields_reach_the_spec_and_a_bad_number_stays_in_the_form() {
+        let mut f = Form::default();
+        "dns".chars().for_each(|c| f.input(c));
+        let focus = |f: &mut Form, label: &str| {
+            while f.fields()[f.focus.max(1) - 1].0 != label || f.focus == 0 {
+                f.next();
+            }
+        };
+        focus(&mut f, "mode");
+        "range".chars().for_each(|c| f.input(c));
+        focus(&mut f, "protocol");
+        "udp".chars().for_each(|c| f.input(c));
+        focus(&mut f, "udpIdleTimeout");
+        "30".chars().for_each(|c| f.input(c));
+        focus(&mut f, "maxConnections");
+        "100".chars().for_each(|c| f.input(c));
+        let Ok(Request::AddExposed(spec)) = f.request() else {
+            panic!("exposed form must build an exposed request");
+        };
+        assert_eq!(
+            (
+                spec.protocol.as_str(),
+                spec.udp_idle_timeout,
+                spec.max_connections
+            ),
+            ("udp", Some(30), Some(100))
+        );
+        f.input('x');
+        assert_eq!(
+            f.request(),
+            Err("maxConnections: \"100x\" is not a whole number".to_owned())
+        );
+
+        let mut r = Form::default();
+        r.toggle_kind();
+        focus(&mut r, "udpIdleTimeout");
+        "5".chars().for_each(|c| r.input(c));
+        let Ok(Request::AddRemote(spec)) = r.request() else {
+            panic!("remote form must build a remote request");
+        };
+        assert_eq!(
+            (spec.udp_idle_timeout, spec.max_connections),
+            (Some(5), None)
+        );
     }
 }

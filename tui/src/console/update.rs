@@ -94,9 +94,14 @@ impl State {
             Action::Enter => {
                 if let Some(form) = &mut self.view.form {
                     if !form.submitting {
-                        form.submitting = true;
-                        form.error = None;
-                        return Some(Effect::Rpc(form.request()));
+                        match form.request() {
+                            Ok(request) => {
+                                form.submitting = true;
+                                form.error = None;
+                                return Some(Effect::Rpc(request));
+                            }
+                            Err(why) => form.error = Some(why),
+                        }
                     }
                 } else {
                     self.view.detail = !self.view.detail;

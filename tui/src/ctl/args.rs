@@ -186,6 +186,11 @@ pub struct ExposeAdd {
     /// (1..86400; 120 when not given).
     #[arg(long, value_name = "SECONDS")]
     pub udp_idle_timeout: Option<u32>,
+    /// Send a PROXY protocol header (HAProxy's; v1 text, v2 binary) to the app
+    /// before each connection's data, carrying the client's address as the
+    /// using site saw it. Not for udp apps. Not given: no header.
+    #[arg(long, value_name = "v1|v2")]
+    pub proxy_protocol: Option<String>,
 }
 
 impl ExposeAdd {
@@ -363,6 +368,27 @@ mod tests {
         assert_eq!(add.mode(), "single");
         assert!(add.port_range.is_empty() && add.address_range.is_empty());
         assert!(add.allowed_sites.is_empty(), "every site by default");
+    }
+
+    #[test]
+    fn expose_add_passes_proxy_protocol_on_in_both_modes() {
+        for target in [
+            &["--socket", "tcp:127.0.0.1:7"][..],
+            &["--port-range", "22", "--address-range", "10.0.0.6"][..],
+        ] {
+            let mut args = vec!["expose", "add", "--name", "x"];
+            args.extend_from_slice(target);
+            let Command::Expose(ExposeCommand::Add(add)) = parse(&args).unwrap().command else {
+                panic!("not expose add")
+            };
+            assert_eq!(add.proxy_protocol, None, "off unless asked");
+            args.extend(["--proxy-protocol", "v2"]);
+            let Command::Expose(ExposeCommand::Add(add)) = parse(&args).unwrap().command else {
+                panic!("not expose add")
+            };
+            // The daemon judges the value, with the config file's message.
+            assert_eq!(add.proxy_protocol.as_deref(), Some("v2"));
+        }
     }
 
     #[test]

@@ -236,6 +236,7 @@ pub async fn execute(
                 allowed_sites: add.allowed_sites.clone(),
                 protocol: add.protocol.clone().unwrap_or_default(),
                 udp_idle_timeout: add.udp_idle_timeout,
+                proxy_protocol: add.proxy_protocol.clone().unwrap_or_default(),
             };
             let app = control.add_exposed_app(spec).await.map_err(st)?;
             let json = json::ExposedAppChange { app: (&app).into() };

@@ -207,6 +207,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             allowed_sites: vec![],
             protocol: String::new(),
             udp_idle_timeout: None,
+            proxy_protocol: String::new(),
         }),
         live: false,
     }
@@ -224,6 +225,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             allowed_sites: vec!["beta".into(), "gamma".into()],
             protocol: String::new(),
             udp_idle_timeout: None,
+            proxy_protocol: "v2".into(),
         }),
         live: true,
     }

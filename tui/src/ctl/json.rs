@@ -271,6 +271,9 @@ pub struct ExposedAppSpec {
     /// UDP apps: seconds; left out when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     udp_idle_timeout: Option<u32>,
+    /// `v1` or `v2` when the app gets a PROXY protocol header; left out when off.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    proxy_protocol: String,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -293,6 +296,7 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
                 String::new()
             },
             udp_idle_timeout: s.udp_idle_timeout,
+            proxy_protocol: s.proxy_protocol.clone(),
         }
     }
 }
@@ -880,6 +884,7 @@ mod tests {
             json!(["5900", "5901-5990"])
         );
         assert_eq!(out["exposed"][1]["live"], true);
+        assert_eq!(out["exposed"][1]["spec"]["proxy_protocol"], "v2");
         assert_eq!(
             out["remote"][0],
             json!({"spec": {"site_name": "beta", "app_name": "echo",

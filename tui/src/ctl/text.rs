@@ -323,6 +323,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
             "TARGET",
             ">MAX-CONN",
             "ALLOWED-SITES",
+            "PROXY-PROTO",
             "LIVE",
         ]);
         for a in &apps.exposed {
@@ -333,6 +334,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 exposed_target(&spec),
                 max_connections(spec.max_connections),
                 allowed_sites(&spec.allowed_sites),
+                proxy_protocol(&spec.proxy_protocol),
                 yes_no(a.live).to_owned(),
             ]);
         }
@@ -381,6 +383,15 @@ fn allowed_sites(sites: &[String]) -> String {
     }
 }
 
+/// A `proxyProtocol` cell: `v1`, `v2`, or `off`.
+fn proxy_protocol(version: &str) -> String {
+    if version.is_empty() {
+        "off".to_owned()
+    } else {
+        version.to_owned()
+    }
+}
+
 /// A `maxConnections` cell: the number, or `default` when not set.
 fn max_connections(n: Option<u32>) -> String {
     n.map_or_else(|| "default".to_owned(), |n| n.to_string())
@@ -399,6 +410,9 @@ fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
     let mut out = format!("{} ({} {}", s.name, exposed_mode(s), exposed_target(s));
     if !s.allowed_sites.is_empty() {
         let _ = write!(out, ", only for {}", s.allowed_sites.join(","));
+    }
+    if !s.proxy_protocol.is_empty() {
+        let _ = write!(out, ", PROXY protocol {}", s.proxy_protocol);
     }
     out.push(')');
     out
@@ -881,9 +895,9 @@ mod tests {
         assert_eq!(
             apps(&fx::apps()),
             "EXPOSED APPS\n\
-             NAME  MODE    TARGET                               MAX-CONN  ALLOWED-SITES  LIVE\n\
-             echo  single  tcp:127.0.0.1:7                       default  all            no\n\
-             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  beta,gamma     yes\n\
+             NAME  MODE    TARGET                               MAX-CONN  ALLOWED-SITES  PROXY-PROTO  LIVE\n\
+             echo  single  tcp:127.0.0.1:7                       default  all            off          no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  beta,gamma     v2           yes\n\
              \n\
              REMOTE APPS\n\
              SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LISTENER  ADDRESS         LIVE  ERROR\n\
@@ -904,7 +918,7 @@ mod tests {
         );
         assert_eq!(
             exposed_removed(&fx::exposed_range()),
-            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma); open connections finish\n"
+            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, PROXY protocol v2); open connections finish\n"
         );
         assert_eq!(
             remote_added(&fx::remote_open()),
@@ -967,7 +981,7 @@ mod tests {
         let spec = fx::exposed_range().spec.unwrap();
         assert!(
             event(&fx::event(47, Kind::ExposedAppRemoved(spec))).contains(
-                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma)"
+                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, PROXY protocol v2)"
             )
         );
         assert_eq!(

@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info};
 
 use super::flows::{FlowTable, Route};
 use super::{FLOW_QUEUE, Flow, LocalEnd, run_flow};
+use crate::accept::{self, AcceptBackoff};
 use crate::app::{StreamRegistry, TunnelStream};
 use crate::config::{AppName, SiteName};
 use crate::counters::Counters;
@@ -73,6 +74,22 @@ impl LocalEnd for ClientEnd {
     }
 }
 
+/// Whether a receive error is an ICMP report about an earlier send (Linux
+/// queues them on the socket), not a failure of the socket itself.
+fn is_icmp_report(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EMSGSIZE
+        )
+    )
+}
+
 /// Receives on `socket` until `accept_cancel` fires; flows run on `tracker`.
 pub async fn serve<O: FlowOpener>(
     socket: UdpSocket,
@@ -84,6 +101,7 @@ pub async fn serve<O: FlowOpener>(
     let mut table: FlowTable<SocketAddr, mpsc::Sender<Bytes>> = FlowTable::new(shared.limit);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let mut buf = vec![0u8; 65_536];
+    let mut backoff = AcceptBackoff::new();
     loop {
         let (n, from) = tokio::select! {
             () = accept_cancel.cancelled() => break,
@@ -92,11 +110,24 @@ pub async fn serve<O: FlowOpener>(
                 continue;
             }
             r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; not fatal.
-                    debug!(error = %e, "udp listener receive error");
+                Ok(r) => {
+                    accept::on_success(&mut backoff, "remote udp app");
+                    r
+                }
+                Err(e) if is_icmp_report(&e) => {
+                    // An ICMP error about an earlier send to one client: that
+                    // datagram was already counted as sent; nothing to pause for.
+                    debug!(error = %e, "udp listener: icmp error from a client");
                     continue;
+                }
+                Err(e) => {
+                    // Out of memory or buffers: pause like an accept loop
+                    // instead of spinning on a socket that keeps failing.
+                    let pause = accept::on_error(&mut backoff, &shared.counters, "remote udp app", &e);
+                    tokio::select! {
+                        () = accept_cancel.cancelled() => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };

@@ -55,14 +55,14 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>) {
         };
         let mut lines = vec![Line::from(vec![
             Span::styled(if f.focus == 0 { "> " } else { "  " }, t.title()),
-            Span::styled(format!("{:>12}: ", "kind"), t.dim()),
+            Span::styled(format!("{:>14}: ", "kind"), t.dim()),
             Span::raw(format!("[{kind}]  (space switches)")),
         ])];
         for (i, (label, value)) in f.fields().into_iter().enumerate() {
             let focused = f.focus == i + 1;
             lines.push(Line::from(vec![
                 Span::styled(if focused { "> " } else { "  " }, t.title()),
-                Span::styled(format!("{label:>12}: "), t.dim()),
+                Span::styled(format!("{label:>14}: "), t.dim()),
                 Span::raw(format!("{value}{}", if focused { "▏" } else { "" })),
             ]));
         }
@@ -73,7 +73,7 @@ pub fn render(cx: Ctx<'_>, frame: &mut Frame<'_>) {
             lines.push(Line::styled(format!("error: {e}"), t.bad()));
         } else {
             lines.push(Line::styled(
-                "lists are comma-separated; empty: defaults (allowedSites: all sites)",
+                "lists are comma-separated; empty: defaults (allowedSites: all sites, protocol: tcp)",
                 t.dim(),
             ));
         }
