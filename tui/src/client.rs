@@ -78,10 +78,12 @@ fn resolve_in(
     if let Some(s) = site {
         let file = format!("{s}{}", paths::SOCKET_SUFFIX);
         let candidates = dirs.iter().map(|d| d.join(&file));
-        // The first that exists; else the first, so the error names it.
+        // The first that exists, or that we may not even look at (`/run/wovenet` is 0750:
+        // the connection then says "permission denied" rather than "no daemon"); else the
+        // first, so the error names it.
         return Ok(candidates
             .clone()
-            .find(|p| p.exists())
+            .find(|p| worth_dialling(&std::fs::symlink_metadata(p)))
             .or_else(|| candidates.clone().next())
             .unwrap_or_else(|| paths::default_socket_path(s)));
     }
@@ -121,6 +123,15 @@ fn resolve_in(
                 names.join(", ")
             )))
         }
+    }
+}
+
+/// Whether a candidate socket path is worth dialling, given what `lstat` said: it exists,
+/// or its directory may not be searched by us (then dialling says "permission denied").
+fn worth_dialling(lstat: &io::Result<std::fs::Metadata>) -> bool {
+    match lstat {
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
     }
 }
 
@@ -382,6 +393,20 @@ mod tests {
             err.contains("several sites run here (office, office)"),
             "{err}"
         );
+    }
+
+    /// `/run/wovenet` is 0750 wovenet:wovenet under systemd: someone outside the group was
+    /// told "no wovenetd is listening" on a path in their own directory instead of
+    /// "permission denied" on the real socket.
+    #[test]
+    fn a_socket_we_may_not_look_at_is_worth_dialling_a_missing_one_is_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(worth_dialling(&std::fs::symlink_metadata(tmp.path())));
+        assert!(!worth_dialling(&std::fs::symlink_metadata(
+            tmp.path().join("missing.sock")
+        )));
+        assert!(worth_dialling(&Err(io::ErrorKind::PermissionDenied.into())));
+        assert!(!worth_dialling(&Err(io::ErrorKind::NotFound.into())));
     }
 
     #[test]
