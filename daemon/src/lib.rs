@@ -24,6 +24,8 @@ pub mod error;
 pub mod identity;
 pub mod limit;
 pub mod message;
+pub mod notify;
+pub mod signals;
 pub mod site;
 pub mod store;
 pub mod telemetry;

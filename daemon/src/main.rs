@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
 use wovenet_daemon::config::{self, ConfigError};
 use wovenet_daemon::control::{Control, socket};
+use wovenet_daemon::signals::{Signal, Signals};
 use wovenet_daemon::store::Store;
-use wovenet_daemon::{Daemon, Options, demo, identity, telemetry};
+use wovenet_daemon::{Daemon, Options, demo, identity, notify, telemetry};
 
 /// Exit code for a bad configuration (EX_USAGE, like linkerd).
 const EXIT_CONFIG: u8 = 64;
@@ -151,6 +151,8 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
     let path = path.map(Path::to_path_buf);
     let path = path.as_deref();
     with_runtime(async move {
+        // First, so that a SIGHUP during start does not kill the daemon.
+        let mut signals = Signals::install().context("cannot install signal handlers")?;
         let store = store_for(state, path);
         // The config key wins over the environment but not over the flag.
         let env = std::env::var_os(wovenet_proto::paths::ENV_SOCKET).map(PathBuf::from);
@@ -165,6 +167,7 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         let control = Control::bind(&socket, cfg.metrics.listen)
             .await
             .context("cannot start the control plane")?;
+        let site = cfg.site_name.clone();
         let running = Daemon::start_with(cfg, Options { store })
             .await
             .context("cannot start the site")?;
@@ -174,8 +177,21 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
             running.shutdown_token(),
             running.tracker(),
         );
-        wait_for_signal().await?;
+        // The socket has been listening since `bind`: connections succeed now.
+        notify::ready(&format!(
+            "site '{site}' running, control socket {}",
+            socket.display()
+        ));
+        loop {
+            match signals.recv().await {
+                Signal::Shutdown => break,
+                Signal::Reload => {
+                    tracing::warn!("reload not supported yet; restart wovenetd to apply changes");
+                }
+            }
+        }
         tracing::info!("signal received, shutting down");
+        notify::stopping(&format!("site '{site}' shutting down"));
         running.shutdown(GRACE).await;
         Ok(())
     })
@@ -226,14 +242,4 @@ fn with_runtime(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

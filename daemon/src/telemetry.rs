@@ -1,11 +1,17 @@
 //! Logging setup from `logger.{level,file,format}`; `WOVENET_LOG` (an
 //! `EnvFilter` directive) overrides the level. Must be called once per
-//! process, before the site starts.
+//! process, before the site starts. The JSON line format is [`json`]'s.
+//! Text goes without colours unless stdout is a terminal and `NO_COLOR` is
+//! unset, so journald and files get plain lines.
+
+pub mod json;
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::JsonFields;
 
 use crate::config::{LogFormat, LogLevel, LoggerConfig};
 
@@ -51,7 +57,10 @@ pub fn init(cfg: &LoggerConfig) -> Result<(), TelemetryError> {
             EnvFilter::new(format!("warn,rumqttd=off,wovenet_daemon={l},wovenetd={l}"))
         }
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let text = tracing_subscriber::fmt();
+    let json = tracing_subscriber::fmt()
+        .fmt_fields(JsonFields::new())
+        .event_format(json::JsonLines);
     let result = match (&cfg.file, cfg.format) {
         (Some(path), format) => {
             if let Some(dir) = path.parent() {
@@ -67,18 +76,23 @@ pub fn init(cfg: &LoggerConfig) -> Result<(), TelemetryError> {
                 })?;
             let writer = Mutex::new(file);
             match format {
-                LogFormat::Json => builder
-                    .json()
-                    .flatten_event(true)
+                LogFormat::Json => json.with_env_filter(filter).with_writer(writer).try_init(),
+                LogFormat::Text => text
+                    .with_env_filter(filter)
+                    .with_ansi(false)
                     .with_writer(writer)
                     .try_init(),
-                LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
             }
         }
-        (None, LogFormat::Json) => builder.json().flatten_event(true).try_init(),
-        (None, LogFormat::Text) => builder.try_init(),
+        (None, LogFormat::Json) => json.with_env_filter(filter).try_init(),
+        (None, LogFormat::Text) => text.with_env_filter(filter).with_ansi(colours()).try_init(),
     };
     // A second init (tests, demo) keeps the first subscriber; that is fine.
     let _ = result;
     Ok(())
+}
+
+/// Colours only for a person at a terminal who has not asked for none (no-color.org).
+fn colours() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

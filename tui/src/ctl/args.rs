@@ -10,9 +10,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 /// Exit codes, shown under `--help`.
 pub const EXIT_CODES: &str = "\
 Socket selection:
-  --socket PATH, else --site NAME (its socket in the default directory), else
-  $WOVENET_CONTROL_SOCKET, else the only *.sock in the default directory
-  ($XDG_RUNTIME_DIR/wovenet, /run/wovenet for root, /tmp/wovenet-<uid> otherwise).
+  --socket PATH, else --site NAME (its socket in the default directories), else
+  $WOVENET_CONTROL_SOCKET, else the only *.sock in the default directories: yours
+  ($XDG_RUNTIME_DIR/wovenet, /run/wovenet for root, /tmp/wovenet-<uid> otherwise),
+  then /run/wovenet (where the systemd unit wovenetd@NAME puts NAME.sock).
 
 Output:
   -o table (default) is for people; -o json is for scripts and stable: field names are
@@ -41,7 +42,7 @@ pub struct Cli {
     /// Control socket of the daemon.
     #[arg(long, value_name = "PATH", conflicts_with = "site")]
     pub socket: Option<PathBuf>,
-    /// Site whose socket in the default directory to use.
+    /// Site whose socket in the default directories (yours, then /run/wovenet) to use.
     #[arg(long, value_name = "NAME")]
     pub site: Option<String>,
     /// Output format.
