@@ -40,6 +40,9 @@ impl Site {
         self.bus.emit(Event::ConfigReloaded {
             report: Box::new(report.clone()),
         });
+        // After the event, so a watcher knows the new remote apps by the
+        // time their listeners open.
+        self.reconcile_listeners();
         report
     }
 
@@ -125,7 +128,6 @@ impl Site {
             self.seq += 1;
             self.announce(false).await;
         }
-        self.reconcile_listeners();
 
         ReloadReport {
             config_file: path,
