@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use wovenet_e2e::data::bytes;
 use wovenet_e2e::*;
+use wovenet_proto::v1;
 
 /// `localExposedApps` of single-socket apps.
 fn exposed(apps: &[(&str, &Sock)]) -> Value {
@@ -448,4 +449,79 @@ async fn apps_changed_through_the_api_survive_a_reload() {
         .unwrap()
         .unwrap_or_else(|e| panic!("the stream on live broke: {e}\n{}", p.diag()));
     conn.finish(WAIT).await.unwrap();
+}
+
+/// A changed exposed app (same name, another socket) serves new connections from the new
+/// definition while a connection opened before keeps its old target; a changed remote app
+/// (same local socket, a limit added) gets its listener reopened at once on the same
+/// address, and the connection accepted before keeps flowing. Fails on the old code (no
+/// reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_apps_serve_new_connections_while_open_ones_finish() {
+    let old = EchoServer::tcp_with_banner(*b"old:").await;
+    let new = EchoServer::tcp_with_banner(*b"new:").await;
+    let local = Sock::free_tcp();
+    let mut p = Pair::new(
+        |b| b.expose("echo", old.sock()),
+        |a| a.remote("b", "echo", &local),
+    )
+    .await;
+    try_wait_forward_with_banner(&local, b"old:", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    let mut before = EchoConn::connect(&local, WAIT).await.unwrap();
+    before.read_banner(b"old:", WAIT).await.unwrap();
+    before.ping(b"first", WAIT).await.unwrap();
+
+    p.b.edit_config(|c| c["localExposedApps"] = exposed(&[("echo", new.sock())]));
+    let report = reload(&p.ctl_b(), 0).await;
+    assert_eq!(names(&report["exposed_changed"]), ["echo"], "{report:#}");
+    assert_eq!(
+        report["exposed_changed"][0]["app_socket"],
+        new.sock().to_string()
+    );
+    echo_once_with_banner(&local, b"new:", b"to the new target", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    before.ping(b"still the old target", WAIT).await.unwrap();
+
+    p.a.edit_config(|c| c["remoteApps"][0]["maxConnections"] = json!(5));
+    let report = reload(&p.ctl_a(), 0).await;
+    assert_eq!(names(&report["remote_changed"]), ["echo"], "{report:#}");
+    assert_eq!(report["remote_changed"][0]["max_connections"], 5);
+    // Reopened on the same address before the reply, not by a later retry.
+    let state = p.a.api().await.listener_state("b", "echo").await;
+    assert_eq!(state, Some(v1::ListenerState::Open), "{}", p.diag());
+    echo_once_with_banner(&local, b"new:", b"through the reopened listener", WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    let listener = remote_app(&p.a.api().await.apps().await, "b", "echo")
+        .cloned()
+        .unwrap();
+    assert_eq!(listener.spec.unwrap().max_connections, Some(5));
+    before.ping(b"and still flowing", WAIT).await.unwrap();
+    before.finish(WAIT).await.unwrap();
+}
+
+/// `allowedSites` changed by a reload is offered at once: restricting the app to another
+/// site closes a's listener, allowing a again opens it. Fails on the old code (no reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_sites_change_is_offered_at_once() {
+    let (mut p, echo, local) = Pair::echo().await;
+    let restrict = |c: &mut Value, site: &str| {
+        c["localExposedApps"] = json!([{
+            "appName": "echo", "appSocket": echo.sock().to_string(), "allowedSites": [site],
+        }]);
+    };
+    p.b.edit_config(|c| restrict(c, "c"));
+    let report = reload(&p.ctl_b(), 0).await;
+    assert_eq!(
+        report["exposed_changed"][0]["allowed_sites"],
+        json!(["c"]),
+        "{report:#}"
+    );
+    wait_closed(&local, &p).await;
+    p.b.edit_config(|c| restrict(c, "a"));
+    p.b.hangup();
+    p.wait_forward(&local).await;
 }
