@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wovenet_daemon::config::{self, ConfigError};
 use wovenet_daemon::control::{Control, socket};
-use wovenet_daemon::store::Store;
 use wovenet_daemon::signals::{Signal, Signals};
+use wovenet_daemon::store::Store;
 use wovenet_daemon::{Daemon, Options, demo, identity, notify, telemetry};
 
 /// Exit code for a bad configuration (EX_USAGE, like linkerd).

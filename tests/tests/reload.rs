@@ -113,7 +113,8 @@ async fn apps_added_and_removed_by_reload_leave_a_stream_on_another_app_flowing(
     let keep = EchoServer::tcp().await;
     let gone = EchoServer::tcp().await;
     let new = EchoServer::tcp().await;
-    let (keep_local, gone_local, new_local) = (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
+    let (keep_local, gone_local, new_local) =
+        (Sock::free_tcp(), Sock::free_tcp(), Sock::free_tcp());
     let mut p = Pair::new(
         |b| b.expose("keep", keep.sock()).expose("gone", gone.sock()),
         |a| {
@@ -166,9 +167,12 @@ async fn apps_added_and_removed_by_reload_leave_a_stream_on_another_app_flowing(
     });
     p.b.hangup();
     let want = owned(&[("gone", false), ("keep", false)]);
-    wait_for("b serving keep and gone", WAIT, || p.diag(), async || {
-        (exposed_apps(&p.b).await == want).then_some(())
-    })
+    wait_for(
+        "b serving keep and gone",
+        WAIT,
+        || p.diag(),
+        async || (exposed_apps(&p.b).await == want).then_some(()),
+    )
     .await;
     p.a.edit_config(|c| {
         c["remoteApps"] = remote(&[("keep", &keep_local), ("gone", &gone_local)]);
@@ -177,7 +181,11 @@ async fn apps_added_and_removed_by_reload_leave_a_stream_on_another_app_flowing(
     assert_eq!(names(&report["remote_added"]), ["gone"], "{report:#}");
     assert_eq!(names(&report["remote_removed"]), ["new"], "{report:#}");
     let event = next_reload_event(&mut a_events).await;
-    assert_eq!(names(&event["remote_added"]), ["gone"], "the RPC's event too: {event:#}");
+    assert_eq!(
+        names(&event["remote_added"]),
+        ["gone"],
+        "the RPC's event too: {event:#}"
+    );
     p.wait_forward(&gone_local).await;
     wait_closed(&new_local, &p).await;
 
@@ -244,7 +252,10 @@ async fn an_invalid_file_keeps_the_old_config_and_names_every_bad_field() {
             && paths.contains(&"tunnel.maxStreamsPerPeer"),
         "{report:#}"
     );
-    assert!(names(&report["exposed_added"]).is_empty(), "nothing applied");
+    assert!(
+        names(&report["exposed_added"]).is_empty(),
+        "nothing applied"
+    );
     // Two refusals from wovenetctl, one from SIGHUP: each is an event.
     for _ in 0..2 {
         assert_eq!(next_reload_event(&mut b_events).await["outcome"], "invalid");
@@ -253,16 +264,25 @@ async fn an_invalid_file_keeps_the_old_config_and_names_every_bad_field() {
     let event = next_reload_event(&mut b_events).await;
     assert_eq!(event["outcome"], "invalid", "{event:#}");
     assert!(
-        event["errors"][0]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        event["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
         "{event:#}"
     );
-    assert!(p.b.is_running(), "SIGHUP with a bad file killed it\n{}", p.diag());
+    assert!(
+        p.b.is_running(),
+        "SIGHUP with a bad file killed it\n{}",
+        p.diag()
+    );
     assert_eq!(exposed_apps(&p.b).await, before, "apps unchanged");
     echo_once(&local, b"still flowing", WAIT).await.unwrap();
 
     p.b.edit_config(|c| {
         c["localExposedApps"].as_array_mut().unwrap().pop();
-        c["tunnel"].as_object_mut().unwrap().remove("maxStreamsPerPeer");
+        c["tunnel"]
+            .as_object_mut()
+            .unwrap()
+            .remove("maxStreamsPerPeer");
     });
     let report = reload(&p.ctl_b(), 0).await;
     assert_eq!(names(&report["exposed_added"]), ["extra"], "{report:#}");
@@ -276,9 +296,12 @@ async fn traffic(local: &Sock, b: &Api, p: &Pair) {
             .await
             .unwrap();
     }
-    wait_for("b's streams closed", WAIT, || p.diag(), async || {
-        b.streams().await.is_empty().then_some(())
-    })
+    wait_for(
+        "b's streams closed",
+        WAIT,
+        || p.diag(),
+        async || b.streams().await.is_empty().then_some(()),
+    )
     .await;
 }
 
@@ -306,7 +329,11 @@ async fn a_log_level_change_applies_to_new_log_lines() {
     let report = reload(&p.ctl_b(), 0).await;
     assert_eq!(report["log_level"], "debug", "{report:#}");
     traffic(&local, &api, &p).await;
-    assert!(debug(&p.b) > 0, "no DEBUG line after the switch\n{}", p.diag());
+    assert!(
+        debug(&p.b) > 0,
+        "no DEBUG line after the switch\n{}",
+        p.diag()
+    );
 
     let mut events = p.ctl_b().spawn(&["-o", "json", "events"]);
     events.wait_line("\"snapshot\"", WAIT).await.unwrap();
@@ -316,7 +343,12 @@ async fn a_log_level_change_applies_to_new_log_lines() {
     assert_eq!(event["log_level"], "info", "{event:#}");
     let at_switch = debug(&p.b);
     traffic(&local, &api, &p).await;
-    assert_eq!(debug(&p.b), at_switch, "DEBUG lines after going back to info\n{}", p.diag());
+    assert_eq!(
+        debug(&p.b),
+        at_switch,
+        "DEBUG lines after going back to info\n{}",
+        p.diag()
+    );
     events.kill().await;
 }
 
@@ -349,10 +381,15 @@ async fn a_site_name_change_needs_a_restart_and_is_not_applied() {
     let want = owned(&[("echo", false), ("extra", false)]);
     assert_eq!(exposed_apps(&p.b).await, want);
     // a still knows b by its old name, now with the new app.
-    wait_for("a sees b offering extra", WAIT, || p.diag(), async || {
-        let peer = p.a.api().await.peer("b").await?;
-        peer.apps.iter().any(|x| x == "extra").then_some(())
-    })
+    wait_for(
+        "a sees b offering extra",
+        WAIT,
+        || p.diag(),
+        async || {
+            let peer = p.a.api().await.peer("b").await?;
+            peer.apps.iter().any(|x| x == "extra").then_some(())
+        },
+    )
     .await;
     echo_once(&local, b"same name", WAIT).await.unwrap();
 }
@@ -428,9 +465,14 @@ async fn apps_changed_through_the_api_survive_a_reload() {
         let event = next_reload_event(&mut events).await;
         assert_eq!(event["outcome"], "applied", "{event:#}");
         assert!(
-            ["exposed_added", "exposed_removed", "remote_added", "remote_removed"]
-                .iter()
-                .all(|k| names(&event[*k]).is_empty()),
+            [
+                "exposed_added",
+                "exposed_removed",
+                "remote_added",
+                "remote_removed"
+            ]
+            .iter()
+            .all(|k| names(&event[*k]).is_empty()),
             "{event:#}"
         );
         events.kill().await;

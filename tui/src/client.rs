@@ -18,8 +18,8 @@ use wovenet_proto::v1::{
     AddExposedAppRequest, AddRemoteAppRequest, Channel as DataChannel, ExposedApp, ExposedAppSpec,
     ForgetPeerRequest, GetSiteRequest, ListAppsRequest, ListAppsResponse, ListChannelsRequest,
     ListPeersRequest, ListStreamsRequest, Peer, ReloadReport, ReloadRequest, RemoteApp,
-    RemoteAppSpec, RemoveExposedAppRequest, RemoveRemoteAppRequest, SiteInfo, Stream, WatchEventsRequest, WatchEventsResponse,
-    WatchStatsRequest, WatchStatsResponse,
+    RemoteAppSpec, RemoveExposedAppRequest, RemoveRemoteAppRequest, SiteInfo, Stream,
+    WatchEventsRequest, WatchEventsResponse, WatchStatsRequest, WatchStatsResponse,
 };
 
 /// A connected control client.
@@ -386,7 +386,10 @@ mod tests {
         let mine = touch(&user.join("office.sock"));
         assert_eq!(resolve_in(None, Some("office"), None, &dirs).unwrap(), mine);
         let err = resolve_in(None, None, None, &dirs).unwrap_err().to_string();
-        assert!(err.contains("several sites run here (office, office)"), "{err}");
+        assert!(
+            err.contains("several sites run here (office, office)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -269,13 +269,12 @@ impl ControlService for Fake {
         }))
     }
 
-    async fn reload(
-        &self,
-        _: Request<ReloadRequest>,
-    ) -> Result<Response<ReloadResponse>, Status> {
+    async fn reload(&self, _: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
         self.saw("reload".into());
         let outcome = self.reload.ok_or_else(|| {
-            Status::failed_precondition("no config file to reload: this site was started without one")
+            Status::failed_precondition(
+                "no config file to reload: this site was started without one",
+            )
         })?;
         let mut report = ReloadReport {
             outcome: outcome.into(),
@@ -783,7 +782,11 @@ async fn reload_of_an_invalid_file_exits_4_with_every_error() {
         doc["report"]["errors"][0]["path"],
         "localExposedApps[0].appSocket"
     );
-    assert!(stderr(&o).contains("siteName: is required"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("siteName: is required"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[tokio::test]

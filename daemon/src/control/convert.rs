@@ -338,7 +338,10 @@ impl From<&ReloadReport> for v1::ReloadReport {
             remote_added: remote(&r.remote_added),
             remote_removed: remote(&r.remote_removed),
             remote_changed: remote(&r.remote_changed),
-            log_level: r.log_level.map(|l| l.as_str().to_owned()).unwrap_or_default(),
+            log_level: r
+                .log_level
+                .map(|l| l.as_str().to_owned())
+                .unwrap_or_default(),
             needs_restart: r.needs_restart.clone(),
             errors: r
                 .errors

@@ -12,8 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::config::{self, Config, ConfigError, ExposedApp, FieldError, RemoteApp, raw, validate};
 use crate::identity::Fingerprint;
 use crate::view::{
-    AppsInfo, ChannelInfo, PeerInfo, ReloadReport, Sequenced, SiteInfo, StatsSnapshot,
-    StreamInfo,
+    AppsInfo, ChannelInfo, PeerInfo, ReloadReport, Sequenced, SiteInfo, StatsSnapshot, StreamInfo,
 };
 
 /// Why a control request failed. Mapped to gRPC codes in `control::status`.

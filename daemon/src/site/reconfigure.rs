@@ -136,7 +136,11 @@ impl Site {
             exposed_changed: plan.exposed_replace,
             remote_added: plan.remote_add,
             remote_removed: plan.remote_remove,
-            remote_changed: plan.remote_replace.into_iter().map(|(_, new)| new).collect(),
+            remote_changed: plan
+                .remote_replace
+                .into_iter()
+                .map(|(_, new)| new)
+                .collect(),
             log_level,
             needs_restart: plan.needs_restart.iter().map(|p| (*p).to_owned()).collect(),
             errors: Vec::new(),

@@ -134,12 +134,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let Config {
         site_name,
         crypto: CryptoConfig { key },
-        logger:
-            LoggerConfig {
-                level: _,
-                file,
-                format,
-            },
+        logger: LoggerConfig {
+            level: _,
+            file,
+            format,
+        },
         message_channel:
             MqttConfig {
                 broker,
@@ -275,7 +274,11 @@ tunnel:
         let p = diff(&old, &new);
         assert_eq!(names(&p.exposed_add), ["new"]);
         assert_eq!(names(&p.exposed_remove), ["gone"]);
-        assert_eq!(p.exposed_replace, [exposed("moved", 33)], "the new definition");
+        assert_eq!(
+            p.exposed_replace,
+            [exposed("moved", 33)],
+            "the new definition"
+        );
         assert!(p.exposed_changes() && !p.remote_changes());
         assert!(p.needs_restart.is_empty() && p.log_level.is_none());
     }
@@ -314,7 +317,10 @@ tunnel:
         let mut swapped = old.clone();
         swapped.remote_apps[0] = remote("swapped", 1);
         let p = diff(&old, &swapped);
-        assert_eq!(p.remote_replace, [(remote("keep", 1), remote("swapped", 1))]);
+        assert_eq!(
+            p.remote_replace,
+            [(remote("keep", 1), remote("swapped", 1))]
+        );
         assert!(p.remote_add.is_empty() && p.remote_remove.is_empty());
     }
 

@@ -262,7 +262,8 @@ impl Model {
         }
         let name = |a: &pb::ExposedApp| a.spec.as_ref().map(|x| x.name.clone());
         for gone in &r.exposed_removed {
-            self.exposed.retain(|a| name(a).as_ref() != Some(&gone.name));
+            self.exposed
+                .retain(|a| name(a).as_ref() != Some(&gone.name));
         }
         for changed in &r.exposed_changed {
             for a in &mut self.exposed {
@@ -272,13 +273,14 @@ impl Model {
             }
         }
         for added in &r.exposed_added {
-            self.exposed.retain(|a| name(a).as_ref() != Some(&added.name));
+            self.exposed
+                .retain(|a| name(a).as_ref() != Some(&added.name));
             self.exposed.push(pb::ExposedApp {
                 spec: Some(added.clone()),
                 live: false,
             });
         }
-        self.exposed.sort_by(|a, b| name(a).cmp(&name(b)));
+        self.exposed.sort_by_key(name);
         // Remote apps are matched by their local socket, as the daemon does.
         let socket = |r: &pb::RemoteApp| r.spec.as_ref().map(|x| x.local_socket.clone());
         for gone in r.remote_removed.iter().chain(&r.remote_changed) {
