@@ -118,7 +118,7 @@ impl Site {
                 }
                 Some(Err(e)) => warnings.push(e.to_string()),
                 None => warnings.push(
-                    "logger.level: not applied, this site's logging is not wovenetd's".to_owned(),
+                    "logger.level: not applied, this site does not own its logging".to_owned(),
                 ),
             }
         }
