@@ -173,7 +173,8 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         let site = cfg.site_name.clone();
         let options = Options {
             store,
-            config_file: path.map(Path::to_path_buf),
+            // Absolute, so reports name it unambiguously (the daemon never changes directory).
+            config_file: path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
             log_level: Some(log_level),
         };
         let running = Daemon::start_with(cfg, options)
