@@ -261,6 +261,19 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// The config spelling (`trace`, `debug`, `info`, `warn`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

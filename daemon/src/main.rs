@@ -140,10 +140,13 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = telemetry::init(&cfg.logger) {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let log_level = match telemetry::init(&cfg.logger) {
+        Ok(control) => control,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -168,7 +171,13 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
             .await
             .context("cannot start the control plane")?;
         let site = cfg.site_name.clone();
-        let running = Daemon::start_with(cfg, Options { store })
+        let options = Options {
+            store,
+            // Absolute, so reports name it unambiguously (the daemon never changes directory).
+            config_file: path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+            log_level: Some(log_level),
+        };
+        let running = Daemon::start_with(cfg, options)
             .await
             .context("cannot start the site")?;
         control.spawn(
@@ -185,8 +194,12 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         loop {
             match signals.recv().await {
                 Signal::Shutdown => break,
+                // The site logs the outcome and publishes it as an event.
                 Signal::Reload => {
-                    tracing::warn!("reload not supported yet; restart wovenetd to apply changes");
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    if let Err(e) = running.handle().reload().await {
+                        tracing::warn!(error = %e, "reload failed");
+                    }
                 }
             }
         }

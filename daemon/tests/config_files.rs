@@ -71,7 +71,11 @@ fn every_example_has_a_readme() {
         .filter(|p| p.is_dir())
         .collect();
     // The original's use cases, sites behind NAT, and the systemd unit.
-    assert_eq!(dirs.len(), 7, "expected seven example directories: {dirs:?}");
+    assert_eq!(
+        dirs.len(),
+        7,
+        "expected seven example directories: {dirs:?}"
+    );
     for d in dirs {
         assert!(
             d.join("README.md").is_file(),

@@ -17,9 +17,9 @@ use wovenet_proto::v1::control_service_client::ControlServiceClient;
 use wovenet_proto::v1::{
     AddExposedAppRequest, AddRemoteAppRequest, Channel as DataChannel, ExposedApp, ExposedAppSpec,
     ForgetPeerRequest, GetSiteRequest, ListAppsRequest, ListAppsResponse, ListChannelsRequest,
-    ListPeersRequest, ListStreamsRequest, Peer, RemoteApp, RemoteAppSpec, RemoveExposedAppRequest,
-    RemoveRemoteAppRequest, SiteInfo, Stream, WatchEventsRequest, WatchEventsResponse,
-    WatchStatsRequest, WatchStatsResponse,
+    ListPeersRequest, ListStreamsRequest, Peer, ReloadReport, ReloadRequest, RemoteApp,
+    RemoteAppSpec, RemoveExposedAppRequest, RemoveRemoteAppRequest, SiteInfo, Stream,
+    WatchEventsRequest, WatchEventsResponse, WatchStatsRequest, WatchStatsResponse,
 };
 
 /// A connected control client.
@@ -310,6 +310,14 @@ impl Control {
             .await?
             .into_inner()
             .identity)
+    }
+
+    /// `Reload`: what re-reading the daemon's config file did (an invalid file is a report
+    /// with outcome INVALID, not an error).
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn reload(&mut self) -> Result<ReloadReport, Status> {
+        let r = self.client.reload(ReloadRequest {}).await?.into_inner();
+        required(r.report, "report")
     }
 
     /// `WatchEvents`: a snapshot, then events.

@@ -104,6 +104,17 @@ impl ExposedApps {
         Ok(())
     }
 
+    /// Puts `app` in place of the app of the same name (or adds it),
+    /// returning the definition it replaced. Streams admitted from now on
+    /// get the new definition; open streams keep the one they were admitted
+    /// with, and their slots count against the new `maxConnections`.
+    pub fn replace(&self, app: ExposedApp) -> Option<ExposedApp> {
+        self.apps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(app.name.clone(), app)
+    }
+
     /// Removes an app, returning it if it was there.
     pub fn remove(&self, name: &AppName) -> Option<ExposedApp> {
         self.apps

@@ -46,6 +46,8 @@ pub struct RemoteListener {
     app: RemoteApp,
     local_addr: AppSocket,
     accept_cancel: CancellationToken,
+    /// Cancelled once the serving task has ended and dropped the socket.
+    closed: CancellationToken,
     /// The unix socket file we created, identified by (device, inode) so we
     /// never remove a file some later listener bound at the same path.
     unix_file: Option<(PathBuf, u64, u64)>,
@@ -148,12 +150,21 @@ impl RemoteListener {
             app.name = %app.app,
             local.socket = %local_addr,
         );
-        tracker.spawn(serve.instrument(span));
+        let closed = CancellationToken::new();
+        let done = closed.clone().drop_guard();
+        tracker.spawn(
+            async move {
+                serve.await;
+                drop(done);
+            }
+            .instrument(span),
+        );
         debug!(app.name = %app.app, peer.site = %app.site, local.socket = %local_addr, "remote app listening");
         Ok(Self {
             app,
             local_addr,
             accept_cancel,
+            closed,
             unix_file,
         })
     }
@@ -171,6 +182,15 @@ impl RemoteListener {
     /// Stops accepting and removes the unix socket file (same as drop).
     pub fn close(self) {
         drop(self);
+    }
+
+    /// Like [`close`](Self::close), then resolves once the socket itself is
+    /// closed, so that its address can be bound again at once (a listener
+    /// reopened with another definition).
+    pub fn shut(self) -> impl Future<Output = ()> + use<> {
+        let closed = self.closed.clone();
+        drop(self);
+        async move { closed.cancelled().await }
     }
 }
 

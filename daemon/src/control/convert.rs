@@ -17,8 +17,8 @@ use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelRoute, Direction};
 use crate::view::{
     AppsInfo, ChannelInfo, ChannelState, Event, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
-    RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot, StreamDirection, StreamInfo,
-    TrustState,
+    ReloadOutcome, ReloadReport, RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot,
+    StreamDirection, StreamInfo, TrustState,
 };
 
 use super::rates::StatsRates;
@@ -317,6 +317,47 @@ impl From<&RemoteAppInfo> for v1::RemoteApp {
     }
 }
 
+impl From<ReloadOutcome> for v1::ReloadOutcome {
+    fn from(o: ReloadOutcome) -> Self {
+        match o {
+            ReloadOutcome::Applied => Self::Applied,
+            ReloadOutcome::NeedsRestart => Self::NeedsRestart,
+            ReloadOutcome::Invalid => Self::Invalid,
+        }
+    }
+}
+
+impl From<&ReloadReport> for v1::ReloadReport {
+    fn from(r: &ReloadReport) -> Self {
+        let exposed = |apps: &[ExposedApp]| apps.iter().map(Into::into).collect();
+        let remote = |apps: &[RemoteApp]| apps.iter().map(Into::into).collect();
+        Self {
+            outcome: v1::ReloadOutcome::from(r.outcome()).into(),
+            config_file: r.config_file.display().to_string(),
+            exposed_added: exposed(&r.exposed_added),
+            exposed_removed: exposed(&r.exposed_removed),
+            exposed_changed: exposed(&r.exposed_changed),
+            remote_added: remote(&r.remote_added),
+            remote_removed: remote(&r.remote_removed),
+            remote_changed: remote(&r.remote_changed),
+            log_level: r
+                .log_level
+                .map(|l| l.as_str().to_owned())
+                .unwrap_or_default(),
+            needs_restart: r.needs_restart.clone(),
+            errors: r
+                .errors
+                .iter()
+                .map(|e| v1::ConfigFieldError {
+                    path: e.path.clone(),
+                    reason: e.reason.clone(),
+                })
+                .collect(),
+            warnings: r.warnings.clone(),
+        }
+    }
+}
+
 /// `ListApps` output.
 pub fn apps(a: &AppsInfo) -> v1::ListAppsResponse {
     v1::ListAppsResponse {
@@ -365,6 +406,7 @@ impl From<&Sequenced> for v1::Event {
             Event::ListenerClosed { app } => Kind::ListenerClosed(app.into()),
             Event::StreamOpened { stream } => Kind::StreamOpened(stream.into()),
             Event::StreamClosed { stream } => Kind::StreamClosed(stream.into()),
+            Event::ConfigReloaded { report } => Kind::ConfigReloaded(report.as_ref().into()),
         };
         Self {
             seq: s.seq,

@@ -52,6 +52,9 @@ impl Site {
             Command::ForgetPeer(site, r) => {
                 let _ = r.send(self.forget_peer(&site).await);
             }
+            Command::Reload(loaded, r) => {
+                let _ = r.send(self.reload(*loaded).await);
+            }
             Command::RemoveRemoteApp {
                 site,
                 app,

@@ -25,7 +25,27 @@ Exit status:
   1   the daemon refused or failed the request (its message is printed as `error: ...`)
   2   no daemon could be reached (nothing listening, permission denied, no socket or
       several sockets found, or the connection was lost)
+  3   reload: applied, except changes that need a restart of wovenetd (listed)
+  4   reload: the config file is invalid; nothing changed (every error is printed)
   64  invalid command line";
+
+/// The exit codes of `reload`, shown under `reload --help`.
+pub const RELOAD_EXIT_CODES: &str = "\
+Exit status:
+  0   the file is valid and every change was applied (or there was none)
+  1   the daemon refused the request (e.g. it was started without a config file)
+  2   no daemon could be reached
+  3   the file is valid and every change that can be applied live was; the changes
+      listed under \"needs a restart\" (siteName, crypto.key, messageChannel, tunnel.*,
+      control.socket, metrics.listen, trust.*, logger.file, logger.format) were not:
+      they take effect when wovenetd restarts
+  4   the file is invalid: nothing changed, wovenetd keeps running on the configuration
+      it had; every error is printed as `path: reason`";
+
+/// Exit code of a reload that left changes for a restart.
+pub const EXIT_RELOAD_RESTART: u8 = 3;
+/// Exit code of a reload of an invalid file.
+pub const EXIT_RELOAD_INVALID: u8 = 4;
 
 /// Exit code for an invalid command line (BSD `EX_USAGE`, as `wovenetd` uses for bad config).
 pub const EXIT_USAGE: u8 = 64;
@@ -95,6 +115,17 @@ pub enum Command {
     Events,
     /// Traffic counters and rates per app, peer and dataChannel.
     Stats(StatsArgs),
+    /// Re-read the daemon's config file and apply the differences live (like SIGHUP).
+    ///
+    /// The file is validated as at start. If it is valid, apps and remote apps added,
+    /// removed or changed, their limits (maxConnections, udpIdleTimeout, allowedSites) and
+    /// logger.level are applied without a restart: unaffected connections and dataChannels
+    /// keep flowing, open connections of a removed or changed app run to their end. Apps
+    /// added or removed with `expose`/`remote` stay as they are. Changes that need a restart
+    /// are listed, not applied. If the file is invalid, nothing changes and every error is
+    /// printed.
+    #[command(after_help = RELOAD_EXIT_CODES)]
+    Reload,
     /// Print a shell completion script.
     Completions {
         /// The shell.
