@@ -198,7 +198,7 @@ pub fn parse_genkey(output: &str) -> Option<Keypair> {
 pub enum Secrets {
     /// The noise keys.
     Noise(Keypair),
-    /// TLS: the server's PKCS#12 identity (with [`PKCS12_PASSWORD`]) and the CA the client
+    /// TLS: the server's PKCS#12 identity (with a fixed password) and the CA the client
     /// trusts, as files.
     Tls {
         /// `[server.transport.tls] pkcs12`.

@@ -48,12 +48,14 @@ fn preamble_benches(c: &mut Criterion) {
         app: AppName::new("web-frontend").unwrap(),
         target: None,
         protocol: wovenet_daemon::config::Protocol::Tcp,
+        client: None,
     };
     // Range apps carry a target: the longest common request.
     let ranged = Request {
         app: AppName::new("lab-range").unwrap(),
         target: Some(SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 0x2a], 8443))),
         protocol: wovenet_daemon::config::Protocol::Tcp,
+        client: None,
     };
     for (name, req) in [("plain", &plain), ("v6_target", &ranged)] {
         let bytes = req.encode();

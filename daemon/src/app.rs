@@ -9,14 +9,21 @@
 //! half-close and reset onto QUIC stream finish and reset. UDP apps open one
 //! such stream per client address and then carry datagrams ([`udp`]).
 //!
+//! A TCP client's address travels in the request (see [`preamble`] for the
+//! versioning that keeps older sites working, and [`dialect`] for what the
+//! client side remembers of them); an exposed app with `proxyProtocol` gets
+//! it as a PROXY protocol header ([`proxy_header`]) before any data.
+//!
 //! This module must not know about MQTT, discovery, authentication or how a
 //! dataChannel is picked: the tunnel layer hands it streams through
 //! [`StreamOpener`] (client side) and gives every stream a peer opened to a
 //! [`StreamServer`] (exposed side, implemented by [`ExposedServer`]).
 
+pub mod dialect;
 pub mod exposed;
 pub mod pipe;
 pub mod preamble;
+pub mod proxy_header;
 pub mod remote;
 pub mod streams;
 pub mod throttle;

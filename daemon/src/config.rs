@@ -263,6 +263,19 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// The config spelling (`trace`, `debug`, `info`, `warn`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -714,6 +727,36 @@ pub struct ExposedApp {
     /// `bandwidthLimit`: bytes per second each way, shared by every stream
     /// and flow of the app, enforced here; `None`: unlimited.
     pub bandwidth_limit: Option<BandwidthLimit>,
+    /// `proxyProtocol`: the PROXY protocol header sent to the app before any
+    /// data of each stream; `None` (off) when not set. Never set on a UDP app.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `localExposedApps[].proxyProtocol`: which version of HAProxy's PROXY
+/// protocol header the exposing site writes to the app before a stream's
+/// data, carrying the client address the far (client) site saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    /// The human-readable header (`PROXY TCP4 …\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// The config spelling (`v1`, `v2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+impl fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Most `allowedSites` one exposed app may list.

@@ -86,6 +86,11 @@ pub struct Counters {
     /// Frames read from TCP dataChannels that cannot be a QUIC packet our
     /// endpoint takes (empty, or larger than it accepts): dropped.
     pub tcp_frames_dropped: AtomicU64,
+    /// Stream requests carrying a client address that a far site refused as
+    /// an unsupported preamble version (a build that predates client
+    /// addresses), then sent again without it. At most one per remote app
+    /// per recheck period (`app::dialect`).
+    pub preamble_downgrades: AtomicU64,
 }
 
 impl Counters {

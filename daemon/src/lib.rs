@@ -24,6 +24,8 @@ pub mod error;
 pub mod identity;
 pub mod limit;
 pub mod message;
+pub mod notify;
+pub mod signals;
 pub mod site;
 pub mod store;
 pub mod telemetry;
@@ -86,6 +88,12 @@ pub enum DaemonError {
 pub struct Options {
     /// Where live app changes are persisted and re-applied from (`None`: not persisted).
     pub store: Option<store::Store>,
+    /// The config file the site was loaded from, re-read by a reload
+    /// (`None`: reloads are refused).
+    pub config_file: Option<std::path::PathBuf>,
+    /// Changes the log level on reload (`None`: a level change is reported
+    /// as not applied).
+    pub log_level: Option<telemetry::LevelControl>,
 }
 
 /// Entry point of the engine.
@@ -219,6 +227,8 @@ impl Daemon {
             broker_url: config.message_channel.broker.to_string(),
             identity,
             trust: config.trust.clone(),
+            log_level: options.log_level,
+            config,
         };
         let site_task = tokio::spawn(
             site::Site::run(parts, shutdown.child_token(), tracker.clone())
@@ -232,7 +242,7 @@ impl Daemon {
             tunnel_addrs,
             counters,
             messages_stop,
-            handle: site::handle::SiteHandle::new(cmd_tx),
+            handle: site::handle::SiteHandle::new(cmd_tx, options.config_file),
             _broker: broker,
         })
     }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
 use wovenet_daemon::config::{self, ConfigError};
 use wovenet_daemon::control::{Control, socket};
+use wovenet_daemon::signals::{Signal, Signals};
 use wovenet_daemon::store::Store;
-use wovenet_daemon::{Daemon, Options, demo, identity, telemetry};
+use wovenet_daemon::{Daemon, Options, demo, identity, notify, telemetry};
 
 /// Exit code for a bad configuration (EX_USAGE, like linkerd).
 const EXIT_CONFIG: u8 = 64;
@@ -140,10 +140,13 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = telemetry::init(&cfg.logger) {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let log_level = match telemetry::init(&cfg.logger) {
+        Ok(control) => control,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -151,6 +154,8 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
     let path = path.map(Path::to_path_buf);
     let path = path.as_deref();
     with_runtime(async move {
+        // First, so that a SIGHUP during start does not kill the daemon.
+        let mut signals = Signals::install().context("cannot install signal handlers")?;
         let store = store_for(state, path);
         // The config key wins over the environment but not over the flag.
         let env = std::env::var_os(wovenet_proto::paths::ENV_SOCKET).map(PathBuf::from);
@@ -165,7 +170,14 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
         let control = Control::bind(&socket, cfg.metrics.listen)
             .await
             .context("cannot start the control plane")?;
-        let running = Daemon::start_with(cfg, Options { store })
+        let site = cfg.site_name.clone();
+        let options = Options {
+            store,
+            // Absolute, so reports name it unambiguously (the daemon never changes directory).
+            config_file: path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+            log_level: Some(log_level),
+        };
+        let running = Daemon::start_with(cfg, options)
             .await
             .context("cannot start the site")?;
         control.spawn(
@@ -174,8 +186,25 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
             running.shutdown_token(),
             running.tracker(),
         );
-        wait_for_signal().await?;
+        // The socket has been listening since `bind`: connections succeed now.
+        notify::ready(&format!(
+            "site '{site}' running, control socket {}",
+            socket.display()
+        ));
+        loop {
+            match signals.recv().await {
+                Signal::Shutdown => break,
+                // The site logs the outcome and publishes it as an event.
+                Signal::Reload => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    if let Err(e) = running.handle().reload().await {
+                        tracing::warn!(error = %e, "reload failed");
+                    }
+                }
+            }
+        }
         tracing::info!("signal received, shutting down");
+        notify::stopping(&format!("site '{site}' shutting down"));
         running.shutdown(GRACE).await;
         Ok(())
     })
@@ -226,14 +255,4 @@ fn with_runtime(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

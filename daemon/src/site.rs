@@ -9,13 +9,16 @@
 //! nothing about peers itself (that is [`peers`], which is pure), never reads
 //! or writes app bytes (that is [`crate::app`]) nor QUIC packets (that is
 //! [`crate::tunnel`]). Live-app commands are in `commands`, control-plane
-//! snapshots in `snapshot`.
+//! snapshots in `snapshot`, config reloads in `reconfigure` (executing what
+//! [`reload`] plans).
 
 mod commands;
 pub mod fallback;
 pub mod handle;
 pub mod offers;
 pub mod peers;
+mod reconfigure;
+pub mod reload;
 mod snapshot;
 pub mod trust;
 
@@ -31,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::{ExposedApps, RemoteListener, StreamRegistry};
 use crate::config::{
-    AppName, LocalSocket, PublicAddress, RemoteApp, SiteName, SocketMode, TrustConfig,
+    AppName, Config, LocalSocket, PublicAddress, RemoteApp, SiteName, SocketMode, TrustConfig,
 };
 use crate::counters::Counters;
 use crate::identity::{Fingerprint, PublicKey};
@@ -41,6 +44,7 @@ use crate::message::announce::{
 };
 use crate::message::mqtt::{Inbound, MessageChannel};
 use crate::store::{State, Store};
+use crate::telemetry::LevelControl;
 use crate::tunnel::relay::RelayState;
 use crate::tunnel::stun::Mapping;
 use crate::tunnel::{CLOSE_NORMAL, CLOSE_REFUSED, TunnelEvent, Tunnels};
@@ -178,6 +182,36 @@ pub struct Parts {
     pub identity: Fingerprint,
     /// `trust`.
     pub trust: TrustConfig,
+    /// The configuration the site starts with (live changes applied), the
+    /// base a reload compares against.
+    pub config: Config,
+    /// Changes the log level on reload.
+    pub log_level: Option<LevelControl>,
+}
+
+/// The apps that come from the config file, as opposed to added live
+/// (recorded in `state`): how apps are shown, and whether removing one is
+/// recorded as a removal of a file app. Computed at start and after a reload.
+fn from_file(
+    exposed: impl IntoIterator<Item = AppName>,
+    remote: &[RemoteApp],
+    state: &State,
+) -> (HashSet<AppName>, HashSet<RemoteApp>) {
+    let exposed = exposed
+        .into_iter()
+        .filter(|n| {
+            !state
+                .exposed_added
+                .iter()
+                .any(|v| v["appName"].as_str() == Some(n.as_str()))
+        })
+        .collect();
+    let remote = remote
+        .iter()
+        .filter(|r| !state.remote_added.contains(&crate::store::remote_json(r)))
+        .cloned()
+        .collect();
+    (exposed, remote)
 }
 
 /// The site actor.
@@ -208,6 +242,11 @@ pub struct Site {
     /// Apps from the config file (others were added live).
     config_exposed: HashSet<AppName>,
     config_remote: HashSet<RemoteApp>,
+    /// What a reload compares against: the config the site runs with (the
+    /// restart-bound fields as at start, `logger.level` as last applied).
+    /// Its app lists are empty: the apps live in `exposed`/`remote_apps`.
+    config: Config,
+    log_level: Option<LevelControl>,
     listener_errors: HashMap<RemoteApp, String>,
     broker_url: String,
     identity: Fingerprint,
@@ -244,7 +283,11 @@ impl Site {
             broker_url,
             identity,
             trust,
+            mut config,
+            log_level,
         } = parts;
+        config.exposed_apps.clear();
+        config.remote_apps.clear();
         let (trust, trust_warnings) = Trust::new(
             trust.mode,
             name.clone(),
@@ -255,21 +298,7 @@ impl Site {
         for w in trust_warnings {
             warn!("{w}");
         }
-        let config_exposed = exposed
-            .names()
-            .into_iter()
-            .filter(|n| {
-                !state
-                    .exposed_added
-                    .iter()
-                    .any(|v| v["appName"].as_str() == Some(n.as_str()))
-            })
-            .collect();
-        let config_remote = remote_apps
-            .iter()
-            .filter(|r| !state.remote_added.contains(&crate::store::remote_json(r)))
-            .cloned()
-            .collect();
+        let (config_exposed, config_remote) = from_file(exposed.names(), &remote_apps, &state);
         let (detect_tx, mut detect_rx) = mpsc::channel(16);
         let sockets_punchable = sockets
             .iter()
@@ -314,6 +343,8 @@ impl Site {
             state,
             config_exposed,
             config_remote,
+            config,
+            log_level,
             listener_errors: HashMap::new(),
             broker_url,
             identity,

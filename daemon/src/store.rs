@@ -121,6 +121,9 @@ pub fn exposed_json(app: &ExposedApp) -> Value {
                 .collect::<Vec<_>>()
         );
     }
+    if let Some(p) = app.proxy_protocol {
+        v["proxyProtocol"] = json!(p.as_str());
+    }
     v
 }
 
@@ -356,6 +359,7 @@ mod tests {
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
             bandwidth_limit: None,
+            proxy_protocol: None,
         }
     }
 
@@ -369,6 +373,7 @@ mod tests {
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: Some(std::time::Duration::from_secs(7)),
                 bandwidth_limit: None,
+                proxy_protocol: None,
             },
             ExposedApp {
                 name: AppName::new("lan").unwrap(),
@@ -381,6 +386,7 @@ mod tests {
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: None,
                 bandwidth_limit: None,
+                proxy_protocol: None,
             },
         ];
         for app in exposed {
@@ -397,6 +403,26 @@ mod tests {
         };
         assert_eq!(remote_json(&remote)["appSocket"], "udp:10.0.0.5:7");
         assert_eq!(parse_remote(&remote_json(&remote), "x").unwrap(), remote);
+    }
+
+    #[test]
+    fn proxy_protocol_round_trips_through_the_json_form() {
+        for (version, text) in [
+            (crate::config::ProxyProtocol::V1, "v1"),
+            (crate::config::ProxyProtocol::V2, "v2"),
+        ] {
+            let mut web = app("web", 8080);
+            web.proxy_protocol = Some(version);
+            let json = exposed_json(&web);
+            assert_eq!(json["proxyProtocol"], text);
+            assert_eq!(parse_exposed(&json, "x").unwrap(), web);
+        }
+        // Off: the key is left out, as in a config file that never set it.
+        assert!(
+            exposed_json(&app("web", 8080))
+                .get("proxyProtocol")
+                .is_none()
+        );
     }
 
     #[test]

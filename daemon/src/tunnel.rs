@@ -724,7 +724,7 @@ impl Tunnels {
     }
 
     /// Starts a dial loop to a peer's TCP socket (`transportProtocol: tcp`):
-    /// the same loop over a TCP connection per attempt ([`over_tcp`]).
+    /// the same loop over a TCP connection per attempt (`over_tcp`).
     /// `drain` ends it gently: no redial, and its channel closes once its
     /// streams have ended.
     pub fn dial_tcp(

@@ -7,12 +7,14 @@
 //! generated type.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
 use crate::config::{
-    AppName, AppSocket, ExposedApp, RemoteApp, SiteName, SocketMode, Transport, TrustMode,
+    AppName, AppSocket, ExposedApp, FieldError, LogLevel, RemoteApp, SiteName, SocketMode,
+    Transport, TrustMode,
 };
 use crate::identity::Fingerprint;
 use crate::message::announce::InstanceId;
@@ -328,6 +330,77 @@ pub enum Event {
         /// The stream (final byte counts).
         stream: StreamInfo,
     },
+    /// The config file was reloaded (applied, partly applied, or refused).
+    ConfigReloaded {
+        /// What the reload did.
+        report: Box<ReloadReport>,
+    },
+}
+
+/// How a reload of the config file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Valid, and every difference applied (or there was none).
+    Applied,
+    /// Valid; the live-applicable differences applied, the restart-bound ones not.
+    NeedsRestart,
+    /// Invalid: nothing changed.
+    Invalid,
+}
+
+/// What one reload of the config file did, for the reply, the event feed
+/// and the log. Apps are as they are served (the file's apps with the live
+/// changes of the state file applied).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    /// The file read.
+    pub config_file: PathBuf,
+    /// Exposed apps added.
+    pub exposed_added: Vec<ExposedApp>,
+    /// Exposed apps removed.
+    pub exposed_removed: Vec<ExposedApp>,
+    /// Exposed apps changed, as they are now.
+    pub exposed_changed: Vec<ExposedApp>,
+    /// Remote apps added.
+    pub remote_added: Vec<RemoteApp>,
+    /// Remote apps removed.
+    pub remote_removed: Vec<RemoteApp>,
+    /// Remote apps changed, as they are now.
+    pub remote_changed: Vec<RemoteApp>,
+    /// The new `logger.level`, when it changed.
+    pub log_level: Option<LogLevel>,
+    /// Field paths whose change needs a restart (not applied).
+    pub needs_restart: Vec<String>,
+    /// Every problem of an invalid file (then nothing else is set).
+    pub errors: Vec<FieldError>,
+    /// Accepted but worth telling (unknown keys, skipped state entries, a level
+    /// `WOVENET_LOG` overrides).
+    pub warnings: Vec<String>,
+}
+
+impl ReloadReport {
+    /// How it ended: invalid when there are errors, else whether anything
+    /// was left for a restart.
+    pub fn outcome(&self) -> ReloadOutcome {
+        if !self.errors.is_empty() {
+            ReloadOutcome::Invalid
+        } else if !self.needs_restart.is_empty() {
+            ReloadOutcome::NeedsRestart
+        } else {
+            ReloadOutcome::Applied
+        }
+    }
+
+    /// How many live changes were applied.
+    pub fn applied(&self) -> usize {
+        self.exposed_added.len()
+            + self.exposed_removed.len()
+            + self.exposed_changed.len()
+            + self.remote_added.len()
+            + self.remote_removed.len()
+            + self.remote_changed.len()
+            + usize::from(self.log_level.is_some())
+    }
 }
 
 /// An event with its sequence number (gap-free per site run).

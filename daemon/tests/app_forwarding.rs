@@ -249,6 +249,7 @@ fn single(app: &str, socket: AppSocket) -> ExposedApp {
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
         bandwidth_limit: None,
+        proxy_protocol: None,
     }
 }
 
@@ -267,6 +268,7 @@ fn range(app: &str, net: &str, ports: (u16, u16)) -> ExposedApp {
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
         bandwidth_limit: None,
+        proxy_protocol: None,
     }
 }
 

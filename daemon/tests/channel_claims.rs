@@ -49,6 +49,7 @@ async fn request_echo(from: &Side, to: &SiteName, wait: Duration) -> Option<Stat
         app: AppName::new("echo").unwrap(),
         target: None,
         protocol: wovenet_daemon::config::Protocol::Tcp,
+        client: None,
     };
     s.send.write_all(&req.encode()).await.unwrap();
     let read = async {
@@ -76,6 +77,7 @@ async fn an_inbound_channel_carries_no_stream_until_the_site_confirms_it() {
         allowed_sites: Vec::new(),
         udp_idle_timeout: None,
         bandwidth_limit: None,
+        proxy_protocol: None,
     };
     let mut a = side("a", vec![app.clone()]);
     let mut b = side("b", vec![app]);

@@ -70,7 +70,12 @@ fn every_example_has_a_readme() {
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(dirs.len(), 6, "expected six use cases: {dirs:?}");
+    // The original's use cases, sites behind NAT, and the systemd unit.
+    assert_eq!(
+        dirs.len(),
+        7,
+        "expected seven example directories: {dirs:?}"
+    );
     for d in dirs {
         assert!(
             d.join("README.md").is_file(),

@@ -216,6 +216,7 @@ impl Pair {
                 allowed_sites: Vec::new(),
                 udp_idle_timeout: None,
                 bandwidth_limit: None,
+                proxy_protocol: None,
             }])),
             Arc::new(Counters::default()),
             Arc::new(StreamRegistry::new(Arc::default())),

@@ -23,6 +23,9 @@ pub mod paths {
     pub const ENV_SOCKET: &str = "WOVENET_CONTROL_SOCKET";
     /// File name suffix of control sockets.
     pub const SOCKET_SUFFIX: &str = ".sock";
+    /// Where system services keep their control sockets: root's default, and
+    /// the `RuntimeDirectory=wovenet` of `examples/systemd/wovenetd@.service`.
+    pub const SYSTEM_SOCKET_DIR: &str = "/run/wovenet";
 
     /// `$XDG_RUNTIME_DIR/wovenet` when set; otherwise `/run/wovenet` for root
     /// and `/tmp/wovenet-<uid>` for other users.
@@ -38,7 +41,7 @@ pub mod paths {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wovenet"),
             // SAFETY: geteuid has no preconditions and cannot fail.
             _ => match unsafe { libc::geteuid() } {
-                0 => PathBuf::from("/run/wovenet"),
+                0 => PathBuf::from(SYSTEM_SOCKET_DIR),
                 uid => PathBuf::from(format!("/tmp/wovenet-{uid}")),
             },
         }
@@ -47,5 +50,16 @@ pub mod paths {
     /// The default control socket of site `site`: `<default dir>/<site>.sock`.
     pub fn default_socket_path(site: &str) -> PathBuf {
         default_socket_dir().join(format!("{site}{SOCKET_SUFFIX}"))
+    }
+
+    /// Where clients look for sockets, in order: [`default_socket_dir`], then
+    /// [`SYSTEM_SOCKET_DIR`] (a daemon run by systemd as its own user), once.
+    pub fn client_socket_dirs() -> Vec<PathBuf> {
+        let mut dirs = vec![default_socket_dir()];
+        let system = PathBuf::from(SYSTEM_SOCKET_DIR);
+        if !dirs.contains(&system) {
+            dirs.push(system);
+        }
+        dirs
     }
 }

@@ -124,6 +124,17 @@ impl EchoConn {
         }
     }
 
+    /// Reads exactly `banner` (what a [`crate::EchoServer::tcp_with_banner`] sends first).
+    pub async fn read_banner(&mut self, banner: &[u8], timeout: Duration) -> Result<(), String> {
+        let sock = self.sock.clone();
+        let mut got = vec![0; banner.len()];
+        match tokio::time::timeout(timeout, self.stream.read_exact(&mut got)).await {
+            Ok(Ok(_)) => compare(&sock, banner, &got),
+            Ok(Err(e)) => Err(format!("banner from {sock}: {e}")),
+            Err(_) => Err(format!("banner from {sock}: nothing within {timeout:?}")),
+        }
+    }
+
     /// Half-closes, expects EOF with no further data.
     pub async fn finish(mut self, timeout: Duration) -> Result<(), String> {
         let sock = self.sock.clone();

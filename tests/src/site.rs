@@ -227,9 +227,29 @@ impl Site {
         &self.config_path
     }
 
-    /// The config document it runs with.
+    /// The config document it runs with (as last written).
     pub fn config(&self) -> &Value {
         &self.config
+    }
+
+    /// Edits the config document and writes it over the config file (a running daemon
+    /// reads it on its next reload or start).
+    pub fn edit_config(&mut self, edit: impl FnOnce(&mut Value)) {
+        edit(&mut self.config);
+        write_yaml(&self.config_path, &self.config);
+    }
+
+    /// Sends SIGHUP (what `systemctl reload` sends): the daemon reloads its config file.
+    pub fn hangup(&mut self) {
+        assert!(
+            self.is_running(),
+            "site {}: hangup() but it is not running\n{}",
+            self.name,
+            self.diag()
+        );
+        if let Some(p) = self.process.as_mut() {
+            p.signal(libc::SIGHUP);
+        }
     }
 
     /// The network namespace it runs in (`None`: the test's own).

@@ -399,6 +399,46 @@ async fn four_parallel_streams_share_one_limit() {
     }
 }
 
+/// A limit changed by a reload binds the streams already open, at once: an operator capping
+/// a busy app need not wait for its transfers to end. Fails without the reload applying the
+/// new limit to the app's running streams (they kept 4 MiB/s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_lowered_by_a_reload_binds_the_open_stream() {
+    const LOWER: f64 = (1 << 20) as f64;
+    let server = FloodServer::start().await;
+    let (r, local) = remote("capped");
+    let (a, mut b) = pair(
+        json!([exposed("capped", &server.sock, Some(LIMIT_TEXT))]),
+        json!([r]),
+        free_tcp_port(),
+    )
+    .await;
+    wait_flowing(&local, &[&a, &b]).await;
+    let c = Clients::connect(&local, 1, &[&a, &b]).await;
+
+    b.edit_config(|doc| {
+        doc["localExposedApps"] = json!([exposed("capped", &server.sock, Some("1MiB/s"))]);
+    });
+    let out = Ctl::site(&b).run(&["-o", "json", "reload"]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        report["report"]["exposed_changed"][0]["name"], "capped",
+        "{report:#}"
+    );
+    let [up, down] = measure([&|| server.upload.get(), &|| c.total()]).await;
+    println!(
+        "after a reload to {}: up {} down {}",
+        mib(LOWER),
+        mib(up),
+        mib(down)
+    );
+    drop(c);
+    let sites = [&a, &b];
+    assert_within_10_percent("reloaded limit, client to app", up, LOWER, &sites);
+    assert_within_10_percent("reloaded limit, app to client", down, LOWER, &sites);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_apps_limit_set_live_holds_each_way_and_is_kept() {
     let server = FloodServer::start().await;

@@ -584,6 +584,7 @@ fn kind_name(k: &Kind) -> &'static str {
         Kind::ListenerClosed(_) => "listener_closed",
         Kind::StreamOpened(_) => "stream_opened",
         Kind::StreamClosed(_) => "stream_closed",
+        Kind::ConfigReloaded(_) => "config_reloaded",
     }
 }
 

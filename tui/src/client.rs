@@ -17,9 +17,9 @@ use wovenet_proto::v1::control_service_client::ControlServiceClient;
 use wovenet_proto::v1::{
     AddExposedAppRequest, AddRemoteAppRequest, Channel as DataChannel, ExposedApp, ExposedAppSpec,
     ForgetPeerRequest, GetSiteRequest, ListAppsRequest, ListAppsResponse, ListChannelsRequest,
-    ListPeersRequest, ListStreamsRequest, Peer, RemoteApp, RemoteAppSpec, RemoveExposedAppRequest,
-    RemoveRemoteAppRequest, SiteInfo, Stream, WatchEventsRequest, WatchEventsResponse,
-    WatchStatsRequest, WatchStatsResponse,
+    ListPeersRequest, ListStreamsRequest, Peer, ReloadReport, ReloadRequest, RemoteApp,
+    RemoteAppSpec, RemoveExposedAppRequest, RemoveRemoteAppRequest, SiteInfo, Stream,
+    WatchEventsRequest, WatchEventsResponse, WatchStatsRequest, WatchStatsResponse,
 };
 
 /// A connected control client.
@@ -56,32 +56,61 @@ pub enum ClientError {
     },
 }
 
-/// Picks the socket: `--socket`, else `--site` in the default directory,
-/// else `$WOVENET_CONTROL_SOCKET`, else the only socket in the default directory.
+/// Picks the socket: `--socket`, else `--site` in the default directories,
+/// else `$WOVENET_CONTROL_SOCKET`, else the only socket in the default
+/// directories ([`paths::client_socket_dirs`]: the user's, then `/run/wovenet`
+/// where a systemd unit puts it).
 pub fn resolve(socket: Option<&Path>, site: Option<&str>) -> Result<PathBuf, ClientError> {
+    let env = std::env::var_os(paths::ENV_SOCKET).map(PathBuf::from);
+    resolve_in(socket, site, env, &paths::client_socket_dirs())
+}
+
+/// [`resolve`] with the environment and the directories given.
+fn resolve_in(
+    socket: Option<&Path>,
+    site: Option<&str>,
+    env: Option<PathBuf>,
+    dirs: &[PathBuf],
+) -> Result<PathBuf, ClientError> {
     if let Some(p) = socket {
         return Ok(p.to_path_buf());
     }
     if let Some(s) = site {
-        return Ok(paths::default_socket_path(s));
+        let file = format!("{s}{}", paths::SOCKET_SUFFIX);
+        let candidates = dirs.iter().map(|d| d.join(&file));
+        // The first that exists, or that we may not even look at (`/run/wovenet` is 0750:
+        // the connection then says "permission denied" rather than "no daemon"); else the
+        // first, so the error names it.
+        return Ok(candidates
+            .clone()
+            .find(|p| worth_dialling(&std::fs::symlink_metadata(p)))
+            .or_else(|| candidates.clone().next())
+            .unwrap_or_else(|| paths::default_socket_path(s)));
     }
-    if let Some(p) = std::env::var_os(paths::ENV_SOCKET).filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+    if let Some(p) = env.filter(|p| !p.as_os_str().is_empty()) {
+        return Ok(p);
     }
-    let dir = paths::default_socket_dir();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.to_string_lossy().ends_with(paths::SOCKET_SUFFIX))
-                .collect()
+    let mut found: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.to_string_lossy().ends_with(paths::SOCKET_SUFFIX))
+                        .collect()
+                })
+                .unwrap_or_else(|_| Vec::new())
         })
-        .unwrap_or_default();
+        .collect();
     found.sort();
     match found.len() {
         0 => Err(ClientError::Discovery(format!(
             "no wovenetd control socket in {} (start one with `wovenetd --config FILE`, or pass --socket PATH)",
-            dir.display()
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
         ))),
         1 => Ok(found.remove(0)),
         _ => {
@@ -94,6 +123,15 @@ pub fn resolve(socket: Option<&Path>, site: Option<&str>) -> Result<PathBuf, Cli
                 names.join(", ")
             )))
         }
+    }
+}
+
+/// Whether a candidate socket path is worth dialling, given what `lstat` said: it exists,
+/// or its directory may not be searched by us (then dialling says "permission denied").
+fn worth_dialling(lstat: &io::Result<std::fs::Metadata>) -> bool {
+    match lstat {
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
     }
 }
 
@@ -274,6 +312,14 @@ impl Control {
             .identity)
     }
 
+    /// `Reload`: what re-reading the daemon's config file did (an invalid file is a report
+    /// with outcome INVALID, not an error).
+    #[instrument(level = "debug", skip(self), err(level = "debug"))]
+    pub async fn reload(&mut self) -> Result<ReloadReport, Status> {
+        let r = self.client.reload(ReloadRequest {}).await?.into_inner();
+        required(r.report, "report")
+    }
+
     /// `WatchEvents`: a snapshot, then events.
     #[instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn watch_events(&mut self) -> Result<Streaming<WatchEventsResponse>, Status> {
@@ -299,5 +345,90 @@ impl Control {
             .watch_stats(WatchStatsRequest { interval })
             .await?
             .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) -> PathBuf {
+        std::fs::write(p, b"").expect("write");
+        p.to_path_buf()
+    }
+
+    #[test]
+    fn flag_wins_then_site_then_env() {
+        let (user, system) = (PathBuf::from("/u"), PathBuf::from("/s"));
+        let dirs = [user.clone(), system];
+        let env = Some(PathBuf::from("/e.sock"));
+        let flag = Path::new("/f.sock");
+        assert_eq!(
+            resolve_in(Some(flag), Some("x"), env.clone(), &dirs).unwrap(),
+            flag
+        );
+        assert_eq!(
+            resolve_in(None, Some("x"), env.clone(), &dirs).unwrap(),
+            user.join("x.sock"),
+            "a missing site socket is named in the user's directory"
+        );
+        assert_eq!(
+            resolve_in(None, None, env, &dirs).unwrap(),
+            Path::new("/e.sock")
+        );
+    }
+
+    /// A daemon run by systemd as user `wovenet` puts its socket in /run/wovenet; before,
+    /// clients only looked in the user's own directory and never found it.
+    #[test]
+    fn a_system_service_socket_is_found_by_site_and_by_discovery() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (user, system) = (tmp.path().join("user"), tmp.path().join("system"));
+        std::fs::create_dir(&user).expect("mkdir");
+        std::fs::create_dir(&system).expect("mkdir");
+        let dirs = [user.clone(), system.clone()];
+        let office = touch(&system.join("office.sock"));
+        assert_eq!(
+            resolve_in(None, Some("office"), None, &dirs).unwrap(),
+            office
+        );
+        assert_eq!(resolve_in(None, None, None, &dirs).unwrap(), office);
+        // The user's own socket of the same name comes first.
+        let mine = touch(&user.join("office.sock"));
+        assert_eq!(resolve_in(None, Some("office"), None, &dirs).unwrap(), mine);
+        let err = resolve_in(None, None, None, &dirs).unwrap_err().to_string();
+        assert!(
+            err.contains("several sites run here (office, office)"),
+            "{err}"
+        );
+    }
+
+    /// `/run/wovenet` is 0750 wovenet:wovenet under systemd: someone outside the group was
+    /// told "no wovenetd is listening" on a path in their own directory instead of
+    /// "permission denied" on the real socket.
+    #[test]
+    fn a_socket_we_may_not_look_at_is_worth_dialling_a_missing_one_is_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(worth_dialling(&std::fs::symlink_metadata(tmp.path())));
+        assert!(!worth_dialling(&std::fs::symlink_metadata(
+            tmp.path().join("missing.sock")
+        )));
+        assert!(worth_dialling(&Err(io::ErrorKind::PermissionDenied.into())));
+        assert!(!worth_dialling(&Err(io::ErrorKind::NotFound.into())));
+    }
+
+    #[test]
+    fn no_socket_names_every_directory_searched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = [tmp.path().join("a"), tmp.path().join("b")];
+        let err = resolve_in(None, None, None, &dirs).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "no wovenetd control socket in {} or {} (",
+                dirs[0].display(),
+                dirs[1].display()
+            )),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,7 @@ struct Args {
     /// Control socket of the daemon to attach to.
     #[arg(long, value_name = "PATH", conflicts_with = "site")]
     socket: Option<PathBuf>,
-    /// Site name whose socket is in the default directory.
+    /// Site name whose socket is in the default directories (yours, then /run/wovenet).
     #[arg(long, value_name = "NAME")]
     site: Option<String>,
     /// Write debug logs to this file (the terminal is the console's).

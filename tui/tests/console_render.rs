@@ -493,7 +493,7 @@ fn form_shows_the_daemons_error_inline() {
     for c in "bad name".chars() {
         s.update(Action::Char(c), SystemTime::now());
     }
-    let req = Request::AddExposed(pb::ExposedAppSpec::default());
+    let req = Request::AddExposed(Box::default());
     s.update(
         Action::RpcDone(req, Err("apps.exposed[0].name: invalid 'bad name'".into())),
         SystemTime::now(),

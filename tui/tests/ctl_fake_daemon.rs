@@ -41,6 +41,8 @@ struct Fake {
     /// List peers and channels whose names and errors carry line feeds, bidi overrides
     /// and zero-width characters (as a daemon of another version might send).
     hostile: bool,
+    /// How `reload` ends (`None`: the daemon has no config file).
+    reload: Option<ReloadOutcome>,
 }
 
 /// Peer names a hostile or older daemon could report: a forged row, a bidi override that
@@ -265,6 +267,50 @@ impl ControlService for Fake {
                 spec: Some(remote_spec()),
                 ..Default::default()
             }],
+        }))
+    }
+
+    async fn reload(&self, _: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+        self.saw("reload".into());
+        let outcome = self.reload.ok_or_else(|| {
+            Status::failed_precondition(
+                "no config file to reload: this site was started without one",
+            )
+        })?;
+        let mut report = ReloadReport {
+            outcome: outcome.into(),
+            config_file: "/etc/wovenet/alpha.yaml".into(),
+            ..Default::default()
+        };
+        match outcome {
+            ReloadOutcome::Invalid => {
+                report.errors = vec![
+                    ConfigFieldError {
+                        path: "localExposedApps[0].appSocket".into(),
+                        reason: "'tcp:nope' is not a valid tcp socket".into(),
+                    },
+                    ConfigFieldError {
+                        path: "siteName".into(),
+                        reason: "is required".into(),
+                    },
+                ];
+            }
+            _ => {
+                report.exposed_added = vec![ExposedAppSpec {
+                    name: "web".into(),
+                    mode: "single".into(),
+                    app_socket: "tcp:127.0.0.1:80".into(),
+                    ..Default::default()
+                }];
+                report.remote_removed = vec![remote_spec()];
+                report.log_level = "debug".into();
+                if outcome == ReloadOutcome::NeedsRestart {
+                    report.needs_restart = vec!["siteName".into(), "tunnel.localSockets".into()];
+                }
+            }
+        }
+        Ok(Response::new(ReloadResponse {
+            report: Some(report),
         }))
     }
 
@@ -659,6 +705,108 @@ async fn the_daemons_message_is_printed_unchanged_with_exit_code_1() {
     let o = run(&d.path, &["-o", "json", "expose", "rm", "ghost"]).await;
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o), "error: no exposed app 'ghost'\n");
+}
+
+#[tokio::test]
+async fn reload_prints_what_changed_and_exits_0_when_all_applied() {
+    let d = Daemon::start(Fake {
+        reload: Some(ReloadOutcome::Applied),
+        ..Fake::default()
+    })
+    .await;
+    let table = ok(&run(&d.path, &["reload"]).await);
+    assert_eq!(
+        table,
+        "reloaded /etc/wovenet/alpha.yaml: 3 changes applied\n\
+         \x20 exposed app added   web (single tcp:127.0.0.1:80)\n\
+         \x20 remote app removed  beta/echo on tcp:127.0.0.1:6000\n\
+         \x20 log level           debug\n"
+    );
+    let doc = json(&run(&d.path, &["-o", "json", "reload"]).await);
+    let r = &doc["report"];
+    assert_eq!(r["outcome"], "applied");
+    assert_eq!(r["exposed_added"][0]["name"], "web");
+    assert_eq!(r["remote_removed"][0]["local_socket"], "tcp:127.0.0.1:6000");
+    assert_eq!(r["log_level"], "debug");
+    assert_eq!(r["needs_restart"], serde_json::json!([]));
+    assert_eq!(d.seen(), ["reload", "reload"]);
+}
+
+#[tokio::test]
+async fn reload_exits_3_listing_what_needs_a_restart() {
+    let d = Daemon::start(Fake {
+        reload: Some(ReloadOutcome::NeedsRestart),
+        ..Fake::default()
+    })
+    .await;
+    let o = run(&d.path, &["reload"]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("3 changes applied"), "{out}");
+    assert!(
+        out.ends_with("not applied, needs a restart of wovenetd: siteName, tunnel.localSockets\n"),
+        "{out}"
+    );
+    assert!(o.stderr.is_empty(), "the report says it: {}", stderr(&o));
+    let o = run(&d.path, &["-o", "json", "reload"]).await;
+    assert_eq!(o.status.code(), Some(3));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["report"]["outcome"], "needs_restart");
+    assert_eq!(
+        doc["report"]["needs_restart"],
+        serde_json::json!(["siteName", "tunnel.localSockets"])
+    );
+}
+
+#[tokio::test]
+async fn reload_of_an_invalid_file_exits_4_with_every_error() {
+    let d = Daemon::start(Fake {
+        reload: Some(ReloadOutcome::Invalid),
+        ..Fake::default()
+    })
+    .await;
+    let o = run(&d.path, &["reload"]).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "error: invalid configuration in /etc/wovenet/alpha.yaml; nothing changed, wovenetd \
+         keeps running on the previous one:\n  \
+         localExposedApps[0].appSocket: 'tcp:nope' is not a valid tcp socket\n  \
+         siteName: is required\n"
+    );
+    let o = run(&d.path, &["-o", "json", "reload"]).await;
+    assert_eq!(o.status.code(), Some(4));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["report"]["outcome"], "invalid");
+    assert_eq!(
+        doc["report"]["errors"][0]["path"],
+        "localExposedApps[0].appSocket"
+    );
+    assert!(
+        stderr(&o).contains("siteName: is required"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test]
+async fn reload_without_a_config_file_is_the_daemons_error_with_exit_1() {
+    let d = Daemon::start(Fake::default()).await;
+    let o = run(&d.path, &["reload"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "error: no config file to reload: this site was started without one\n"
+    );
+}
+
+#[tokio::test]
+async fn reload_help_documents_its_exit_codes() {
+    let help = ok(&ctl().args(["reload", "--help"]).output().await.unwrap());
+    for needle in ["Exit status:", "  3 ", "needs a restart", "  4 ", "invalid"] {
+        assert!(help.contains(needle), "lacks {needle:?}:\n{help}");
+    }
 }
 
 #[tokio::test]

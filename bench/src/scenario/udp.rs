@@ -1,8 +1,8 @@
 //! UDP apps: 64-byte datagram round trips (one at a time) and windowed echo throughput
-//! (1200-byte datagrams, at most [`WINDOW`] unanswered) to a UDP echo app, directly and
+//! (1200-byte datagrams, at most 64 unanswered) to a UDP echo app, directly and
 //! through a loopback tunnel whose channel runs over QUIC/UDP and over the TCP transport,
 //! measured back to back. Loss is what never came back; on loopback the tunnel should
-//! lose none (a lost datagram stalls the window for [`STALL`], so loss also costs rate).
+//! lose none (a lost datagram stalls the window for 200 ms, so loss also costs rate).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

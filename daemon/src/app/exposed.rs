@@ -20,7 +20,9 @@ use tracing::{Instrument, Span, debug, info};
 use super::pipe::{AnyLocal, PipeOutcome, PipeStats};
 use super::preamble::{PreambleError, Request, Response, Status};
 use super::{AppError, CONNECT_TIMEOUT, PREAMBLE_TIMEOUT, ReadPreambleError, code, read_preamble};
-use super::{AppThrottle, StreamRegistry, StreamServer, ThrottleKey, TunnelStream, udp};
+use super::{
+    AppThrottle, StreamRegistry, StreamServer, ThrottleKey, TunnelStream, proxy_header, udp,
+};
 use crate::config::{AppName, AppSocket, ExposedApp, ExposedTarget, Protocol, SiteName};
 use crate::counters::Counters;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, LimitReached, Limiter, Permit};
@@ -102,6 +104,17 @@ impl ExposedApps {
         }
         apps.insert(app.name.clone(), app);
         Ok(())
+    }
+
+    /// Puts `app` in place of the app of the same name (or adds it),
+    /// returning the definition it replaced. Streams admitted from now on
+    /// get the new definition; open streams keep the one they were admitted
+    /// with, and their slots count against the new `maxConnections`.
+    pub fn replace(&self, app: ExposedApp) -> Option<ExposedApp> {
+        self.apps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(app.name.clone(), app)
     }
 
     /// Removes an app, returning it if it was there.
@@ -282,6 +295,7 @@ impl ExposedServer {
             "stream",
             peer.site = %peer,
             app.name = tracing::field::Empty,
+            client.addr = tracing::field::Empty,
             stream.id = %stream.send.id(),
             channel.id = %stream.channel,
         );
@@ -424,6 +438,9 @@ impl ExposedServer {
             }
         };
         Span::current().record("app.name", request.app.as_str());
+        if let Some(client) = &request.client {
+            Span::current().record("client.addr", tracing::field::display(client.source()));
+        }
 
         let app = self.apps.get(&request.app);
         if let Some(app) = &app
@@ -472,7 +489,7 @@ impl ExposedServer {
                 return Err(None);
             }
         };
-        let local = match connect(&socket, app.udp_idle(), send, datagrams).await {
+        let mut local = match connect(&socket, app.udp_idle(), send, datagrams).await {
             Ok(local) => local,
             Err(e) => {
                 let reason = format!("cannot connect to '{socket}': {e}");
@@ -481,6 +498,17 @@ impl ExposedServer {
                 return Err(None);
             }
         };
+        if let (Some(version), Local::Stream(stream)) = (app.proxy_protocol, &mut local) {
+            let header = proxy_header::encode(version, request.client.as_ref());
+            let written = tokio::time::timeout(CONNECT_TIMEOUT, stream.write_all(&header)).await;
+            if let Err(e) = written.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+                local.abort();
+                let reason = format!("cannot send the PROXY header to '{socket}': {e}");
+                let refusal = Refusal::new(Status::AppUnreachable, reason);
+                refuse(send, recv, counters, refusal).await;
+                return Err(None);
+            }
+        }
 
         if let Err(e) = send.write_all(&Response::ok().encode()).await {
             debug!(error = %e, "stream closed before the reply");
@@ -705,6 +733,7 @@ mod tests {
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
             bandwidth_limit: None,
+            proxy_protocol: None,
         }
     }
 
@@ -723,6 +752,7 @@ mod tests {
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
             bandwidth_limit: None,
+            proxy_protocol: None,
         }
     }
 
@@ -976,6 +1006,7 @@ mod tests {
             allowed_sites: Vec::new(),
             udp_idle_timeout: None,
             bandwidth_limit: None,
+            proxy_protocol: None,
         }
     }
 

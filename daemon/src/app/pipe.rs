@@ -118,6 +118,14 @@ pub(super) enum AnyLocal {
 }
 
 impl AnyLocal {
+    /// Writes `bytes` before any piped data (the PROXY protocol header).
+    pub(super) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.write_all(bytes).await,
+            Self::Unix(s) => s.write_all(bytes).await,
+        }
+    }
+
     /// See [`LocalStream::abort`].
     pub(super) fn abort(self) {
         match self {

@@ -7,17 +7,41 @@
 //! ```text
 //! Request  = version:u8 (=1) | name_len:u8 (1..=255) | name:UTF-8 | target   (TCP)
 //!          | version:u8 (=2) | protocol:u8 | name_len:u8 | name:UTF-8 | target
+//!          | version:u8 (=3) | protocol:u8 | name_len:u8 | name:UTF-8 | target
+//!            | ext_len:u8 | extension*                    (exactly ext_len bytes)
 //! protocol = 0 (tcp) | 1 (udp: a datagram flow, see `app::udp`)
 //! target   = 0                              (none)
 //!          | 4 | ipv4:[u8; 4]  | port:u16
 //!          | 6 | ipv6:[u8; 16] | port:u16
+//! extension = kind:u8 | len:u8 | value:[u8; len]
+//!   kind 1 (client, at most once) = the client's address on the using site and
+//!   the local listener address it connected to, one family for both:
+//!            4 | src:[u8; 4]  | src_port:u16 | dst:[u8; 4]  | dst_port:u16   (len 13)
+//!          | 6 | src:[u8; 16] | src_port:u16 | dst:[u8; 16] | dst_port:u16   (len 37)
+//!   other kinds: skipped, so later builds can add extensions without a new version
 //! Response = version:u8 (=1) | status:u8 | msg_len:u8 | msg:UTF-8
 //! ```
 //!
-//! TCP requests are always written as version 1, so peers that predate UDP
-//! flows keep understanding them; a UDP request is version 2, which such a
-//! peer answers with [`Status::UnsupportedVersion`] (a prompt, clear refusal).
+//! The encoder writes the oldest version that can carry a request: version 1
+//! for TCP without a client address, version 2 for a UDP flow, version 3 only
+//! when there is an extension to carry (a TCP client's address, for exposed
+//! apps that send a PROXY protocol header). So peers that predate UDP flows
+//! keep understanding plain TCP requests, and peers that predate extensions
+//! keep understanding everything but version 3. Such a peer answers a
+//! version it does not speak with [`Status::UnsupportedVersion`] (a prompt,
+//! clear refusal); the client side then asks again on a new stream without
+//! the extension and remembers, for a while, that the far site is older
+//! (`app::dialect`), so a new site talking to an old one keeps working and
+//! the old site simply never learns client addresses. An exposed side that
+//! receives a request without a client address (an old client site, or a
+//! unix client) writes the PROXY header's "unknown source" form.
 //! Responses are version 1 whatever the request.
+//!
+//! The exposed side trusts nothing beyond this format: an extension that
+//! overruns its block, a malformed client address or a repeated one is a
+//! decode error, answered [`Status::BadRequest`] and counted like any bad
+//! preamble. The addresses themselves are only ever passed on to the app in
+//! the PROXY header (never dialled or used for admission).
 //!
 //! Status codes are listed in [`Status`]. A code this build does not know is a
 //! decode error ([`PreambleError::UnknownStatus`]); the client side treats it
@@ -41,9 +65,15 @@ pub const VERSION: u8 = 1;
 /// The request version that carries a protocol byte (UDP flows).
 pub const VERSION_PROTOCOL: u8 = 2;
 
+/// The request version that carries extensions (the client address).
+pub const VERSION_EXTENSIONS: u8 = 3;
+
 /// Longest possible encoded [`Request`] (version, protocol, length, 255-byte
-/// name, IPv6 target).
-pub const MAX_REQUEST_LEN: usize = 1 + 1 + 1 + 255 + 1 + 16 + 2;
+/// name, IPv6 target, extension length and a full extension block).
+pub const MAX_REQUEST_LEN: usize = 1 + 1 + 1 + 255 + 1 + 16 + 2 + 1 + 255;
+
+/// Extension kind: the client address ([`ClientAddr`]).
+const EXT_CLIENT: u8 = 1;
 
 const PROTOCOL_TCP: u8 = 0;
 const PROTOCOL_UDP: u8 = 1;
@@ -76,6 +106,15 @@ pub enum PreambleError {
     /// The status message is not UTF-8.
     #[error("status message is not valid UTF-8")]
     InvalidMessage,
+    /// An extension's length runs past the end of the extension block.
+    #[error("extension {0} overruns the extension block")]
+    ExtensionOverrun(u8),
+    /// An extension that may appear once appears again.
+    #[error("extension {0} appears twice")]
+    DuplicateExtension(u8),
+    /// The client address extension is malformed.
+    #[error("bad client address: {0}")]
+    BadClientAddress(&'static str),
 }
 
 /// What a client side asks for on a new stream.
@@ -87,6 +126,114 @@ pub struct Request {
     pub target: Option<SocketAddr>,
     /// A byte stream (TCP) or a datagram flow (UDP).
     pub protocol: Protocol,
+    /// Where the client connected on the using site, when it has an address
+    /// (TCP clients); `None` from older sites, unix clients and UDP flows.
+    pub client: Option<ClientAddr>,
+}
+
+/// A client's connection as the using site saw it: the client's address
+/// (`source`) and the local listener address it connected to
+/// (`destination`). Both are of one address family, as a PROXY protocol
+/// header needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr {
+    source: SocketAddr,
+    destination: SocketAddr,
+}
+
+impl ClientAddr {
+    /// The pair, normalised: IPv4-mapped IPv6 addresses (a dual-stack
+    /// listener's IPv4 clients) become IPv4; if the families still differ,
+    /// the IPv4 one is written IPv4-mapped so both are IPv6.
+    pub fn new(source: SocketAddr, destination: SocketAddr) -> Self {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let (source, destination) = (canonical(source), canonical(destination));
+        let mapped = |a: SocketAddr| match a.ip() {
+            IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+            IpAddr::V6(_) => a,
+        };
+        if source.is_ipv4() == destination.is_ipv4() {
+            Self {
+                source,
+                destination,
+            }
+        } else {
+            Self {
+                source: mapped(source),
+                destination: mapped(destination),
+            }
+        }
+    }
+
+    /// The client's address.
+    pub fn source(&self) -> SocketAddr {
+        self.source
+    }
+
+    /// The listener address the client connected to.
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+    }
+
+    /// The extension value: family tag, source, source port, destination,
+    /// destination port.
+    fn encode(&self, out: &mut Vec<u8>) {
+        match (self.source, self.destination) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                out.push(TARGET_V4);
+                out.extend_from_slice(&s.ip().octets());
+                out.extend_from_slice(&s.port().to_be_bytes());
+                out.extend_from_slice(&d.ip().octets());
+                out.extend_from_slice(&d.port().to_be_bytes());
+            }
+            (s, d) => {
+                // `new` guarantees one family; a V4 here is mapped defensively.
+                let v6 = |a: SocketAddr| match a.ip() {
+                    IpAddr::V6(ip) => ip.octets(),
+                    IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+                };
+                out.push(TARGET_V6);
+                out.extend_from_slice(&v6(s));
+                out.extend_from_slice(&s.port().to_be_bytes());
+                out.extend_from_slice(&v6(d));
+                out.extend_from_slice(&d.port().to_be_bytes());
+            }
+        }
+    }
+
+    /// Parses an extension value; anything but the two exact layouts is refused.
+    fn decode(value: &[u8]) -> Result<Self, PreambleError> {
+        let (&tag, rest) = value
+            .split_first()
+            .ok_or(PreambleError::BadClientAddress("empty"))?;
+        let len = match tag {
+            TARGET_V4 => 4,
+            TARGET_V6 => 16,
+            _ => return Err(PreambleError::BadClientAddress("unknown address family")),
+        };
+        if rest.len() != 2 * (len + 2) {
+            return Err(PreambleError::BadClientAddress(
+                "wrong length for its address family",
+            ));
+        }
+        let (src, dst) = rest.split_at(len + 2);
+        let addr = |b: &[u8]| {
+            let (ip, port) = b.split_at(len);
+            let ip = match <[u8; 4]>::try_from(ip) {
+                Ok(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+                Err(_) => {
+                    let mut v6 = [0u8; 16];
+                    v6.copy_from_slice(ip);
+                    IpAddr::V6(Ipv6Addr::from(v6))
+                }
+            };
+            SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]))
+        };
+        Ok(Self {
+            source: addr(src),
+            destination: addr(dst),
+        })
+    }
 }
 
 /// The exposed side's verdict on a [`Request`].
@@ -213,12 +360,15 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let name = self.app.as_str().as_bytes();
         let mut out = Vec::with_capacity(MAX_REQUEST_LEN);
-        match self.protocol {
-            Protocol::Tcp => out.push(VERSION),
-            Protocol::Udp => {
-                out.push(VERSION_PROTOCOL);
-                out.push(PROTOCOL_UDP);
-            }
+        let protocol = match self.protocol {
+            Protocol::Tcp => PROTOCOL_TCP,
+            Protocol::Udp => PROTOCOL_UDP,
+        };
+        // The oldest version that carries everything (see the module doc).
+        match (self.client.is_some(), self.protocol) {
+            (true, _) => out.extend_from_slice(&[VERSION_EXTENSIONS, protocol]),
+            (false, Protocol::Tcp) => out.push(VERSION),
+            (false, Protocol::Udp) => out.extend_from_slice(&[VERSION_PROTOCOL, protocol]),
         }
         // AppName guarantees 1..=255 bytes, so the length always fits.
         out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
@@ -235,6 +385,16 @@ impl Request {
                 out.extend_from_slice(&a.ip().octets());
                 out.extend_from_slice(&a.port().to_be_bytes());
             }
+        }
+        if let Some(client) = &self.client {
+            let mut value = Vec::with_capacity(37);
+            client.encode(&mut value);
+            // kind, length, value: at most 2 + 37 bytes, well under 255.
+            let ext_len = 2 + value.len();
+            out.push(u8::try_from(ext_len).unwrap_or(u8::MAX));
+            out.push(EXT_CLIENT);
+            out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+            out.extend_from_slice(&value);
         }
         out
     }
@@ -260,7 +420,7 @@ impl Request {
         };
         let protocol = match version {
             VERSION => Protocol::Tcp,
-            VERSION_PROTOCOL => {
+            VERSION_PROTOCOL | VERSION_EXTENSIONS => {
                 let Some(p) = r.byte() else {
                     return Ok(Parsed::Need(2));
                 };
@@ -314,11 +474,24 @@ impl Request {
             let port = u16::from_be_bytes([port[0], port[1]]);
             Some(SocketAddr::new(ip, port))
         };
+        let client = if version == VERSION_EXTENSIONS {
+            let Some(ext_len) = r.byte() else {
+                return Ok(Parsed::Need(1));
+            };
+            let ext_len = usize::from(ext_len);
+            let Some(block) = r.take(ext_len) else {
+                return Ok(Parsed::Need(ext_len - r.remaining()));
+            };
+            parse_extensions(block)?
+        } else {
+            None
+        };
         Ok(Parsed::Done(
             Self {
                 app,
                 target,
                 protocol,
+                client,
             },
             r.pos,
         ))
@@ -393,6 +566,26 @@ impl Response {
     }
 }
 
+/// Walks a complete extension block: returns the client address if present;
+/// skips kinds this build does not know.
+fn parse_extensions(block: &[u8]) -> Result<Option<ClientAddr>, PreambleError> {
+    let mut r = Reader::new(block);
+    let mut client = None;
+    while let Some(kind) = r.byte() {
+        let value = r
+            .byte()
+            .and_then(|len| r.take(usize::from(len)))
+            .ok_or(PreambleError::ExtensionOverrun(kind))?;
+        if kind == EXT_CLIENT {
+            if client.is_some() {
+                return Err(PreambleError::DuplicateExtension(kind));
+            }
+            client = Some(ClientAddr::decode(value)?);
+        }
+    }
+    Ok(client)
+}
+
 /// A cursor over a byte slice that never panics.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -444,12 +637,168 @@ mod tests {
         ]
     }
 
+    fn arb_client() -> impl Strategy<Value = Option<ClientAddr>> {
+        prop_oneof![
+            Just(None),
+            (any::<SocketAddr>(), any::<SocketAddr>())
+                .prop_map(|(s, d)| Some(ClientAddr::new(s, d))),
+        ]
+    }
+
     fn arb_request() -> impl Strategy<Value = Request> {
-        (arb_app_name(), arb_target(), any::<bool>()).prop_map(|(app, target, udp)| Request {
-            app,
-            target,
-            protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
-        })
+        (arb_app_name(), arb_target(), any::<bool>(), arb_client()).prop_map(
+            |(app, target, udp, client)| Request {
+                app,
+                target,
+                protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                client,
+            },
+        )
+    }
+
+    fn with_client(src: &str, dst: &str) -> Request {
+        Request {
+            app: app("web"),
+            target: None,
+            protocol: Protocol::Tcp,
+            client: Some(ClientAddr::new(src.parse().unwrap(), dst.parse().unwrap())),
+        }
+    }
+
+    /// `web`, no target, then an extension block of `exts`.
+    fn v3_with_extensions(exts: &[u8]) -> Vec<u8> {
+        let mut b = vec![
+            3,
+            0,
+            3,
+            b'w',
+            b'e',
+            b'b',
+            0,
+            u8::try_from(exts.len()).unwrap(),
+        ];
+        b.extend_from_slice(exts);
+        b
+    }
+
+    #[test]
+    fn tcp_request_with_an_ipv4_client_is_version_3_with_the_documented_layout() {
+        let r = with_client("192.0.2.7:51234", "127.0.0.1:8080");
+        let enc = r.encode();
+        #[rustfmt::skip]
+        let want = vec![
+            3, 0, 3, b'w', b'e', b'b', 0,
+            15, // extension block: kind, length, 13-byte value
+            1, 13, 4, 192, 0, 2, 7, 0xc8, 0x22, 127, 0, 0, 1, 0x1f, 0x90,
+        ];
+        assert_eq!(enc, want);
+        assert_eq!(Request::decode(&enc).unwrap(), Some((r, enc.len())));
+    }
+
+    #[test]
+    fn tcp_request_with_an_ipv6_client_round_trips() {
+        let r = with_client("[2001:db8::7]:51234", "[::1]:8080");
+        let enc = r.encode();
+        // version, protocol, name, target tag, ext_len, kind, len, 37-byte value.
+        assert_eq!(enc.len(), 2 + 1 + 3 + 1 + 1 + 2 + 37);
+        assert_eq!(&enc[7..11], &[39, 1, 37, 6]);
+        assert_eq!(Request::decode(&enc).unwrap(), Some((r, enc.len())));
+    }
+
+    #[test]
+    fn requests_without_a_client_keep_the_older_versions() {
+        let mut r = with_client("192.0.2.7:1", "127.0.0.1:2");
+        r.client = None;
+        assert_eq!(r.encode(), vec![1, 3, b'w', b'e', b'b', 0]);
+        r.protocol = Protocol::Udp;
+        assert_eq!(r.encode(), vec![2, 1, 3, b'w', b'e', b'b', 0]);
+    }
+
+    #[test]
+    fn client_addresses_are_normalised_to_one_family() {
+        // A dual-stack listener's IPv4 client: both sides mapped.
+        let c = ClientAddr::new(
+            "[::ffff:192.0.2.7]:1".parse().unwrap(),
+            "[::ffff:127.0.0.1]:2".parse().unwrap(),
+        );
+        assert_eq!(c.source(), "192.0.2.7:1".parse().unwrap());
+        assert_eq!(c.destination(), "127.0.0.1:2".parse().unwrap());
+        // Mixed families: the IPv4 one is written mapped.
+        let c = ClientAddr::new(
+            "192.0.2.7:1".parse().unwrap(),
+            "[2001:db8::1]:2".parse().unwrap(),
+        );
+        assert_eq!(c.source(), "[::ffff:192.0.2.7]:1".parse().unwrap());
+        assert_eq!(c.destination(), "[2001:db8::1]:2".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_extensions_are_skipped_and_an_empty_block_is_fine() {
+        let (r, n) = Request::decode(&v3_with_extensions(&[])).unwrap().unwrap();
+        assert_eq!((r.client, n), (None, 8));
+        // Kind 9 (unknown, 2 bytes), then the client, then kind 200 (empty).
+        let mut exts = vec![
+            9, 2, 0xaa, 0xbb, 1, 13, 4, 10, 0, 0, 1, 0, 1, 10, 0, 0, 2, 0, 2,
+        ];
+        exts.extend_from_slice(&[200, 0]);
+        let buf = v3_with_extensions(&exts);
+        let (r, n) = Request::decode(&buf).unwrap().unwrap();
+        assert_eq!(n, buf.len());
+        let c = r.client.unwrap();
+        assert_eq!(c.source(), "10.0.0.1:1".parse().unwrap());
+        assert_eq!(c.destination(), "10.0.0.2:2".parse().unwrap());
+    }
+
+    #[test]
+    fn malformed_extensions_are_refused() {
+        let v4 = [1u8, 13, 4, 10, 0, 0, 1, 0, 1, 10, 0, 0, 2, 0, 2];
+        let cases: Vec<(Vec<u8>, PreambleError)> = vec![
+            // A kind byte with no length.
+            (vec![7], PreambleError::ExtensionOverrun(7)),
+            // A length past the block.
+            (vec![7, 5, 0, 0], PreambleError::ExtensionOverrun(7)),
+            (vec![1, 40, 6], PreambleError::ExtensionOverrun(1)),
+            // The client twice.
+            ([v4, v4].concat(), PreambleError::DuplicateExtension(1)),
+            // Empty value, unknown family, wrong lengths for the family.
+            (vec![1, 0], PreambleError::BadClientAddress("empty")),
+            (
+                vec![1, 13, 5, 10, 0, 0, 1, 0, 1, 10, 0, 0, 2, 0, 2],
+                PreambleError::BadClientAddress("unknown address family"),
+            ),
+            (
+                vec![1, 12, 4, 10, 0, 0, 1, 0, 1, 10, 0, 0, 2, 0],
+                PreambleError::BadClientAddress("wrong length for its address family"),
+            ),
+            (
+                [&[1u8, 14][..], &v4[2..], &[0]].concat(),
+                PreambleError::BadClientAddress("wrong length for its address family"),
+            ),
+            (
+                [&[1u8, 13, 6][..], &v4[3..]].concat(),
+                PreambleError::BadClientAddress("wrong length for its address family"),
+            ),
+        ];
+        for (exts, want) in cases {
+            assert_eq!(
+                Request::decode(&v3_with_extensions(&exts)),
+                Err(want.clone()),
+                "{exts:?}"
+            );
+            assert_eq!(Request::missing(&v3_with_extensions(&exts)), 0);
+        }
+    }
+
+    #[test]
+    fn a_truncated_extension_block_asks_for_exactly_the_rest() {
+        let enc = with_client("[2001:db8::7]:51234", "[::1]:8080").encode();
+        for n in 0..enc.len() {
+            assert_eq!(Request::decode(&enc[..n]), Ok(None), "{n}");
+            let missing = Request::missing(&enc[..n]);
+            assert!(missing >= 1 && n + missing <= enc.len(), "{n} {missing}");
+        }
+        // Once the length is in, the whole block is asked for at once.
+        assert_eq!(Request::missing(&enc[..8]), enc.len() - 8);
     }
 
     fn arb_status() -> impl Strategy<Value = Status> {
@@ -466,6 +815,7 @@ mod tests {
             app: app("ssh"),
             target: None,
             protocol: Protocol::Tcp,
+            client: None,
         };
         assert_eq!(r.encode(), vec![1, 3, b's', b's', b'h', 0]);
     }
@@ -476,6 +826,7 @@ mod tests {
             app: app("dns"),
             target: Some("10.0.0.53:53".parse().unwrap()),
             protocol: Protocol::Udp,
+            client: None,
         };
         let enc = r.encode();
         assert_eq!(enc, vec![2, 1, 3, b'd', b'n', b's', 4, 10, 0, 0, 53, 0, 53]);
@@ -498,8 +849,8 @@ mod tests {
             PreambleError::UnknownProtocol(7)
         );
         assert_eq!(
-            Request::decode(&[3, 0]).unwrap_err(),
-            PreambleError::UnsupportedVersion(3)
+            Request::decode(&[4, 0]).unwrap_err(),
+            PreambleError::UnsupportedVersion(4)
         );
     }
 
@@ -509,6 +860,7 @@ mod tests {
             app: app("x"),
             target: Some("10.1.2.3:8080".parse().unwrap()),
             protocol: Protocol::Tcp,
+            client: None,
         };
         assert_eq!(r.encode(), vec![1, 1, b'x', 4, 10, 1, 2, 3, 0x1f, 0x90]);
     }
@@ -519,6 +871,7 @@ mod tests {
             app: app("x"),
             target: Some("[2001:db8::1]:22".parse().unwrap()),
             protocol: Protocol::Tcp,
+            client: None,
         };
         let enc = r.encode();
         assert_eq!(enc.len(), 1 + 1 + 1 + 1 + 16 + 2);
@@ -531,6 +884,7 @@ mod tests {
             app: app("web"),
             target: None,
             protocol: Protocol::Tcp,
+            client: None,
         };
         let mut enc = r.encode();
         let n = enc.len();
@@ -542,8 +896,8 @@ mod tests {
     #[test]
     fn wrong_version_is_rejected_from_the_first_byte() {
         assert_eq!(
-            Request::decode(&[3]),
-            Err(PreambleError::UnsupportedVersion(3))
+            Request::decode(&[4]),
+            Err(PreambleError::UnsupportedVersion(4))
         );
         assert_eq!(
             Response::decode(&[0]),
@@ -626,6 +980,7 @@ mod tests {
             app: app("database"),
             target: Some("[::1]:5432".parse().unwrap()),
             protocol: Protocol::Tcp,
+            client: None,
         };
         let enc = r.encode();
         let mut buf = Vec::new();
@@ -707,6 +1062,40 @@ mod tests {
             b.extend_from_slice(&buf);
             let _ = Request::decode(&b);
             let _ = Response::decode(&b);
+        }
+
+        /// Any extension block (garbage included) decodes to a request or
+        /// an error, never a panic, and never claims bytes past the block.
+        #[test]
+        fn arbitrary_extension_blocks_never_panic(exts in proptest::collection::vec(any::<u8>(), 0..=255)) {
+            let buf = v3_with_extensions(&exts);
+            match Request::decode(&buf) {
+                Ok(Some((_, n))) => prop_assert_eq!(n, buf.len()),
+                Ok(None) => prop_assert!(false, "a complete block asked for more"),
+                Err(_) => prop_assert_eq!(Request::missing(&buf), 0),
+            }
+        }
+
+        /// Mangling one byte of an extended request never panics and never
+        /// decodes to a client address outside the block's own bytes.
+        #[test]
+        fn a_flipped_byte_in_an_extended_request_is_harmless(
+            (src, dst) in (any::<SocketAddr>(), any::<SocketAddr>()),
+            at in 0usize..48,
+            byte in any::<u8>(),
+        ) {
+            let mut enc = Request {
+                app: app("web"),
+                target: None,
+                protocol: Protocol::Tcp,
+                client: Some(ClientAddr::new(src, dst)),
+            }
+            .encode();
+            let at = at % enc.len();
+            enc[at] = byte;
+            if let Ok(Some((_, n))) = Request::decode(&enc) {
+                prop_assert!(n <= enc.len());
+            }
         }
     }
 }

@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
+use super::dialect::Dialect;
 use super::pipe::AnyLocal;
-use super::preamble::{Request, Response, Status};
+use super::preamble::{ClientAddr, Request, Response, Status};
 use super::{
     AppError, OpenError, PREAMBLE_TIMEOUT, ReadPreambleError, StreamOpener, TunnelStream, code,
     exposed::log_outcome, read_preamble,
@@ -45,6 +46,8 @@ pub struct RemoteListener {
     app: RemoteApp,
     local_addr: AppSocket,
     accept_cancel: CancellationToken,
+    /// Cancelled once the serving task has ended and dropped the socket.
+    closed: CancellationToken,
     /// The unix socket file we created, identified by (device, inode) so we
     /// never remove a file some later listener bound at the same path.
     unix_file: Option<(PathBuf, u64, u64)>,
@@ -83,6 +86,7 @@ impl RemoteListener {
             cancel,
             open: Limiter::new(),
             refusal_log: SharedWarnLimiter::new(REFUSAL_LOG_INTERVAL),
+            dialect: std::sync::Mutex::default(),
         });
         let accept_cancel = client.cancel.child_token();
         // What serves the socket: the accept loop, or the datagram loop of
@@ -151,12 +155,21 @@ impl RemoteListener {
             app.name = %app.app,
             local.socket = %local_addr,
         );
-        tracker.spawn(serve.instrument(span));
+        let closed = CancellationToken::new();
+        let done = closed.clone().drop_guard();
+        tracker.spawn(
+            async move {
+                serve.await;
+                drop(done);
+            }
+            .instrument(span),
+        );
         debug!(app.name = %app.app, peer.site = %app.site, local.socket = %local_addr, "remote app listening");
         Ok(Self {
             app,
             local_addr,
             accept_cancel,
+            closed,
             unix_file,
         })
     }
@@ -174,6 +187,15 @@ impl RemoteListener {
     /// Stops accepting and removes the unix socket file (same as drop).
     pub fn close(self) {
         drop(self);
+    }
+
+    /// Like [`close`](Self::close), then resolves once the socket itself is
+    /// closed, so that its address can be bound again at once (a listener
+    /// reopened with another definition).
+    pub fn shut(self) -> impl Future<Output = ()> + use<> {
+        let closed = self.closed.clone();
+        drop(self);
+        async move { closed.cancelled().await }
     }
 }
 
@@ -249,19 +271,41 @@ enum Listener {
     Unix(UnixListener),
 }
 
+/// An accepted client: its connection, its address for logs and views, and
+/// (TCP only) the address pair the far site may pass on to its app.
+struct Accepted {
+    local: AnyLocal,
+    addr: String,
+    client: Option<ClientAddr>,
+}
+
 impl Listener {
-    async fn accept(&self) -> io::Result<(AnyLocal, String)> {
+    async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Self::Tcp(l) => {
                 let (s, addr) = l.accept().await?;
                 // Interactive protocols suffer from Nagle; failure only costs latency.
                 let _ = s.set_nodelay(true);
-                Ok((AnyLocal::Tcp(s), addr.to_string()))
+                // The address the client reached (not the listener's, which may
+                // be a wildcard); without it the far side sends "unknown".
+                let client = s
+                    .local_addr()
+                    .ok()
+                    .map(|local| ClientAddr::new(addr, local));
+                Ok(Accepted {
+                    local: AnyLocal::Tcp(s),
+                    addr: addr.to_string(),
+                    client,
+                })
             }
             Self::Unix(l) => {
                 let (s, _) = l.accept().await?;
                 // Unix clients are usually unnamed; the socket path is in the span.
-                Ok((AnyLocal::Unix(s), "unix".to_owned()))
+                Ok(Accepted {
+                    local: AnyLocal::Unix(s),
+                    addr: "unix".to_owned(),
+                    client: None,
+                })
             }
         }
     }
@@ -284,6 +328,9 @@ struct Client<O> {
     throttle: Option<Arc<AppThrottle>>,
     /// Refusals over a limit come in bursts: their log lines are throttled.
     refusal_log: SharedWarnLimiter,
+    /// Whether the far site understands requests carrying the client
+    /// address; held only to read or update it, never across an await.
+    dialect: std::sync::Mutex<Dialect>,
 }
 
 async fn accept_loop<O: StreamOpener>(
@@ -299,7 +346,11 @@ async fn accept_loop<O: StreamOpener>(
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((local, client_addr)) => {
+            Ok(Accepted {
+                local,
+                addr: client_addr,
+                client: client_pair,
+            }) => {
                 accept::on_success(&mut backoff, "remote app");
                 let slot = match client.open.try_acquire((), client.limit) {
                     Ok(slot) => slot,
@@ -317,8 +368,10 @@ async fn accept_loop<O: StreamOpener>(
                     client.addr = %client_addr,
                     channel.id = tracing::field::Empty,
                 );
-                let addr = client_addr.to_string();
-                tracker.spawn(serve_client(local, addr, client.clone(), slot).instrument(span));
+                tracker.spawn(
+                    serve_client(local, client_addr, client_pair, client.clone(), slot)
+                        .instrument(span),
+                );
             }
             Err(e) => {
                 let pause = accept::on_error(&mut backoff, &client.counters, "remote app", &e);
@@ -372,7 +425,8 @@ impl<O> Client<O> {
 
 impl<O: StreamOpener> super::udp::listener::FlowOpener for Client<O> {
     async fn open_flow(&self, client: std::net::SocketAddr) -> Option<TunnelStream> {
-        match handshake(self).await {
+        // UDP flows carry no client address: UDP apps take no PROXY header.
+        match handshake(self, None).await {
             Ok(stream) => {
                 Counters::bump(&self.counters.streams_opened);
                 Some(stream)
@@ -413,11 +467,12 @@ enum HandshakeError {
 async fn serve_client<O: StreamOpener>(
     local: AnyLocal,
     addr: String,
+    pair: Option<ClientAddr>,
     client: Arc<Client<O>>,
     _slot: Permit<()>,
 ) {
     let handshake = tokio::select! {
-        r = handshake(&client) => r,
+        r = handshake(&client, pair) => r,
         () = client.cancel.cancelled() => {
             local.abort();
             return;
@@ -464,16 +519,68 @@ async fn serve_client<O: StreamOpener>(
 }
 
 /// Opens a stream, sends the request and waits for an `Ok` reply.
-async fn handshake<O: StreamOpener>(client: &Client<O>) -> Result<TunnelStream, HandshakeError> {
+///
+/// With a client address, and unless the far site is known not to understand
+/// it, the request is the extended one; an `unsupported version` reply to it
+/// (a site that predates client addresses) is answered by asking once more,
+/// on a new stream, in the older form (see [`super::preamble`]).
+async fn handshake<O: StreamOpener>(
+    client: &Client<O>,
+    pair: Option<ClientAddr>,
+) -> Result<TunnelStream, HandshakeError> {
+    let mut request = Request {
+        app: client.app.app.clone(),
+        target: client.app.app_socket,
+        protocol: client.app.protocol(),
+        client: pair.filter(|_| client.dialect().extended(std::time::Instant::now())),
+    };
+    let extended = request.client.is_some();
+    let first = attempt(client, &request).await;
+    if !extended {
+        return first;
+    }
+    match first {
+        Err(HandshakeError::Refused {
+            status: Status::UnsupportedVersion,
+            ..
+        }) => {
+            client.dialect().refused(std::time::Instant::now());
+            Counters::bump(&client.counters.preamble_downgrades);
+            // The span names the site; at most once per app per recheck period.
+            info!("far site does not take client addresses (an older build): asking without");
+            request.client = None;
+            attempt(client, &request).await
+        }
+        Ok(stream) => {
+            client.dialect().understood();
+            Ok(stream)
+        }
+        Err(e @ HandshakeError::Refused { .. }) => {
+            client.dialect().understood();
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl<O> Client<O> {
+    /// The far site's request form (the lock is never held across an await).
+    fn dialect(&self) -> std::sync::MutexGuard<'_, Dialect> {
+        self.dialect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One stream: opens it, sends `request` and waits for an `Ok` reply.
+async fn attempt<O: StreamOpener>(
+    client: &Client<O>,
+    request: &Request,
+) -> Result<TunnelStream, HandshakeError> {
     let open = client.opener.open_stream(&client.app.site);
     let mut stream = tokio::time::timeout(PREAMBLE_TIMEOUT, open)
         .await
         .map_err(|_| HandshakeError::TimedOut(PREAMBLE_TIMEOUT))??;
-    let request = Request {
-        app: client.app.app.clone(),
-        target: client.app.app_socket,
-        protocol: client.app.protocol(),
-    };
     let exchange = async {
         stream.send.write_all(&request.encode()).await?;
         let reply = read_preamble::<Response>(&mut stream.recv).await?;

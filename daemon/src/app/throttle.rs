@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::{AppName, AppSocket, BandwidthLimit, RemoteApp, SiteName};
+use crate::config::{AppName, AppSocket, BandwidthLimit, ExposedApp, RemoteApp, SiteName};
 use crate::view::{StreamDirection, ThrottleStats};
 use bucket::{Bucket, Reservation};
 
@@ -251,6 +251,13 @@ impl Throttles {
         let t = Arc::new(AppThrottle::new(limit?, now));
         map.insert(key, t.clone());
         Some(t)
+    }
+
+    /// Applies `app`'s `bandwidthLimit` now to its streams already open,
+    /// not only to those opened next: for an exposed app added or changed
+    /// while streams of that name run.
+    pub fn apply_exposed(&self, app: &ExposedApp) {
+        let _ = self.get(ThrottleKey::Exposed(app.name.clone()), app.bandwidth_limit);
     }
 
     /// Per app: the limit as configured now (`configured`: every app that

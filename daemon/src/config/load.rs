@@ -196,6 +196,7 @@ const EXPOSED_APP: &[(&str, Shape)] = &[
     ("protocol", Shape::Leaf),
     ("udpIdleTimeout", Shape::Leaf),
     ("bandwidthLimit", Shape::Leaf),
+    ("proxyProtocol", Shape::Leaf),
 ];
 
 const REMOTE_APP: &[(&str, Shape)] = &[

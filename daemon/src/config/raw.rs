@@ -378,6 +378,8 @@ pub struct ExposedApp {
     pub udp_idle_timeout: Option<Scalar>,
     /// Bytes per second each way, e.g. `10MiB/s` (new in this implementation).
     pub bandwidth_limit: Option<Scalar>,
+    /// `v1` or `v2`: send a PROXY protocol header to the app (new in this implementation).
+    pub proxy_protocol: Option<Scalar>,
 }
 
 /// One `remoteApps[]` entry; also what the control API builds from a live

@@ -31,7 +31,7 @@ use super::{
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
-use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol};
+use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol, ProxyProtocol};
 use crate::identity::Fingerprint;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
 
@@ -1629,6 +1629,7 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
     let is_udp = target.as_ref().map(|t| t.protocol() == Protocol::Udp);
     let udp_idle_timeout = udp_idle(&raw.udp_idle_timeout, at("udpIdleTimeout"), is_udp, r);
     let bandwidth_limit = bandwidth(&raw.bandwidth_limit, at("bandwidthLimit"), r);
+    let proxy_protocol = proxy_protocol(&raw.proxy_protocol, at("proxyProtocol"), is_udp, r);
 
     if r.errors.len() > start {
         return None;
@@ -1640,7 +1641,43 @@ fn exposed_app_into(raw: &raw::ExposedApp, path: &str, r: &mut Report) -> Option
         allowed_sites,
         udp_idle_timeout,
         bandwidth_limit,
+        proxy_protocol,
     })
+}
+
+/// An optional `proxyProtocol` at `path`: `v1` or `v2` (any case). A UDP
+/// app cannot take one: the PROXY protocol frames a byte stream, and for
+/// datagram flows no receiver agrees on where the header would go (version 1
+/// has no datagram form at all), so it is refused rather than guessed.
+fn proxy_protocol(
+    raw: &Option<Scalar>,
+    path: String,
+    udp: Option<bool>,
+    r: &mut Report,
+) -> Option<ProxyProtocol> {
+    let s = given(raw)?;
+    let version = if s.eq_ignore_ascii_case("v1") {
+        ProxyProtocol::V1
+    } else if s.eq_ignore_ascii_case("v2") {
+        ProxyProtocol::V2
+    } else {
+        r.err(
+            path,
+            format!("'{s}' is not a PROXY protocol version, expected 'v1' or 'v2'"),
+        );
+        return None;
+    };
+    if udp == Some(true) {
+        r.err(
+            path,
+            format!(
+                "'{s}' cannot be used with a udp app: the PROXY protocol header is sent on \
+                 byte streams (tcp and unix app sockets) only"
+            ),
+        );
+        return None;
+    }
+    Some(version)
 }
 
 /// `allowedSites`: each entry a valid site name, listed once, at most
@@ -3954,6 +3991,83 @@ publicPort: 1"
             remote_app(&raw, "").expect("valid").udp_idle(),
             Duration::from_secs(86_400)
         );
+    }
+
+    #[test]
+    fn proxy_protocol_takes_v1_or_v2_on_stream_apps_and_names_its_field() {
+        for (text, want) in [
+            ("v1", ProxyProtocol::V1),
+            ("V2", ProxyProtocol::V2),
+            ("v2", ProxyProtocol::V2),
+        ] {
+            for socket in ["tcp:127.0.0.1:80", "unix:/run/web.sock"] {
+                let mut raw = exposed(None, Some(socket), &[], &[]);
+                raw.proxy_protocol = Some(text.into());
+                assert_eq!(
+                    exposed_app(&raw, "").expect(text).proxy_protocol,
+                    Some(want)
+                );
+            }
+        }
+        // A tcp range app takes one too; absent or empty means off.
+        let mut raw = exposed(Some("range"), None, &["80"], &["10.0.0.1"]);
+        raw.proxy_protocol = Some("v2".into());
+        assert_eq!(
+            exposed_app(&raw, "").expect("range").proxy_protocol,
+            Some(ProxyProtocol::V2)
+        );
+        raw.proxy_protocol = Some("".into());
+        assert_eq!(exposed_app(&raw, "").expect("empty").proxy_protocol, None);
+        raw.proxy_protocol = None;
+        assert_eq!(exposed_app(&raw, "").expect("absent").proxy_protocol, None);
+
+        for bad in ["v3", "yes", "1", "true"] {
+            let mut raw = exposed(None, Some("tcp:127.0.0.1:80"), &[], &[]);
+            raw.proxy_protocol = Some(bad.into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[2]").expect_err(bad)),
+                [format!(
+                    "localExposedApps[2].proxyProtocol: '{bad}' is not a PROXY protocol version, expected 'v1' or 'v2'"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_protocol_is_refused_on_udp_apps() {
+        let want = |v: &str| {
+            [format!(
+                "localExposedApps[0].proxyProtocol: '{v}' cannot be used with a udp app: the PROXY \
+                 protocol header is sent on byte streams (tcp and unix app sockets) only"
+            )]
+        };
+        for v in ["v1", "v2"] {
+            let mut raw = exposed(None, Some("udp:127.0.0.1:53"), &[], &[]);
+            raw.proxy_protocol = Some(v.into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[0]").expect_err(v)),
+                want(v)
+            );
+            let mut raw = exposed(Some("range"), None, &["53"], &["10.0.0.1"]);
+            raw.protocol = Some("udp".into());
+            raw.proxy_protocol = Some(v.into());
+            assert_eq!(
+                messages(exposed_app(&raw, "localExposedApps[0]").expect_err(v)),
+                want(v)
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_protocol_is_read_from_the_file() {
+        let c = ok(concat!(
+            "localExposedApps:\n",
+            "  - {appName: web, appSocket: 'tcp:127.0.0.1:80', proxyProtocol: v2}\n",
+            "  - {appName: ssh, appSocket: 'tcp:127.0.0.1:22'}\n",
+        ));
+        assert_eq!(c.exposed_apps[0].proxy_protocol, Some(ProxyProtocol::V2));
+        assert_eq!(c.exposed_apps[1].proxy_protocol, None);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

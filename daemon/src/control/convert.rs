@@ -12,13 +12,15 @@ use std::time::{Duration, SystemTime};
 use wovenet_proto::v1;
 
 use crate::config::raw::{self, Scalar};
-use crate::config::{BandwidthLimit, ExposedApp, ExposedTarget, RemoteApp, Transport, TrustMode};
+use crate::config::{
+    BandwidthLimit, ExposedApp, ExposedTarget, ProxyProtocol, RemoteApp, Transport, TrustMode,
+};
 use crate::message::mqtt::BrokerState;
 use crate::types::{ChannelRoute, Direction};
 use crate::view::{
     AppsInfo, ChannelInfo, ChannelState, Event, ExposedAppInfo, ListenerState, PeerInfo, PeerState,
-    RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot, StreamDirection, StreamInfo,
-    TrustState,
+    ReloadOutcome, ReloadReport, RemoteAppInfo, Sequenced, SiteInfo, SocketInfo, StatsSnapshot,
+    StreamDirection, StreamInfo, TrustState,
 };
 
 use super::rates::StatsRates;
@@ -254,6 +256,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 allowed_sites: a.allowed_sites.iter().map(ToString::to_string).collect(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
                 bandwidth_limit: limit_text(a.bandwidth_limit),
+                proxy_protocol: proxy_text(a.proxy_protocol),
                 ..Self::default()
             },
             ExposedTarget::Range {
@@ -271,6 +274,7 @@ impl From<&ExposedApp> for v1::ExposedAppSpec {
                 protocol: protocol.as_str().to_owned(),
                 udp_idle_timeout: idle_secs(a.udp_idle_timeout),
                 bandwidth_limit: limit_text(a.bandwidth_limit),
+                proxy_protocol: proxy_text(a.proxy_protocol),
             },
         }
     }
@@ -314,6 +318,47 @@ impl From<&RemoteAppInfo> for v1::RemoteApp {
             listen_addr,
             listener_error,
             live: a.live,
+        }
+    }
+}
+
+impl From<ReloadOutcome> for v1::ReloadOutcome {
+    fn from(o: ReloadOutcome) -> Self {
+        match o {
+            ReloadOutcome::Applied => Self::Applied,
+            ReloadOutcome::NeedsRestart => Self::NeedsRestart,
+            ReloadOutcome::Invalid => Self::Invalid,
+        }
+    }
+}
+
+impl From<&ReloadReport> for v1::ReloadReport {
+    fn from(r: &ReloadReport) -> Self {
+        let exposed = |apps: &[ExposedApp]| apps.iter().map(Into::into).collect();
+        let remote = |apps: &[RemoteApp]| apps.iter().map(Into::into).collect();
+        Self {
+            outcome: v1::ReloadOutcome::from(r.outcome()).into(),
+            config_file: r.config_file.display().to_string(),
+            exposed_added: exposed(&r.exposed_added),
+            exposed_removed: exposed(&r.exposed_removed),
+            exposed_changed: exposed(&r.exposed_changed),
+            remote_added: remote(&r.remote_added),
+            remote_removed: remote(&r.remote_removed),
+            remote_changed: remote(&r.remote_changed),
+            log_level: r
+                .log_level
+                .map(|l| l.as_str().to_owned())
+                .unwrap_or_default(),
+            needs_restart: r.needs_restart.clone(),
+            errors: r
+                .errors
+                .iter()
+                .map(|e| v1::ConfigFieldError {
+                    path: e.path.clone(),
+                    reason: e.reason.clone(),
+                })
+                .collect(),
+            warnings: r.warnings.clone(),
         }
     }
 }
@@ -366,6 +411,7 @@ impl From<&Sequenced> for v1::Event {
             Event::ListenerClosed { app } => Kind::ListenerClosed(app.into()),
             Event::StreamOpened { stream } => Kind::StreamOpened(stream.into()),
             Event::StreamClosed { stream } => Kind::StreamClosed(stream.into()),
+            Event::ConfigReloaded { report } => Kind::ConfigReloaded(report.as_ref().into()),
         };
         Self {
             seq: s.seq,
@@ -520,6 +566,7 @@ impl From<v1::ExposedAppSpec> for raw::ExposedApp {
             protocol: scalar(s.protocol),
             udp_idle_timeout: s.udp_idle_timeout.map(|n| Scalar::from(n.to_string())),
             bandwidth_limit: scalar(s.bandwidth_limit),
+            proxy_protocol: scalar(s.proxy_protocol),
         }
     }
 }
@@ -542,6 +589,11 @@ impl From<v1::RemoteAppSpec> for raw::RemoteApp {
 /// `bandwidthLimit` as the API carries it: its normalised text, empty when unlimited.
 fn limit_text(l: Option<BandwidthLimit>) -> String {
     l.map(|l| l.to_string()).unwrap_or_default()
+}
+
+/// `proxyProtocol` as the API carries it: `v1`, `v2`, or empty when off.
+fn proxy_text(p: Option<ProxyProtocol>) -> String {
+    p.map(|p| p.as_str().to_owned()).unwrap_or_default()
 }
 
 /// `udpIdleTimeout` as the API carries it (whole seconds, the config's unit).
@@ -679,6 +731,48 @@ mod tests {
         assert!(p.live);
         let back = validate::remote_app(&raw::RemoteApp::from(spec), "").expect("valid");
         assert_eq!(back, remote);
+    }
+
+    #[test]
+    fn proxy_protocol_crosses_the_api_in_config_terms() {
+        let raw = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "web".into(),
+            app_socket: "tcp:127.0.0.1:80".into(),
+            proxy_protocol: "v2".into(),
+            ..Default::default()
+        });
+        let app = validate::exposed_app(&raw, "").expect("valid");
+        assert_eq!(app.proxy_protocol, Some(ProxyProtocol::V2));
+        let spec = v1::ExposedAppSpec::from(&app);
+        assert_eq!(spec.proxy_protocol, "v2");
+        assert_eq!(
+            validate::exposed_app(&raw::ExposedApp::from(spec), "").expect("again"),
+            app
+        );
+        // Empty means off, both ways.
+        let off = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "web".into(),
+            app_socket: "tcp:127.0.0.1:80".into(),
+            ..Default::default()
+        });
+        assert_eq!(off.proxy_protocol, None);
+        let app = validate::exposed_app(&off, "").expect("valid");
+        assert_eq!(v1::ExposedAppSpec::from(&app).proxy_protocol, "");
+        // The API reports the config's message for a bad value.
+        let bad = raw::ExposedApp::from(v1::ExposedAppSpec {
+            name: "dns".into(),
+            app_socket: "udp:127.0.0.1:53".into(),
+            proxy_protocol: "v1".into(),
+            ..Default::default()
+        });
+        let errs = validate::exposed_app(&bad, "").expect_err("udp");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("proxyProtocol: 'v1' cannot be used with a udp app"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -188,6 +188,16 @@ impl ControlService for Service {
         }))
     }
 
+    async fn reload(
+        &self,
+        _: Request<v1::ReloadRequest>,
+    ) -> Result<Response<v1::ReloadResponse>, Status> {
+        let report = self.site.reload().await?;
+        Ok(Response::new(v1::ReloadResponse {
+            report: Some((&report).into()),
+        }))
+    }
+
     type WatchEventsStream = Feed<v1::WatchEventsResponse>;
 
     async fn watch_events(

@@ -7,6 +7,7 @@
 //! | `AlreadyExists`   | `ALREADY_EXISTS`   | name or local socket taken                        |
 //! | `Persist`         | `INTERNAL`         | see below                                         |
 //! | `Unavailable`     | `UNAVAILABLE`      | the site is shutting down; retrying later is fine |
+//! | `NoConfigFile`    | `FAILED_PRECONDITION` | reload of a site started without a config file |
 //!
 //! `Persist` means the change *was applied* but the state file could not be
 //! written, so it will not survive a restart. That is a server-side fault the
@@ -27,6 +28,7 @@ impl From<ControlError> for Status {
             ControlError::AlreadyExists(_) => Self::already_exists(message),
             ControlError::Persist(_) => Self::internal(message),
             ControlError::Unavailable => Self::unavailable(message),
+            ControlError::NoConfigFile => Self::failed_precondition(message),
         }
     }
 }
@@ -65,6 +67,7 @@ mod tests {
             ),
             (ControlError::Persist("applied, but".into()), Code::Internal),
             (ControlError::Unavailable, Code::Unavailable),
+            (ControlError::NoConfigFile, Code::FailedPrecondition),
         ];
         for (e, code) in cases {
             let message = e.to_string();

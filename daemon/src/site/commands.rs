@@ -52,6 +52,9 @@ impl Site {
             Command::ForgetPeer(site, r) => {
                 let _ = r.send(self.forget_peer(&site).await);
             }
+            Command::Reload(loaded, r) => {
+                let _ = r.send(self.reload(*loaded).await);
+            }
             Command::RemoveRemoteApp {
                 site,
                 app,
@@ -90,6 +93,8 @@ impl Site {
             ))
         })?;
         info!(app.name = %name, "exposed app added");
+        // Streams of an earlier app of that name still open follow its limit.
+        self.streams.throttles().apply_exposed(&app);
         self.state.add_exposed(&app);
         self.bus.emit(Event::ExposedAppAdded { app: name });
         // Peers learn at once, not at the next periodic announcement.

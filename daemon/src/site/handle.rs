@@ -2,14 +2,17 @@
 //!
 //! A [`SiteHandle`] sends a [`Command`] carrying a oneshot reply to the site
 //! actor and awaits it; it holds no state. Validation of new apps uses the
-//! config loader's functions so messages match the config file's.
+//! config loader's functions so messages match the config file's, and a
+//! reload reads the config file with the loader itself, off the actor.
+
+use std::path::PathBuf;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::config::{ExposedApp, FieldError, RemoteApp, raw, validate};
+use crate::config::{self, Config, ConfigError, ExposedApp, FieldError, RemoteApp, raw, validate};
 use crate::identity::Fingerprint;
 use crate::view::{
-    AppsInfo, ChannelInfo, PeerInfo, Sequenced, SiteInfo, StatsSnapshot, StreamInfo,
+    AppsInfo, ChannelInfo, PeerInfo, ReloadReport, Sequenced, SiteInfo, StatsSnapshot, StreamInfo,
 };
 
 /// Why a control request failed. Mapped to gRPC codes in `control::status`.
@@ -30,6 +33,32 @@ pub enum ControlError {
     /// The site is shutting down.
     #[error("the site is shutting down")]
     Unavailable,
+    /// A reload was asked of a site started without a config file.
+    #[error("no config file to reload: this site was started without one")]
+    NoConfigFile,
+}
+
+/// A config file as read for a reload: validated, or every problem in it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The file.
+    pub path: PathBuf,
+    /// The configuration it holds, or why it is invalid (a problem with the
+    /// file as a whole, unreadable or not YAML, has an empty path).
+    pub config: Result<Config, Vec<FieldError>>,
+}
+
+impl Loaded {
+    /// Reads and validates `path` exactly as `wovenetd` does at start.
+    pub fn read(path: PathBuf) -> Self {
+        let config = config::load_file(&path).map_err(|e| match e {
+            ConfigError::Invalid(errors) => errors,
+            other @ (ConfigError::Read { .. } | ConfigError::Syntax(_)) => {
+                vec![FieldError::new("", other.to_string())]
+            }
+        });
+        Self { path, config }
+    }
 }
 
 /// A request to the site actor.
@@ -60,6 +89,8 @@ pub enum Command {
     },
     /// Forget the identity pinned for a site name, and the site.
     ForgetPeer(String, oneshot::Sender<Result<Fingerprint, ControlError>>),
+    /// Apply a config file read for a reload (or report why it is invalid).
+    Reload(Box<Loaded>, oneshot::Sender<ReloadReport>),
     /// Site summary.
     Site(oneshot::Sender<SiteInfo>),
     /// Counters and totals.
@@ -75,11 +106,13 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct SiteHandle {
     tx: mpsc::Sender<Command>,
+    /// The config file the site was started from (`None`: built in memory).
+    config_file: Option<PathBuf>,
 }
 
 impl SiteHandle {
-    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
-        Self { tx }
+    pub(crate) fn new(tx: mpsc::Sender<Command>, config_file: Option<PathBuf>) -> Self {
+        Self { tx, config_file }
     }
 
     async fn ask<T>(
@@ -99,6 +132,20 @@ impl SiteHandle {
     pub async fn forget_peer(&self, site: &str) -> Result<Fingerprint, ControlError> {
         let site = site.to_owned();
         self.ask(|r| Command::ForgetPeer(site, r)).await?
+    }
+
+    /// Re-reads the config file the site was started from, validates it as
+    /// at start and applies the differences live (see `site::reload`); an
+    /// invalid file changes nothing. Either way the report is also logged
+    /// and published as an event.
+    pub async fn reload(&self) -> Result<ReloadReport, ControlError> {
+        let path = self.config_file.clone().ok_or(ControlError::NoConfigFile)?;
+        // Reading and validating is blocking work: keep it off the actor and
+        // off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || Loaded::read(path))
+            .await
+            .map_err(|_| ControlError::Unavailable)?;
+        self.ask(|r| Command::Reload(Box::new(loaded), r)).await
     }
 
     /// Site summary.

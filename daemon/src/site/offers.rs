@@ -154,6 +154,7 @@ mod tests {
             allowed_sites: allowed.iter().map(|s| site(s)).collect(),
             udp_idle_timeout: None,
             bandwidth_limit: None,
+            proxy_protocol: None,
         }
     }
 

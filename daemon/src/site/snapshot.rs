@@ -285,6 +285,7 @@ impl Site {
                 ("udp_send_failed", c.udp_send_failed.load(Relaxed)),
                 ("udp_flows_limited", c.udp_flows_limited.load(Relaxed)),
                 ("tcp_frames_dropped", c.tcp_frames_dropped.load(Relaxed)),
+                ("preamble_downgrades", c.preamble_downgrades.load(Relaxed)),
             ],
         }
     }

@@ -103,7 +103,7 @@ async fn call(c: &mut Control, req: &Request) -> Result<String, String> {
     let line = |s: String| s.trim_end().replace('\n', "; ");
     match req {
         Request::AddExposed(spec) => c
-            .add_exposed_app(spec.clone())
+            .add_exposed_app(spec.as_ref().clone())
             .await
             .map(|a| line(text::exposed_added(&a))),
         Request::AddRemote(spec) => c

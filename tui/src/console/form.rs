@@ -14,7 +14,7 @@ pub enum Kind {
 }
 
 /// Field labels for exposed apps, in `ExposedAppSpec` order.
-pub const EXPOSED_FIELDS: [&str; 9] = [
+pub const EXPOSED_FIELDS: [&str; 10] = [
     "name",
     "mode",
     "appSocket",
@@ -24,6 +24,7 @@ pub const EXPOSED_FIELDS: [&str; 9] = [
     "protocol",
     "udpIdleTimeout",
     "maxConnections",
+    "proxyProtocol",
 ];
 /// Field labels for remote apps, in `RemoteAppSpec` order.
 pub const REMOTE_FIELDS: [&str; 6] = [
@@ -41,7 +42,7 @@ pub struct Form {
     /// Exposed or remote.
     pub kind: Kind,
     /// Values for the exposed fields.
-    pub exposed: [String; 9],
+    pub exposed: [String; 10],
     /// Values for the remote fields.
     pub remote: [String; 6],
     /// Focused row: 0 is the kind selector, then the fields.
@@ -163,8 +164,9 @@ impl Form {
                     protocol,
                     idle,
                     max,
+                    proxy,
                 ] = &self.exposed;
-                Ok(Request::AddExposed(pb::ExposedAppSpec {
+                Ok(Request::AddExposed(Box::new(pb::ExposedAppSpec {
                     name: name.trim().to_owned(),
                     mode: mode.trim().to_owned(),
                     app_socket: app_socket.trim().to_owned(),
@@ -176,9 +178,11 @@ impl Form {
                     // Empty: tcp for range apps (single apps take it from appSocket).
                     protocol: protocol.trim().to_owned(),
                     udp_idle_timeout: number("udpIdleTimeout", idle)?,
+                    // Empty: no PROXY protocol header.
+                    proxy_protocol: proxy.trim().to_owned(),
                     // Not in the form: `wovenetctl expose add --bandwidth-limit`.
                     bandwidth_limit: String::new(),
-                }))
+                })))
             }
             Kind::Remote => {
                 let [site, app, local, app_socket, idle, max] = &self.remote;
@@ -200,8 +204,8 @@ impl Form {
 /// An RPC the console asks the loop to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// `AddExposedApp`.
-    AddExposed(pb::ExposedAppSpec),
+    /// `AddExposedApp` (boxed: the spec is by far the largest request).
+    AddExposed(Box<pb::ExposedAppSpec>),
     /// `AddRemoteApp`.
     AddRemote(pb::RemoteAppSpec),
     /// `RemoveExposedApp`.

@@ -249,6 +249,51 @@ impl Model {
                 self.streams.push(s.clone());
             }
             Kind::StreamClosed(s) => self.streams.retain(|x| x.id != s.id),
+            Kind::ConfigReloaded(r) => self.apply_reload(r),
+        }
+    }
+
+    /// Folds the apps a config reload changed into the mirror (an invalid file changed
+    /// nothing). Apps a reload adds come from the file: not live. The listener states of
+    /// new remote apps follow in their own events.
+    fn apply_reload(&mut self, r: &pb::ReloadReport) {
+        if !r.errors.is_empty() {
+            return;
+        }
+        let name = |a: &pb::ExposedApp| a.spec.as_ref().map(|x| x.name.clone());
+        for gone in &r.exposed_removed {
+            self.exposed
+                .retain(|a| name(a).as_ref() != Some(&gone.name));
+        }
+        for changed in &r.exposed_changed {
+            for a in &mut self.exposed {
+                if name(a).as_ref() == Some(&changed.name) {
+                    a.spec = Some(changed.clone());
+                }
+            }
+        }
+        for added in &r.exposed_added {
+            self.exposed
+                .retain(|a| name(a).as_ref() != Some(&added.name));
+            self.exposed.push(pb::ExposedApp {
+                spec: Some(added.clone()),
+                live: false,
+            });
+        }
+        self.exposed.sort_by_key(name);
+        // Remote apps are matched by their local socket, as the daemon does.
+        let socket = |r: &pb::RemoteApp| r.spec.as_ref().map(|x| x.local_socket.clone());
+        for gone in r.remote_removed.iter().chain(&r.remote_changed) {
+            self.remote
+                .retain(|x| socket(x).as_ref() != Some(&gone.local_socket));
+        }
+        for added in r.remote_added.iter().chain(&r.remote_changed) {
+            self.remote.push(pb::RemoteApp {
+                spec: Some(added.clone()),
+                listener_state: pb::ListenerState::Waiting as i32,
+                live: false,
+                ..Default::default()
+            });
         }
     }
 
@@ -336,6 +381,92 @@ mod tests {
             },
         ]);
         m
+    }
+
+    fn exposed(name: &str, socket: &str) -> pb::ExposedApp {
+        pb::ExposedApp {
+            spec: Some(pb::ExposedAppSpec {
+                name: name.into(),
+                app_socket: socket.into(),
+                ..Default::default()
+            }),
+            live: false,
+        }
+    }
+
+    fn remote(app: &str, local: &str) -> pb::RemoteAppSpec {
+        pb::RemoteAppSpec {
+            site_name: "beta".into(),
+            app_name: app.into(),
+            local_socket: local.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_adds_removes_and_replaces_apps_and_an_invalid_one_changes_nothing() {
+        let mut m = Model::default();
+        let mut live = exposed("live", "tcp:127.0.0.1:9");
+        live.live = true;
+        m.exposed = vec![
+            exposed("gone", "tcp:127.0.0.1:1"),
+            exposed("moved", "tcp:127.0.0.1:2"),
+            live.clone(),
+        ];
+        m.remote = vec![
+            pb::RemoteApp {
+                spec: Some(remote("db", "tcp:127.0.0.1:5432")),
+                listener_state: pb::ListenerState::Open as i32,
+                ..Default::default()
+            },
+            pb::RemoteApp {
+                spec: Some(remote("old", "tcp:127.0.0.1:7000")),
+                ..Default::default()
+            },
+        ];
+        let before = (m.exposed.clone(), m.remote.clone());
+        m.apply_event(pb::Event {
+            kind: Some(Kind::ConfigReloaded(pb::ReloadReport {
+                outcome: pb::ReloadOutcome::Invalid.into(),
+                errors: vec![pb::ConfigFieldError::default()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        assert_eq!((m.exposed.clone(), m.remote.clone()), before);
+        m.apply_event(pb::Event {
+            kind: Some(Kind::ConfigReloaded(pb::ReloadReport {
+                outcome: pb::ReloadOutcome::Applied.into(),
+                exposed_added: vec![exposed("added", "tcp:127.0.0.1:3").spec.unwrap()],
+                exposed_removed: vec![exposed("gone", "").spec.unwrap()],
+                exposed_changed: vec![exposed("moved", "tcp:127.0.0.1:22").spec.unwrap()],
+                remote_removed: vec![remote("old", "tcp:127.0.0.1:7000")],
+                remote_added: vec![remote("new", "tcp:127.0.0.1:7001")],
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        assert_eq!(
+            m.exposed,
+            [
+                exposed("added", "tcp:127.0.0.1:3"),
+                live,
+                exposed("moved", "tcp:127.0.0.1:22")
+            ]
+        );
+        let remote: Vec<_> = m
+            .remote
+            .iter()
+            .map(|r| (r.spec.clone().unwrap().app_name, r.listener_state))
+            .collect();
+        assert_eq!(
+            remote,
+            [
+                ("db".to_owned(), pb::ListenerState::Open as i32),
+                ("new".to_owned(), pb::ListenerState::Waiting as i32)
+            ],
+            "an unchanged listener keeps its state"
+        );
     }
 
     /// Regression: events and samples updated the first row of a name, which could be

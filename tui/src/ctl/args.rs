@@ -10,9 +10,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 /// Exit codes, shown under `--help`.
 pub const EXIT_CODES: &str = "\
 Socket selection:
-  --socket PATH, else --site NAME (its socket in the default directory), else
-  $WOVENET_CONTROL_SOCKET, else the only *.sock in the default directory
-  ($XDG_RUNTIME_DIR/wovenet, /run/wovenet for root, /tmp/wovenet-<uid> otherwise).
+  --socket PATH, else --site NAME (its socket in the default directories), else
+  $WOVENET_CONTROL_SOCKET, else the only *.sock in the default directories: yours
+  ($XDG_RUNTIME_DIR/wovenet, /run/wovenet for root, /tmp/wovenet-<uid> otherwise),
+  then /run/wovenet (where the systemd unit wovenetd@NAME puts NAME.sock).
 
 Output:
   -o table (default) is for people; -o json is for scripts and stable: field names are
@@ -24,7 +25,27 @@ Exit status:
   1   the daemon refused or failed the request (its message is printed as `error: ...`)
   2   no daemon could be reached (nothing listening, permission denied, no socket or
       several sockets found, or the connection was lost)
+  3   reload: applied, except changes that need a restart of wovenetd (listed)
+  4   reload: the config file is invalid; nothing changed (every error is printed)
   64  invalid command line";
+
+/// The exit codes of `reload`, shown under `reload --help`.
+pub const RELOAD_EXIT_CODES: &str = "\
+Exit status:
+  0   the file is valid and every change was applied (or there was none)
+  1   the daemon refused the request (e.g. it was started without a config file)
+  2   no daemon could be reached
+  3   the file is valid and every change that can be applied live was; the changes
+      listed under \"needs a restart\" (siteName, crypto.key, messageChannel, tunnel.*,
+      control.socket, metrics.listen, trust.*, logger.file, logger.format) were not:
+      they take effect when wovenetd restarts
+  4   the file is invalid: nothing changed, wovenetd keeps running on the configuration
+      it had; every error is printed as `path: reason`";
+
+/// Exit code of a reload that left changes for a restart.
+pub const EXIT_RELOAD_RESTART: u8 = 3;
+/// Exit code of a reload of an invalid file.
+pub const EXIT_RELOAD_INVALID: u8 = 4;
 
 /// Exit code for an invalid command line (BSD `EX_USAGE`, as `wovenetd` uses for bad config).
 pub const EXIT_USAGE: u8 = 64;
@@ -41,7 +62,7 @@ pub struct Cli {
     /// Control socket of the daemon.
     #[arg(long, value_name = "PATH", conflicts_with = "site")]
     pub socket: Option<PathBuf>,
-    /// Site whose socket in the default directory to use.
+    /// Site whose socket in the default directories (yours, then /run/wovenet) to use.
     #[arg(long, value_name = "NAME")]
     pub site: Option<String>,
     /// Output format.
@@ -94,6 +115,17 @@ pub enum Command {
     Events,
     /// Traffic counters and rates per app, peer and dataChannel.
     Stats(StatsArgs),
+    /// Re-read the daemon's config file and apply the differences live (like SIGHUP).
+    ///
+    /// The file is validated as at start. If it is valid, apps and remote apps added,
+    /// removed or changed, their limits (maxConnections, udpIdleTimeout, allowedSites) and
+    /// logger.level are applied without a restart: unaffected connections and dataChannels
+    /// keep flowing, open connections of a removed or changed app run to their end. Apps
+    /// added or removed with `expose`/`remote` stay as they are. Changes that need a restart
+    /// are listed, not applied. If the file is invalid, nothing changes and every error is
+    /// printed.
+    #[command(after_help = RELOAD_EXIT_CODES)]
+    Reload,
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -190,6 +222,11 @@ pub struct ExposeAdd {
     /// Mbit Gbit, then /s). Not given: unlimited.
     #[arg(long, value_name = "RATE")]
     pub bandwidth_limit: Option<String>,
+    /// Send a PROXY protocol header (HAProxy's; v1 text, v2 binary) to the app
+    /// before each connection's data, carrying the client's address as the
+    /// using site saw it. Not for udp apps. Not given: no header.
+    #[arg(long, value_name = "v1|v2")]
+    pub proxy_protocol: Option<String>,
 }
 
 impl ExposeAdd {
@@ -372,6 +409,27 @@ mod tests {
         assert_eq!(add.mode(), "single");
         assert!(add.port_range.is_empty() && add.address_range.is_empty());
         assert!(add.allowed_sites.is_empty(), "every site by default");
+    }
+
+    #[test]
+    fn expose_add_passes_proxy_protocol_on_in_both_modes() {
+        for target in [
+            &["--socket", "tcp:127.0.0.1:7"][..],
+            &["--port-range", "22", "--address-range", "10.0.0.6"][..],
+        ] {
+            let mut args = vec!["expose", "add", "--name", "x"];
+            args.extend_from_slice(target);
+            let Command::Expose(ExposeCommand::Add(add)) = parse(&args).unwrap().command else {
+                panic!("not expose add")
+            };
+            assert_eq!(add.proxy_protocol, None, "off unless asked");
+            args.extend(["--proxy-protocol", "v2"]);
+            let Command::Expose(ExposeCommand::Add(add)) = parse(&args).unwrap().command else {
+                panic!("not expose add")
+            };
+            // The daemon judges the value, with the config file's message.
+            assert_eq!(add.proxy_protocol.as_deref(), Some("v2"));
+        }
     }
 
     #[test]

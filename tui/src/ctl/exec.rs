@@ -10,9 +10,12 @@ use std::time::SystemTime;
 use clap::CommandFactory;
 use serde::Serialize;
 use tonic::{Code, Status};
-use wovenet_proto::v1::{ExposedAppSpec, RemoteAppSpec};
+use wovenet_proto::v1::{ExposedAppSpec, ReloadOutcome, RemoteAppSpec};
 
-use super::args::{Cli, Command, ExposeCommand, Format, PeersCommand, RemoteCommand, StatsArgs};
+use super::args::{
+    Cli, Command, EXIT_RELOAD_INVALID, EXIT_RELOAD_RESTART, ExposeCommand, Format, PeersCommand,
+    RemoteCommand, StatsArgs,
+};
 use super::{json, shell, text};
 use crate::client::{self, ClientError, Control};
 
@@ -36,6 +39,13 @@ pub enum CtlError {
     /// Writing the output failed (exit 1, or 0 for a closed pipe: `… | head`).
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    /// A reload applied everything but the changes that need a restart (exit 3); the
+    /// printed report lists them, so nothing more is said.
+    #[error("some changes need a restart of wovenetd")]
+    ReloadNeedsRestart,
+    /// A reload found the config file invalid (exit 4): the message lists every error.
+    #[error("{0}")]
+    ReloadInvalid(String),
 }
 
 impl CtlError {
@@ -65,12 +75,16 @@ impl CtlError {
             Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
             Self::Output(_) => 1,
             Self::Client(_) | Self::Lost { .. } => 2,
+            Self::ReloadNeedsRestart => EXIT_RELOAD_RESTART,
+            Self::ReloadInvalid(_) => EXIT_RELOAD_INVALID,
         }
     }
 
-    /// Whether nothing should be printed: the reader of our output went away.
+    /// Whether nothing should be printed: the reader of our output went away, or the
+    /// output already says it all.
     pub fn is_quiet(&self) -> bool {
         matches!(self, Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+            || matches!(self, Self::ReloadNeedsRestart)
     }
 }
 
@@ -237,6 +251,7 @@ pub async fn execute(
                 protocol: add.protocol.clone().unwrap_or_default(),
                 udp_idle_timeout: add.udp_idle_timeout,
                 bandwidth_limit: add.bandwidth_limit.clone().unwrap_or_default(),
+                proxy_protocol: add.proxy_protocol.clone().unwrap_or_default(),
             };
             let app = control.add_exposed_app(spec).await.map_err(st)?;
             let json = json::ExposedAppChange { app: (&app).into() };
@@ -270,6 +285,25 @@ pub async fn execute(
                 removed: removed.iter().map(Into::into).collect(),
             };
             emit(out, format, &json, || text::remote_removed(&removed))?;
+        }
+        Command::Reload => {
+            let report = control.reload().await.map_err(st)?;
+            let outcome = ReloadOutcome::try_from(report.outcome).ok();
+            let invalid = outcome == Some(ReloadOutcome::Invalid);
+            let json = json::Reload {
+                report: (&report).into(),
+            };
+            // An invalid file's report is the error message: table output has nothing else.
+            if format == Format::Json || !invalid {
+                emit(out, format, &json, || text::reload(&report))?;
+            }
+            match outcome {
+                Some(ReloadOutcome::Invalid) => {
+                    return Err(CtlError::ReloadInvalid(text::reload_invalid(&report)));
+                }
+                Some(ReloadOutcome::NeedsRestart) => return Err(CtlError::ReloadNeedsRestart),
+                _ => {}
+            }
         }
         Command::Events => {
             let mut feed = control.watch_events().await.map_err(st)?;

@@ -208,6 +208,7 @@ pub(crate) fn exposed_single() -> pb::ExposedApp {
             protocol: String::new(),
             udp_idle_timeout: None,
             bandwidth_limit: String::new(),
+            proxy_protocol: String::new(),
         }),
         live: false,
     }
@@ -226,6 +227,7 @@ pub(crate) fn exposed_range() -> pb::ExposedApp {
             protocol: String::new(),
             udp_idle_timeout: None,
             bandwidth_limit: "10MiB/s".into(),
+            proxy_protocol: "v2".into(),
         }),
         live: true,
     }

@@ -274,6 +274,9 @@ pub struct ExposedAppSpec {
     /// Bytes per second each way, as the daemon normalised it
     /// (`"10MiB/s"`); `null` when unlimited.
     bandwidth_limit: Option<String>,
+    /// `v1` or `v2` when the app gets a PROXY protocol header; left out when off.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    proxy_protocol: String,
 }
 
 impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
@@ -297,6 +300,7 @@ impl From<&pb::ExposedAppSpec> for ExposedAppSpec {
             },
             udp_idle_timeout: s.udp_idle_timeout,
             bandwidth_limit: limit(&s.bandwidth_limit),
+            proxy_protocol: s.proxy_protocol.clone(),
         }
     }
 }
@@ -395,6 +399,67 @@ pub struct RemoteAppsRemoved {
     pub removed: Vec<RemoteApp>,
 }
 
+/// `reload`: `ReloadResponse`.
+#[derive(Debug, Serialize)]
+pub struct Reload {
+    /// What the reload did.
+    pub report: ReloadReport,
+}
+
+/// `ReloadReport` (`outcome`: `applied`, `needs_restart` or `invalid`).
+#[derive(Debug, Serialize)]
+pub struct ReloadReport {
+    outcome: String,
+    config_file: String,
+    exposed_added: Vec<ExposedAppSpec>,
+    exposed_removed: Vec<ExposedAppSpec>,
+    exposed_changed: Vec<ExposedAppSpec>,
+    remote_added: Vec<RemoteAppSpec>,
+    remote_removed: Vec<RemoteAppSpec>,
+    remote_changed: Vec<RemoteAppSpec>,
+    log_level: String,
+    needs_restart: Vec<String>,
+    errors: Vec<ConfigFieldError>,
+    warnings: Vec<String>,
+}
+
+impl From<&pb::ReloadReport> for ReloadReport {
+    fn from(r: &pb::ReloadReport) -> Self {
+        let exposed = |v: &[pb::ExposedAppSpec]| v.iter().map(ExposedAppSpec::from).collect();
+        let remote = |v: &[pb::RemoteAppSpec]| v.iter().map(RemoteAppSpec::from).collect();
+        Self {
+            outcome: units::reload_outcome(r.outcome),
+            config_file: r.config_file.clone(),
+            exposed_added: exposed(&r.exposed_added),
+            exposed_removed: exposed(&r.exposed_removed),
+            exposed_changed: exposed(&r.exposed_changed),
+            remote_added: remote(&r.remote_added),
+            remote_removed: remote(&r.remote_removed),
+            remote_changed: remote(&r.remote_changed),
+            log_level: r.log_level.clone(),
+            needs_restart: r.needs_restart.clone(),
+            errors: r.errors.iter().map(ConfigFieldError::from).collect(),
+            warnings: r.warnings.clone(),
+        }
+    }
+}
+
+/// `ConfigFieldError`.
+#[derive(Debug, Serialize)]
+pub struct ConfigFieldError {
+    path: String,
+    reason: String,
+}
+
+impl From<&pb::ConfigFieldError> for ConfigFieldError {
+    fn from(e: &pb::ConfigFieldError) -> Self {
+        Self {
+            path: e.path.clone(),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
 /// `events`, one line each: `WatchEventsResponse`, `{"snapshot": {…}}` or `{"event": {…}}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -484,6 +549,8 @@ pub enum EventKind {
     StreamOpened(Stream),
     /// `stream_closed`.
     StreamClosed(Stream),
+    /// `config_reloaded`.
+    ConfigReloaded(ReloadReport),
 }
 
 impl EventKind {
@@ -503,6 +570,7 @@ impl EventKind {
             Self::ListenerClosed(_) => "listener_closed",
             Self::StreamOpened(_) => "stream_opened",
             Self::StreamClosed(_) => "stream_closed",
+            Self::ConfigReloaded(_) => "config_reloaded",
         }
     }
 }
@@ -524,6 +592,7 @@ impl From<&event::Kind> for EventKind {
             K::ListenerClosed(s) => Self::ListenerClosed(s.into()),
             K::StreamOpened(s) => Self::StreamOpened(s.into()),
             K::StreamClosed(s) => Self::StreamClosed(s.into()),
+            K::ConfigReloaded(r) => Self::ConfigReloaded(r.into()),
         }
     }
 }
@@ -893,6 +962,7 @@ mod tests {
             json!(["5900", "5901-5990"])
         );
         assert_eq!(out["exposed"][1]["live"], true);
+        assert_eq!(out["exposed"][1]["spec"]["proxy_protocol"], "v2");
         assert_eq!(
             out["remote"][0],
             json!({"spec": {"site_name": "beta", "app_name": "echo",
@@ -1003,6 +1073,7 @@ mod tests {
             Kind::ListenerClosed(fx::remote_spec()),
             Kind::StreamOpened(fx::stream()),
             Kind::StreamClosed(fx::stream()),
+            Kind::ConfigReloaded(pb::ReloadReport::default()),
         ];
         for k in all {
             let v = value(&Event::from(&fx::event(1, k)));
@@ -1016,6 +1087,31 @@ mod tests {
             kind: None,
         }));
         assert_eq!(empty, json!({"seq": 1, "at": null, "kind": "unknown"}));
+    }
+
+    #[test]
+    fn a_reload_report_keeps_proto_names_and_a_lowercase_outcome() {
+        let r = pb::ReloadReport {
+            outcome: pb::ReloadOutcome::Invalid.into(),
+            config_file: "/a.yaml".into(),
+            errors: vec![pb::ConfigFieldError {
+                path: "siteName".into(),
+                reason: "is required".into(),
+            }],
+            ..Default::default()
+        };
+        let v = value(&Reload {
+            report: (&r).into(),
+        });
+        assert_eq!(v["report"]["outcome"], "invalid");
+        assert_eq!(
+            v["report"]["errors"],
+            json!([{"path": "siteName", "reason": "is required"}])
+        );
+        assert_eq!(v["report"]["exposed_added"], json!([]));
+        let ev = value(&Event::from(&fx::event(9, Kind::ConfigReloaded(r))));
+        assert_eq!(ev["kind"], "config_reloaded");
+        assert_eq!(ev["config_reloaded"]["config_file"], "/a.yaml");
     }
 
     #[test]

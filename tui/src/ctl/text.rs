@@ -324,6 +324,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
             ">MAX-CONN",
             "LIMIT",
             "ALLOWED-SITES",
+            "PROXY-PROTO",
             "LIVE",
         ]);
         for a in &apps.exposed {
@@ -335,6 +336,7 @@ pub fn apps(apps: &pb::ListAppsResponse) -> String {
                 max_connections(spec.max_connections),
                 bandwidth_limit(&spec.bandwidth_limit),
                 allowed_sites(&spec.allowed_sites),
+                proxy_protocol(&spec.proxy_protocol),
                 yes_no(a.live).to_owned(),
             ]);
         }
@@ -385,6 +387,15 @@ fn allowed_sites(sites: &[String]) -> String {
     }
 }
 
+/// A `proxyProtocol` cell: `v1`, `v2`, or `off`.
+fn proxy_protocol(version: &str) -> String {
+    if version.is_empty() {
+        "off".to_owned()
+    } else {
+        version.to_owned()
+    }
+}
+
 /// A `maxConnections` cell: the number, or `default` when not set.
 fn max_connections(n: Option<u32>) -> String {
     n.map_or_else(|| "default".to_owned(), |n| n.to_string())
@@ -418,6 +429,9 @@ fn exposed_spec(s: &pb::ExposedAppSpec) -> String {
     }
     if !s.bandwidth_limit.is_empty() {
         let _ = write!(out, ", limited to {} each way", s.bandwidth_limit);
+    }
+    if !s.proxy_protocol.is_empty() {
+        let _ = write!(out, ", PROXY protocol {}", s.proxy_protocol);
     }
     out.push(')');
     out
@@ -474,6 +488,99 @@ pub fn remote_removed(removed: &[pb::RemoteApp]) -> String {
             )
         })
         .collect()
+}
+
+/// One row per change a reload applied or left for a restart: (what, which).
+fn reload_rows(r: &pb::ReloadReport) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let exposed = [
+        ("exposed app added", &r.exposed_added),
+        ("exposed app removed", &r.exposed_removed),
+        ("exposed app changed", &r.exposed_changed),
+    ];
+    for (what, apps) in exposed {
+        rows.extend(apps.iter().map(|a| (what, exposed_spec(a))));
+    }
+    let remote = [
+        ("remote app added", &r.remote_added),
+        ("remote app removed", &r.remote_removed),
+        ("remote app changed", &r.remote_changed),
+    ];
+    for (what, apps) in remote {
+        rows.extend(apps.iter().map(|a| (what, remote_spec(a))));
+    }
+    if !r.log_level.is_empty() {
+        rows.push(("log level", r.log_level.clone()));
+    }
+    rows
+}
+
+/// `path: reason`, or the reason alone for the file as a whole.
+fn field_error(e: &pb::ConfigFieldError) -> String {
+    if e.path.is_empty() {
+        e.reason.clone()
+    } else {
+        format!("{}: {}", e.path, e.reason)
+    }
+}
+
+/// `reload`, when the file was valid: what was applied, what needs a restart, warnings.
+/// (An invalid file is reported as the error, see [`reload_invalid`].)
+pub fn reload(r: &pb::ReloadReport) -> String {
+    let rows = reload_rows(r);
+    let file = visible(&r.config_file);
+    let mut out = match rows.len() {
+        0 => format!("reloaded {file}: no changes\n"),
+        n => format!("reloaded {file}: {} applied\n", units::plural(n, "change")),
+    };
+    let mut t = Table::plain(2);
+    for (what, which) in rows {
+        t.row([format!("  {what}"), which]);
+    }
+    out.push_str(&t.render());
+    if !r.needs_restart.is_empty() {
+        let _ = writeln!(
+            out,
+            "not applied, needs a restart of wovenetd: {}",
+            visible(&r.needs_restart.join(", "))
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {}", visible(w));
+    }
+    out
+}
+
+/// `reload` of an invalid file: the error message, every error on its own line.
+pub fn reload_invalid(r: &pb::ReloadReport) -> String {
+    let mut out = format!(
+        "invalid configuration in {}; nothing changed, wovenetd keeps running on the previous one:",
+        visible(&r.config_file)
+    );
+    for e in &r.errors {
+        let _ = write!(out, "\n  {}", visible(&field_error(e)));
+    }
+    out
+}
+
+/// The event line's detail of a reload.
+fn reload_detail(r: &pb::ReloadReport) -> String {
+    if !r.errors.is_empty() {
+        let errors: Vec<String> = r.errors.iter().map(field_error).collect();
+        return format!("{}: {}", r.config_file, errors.join("; "));
+    }
+    let rows = reload_rows(r);
+    let mut parts: Vec<String> = rows
+        .into_iter()
+        .map(|(what, which)| format!("{what} {which}"))
+        .collect();
+    if parts.is_empty() {
+        parts.push("no changes".to_owned());
+    }
+    if !r.needs_restart.is_empty() {
+        parts.push(format!("needs a restart: {}", r.needs_restart.join(", ")));
+    }
+    format!("{}: {}", r.config_file, parts.join("; "))
 }
 
 /// `events`, first line: a summary of the snapshot.
@@ -568,6 +675,8 @@ fn describe(k: &event::Kind) -> (&'static str, String) {
         K::ListenerClosed(s) => ("listener closed", remote_spec(s)),
         K::StreamOpened(s) => ("stream opened", stream_detail(s, false)),
         K::StreamClosed(s) => ("stream closed", stream_detail(s, true)),
+        K::ConfigReloaded(r) if r.errors.is_empty() => ("config reloaded", reload_detail(r)),
+        K::ConfigReloaded(r) => ("reload refused", reload_detail(r)),
     }
 }
 
@@ -900,9 +1009,9 @@ mod tests {
         assert_eq!(
             apps(&fx::apps()),
             "EXPOSED APPS\n\
-             NAME  MODE    TARGET                               MAX-CONN  LIMIT    ALLOWED-SITES  LIVE\n\
-             echo  single  tcp:127.0.0.1:7                       default  none     all            no\n\
-             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  10MiB/s  beta,gamma     yes\n\
+             NAME  MODE    TARGET                               MAX-CONN  LIMIT    ALLOWED-SITES  PROXY-PROTO  LIVE\n\
+             echo  single  tcp:127.0.0.1:7                       default  none     all            off          no\n\
+             vnc   range   ports 5900,5901-5990 at 10.0.2.0/24        50  10MiB/s  beta,gamma     v2           yes\n\
              \n\
              REMOTE APPS\n\
              SITE  APP   LOCAL               APP-SOCKET         MAX-CONN  LIMIT      LISTENER  ADDRESS         LIVE  ERROR\n\
@@ -923,7 +1032,7 @@ mod tests {
         );
         assert_eq!(
             exposed_removed(&fx::exposed_range()),
-            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, limited to 10MiB/s each way); open connections finish\n"
+            "removed exposed app vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, limited to 10MiB/s each way, PROXY protocol v2); open connections finish\n"
         );
         assert_eq!(
             remote_added(&fx::remote_open()),
@@ -986,12 +1095,65 @@ mod tests {
         let spec = fx::exposed_range().spec.unwrap();
         assert!(
             event(&fx::event(47, Kind::ExposedAppRemoved(spec))).contains(
-                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, limited to 10MiB/s each way)"
+                "#47  exposed app removed  vnc (range ports 5900,5901-5990 at 10.0.2.0/24, only for beta,gamma, limited to 10MiB/s each way, PROXY protocol v2)"
             )
         );
         assert_eq!(
             watch_event(&pb::WatchEventsResponse { kind: None }),
             "unknown message from the daemon\n"
+        );
+    }
+
+    #[test]
+    fn a_reload_event_says_what_changed_or_why_nothing_did() {
+        let applied = pb::ReloadReport {
+            outcome: pb::ReloadOutcome::NeedsRestart.into(),
+            config_file: "/etc/wovenet/alpha.yaml".into(),
+            remote_added: vec![fx::remote_spec()],
+            log_level: "debug".into(),
+            needs_restart: vec!["siteName".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            event(&fx::event(48, Kind::ConfigReloaded(applied))),
+            "2024-05-01T10:00:00.123Z  #48  config reloaded      /etc/wovenet/alpha.yaml: remote \
+             app added beta/echo on tcp:127.0.0.1:6000; log level debug; needs a restart: siteName\n"
+        );
+        let nothing = pb::ReloadReport {
+            outcome: pb::ReloadOutcome::Applied.into(),
+            config_file: "/a.yaml".into(),
+            ..Default::default()
+        };
+        assert!(
+            event(&fx::event(49, Kind::ConfigReloaded(nothing.clone())))
+                .ends_with("config reloaded      /a.yaml: no changes\n")
+        );
+        assert_eq!(reload(&nothing), "reloaded /a.yaml: no changes\n");
+        let invalid = pb::ReloadReport {
+            outcome: pb::ReloadOutcome::Invalid.into(),
+            config_file: "/a.yaml".into(),
+            errors: vec![
+                pb::ConfigFieldError {
+                    path: "siteName".into(),
+                    reason: "is required".into(),
+                },
+                pb::ConfigFieldError {
+                    path: String::new(),
+                    reason: "line 3, column 1: did not find expected key".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        assert!(
+            event(&fx::event(50, Kind::ConfigReloaded(invalid.clone()))).ends_with(
+                "reload refused       /a.yaml: siteName: is required; line 3, column 1: did not \
+                 find expected key\n"
+            )
+        );
+        assert_eq!(
+            reload_invalid(&invalid),
+            "invalid configuration in /a.yaml; nothing changed, wovenetd keeps running on the \
+             previous one:\n  siteName: is required\n  line 3, column 1: did not find expected key"
         );
     }
 

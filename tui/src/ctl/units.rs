@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use wovenet_proto::v1::{
     BrokerState, ChannelRoute, ChannelState, ChannelTransport, Direction, ListenerState, PeerState,
-    StreamDirection, TrustMode, TrustState,
+    ReloadOutcome, StreamDirection, TrustMode, TrustState,
 };
 
 /// Shown in a table cell that has no value.
@@ -189,6 +189,14 @@ pub fn listener_state(v: i32) -> String {
     enum_name(
         ListenerState::try_from(v).ok().map(|e| e.as_str_name()),
         "LISTENER_STATE_",
+    )
+}
+
+/// `applied`, `needs_restart`, `invalid`, `unspecified` or `unknown` (how a reload ended).
+pub fn reload_outcome(v: i32) -> String {
+    enum_name(
+        ReloadOutcome::try_from(v).ok().map(|e| e.as_str_name()),
+        "RELOAD_OUTCOME_",
     )
 }
 
