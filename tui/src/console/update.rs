@@ -12,9 +12,6 @@ use super::model::{Link, Model, refused};
 use super::view::{Confirm, StreamSort, Tab, ViewState};
 
 /// Something only the loop can do.
-// One is made per operator action and consumed at once; boxing the request to
-// save the bytes of `Quit` would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Run this RPC in a spawned task; its result comes back as [`Action::RpcDone`].
