@@ -665,11 +665,14 @@ async fn expose_add_sends_the_inferred_mode_and_split_ranges() {
                 "10.0.2.0/24",
                 "--allowed-sites",
                 "beta,gamma",
+                "--bandwidth-limit",
+                "10MiB/s",
             ],
         )
         .await,
     );
     assert_eq!(v["app"]["spec"]["mode"], "range");
+    assert_eq!(v["app"]["spec"]["bandwidth_limit"], "10MiB/s");
     assert_eq!(
         v["app"]["spec"]["allowed_sites"],
         serde_json::json!(["beta", "gamma"])
@@ -687,6 +690,11 @@ async fn expose_add_sends_the_inferred_mode_and_split_ranges() {
     assert!(
         seen[0].contains("allowed_sites: []")
             && seen[1].contains(r#"allowed_sites: ["beta", "gamma"]"#),
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].contains(r#"bandwidth_limit: """#)
+            && seen[1].contains(r#"bandwidth_limit: "10MiB/s""#),
         "{seen:?}"
     );
 }
