@@ -10,9 +10,9 @@
 //! 1 ns (500 MiB/s would run at 1 GB/s, 91 % over) and 10 MiB/s runs 0.4 %
 //! fast; `until_n_ready` retries `check_n` after each sleep, so a large read
 //! can lose its turn to smaller ones of other streams; and it has no way to
-//! give back a reservation nor to count the time waited. The GCRA here is
-//! the same idea in 60 lines over byte counts, with exact integer costs,
-//! served in order, and property-tested.
+//! give back a reservation nor to count the time waited. The GCRA here
+//! ([`bucket`]) is the same idea in about 100 lines over byte counts, with
+//! integer costs rounded towards stricter, served in order, property-tested.
 //!
 //! Waiting ([`AppThrottle::wait`]) reserves under a short lock, releases it
 //! and sleeps once until the grant time: no lock is held across an await and
