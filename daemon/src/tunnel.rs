@@ -1567,11 +1567,13 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                     ch.conn
                         .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(credit));
                 }
-                ctx.tracker.spawn(ctx.server.serve(
-                    stream,
-                    ch.peer.site.clone(),
-                    ch.conn.remote_address(),
-                ));
+                // In the channel's span, so the stream's log lines carry the
+                // site, peer and channel like the client side's do.
+                ctx.tracker.spawn(
+                    ctx.server
+                        .serve(stream, ch.peer.site.clone(), ch.conn.remote_address())
+                        .in_current_span(),
+                );
             }
             Err(e) => return e,
         }
