@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -123,6 +124,56 @@ pub async fn hash_to_end<R: AsyncRead + Unpin>(
             Err(e) => return Err((total, e)),
         }
     }
+}
+
+/// What [`both_ways`] saw: the digests each direction should have, what came back, and how
+/// long the transfer took.
+#[derive(Debug)]
+pub struct BothWays {
+    /// SHA-256 of the `len` bytes sent (what the far app should report).
+    pub up: Digest,
+    /// SHA-256 of the `len` bytes the far app sends (what should come back).
+    pub down: Digest,
+    /// Bytes read to the end, and their SHA-256.
+    pub received: (u64, Digest),
+    /// From the first byte written to the end of both directions.
+    pub took: Duration,
+}
+
+/// The bulk exchange of the forwarding tests: writes `len` bytes of `up_seed` on `stream` and
+/// half-closes it while reading to its end, within `limit`; the far app is expected to send
+/// `len` bytes of `down_seed`. An error names what failed (a timeout, the sending side, or the
+/// receiving side with how many bytes had arrived).
+pub async fn both_ways<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    (up_seed, down_seed): (u64, u64),
+    len: u64,
+    limit: Duration,
+) -> Result<BothWays, String> {
+    let expected =
+        tokio::task::spawn_blocking(move || (sha256_of(up_seed, len), sha256_of(down_seed, len)));
+    let start = Instant::now();
+    let (mut r, mut w) = tokio::io::split(stream);
+    let send = async {
+        write_stream(&mut w, up_seed, len).await?;
+        w.shutdown().await
+    };
+    let (sent, received) =
+        tokio::time::timeout(limit, async { tokio::join!(send, hash_to_end(&mut r)) })
+            .await
+            .map_err(|_| format!("{len} bytes each way not done within {limit:?}"))?;
+    let took = start.elapsed();
+    sent.map_err(|e| format!("sending {len} bytes failed: {e}"))?;
+    let received = received.map_err(|(n, e)| format!("receiving failed after {n} bytes: {e}"))?;
+    let (up, down) = expected
+        .await
+        .map_err(|e| format!("hashing the expected data failed: {e}"))?;
+    Ok(BothWays {
+        up,
+        down,
+        received,
+        took,
+    })
 }
 
 #[cfg(test)]

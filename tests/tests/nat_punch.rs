@@ -137,35 +137,16 @@ async fn exchange(t: &Behind, msg: &[u8]) {
 
 /// Sends 64 MiB up through `local` while the sink sends 64 MiB down; asserts both byte-exact.
 async fn transfer_64_mib(t: &Behind) -> Duration {
-    let expected = tokio::task::spawn_blocking(|| {
-        (
-            data::sha256_of(UP_SEED, LEN),
-            data::sha256_of(DOWN_SEED, LEN),
-        )
-    });
     let stream = connect_eventually(&t.local, WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
-    let start = Instant::now();
-    let (mut r, mut w) = tokio::io::split(stream);
-    let send = async {
-        data::write_stream(&mut w, UP_SEED, LEN).await?;
-        w.shutdown().await
-    };
-    let limit = Duration::from_secs(120);
-    let (sent, received) = tokio::time::timeout(limit, async {
-        tokio::join!(send, data::hash_to_end(&mut r))
-    })
-    .await
-    .unwrap_or_else(|_| panic!("64 MiB each way not done in {limit:?}\n{}", t.diag()));
-    let took = start.elapsed();
-    let (up_hash, down_hash) = expected.await.unwrap();
-    sent.unwrap_or_else(|e| panic!("sending failed: {e}\n{}", t.diag()));
-    let (n, got) = received
-        .unwrap_or_else(|(n, e)| panic!("receiving failed after {n} bytes: {e}\n{}", t.diag()));
+    let x = data::both_ways(stream, (UP_SEED, DOWN_SEED), LEN, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", t.diag()));
+    let (took, up_hash) = (x.took, x.up);
     assert_eq!(
-        (n, got),
-        (LEN, down_hash),
+        x.received,
+        (LEN, x.down),
         "downstream differs\n{}",
         t.diag()
     );

@@ -149,33 +149,15 @@ async fn a_site_whose_network_drops_udp_joins_over_tcp_and_returns_to_quic() {
     );
 
     // 64 MiB each way, byte-exact; the client half-closes and still reads everything.
-    let expected = tokio::task::spawn_blocking(|| {
-        (
-            data::sha256_of(UP_SEED, LEN),
-            data::sha256_of(DOWN_SEED, LEN),
-        )
-    });
     let stream = connect_eventually(&l_sink, WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", diag()));
-    let (mut r, mut w) = tokio::io::split(stream);
-    let send = async {
-        data::write_stream(&mut w, UP_SEED, LEN).await?;
-        w.shutdown().await
-    };
-    let limit = Duration::from_secs(120);
-    let t = Instant::now();
-    let (sent, received) = tokio::time::timeout(limit, async {
-        tokio::join!(send, data::hash_to_end(&mut r))
-    })
-    .await
-    .unwrap_or_else(|_| panic!("64 MiB each way not done in {limit:?}\n{}", diag()));
-    eprintln!("64 MiB each way over the TCP fallback in {:?}", t.elapsed());
-    let (up_hash, down_hash) = expected.await.unwrap();
-    sent.unwrap_or_else(|e| panic!("sending failed: {e}\n{}", diag()));
-    let (n, got) = received
-        .unwrap_or_else(|(n, e)| panic!("receiving failed after {n} bytes: {e}\n{}", diag()));
-    assert_eq!((n, got), (LEN, down_hash), "downstream differs\n{}", diag());
+    let t = data::both_ways(stream, (UP_SEED, DOWN_SEED), LEN, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", diag()));
+    eprintln!("64 MiB each way over the TCP fallback in {:?}", t.took);
+    let up_hash = t.up;
+    assert_eq!(t.received, (LEN, t.down), "downstream differs\n{}", diag());
     let report = sink.next_report(WAIT).await;
     assert_eq!(
         (report.received, report.sha256, report.error.clone()),

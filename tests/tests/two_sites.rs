@@ -4,9 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking; the harness adds the daemon logs
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use wovenet_e2e::*;
 use wovenet_proto::v1;
@@ -71,38 +70,16 @@ async fn sixty_four_mib_each_way_arrive_byte_exact() {
     )
     .await;
 
-    let expected = tokio::task::spawn_blocking(move || {
-        (
-            data::sha256_of(up_seed, LEN),
-            data::sha256_of(down_seed, LEN),
-        )
-    });
     let stream = connect_eventually(&local, WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
-    let start = Instant::now();
-    let (mut r, mut w) = tokio::io::split(stream);
-    let send = async {
-        data::write_stream(&mut w, up_seed, LEN).await?;
-        w.shutdown().await
-    };
-    let transfer = async { tokio::join!(send, data::hash_to_end(&mut r)) };
-    let limit = Duration::from_secs(90);
-    let (sent, received) = tokio::time::timeout(limit, transfer)
+    let t = data::both_ways(stream, (up_seed, down_seed), LEN, Duration::from_secs(90))
         .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "64 MiB each way did not finish within {limit:?}\n{}",
-                p.diag()
-            )
-        });
-    let (up_hash, down_hash) = expected.await.unwrap();
-    sent.unwrap_or_else(|e| panic!("sending 64 MiB failed: {e}\n{}", p.diag()));
-    let (n, got) = received
-        .unwrap_or_else(|(n, e)| panic!("receiving failed after {n} bytes: {e}\n{}", p.diag()));
-    eprintln!("64 MiB each way in {:?}", start.elapsed());
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.diag()));
+    eprintln!("64 MiB each way in {:?}", t.took);
+    let (up_hash, down_hash) = (t.up, t.down);
     assert_eq!(
-        (n, got),
+        t.received,
         (LEN, down_hash),
         "downstream (b's app to a's client) differs\n{}",
         p.diag()
