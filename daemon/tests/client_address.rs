@@ -12,14 +12,14 @@
 // allow-unwrap-in-tests; in a test a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::mpsc;
@@ -106,27 +106,8 @@ struct Sites {
 
 impl Sites {
     async fn new(far: Far) -> Self {
-        let cert = rcgen::generate_simple_self_signed(vec!["far.test".to_owned()]).unwrap();
-        let cert_der: CertificateDer<'static> = cert.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-        let server_config =
-            quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key).unwrap();
-        let server =
-            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (server, client) = common::endpoint_pair(quinn::TransportConfig::default());
         let server_addr = server.local_addr().unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert_der).unwrap();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(tls).unwrap(),
-        )));
         let incoming = {
             let server = server.clone();
             async move { server.accept().await.unwrap().await.unwrap() }

@@ -11,12 +11,11 @@
 // allow-unwrap-in-tests; in a test a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::ErrorKind;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wovenet_daemon::app::{PipeOutcome, PipeStats, ThrottleKey, Throttles, pipe};
@@ -27,34 +26,13 @@ const MIB: usize = 1 << 20;
 
 /// A QUIC connection on loopback: (near, far), and the endpoints keeping it up.
 async fn connection() -> (quinn::Connection, quinn::Connection, [quinn::Endpoint; 2]) {
-    let cert = rcgen::generate_simple_self_signed(vec!["far.test".to_owned()]).unwrap();
-    let cert_der: CertificateDer<'static> = cert.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
     // Windows as large as the daemon's, so data can pile up in quinn's buffer.
     let mut transport = quinn::TransportConfig::default();
     transport
         .stream_receive_window((16 * MIB as u32).into())
         .receive_window((32 * MIB as u32).into())
         .send_window(32 * MIB as u64);
-    let transport = Arc::new(transport);
-    let mut server_config =
-        quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key).unwrap();
-    server_config.transport_config(transport.clone());
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut client_config =
-        quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    client_config.transport_config(transport);
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
+    let (server, client) = common::endpoint_pair(transport);
     let addr = server.local_addr().unwrap();
     let (near, far) = tokio::join!(
         async { client.connect(addr, "far.test").unwrap().await.unwrap() },

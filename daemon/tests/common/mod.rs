@@ -116,3 +116,35 @@ pub async fn echo_server() -> SocketAddr {
     });
     addr
 }
+
+/// A QUIC server endpoint and a client endpoint on loopback, both with `transport`; the
+/// client trusts the server's fresh self-signed certificate for the name `far.test`. For
+/// tests that drive streams between two plain quinn endpoints (no key proof).
+pub fn endpoint_pair(transport: quinn::TransportConfig) -> (quinn::Endpoint, quinn::Endpoint) {
+    use quinn::crypto::rustls::QuicClientConfig;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let cert = rcgen::generate_simple_self_signed(vec!["far.test".to_owned()]).unwrap();
+    let cert_der: CertificateDer<'static> = cert.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let transport = Arc::new(transport);
+    let mut server_config =
+        quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key).unwrap();
+    server_config.transport_config(transport.clone());
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut client_config =
+        quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+    client_config.transport_config(transport);
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(client_config);
+    (server, client)
+}
