@@ -723,6 +723,11 @@ impl Tunnel {
         )))
     }
 
+    /// The daemons' pids, client side (`a`) first.
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.a.pid(), self.b.pid()]
+    }
+
     /// Where clients connect to reach the app through the tunnel.
     pub fn entry(&self) -> &Target {
         &self.entry

@@ -12,7 +12,8 @@
 //! - [`daemon`]: finding/building `wovenetd`, site configs, processes, the two-site [`daemon::Tunnel`].
 //! - [`natnet`]: two-site tunnels on the e2e crate's real-NAT rig (direct, punched, relayed);
 //!   [`control`]: a site's channels and their routes, read through its control API;
-//!   [`cpu`]: CPU time of the processes on a path over a measurement.
+//!   [`cpu`]: CPU time of the processes on a path over a measurement; [`footprint`]: their
+//!   CPU time and peak memory over one transfer.
 //! - [`rathole`]: the external reference the loopback and latency targets compare with.
 //! - [`scenario`]: what each scenario measures; [`report`]: `results.json` and `results.md`;
 //!   [`plot`]: the `wan` throughput-vs-loss SVG.
@@ -24,6 +25,7 @@ pub mod control;
 pub mod cpu;
 pub mod daemon;
 pub mod error;
+pub mod footprint;
 pub mod helper;
 pub mod load;
 pub mod natnet;

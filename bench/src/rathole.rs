@@ -374,6 +374,14 @@ impl Rathole {
         &self.entry
     }
 
+    /// The pids of the side clients connect to (rathole's server) and of the side that
+    /// connects to the app (its client), in that order, like a tunnel's sites `a` and `b`.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.server.id())
+            .chain(self.client.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// Its transport.
     pub fn flavor(&self) -> Flavor {
         self.flavor

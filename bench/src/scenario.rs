@@ -24,7 +24,8 @@ pub mod wan;
 /// A scenario the runner can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// Bulk TCP throughput through a loopback tunnel vs direct, 1 and 8 streams, both ways.
+    /// Bulk TCP throughput through a loopback tunnel vs direct and rathole, 1, 4 and 8 streams,
+    /// both ways, with CPU-seconds per GB and peak RSS of the forwarders.
     Loopback,
     /// 64-byte request/response latency through the tunnel vs direct (p50, p99).
     Latency,

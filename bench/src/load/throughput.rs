@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 use super::{BULK_BUF, SINK, SOURCE, Target};
+use crate::footprint::{Usage, Window};
 
 /// Which way the bytes go, seen from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -60,6 +61,18 @@ pub async fn run(
     sink_received: &Arc<AtomicU64>,
     spec: &Spec,
 ) -> std::io::Result<Outcome> {
+    Ok(run_watched(target, sink_received, spec, &[]).await?.0)
+}
+
+/// [`run`], also measuring what processes `watch` (the forwarders on the path) cost: peak
+/// memory from before the first connection, CPU time over the measurement window.
+pub async fn run_watched(
+    target: &Target,
+    sink_received: &Arc<AtomicU64>,
+    spec: &Spec,
+    watch: &[u32],
+) -> std::io::Result<(Outcome, Usage)> {
+    let mut window = Window::open(watch);
     let downloaded = Arc::new(AtomicU64::new(0));
     let counter = match spec.direction {
         Direction::Upload => Arc::clone(sink_received),
@@ -101,16 +114,19 @@ pub async fn run(
     };
     tokio::time::sleep(spec.warmup).await;
     alive(&mut streams)?;
+    window.restart_cpu();
     let (b0, t0) = (counter.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(spec.duration).await;
     let (b1, t1) = (counter.load(Ordering::Relaxed), Instant::now());
+    let usage = window.close();
     alive(&mut streams)?;
     streams.shutdown().await;
     let bytes = b1.saturating_sub(b0);
-    Ok(Outcome {
+    let outcome = Outcome {
         bits_per_sec: bytes as f64 * 8.0 / (t1 - t0).as_secs_f64(),
         bytes,
-    })
+    };
+    Ok((outcome, usage))
 }
 
 /// Waits until `counter` has not moved for `still` (data of an earlier run still in
