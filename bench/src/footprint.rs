@@ -67,11 +67,12 @@ impl Usage {
 impl Window {
     /// Opens a window over `pids`: resets their peaks and reads their CPU time.
     pub fn open(pids: &[u32]) -> Self {
-        let peak_reset = pids.iter().fold(true, |ok, &p| reset_peak(p) && ok);
+        // Every process is reset, even after one refused.
+        let refused = pids.iter().filter(|&&p| !reset_peak(p)).count();
         Self {
             pids: pids.to_vec(),
             cpu_at_start: pids.iter().map(|&p| cpu_time(p)).collect(),
-            peak_reset,
+            peak_reset: refused == 0,
         }
     }
 
