@@ -1365,7 +1365,11 @@ fn reconcile_dials(
     let quic_dialled = dialled
         .iter()
         .any(|s| s.transport == AnnouncedTransport::Quic);
-    let tcp_wanted = !quic_dialled || peer.fallback.wants_tcp(now);
+    // Asked even when TCP is dialled regardless: asking moves the fallback's
+    // clock on, and a `next_change` left in the past would keep the site loop
+    // awake (`Peers::poll_timeout`).
+    let fallback_wants_tcp = peer.fallback.wants_tcp(now);
+    let tcp_wanted = !quic_dialled || fallback_wants_tcp;
     let mut wanted: HashMap<u32, AnnouncedSocket> = HashMap::new();
     let mut let_go: Vec<u32> = Vec::new();
     for s in dialled {

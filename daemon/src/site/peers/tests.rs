@@ -1556,6 +1556,38 @@ mod fallback {
         assert_eq!(dials(&mut p), [("dial", 1)]);
     }
 
+    /// The site loop sleeps until `poll_timeout`: a deadline that `on_timeout`
+    /// leaves at or before `now` makes it spin. It did for a peer announcing
+    /// only a TCP socket once the grace had passed (a core at 100 % for as
+    /// long as the peer was known).
+    #[test]
+    fn handled_deadlines_never_stay_due() {
+        for (quic, tcp) in [(true, true), (false, true), (true, false)] {
+            let (mut p, t0) = start(quic, tcp);
+            let mut now = t0;
+            for step in 0..400u64 {
+                now = t0 + Duration::from_millis(step * 250);
+                match step {
+                    40 if quic => up(&mut p, 1, Transport::Quic, now),
+                    60 if tcp => up(&mut p, 2, Transport::Tcp, now),
+                    200 if quic => p.on_channel_down(&name("b"), ChannelId(1), "idle", now),
+                    _ => {}
+                }
+                p.on_timeout(now);
+                let _ = p.take_actions();
+                if let Some(due) = p.poll_timeout() {
+                    assert!(
+                        due > now,
+                        "quic {quic}, tcp {tcp}: deadline {:?} after start left due at {:?}",
+                        due - t0,
+                        now - t0
+                    );
+                }
+            }
+            assert!(now > t0 + GRACE + SETTLE);
+        }
+    }
+
     #[test]
     fn a_peer_without_a_tcp_socket_needs_no_fallback_wakeups() {
         let (mut p, t0) = start(true, false);
