@@ -109,6 +109,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
                 local_sockets: vec![],
                 congestion_control: Default::default(),
                 max_streams_per_peer: crate::limit::DEFAULT_STREAMS_PER_PEER,
+                worker_threads: crate::config::DEFAULT_WORKER_THREADS,
                 relay: None,
             },
             exposed_apps: vec![],

@@ -60,7 +60,9 @@ fn main() -> ExitCode {
         Command::Check => check(cli.config.as_deref()),
         Command::Identity => identity(cli.config.as_deref(), cli.state),
         Command::Run => run_site(cli.config.as_deref(), cli.state, cli.control_socket),
-        Command::Demo { port } => with_runtime(async move { Ok(demo::run(port).await?) }),
+        Command::Demo { port } => with_runtime(config::DEFAULT_WORKER_THREADS, async move {
+            Ok(demo::run(port).await?)
+        }),
     }
 }
 
@@ -153,7 +155,7 @@ fn run_site(path: Option<&Path>, state: Option<PathBuf>, control: Option<PathBuf
     raise_descriptor_limit();
     let path = path.map(Path::to_path_buf);
     let path = path.as_deref();
-    with_runtime(async move {
+    with_runtime(cfg.tunnel.worker_threads, async move {
         // First, so that a SIGHUP during start does not kill the daemon.
         let mut signals = Signals::install().context("cannot install signal handlers")?;
         let store = store_for(state, path);
@@ -236,8 +238,10 @@ fn raise_descriptor_limit() {
     }
 }
 
-fn with_runtime(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+/// Runs `f` on a runtime of `workers` threads (`tunnel.workerThreads`).
+fn with_runtime(workers: u16, f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(workers.max(1)))
         .enable_all()
         .build()
     {

@@ -27,6 +27,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 pub mod waiters;
+pub mod window;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::app::{OpenError, StreamOpener, StreamServer, TunnelStream};
 use crate::config::{
@@ -1523,6 +1524,7 @@ async fn run_channel(
             }
             e = serve_streams(ctx, &ch) => close_reason(&e),
             never = watch_silence(&ch) => match never {},
+            never = tune_windows(&ch.conn) => match never {},
             never = ch.datagrams.run() => match never {},
         };
         ctx.registry.remove(&peer.site, id);
@@ -1601,6 +1603,29 @@ async fn watch_silence(ch: &Channel) -> std::convert::Infallible {
                 warn!(silence = ?last_change.elapsed(), "channel silent; new streams avoid it");
             }
         }
+    }
+}
+
+/// Keeps the channel's send and receive windows at what its path needs
+/// ([`window`]): what the daemon buffers follows the path's bandwidth-delay
+/// product instead of a fixed worst case. Never returns.
+async fn tune_windows(conn: &quinn::Connection) -> std::convert::Infallible {
+    let mut send = window::WindowTuner::new();
+    let mut recv = window::WindowTuner::new();
+    loop {
+        let rtt = conn.rtt();
+        let stats = conn.stats();
+        let now = Instant::now();
+        if let Some(w) = send.on_tick(now, rtt, stats.udp_tx.bytes) {
+            trace!(window = w, "send window");
+            conn.set_send_window(w);
+        }
+        if let Some(w) = recv.on_tick(now, rtt, stats.udp_rx.bytes) {
+            trace!(window = w, "receive window");
+            // MAX_WINDOW is far below VarInt's 2^62 ceiling.
+            conn.set_receive_window(quinn::VarInt::from_u64(w).unwrap_or(quinn::VarInt::MAX));
+        }
+        tokio::time::sleep(send.next_tick(rtt).min(recv.next_tick(rtt))).await;
     }
 }
 

@@ -246,6 +246,7 @@ const TOP: &[(&str, Shape)] = &[
             ("localSockets", Shape::List(&Shape::Map(LOCAL_SOCKET))),
             ("congestionControl", Shape::Leaf),
             ("maxStreamsPerPeer", Shape::Leaf),
+            ("workerThreads", Shape::Leaf),
             ("relay", Shape::Map(&[("turn", Shape::Map(TURN))])),
         ]),
     ),

@@ -284,6 +284,8 @@ pub struct Tunnel {
     pub congestion_control: Option<Scalar>,
     /// Streams one peer may have open at once (new in this implementation).
     pub max_streams_per_peer: Option<Scalar>,
+    /// Threads of the async runtime (new in this implementation).
+    pub worker_threads: Option<Scalar>,
     /// Where hole-punching sockets relay when punching fails (new in this
     /// implementation).
     pub relay: Option<Relay>,

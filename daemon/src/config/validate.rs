@@ -31,6 +31,7 @@ use super::{
 };
 use super::{DEFAULT_STUN_PORT, MAX_STUN_SERVERS, StunServer};
 use super::{DEFAULT_TURN_PORT, RelayConfig, TurnServer};
+use super::{DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS};
 use super::{MAX_UDP_IDLE_TIMEOUT_SECS, Protocol, ProxyProtocol};
 use crate::identity::Fingerprint;
 use crate::limit::{DEFAULT_STREAMS_PER_PEER, MAX_LIMIT};
@@ -789,6 +790,19 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
         r,
     )
     .unwrap_or(DEFAULT_STREAMS_PER_PEER);
+    let worker_threads = match raw.and_then(|t| given(&t.worker_threads)) {
+        None => DEFAULT_WORKER_THREADS,
+        Some(s) => match s.trim().parse::<u16>() {
+            Ok(n) if (1..=MAX_WORKER_THREADS).contains(&n) => n,
+            _ => {
+                r.err(
+                    "tunnel.workerThreads",
+                    format!("'{s}' is not a whole number from 1 to {MAX_WORKER_THREADS}"),
+                );
+                DEFAULT_WORKER_THREADS
+            }
+        },
+    };
     let mut local_sockets: Vec<LocalSocket> = Vec::new();
     // Keyed by transport too: a QUIC (UDP) and a TCP socket may share a port.
     let mut listens: HashMap<(Transport, SocketAddr), usize> = HashMap::new();
@@ -859,6 +873,7 @@ fn tunnel(raw: Option<&raw::Tunnel>, r: &mut Report) -> Option<TunnelConfig> {
         local_sockets,
         congestion_control,
         max_streams_per_peer,
+        worker_threads,
         relay,
     })
 }
@@ -2487,6 +2502,21 @@ publicPort: 1"
                 "tunnel.localSockets: has 17 entries, at most 16 are allowed (other sites dial no more sockets of one peer)"
             ]
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_range_checked() {
+        assert_eq!(ok("").tunnel.worker_threads, DEFAULT_WORKER_THREADS);
+        assert_eq!(ok("tunnel:\n  workerThreads: 4\n").tunnel.worker_threads, 4);
+        for bad in ["0", "257", "-1", "two", "1.5"] {
+            let e = errs(&format!("tunnel:\n  workerThreads: {bad}\n"));
+            assert!(
+                e.len() == 1
+                    && e[0].starts_with("tunnel.workerThreads: ")
+                    && e[0].contains("1 to 256"),
+                "{bad}: {e:?}"
+            );
+        }
     }
 
     #[test]

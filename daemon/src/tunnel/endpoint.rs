@@ -11,6 +11,7 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use super::TunnelError;
 use super::congestion::BbrConfig;
 use super::udp::{self, Aux, Demux};
+use super::window::MIN_WINDOW;
 use crate::config::CongestionControl;
 
 /// A keep-alive every this often keeps NAT bindings open and lets a dead path
@@ -59,9 +60,6 @@ pub fn next_stream_credit(current: u32, open: usize) -> u32 {
     }
 }
 
-/// Connection-level receive window of an authenticated dataChannel.
-pub const RECEIVE_WINDOW: u32 = 64 << 20;
-
 /// Connection-level receive window until the key proof passed: all the peer
 /// may have in flight to us, over every stream, before it proved the key. A
 /// hello is under 300 bytes; this bounds what a keyless peer makes us buffer.
@@ -83,9 +81,11 @@ pub enum Side {
 
 /// Transport parameters for every dataChannel on `side`.
 ///
-/// Windows are sized for high bandwidth-delay paths (e.g. 1 Gbit/s at 100 ms
-/// needs ~12 MiB in flight); they are limits, not allocations, so idle streams
-/// cost nothing. Until [`grant_after_auth`], the peer gets only what the key
+/// The per-stream receive window is sized for high bandwidth-delay paths
+/// (e.g. 1 Gbit/s at 100 ms needs ~12 MiB in flight); it is a limit, not an
+/// allocation. The connection's send and receive windows, which bound what a
+/// daemon buffers, start at [`MIN_WINDOW`] and follow the path
+/// ([`super::window`]). Until [`grant_after_auth`], the peer gets only what the key
 /// proof needs (`preauth_limits`).
 pub fn transport_config(cc: CongestionControl, side: Side) -> Arc<TransportConfig> {
     Arc::new(build_transport_config(cc, side))
@@ -96,8 +96,10 @@ fn build_transport_config(cc: CongestionControl, side: Side) -> TransportConfig 
     t.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(STREAM_RECEIVE_WINDOW)
-        .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
-        .send_window(64 << 20)
+        // Both start at the floor and follow the path from there
+        // (`window`, driven by the channel's task).
+        .receive_window(VarInt::from_u32(MIN_WINDOW as u32))
+        .send_window(MIN_WINDOW)
         .keep_alive_interval(Some(KEEP_ALIVE))
         .enable_segmentation_offload(true);
     // IDLE_TIMEOUT is far below IdleTimeout's 2^62 ms ceiling.
@@ -164,11 +166,11 @@ fn preauth_limits(t: &mut TransportConfig, side: Side) {
         .receive_window(VarInt::from_u32(PREAUTH_RECEIVE_WINDOW));
 }
 
-/// Opens a connection up once the peer passed the key proof: the full
-/// connection window and the first stream credit (grown later with
+/// Opens a connection up once the peer passed the key proof: the
+/// authenticated connection window (from which [`super::window`] takes over) and the first stream credit (grown later with
 /// [`next_stream_credit`]). quinn sends the new limits at once.
 pub fn grant_after_auth(conn: &quinn::Connection) {
-    conn.set_receive_window(VarInt::from_u32(RECEIVE_WINDOW));
+    conn.set_receive_window(VarInt::from_u32(MIN_WINDOW as u32));
     conn.set_max_concurrent_bi_streams(VarInt::from_u32(INITIAL_STREAM_CREDIT));
 }
 
