@@ -29,7 +29,8 @@ async fn quick_loopback_throughput_reports_a_positive_figure_next_to_its_baselin
     let mut report = Report::default();
     loopback::run(&env, &opts, &mut report).await.unwrap();
 
-    // One row per tunnel transport, each next to the direct figure measured just before.
+    // Per tunnel transport: its throughput next to the direct figure measured just
+    // before, then what both daemons cost over that transfer.
     let rows: Vec<(&str, &str)> = report
         .records
         .iter()
@@ -37,17 +38,31 @@ async fn quick_loopback_throughput_reports_a_positive_figure_next_to_its_baselin
         .collect();
     assert_eq!(
         rows,
-        [("loopback", "throughput"), ("loopback", "tcp_throughput")],
+        [
+            ("loopback", "throughput"),
+            ("loopback", "cpu_per_gb"),
+            ("loopback", "peak_rss"),
+            ("loopback", "tcp_throughput"),
+            ("loopback", "cpu_per_gb"),
+            ("loopback", "peak_rss"),
+        ],
         "{:?}",
         report.records
     );
     for r in &report.records {
         assert!(r.value > 0.0, "{r:?}");
-        let base = r.baseline.as_ref().expect("a baseline");
-        assert!(
-            base.value > 0.0 && r.ratio.is_some_and(|x| x > 0.0),
-            "{r:?}"
-        );
+        match r.metric.as_str() {
+            "cpu_per_gb" => assert_eq!(r.unit, "CPU-s/GB", "{r:?}"),
+            // A running daemon holds more than a MiB; the peak is read, not guessed.
+            "peak_rss" => assert!(r.unit == "MiB" && r.value > 1.0, "{r:?}"),
+            _ => {
+                let base = r.baseline.as_ref().expect("a baseline");
+                assert!(
+                    base.value > 0.0 && r.ratio.is_some_and(|x| x > 0.0),
+                    "{r:?}"
+                );
+            }
+        }
     }
 
     let dir = tempfile::tempdir().unwrap();

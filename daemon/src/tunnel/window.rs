@@ -12,12 +12,17 @@
 //! How: every tick the rate since the last tick is measured; the window is
 //! [`GAIN`] × (peak rate of the last [`PEAK_HOLD`]) × (minimum RTT of the last
 //! [`MIN_RTT_HOLD`]), within [`MIN_WINDOW`]..=[`MAX_WINDOW`]. When the window
-//! itself is the limit and no queue has formed (smoothed RTT ≈ minimum), the
-//! rate is window / RTT, so the next window is `GAIN` × the current one: it
-//! doubles per tick until the path, not the window, limits. When a queue forms
-//! the smoothed RTT rises above the minimum and growth stops by itself. It
-//! shrinks once the peak rate has aged out (after a transfer, or when the path
-//! got slower), so an idle channel goes back to the floor.
+//! itself is the limit, the rate is at most window / RTT, so the next window
+//! is up to `GAIN` × the current one. On a lossy path the window must hold
+//! more than one product: data behind a lost packet keeps its place in the
+//! receive window until the retransmission arrives, a round trip or more
+//! later, so a window-limited lossy path delivers about window / (2 × RTT)
+//! and still grows (`GAIN` / 2 × per tick). Once the congestion controller,
+//! not the window, limits (it keeps what is in flight near the path's
+//! product, so no queue grows without bound), the rate is the path's and the
+//! window settles at `GAIN` products. It shrinks once the peak rate has aged
+//! out (after a transfer, or when the path got slower), so an idle channel
+//! goes back to the floor.
 
 use std::time::{Duration, Instant};
 
@@ -27,9 +32,15 @@ use std::time::{Duration, Instant};
 pub const MIN_WINDOW: u64 = 2 << 20;
 /// Never above this (the fixed size used before).
 pub const MAX_WINDOW: u64 = 64 << 20;
-/// Window per bandwidth-delay product: room to double while the window is
-/// the limit, and for the rate's burstiness.
-pub const GAIN: u64 = 2;
+/// Window per bandwidth-delay product: one in flight, more held behind
+/// losses until their retransmission arrives, and room to grow while the
+/// window is the limit. Measured on the WAN grid against the fixed windows
+/// (bbr, one stream, same machine): with 2, 100 ms 1 % into a 100 Mbit/s
+/// cap fell from 95 to 78 Mbit/s and 200 ms 5 % uncapped from 134 to 36;
+/// with 4 every capped path held but the 200 ms uncapped ones lost 9–13 %;
+/// with 8 they are within the runs' noise (197 / 131 against 209 / 134).
+/// On loopback or a LAN the product is tens of KB, so the floor decides.
+pub const GAIN: u64 = 8;
 /// How long a peak rate is remembered.
 pub const PEAK_HOLD: Duration = Duration::from_secs(2);
 /// How long a minimum RTT is remembered (the path may have changed since).
@@ -157,35 +168,37 @@ mod tests {
     }
 
     #[test]
-    fn a_long_fat_path_grows_to_twice_its_product_within_a_few_rtts() {
+    fn a_long_fat_path_grows_to_its_gain_times_its_product_within_a_few_rtts() {
         // 1 Gbit/s × 100 ms = 12.5 MB.
         let mut t = WindowTuner::new();
         let t0 = Instant::now();
-        let w = drive(&mut t, t0, 125e6, 100 * MS, 8);
+        let w = drive(&mut t, t0, 125e6, 100 * MS, 6);
         let bdp = 12_500_000u64;
-        assert!(w >= 2 * bdp - 100_000 && w <= 2 * bdp + 100_000, "{w}");
-        // It got there by doubling from the floor, one step per tick.
-        let steps: Vec<u64> = (1..=3)
+        assert_eq!(w, (GAIN * bdp).min(MAX_WINDOW));
+        // It got there by multiplying from the floor, GAIN × per tick.
+        let steps: Vec<u64> = (1..=2)
             .map(|n| drive(&mut WindowTuner::new(), t0, 125e6, 100 * MS, n))
             .collect();
-        assert_eq!(steps, [2 * MIN_WINDOW, 4 * MIN_WINDOW, 8 * MIN_WINDOW]);
+        assert_eq!(steps, [GAIN * MIN_WINDOW, MAX_WINDOW]);
     }
 
     #[test]
-    fn a_queue_stops_growth() {
-        // The window fills the path and a queue doubled the smoothed RTT
-        // (50 → 100 ms): the rate is window / 100 ms, so rate × minimum RTT
-        // is half the window and GAIN × that is the window itself.
+    fn a_window_limited_lossy_path_still_grows() {
+        // Data behind each loss holds its window share for an extra round
+        // trip: the path delivers window / (2 × RTT) while the window limits.
+        let rtt = 100 * MS;
         let mut t = WindowTuner::new();
         let t0 = Instant::now();
-        t.on_tick(t0, 50 * MS, 0);
         let (mut now, mut bytes) = (t0, 0u64);
-        for _ in 0..50 {
-            now += 100 * MS;
-            bytes += t.window();
-            t.on_tick(now, 100 * MS, bytes);
+        t.on_tick(now, rtt, 0);
+        for _ in 0..10 {
+            let carried = (12.5e6f64).min(t.window() as f64 / (2.0 * rtt.as_secs_f64()));
+            now += rtt;
+            bytes += (carried * rtt.as_secs_f64()) as u64;
+            t.on_tick(now, rtt, bytes);
         }
-        assert_eq!(t.window(), MIN_WINDOW);
+        // 100 Mbit/s × 100 ms = 1.25 MB: settled at GAIN products.
+        assert_eq!(t.window(), GAIN * 1_250_000);
     }
 
     #[test]
