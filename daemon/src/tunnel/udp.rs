@@ -71,6 +71,9 @@ pub fn classify(d: &[u8]) -> Kind {
 pub fn endpoint_config() -> quinn::EndpointConfig {
     let mut c = quinn::EndpointConfig::default();
     c.grease_quic_bit(false);
+    // What peers may send us: as large as our MTU discovery goes. Within
+    // quinn's accepted range (1200..=65527), so this cannot fail.
+    let _ = c.max_udp_payload_size(super::endpoint::UDP_MTU_CEILING);
     c
 }
 
