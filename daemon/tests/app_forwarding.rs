@@ -9,15 +9,15 @@
 // allow-unwrap-in-tests; in a test a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -111,35 +111,10 @@ impl Sites {
 
     async fn with_exposed(exposed: ExposedApps) -> Self {
         init_tracing();
-        let cert = rcgen::generate_simple_self_signed(vec!["far.test".to_owned()]).unwrap();
-        let cert_der: CertificateDer<'static> = cert.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-
         let mut transport = quinn::TransportConfig::default();
         transport.max_concurrent_bidi_streams(256u32.into());
-        let transport = Arc::new(transport);
-
-        let mut server_config =
-            quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key).unwrap();
-        server_config.transport_config(transport.clone());
-        let server =
-            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (server, client) = common::endpoint_pair(transport);
         let server_addr = server.local_addr().unwrap();
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert_der).unwrap();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut client_config =
-            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        client_config.transport_config(transport);
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(client_config);
 
         let exposed = Arc::new(exposed);
         let far_counters = Arc::new(Counters::default());
