@@ -351,6 +351,14 @@ mod tests {
     use super::*;
     use crate::config::{AppName, AppSocket};
 
+    /// A valid config with no apps, to apply saved state to.
+    fn minimal_config() -> Config {
+        crate::config::load_str(
+            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
+        )
+        .unwrap()
+    }
+
     fn app(name: &str, port: u16) -> ExposedApp {
         ExposedApp {
             name: AppName::new(name).unwrap(),
@@ -478,10 +486,7 @@ mod tests {
         assert_eq!(st.exposed_added[0]["maxConnections"], 7);
         assert_eq!(st.remote_added[0]["maxConnections"], 3);
         store.save(&st).unwrap();
-        let mut cfg = crate::config::load_str(
-            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
-        )
-        .unwrap();
+        let mut cfg = minimal_config();
         assert!(store.load().unwrap().apply(&mut cfg).is_empty());
         assert_eq!(cfg.exposed_apps, vec![limited]);
         assert_eq!(cfg.remote_apps, vec![remote]);
@@ -522,10 +527,7 @@ mod tests {
         assert_eq!(st.exposed_added[0]["bandwidthLimit"], "10MiB/s");
         assert_eq!(st.remote_added[0]["bandwidthLimit"], "100Mbit/s");
         store.save(&st).unwrap();
-        let mut cfg = crate::config::load_str(
-            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
-        )
-        .unwrap();
+        let mut cfg = minimal_config();
         assert!(store.load().unwrap().apply(&mut cfg).is_empty());
         assert_eq!(cfg.exposed_apps, vec![limited]);
         assert_eq!(cfg.remote_apps, vec![remote]);
@@ -556,10 +558,7 @@ mod tests {
         assert_eq!(st.exposed_added[0]["allowedSites"], json!(["c", "b"]));
         assert!(st.exposed_added[1].get("allowedSites").is_none());
         store.save(&st).unwrap();
-        let mut cfg = crate::config::load_str(
-            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
-        )
-        .unwrap();
+        let mut cfg = minimal_config();
         assert!(store.load().unwrap().apply(&mut cfg).is_empty());
         assert_eq!(cfg.exposed_apps, vec![restricted, app("open", 81)]);
 
@@ -573,10 +572,7 @@ mod tests {
             ],
             ..State::default()
         };
-        let mut cfg = crate::config::load_str(
-            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
-        )
-        .unwrap();
+        let mut cfg = minimal_config();
         assert_eq!(
             bad.apply(&mut cfg),
             [
@@ -609,10 +605,7 @@ mod tests {
             exposed_added: vec![json!({"appName": "x", "appSocket": "bogus"})],
             ..State::default()
         };
-        let mut cfg = crate::config::load_str(
-            "siteName: a\ncrypto: {key: \"12345678\"}\nmessageChannel: {mqtt: {brokerServer: \"mqtt://127.0.0.1:1\"}}\n",
-        )
-        .unwrap();
+        let mut cfg = minimal_config();
         let w = st.apply(&mut cfg);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("exposedAdded[0].appSocket"), "{w:?}");
