@@ -1613,8 +1613,9 @@ async fn tune_windows(conn: &quinn::Connection) -> std::convert::Infallible {
     let mut send = window::WindowTuner::new();
     let mut recv = window::WindowTuner::new();
     loop {
-        let rtt = conn.rtt();
+        // One lock of the connection: the stats carry the smoothed RTT too.
         let stats = conn.stats();
+        let rtt = stats.path.rtt;
         let now = Instant::now();
         if let Some(w) = send.on_tick(now, rtt, stats.udp_tx.bytes) {
             trace!(window = w, "send window");
