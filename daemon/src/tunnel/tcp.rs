@@ -210,7 +210,8 @@ impl AsyncUdpSocket for Link {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
+        // Each slot touched stays resident (`udp::RECV_SLOTS`).
+        while n < bufs.len().min(meta.len()).min(super::udp::RECV_SLOTS) {
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(p)) => {
                     // quinn's buffers hold the largest packet the endpoint
