@@ -23,6 +23,7 @@ pub mod detect;
 pub mod error;
 pub mod identity;
 pub mod limit;
+pub mod memory;
 pub mod message;
 pub mod notify;
 pub mod signals;

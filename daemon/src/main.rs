@@ -251,7 +251,16 @@ fn with_runtime(workers: u16, f: impl Future<Output = anyhow::Result<()>>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(f) {
+    let run = async {
+        // Process-wide, so it outlives every site and ends with the run.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let trimmer = tokio::spawn(wovenet_daemon::memory::release_after_bursts(stop.clone()));
+        let r = f.await;
+        stop.cancel();
+        let _ = trimmer.await;
+        r
+    };
+    match rt.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");
