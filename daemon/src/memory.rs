@@ -113,8 +113,9 @@ pub async fn release_after_bursts(stop: CancellationToken) {
             return;
         };
         if trim.on_tick(Instant::now(), cpu) {
+            let started = Instant::now();
             let returned = release_free_heap();
-            debug!(returned, "heap trimmed after a burst");
+            debug!(returned, took = ?started.elapsed(), "heap trimmed after a burst");
         }
     }
 }
