@@ -32,9 +32,8 @@ pub const BUSY_SHARE: f64 = 0.05;
 #[derive(Debug, Default)]
 pub struct IdleTrim {
     last: Option<(Instant, Duration)>,
-    /// A busy tick was seen since the last trim.
-    busy: bool,
-    quiet_since: Option<Instant>,
+    /// End of the last busy tick, while no trim has followed it.
+    busy_until: Option<Instant>,
 }
 
 impl IdleTrim {
@@ -50,20 +49,16 @@ impl IdleTrim {
         }
         let share = cpu.saturating_sub(cpu_then).as_secs_f64() / wall.as_secs_f64();
         if share >= BUSY_SHARE {
-            self.busy = true;
-            self.quiet_since = None;
+            self.busy_until = Some(now);
             return false;
         }
-        if !self.busy {
-            return false;
+        match self.busy_until {
+            Some(busy) if now.saturating_duration_since(busy) >= QUIET => {
+                self.busy_until = None;
+                true
+            }
+            _ => false,
         }
-        let since = *self.quiet_since.get_or_insert(then);
-        if now.saturating_duration_since(since) < QUIET {
-            return false;
-        }
-        self.busy = false;
-        self.quiet_since = None;
-        true
     }
 }
 
