@@ -49,12 +49,12 @@ pub enum Kind {
 /// Receive slots a socket fills per call to quinn's endpoint.
 ///
 /// quinn offers 32 slots, each as large as the biggest GRO batch it accepts
-/// (64 × the largest packet: 416 KiB at [`super::endpoint::UDP_MTU_CEILING`]). Every page the
-/// kernel ever writes stays resident: at full speed all 32 fill with
-/// 65 KiB batches (a GSO send of 10 packets), 2 MiB kept by an idle daemon
-/// after its first fast transfer. Eight slots still move half a MiB per
-/// call; in the loopback rig the throughput was the same and the peaks
-/// ~1–3 MiB lower.
+/// (64 × the largest packet: 416 KiB at
+/// [`super::endpoint::UDP_MTU_CEILING`]). Every page the kernel ever writes
+/// stays resident: at full speed all 32 fill with 65 KiB batches (a GSO send
+/// of 10 packets), 2 MiB kept by an idle daemon after its first fast
+/// transfer. Eight slots still move half a MiB per call; in the loopback rig
+/// the throughput was the same and the peaks ~1–3 MiB lower.
 pub const RECV_SLOTS: usize = 8;
 
 /// Sorts one datagram by its first bytes. QUIC packets have the long-header
