@@ -309,13 +309,14 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     frames: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
     while !frames.is_empty() {
-        let slices: Vec<IoSlice<'_>> = frames
-            .iter()
-            .take(FRAMES_PER_WRITE)
-            .map(|f| IoSlice::new(f))
-            .collect();
-        let mut n = w.write_vectored(&slices).await?;
-        drop(slices);
+        // On the stack: one write per batch of frames must not allocate.
+        let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+        let mut k = 0;
+        for (slot, f) in slices.iter_mut().zip(frames.iter()) {
+            *slot = IoSlice::new(f);
+            k += 1;
+        }
+        let mut n = w.write_vectored(&slices[..k]).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
