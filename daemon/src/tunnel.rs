@@ -982,7 +982,7 @@ async fn inbound(
         transport,
     } = via;
     let deadline = tokio::time::Instant::from_std(slot.deadline());
-    let connecting = match incoming.accept() {
+    let connecting = match endpoint::spanless(|| incoming.accept()) {
         Ok(c) => c,
         Err(e) => {
             debug!(error = %Chain(&e), "cannot accept connection");
@@ -1419,8 +1419,7 @@ async fn connect(
     expected: &PeerId,
 ) -> Result<quinn::Connection, DialError> {
     let deadline = tokio::time::Instant::now() + auth::DEADLINE;
-    let connecting = ep
-        .connect_with(client.clone(), addr, tls::SERVER_NAME)
+    let connecting = endpoint::spanless(|| ep.connect_with(client.clone(), addr, tls::SERVER_NAME))
         .map_err(DialError::Start)?;
     let conn = tokio::time::timeout_at(deadline, connecting)
         .await

@@ -360,6 +360,8 @@ impl ExposedServer {
                     origin.to_string(),
                     channel,
                 );
+                // Not in the span: the pipe logs nothing and is polled for
+                // every chunk (see `remote::serve_client`).
                 let outcome = local
                     .pipe(
                         send,
@@ -368,7 +370,6 @@ impl ExposedServer {
                         throttle.as_deref(),
                         self.cancel.cancelled(),
                     )
-                    .instrument(span.clone())
                     .await;
                 // The tunnel counts the stream as open until this drops.
                 drop(guard);
