@@ -26,6 +26,7 @@ pub mod stun;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod udp_socket;
 pub mod waiters;
 pub mod window;
 

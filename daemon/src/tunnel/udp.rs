@@ -1,13 +1,14 @@
 //! The UDP socket under every quinn endpoint, shared with STUN and punch
 //! packets: one socket, so the NAT mapping STUN learns is the one QUIC uses.
 //!
-//! [`Demux`] wraps quinn's own socket. Received datagrams are sorted by their
-//! first byte ([`classify`]): QUIC goes to quinn, STUN (RFC 8489: top two bits
-//! clear, magic cookie) is handled here — a Binding success answers a waiting
-//! probe (`stun::binding`, registered with [`Aux::expect`]), a Binding indication is a
-//! peer's punch packet — and anything else is dropped and counted. QUIC never
-//! sets those two bits to zero as long as the fixed bit is not greased, which
-//! [`endpoint_config`] turns off. This module owns no policy: when to probe
+//! [`Demux`] wraps the socket quinn uses ([`super::udp_socket`]). Received
+//! datagrams are sorted by their first byte ([`classify`]): QUIC goes to
+//! quinn, STUN (RFC 8489: top two bits clear, magic cookie) is handled here —
+//! a Binding success answers a waiting probe (`stun::binding`, registered with
+//! [`Aux::expect`]), a Binding indication is a peer's punch packet — and
+//! anything else is dropped and counted. QUIC never sets those two bits to
+//! zero as long as the fixed bit is not greased, which [`endpoint_config`]
+//! turns off. This module owns no policy: when to probe
 //! and whom to punch toward is decided elsewhere.
 
 use std::fmt;
@@ -257,12 +258,10 @@ impl fmt::Debug for Demux {
 }
 
 impl Demux {
-    /// Wraps quinn's socket for `sock`; returns it and its non-QUIC side.
+    /// Wraps `sock` for quinn; returns it and its non-QUIC side.
     pub fn new(sock: std::net::UdpSocket) -> io::Result<(Arc<Self>, Arc<Aux>)> {
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| io::Error::other("no async runtime for quinn"))?;
         let local = sock.local_addr()?;
-        let inner = runtime.wrap_udp_socket(sock)?;
+        let inner: Arc<dyn AsyncUdpSocket> = super::udp_socket::UdpSocket::new(sock)?;
         let aux = Arc::new(Aux {
             inner: inner.clone(),
             local,
