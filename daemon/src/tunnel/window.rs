@@ -57,6 +57,8 @@ pub struct WindowTuner {
     last: Option<(Instant, u64)>,
     /// Bytes per second, and when it was seen.
     peak: Option<(f64, Instant)>,
+    /// Bytes per second over the last tick.
+    recent: f64,
     min_rtt: Option<(Duration, Instant)>,
 }
 
@@ -73,6 +75,7 @@ impl WindowTuner {
             window: MIN_WINDOW,
             last: None,
             peak: None,
+            recent: 0.0,
             min_rtt: None,
         }
     }
@@ -98,6 +101,7 @@ impl WindowTuner {
             let dt = now.saturating_duration_since(then);
             if !dt.is_zero() {
                 let rate = bytes.saturating_sub(before) as f64 / dt.as_secs_f64();
+                self.recent = rate;
                 if self.peak.is_none_or(|(p, at)| {
                     rate >= p || now.saturating_duration_since(at) > PEAK_HOLD
                 }) {
@@ -119,12 +123,20 @@ impl WindowTuner {
         })
     }
 
-    /// When to tick next: about once per RTT while bytes flow (the rate of a
-    /// window-limited path shows over one RTT), [`MAX_TICK`] when idle.
+    /// When to tick next: about once per RTT while the last tick's rate
+    /// asks for a window of at least half the floor (the rate of a
+    /// window-limited path shows over one RTT), [`MAX_TICK`] otherwise.
+    ///
+    /// Slower flows cannot need more than the floor before the next tick
+    /// sees them grow. Keep-alives (a packet every [`PEAK_HOLD`]) are such a
+    /// flow: counting any byte as flowing kept every idle channel ticking
+    /// every 10 ms.
     pub fn next_tick(&self, rtt: Duration) -> Duration {
-        match self.peak {
-            Some((rate, _)) if rate > 0.0 => rtt.clamp(MIN_TICK, MAX_TICK),
-            _ => MAX_TICK,
+        let wants = GAIN as f64 * self.recent * rtt.as_secs_f64();
+        if wants >= (MIN_WINDOW / 2) as f64 {
+            rtt.clamp(MIN_TICK, MAX_TICK)
+        } else {
+            MAX_TICK
         }
     }
 }
@@ -215,6 +227,46 @@ mod tests {
         }
         assert_eq!(t.window(), MIN_WINDOW);
         assert_eq!(t.next_tick(100 * MS), MAX_TICK);
+    }
+
+    #[test]
+    fn keep_alives_alone_tick_at_the_idle_pace() {
+        // A keep-alive of ~50 bytes every PEAK_HOLD on a 20 ms path.
+        let rtt = 20 * MS;
+        let mut t = WindowTuner::new();
+        let (mut now, mut bytes) = (Instant::now(), 0u64);
+        t.on_tick(now, rtt, bytes);
+        let mut ticks = 0u32;
+        let end = now + 10 * PEAK_HOLD;
+        let mut next_keep_alive = now;
+        while now < end {
+            now += t.next_tick(rtt);
+            ticks += 1;
+            if now >= next_keep_alive {
+                bytes += 50;
+                next_keep_alive += PEAK_HOLD;
+            }
+            t.on_tick(now, rtt, bytes);
+        }
+        assert_eq!(t.window(), MIN_WINDOW);
+        // 20 s at MAX_TICK; ticking per RTT would be 1 000.
+        assert_eq!(ticks, 80);
+    }
+
+    #[test]
+    fn a_flow_that_may_outgrow_the_floor_ticks_once_per_rtt() {
+        let rtt = 20 * MS;
+        let mut t = WindowTuner::new();
+        let t0 = Instant::now();
+        // GAIN × rate × 20 ms reaches half the 2 MiB floor at ~6.6 MB/s.
+        t.on_tick(t0, rtt, 0);
+        t.on_tick(t0 + MAX_TICK, rtt, 1_500_000);
+        assert_eq!(t.next_tick(rtt), MAX_TICK);
+        t.on_tick(t0 + 2 * MAX_TICK, rtt, 1_500_000 + 2_000_000);
+        assert_eq!(t.next_tick(rtt), rtt);
+        // And back to the idle pace once it stops.
+        t.on_tick(t0 + 3 * MAX_TICK, rtt, 3_500_000);
+        assert_eq!(t.next_tick(rtt), MAX_TICK);
     }
 
     #[test]
