@@ -1569,13 +1569,15 @@ async fn serve_streams(ctx: &Ctx, ch: &Arc<Channel>) -> quinn::ConnectionError {
                     ch.conn
                         .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(credit));
                 }
-                // In the channel's span, so the stream's log lines carry the
-                // site, peer and channel like the client side's do.
-                ctx.tracker.spawn(
-                    ctx.server
-                        .serve(stream, ch.peer.site.clone(), ch.conn.remote_address())
-                        .in_current_span(),
-                );
+                // Called in the channel's span, so the stream's log lines
+                // carry the site, peer and channel like the client side's
+                // do; the future is not instrumented, since it is polled for
+                // every chunk its pipe carries and logs in its own span.
+                ctx.tracker.spawn(ctx.server.serve(
+                    stream,
+                    ch.peer.site.clone(),
+                    ch.conn.remote_address(),
+                ));
             }
             Err(e) => return e,
         }

@@ -289,16 +289,14 @@ impl ExposedServer {
     /// `origin`: reads the preamble, admits it against the apps, connects the
     /// app socket, replies, then pipes until the stream ends or the server is
     /// cancelled. Never panics on bad input; every outcome is counted and
-    /// logged inside a `stream` span carrying `peer.site` and `app.name`.
-    pub async fn serve_stream(&self, stream: TunnelStream, peer: &SiteName, origin: SocketAddr) {
-        let span = tracing::info_span!(
-            "stream",
-            peer.site = %peer,
-            app.name = tracing::field::Empty,
-            client.addr = tracing::field::Empty,
-            stream.id = %stream.send.id(),
-            channel.id = %stream.channel,
-        );
+    /// logged inside `span` (from [`stream_span`]), which gets `app.name`.
+    pub async fn serve_stream(
+        &self,
+        stream: TunnelStream,
+        peer: &SiteName,
+        origin: SocketAddr,
+        span: Span,
+    ) {
         let TunnelStream {
             mut send,
             mut recv,
@@ -602,8 +600,24 @@ impl StreamServer for ExposedServer {
         origin: SocketAddr,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let this = self.clone();
-        Box::pin(async move { this.serve_stream(stream, &peer, origin).await })
+        // Made here, in the caller's (the channel's) span, so the stream's
+        // lines carry its site, peer and channel; the future itself runs
+        // outside any span (see `serve_stream`).
+        let span = stream_span(&stream, &peer);
+        Box::pin(async move { this.serve_stream(stream, &peer, origin, span).await })
     }
+}
+
+/// The span an accepted stream is served in, a child of the current one.
+pub fn stream_span(stream: &TunnelStream, peer: &SiteName) -> Span {
+    tracing::info_span!(
+        "stream",
+        peer.site = %peer,
+        app.name = tracing::field::Empty,
+        client.addr = tracing::field::Empty,
+        stream.id = %stream.send.id(),
+        channel.id = %stream.channel,
+    )
 }
 
 /// `::ffff:0:0/96`, where IPv6 writes IPv4 addresses (RFC 4291 section 2.5.5.2).
