@@ -289,8 +289,14 @@ impl ExposedServer {
     /// `origin`: reads the preamble, admits it against the apps, connects the
     /// app socket, replies, then pipes until the stream ends or the server is
     /// cancelled. Never panics on bad input; every outcome is counted and
-    /// logged inside `span` (from [`stream_span`]), which gets `app.name`.
-    pub async fn serve_stream(
+    /// logged inside a `stream` span carrying `peer.site` and `app.name`.
+    pub async fn serve_stream(&self, stream: TunnelStream, peer: &SiteName, origin: SocketAddr) {
+        let span = stream_span(&stream, peer);
+        self.serve_in(stream, peer, origin, span).await;
+    }
+
+    /// [`Self::serve_stream`] in `span` (from [`stream_span`]).
+    async fn serve_in(
         &self,
         stream: TunnelStream,
         peer: &SiteName,
@@ -602,9 +608,9 @@ impl StreamServer for ExposedServer {
         let this = self.clone();
         // Made here, in the caller's (the channel's) span, so the stream's
         // lines carry its site, peer and channel; the future itself runs
-        // outside any span (see `serve_stream`).
+        // outside any span: it is polled for every chunk its pipe carries.
         let span = stream_span(&stream, &peer);
-        Box::pin(async move { this.serve_stream(stream, &peer, origin, span).await })
+        Box::pin(async move { this.serve_in(stream, &peer, origin, span).await })
     }
 }
 
