@@ -79,11 +79,25 @@ impl AsyncUdpSocket for UdpSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        let slots = bufs.len().min(meta.len());
         loop {
             let mut ready = ready!(self.io.poll_read_ready(cx))?;
             // `WouldBlock` clears the readiness and polls again.
-            if let Ok(r) = ready.try_io(|io| self.state.recv(io.get_ref().into(), bufs, meta)) {
-                return Poll::Ready(r);
+            match ready.try_io(|io| self.state.recv(io.get_ref().into(), bufs, meta)) {
+                Ok(Ok(n)) => {
+                    // Fewer datagrams than slots (Linux reads with recvmmsg):
+                    // the queue is empty, so the next read would only find
+                    // `WouldBlock`, one more syscall per packet when they
+                    // come one at a time. A datagram arriving meanwhile
+                    // raises a new edge, which tokio sees as newer than this
+                    // readiness.
+                    if cfg!(target_os = "linux") && n < slots {
+                        ready.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
             }
         }
     }
@@ -225,6 +239,61 @@ mod tests {
         .unwrap();
         assert_eq!((n, &buf[..meta[0].len]), (1, &b"in"[..]));
         assert!(!sock.blocked.load(Ordering::SeqCst));
+    }
+
+    /// A short read ends the readiness without a `WouldBlock` read; the
+    /// next datagram must still wake the receiver, however it arrives.
+    #[tokio::test]
+    async fn after_a_short_read_the_next_datagram_still_wakes_the_receiver() {
+        let (sock, peer) = pair();
+        let local = sock.local_addr().unwrap();
+        let wakes = Arc::new(WakeCount::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut storage = [[0u8; 64]; 8];
+        let mut meta = [RecvMeta::default(); 8];
+        for round in 0..50u8 {
+            peer.send_to(&[round], local).unwrap();
+            if round % 2 == 1 {
+                // Also a second one, so some reads take two.
+                peer.send_to(&[round], local).unwrap();
+            }
+            let mut got = 0;
+            let want = if round % 2 == 1 { 2 } else { 1 };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while got < want {
+                let mut bufs: Vec<IoSliceMut<'_>> =
+                    storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                match sock.poll_recv(&mut cx, &mut bufs, &mut meta) {
+                    Poll::Ready(r) => {
+                        let n = r.unwrap();
+                        assert!(meta[..n].iter().all(|m| m.len == 1));
+                        got += n;
+                    }
+                    Poll::Pending => {
+                        // Only a wake-up may bring the next poll.
+                        let before = wakes.0.load(Ordering::SeqCst);
+                        while wakes.0.load(Ordering::SeqCst) == before {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "round {round}: no wake-up"
+                            );
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, want, "round {round}");
+        }
+    }
+
+    #[derive(Default)]
+    struct WakeCount(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for WakeCount {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// The point of the module: the kernel reports writability to the
