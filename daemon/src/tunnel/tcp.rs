@@ -262,10 +262,13 @@ async fn writer<W: AsyncWrite + Unpin>(
     mut w: W,
     closed: CancellationToken,
 ) {
+    // The batch being written. It trades places with the queue's deque,
+    // which it leaves empty, so neither is reallocated for each batch.
+    let mut frames = VecDeque::new();
     loop {
-        let mut frames: VecDeque<Bytes> = tokio::select! {
+        tokio::select! {
             _ = closed.cancelled() => break,
-            f = poll_fn(|cx| {
+            () = poll_fn(|cx| {
                 let mut q = lock(&send);
                 if q.frames.is_empty() {
                     q.writer = Some(cx.waker().clone());
@@ -275,9 +278,10 @@ async fn writer<W: AsyncWrite + Unpin>(
                 if let Some(p) = q.poller.take() {
                     p.wake();
                 }
-                Poll::Ready(std::mem::take(&mut q.frames))
-            }) => f,
-        };
+                std::mem::swap(&mut q.frames, &mut frames);
+                Poll::Ready(())
+            }) => {}
+        }
         let wrote = tokio::select! {
             _ = closed.cancelled() => break,
             r = write_frames(&mut w, &mut frames) => r,
@@ -301,9 +305,10 @@ async fn writer<W: AsyncWrite + Unpin>(
 /// Frames handed to one vectored write.
 const FRAMES_PER_WRITE: usize = 64;
 
-/// Writes every frame, many per call. Not copied into one buffer first: such
-/// a buffer stays resident at its high-water mark (the whole send queue) for
-/// the link's life, and the copy costs a pass over every byte.
+/// Writes every frame of `frames` (left empty), many per call. Not copied
+/// into one buffer first: such a buffer stays resident at its high-water
+/// mark (the whole send queue) for the link's life, and the copy costs a
+/// pass over every byte.
 async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
     frames: &mut VecDeque<Bytes>,
