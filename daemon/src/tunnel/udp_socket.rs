@@ -79,7 +79,8 @@ impl AsyncUdpSocket for UdpSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let slots = bufs.len().min(meta.len());
+        // What one read can return: quinn-udp reads at most BATCH_SIZE.
+        let slots = bufs.len().min(meta.len()).min(quinn::udp::BATCH_SIZE);
         loop {
             let mut ready = ready!(self.io.poll_read_ready(cx))?;
             // `WouldBlock` clears the readiness and polls again.
